@@ -1,0 +1,1 @@
+//! Actor-side types; grows with the actors issue.

@@ -1,0 +1,466 @@
+//! Worker pool and lease accounting.
+
+use parking_lot::Mutex;
+use ray_object_store::ObjectStore;
+use ray_scheduler::{NodeResources, ResourceSet, CPU};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+use crate::worker_env;
+
+/// What a node manager is started with.
+pub struct NodeManagerConfig {
+    /// 16 bytes naming this node.
+    pub node_id: [u8; 16],
+    /// The node's total resources.
+    pub resources: ResourceSet,
+    /// The program started for each worker: the job's own binary.
+    pub worker_program: PathBuf,
+    /// Extra environment for workers.
+    pub worker_env: Vec<(String, String)>,
+    /// The per-session token, handed to workers on their stdin.
+    pub token: String,
+    /// Unique name of the session.
+    pub session: String,
+    /// The job whose workers this node starts.
+    pub job_id: u32,
+    /// The GCS endpoint, told to workers when they register.
+    pub gcs_address: String,
+    /// Most worker processes alive at once, whatever their resources.
+    pub max_workers: usize,
+}
+
+/// A granted lease, as the pool sees it.
+#[derive(Clone, Debug)]
+pub struct Grant {
+    /// Lease id, given back on return.
+    pub lease_id: u64,
+    /// The worker leased.
+    pub worker_id: [u8; 16],
+    /// Its task socket.
+    pub task_socket: String,
+    /// Its core-worker endpoint.
+    pub core_worker_address: String,
+    /// Its process id.
+    pub pid: u32,
+}
+
+/// Why a lease request ended without a lease.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    /// The shape exceeds the node's totals: it can never run here.
+    #[error("infeasible on this node: {0}")]
+    Infeasible(String),
+    /// The node manager is shutting down.
+    #[error("node manager is shutting down")]
+    ShuttingDown,
+    /// A worker could not be started.
+    #[error("cannot start a worker: {0}")]
+    Spawn(String),
+}
+
+pub(crate) struct WorkerRecord {
+    pub pid: u32,
+    pub task_socket: String,
+    pub core_worker_address: String,
+    pub registered: bool,
+    pub lease: Option<u64>,
+}
+
+struct LeaseRecord {
+    worker: [u8; 16],
+    /// What the lease holds right now (the CPU part goes back while its worker is blocked).
+    held: ResourceSet,
+    shape: ResourceSet,
+}
+
+struct PoolState {
+    resources: NodeResources,
+    workers: HashMap<[u8; 16], WorkerRecord>,
+    idle: Vec<[u8; 16]>,
+    starting: usize,
+    waiting: usize,
+    leases: HashMap<u64, LeaseRecord>,
+    next_lease: u64,
+    shutting_down: bool,
+}
+
+/// The node manager: shared by its gRPC service and the process that embeds it.
+#[derive(Clone)]
+pub struct NodeManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub config: NodeManagerConfig,
+    pub store: ObjectStore,
+    pub address: Mutex<String>,
+    state: Mutex<PoolState>,
+    changed: Notify,
+    exited: Notify,
+}
+
+impl NodeManager {
+    /// A node manager owning `store`. Call [`NodeManager::set_address`] once its server listens.
+    pub fn new(config: NodeManagerConfig, store: ObjectStore) -> Self {
+        let resources = NodeResources::new(config.resources.clone());
+        NodeManager {
+            inner: Arc::new(Inner {
+                config,
+                store,
+                address: Mutex::new(String::new()),
+                state: Mutex::new(PoolState {
+                    resources,
+                    workers: HashMap::new(),
+                    idle: Vec::new(),
+                    starting: 0,
+                    waiting: 0,
+                    leases: HashMap::new(),
+                    next_lease: 1,
+                    shutting_down: false,
+                }),
+                changed: Notify::new(),
+                exited: Notify::new(),
+            }),
+        }
+    }
+
+    /// Records the gRPC endpoint workers are told to register with.
+    pub fn set_address(&self, address: String) {
+        *self.inner.address.lock() = address;
+    }
+
+    /// The node's object store.
+    pub fn store(&self) -> &ObjectStore {
+        &self.inner.store
+    }
+
+    /// The node's id.
+    pub fn node_id(&self) -> [u8; 16] {
+        self.inner.config.node_id
+    }
+
+    /// Totals and what is free now.
+    pub fn resources(&self) -> (ResourceSet, ResourceSet) {
+        let state = self.inner.state.lock();
+        (
+            state.resources.total.clone(),
+            state.resources.available.clone(),
+        )
+    }
+
+    /// Number of worker processes alive or starting.
+    pub fn num_workers(&self) -> usize {
+        let state = self.inner.state.lock();
+        state.workers.len() + state.starting
+    }
+
+    /// Waits until `shape` fits and a worker is idle, then leases that worker. Starts workers
+    /// on demand.
+    pub async fn lease(&self, shape: &ResourceSet) -> Result<Grant, LeaseError> {
+        {
+            let state = self.inner.state.lock();
+            if !state.resources.is_feasible(shape) {
+                let why = state
+                    .resources
+                    .shortfall(shape)
+                    .map(|s| format!("{s:?}"))
+                    .unwrap_or_default();
+                return Err(LeaseError::Infeasible(format!(
+                    "requested {:?}, node total {:?} ({why})",
+                    shape.to_map(),
+                    state.resources.total.to_map()
+                )));
+            }
+        }
+        self.inner.state.lock().waiting += 1;
+        let result = self.lease_loop(shape).await;
+        self.inner.state.lock().waiting -= 1;
+        result
+    }
+
+    async fn lease_loop(&self, shape: &ResourceSet) -> Result<Grant, LeaseError> {
+        loop {
+            let notified = self.inner.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let spawn = {
+                let mut state = self.inner.state.lock();
+                if state.shutting_down {
+                    return Err(LeaseError::ShuttingDown);
+                }
+                let fits = state.resources.is_available(shape);
+                if fits {
+                    if let Some(worker) = state.idle.pop() {
+                        return Ok(grant(&mut state, worker, shape));
+                    }
+                }
+                let alive = state.workers.len() + state.starting;
+                if fits && state.starting < state.waiting && alive < self.inner.config.max_workers
+                {
+                    state.starting += 1;
+                    true
+                } else {
+                    false
+                }
+            };
+            if spawn {
+                if let Err(e) = self.spawn_worker() {
+                    self.inner.state.lock().starting -= 1;
+                    return Err(e);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Gives a leased worker back. A failed worker is killed rather than reused.
+    pub fn return_lease(&self, lease_id: u64, worker_failed: bool) {
+        let mut kill = None;
+        {
+            let mut state = self.inner.state.lock();
+            let Some(lease) = state.leases.remove(&lease_id) else {
+                return;
+            };
+            state.resources.release(&lease.held);
+            if let Some(w) = state.workers.get_mut(&lease.worker) {
+                w.lease = None;
+                if worker_failed {
+                    kill = Some(w.pid);
+                } else {
+                    state.idle.push(lease.worker);
+                }
+            }
+        }
+        if let Some(pid) = kill {
+            kill_pid(pid);
+        }
+        self.inner.changed.notify_waiters();
+    }
+
+    /// A worker blocked in `get` gives its CPU back (so nested tasks can run); when it
+    /// resumes it takes it again if free, and otherwise runs over the limit, as Ray does.
+    pub fn set_blocked(&self, worker_id: [u8; 16], blocked: bool) {
+        let mut state = self.inner.state.lock();
+        let Some(lease_id) = state.workers.get(&worker_id).and_then(|w| w.lease) else {
+            return;
+        };
+        let PoolState {
+            leases, resources, ..
+        } = &mut *state;
+        let Some(lease) = leases.get_mut(&lease_id) else {
+            return;
+        };
+        let cpu = cpu_part(&lease.shape);
+        if cpu.is_empty() {
+            return;
+        }
+        let holds_cpu = lease.held.get(CPU) > 0.0;
+        if blocked && holds_cpu {
+            resources.release(&cpu);
+            lease.held.sub(&cpu);
+        } else if !blocked && !holds_cpu && resources.try_allocate(&cpu).is_ok() {
+            lease.held.add(&cpu);
+        }
+        drop(state);
+        if blocked {
+            self.inner.changed.notify_waiters();
+        }
+    }
+
+    pub(crate) fn register_worker(
+        &self,
+        worker_id: [u8; 16],
+        pid: u32,
+        task_socket: String,
+        core_worker_address: String,
+    ) -> bool {
+        let mut state = self.inner.state.lock();
+        if state.shutting_down {
+            return false;
+        }
+        let Some(w) = state.workers.get_mut(&worker_id) else {
+            tracing::warn!(pid, "registration from a worker this node did not start");
+            return false;
+        };
+        if w.pid != pid || w.registered {
+            tracing::warn!(pid, "worker registration does not match the started process");
+            return false;
+        }
+        w.registered = true;
+        w.task_socket = task_socket;
+        w.core_worker_address = core_worker_address;
+        state.starting = state.starting.saturating_sub(1);
+        state.idle.push(worker_id);
+        drop(state);
+        self.inner.changed.notify_waiters();
+        true
+    }
+
+    fn spawn_worker(&self) -> Result<(), LeaseError> {
+        let config = &self.inner.config;
+        let worker_id: [u8; 16] = random_id();
+        let mut cmd = tokio::process::Command::new(&config.worker_program);
+        cmd.env(worker_env::WORKER_MODE, "1")
+            .env(worker_env::NODE_MANAGER, self.inner.address.lock().clone())
+            .env(worker_env::WORKER_ID, hex(&worker_id))
+            .env(worker_env::SESSION, &config.session)
+            .envs(config.worker_env.iter().cloned())
+            .stdin(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child when
+        // the thread that started it exits, so workers never outlive a crashed driver.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| LeaseError::Spawn(format!("{}: {e}", config.worker_program.display())))?;
+        let pid = child.id().unwrap_or(0);
+        // The token goes over a private pipe, never the command line or the environment.
+        if let Some(stdin) = child.stdin.take() {
+            let mut stdin = stdin
+                .into_owned_fd()
+                .map(std::fs::File::from)
+                .map_err(|e| LeaseError::Spawn(e.to_string()))?;
+            stdin
+                .write_all(format!("{}\n", config.token).as_bytes())
+                .map_err(|e| LeaseError::Spawn(format!("handing the token to a worker: {e}")))?;
+        }
+        self.inner.state.lock().workers.insert(
+            worker_id,
+            WorkerRecord {
+                pid,
+                task_socket: String::new(),
+                core_worker_address: String::new(),
+                registered: false,
+                lease: None,
+            },
+        );
+        tracing::debug!(pid, "worker started");
+        let me = self.clone();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            me.worker_exited(worker_id, pid, status.ok());
+        });
+        Ok(())
+    }
+
+    fn worker_exited(&self, worker_id: [u8; 16], pid: u32, status: Option<std::process::ExitStatus>) {
+        let mut state = self.inner.state.lock();
+        if !state.shutting_down {
+            tracing::warn!(pid, ?status, "worker exited");
+        }
+        if let Some(w) = state.workers.remove(&worker_id) {
+            if !w.registered {
+                state.starting = state.starting.saturating_sub(1);
+            }
+            state.idle.retain(|id| *id != worker_id);
+            if let Some(lease_id) = w.lease {
+                if let Some(lease) = state.leases.remove(&lease_id) {
+                    state.resources.release(&lease.held);
+                }
+            }
+        }
+        drop(state);
+        self.inner.changed.notify_waiters();
+        self.inner.exited.notify_waiters();
+    }
+
+    /// Kills every worker and waits until all are reaped; refuses leases from then on.
+    pub async fn shutdown(&self) {
+        let pids: Vec<u32> = {
+            let mut state = self.inner.state.lock();
+            state.shutting_down = true;
+            state.workers.values().map(|w| w.pid).collect()
+        };
+        self.inner.changed.notify_waiters();
+        for pid in pids {
+            kill_pid(pid);
+        }
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let exited = self.inner.exited.notified();
+            tokio::pin!(exited);
+            exited.as_mut().enable();
+            if self.inner.state.lock().workers.is_empty() {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, exited).await.is_err() {
+                tracing::error!("workers still alive 10 s after being killed");
+                return;
+            }
+        }
+    }
+}
+
+fn grant(state: &mut PoolState, worker: [u8; 16], shape: &ResourceSet) -> Grant {
+    // Checked by the caller: the shape is available.
+    let _ = state.resources.try_allocate(shape);
+    let lease_id = state.next_lease;
+    state.next_lease += 1;
+    state.leases.insert(
+        lease_id,
+        LeaseRecord {
+            worker,
+            held: shape.clone(),
+            shape: shape.clone(),
+        },
+    );
+    let w = state
+        .workers
+        .get_mut(&worker)
+        .expect("idle workers are registered workers");
+    w.lease = Some(lease_id);
+    Grant {
+        lease_id,
+        worker_id: worker,
+        task_socket: w.task_socket.clone(),
+        core_worker_address: w.core_worker_address.clone(),
+        pid: w.pid,
+    }
+}
+
+fn cpu_part(shape: &ResourceSet) -> ResourceSet {
+    ResourceSet::cpus(shape.get(CPU)).unwrap_or_default()
+}
+
+fn kill_pid(pid: u32) {
+    if pid == 0 {
+        return;
+    }
+    // SAFETY: plain syscall on a pid this node manager started and has not yet reaped (the
+    // monitor task reaps it), so the pid cannot have been reused.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+}
+
+/// 16 random bytes from the OS.
+pub fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        if f.read_exact(&mut id).is_ok() {
+            return id;
+        }
+    }
+    // Fallback: time and pid mixed; ids only need to be unique, not secret.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    id.copy_from_slice(&(t ^ ((std::process::id() as u128) << 64)).to_le_bytes());
+    id
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,175 @@
+//! The node manager's gRPC service: thin translation between wire messages and [`NodeManager`].
+
+use crate::pool::{LeaseError, NodeManager};
+use ray_object_store::{ObjectId, StoreError};
+use ray_proto::node_manager_server::NodeManager as NodeManagerRpc;
+use ray_proto::*;
+use ray_scheduler::ResourceSet;
+use tonic::{Request, Response, Status};
+
+fn object_id(bytes: &[u8]) -> Result<ObjectId, Status> {
+    let arr: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| Status::invalid_argument("object id must be 16 bytes"))?;
+    Ok(ObjectId(arr))
+}
+
+fn id16(bytes: &[u8], what: &str) -> Result<[u8; 16], Status> {
+    bytes
+        .try_into()
+        .map_err(|_| Status::invalid_argument(format!("{what} must be 16 bytes")))
+}
+
+/// Converts a wire resource map into a checked resource set.
+pub fn to_resource_set(r: Option<Resources>) -> Result<ResourceSet, Status> {
+    let amounts = r.map(|r| r.amounts).unwrap_or_default();
+    ResourceSet::from_pairs(amounts).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// Converts a resource set to its wire form.
+pub fn to_resources(r: &ResourceSet) -> Resources {
+    Resources {
+        amounts: r.iter().map(|(k, v)| (k.to_string(), v)).collect(),
+    }
+}
+
+fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::Full { .. } | StoreError::TooLarge { .. } => {
+            Status::resource_exhausted(e.to_string())
+        }
+        StoreError::AlreadyExists(_) => Status::already_exists(e.to_string()),
+        StoreError::NotFound(_) => Status::not_found(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl NodeManagerRpc for NodeManager {
+    async fn register_worker(
+        &self,
+        req: Request<RegisterWorkerRequest>,
+    ) -> Result<Response<RegisterWorkerReply>, Status> {
+        let req = req.into_inner();
+        let worker_id = id16(&req.worker_id, "worker id")?;
+        if !self.register_worker(worker_id, req.pid, req.task_socket, req.core_worker_address) {
+            return Err(Status::permission_denied("unknown or duplicate worker"));
+        }
+        let config = &self.inner.config;
+        Ok(Response::new(RegisterWorkerReply {
+            node_id: config.node_id.to_vec().into(),
+            store_path: self.inner.store.path().display().to_string(),
+            job_id: config.job_id,
+            gcs_address: config.gcs_address.clone(),
+        }))
+    }
+
+    async fn request_worker_lease(
+        &self,
+        req: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseReply>, Status> {
+        let shape = to_resource_set(req.into_inner().shape)?;
+        let result = match self.lease(&shape).await {
+            Ok(g) => lease_reply::Result::Granted(Lease {
+                lease_id: g.lease_id,
+                worker_id: g.worker_id.to_vec().into(),
+                task_socket: g.task_socket,
+                core_worker_address: g.core_worker_address,
+                pid: g.pid,
+            }),
+            Err(LeaseError::Infeasible(why)) => lease_reply::Result::Infeasible(why),
+            Err(e @ LeaseError::ShuttingDown) => return Err(Status::unavailable(e.to_string())),
+            Err(e @ LeaseError::Spawn(_)) => return Err(Status::internal(e.to_string())),
+        };
+        Ok(Response::new(LeaseReply {
+            result: Some(result),
+        }))
+    }
+
+    async fn return_worker(
+        &self,
+        req: Request<ReturnWorkerRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        self.return_lease(req.lease_id, req.worker_failed);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn notify_blocked(&self, req: Request<BlockedRequest>) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        self.set_blocked(id16(&req.worker_id, "worker id")?, req.blocked);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn create_object(
+        &self,
+        req: Request<CreateObjectRequest>,
+    ) -> Result<Response<CreateObjectReply>, Status> {
+        let req = req.into_inner();
+        let id = object_id(&req.object_id)?;
+        let a = self
+            .inner
+            .store
+            .create_object(id, req.size)
+            .map_err(store_status)?;
+        Ok(Response::new(CreateObjectReply {
+            offset: a.offset,
+            size: a.len,
+        }))
+    }
+
+    async fn seal_object(&self, req: Request<ObjectRequest>) -> Result<Response<Empty>, Status> {
+        let id = object_id(&req.into_inner().object_id)?;
+        self.inner.store.seal(id).map_err(store_status)?;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn abort_object(&self, req: Request<ObjectRequest>) -> Result<Response<Empty>, Status> {
+        let id = object_id(&req.into_inner().object_id)?;
+        self.inner.store.abort(id);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_object(
+        &self,
+        req: Request<ObjectRequest>,
+    ) -> Result<Response<GetObjectReply>, Status> {
+        let id = object_id(&req.into_inner().object_id)?;
+        Ok(Response::new(match self.inner.store.get(id) {
+            Some(a) => GetObjectReply {
+                found: true,
+                offset: a.offset,
+                size: a.len,
+            },
+            None => GetObjectReply::default(),
+        }))
+    }
+
+    async fn release_object(&self, req: Request<ObjectRequest>) -> Result<Response<Empty>, Status> {
+        let id = object_id(&req.into_inner().object_id)?;
+        self.inner.store.release(id);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: Request<DeleteObjectsRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        for raw in req.into_inner().object_ids {
+            self.inner.store.delete(object_id(&raw)?);
+        }
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_node_resources(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<NodeResourcesReply>, Status> {
+        let (total, available) = self.resources();
+        Ok(Response::new(NodeResourcesReply {
+            total: Some(to_resources(&total)),
+            available: Some(to_resources(&available)),
+            node_id: self.node_id().to_vec().into(),
+        }))
+    }
+}
