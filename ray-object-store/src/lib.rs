@@ -49,6 +49,8 @@
 //! // Dropping the store removes the arena file.
 //! ```
 
+#![warn(missing_docs)]
+
 mod alloc;
 mod arena;
 mod config;

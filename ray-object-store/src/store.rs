@@ -422,6 +422,21 @@ impl ObjectStore {
         self.inner.lock().update(id, |e| e.deleted = true);
     }
 
+    /// Evicts evictable objects, least recently used first, until at least `bytes` bytes
+    /// were evicted or none is left (e.g. to make room ahead of a large transfer). Returns
+    /// the bytes evicted.
+    pub fn evict(&self, bytes: u64) -> u64 {
+        let mut inner = self.inner.lock();
+        let mut evicted = 0;
+        while evicted < bytes {
+            match inner.evict_one() {
+                Some(n) => evicted += n,
+                None => break,
+            }
+        }
+        evicted
+    }
+
     /// Marks an object as evictable (e.g. a secondary copy) or not. No effect on unknown ids.
     pub fn set_evictable(&self, id: ObjectId, evictable: bool) {
         self.inner.lock().update(id, |e| e.evictable = evictable);

@@ -71,7 +71,11 @@ fn check_invariants(s: &ObjectStore) -> Result<(), TestCaseError> {
 static N: AtomicU32 = AtomicU32::new(0);
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_sequences_keep_invariants(ops in proptest::collection::vec(op(), 1..300)) {

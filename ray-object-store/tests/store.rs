@@ -584,3 +584,44 @@ fn second_process_sees_the_bytes() {
         .status;
     assert_eq!(status.code(), Some(3));
 }
+
+#[test]
+fn evict_on_demand() {
+    let s = store(1 << 16);
+    for i in 0..4 {
+        s.create_object(oid(i), 1024).unwrap();
+        s.seal(oid(i)).unwrap();
+    }
+    s.set_evictable(oid(2), true);
+    s.set_evictable(oid(0), true);
+    s.set_evictable(oid(1), true);
+    assert_eq!(s.evict(1), 1024);
+    assert!(!s.contains(oid(2)) && s.contains(oid(0)));
+    assert_eq!(s.evict(1 << 20), 2048, "everything evictable, and no more");
+    assert!(s.contains(oid(3)));
+    assert_eq!(s.stats().evictions, 3);
+    assert_eq!(s.evict(1), 0);
+}
+
+#[test]
+fn mapping_of_empty_and_missing_files() {
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let path = std::env::temp_dir().join(format!("rayrs-test-empty-{}", std::process::id()));
+    let _guard = Remove(path.clone());
+    std::fs::File::create(&path).unwrap();
+    let map = ArenaMapping::open(&path).unwrap();
+    assert!(map.is_empty());
+    assert_eq!(map.bytes(Allocation { offset: 0, len: 0 }).unwrap(), b"");
+    assert!(map.bytes(Allocation { offset: 0, len: 1 }).is_err());
+    assert!(map
+        .write(Allocation { offset: 0, len: 1 }, 0, b"x")
+        .is_err());
+    drop(map);
+    std::fs::remove_file(&path).unwrap();
+    assert!(matches!(ArenaMapping::open(&path), Err(StoreError::Io(_))));
+}
