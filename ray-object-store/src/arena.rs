@@ -35,12 +35,6 @@ pub struct ArenaMapping {
     path: PathBuf,
 }
 
-// SAFETY: the mapping is plain shared memory whose address is stable for the lifetime of
-// `self`; concurrent access is governed by the access protocol documented above. (MmapRaw is
-// already Send + Sync; these impls only state the intent.)
-unsafe impl Send for ArenaMapping {}
-unsafe impl Sync for ArenaMapping {}
-
 impl std::fmt::Debug for ArenaMapping {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArenaMapping")
