@@ -319,6 +319,14 @@ impl ResourceSet {
         }
     }
 
+    /// Raise every negative amount to zero.
+    pub(crate) fn clamp_nonnegative(&mut self) {
+        for v in self.predefined.iter_mut() {
+            *v = (*v).max(0);
+        }
+        self.custom.retain(|(_, v)| *v > 0);
+    }
+
     /// Iterate over the non-zero amounts: predefined resources first (CPU, GPU, memory,
     /// object store memory), then custom resources by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, f64)> {

@@ -1,0 +1,491 @@
+//! Placement-group bundle placement: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD.
+//!
+//! [`place_bundles`] decides where every bundle of a placement group goes, all or nothing:
+//! it returns one node per bundle (in the caller's order) or a [`Pending`] naming the bundle
+//! that could not be placed. It does not change the view; the caller reserves the whole
+//! placement with [`ClusterView::allocate_bundles`], which is itself all or nothing.
+//!
+//! Bundles are placed scarce-first, like Ray: more GPU first, then more of custom resources,
+//! then object store memory, memory, CPU. Among nodes that can hold a bundle the one left
+//! with the most headroom wins (Ray's "least resource" score: the mean over the requested
+//! resources of `(available - requested) / available`); ties go to the lowest node id.
+//!
+//! * **STRICT_PACK**: the sum of all bundles on one node.
+//! * **PACK**: the sum on one node if any can hold it; otherwise greedily fill the best node
+//!   for the largest remaining bundle with every remaining bundle that still fits, then the
+//!   next node (best effort: it is a bin-packing heuristic and may miss a packing).
+//! * **SPREAD**: each bundle on a node not yet used by the group if possible, else on a
+//!   used node that still has room.
+//! * **STRICT_SPREAD**: each bundle on a distinct node. Greedy first; if that fails, an
+//!   exact bipartite matching (augmenting paths), so a placement is found whenever one
+//!   exists.
+//!
+//! Infeasible means no placement can exist on the alive nodes' totals (for PACK and SPREAD:
+//! a bundle that no node's total can hold); otherwise the group is busy and waits.
+
+use std::collections::BTreeMap;
+
+use crate::cluster::{ClusterView, NodeId, NodeState};
+use crate::pending::{Pending, PendingKind, Unschedulable};
+use crate::resources::{ResourceSet, CPU_IDX, GPU_IDX, MEM_IDX, OBJ_IDX};
+
+/// How a placement group's bundles are laid out over nodes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum PlacementStrategy {
+    /// Best effort: as few nodes as possible.
+    #[default]
+    Pack,
+    /// Best effort: as many nodes as possible.
+    Spread,
+    /// All bundles on one node.
+    StrictPack,
+    /// Every bundle on a different node.
+    StrictSpread,
+}
+
+/// Decide where every bundle goes; see the module documentation. Pure: the view is not
+/// changed and the same inputs give the same answer.
+pub fn place_bundles(
+    view: &ClusterView,
+    bundles: &[ResourceSet],
+    strategy: PlacementStrategy,
+) -> Result<Vec<NodeId>, Pending> {
+    if bundles.is_empty() {
+        return Err(Pending::unschedulable(
+            Unschedulable::EmptyPlacementGroup,
+            None,
+        ));
+    }
+    let order = scarce_first(bundles);
+    let mut placer = Placer::new(view);
+    match strategy {
+        PlacementStrategy::StrictPack => strict_pack(view, bundles),
+        PlacementStrategy::Pack => {
+            if let Ok(p) = strict_pack(view, bundles) {
+                return Ok(p);
+            }
+            placer.pack(bundles, &order)
+        }
+        PlacementStrategy::Spread => placer.spread(bundles, &order),
+        PlacementStrategy::StrictSpread => placer.strict_spread(bundles, &order),
+    }
+}
+
+/// Bundle indices, scarce resources first (stable on ties).
+fn scarce_first(bundles: &[ResourceSet]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..bundles.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (x, y) = (&bundles[a], &bundles[b]);
+        let gpu = y.predefined[GPU_IDX].cmp(&x.predefined[GPU_IDX]);
+        if gpu.is_ne() {
+            return gpu;
+        }
+        // Custom resources, by name, larger amount first.
+        let mut names: Vec<&str> = x
+            .custom
+            .iter()
+            .chain(y.custom.iter())
+            .map(|(n, _)| &**n)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for n in names {
+            let c = y.get_fixed(n).cmp(&x.get_fixed(n));
+            if c.is_ne() {
+                return c;
+            }
+        }
+        for i in [OBJ_IDX, MEM_IDX, CPU_IDX] {
+            let c = y.predefined[i].cmp(&x.predefined[i]);
+            if c.is_ne() {
+                return c;
+            }
+        }
+        std::cmp::Ordering::Equal
+    });
+    order
+}
+
+/// Ray's least-resource score of `req` on `avail`: mean over requested resources of the
+/// share left free; `None` if it does not fit.
+fn headroom(req: &ResourceSet, avail: &ResourceSet) -> Option<f64> {
+    if !req.fits_in(avail) {
+        return None;
+    }
+    let mut sum = 0.0;
+    let mut count = 0u32;
+    for (name, want) in req.iter_fixed() {
+        if want <= 0 {
+            continue;
+        }
+        let a = avail.get_fixed(name) as f64;
+        sum += (a - want as f64) / a;
+        count += 1;
+    }
+    Some(if count == 0 {
+        1.0
+    } else {
+        sum / f64::from(count)
+    })
+}
+
+fn strict_pack(view: &ClusterView, bundles: &[ResourceSet]) -> Result<Vec<NodeId>, Pending> {
+    let mut sum = ResourceSet::new();
+    for b in bundles {
+        sum.add(b);
+    }
+    let mut best: Option<(f64, NodeId)> = None;
+    for n in view.nodes().iter().filter(|n| n.is_alive()) {
+        if let Some(s) = headroom(&sum, &n.resources().available) {
+            if best.is_none_or(|(bs, _)| s > bs) {
+                best = Some((s, n.id()));
+            }
+        }
+    }
+    match best {
+        Some((_, node)) => Ok(vec![node; bundles.len()]),
+        None => Err(Pending::explain(view, &sum, |_| true)),
+    }
+}
+
+/// Tentative placement state over the view: what this group has taken from each node.
+struct Placer<'a> {
+    view: &'a ClusterView,
+    /// position -> resources taken by bundles placed so far.
+    used: BTreeMap<usize, ResourceSet>,
+}
+
+impl<'a> Placer<'a> {
+    fn new(view: &'a ClusterView) -> Self {
+        Placer {
+            view,
+            used: BTreeMap::new(),
+        }
+    }
+
+    /// Availability of the node at `pos` after this group's tentative bundles.
+    fn headroom_at(&self, pos: usize, node: &NodeState, req: &ResourceSet) -> Option<f64> {
+        match self.used.get(&pos) {
+            None => headroom(req, &node.resources().available),
+            Some(used) => {
+                let mut avail = node.resources().available.clone();
+                avail.sub(used);
+                headroom(req, &avail)
+            }
+        }
+    }
+
+    /// The best alive node for `req`, among nodes not yet used (`fresh`) or used ones.
+    fn best(&self, req: &ResourceSet, fresh: bool, exclude: &[bool]) -> Option<usize> {
+        let mut best: Option<(f64, usize)> = None;
+        for (pos, n) in self.view.nodes().iter().enumerate() {
+            if !n.is_alive() || exclude.get(pos).copied().unwrap_or(false) {
+                continue;
+            }
+            if fresh == self.used.contains_key(&pos) {
+                continue;
+            }
+            if let Some(s) = self.headroom_at(pos, n, req) {
+                if best.is_none_or(|(bs, _)| s > bs) {
+                    best = Some((s, pos));
+                }
+            }
+        }
+        best.map(|(_, p)| p)
+    }
+
+    fn take(&mut self, pos: usize, req: &ResourceSet) {
+        self.used.entry(pos).or_default().add(req);
+    }
+
+    fn pack(&mut self, bundles: &[ResourceSet], order: &[usize]) -> Result<Vec<NodeId>, Pending> {
+        let mut result: Vec<Option<usize>> = vec![None; bundles.len()];
+        let mut remaining: Vec<usize> = order.to_vec();
+        let mut closed = vec![false; self.view.len()];
+        while let Some(&head) = remaining.first() {
+            let Some(pos) = self.best(&bundles[head], true, &closed) else {
+                return Err(self.failure(bundles, head));
+            };
+            closed[pos] = true;
+            let node = &self.view.nodes()[pos];
+            remaining.retain(|&b| {
+                if self.headroom_at(pos, node, &bundles[b]).is_some() {
+                    self.used.entry(pos).or_default().add(&bundles[b]);
+                    result[b] = Some(pos);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        Ok(self.ids(&result))
+    }
+
+    fn spread(&mut self, bundles: &[ResourceSet], order: &[usize]) -> Result<Vec<NodeId>, Pending> {
+        let mut result: Vec<Option<usize>> = vec![None; bundles.len()];
+        for &b in order {
+            let pos = self
+                .best(&bundles[b], true, &[])
+                .or_else(|| self.best(&bundles[b], false, &[]));
+            let Some(pos) = pos else {
+                return Err(self.failure(bundles, b));
+            };
+            self.take(pos, &bundles[b]);
+            result[b] = Some(pos);
+        }
+        Ok(self.ids(&result))
+    }
+
+    fn strict_spread(
+        &mut self,
+        bundles: &[ResourceSet],
+        order: &[usize],
+    ) -> Result<Vec<NodeId>, Pending> {
+        let mut result: Vec<Option<usize>> = vec![None; bundles.len()];
+        let mut greedy_ok = true;
+        for &b in order {
+            match self.best(&bundles[b], true, &[]) {
+                Some(pos) => {
+                    self.take(pos, &bundles[b]);
+                    result[b] = Some(pos);
+                }
+                None => {
+                    greedy_ok = false;
+                    break;
+                }
+            }
+        }
+        if greedy_ok {
+            return Ok(self.ids(&result));
+        }
+        // Exact: a matching of bundles to distinct nodes on current availability.
+        let nodes = self.view.nodes();
+        let avail_match = matching(bundles, order, nodes, |b, n| {
+            n.is_alive() && b.fits_in(&n.resources().available)
+        });
+        match avail_match {
+            Ok(m) => Ok(m.iter().map(|&p| nodes[p].id()).collect()),
+            Err(unmatched) => {
+                let total_match = matching(bundles, order, nodes, |b, n| {
+                    n.is_alive() && b.fits_in(&n.resources().total)
+                });
+                let mut p = Pending::explain(self.view, &bundles[unmatched], |_| true);
+                p.bundle = Some(unmatched);
+                p.kind = match total_match {
+                    Ok(_) => PendingKind::Busy,
+                    Err(_) => PendingKind::Infeasible,
+                };
+                Err(p)
+            }
+        }
+    }
+
+    fn ids(&self, result: &[Option<usize>]) -> Vec<NodeId> {
+        result
+            .iter()
+            .map(|p| self.view.nodes()[p.unwrap_or_default()].id())
+            .collect()
+    }
+
+    /// Reasons bundle `b` could not be placed, measured after the bundles placed so far.
+    fn failure(&self, bundles: &[ResourceSet], b: usize) -> Pending {
+        let mut tentative = self.view.clone();
+        for (pos, used) in &self.used {
+            let id = self.view.nodes()[*pos].id();
+            // Cannot fail: `used` was checked against this node's availability.
+            let _ = tentative.allocate(id, used);
+        }
+        let mut p = Pending::explain(&tentative, &bundles[b], |_| true);
+        p.bundle = Some(b);
+        p
+    }
+}
+
+/// Maximum bipartite matching of bundles to distinct nodes (Kuhn's augmenting paths), in
+/// `order`. Returns the node position of every bundle, or the first bundle left unmatched.
+fn matching(
+    bundles: &[ResourceSet],
+    order: &[usize],
+    nodes: &[NodeState],
+    fits: impl Fn(&ResourceSet, &NodeState) -> bool,
+) -> Result<Vec<usize>, usize> {
+    // Adjacency, computed once.
+    let adj: Vec<Vec<usize>> = bundles
+        .iter()
+        .map(|b| {
+            nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| fits(b, n))
+                .map(|(p, _)| p)
+                .collect()
+        })
+        .collect();
+    let mut node_of_bundle: Vec<Option<usize>> = vec![None; bundles.len()];
+    let mut bundle_of_node: Vec<Option<usize>> = vec![None; nodes.len()];
+    for &b in order {
+        let mut seen = vec![false; nodes.len()];
+        if !augment(b, &adj, &mut seen, &mut node_of_bundle, &mut bundle_of_node) {
+            return Err(b);
+        }
+    }
+    Ok(node_of_bundle.into_iter().map(|p| p.unwrap_or(0)).collect())
+}
+
+fn augment(
+    b: usize,
+    adj: &[Vec<usize>],
+    seen: &mut [bool],
+    node_of_bundle: &mut [Option<usize>],
+    bundle_of_node: &mut [Option<usize>],
+) -> bool {
+    for &n in &adj[b] {
+        if seen[n] {
+            continue;
+        }
+        seen[n] = true;
+        let free = match bundle_of_node[n] {
+            None => true,
+            Some(other) => augment(other, adj, seen, node_of_bundle, bundle_of_node),
+        };
+        if free {
+            bundle_of_node[n] = Some(b);
+            node_of_bundle[b] = Some(n);
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{CPU, GPU, MEMORY};
+    use std::collections::BTreeSet;
+
+    fn rs(pairs: &[(&str, f64)]) -> ResourceSet {
+        ResourceSet::from_pairs(pairs.iter().map(|(n, v)| (*n, *v))).unwrap()
+    }
+
+    fn cpus(n: f64) -> ResourceSet {
+        ResourceSet::cpus(n).unwrap()
+    }
+
+    fn view_of(totals: &[ResourceSet]) -> ClusterView {
+        let mut v = ClusterView::new();
+        for (i, t) in totals.iter().enumerate() {
+            v.add_node(NodeId(i as u64), t.clone()).unwrap();
+        }
+        v
+    }
+
+    fn distinct(nodes: &[NodeId]) -> usize {
+        nodes.iter().collect::<BTreeSet<_>>().len()
+    }
+
+    #[test]
+    fn strict_pack_puts_all_on_one_node() {
+        let v = view_of(&[cpus(2.0), cpus(8.0), cpus(4.0)]);
+        let b = vec![cpus(1.0); 4];
+        let p = place_bundles(&v, &b, PlacementStrategy::StrictPack).unwrap();
+        assert_eq!(p, vec![NodeId(1); 4]);
+        // Sum 10 > every total: infeasible.
+        let big = vec![cpus(2.5); 4];
+        let e = place_bundles(&v, &big, PlacementStrategy::StrictPack).unwrap_err();
+        assert!(e.is_infeasible());
+        assert_eq!(e.resources[0].best_total, 8.0);
+        // Fits the totals but not what is free now: busy.
+        let mut v2 = v.clone();
+        v2.allocate(NodeId(1), &cpus(6.0)).unwrap();
+        v2.allocate(NodeId(2), &cpus(1.0)).unwrap();
+        let e = place_bundles(&v2, &b, PlacementStrategy::StrictPack).unwrap_err();
+        assert!(e.is_busy());
+    }
+
+    #[test]
+    fn strict_spread_uses_distinct_nodes_and_matches_exactly() {
+        let v = view_of(&[cpus(4.0), cpus(4.0), cpus(4.0)]);
+        let p = place_bundles(&v, &vec![cpus(1.0); 3], PlacementStrategy::StrictSpread).unwrap();
+        assert_eq!(distinct(&p), 3);
+        let e =
+            place_bundles(&v, &vec![cpus(1.0); 4], PlacementStrategy::StrictSpread).unwrap_err();
+        assert!(e.is_infeasible(), "4 bundles can never spread over 3 nodes");
+
+        // Greedy puts the memory bundle on node 0 (more headroom), which the CPU bundle
+        // needs; the matching fixes it.
+        let v = view_of(&[
+            rs(&[(CPU, 8.0), (MEMORY, 100.0)]),
+            rs(&[(CPU, 1.0), (MEMORY, 1.0)]),
+        ]);
+        let b = vec![cpus(4.0), rs(&[(MEMORY, 1.0)])];
+        let p = place_bundles(&v, &b, PlacementStrategy::StrictSpread).unwrap();
+        assert_eq!(p, vec![NodeId(0), NodeId(1)]);
+
+        // Busy when the nodes exist but one is full.
+        let mut v2 = view_of(&[cpus(1.0), cpus(1.0)]);
+        v2.allocate(NodeId(0), &cpus(1.0)).unwrap();
+        let e =
+            place_bundles(&v2, &vec![cpus(1.0); 2], PlacementStrategy::StrictSpread).unwrap_err();
+        assert!(e.is_busy());
+        assert!(e.bundle.is_some());
+    }
+
+    #[test]
+    fn pack_prefers_one_node_then_few() {
+        let v = view_of(&[cpus(4.0), cpus(4.0), cpus(4.0)]);
+        let p = place_bundles(&v, &vec![cpus(1.0); 3], PlacementStrategy::Pack).unwrap();
+        assert_eq!(distinct(&p), 1);
+        let p = place_bundles(&v, &vec![cpus(1.0); 6], PlacementStrategy::Pack).unwrap();
+        assert_eq!(distinct(&p), 2);
+        let e = place_bundles(&v, &vec![cpus(1.0); 13], PlacementStrategy::Pack).unwrap_err();
+        assert!(
+            e.is_busy(),
+            "each bundle fits a node; together they do not fit now"
+        );
+        assert!(e.bundle.is_some());
+        assert_eq!(e.resources[0].best_available, 0.0);
+    }
+
+    #[test]
+    fn spread_uses_as_many_nodes_as_possible() {
+        let v = view_of(&[cpus(4.0), cpus(4.0), cpus(4.0)]);
+        let p = place_bundles(&v, &vec![cpus(1.0); 3], PlacementStrategy::Spread).unwrap();
+        assert_eq!(distinct(&p), 3);
+        let p = place_bundles(&v, &vec![cpus(1.0); 5], PlacementStrategy::Spread).unwrap();
+        assert_eq!(distinct(&p), 3);
+        let e = place_bundles(&v, &[rs(&[(GPU, 1.0)])], PlacementStrategy::Spread).unwrap_err();
+        assert!(e.is_infeasible());
+        assert_eq!(e.bundle, Some(0));
+    }
+
+    #[test]
+    fn scarce_bundles_are_placed_first_and_results_keep_caller_order() {
+        let v = view_of(&[cpus(2.0), rs(&[(CPU, 2.0), (GPU, 1.0)])]);
+        let b = vec![cpus(1.0), rs(&[(CPU, 1.0), (GPU, 1.0)])];
+        assert_eq!(scarce_first(&b), vec![1, 0]);
+        let p = place_bundles(&v, &b, PlacementStrategy::StrictSpread).unwrap();
+        assert_eq!(p, vec![NodeId(0), NodeId(1)]);
+    }
+
+    #[test]
+    fn dead_nodes_and_empty_groups() {
+        let mut v = view_of(&[cpus(4.0), cpus(4.0)]);
+        v.mark_dead(NodeId(0));
+        let p = place_bundles(&v, &vec![cpus(1.0); 2], PlacementStrategy::Spread).unwrap();
+        assert_eq!(p, vec![NodeId(1); 2]);
+        let e = place_bundles(&v, &[], PlacementStrategy::Pack).unwrap_err();
+        assert!(e.is_unschedulable());
+    }
+
+    #[test]
+    fn placement_can_be_committed_all_or_nothing() {
+        let mut v = view_of(&[cpus(2.0), cpus(2.0)]);
+        let b = vec![cpus(1.0); 4];
+        let p = place_bundles(&v, &b, PlacementStrategy::Pack).unwrap();
+        v.allocate_bundles(&p, &b).unwrap();
+        assert!(v.cluster_available().is_empty());
+        assert!(place_bundles(&v, &[cpus(1.0)], PlacementStrategy::Pack).is_err());
+        v.release_bundles(&p, &b).unwrap();
+        assert_eq!(v.cluster_available(), v.cluster_total());
+    }
+}
