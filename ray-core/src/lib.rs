@@ -1,1 +1,399 @@
-//! placeholder
+//! A Rust-native runtime with Ray's programming model: remote functions run in parallel on
+//! worker processes, their results are objects you `get`, `wait` for, or pass on by reference.
+//!
+//! ```
+//! #[ray::remote]
+//! fn add(a: i64, b: i64) -> i64 { a + b }
+//!
+//! ray::init(ray::Config::sync()).unwrap();        // Config::local() for worker processes
+//! let a: ray::ObjectRef<i64> = add::remote(1, 2);  // returns at once
+//! let b = add::remote(&a, 10);                     // a ref is resolved before the task runs
+//! assert_eq!(ray::get(&b).unwrap(), 13);
+//! assert_eq!(add(2, 2), 4);                        // still an ordinary function
+//! ray::shutdown();
+//! ```
+//!
+//! Processes: in local mode `init` embeds a GCS and a node manager (with the node's
+//! shared-memory object store); the node manager starts worker processes, which are this same
+//! binary re-executed (they find functions in a link-time registry, by name). See the
+//! repository's ARCHITECTURE.md.
+
+extern crate self as ray;
+
+mod codec;
+mod config;
+mod error;
+mod frames;
+mod head;
+mod ids;
+mod memory_store;
+mod object_ref;
+mod reference;
+mod registry;
+mod runtime;
+mod service;
+mod transport;
+pub mod util;
+mod worker;
+
+pub use config::{Config, Mode};
+pub use error::{Error, Result};
+pub use object_ref::{Arg, ObjectRef};
+pub use ray_macros::remote;
+
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+static SESSION: Mutex<Option<head::Session>> = Mutex::new(None);
+
+/// Starts the runtime in this process (a driver). A second call fails with
+/// [`Error::AlreadyInitialized`] unless the config says to ignore it.
+pub fn init(config: Config) -> Result<()> {
+    let mut session = SESSION.lock();
+    if session.is_some() || runtime::current().is_ok() {
+        return if config.ignore_reinit_error {
+            Ok(())
+        } else {
+            Err(Error::AlreadyInitialized)
+        };
+    }
+    let s = head::start(&config)?;
+    runtime::set_current(Some(s.rt.clone()));
+    *session = Some(s);
+    Ok(())
+}
+
+/// Stops every worker process, the embedded head and the store (removing its shared-memory
+/// file). Refs still held fail with [`Error::NotInitialized`]. A later `init` starts afresh.
+pub fn shutdown() {
+    let session = SESSION.lock().take();
+    if let Some(s) = session {
+        s.stop();
+    }
+}
+
+/// True between `init` and `shutdown` (and always in a worker process).
+pub fn is_initialized() -> bool {
+    runtime::current().is_ok()
+}
+
+/// Blocks until the object is ready and returns its value, or the error of the task that
+/// made it.
+pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
+    let rt = runtime::current()?;
+    let stored = rt.get_stored(&r.inner, None)?;
+    rt.decode(&stored)
+}
+
+/// [`get`] that gives up after `timeout` with [`Error::GetTimeout`]. A zero timeout checks
+/// once and returns (unlike Ray, where `timeout=0` blocks).
+pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
+    let rt = runtime::current()?;
+    let stored = rt.get_stored(&r.inner, Some(timeout))?;
+    rt.decode(&stored)
+}
+
+/// The values of all `refs`, in order. Fails with the first error met.
+pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
+    let rt = runtime::current()?;
+    let inners: Vec<&object_ref::RefInner> = refs.iter().map(|r| &*r.inner).collect();
+    rt.wait_ready(&inners, inners.len(), None)?;
+    refs.iter()
+        .map(|r| rt.get_stored(&r.inner, None).and_then(|s| rt.decode(&s)))
+        .collect()
+}
+
+/// Stores `value` once and returns a ref to it. Objects above 100 KiB go to the node's
+/// shared-memory store; if it is full even after freeing unreferenced objects, this fails
+/// with [`Error::ObjectStoreFull`].
+pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
+    runtime::current()?.put(value)
+}
+
+/// Waits until `num_returns` of `refs` are ready or `timeout` passes; returns
+/// `(ready, not_ready)`, each in input order. As in Ray, duplicate refs and a `num_returns`
+/// of zero or above `refs.len()` are [`Error::InvalidArgument`]; an empty list returns two
+/// empty lists.
+pub fn wait<T>(
+    refs: &[ObjectRef<T>],
+    num_returns: usize,
+    timeout: Option<Duration>,
+) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+    if refs.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    if num_returns == 0 || num_returns > refs.len() {
+        return Err(Error::InvalidArgument(format!(
+            "num_returns must be between 1 and the number of refs ({}), got {num_returns}",
+            refs.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(refs.len());
+    if let Some(dup) = refs.iter().find(|r| !seen.insert(r.object_id())) {
+        return Err(Error::InvalidArgument(format!(
+            "wait got the same ref twice: {}",
+            dup.id()
+        )));
+    }
+    let rt = runtime::current()?;
+    let inners: Vec<&object_ref::RefInner> = refs.iter().map(|r| &*r.inner).collect();
+    let ready = rt.wait_ready(&inners, num_returns, timeout)?;
+    let (mut yes, mut no) = (Vec::new(), Vec::new());
+    for (r, is_ready) in refs.iter().zip(ready) {
+        if is_ready && yes.len() < num_returns {
+            yes.push(r.clone());
+        } else {
+            no.push(r.clone());
+        }
+    }
+    Ok((yes, no))
+}
+
+/// One node of the cluster, as [`nodes`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeInfo {
+    /// 32 hex digits.
+    pub node_id: String,
+    /// Whether the node is alive.
+    pub alive: bool,
+    /// Its node manager's endpoint.
+    pub address: String,
+    /// Its total resources.
+    pub resources: BTreeMap<String, f64>,
+}
+
+struct NodeView {
+    info: NodeInfo,
+    available: BTreeMap<String, f64>,
+    num_workers: u32,
+    store_used: u64,
+}
+
+fn node_store_used() -> Result<u64> {
+    Ok(node_views()?.iter().map(|n| n.store_used).sum())
+}
+
+fn node_views() -> Result<Vec<NodeView>> {
+    let rt = runtime::current()?;
+    let Some(c) = &rt.cluster else {
+        let total = rt.node_total.to_map();
+        return Ok(vec![NodeView {
+            info: NodeInfo {
+                node_id: ray_raylet::hex(&rt.node_id),
+                alive: true,
+                address: "sync".into(),
+                resources: total.clone(),
+            },
+            available: total,
+            num_workers: 0,
+            store_used: 0,
+        }]);
+    };
+    let token = c.token.clone();
+    let gcs_address = c.gcs_address.clone();
+    let nodes = c.call(async move {
+        let mut gcs = ray_proto::gcs_client::GcsClient::new(transport::channel(&gcs_address, &token)?);
+        let nodes = gcs
+            .get_all_nodes(ray_proto::Empty {})
+            .await
+            .map_err(|s| Error::Runtime(s.message().to_string()))?
+            .into_inner()
+            .nodes;
+        let mut out = Vec::new();
+        for n in nodes {
+            let mut nm = transport::raylet_client(&n.node_manager_address, &token)?;
+            let r = nm
+                .get_node_resources(ray_proto::Empty {})
+                .await
+                .map_err(|s| Error::Runtime(s.message().to_string()))?
+                .into_inner();
+            let map = |r: Option<ray_proto::Resources>| -> BTreeMap<String, f64> {
+                r.map(|r| r.amounts.into_iter().collect()).unwrap_or_default()
+            };
+            out.push(NodeView {
+                info: NodeInfo {
+                    node_id: ray_raylet::hex(&n.node_id),
+                    alive: n.alive,
+                    address: n.node_manager_address,
+                    resources: map(r.total),
+                },
+                available: map(r.available),
+                num_workers: r.num_workers,
+                store_used: r.store_used,
+            });
+        }
+        Ok::<_, Error>(out)
+    })??;
+    Ok(nodes)
+}
+
+fn sum(maps: impl Iterator<Item = BTreeMap<String, f64>>) -> BTreeMap<String, f64> {
+    let mut total = BTreeMap::new();
+    for m in maps {
+        for (k, v) in m {
+            *total.entry(k).or_insert(0.0) += v;
+        }
+    }
+    total
+}
+
+/// Total resources of all alive nodes, by name (`CPU`, `GPU`, `memory`, custom...).
+pub fn cluster_resources() -> Result<BTreeMap<String, f64>> {
+    Ok(sum(node_views()?
+        .into_iter()
+        .filter(|n| n.info.alive)
+        .map(|n| n.info.resources)))
+}
+
+/// Resources free right now on all alive nodes.
+pub fn available_resources() -> Result<BTreeMap<String, f64>> {
+    Ok(sum(node_views()?
+        .into_iter()
+        .filter(|n| n.info.alive)
+        .map(|n| n.available)))
+}
+
+/// The cluster's nodes.
+pub fn nodes() -> Result<Vec<NodeInfo>> {
+    Ok(node_views()?.into_iter().map(|n| n.info).collect())
+}
+
+/// Who and where the caller is (Ray's `get_runtime_context()`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuntimeContext {
+    /// The job.
+    pub job_id: u32,
+    /// The task running on this thread (hex), or `None` in a driver.
+    pub task_id: Option<String>,
+    /// The node (hex).
+    pub node_id: String,
+    /// This process (hex).
+    pub worker_id: String,
+    /// True in a worker process.
+    pub is_worker: bool,
+    /// The job's namespace.
+    pub namespace: String,
+}
+
+/// The caller's runtime context.
+pub fn get_runtime_context() -> Result<RuntimeContext> {
+    let rt = runtime::current()?;
+    Ok(RuntimeContext {
+        job_id: rt.job_id,
+        task_id: worker::current_task().map(|t| ray_raylet::hex(&t)),
+        node_id: ray_raylet::hex(&rt.node_id),
+        worker_id: ray_raylet::hex(&rt.worker_id),
+        is_worker: rt.is_worker,
+        namespace: rt.namespace.clone(),
+    })
+}
+
+/// Options of one remote call: resources and retries. Made by `f::options()`; invalid
+/// values make the call's ref fail with [`Error::InvalidArgument`].
+#[derive(Clone, Debug)]
+pub struct TaskOptions {
+    pub(crate) shape: ray_scheduler::ResourceSet,
+    pub(crate) shape_key: Arc<str>,
+    pub(crate) max_retries: i32,
+    amounts: BTreeMap<String, f64>,
+    error: Option<Error>,
+}
+
+impl Default for TaskOptions {
+    fn default() -> Self {
+        let mut o = TaskOptions {
+            shape: Default::default(),
+            shape_key: "".into(),
+            max_retries: 3,
+            amounts: BTreeMap::new(),
+            error: None,
+        };
+        o.set(ray_scheduler::CPU, 1.0);
+        o
+    }
+}
+
+impl TaskOptions {
+    fn set(&mut self, name: &str, amount: f64) {
+        self.amounts.insert(name.to_string(), amount);
+        match ray_scheduler::ResourceSet::from_pairs(self.amounts.clone()) {
+            Ok(shape) => {
+                self.shape_key = format!("{:?}", shape.to_map()).into();
+                self.shape = shape;
+            }
+            Err(e) => self.error = Some(Error::InvalidArgument(format!("task resources: {e}"))),
+        }
+    }
+
+    /// CPUs the task needs (default 1; fractions allowed).
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.set(ray_scheduler::CPU, n);
+        self
+    }
+
+    /// GPUs the task needs.
+    pub fn num_gpus(mut self, n: f64) -> Self {
+        self.set(ray_scheduler::GPU, n);
+        self
+    }
+
+    /// Memory the task needs, in bytes (logical, as in Ray).
+    pub fn memory(mut self, bytes: f64) -> Self {
+        self.set(ray_scheduler::MEMORY, bytes);
+        self
+    }
+
+    /// A custom resource the task needs.
+    pub fn resources(mut self, name: &str, amount: f64) -> Self {
+        self.set(name, amount);
+        self
+    }
+
+    /// Retries after the worker dies (default 3, -1 forever, 0 never). A task that returns
+    /// `Err` or panics is not retried.
+    pub fn max_retries(mut self, n: i32) -> Self {
+        self.max_retries = n;
+        self
+    }
+}
+
+/// What `#[ray::remote]` expands to calls; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::{
+        encode_result, encode_return, ArgReader, RemoteFunction, TaskFailure, REMOTE_FUNCTIONS,
+    };
+    pub use crate::runtime::{arg, ArgSpec};
+    pub use linkme;
+
+    /// Objects this process holds values for, and refs it tracks: for tests of reference
+    /// counting (Ray shows the same through `ray memory`).
+    pub fn object_counts() -> crate::Result<(usize, usize)> {
+        let rt = crate::runtime::current()?;
+        Ok((rt.store.len(), rt.refs.len()))
+    }
+
+    /// Bytes used in this node's shared-memory store, as its node manager counts them.
+    pub fn store_used_bytes() -> crate::Result<u64> {
+        crate::node_store_used()
+    }
+
+    /// Submits `function` with encoded `args`.
+    pub fn submit<R>(
+        function: &'static str,
+        opts: &crate::TaskOptions,
+        args: Vec<ArgSpec>,
+    ) -> crate::ObjectRef<R> {
+        if let Some(e) = &opts.error {
+            return crate::ObjectRef::failed(e.clone());
+        }
+        match crate::runtime::current() {
+            Ok(rt) => rt.submit(function, opts, args),
+            Err(e) => crate::ObjectRef::failed(e),
+        }
+    }
+}

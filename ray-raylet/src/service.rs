@@ -170,6 +170,8 @@ impl NodeManagerRpc for NodeManager {
             total: Some(to_resources(&total)),
             available: Some(to_resources(&available)),
             node_id: self.node_id().to_vec().into(),
+            num_workers: self.num_workers() as u32,
+            store_used: self.store().used(),
         }))
     }
 }

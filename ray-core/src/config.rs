@@ -1,0 +1,191 @@
+//! How a driver starts: [`Config`].
+
+use crate::error::Error;
+use std::collections::BTreeMap;
+
+/// Where tasks run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    /// In the calling process, one at a time: no workers, no shared memory. For debugging.
+    Sync,
+    /// An embedded head and node manager with worker processes on this machine (the default).
+    Local,
+    /// Connect to a running cluster at this address.
+    Cluster(String),
+}
+
+/// Settings for [`crate::init`]. Build with [`Config::local`], [`Config::sync`] or
+/// [`Config::from_env`], then adjust:
+///
+/// ```
+/// let config = ray::Config::local()
+///     .num_cpus(2.0)
+///     .resources("accelerator_slot", 1.0)
+///     .object_store_memory(256 << 20)
+///     .ignore_reinit_error(true);
+/// assert_eq!(config.mode(), &ray::Mode::Local);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) mode: Mode,
+    pub(crate) num_cpus: Option<f64>,
+    pub(crate) num_gpus: Option<f64>,
+    pub(crate) resources: BTreeMap<String, f64>,
+    pub(crate) object_store_memory: Option<u64>,
+    pub(crate) namespace: Option<String>,
+    pub(crate) ignore_reinit_error: bool,
+}
+
+impl Config {
+    fn with_mode(mode: Mode) -> Self {
+        Config {
+            mode,
+            num_cpus: None,
+            num_gpus: None,
+            resources: BTreeMap::new(),
+            object_store_memory: None,
+            namespace: None,
+            ignore_reinit_error: false,
+        }
+    }
+
+    /// Local mode: worker processes on this machine.
+    pub fn local() -> Self {
+        Self::with_mode(Mode::Local)
+    }
+
+    /// Sync mode: every task runs in the calling thread when submitted.
+    pub fn sync() -> Self {
+        Self::with_mode(Mode::Sync)
+    }
+
+    /// Reads `RAY_ADDRESS` (unset, empty or `local`: local mode; `sync`: sync mode; anything
+    /// else: a cluster address), `RAY_NUM_CPUS`, `RAY_NUM_GPUS`, `RAY_OBJECT_STORE_MEMORY`,
+    /// `RAY_NAMESPACE`, `RAY_RESOURCES` (`name=amount,...`) and `RAY_IGNORE_REINIT_ERROR`.
+    /// A malformed value is reported by [`crate::init`].
+    pub fn from_env() -> Self {
+        Self::from_vars(|k| std::env::var(k).ok())
+    }
+
+    pub(crate) fn from_vars(get: impl Fn(&str) -> Option<String>) -> Self {
+        let mode = match get("RAY_ADDRESS").as_deref().map(str::trim) {
+            None | Some("") | Some("local") => Mode::Local,
+            Some("sync") => Mode::Sync,
+            Some(addr) => Mode::Cluster(addr.to_string()),
+        };
+        let mut c = Self::with_mode(mode);
+        let num = |k: &str| get(k).map(|v| v.trim().parse::<f64>().unwrap_or(f64::NAN));
+        c.num_cpus = num("RAY_NUM_CPUS");
+        c.num_gpus = num("RAY_NUM_GPUS");
+        c.object_store_memory = get("RAY_OBJECT_STORE_MEMORY")
+            .map(|v| v.trim().parse::<u64>().unwrap_or(0));
+        c.namespace = get("RAY_NAMESPACE");
+        c.ignore_reinit_error = matches!(
+            get("RAY_IGNORE_REINIT_ERROR").as_deref(),
+            Some("1") | Some("true")
+        );
+        if let Some(spec) = get("RAY_RESOURCES") {
+            for part in spec.split(',').filter(|p| !p.trim().is_empty()) {
+                let (name, amount) = part.split_once('=').unwrap_or((part, "nan"));
+                c.resources.insert(
+                    name.trim().to_string(),
+                    amount.trim().parse().unwrap_or(f64::NAN),
+                );
+            }
+        }
+        c
+    }
+
+    /// The mode chosen.
+    pub fn mode(&self) -> &Mode {
+        &self.mode
+    }
+
+    /// CPUs this node offers (default: the machine's cores). Fractions allowed.
+    pub fn num_cpus(mut self, n: f64) -> Self {
+        self.num_cpus = Some(n);
+        self
+    }
+
+    /// GPUs this node offers (default 0).
+    pub fn num_gpus(mut self, n: f64) -> Self {
+        self.num_gpus = Some(n);
+        self
+    }
+
+    /// A custom resource this node offers.
+    pub fn resources(mut self, name: impl Into<String>, amount: f64) -> Self {
+        self.resources.insert(name.into(), amount);
+        self
+    }
+
+    /// Capacity of the shared-memory object store in bytes (default 30% of RAM).
+    pub fn object_store_memory(mut self, bytes: u64) -> Self {
+        self.object_store_memory = Some(bytes);
+        self
+    }
+
+    /// Namespace of the job (named actors live in one).
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = Some(ns.into());
+        self
+    }
+
+    /// Make a second `init` a no-op instead of [`Error::AlreadyInitialized`].
+    pub fn ignore_reinit_error(mut self, ignore: bool) -> Self {
+        self.ignore_reinit_error = ignore;
+        self
+    }
+
+    /// The node's resources, checked.
+    pub(crate) fn node_resources(&self) -> Result<ray_scheduler::ResourceSet, Error> {
+        let cpus = self.num_cpus.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as f64)
+                .unwrap_or(1.0)
+        });
+        let mut pairs: Vec<(String, f64)> = vec![
+            (ray_scheduler::CPU.into(), cpus),
+            (ray_scheduler::GPU.into(), self.num_gpus.unwrap_or(0.0)),
+        ];
+        pairs.extend(self.resources.iter().map(|(k, v)| (k.clone(), *v)));
+        ray_scheduler::ResourceSet::from_pairs(pairs)
+            .map_err(|e| Error::InvalidArgument(format!("node resources: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_env_reads_the_ray_variables() {
+        let vars = [
+            ("RAY_NUM_CPUS", "3"),
+            ("RAY_RESOURCES", "slot=2, disk=1"),
+            ("RAY_NAMESPACE", "web"),
+            ("RAY_IGNORE_REINIT_ERROR", "1"),
+        ];
+        let c = Config::from_vars(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        });
+        assert_eq!(c.mode, Mode::Local);
+        assert_eq!(c.num_cpus, Some(3.0));
+        assert_eq!(c.resources.get("disk"), Some(&1.0));
+        assert_eq!(c.namespace.as_deref(), Some("web"));
+        assert!(c.ignore_reinit_error);
+        let r = c.node_resources().unwrap();
+        assert_eq!(r.get("slot"), 2.0);
+        let sync = Config::from_vars(|k| (k == "RAY_ADDRESS").then(|| "sync".to_string()));
+        assert_eq!(sync.mode, Mode::Sync);
+    }
+
+    #[test]
+    fn malformed_resources_are_rejected() {
+        let c = Config::from_vars(|k| (k == "RAY_NUM_CPUS").then(|| "lots".to_string()));
+        assert!(matches!(c.node_resources(), Err(Error::InvalidArgument(_))));
+        assert!(Config::local().num_cpus(-1.0).node_resources().is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! Starting and stopping a session in the driver: sync mode, or local mode with an embedded
+//! head (GCS and node manager with its shared-memory store) on loopback.
+//!
+//! Shutdown order: stop submitting (pending tasks fail with `NotInitialized`), kill and reap
+//! every worker, stop the servers, stop the runtime, then drop the store, which removes its
+//! shared-memory file.
+
+use crate::config::{Config, Mode};
+use crate::error::{Error, Result};
+use crate::ids::IdGen;
+use crate::memory_store::MemoryStore;
+use crate::reference::ReferenceTable;
+use crate::runtime::{self, Runtime};
+use crate::service::{self, logged, serve};
+use crate::transport::{self, Cluster, Event};
+use ray_gcs::{GcsServer, GcsService};
+use ray_object_store::{ArenaMapping, ObjectStore, StoreConfig};
+use ray_proto::auth::CheckToken;
+use ray_raylet::{hex, random_id, NodeManager, NodeManagerConfig, NodeManagerServer};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Routes;
+
+/// A running session of this driver.
+pub(crate) struct Session {
+    pub rt: Arc<Runtime>,
+    tokio: Option<tokio::runtime::Runtime>,
+    node: Option<NodeManager>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Prefix of every shared-memory file and socket name of this runtime.
+const PREFIX: &str = "rayrs-";
+
+pub(crate) fn start(config: &Config) -> Result<Session> {
+    let resources = config.node_resources()?;
+    let worker_id = random_id();
+    match &config.mode {
+        Mode::Sync => Ok(Session {
+            rt: Arc::new(Runtime {
+                address: format!("sync:{}", std::process::id()).into(),
+                store: MemoryStore::default(),
+                refs: ReferenceTable::default(),
+                ids: IdGen::new(&worker_id),
+                worker_id,
+                node_id: random_id(),
+                job_id: 1,
+                namespace: config.namespace.clone().unwrap_or_default(),
+                is_worker: false,
+                node_total: resources,
+                cluster: None,
+                shut_down: Default::default(),
+            }),
+            tokio: None,
+            node: None,
+            stops: Vec::new(),
+        }),
+        Mode::Cluster(addr) => Err(Error::InvalidArgument(format!(
+            "cluster mode (RAY_ADDRESS={addr}) is not available yet: use local mode"
+        ))),
+        Mode::Local => start_local(config, resources, worker_id),
+    }
+}
+
+fn start_local(
+    config: &Config,
+    resources: ray_scheduler::ResourceSet,
+    worker_id: [u8; 16],
+) -> Result<Session> {
+    static SESSIONS: AtomicU32 = AtomicU32::new(0);
+    sweep_stale_files();
+    let session = format!(
+        "{PREFIX}{}-{}-{}",
+        std::process::id(),
+        SESSIONS.fetch_add(1, Ordering::Relaxed),
+        &hex(&random_id())[..8]
+    );
+    let token: Arc<str> = hex(&random_id()).into();
+    let capacity = config
+        .object_store_memory
+        .unwrap_or_else(StoreConfig::default_capacity);
+    let store = ObjectStore::create(StoreConfig::new(session.clone()).with_capacity(capacity))
+        .map_err(|e| Error::Runtime(format!("creating the object store: {e}")))?;
+    let store_path = store.path().to_path_buf();
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ray-runtime")
+        .enable_all()
+        .build()
+        .map_err(Error::runtime)?;
+    let handle = tokio_rt.handle().clone();
+    let node_id = random_id();
+    let program = std::env::current_exe().map_err(Error::runtime)?;
+    let mut stops = Vec::new();
+
+    let started = tokio_rt.block_on(async {
+        let gcs_routes = Routes::new(InterceptedService::new(
+            GcsServer::new(GcsService::new()),
+            logged(CheckToken::new(&token)),
+        ));
+        let (gcs_address, stop) = serve(gcs_routes).await?;
+        stops.push(stop);
+        let node = NodeManager::new(
+            NodeManagerConfig {
+                node_id,
+                resources: resources.clone(),
+                worker_program: program,
+                worker_env: Vec::new(),
+                token: token.to_string(),
+                session: session.clone(),
+                job_id: 1,
+                gcs_address: gcs_address.clone(),
+                max_workers: 512,
+            },
+            store,
+        );
+        let nm_routes = Routes::new(InterceptedService::new(
+            NodeManagerServer::new(node.clone())
+                .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES),
+            logged(CheckToken::new(&token)),
+        ));
+        let (nm_address, stop) = serve(nm_routes).await?;
+        stops.push(stop);
+        node.set_address(nm_address.clone());
+        let mut gcs = ray_proto::gcs_client::GcsClient::new(transport::channel(&gcs_address, &token)?);
+        gcs.register_node(ray_proto::RegisterNodeRequest {
+            node: Some(ray_proto::NodeInfo {
+                node_id: node_id.to_vec().into(),
+                node_manager_address: nm_address.clone(),
+                total: Some(ray_raylet::to_resources(&resources)),
+                available: Some(ray_raylet::to_resources(&resources)),
+                alive: true,
+                store_path: store_path.display().to_string(),
+            }),
+        })
+        .await
+        .map_err(|s| Error::Runtime(format!("registering the node: {}", s.message())))?;
+        let (core_address, stop) = serve(service::core_worker_routes(&token)).await?;
+        stops.push(stop);
+        Ok::<_, Error>((gcs_address, nm_address, core_address, node))
+    });
+    let (gcs_address, nm_address, core_address, node) = match started {
+        Ok(v) => v,
+        Err(e) => {
+            tokio_rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            return Err(e);
+        }
+    };
+    let _enter = tokio_rt.enter();
+    let arena = ArenaMapping::open(&store_path).map_err(Error::runtime)?;
+    let raylet = transport::raylet_client(&nm_address, &token)?;
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let rt = Arc::new(Runtime {
+        address: core_address.into(),
+        store: MemoryStore::default(),
+        refs: ReferenceTable::default(),
+        ids: IdGen::new(&worker_id),
+        worker_id,
+        node_id,
+        job_id: 1,
+        namespace: config.namespace.clone().unwrap_or_default(),
+        is_worker: false,
+        node_total: resources,
+        cluster: Some(Cluster::new(
+            handle.clone(),
+            token,
+            raylet,
+            gcs_address,
+            arena,
+            events_tx,
+            None,
+        )),
+        shut_down: Default::default(),
+    });
+    handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
+    Ok(Session {
+        rt,
+        tokio: Some(tokio_rt),
+        node: Some(node),
+        stops,
+    })
+}
+
+impl Session {
+    pub(crate) fn stop(mut self) {
+        let rt = self.rt.clone();
+        rt.shut_down.store(true, Ordering::SeqCst);
+        runtime::set_current(None);
+        if let Some(tokio_rt) = self.tokio.take() {
+            tokio_rt.block_on(async {
+                if let Some(c) = &rt.cluster {
+                    let (done, wait) = tokio::sync::oneshot::channel();
+                    if c.events.send(Event::Shutdown(done)).is_ok() {
+                        let _ = wait.await;
+                    }
+                }
+                if let Some(node) = &self.node {
+                    node.shutdown().await;
+                }
+                for stop in self.stops.drain(..) {
+                    let _ = stop.send(());
+                }
+            });
+            tokio_rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        }
+        rt.store.fail_all_pending(&Error::NotInitialized);
+        // Last: the store's file goes with the node manager's last handle.
+        drop(self.node.take());
+    }
+}
+
+/// Removes shared-memory files left by sessions whose process no longer exists (a driver
+/// that crashed before `shutdown`).
+fn sweep_stale_files() {
+    let dir = StoreConfig::default_dir();
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            tracing::info!(file = %entry.path().display(), "removing a stale object store file");
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}

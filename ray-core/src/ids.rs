@@ -1,0 +1,39 @@
+//! Ids of objects, workers and nodes.
+//!
+//! An object id is the creating process's 8-byte prefix followed by an 8-byte counter, so ids
+//! are made without coordination and never repeat within a session.
+
+pub use ray_object_store::ObjectId;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Makes object ids for one process.
+pub(crate) struct IdGen {
+    prefix: [u8; 8],
+    next: AtomicU64,
+}
+
+impl IdGen {
+    pub fn new(worker_id: &[u8; 16]) -> Self {
+        let mut prefix = [0u8; 8];
+        prefix.copy_from_slice(&worker_id[..8]);
+        IdGen {
+            prefix,
+            next: AtomicU64::new(1),
+        }
+    }
+
+    pub fn next(&self) -> ObjectId {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut id = [0u8; 16];
+        id[..8].copy_from_slice(&self.prefix);
+        id[8..].copy_from_slice(&n.to_be_bytes());
+        ObjectId(id)
+    }
+}
+
+/// 16 bytes from parsing a wire field, or an error naming the field.
+pub(crate) fn id16(bytes: &[u8], what: &str) -> Result<[u8; 16], crate::Error> {
+    bytes
+        .try_into()
+        .map_err(|_| crate::Error::Runtime(format!("malformed {what}: {} bytes", bytes.len())))
+}

@@ -1,0 +1,173 @@
+//! Reference counting: when an object may be freed (Ray's ownership model, simplified).
+//!
+//! Each process counts, per object, the live [`crate::ObjectRef`] handles it holds (clones
+//! share one handle; a pending task holds handles to its arguments until its reply), the
+//! processes that borrow the object (owner side), and whether the ref escaped into another
+//! object's bytes (`pinned`: kept until shutdown, since nothing tracks the outer object yet).
+//! When everything reaches zero, the owner frees the value and a borrower tells the owner it
+//! is done.
+
+use crate::ids::ObjectId;
+use dashmap::DashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct Entry {
+    /// `None`: owned by this process.
+    owner: Option<Arc<str>>,
+    local: u32,
+    borrowers: HashSet<Arc<str>>,
+    pinned: bool,
+    /// A borrowed entry made while decoding a running task's arguments, not yet reported to
+    /// the owner: if it drops to zero before the reply, the owner never hears of it.
+    provisional: bool,
+}
+
+/// What to do once an entry is gone.
+pub(crate) enum Release {
+    /// Free the value (and its shared-memory copy).
+    FreeOwned(ObjectId),
+    /// Forget the cached value; tell the owner (unless the entry was provisional).
+    DropBorrowed {
+        id: ObjectId,
+        owner: Arc<str>,
+        notify: bool,
+    },
+}
+
+#[derive(Default)]
+pub(crate) struct ReferenceTable {
+    entries: DashMap<ObjectId, Entry>,
+}
+
+impl ReferenceTable {
+    /// A handle to `id` came to life in this process.
+    pub fn add_local(&self, id: ObjectId, owner: Option<Arc<str>>, provisional: bool) {
+        let mut e = self.entries.entry(id).or_insert_with(|| Entry {
+            owner,
+            local: 0,
+            borrowers: HashSet::new(),
+            pinned: false,
+            provisional,
+        });
+        e.local += 1;
+        if !provisional {
+            e.provisional = false;
+        }
+    }
+
+    /// A handle died. Returns what to do if that was the last reason to keep the object.
+    pub fn remove_local(&self, id: ObjectId) -> Option<Release> {
+        let mut e = self.entries.get_mut(&id)?;
+        e.local = e.local.saturating_sub(1);
+        drop(e);
+        self.try_release(id)
+    }
+
+    /// `borrower` holds the object after its task ended.
+    pub fn add_borrower(&self, id: ObjectId, borrower: Arc<str>) {
+        if let Some(mut e) = self.entries.get_mut(&id) {
+            e.borrowers.insert(borrower);
+        }
+    }
+
+    /// `borrower` let go of the object.
+    pub fn remove_borrower(&self, id: ObjectId, borrower: &str) -> Option<Release> {
+        let mut e = self.entries.get_mut(&id)?;
+        e.borrowers.remove(borrower);
+        drop(e);
+        self.try_release(id)
+    }
+
+    /// The ref was serialized into another object: keep it for the rest of the session.
+    pub fn pin(&self, id: ObjectId) {
+        if let Some(mut e) = self.entries.get_mut(&id) {
+            e.pinned = true;
+        }
+    }
+
+    /// After a task ran: which of the borrowed refs made while decoding its arguments does
+    /// this process still hold? Those become known to their owner (not provisional).
+    pub fn still_borrowed(&self, ids: &[ObjectId]) -> Vec<ObjectId> {
+        ids.iter()
+            .copied()
+            .filter(|id| {
+                self.entries.get_mut(id).is_some_and(|mut e| {
+                    let held = e.local > 0 || e.pinned || !e.borrowers.is_empty();
+                    if held {
+                        e.provisional = false;
+                    }
+                    held
+                })
+            })
+            .collect()
+    }
+
+    /// Number of objects tracked (tests and stats).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if `id` is tracked here.
+    #[cfg(test)]
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.entries.contains_key(id)
+    }
+
+    fn try_release(&self, id: ObjectId) -> Option<Release> {
+        let (_, e) = self.entries.remove_if(&id, |_, e| {
+            e.local == 0 && e.borrowers.is_empty() && !e.pinned
+        })?;
+        Some(match e.owner {
+            None => Release::FreeOwned(id),
+            Some(owner) => Release::DropBorrowed {
+                id,
+                owner,
+                notify: !e.provisional,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> ObjectId {
+        ObjectId([n; 16])
+    }
+
+    #[test]
+    fn owned_object_is_freed_when_the_last_handle_and_borrower_go() {
+        let t = ReferenceTable::default();
+        t.add_local(id(1), None, false);
+        t.add_local(id(1), None, false);
+        assert!(t.remove_local(id(1)).is_none());
+        t.add_borrower(id(1), "w1".into());
+        assert!(t.remove_local(id(1)).is_none(), "a borrower still holds it");
+        assert!(matches!(t.remove_borrower(id(1), "w1"), Some(Release::FreeOwned(_))));
+        assert!(!t.contains(&id(1)));
+    }
+
+    #[test]
+    fn pinned_objects_stay_and_provisional_borrows_release_silently() {
+        let t = ReferenceTable::default();
+        t.add_local(id(2), None, false);
+        t.pin(id(2));
+        assert!(t.remove_local(id(2)).is_none());
+        assert!(t.contains(&id(2)));
+
+        t.add_local(id(3), Some("owner".into()), true);
+        assert!(matches!(
+            t.remove_local(id(3)),
+            Some(Release::DropBorrowed { notify: false, .. })
+        ));
+        t.add_local(id(4), Some("owner".into()), true);
+        assert_eq!(t.still_borrowed(&[id(4)]), vec![id(4)]);
+        assert!(matches!(
+            t.remove_local(id(4)),
+            Some(Release::DropBorrowed { notify: true, .. })
+        ));
+    }
+}

@@ -1,0 +1,180 @@
+//! The link-time registry of remote functions, and running one of them.
+//!
+//! `#[ray::remote]` puts an entry into [`REMOTE_FUNCTIONS`] (a linkme distributed slice: no
+//! constructor runs, so the table is complete before `main`), named by the function's module
+//! path. A worker is the same binary, so it finds the same entry by the same name.
+
+use crate::codec;
+use crate::error::Error;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// One remote function, as registered by `#[ray::remote]`.
+pub struct RemoteFunction {
+    /// Stable name: module path and function name.
+    pub name: &'static str,
+    /// Decodes the arguments, runs the function, encodes its return value.
+    pub invoke: fn(&mut ArgReader<'_>) -> Result<Vec<u8>, TaskFailure>,
+}
+
+/// Every remote function linked into this binary.
+#[linkme::distributed_slice]
+pub static REMOTE_FUNCTIONS: [RemoteFunction];
+
+/// Why a function did not return a value.
+#[derive(Debug)]
+pub enum TaskFailure {
+    /// The function returned `Err`: its message.
+    Returned(String),
+    /// An argument did not decode as the declared type.
+    BadArgument(String),
+    /// The return value could not be encoded.
+    BadReturn(String),
+}
+
+fn table() -> &'static HashMap<&'static str, &'static RemoteFunction> {
+    static TABLE: OnceLock<HashMap<&'static str, &'static RemoteFunction>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = HashMap::new();
+        for f in REMOTE_FUNCTIONS.iter() {
+            if t.insert(f.name, f).is_some() {
+                tracing::error!(name = f.name, "two remote functions share a name");
+            }
+        }
+        t
+    })
+}
+
+/// The function registered under `name`.
+pub fn lookup(name: &str) -> Option<&'static RemoteFunction> {
+    table().get(name).copied()
+}
+
+/// Reads a task's arguments in order. Generated code calls [`ArgReader::next`] once per
+/// parameter.
+pub struct ArgReader<'a> {
+    args: &'a [&'a [u8]],
+    pos: usize,
+}
+
+impl<'a> ArgReader<'a> {
+    pub(crate) fn new(args: &'a [&'a [u8]]) -> Self {
+        ArgReader { args, pos: 0 }
+    }
+
+    /// Decodes the next argument as `T`.
+    pub fn next<T: DeserializeOwned>(&mut self) -> Result<T, TaskFailure> {
+        let pos = self.pos;
+        self.pos += 1;
+        let bytes = self.args.get(pos).ok_or_else(|| {
+            TaskFailure::BadArgument(format!(
+                "expected at least {} arguments, got {}",
+                pos + 1,
+                self.args.len()
+            ))
+        })?;
+        codec::decode(bytes)
+            .map_err(|e| TaskFailure::BadArgument(format!("argument {pos}: {e}")))
+    }
+
+    /// Fails if arguments are left over (a caller of another signature).
+    pub fn finish(&self) -> Result<(), TaskFailure> {
+        if self.pos == self.args.len() {
+            Ok(())
+        } else {
+            Err(TaskFailure::BadArgument(format!(
+                "expected {} arguments, got {}",
+                self.pos,
+                self.args.len()
+            )))
+        }
+    }
+}
+
+/// Encodes a plain return value.
+pub fn encode_return<T: Serialize>(value: &T) -> Result<Vec<u8>, TaskFailure> {
+    codec::encode(value).map_err(|e| TaskFailure::BadReturn(e.to_string()))
+}
+
+/// Encodes `Ok`, or turns `Err` into a task error carrying its message.
+pub fn encode_result<T: Serialize, E: std::fmt::Display>(
+    r: Result<T, E>,
+) -> Result<Vec<u8>, TaskFailure> {
+    match r {
+        Ok(v) => encode_return(&v),
+        Err(e) => Err(TaskFailure::Returned(e.to_string())),
+    }
+}
+
+thread_local! {
+    static PANIC_SITE: RefCell<Option<String>> = const { RefCell::new(None) };
+    static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Records where a panic inside a task happened (the message comes from the payload); panics
+/// elsewhere go to the previous hook as usual.
+fn install_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_TASK.with(|t| t.get()) {
+                let site = info
+                    .location()
+                    .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                PANIC_SITE.with(|s| *s.borrow_mut() = site);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Runs the function `name` on encoded `args`. A panic becomes [`Error::Task`] with its
+/// message and source location; `where_` says which worker ran it.
+pub(crate) fn execute(name: &str, args: &[&[u8]], where_: &str) -> Result<Vec<u8>, Error> {
+    let Some(f) = lookup(name) else {
+        return Err(Error::Task {
+            function: name.to_string(),
+            message: "no remote function of this name is registered in this binary".into(),
+            location: where_.to_string(),
+        });
+    };
+    install_panic_hook();
+    IN_TASK.with(|t| t.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut reader = ArgReader::new(args);
+        (f.invoke)(&mut reader)
+    }));
+    IN_TASK.with(|t| t.set(false));
+    let task_error = |message: String, site: Option<String>| Error::Task {
+        function: name.to_string(),
+        message,
+        location: match site {
+            Some(s) => format!("{where_} at {s}"),
+            None => where_.to_string(),
+        },
+    };
+    match outcome {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(TaskFailure::Returned(m))) => Err(task_error(m, None)),
+        Ok(Err(TaskFailure::BadArgument(m))) => Err(task_error(format!("bad argument: {m}"), None)),
+        Ok(Err(TaskFailure::BadReturn(m))) => {
+            Err(task_error(format!("cannot encode the return value: {m}"), None))
+        }
+        Err(payload) => {
+            let message = if let Some(s) = payload.downcast_ref::<&str>() {
+                format!("panicked: {s}")
+            } else if let Some(s) = payload.downcast_ref::<String>() {
+                format!("panicked: {s}")
+            } else {
+                "panicked with a non-string payload".to_string()
+            };
+            let site = PANIC_SITE.with(|s| s.borrow_mut().take());
+            Err(task_error(message, site))
+        }
+    }
+}

@@ -1,0 +1,756 @@
+//! How this process reaches the rest of the session: the task submitter (leases and the
+//! pipelined task stream to leased workers), the node's store, and other core workers.
+//!
+//! One tokio task, the submitter, owns every queue and lease and reads a closed [`Event`]
+//! enum: no lock guards submission state, and nothing is held across an await.
+
+use crate::error::{Error, Result};
+use crate::frames::{encode_frame, read_frame};
+use crate::ids::ObjectId;
+use crate::memory_store::{Stored, Subscribed, Waiter};
+use crate::object_ref::RefInner;
+use crate::runtime::{ArgKind, ArgSpec, Runtime};
+use dashmap::DashMap;
+use ray_object_store::{Allocation, ArenaMapping};
+use ray_proto::auth::AttachToken;
+use ray_proto::core_worker_client::CoreWorkerClient;
+use ray_proto::node_manager_client::NodeManagerClient;
+use ray_scheduler::ResourceSet;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+pub(crate) type RayletClient = NodeManagerClient<InterceptedService<Channel, AttachToken>>;
+pub(crate) type PeerClient = CoreWorkerClient<InterceptedService<Channel, AttachToken>>;
+
+/// Leases requested at once per resource shape (Ray caps pending lease requests too).
+const MAX_LEASE_REQUESTS: usize = 4;
+/// A lease with nothing to do for this long goes back to the node manager.
+const IDLE_LEASE_RETURN: Duration = Duration::from_millis(100);
+/// Tasks pipelined on one lease when tasks are short; long tasks get one at a time so that
+/// they spread over workers.
+const PIPELINE_DEPTH: usize = 64;
+const SHORT_TASK_MICROS: f64 = 2_000.0;
+
+/// A task waiting to run, owned by the submitter.
+pub(crate) struct PendingTask {
+    pub function: &'static str,
+    pub shape: ResourceSet,
+    pub shape_key: Arc<str>,
+    pub args: Vec<ArgSpec>,
+    pub return_id: ObjectId,
+    /// Retries left after a worker dies: -1 means forever.
+    pub retries_left: i32,
+    /// Argument values, filled once every dependency is ready.
+    pub resolved: Vec<ray_proto::ObjectValue>,
+}
+
+pub(crate) enum Event {
+    Submit(PendingTask),
+    Resolved(PendingTask),
+    LeaseGranted(Arc<str>, Lease),
+    LeaseFailed(Arc<str>, Error),
+    Reply(u64, ray_proto::ReplyFrame),
+    Disconnected(u64, String),
+    Shutdown(tokio::sync::oneshot::Sender<()>),
+}
+
+pub(crate) struct Lease {
+    id: u64,
+    pid: u32,
+    core_worker_address: Arc<str>,
+    tx: mpsc::UnboundedSender<ray_proto::TaskFrame>,
+    in_flight: HashMap<u64, PendingTask>,
+    next_seq: u64,
+    idle_since: Option<Instant>,
+    /// The worker sent a task back (it is blocked): push nothing more until it answers.
+    stalled: bool,
+}
+
+struct ShapeQueue {
+    shape: ResourceSet,
+    tasks: VecDeque<PendingTask>,
+    leases: Vec<u64>,
+    requesting: usize,
+    avg_exec_micros: f64,
+}
+
+/// This process's link to its node and to other core workers.
+pub(crate) struct Cluster {
+    pub handle: tokio::runtime::Handle,
+    pub token: Arc<str>,
+    pub raylet: RayletClient,
+    pub gcs_address: String,
+    pub arena: ArenaMapping,
+    pub events: mpsc::UnboundedSender<Event>,
+    peers: DashMap<Arc<str>, PeerClient>,
+    pending_deletes: Arc<AtomicUsize>,
+    /// Workers only: tells the node manager this worker blocks or resumes.
+    pub blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
+}
+
+/// Opens a gRPC channel to `address` that attaches the session token.
+pub(crate) fn channel(address: &str, token: &str) -> Result<InterceptedService<Channel, AttachToken>> {
+    let endpoint = Channel::from_shared(format!("http://{address}"))
+        .map_err(Error::runtime)?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10));
+    let attach = AttachToken::new(token).map_err(|e| Error::Runtime(e.message().to_string()))?;
+    Ok(InterceptedService::new(endpoint.connect_lazy(), attach))
+}
+
+pub(crate) fn raylet_client(address: &str, token: &str) -> Result<RayletClient> {
+    Ok(NodeManagerClient::new(channel(address, token)?)
+        .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES))
+}
+
+impl Cluster {
+    pub fn new(
+        handle: tokio::runtime::Handle,
+        token: Arc<str>,
+        raylet: RayletClient,
+        gcs_address: String,
+        arena: ArenaMapping,
+        events: mpsc::UnboundedSender<Event>,
+        blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
+    ) -> Self {
+        Cluster {
+            handle,
+            token,
+            raylet,
+            gcs_address,
+            arena,
+            events,
+            peers: DashMap::new(),
+            pending_deletes: Arc::new(AtomicUsize::new(0)),
+            blocked_hook,
+        }
+    }
+
+    /// Runs `f` on the session's tokio runtime and waits for it from this (non-async) thread.
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(f.await);
+        });
+        rx.recv()
+            .map_err(|_| Error::Runtime("the session's runtime stopped".into()))
+    }
+
+    pub fn submit(&self, task: PendingTask) {
+        if let Err(mpsc::error::SendError(Event::Submit(task))) = self.events.send(Event::Submit(task))
+        {
+            fail_task(None, &task, Error::NotInitialized);
+        }
+    }
+
+    pub fn peer(&self, address: &Arc<str>) -> Result<PeerClient> {
+        if let Some(p) = self.peers.get(address) {
+            return Ok(p.clone());
+        }
+        let client = CoreWorkerClient::new(channel(address, &self.token)?)
+            .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
+        self.peers.insert(address.clone(), client.clone());
+        Ok(client)
+    }
+
+    /// Writes `bytes` into the node's shared memory as object `id`, once; sealed on return.
+    pub fn put_plasma(&self, id: ObjectId, bytes: &[u8]) -> Result<Stored> {
+        let mut raylet = self.raylet.clone();
+        let size = bytes.len() as u64;
+        let req = ray_proto::CreateObjectRequest {
+            object_id: id.0.to_vec().into(),
+            size,
+        };
+        let mut reply = self.call({
+            let mut raylet = raylet.clone();
+            let req = req.clone();
+            async move { raylet.create_object(req).await }
+        })?;
+        if matches!(&reply, Err(s) if s.code() == tonic::Code::ResourceExhausted) {
+            // Frees of unreferenced objects may still be on their way: let them land, retry.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while self.pending_deletes.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            reply = self.call({
+                let mut raylet = raylet.clone();
+                async move { raylet.create_object(req).await }
+            })?;
+        }
+        let created = match reply {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                return Err(Error::ObjectStoreFull(s.message().to_string()))
+            }
+            Err(s) => return Err(Error::Runtime(format!("create object: {}", s.message()))),
+        };
+        let alloc = Allocation {
+            offset: created.offset,
+            len: size,
+        };
+        if let Err(e) = self.arena.write(alloc, 0, bytes) {
+            let oid = ray_proto::ObjectRequest {
+                object_id: id.0.to_vec().into(),
+            };
+            let _ = self.call(async move { raylet.abort_object(oid).await });
+            return Err(Error::runtime(e));
+        }
+        let oid = ray_proto::ObjectRequest {
+            object_id: id.0.to_vec().into(),
+        };
+        self.call(async move { raylet.seal_object(oid).await })?
+            .map_err(|s| Error::Runtime(format!("seal object: {}", s.message())))?;
+        Ok(Stored::Plasma {
+            offset: created.offset,
+            size,
+        })
+    }
+
+    /// The bytes of a sealed shared-memory object, read in place.
+    pub fn plasma_bytes(&self, offset: u64, size: u64) -> Result<&[u8]> {
+        self.arena
+            .bytes(Allocation { offset, len: size })
+            .map_err(Error::runtime)
+    }
+
+    pub fn delete_plasma(&self, id: ObjectId) {
+        let mut raylet = self.raylet.clone();
+        let pending = self.pending_deletes.clone();
+        pending.fetch_add(1, Ordering::AcqRel);
+        self.handle.spawn(async move {
+            let req = ray_proto::DeleteObjectsRequest {
+                object_ids: vec![id.0.to_vec().into()],
+            };
+            if let Err(e) = raylet.delete_objects(req).await {
+                tracing::debug!(%id, error = %e, "deleting a freed object failed");
+            }
+            pending.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+
+    pub fn remove_borrower(&self, id: ObjectId, owner: Arc<str>, me: Arc<str>) {
+        let Ok(mut peer) = self.peer(&owner) else {
+            return;
+        };
+        self.handle.spawn(async move {
+            let req = ray_proto::RemoveBorrowerRequest {
+                object_id: id.0.to_vec().into(),
+                borrower_address: me.to_string(),
+            };
+            // The owner may be gone; then so is the object.
+            let _ = peer.remove_borrower(req).await;
+        });
+    }
+
+    /// Asks the owner for the value of a borrowed object and stores it here when it comes.
+    pub fn fetch_from_owner(&self, id: ObjectId, owner: Arc<str>) {
+        let Some(rt) = crate::runtime::current().ok() else {
+            return;
+        };
+        let peer = self.peer(&owner);
+        self.handle.spawn(async move {
+            let stored = match peer {
+                Err(e) => Stored::Failed(Arc::new(e)),
+                Ok(mut peer) => {
+                    let req = ray_proto::GetObjectStatusRequest {
+                        object_id: id.0.to_vec().into(),
+                    };
+                    match peer.get_object_status(req).await {
+                        Ok(r) => match r.into_inner().value {
+                            Some(v) => Stored::from_proto(v),
+                            None => Stored::Failed(Arc::new(Error::ObjectLost(id.to_hex()))),
+                        },
+                        Err(_) => Stored::Failed(Arc::new(Error::OwnerDied(id.to_hex()))),
+                    }
+                }
+            };
+            rt.store.put(id, stored);
+        });
+    }
+}
+
+/// Marks the calling thread blocked in `get` for its whole life, if it is a worker's task
+/// thread: the node manager lends its CPU to other work meanwhile (as Ray does).
+pub(crate) struct BlockedGuard<'a> {
+    hook: Option<&'a (dyn Fn(bool) + Send + Sync)>,
+}
+
+impl<'a> BlockedGuard<'a> {
+    pub fn enter(rt: &'a Runtime) -> Self {
+        let hook = rt
+            .cluster
+            .as_ref()
+            .and_then(|c| c.blocked_hook.as_deref())
+            .filter(|_| crate::worker::in_task());
+        if let Some(h) = hook {
+            h(true);
+        }
+        BlockedGuard { hook }
+    }
+}
+
+impl Drop for BlockedGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.hook {
+            h(false);
+        }
+    }
+}
+
+fn fail_task(rt: Option<&Runtime>, task: &PendingTask, error: Error) {
+    let rt = match rt {
+        Some(rt) => rt,
+        None => return,
+    };
+    rt.store.put(task.return_id, Stored::Failed(Arc::new(error)));
+}
+
+/// The submitter: runs until shutdown on the session's runtime.
+pub(crate) async fn run_submitter(rt: Weak<Runtime>, mut events: mpsc::UnboundedReceiver<Event>) {
+    let mut s = Submitter {
+        rt,
+        queues: HashMap::new(),
+        leases: HashMap::new(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(25));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Shutdown(done)) => { s.shutdown(); let _ = done.send(()); return; }
+                Some(ev) => s.handle(ev),
+                None => { s.shutdown(); return; }
+            },
+            _ = tick.tick() => s.return_idle_leases(),
+        }
+    }
+}
+
+struct Submitter {
+    rt: Weak<Runtime>,
+    queues: HashMap<Arc<str>, ShapeQueue>,
+    leases: HashMap<u64, (Arc<str>, Lease)>,
+}
+
+impl Submitter {
+    fn handle(&mut self, ev: Event) {
+        let Some(rt) = self.rt.upgrade() else {
+            return;
+        };
+        match ev {
+            Event::Submit(task) => self.resolve(&rt, task),
+            Event::Resolved(task) => {
+                let key = task.shape_key.clone();
+                self.queue(&key, &task.shape).tasks.push_back(task);
+                self.dispatch(&rt, &key);
+            }
+            Event::LeaseGranted(key, lease) => {
+                let q = self.queue(&key, &ResourceSet::new());
+                q.requesting = q.requesting.saturating_sub(1);
+                q.leases.push(lease.id);
+                self.leases.insert(lease.id, (key.clone(), lease));
+                self.dispatch(&rt, &key);
+            }
+            Event::LeaseFailed(key, error) => {
+                let Some(q) = self.queues.get_mut(&key) else {
+                    return;
+                };
+                q.requesting = q.requesting.saturating_sub(1);
+                if q.requesting == 0 && q.leases.is_empty() {
+                    for task in q.tasks.drain(..) {
+                        let e = match &error {
+                            Error::Unschedulable { reason, .. } => Error::Unschedulable {
+                                function: task.function.to_string(),
+                                reason: reason.clone(),
+                            },
+                            other => other.clone(),
+                        };
+                        fail_task(Some(&rt), &task, e);
+                    }
+                }
+            }
+            Event::Reply(lease_id, frame) => self.on_reply(&rt, lease_id, frame),
+            Event::Disconnected(lease_id, why) => self.on_disconnect(&rt, lease_id, why),
+            Event::Shutdown(_) => {}
+        }
+    }
+
+    fn queue(&mut self, key: &Arc<str>, shape: &ResourceSet) -> &mut ShapeQueue {
+        self.queues.entry(key.clone()).or_insert_with(|| ShapeQueue {
+            shape: shape.clone(),
+            tasks: VecDeque::new(),
+            leases: Vec::new(),
+            requesting: 0,
+            avg_exec_micros: SHORT_TASK_MICROS * 4.0,
+        })
+    }
+
+    /// Waits for the task's ref arguments (off the submitter's loop), then queues it.
+    fn resolve(&mut self, rt: &Arc<Runtime>, mut task: PendingTask) {
+        let needs_wait = task.args.iter().any(|a| match &a.0 {
+            ArgKind::Ref(r) => !rt.store.is_ready(&r.id),
+            _ => false,
+        });
+        if !needs_wait {
+            match resolve_now(rt, &task) {
+                Ok(values) => {
+                    task.resolved = values;
+                    self.handle(Event::Resolved(task));
+                }
+                Err(e) => fail_task(Some(rt), &task, e),
+            }
+            return;
+        }
+        let rt = rt.clone();
+        let events = rt
+            .cluster
+            .as_ref()
+            .map(|c| c.events.clone())
+            .expect("the submitter runs only with a cluster");
+        tokio::spawn(async move {
+            for a in &task.args {
+                if let ArgKind::Ref(r) = &a.0 {
+                    wait_ready_async(&rt, r).await;
+                }
+            }
+            match resolve_now(&rt, &task) {
+                Ok(values) => {
+                    task.resolved = values;
+                    let _ = events.send(Event::Resolved(task));
+                }
+                Err(e) => fail_task(Some(&rt), &task, e),
+            }
+        });
+    }
+
+    fn dispatch(&mut self, rt: &Arc<Runtime>, key: &Arc<str>) {
+        let Some(q) = self.queues.get_mut(key) else {
+            return;
+        };
+        let depth = if q.avg_exec_micros < SHORT_TASK_MICROS {
+            PIPELINE_DEPTH
+        } else {
+            1
+        };
+        while !q.tasks.is_empty() {
+            let best = q
+                .leases
+                .iter()
+                .filter_map(|id| self.leases.get(id).map(|(_, l)| (id, l)))
+                .filter(|(_, l)| !l.stalled && l.in_flight.len() < depth)
+                .min_by_key(|(_, l)| l.in_flight.len())
+                .map(|(id, _)| *id);
+            let Some(lease_id) = best else {
+                let wanted = q.tasks.len().min(MAX_LEASE_REQUESTS);
+                if q.requesting < wanted && q.leases.len() + q.requesting < q.tasks.len() + q.leases.len() {
+                    q.requesting += 1;
+                    request_lease(rt, key.clone(), q.shape.clone());
+                }
+                break;
+            };
+            let task = q.tasks.pop_front().expect("checked non-empty");
+            let (_, lease) = self.leases.get_mut(&lease_id).expect("listed lease exists");
+            let seq = lease.next_seq;
+            lease.next_seq += 1;
+            lease.idle_since = None;
+            let frame = ray_proto::TaskFrame {
+                seq,
+                task_id: task.return_id.0.to_vec().into(),
+                function: task.function.to_string(),
+                args: task.resolved.clone(),
+                return_id: task.return_id.0.to_vec().into(),
+                owner_address: rt.address.to_string(),
+                job_id: rt.job_id,
+            };
+            if lease.tx.send(frame).is_err() {
+                // The connection is closing; its Disconnected event will requeue in-flight
+                // tasks, this one included.
+            }
+            lease.in_flight.insert(seq, task);
+        }
+    }
+
+    fn on_reply(&mut self, rt: &Arc<Runtime>, lease_id: u64, frame: ray_proto::ReplyFrame) {
+        let Some((key, lease)) = self.leases.get_mut(&lease_id) else {
+            return;
+        };
+        let key = key.clone();
+        let Some(task) = lease.in_flight.remove(&frame.seq) else {
+            return;
+        };
+        if frame.requeue {
+            lease.stalled = true;
+            if let Some(q) = self.queues.get_mut(&key) {
+                q.tasks.push_front(task);
+            }
+            self.dispatch(rt, &key);
+            return;
+        }
+        lease.stalled = false;
+        if lease.in_flight.is_empty() {
+            lease.idle_since = Some(Instant::now());
+        }
+        let borrower = lease.core_worker_address.clone();
+        if let Some(q) = self.queues.get_mut(&key) {
+            q.avg_exec_micros = 0.8 * q.avg_exec_micros + 0.2 * frame.exec_micros as f64;
+        }
+        for raw in &frame.borrowed_ids {
+            if let Ok(id) = crate::ids::id16(raw, "object id") {
+                rt.refs.add_borrower(ObjectId(id), borrower.clone());
+            }
+        }
+        let stored = match frame.value {
+            Some(v) => Stored::from_proto(v),
+            None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+        };
+        rt.store.put(task.return_id, stored);
+        drop(task);
+        self.dispatch(rt, &key);
+    }
+
+    fn on_disconnect(&mut self, rt: &Arc<Runtime>, lease_id: u64, why: String) {
+        let Some((key, lease)) = self.leases.remove(&lease_id) else {
+            return;
+        };
+        return_lease(rt, lease_id, true);
+        let q = self.queue(&key, &ResourceSet::new());
+        q.leases.retain(|l| *l != lease_id);
+        let mut in_flight: Vec<(u64, PendingTask)> = lease.in_flight.into_iter().collect();
+        in_flight.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        for (_, mut task) in in_flight {
+            if task.retries_left != 0 {
+                if task.retries_left > 0 {
+                    task.retries_left -= 1;
+                }
+                tracing::info!(function = task.function, pid = lease.pid, "worker died; retrying task");
+                q.tasks.push_front(task);
+            } else {
+                let e = Error::WorkerDied {
+                    function: task.function.to_string(),
+                    message: format!("worker pid {} exited: {why}", lease.pid),
+                };
+                fail_task(Some(rt), &task, e);
+            }
+        }
+        self.dispatch(rt, &key);
+    }
+
+    fn return_idle_leases(&mut self) {
+        let Some(rt) = self.rt.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let idle: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, (key, l))| {
+                l.in_flight.is_empty()
+                    && l.idle_since.is_some_and(|t| now - t > IDLE_LEASE_RETURN)
+                    && self.queues.get(key).is_none_or(|q| q.tasks.is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            if let Some((key, _lease)) = self.leases.remove(&id) {
+                if let Some(q) = self.queues.get_mut(&key) {
+                    q.leases.retain(|l| *l != id);
+                }
+                return_lease(&rt, id, false);
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let rt = self.rt.upgrade();
+        for (_, q) in self.queues.drain() {
+            for task in q.tasks {
+                fail_task(rt.as_deref(), &task, Error::NotInitialized);
+            }
+        }
+        for (_, (_, lease)) in self.leases.drain() {
+            for (_, task) in lease.in_flight {
+                fail_task(rt.as_deref(), &task, Error::NotInitialized);
+            }
+        }
+    }
+}
+
+async fn wait_ready_async(rt: &Arc<Runtime>, r: &RefInner) {
+    loop {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        match rt.store.subscribe(r.id, Waiter::Async(tx), r.owner.is_some()) {
+            Subscribed::Ready(_) | Subscribed::Unknown => return,
+            Subscribed::Pending { fetch } => {
+                if fetch {
+                    if let (Some(c), Some(owner)) = (&rt.cluster, &r.owner) {
+                        c.fetch_from_owner(r.id, owner.clone());
+                    }
+                }
+                if rx.recv().await.is_none() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The argument values of a task whose dependencies are all ready.
+fn resolve_now(rt: &Runtime, task: &PendingTask) -> Result<Vec<ray_proto::ObjectValue>> {
+    let mut values = Vec::with_capacity(task.args.len());
+    for a in &task.args {
+        let stored = match &a.0 {
+            ArgKind::Value(b, _) => Stored::Inline(b.clone()),
+            ArgKind::Ref(r) => match rt.store.get(&r.id) {
+                Some(Stored::Failed(e)) => {
+                    return Err(Error::ArgumentFailed {
+                        function: task.function.to_string(),
+                        cause: Box::new((*e).clone()),
+                    })
+                }
+                Some(v) => v,
+                None => return Err(Error::ObjectLost(r.id.to_hex())),
+            },
+            ArgKind::Unencodable(e) => return Err(e.clone()),
+        };
+        values.push(stored.to_proto());
+    }
+    Ok(values)
+}
+
+fn return_lease(rt: &Runtime, lease_id: u64, worker_failed: bool) {
+    let Some(c) = &rt.cluster else {
+        return;
+    };
+    let mut raylet = c.raylet.clone();
+    tokio::spawn(async move {
+        let _ = raylet
+            .return_worker(ray_proto::ReturnWorkerRequest {
+                lease_id,
+                worker_failed,
+            })
+            .await;
+    });
+}
+
+fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
+    let Some(c) = &rt.cluster else {
+        return;
+    };
+    let mut raylet = c.raylet.clone();
+    let events = c.events.clone();
+    let token = c.token.clone();
+    tokio::spawn(async move {
+        let req = ray_proto::LeaseRequest {
+            shape: Some(ray_raylet::to_resources(&shape)),
+            requester_id: Default::default(),
+        };
+        let ev = match raylet.request_worker_lease(req).await {
+            Err(s) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", s.message()))),
+            Ok(reply) => match reply.into_inner().result {
+                Some(ray_proto::lease_reply::Result::Granted(g)) => {
+                    match connect_lease(&g, &token, events.clone()).await {
+                        Ok(lease) => Event::LeaseGranted(key, lease),
+                        Err(e) => {
+                            let _ = raylet
+                                .return_worker(ray_proto::ReturnWorkerRequest {
+                                    lease_id: g.lease_id,
+                                    worker_failed: true,
+                                })
+                                .await;
+                            Event::LeaseFailed(key, e)
+                        }
+                    }
+                }
+                Some(ray_proto::lease_reply::Result::Infeasible(reason)) => Event::LeaseFailed(
+                    key,
+                    Error::Unschedulable {
+                        function: String::new(),
+                        reason,
+                    },
+                ),
+                None => Event::LeaseFailed(key, Error::Runtime("empty lease reply".into())),
+            },
+        };
+        let _ = events.send(ev);
+    });
+}
+
+/// Connects to a leased worker's task socket and starts its writer and reader.
+async fn connect_lease(
+    g: &ray_proto::Lease,
+    token: &str,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<Lease> {
+    let stream = crate::worker::connect_task_socket(&g.task_socket)?;
+    let (read, mut write) = stream.into_split();
+    let mut hello = Vec::new();
+    encode_frame(
+        &ray_proto::Hello {
+            token: token.to_string(),
+        },
+        &mut hello,
+    );
+    write.write_all(&hello).await.map_err(Error::runtime)?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
+    let lease_id = g.lease_id;
+    let writer_events = events.clone();
+    tokio::spawn(async move {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        while let Some(first) = rx.recv().await {
+            buf.clear();
+            encode_frame(&first, &mut buf);
+            // Everything queued goes out in one write: under load one syscall moves many tasks.
+            while buf.len() < 1 << 20 {
+                match rx.try_recv() {
+                    Ok(f) => encode_frame(&f, &mut buf),
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = write.write_all(&buf).await {
+                let _ = writer_events.send(Event::Disconnected(lease_id, e.to_string()));
+                return;
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut r = BufReader::with_capacity(64 * 1024, read);
+        let mut scratch = Vec::new();
+        loop {
+            match read_frame::<ray_proto::ReplyFrame, _>(&mut r, &mut scratch).await {
+                Ok(Some(frame)) => {
+                    if events.send(Event::Reply(lease_id, frame)).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    let _ = events.send(Event::Disconnected(lease_id, "connection closed".into()));
+                    return;
+                }
+                Err(e) => {
+                    let _ = events.send(Event::Disconnected(lease_id, e.to_string()));
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Lease {
+        id: g.lease_id,
+        pid: g.pid,
+        core_worker_address: g.core_worker_address.as_str().into(),
+        tx,
+        in_flight: HashMap::new(),
+        next_seq: 1,
+        idle_since: Some(Instant::now()),
+        stalled: false,
+    })
+}

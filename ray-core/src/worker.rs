@@ -1,0 +1,333 @@
+//! Worker mode: the same binary, re-executed by a node manager, serving tasks.
+//!
+//! A constructor (run before `main`, so no user code runs first) checks for the worker
+//! environment variable and, if set, never returns: it registers with the node manager,
+//! listens on its task socket, and runs tasks one at a time on its main thread, where a
+//! blocking `ray::get` is allowed. While a task blocks, tasks pipelined behind it are sent
+//! back to their owner so that nothing waits on a blocked worker.
+
+use crate::error::{Error, Result};
+use crate::frames::{encode_frame, read_frame};
+use crate::ids::{id16, IdGen};
+use crate::memory_store::{MemoryStore, Stored};
+use crate::object_ref::collect_deserialized_refs;
+use crate::reference::ReferenceTable;
+use crate::runtime::{self, Runtime};
+use crate::transport::{self, Cluster};
+use parking_lot::Mutex;
+use ray_raylet::worker_env;
+use std::cell::Cell;
+use std::io::BufRead;
+use std::os::linux::net::SocketAddrExt;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+#[ctor::ctor(unsafe)]
+fn enter_worker_mode() {
+    if std::env::var_os(worker_env::WORKER_MODE).is_some_and(|v| v == "1") {
+        // Children of this worker (if a task starts processes) must not become workers.
+        let code = match run_worker() {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::error!(error = %e, "worker failed");
+                1
+            }
+        };
+        std::process::exit(code);
+    }
+}
+
+thread_local! {
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    static CURRENT_TASK: Cell<Option<[u8; 16]>> = const { Cell::new(None) };
+}
+
+/// True on a worker's task thread while a task runs.
+pub(crate) fn in_task() -> bool {
+    IN_TASK.with(|t| t.get())
+}
+
+/// The id of the task running on this thread, if any.
+pub(crate) fn current_task() -> Option<[u8; 16]> {
+    CURRENT_TASK.with(|t| t.get())
+}
+
+/// Connects to a worker's task socket (an abstract Unix socket: no file to clean up).
+pub(crate) fn connect_task_socket(name: &str) -> Result<tokio::net::UnixStream> {
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(Error::runtime)?;
+    let std_stream =
+        std::os::unix::net::UnixStream::connect_addr(&addr).map_err(Error::runtime)?;
+    std_stream.set_nonblocking(true).map_err(Error::runtime)?;
+    tokio::net::UnixStream::from_std(std_stream).map_err(Error::runtime)
+}
+
+struct Job {
+    frame: ray_proto::TaskFrame,
+    reply: mpsc::UnboundedSender<ray_proto::ReplyFrame>,
+}
+
+/// The task queue of this worker and whether its task is blocked.
+struct Executor {
+    blocked: Mutex<bool>,
+    tx: crossbeam_channel::Sender<Job>,
+    rx: crossbeam_channel::Receiver<Job>,
+}
+
+impl Executor {
+    /// Takes a frame off a connection: queued, or sent straight back while blocked.
+    fn offer(&self, job: Job) {
+        let blocked = self.blocked.lock();
+        if *blocked {
+            requeue(job);
+        } else {
+            let _ = self.tx.send(job);
+        }
+    }
+
+    fn set_blocked(&self, blocked: bool) {
+        let mut b = self.blocked.lock();
+        *b = blocked;
+        if blocked {
+            while let Ok(job) = self.rx.try_recv() {
+                requeue(job);
+            }
+        }
+    }
+}
+
+fn requeue(job: Job) {
+    let _ = job.reply.send(ray_proto::ReplyFrame {
+        seq: job.frame.seq,
+        requeue: true,
+        ..Default::default()
+    });
+}
+
+fn env(name: &str) -> Result<String> {
+    std::env::var(name).map_err(|_| Error::Runtime(format!("worker started without {name}")))
+}
+
+fn run_worker() -> Result<()> {
+    let node_manager = env(worker_env::NODE_MANAGER)?;
+    let worker_hex = env(worker_env::WORKER_ID)?;
+    let session = env(worker_env::SESSION)?;
+    let worker_id = ray_object_store::ObjectId::from_hex(&worker_hex)
+        .ok_or_else(|| Error::Runtime("malformed worker id".into()))?
+        .0;
+    let mut token = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut token)
+        .map_err(Error::runtime)?;
+    let token: Arc<str> = token.trim().into();
+    if token.is_empty() {
+        return Err(Error::Runtime("no session token on stdin".into()));
+    }
+
+    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ray-worker-io")
+        .enable_all()
+        .build()
+        .map_err(Error::runtime)?;
+    let handle = tokio_rt.handle().clone();
+    let _enter = tokio_rt.enter();
+
+    let (core_address, _stop) =
+        tokio_rt.block_on(crate::service::serve(crate::service::core_worker_routes(&token)))?;
+    let socket_name = format!("{session}-{worker_hex}");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket_name.as_bytes())
+        .map_err(Error::runtime)?;
+    let std_listener =
+        std::os::unix::net::UnixListener::bind_addr(&addr).map_err(Error::runtime)?;
+    std_listener.set_nonblocking(true).map_err(Error::runtime)?;
+    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(Error::runtime)?;
+
+    let raylet = transport::raylet_client(&node_manager, &token)?;
+    let registered = {
+        let mut raylet = raylet.clone();
+        let req = ray_proto::RegisterWorkerRequest {
+            worker_id: worker_id.to_vec().into(),
+            pid: std::process::id(),
+            task_socket: socket_name,
+            core_worker_address: core_address.clone(),
+        };
+        tokio_rt
+            .block_on(raylet.register_worker(req))
+            .map_err(|s| Error::Runtime(format!("registering with the node manager: {}", s.message())))?
+            .into_inner()
+    };
+    let arena = ray_object_store::ArenaMapping::open(std::path::Path::new(&registered.store_path))
+        .map_err(Error::runtime)?;
+
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded();
+    let executor = Arc::new(Executor {
+        blocked: Mutex::new(false),
+        tx: jobs_tx,
+        rx: jobs_rx,
+    });
+    let hook = {
+        let executor = executor.clone();
+        let raylet = raylet.clone();
+        let handle = handle.clone();
+        move |blocked: bool| {
+            if blocked {
+                executor.set_blocked(true);
+            }
+            let mut raylet = raylet.clone();
+            let req = ray_proto::BlockedRequest {
+                worker_id: worker_id.to_vec().into(),
+                blocked,
+            };
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            handle.spawn(async move {
+                let _ = tx.send(raylet.notify_blocked(req).await);
+            });
+            let _ = rx.recv();
+            if !blocked {
+                executor.set_blocked(false);
+            }
+        }
+    };
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let rt = Arc::new(Runtime {
+        address: core_address.into(),
+        store: MemoryStore::default(),
+        refs: ReferenceTable::default(),
+        ids: IdGen::new(&worker_id),
+        worker_id,
+        node_id: id16(&registered.node_id, "node id")?,
+        job_id: registered.job_id,
+        namespace: String::new(),
+        is_worker: true,
+        node_total: Default::default(),
+        cluster: Some(Cluster::new(
+            handle.clone(),
+            token.clone(),
+            raylet,
+            registered.gcs_address,
+            arena,
+            events_tx,
+            Some(Box::new(hook)),
+        )),
+        shut_down: Default::default(),
+    });
+    runtime::set_current(Some(rt.clone()));
+    handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
+    handle.spawn(accept_loop(listener, token, executor.clone()));
+
+    let location = format!(
+        "worker {} (pid {})",
+        &worker_hex[..8],
+        std::process::id()
+    );
+    while let Ok(job) = executor.rx.recv() {
+        let reply = run_task(&rt, job.frame, &location);
+        let _ = job.reply.send(reply);
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, executor: Arc<Executor>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let token = token.clone();
+        let executor = executor.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut r = BufReader::with_capacity(64 * 1024, read);
+            let mut scratch = Vec::new();
+            let hello = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch),
+            )
+            .await;
+            let ok = matches!(&hello, Ok(Ok(Some(h))) if ray_proto::auth::constant_time_eq(h.token.as_bytes(), token.as_bytes()));
+            if !ok {
+                tracing::warn!("refused a task connection without the session token");
+                return;
+            }
+            let (tx, mut rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
+            tokio::spawn(async move {
+                let mut buf = Vec::with_capacity(64 * 1024);
+                while let Some(first) = rx.recv().await {
+                    buf.clear();
+                    encode_frame(&first, &mut buf);
+                    while buf.len() < 1 << 20 {
+                        match rx.try_recv() {
+                            Ok(f) => encode_frame(&f, &mut buf),
+                            Err(_) => break,
+                        }
+                    }
+                    if write.write_all(&buf).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            loop {
+                match read_frame::<ray_proto::TaskFrame, _>(&mut r, &mut scratch).await {
+                    Ok(Some(frame)) => executor.offer(Job {
+                        frame,
+                        reply: tx.clone(),
+                    }),
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "malformed task frame; closing the connection");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn run_task(rt: &Arc<Runtime>, frame: ray_proto::TaskFrame, location: &str) -> ray_proto::ReplyFrame {
+    let start = Instant::now();
+    let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
+    let cluster = rt.cluster.as_ref().expect("workers always have a cluster");
+    let value = (|| -> Result<Stored> {
+        let mut slices: Vec<&[u8]> = Vec::with_capacity(args.len());
+        for a in &args {
+            match a {
+                Stored::Inline(b) => slices.push(b),
+                Stored::Plasma { offset, size } => slices.push(cluster.plasma_bytes(*offset, *size)?),
+                Stored::Failed(e) => return Err((**e).clone()),
+            }
+        }
+        CURRENT_TASK.with(|t| t.set(id16(&frame.task_id, "task id").ok()));
+        IN_TASK.with(|t| t.set(true));
+        let (result, decoded) =
+            collect_deserialized_refs(|| crate::registry::execute(&frame.function, &slices, location));
+        IN_TASK.with(|t| t.set(false));
+        CURRENT_TASK.with(|t| t.set(None));
+        let bytes = result?;
+        let stored = if bytes.len() > runtime::INLINE_MAX {
+            let id = ray_object_store::ObjectId(id16(&frame.return_id, "return id")?);
+            cluster.put_plasma(id, &bytes)?
+        } else {
+            Stored::Inline(bytes.into())
+        };
+        Ok(stored).map(|s| (s, decoded)).map(|(s, decoded)| {
+            BORROWED.with(|b| *b.borrow_mut() = rt.refs.still_borrowed(&decoded));
+            s
+        })
+    })();
+    let stored = value.unwrap_or_else(|e| Stored::Failed(Arc::new(e)));
+    let borrowed = BORROWED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    ray_proto::ReplyFrame {
+        seq: frame.seq,
+        value: Some(stored.to_proto()),
+        borrowed_ids: borrowed.into_iter().map(|id| id.0.to_vec().into()).collect(),
+        exec_micros: start.elapsed().as_micros() as u64,
+        requeue: false,
+    }
+}
+
+thread_local! {
+    static BORROWED: std::cell::RefCell<Vec<crate::ids::ObjectId>> = const { std::cell::RefCell::new(Vec::new()) };
+}
