@@ -1,6 +1,70 @@
 //! Shared support for the workspace's examples, integration tests and benchmarks.
 //!
-//! The runtime itself lives in the `ray-core` crate (imported here as `ray`); this package only
-//! holds the programs that exercise it end to end.
+//! The runtime itself lives in the `ray-core` crate (imported here as `ray`); this package
+//! holds the programs that exercise it end to end, and [`with_ray`], the one way tests start
+//! a runtime: it always shuts it down, even when the test fails.
 
 pub use ray;
+
+use std::sync::Mutex;
+
+/// Runs `f` inside a fresh session started with `config`, then shuts the session down and
+/// checks that no worker process and no shared-memory file of this process is left. Panics
+/// in `f` are re-raised after the cleanup. Sessions are process-global, so calls in one test
+/// binary run one at a time.
+pub fn with_ray<R>(config: ray::Config, f: impl FnOnce() -> R) -> R {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    ray::init(config).expect("ray::init");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    ray::shutdown();
+    let leftovers = (child_processes(), shm_files());
+    match result {
+        Err(panic) => std::panic::resume_unwind(panic),
+        Ok(r) => {
+            assert_eq!(leftovers, (vec![], vec![]), "processes or shared-memory files left behind");
+            r
+        }
+    }
+}
+
+/// Pids of live (not zombie) child processes of this process.
+pub fn child_processes() -> Vec<u32> {
+    let me = std::process::id();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command (which is in parentheses and may hold spaces).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next();
+        let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(me) && state != Some("Z") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Shared-memory files this process created and did not remove.
+pub fn shm_files() -> Vec<String> {
+    let prefix = format!("rayrs-{}-", std::process::id());
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
