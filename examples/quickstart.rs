@@ -17,7 +17,7 @@ fn fails(msg: String) -> Result<u8, String> {
 /// A task that submits tasks itself and waits for them (nested tasks).
 #[ray::remote]
 fn sum_of_squares(n: i64) -> i64 {
-    let refs: Vec<ObjectRef<i64>> = (0..n).map(|i| square::remote(i)).collect();
+    let refs: Vec<ObjectRef<i64>> = (0..n).map(square::remote).collect();
     ray::get_all(&refs).expect("nested tasks").into_iter().sum()
 }
 
@@ -43,7 +43,10 @@ fn main() -> ray::Result<()> {
     println!("get_all = {all:?}");
     let (ready, pending) = ray::wait(&[a.clone(), b.clone()], 1, Some(Duration::from_secs(5)))?;
     println!("wait: {} ready, {} pending", ready.len(), pending.len());
-    println!("nested: sum of squares below 10 = {}", ray::get(&sum_of_squares::remote(10))?);
+    println!(
+        "nested: sum of squares below 10 = {}",
+        ray::get(&sum_of_squares::remote(10))?
+    );
     match ray::get(&fails::remote("boom".to_string())) {
         Err(e) => println!("a failing task gives: {e}"),
         Ok(v) => println!("unexpected success: {v}"),
@@ -53,7 +56,10 @@ fn main() -> ray::Result<()> {
     let refs: Vec<ObjectRef<u8>> = (0..10_000).map(|_| small_value::remote()).collect();
     let n: u64 = ray::get_all(&refs)?.into_iter().map(u64::from).sum();
     let secs = start.elapsed().as_secs_f64();
-    println!("10,000 small tasks: {secs:.3} s ({:.0} tasks/s), sum {n}", 10_000.0 / secs);
+    println!(
+        "10,000 small tasks: {secs:.3} s ({:.0} tasks/s), sum {n}",
+        10_000.0 / secs
+    );
 
     let big = vec![7u8; 100 << 20];
     let start = Instant::now();

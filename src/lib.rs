@@ -22,7 +22,11 @@ pub fn with_ray<R>(config: ray::Config, f: impl FnOnce() -> R) -> R {
     match result {
         Err(panic) => std::panic::resume_unwind(panic),
         Ok(r) => {
-            assert_eq!(leftovers, (vec![], vec![]), "processes or shared-memory files left behind");
+            assert_eq!(
+                leftovers,
+                (vec![], vec![]),
+                "processes or shared-memory files left behind"
+            );
             r
         }
     }
@@ -36,7 +40,11 @@ pub fn child_processes() -> Vec<u32> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {

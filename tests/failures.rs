@@ -91,7 +91,10 @@ fn a_full_store_refuses_a_put_and_frees_unreferenced_objects() {
             other => panic!("expected ObjectStoreFull, got {other:?}"),
         }
         let a = ray::put(&vec![1u8; 3 << 20]).unwrap();
-        assert!(matches!(ray::put(&vec![2u8; 3 << 20]), Err(Error::ObjectStoreFull(_))));
+        assert!(matches!(
+            ray::put(&vec![2u8; 3 << 20]),
+            Err(Error::ObjectStoreFull(_))
+        ));
         drop(a);
         // The dropped object is freed, so the same size fits now.
         let b = ray::put(&vec![3u8; 3 << 20]).unwrap();
@@ -127,7 +130,10 @@ fn a_shape_that_can_never_fit_is_an_error() {
 fn values_read_as_the_wrong_type_are_typed_errors() {
     with_ray(ray::Config::local(), || {
         let r = echo::remote(7);
-        assert!(matches!(ray::get(&r.cast::<String>()), Err(Error::Serialization(_))));
+        assert!(matches!(
+            ray::get(&r.cast::<String>()),
+            Err(Error::Serialization(_))
+        ));
         let s = ray::put(&"text".to_string()).unwrap();
         assert!(matches!(
             ray::get(&echo::remote(s.cast::<u64>())),
@@ -150,7 +156,8 @@ fn connections_without_the_session_token_are_refused() {
                 .connect()
                 .await
                 .unwrap();
-            let mut client = ray_proto::node_manager_client::NodeManagerClient::new(channel.clone());
+            let mut client =
+                ray_proto::node_manager_client::NodeManagerClient::new(channel.clone());
             let err = client
                 .get_node_resources(ray_proto::Empty {})
                 .await

@@ -12,7 +12,9 @@ static HELD: Mutex<Vec<ObjectRef<Vec<f64>>>> = Mutex::new(Vec::new());
 #[ray::remote]
 fn sum_later(refs: Vec<ObjectRef<Vec<f64>>>, ms: u64) -> f64 {
     std::thread::sleep(Duration::from_millis(ms));
-    refs.iter().map(|r| ray::get(r).unwrap().iter().sum::<f64>()).sum()
+    refs.iter()
+        .map(|r| ray::get(r).unwrap().iter().sum::<f64>())
+        .sum()
 }
 
 #[ray::remote]
@@ -25,7 +27,9 @@ fn keep(refs: Vec<ObjectRef<Vec<f64>>>) -> usize {
 #[ray::remote]
 fn sum_held() -> f64 {
     let held = HELD.lock().unwrap();
-    held.iter().map(|r| ray::get(r).unwrap().iter().sum::<f64>()).sum()
+    held.iter()
+        .map(|r| ray::get(r).unwrap().iter().sum::<f64>())
+        .sum()
 }
 
 #[ray::remote]
@@ -53,7 +57,10 @@ fn eventually(what: &str, ok: impl Fn(u64) -> bool) {
         if ok(used) {
             return;
         }
-        assert!(Instant::now() < deadline, "{what}: store still holds {used} bytes");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: store still holds {used} bytes"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -103,7 +110,10 @@ fn a_worker_that_keeps_a_ref_is_a_borrower_until_it_lets_go() {
         assert_eq!(ray::get(&keep::remote(vec![obj.clone()])).unwrap(), 1);
         drop(obj);
         std::thread::sleep(Duration::from_millis(200));
-        assert!(store_used() >= (BIG * 8) as u64, "freed while a worker borrows it");
+        assert!(
+            store_used() >= (BIG * 8) as u64,
+            "freed while a worker borrows it"
+        );
         assert_eq!(ray::get(&sum_held::remote()).unwrap(), 3.0 * BIG as f64);
         assert_eq!(ray::get(&release_held::remote()).unwrap(), 1);
         eventually("object after the borrower let go", |u| u == 0);

@@ -133,7 +133,10 @@ fn errors_and_panics_become_task_errors() {
             }) => {
                 assert!(function.ends_with("panics"));
                 assert!(message.contains("bad input 7"), "{message}");
-                assert!(location.contains("worker") && location.contains("tasks.rs"), "{location}");
+                assert!(
+                    location.contains("worker") && location.contains("tasks.rs"),
+                    "{location}"
+                );
             }
             other => panic!("expected a panic error, got {other:?}"),
         }
@@ -144,7 +147,9 @@ fn errors_and_panics_become_task_errors() {
         match ray::get(&dependent) {
             Err(Error::ArgumentFailed { function, cause }) => {
                 assert!(function.ends_with("add"));
-                assert!(matches!(*cause, Error::Task { ref message, .. } if message == "root cause"));
+                assert!(
+                    matches!(*cause, Error::Task { ref message, .. } if message == "root cause")
+                );
             }
             other => panic!("expected ArgumentFailed, got {other:?}"),
         }
@@ -172,8 +177,12 @@ fn wait_keeps_order_and_rejects_bad_arguments() {
     with_ray(local(), || {
         let slow = sleep_ms::remote(2_000);
         let fast = sleep_ms::remote(1);
-        let (ready, pending) =
-            ray::wait(&[slow.clone(), fast.clone()], 1, Some(Duration::from_secs(10))).unwrap();
+        let (ready, pending) = ray::wait(
+            &[slow.clone(), fast.clone()],
+            1,
+            Some(Duration::from_secs(10)),
+        )
+        .unwrap();
         assert_eq!(ready, vec![fast.clone()]);
         assert_eq!(pending, vec![slow.clone()]);
         assert!(matches!(
@@ -181,22 +190,33 @@ fn wait_keeps_order_and_rejects_bad_arguments() {
             Err(Error::InvalidArgument(_))
         ));
         assert!(matches!(
-            ray::wait(&[fast.clone()], 2, None),
+            ray::wait(std::slice::from_ref(&fast), 2, None),
             Err(Error::InvalidArgument(_))
         ));
         assert!(matches!(
-            ray::wait(&[fast.clone()], 0, None),
+            ray::wait(std::slice::from_ref(&fast), 0, None),
             Err(Error::InvalidArgument(_))
         ));
         let empty: Vec<ObjectRef<u64>> = Vec::new();
         assert_eq!(ray::wait(&empty, 1, None).unwrap(), (vec![], vec![]));
-        let (ready, pending) = ray::wait(&[slow.clone()], 1, Some(Duration::from_millis(10))).unwrap();
-        assert!(ready.is_empty() && pending.len() == 1, "timeout returns what is ready");
+        let (ready, pending) = ray::wait(
+            std::slice::from_ref(&slow),
+            1,
+            Some(Duration::from_millis(10)),
+        )
+        .unwrap();
+        assert!(
+            ready.is_empty() && pending.len() == 1,
+            "timeout returns what is ready"
+        );
         assert!(matches!(
             ray::get_timeout(&slow, Duration::from_millis(10)),
             Err(Error::GetTimeout(_))
         ));
-        assert_eq!(ray::get_timeout(&slow, Duration::from_secs(30)).unwrap(), 2_000);
+        assert_eq!(
+            ray::get_timeout(&slow, Duration::from_secs(30)).unwrap(),
+            2_000
+        );
     });
 }
 
@@ -204,10 +224,16 @@ fn wait_keeps_order_and_rejects_bad_arguments() {
 fn init_twice_shutdown_and_not_initialized() {
     assert!(!ray::is_initialized());
     assert!(matches!(ray::put(&1u8), Err(Error::NotInitialized)));
-    assert!(matches!(ray::get(&add::remote(1, 1)), Err(Error::NotInitialized)));
+    assert!(matches!(
+        ray::get(&add::remote(1, 1)),
+        Err(Error::NotInitialized)
+    ));
     with_ray(ray::Config::sync(), || {
         assert!(ray::is_initialized());
-        assert_eq!(ray::init(ray::Config::sync()), Err(Error::AlreadyInitialized));
+        assert_eq!(
+            ray::init(ray::Config::sync()),
+            Err(Error::AlreadyInitialized)
+        );
         assert!(ray::init(ray::Config::sync().ignore_reinit_error(true)).is_ok());
     });
     assert!(!ray::is_initialized());
@@ -231,7 +257,10 @@ fn introspection_and_util_helpers() {
         assert!(!ctx.is_worker && ctx.task_id.is_none());
         assert_eq!(ctx.node_id, nodes[0].node_id);
 
-        assert_eq!(ray::util::parallel_map(1..=4, square::remote).unwrap(), vec![1, 4, 9, 16]);
+        assert_eq!(
+            ray::util::parallel_map(1..=4, square::remote).unwrap(),
+            vec![1, 4, 9, 16]
+        );
         assert_eq!(
             ray::util::parallel_starmap(vec![(1, 2), (3, 4)], add::remote).unwrap(),
             vec![3, 7]
@@ -259,7 +288,14 @@ fn workload() -> Vec<u8> {
     let err = ray::get(&fails::remote("x".to_string())).unwrap_err();
     let (n, vv): (i64, Vec<f64>) = ray::util::scatter_gather((&a, &v)).unwrap();
     let put = ray::put(&("text".to_string(), vec![1u16, 2, 3])).unwrap();
-    let all = (n, sq, ray::get(&nested).unwrap(), vv, ray::get(&put).unwrap(), matches!(err, Error::Task { .. }));
+    let all = (
+        n,
+        sq,
+        ray::get(&nested).unwrap(),
+        vv,
+        ray::get(&put).unwrap(),
+        matches!(err, Error::Task { .. }),
+    );
     postcard::to_allocvec(&all).unwrap()
 }
 

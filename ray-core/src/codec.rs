@@ -35,7 +35,10 @@ mod tests {
         let v = (1u64, "two".to_string(), vec![3.0f64, 4.0]);
         let bytes = encode(&v).unwrap();
         assert_eq!(decode::<(u64, String, Vec<f64>)>(&bytes).unwrap(), v);
-        assert!(matches!(decode::<String>(&[0xff, 0xff, 0xff]), Err(Error::Serialization(_))));
+        assert!(matches!(
+            decode::<String>(&[0xff, 0xff, 0xff]),
+            Err(Error::Serialization(_))
+        ));
         assert!(matches!(decode::<u8>(&bytes), Err(Error::Serialization(_))));
         // A length prefix claiming far more elements than the input holds.
         assert!(decode::<Vec<u64>>(&[0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());

@@ -77,8 +77,8 @@ impl Config {
         let num = |k: &str| get(k).map(|v| v.trim().parse::<f64>().unwrap_or(f64::NAN));
         c.num_cpus = num("RAY_NUM_CPUS");
         c.num_gpus = num("RAY_NUM_GPUS");
-        c.object_store_memory = get("RAY_OBJECT_STORE_MEMORY")
-            .map(|v| v.trim().parse::<u64>().unwrap_or(0));
+        c.object_store_memory =
+            get("RAY_OBJECT_STORE_MEMORY").map(|v| v.trim().parse::<u64>().unwrap_or(0));
         c.namespace = get("RAY_NAMESPACE");
         c.ignore_reinit_error = matches!(
             get("RAY_IGNORE_REINIT_ERROR").as_deref(),

@@ -89,20 +89,29 @@ impl Error {
                 message,
                 location,
             } => ("task", function.clone(), message.clone(), location.clone()),
-            Error::WorkerDied { function, message } => {
-                ("worker_died", function.clone(), message.clone(), String::new())
-            }
+            Error::WorkerDied { function, message } => (
+                "worker_died",
+                function.clone(),
+                message.clone(),
+                String::new(),
+            ),
             Error::ArgumentFailed { function, cause } => {
                 // The cause travels encoded in the message so chains survive the wire.
                 let inner = cause.to_proto();
-                let nested = format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", inner.kind, inner.function, inner.message, inner.location);
+                let nested = format!(
+                    "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                    inner.kind, inner.function, inner.message, inner.location
+                );
                 ("argument", function.clone(), nested, String::new())
             }
             Error::ObjectLost(id) => ("object_lost", String::new(), id.clone(), String::new()),
             Error::OwnerDied(id) => ("owner_died", String::new(), id.clone(), String::new()),
-            Error::Unschedulable { function, reason } => {
-                ("unschedulable", function.clone(), reason.clone(), String::new())
-            }
+            Error::Unschedulable { function, reason } => (
+                "unschedulable",
+                function.clone(),
+                reason.clone(),
+                String::new(),
+            ),
             Error::ObjectStoreFull(m) => ("store_full", String::new(), m.clone(), String::new()),
             Error::Serialization(m) => ("serialization", String::new(), m.clone(), String::new()),
             other => ("runtime", String::new(), other.to_string(), String::new()),

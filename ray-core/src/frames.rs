@@ -61,12 +61,16 @@ mod tests {
             .unwrap()
             .is_none());
         let huge = (u32::MAX).to_le_bytes();
-        assert!(read_frame::<ray_proto::Hello, _>(&mut &huge[..], &mut scratch)
-            .await
-            .is_err());
+        assert!(
+            read_frame::<ray_proto::Hello, _>(&mut &huge[..], &mut scratch)
+                .await
+                .is_err()
+        );
         let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
-        assert!(read_frame::<ray_proto::Hello, _>(&mut &garbage[..], &mut scratch)
-            .await
-            .is_err());
+        assert!(
+            read_frame::<ray_proto::Hello, _>(&mut &garbage[..], &mut scratch)
+                .await
+                .is_err()
+        );
     }
 }

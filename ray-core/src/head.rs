@@ -123,7 +123,8 @@ fn start_local(
         let (nm_address, stop) = serve(nm_routes).await?;
         stops.push(stop);
         node.set_address(nm_address.clone());
-        let mut gcs = ray_proto::gcs_client::GcsClient::new(transport::channel(&gcs_address, &token)?);
+        let mut gcs =
+            ray_proto::gcs_client::GcsClient::new(transport::channel(&gcs_address, &token)?);
         gcs.register_node(ray_proto::RegisterNodeRequest {
             node: Some(ray_proto::NodeInfo {
                 node_id: node_id.to_vec().into(),

@@ -114,6 +114,9 @@ pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
     runtime::current()?.put(value)
 }
 
+/// `(ready, not_ready)` from [`wait`].
+pub type WaitResult<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Waits until `num_returns` of `refs` are ready or `timeout` passes; returns
 /// `(ready, not_ready)`, each in input order. As in Ray, duplicate refs and a `num_returns`
 /// of zero or above `refs.len()` are [`Error::InvalidArgument`]; an empty list returns two
@@ -122,7 +125,7 @@ pub fn wait<T>(
     refs: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<WaitResult<T>> {
     if refs.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -196,7 +199,8 @@ fn node_views() -> Result<Vec<NodeView>> {
     let token = c.token.clone();
     let gcs_address = c.gcs_address.clone();
     let nodes = c.call(async move {
-        let mut gcs = ray_proto::gcs_client::GcsClient::new(transport::channel(&gcs_address, &token)?);
+        let mut gcs =
+            ray_proto::gcs_client::GcsClient::new(transport::channel(&gcs_address, &token)?);
         let nodes = gcs
             .get_all_nodes(ray_proto::Empty {})
             .await
@@ -212,7 +216,8 @@ fn node_views() -> Result<Vec<NodeView>> {
                 .map_err(|s| Error::Runtime(s.message().to_string()))?
                 .into_inner();
             let map = |r: Option<ray_proto::Resources>| -> BTreeMap<String, f64> {
-                r.map(|r| r.amounts.into_iter().collect()).unwrap_or_default()
+                r.map(|r| r.amounts.into_iter().collect())
+                    .unwrap_or_default()
             };
             out.push(NodeView {
                 info: NodeInfo {

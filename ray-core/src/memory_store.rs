@@ -84,7 +84,9 @@ pub(crate) struct MemoryStore {
 pub(crate) enum Subscribed {
     Ready(Stored),
     /// Registered; `true` if the caller should start fetching the value from its owner.
-    Pending { fetch: bool },
+    Pending {
+        fetch: bool,
+    },
     /// No such object here, and it is owned here: it was freed.
     Unknown,
 }

@@ -164,12 +164,7 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
         let (id, owner): ([u8; 16], String) = Deserialize::deserialize(d)?;
         let rt = runtime::current().map_err(serde::de::Error::custom)?;
         let id = ObjectId(id);
-        let in_task = DECODING_ARGS.with(|c| {
-            c.borrow_mut()
-                .as_mut()
-                .map(|v| v.push(id))
-                .is_some()
-        });
+        let in_task = DECODING_ARGS.with(|c| c.borrow_mut().as_mut().map(|v| v.push(id)).is_some());
         let owner = (*owner != *rt.address).then(|| Arc::<str>::from(owner));
         rt.refs
             .add_local(id, owner.clone(), in_task && owner.is_some());

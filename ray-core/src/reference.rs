@@ -146,7 +146,10 @@ mod tests {
         assert!(t.remove_local(id(1)).is_none());
         t.add_borrower(id(1), "w1".into());
         assert!(t.remove_local(id(1)).is_none(), "a borrower still holds it");
-        assert!(matches!(t.remove_borrower(id(1), "w1"), Some(Release::FreeOwned(_))));
+        assert!(matches!(
+            t.remove_borrower(id(1), "w1"),
+            Some(Release::FreeOwned(_))
+        ));
         assert!(!t.contains(&id(1)));
     }
 

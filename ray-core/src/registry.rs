@@ -53,7 +53,7 @@ pub fn lookup(name: &str) -> Option<&'static RemoteFunction> {
     table().get(name).copied()
 }
 
-/// Reads a task's arguments in order. Generated code calls [`ArgReader::next`] once per
+/// Reads a task's arguments in order. Generated code calls [`ArgReader::next_arg`] once per
 /// parameter.
 pub struct ArgReader<'a> {
     args: &'a [&'a [u8]],
@@ -66,7 +66,7 @@ impl<'a> ArgReader<'a> {
     }
 
     /// Decodes the next argument as `T`.
-    pub fn next<T: DeserializeOwned>(&mut self) -> Result<T, TaskFailure> {
+    pub fn next_arg<T: DeserializeOwned>(&mut self) -> Result<T, TaskFailure> {
         let pos = self.pos;
         self.pos += 1;
         let bytes = self.args.get(pos).ok_or_else(|| {
@@ -76,8 +76,7 @@ impl<'a> ArgReader<'a> {
                 self.args.len()
             ))
         })?;
-        codec::decode(bytes)
-            .map_err(|e| TaskFailure::BadArgument(format!("argument {pos}: {e}")))
+        codec::decode(bytes).map_err(|e| TaskFailure::BadArgument(format!("argument {pos}: {e}")))
     }
 
     /// Fails if arguments are left over (a caller of another signature).
@@ -162,9 +161,10 @@ pub(crate) fn execute(name: &str, args: &[&[u8]], where_: &str) -> Result<Vec<u8
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(TaskFailure::Returned(m))) => Err(task_error(m, None)),
         Ok(Err(TaskFailure::BadArgument(m))) => Err(task_error(format!("bad argument: {m}"), None)),
-        Ok(Err(TaskFailure::BadReturn(m))) => {
-            Err(task_error(format!("cannot encode the return value: {m}"), None))
-        }
+        Ok(Err(TaskFailure::BadReturn(m))) => Err(task_error(
+            format!("cannot encode the return value: {m}"),
+            None,
+        )),
         Err(payload) => {
             let message = if let Some(s) = payload.downcast_ref::<&str>() {
                 format!("panicked: {s}")

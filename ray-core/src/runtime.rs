@@ -248,7 +248,12 @@ impl Runtime {
     }
 
     /// Sync mode: runs the task now, in this thread.
-    fn run_inline(self: &Arc<Self>, function: &'static str, args: Vec<ArgSpec>, return_id: ObjectId) {
+    fn run_inline(
+        self: &Arc<Self>,
+        function: &'static str,
+        args: Vec<ArgSpec>,
+        return_id: ObjectId,
+    ) {
         let mut values = Vec::with_capacity(args.len());
         for a in &args {
             match &a.0 {

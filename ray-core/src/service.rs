@@ -53,7 +53,10 @@ pub(crate) fn logged(
     move |req: Request<()>| {
         use tonic::service::Interceptor;
         check.call(req).inspect_err(|s| {
-            tracing::warn!(reason = s.message(), "refused a connection without the session token");
+            tracing::warn!(
+                reason = s.message(),
+                "refused a connection without the session token"
+            );
         })
     }
 }

@@ -95,7 +95,10 @@ pub(crate) struct Cluster {
 }
 
 /// Opens a gRPC channel to `address` that attaches the session token.
-pub(crate) fn channel(address: &str, token: &str) -> Result<InterceptedService<Channel, AttachToken>> {
+pub(crate) fn channel(
+    address: &str,
+    token: &str,
+) -> Result<InterceptedService<Channel, AttachToken>> {
     let endpoint = Channel::from_shared(format!("http://{address}"))
         .map_err(Error::runtime)?
         .tcp_nodelay(true)
@@ -147,7 +150,8 @@ impl Cluster {
     }
 
     pub fn submit(&self, task: PendingTask) {
-        if let Err(mpsc::error::SendError(Event::Submit(task))) = self.events.send(Event::Submit(task))
+        if let Err(mpsc::error::SendError(Event::Submit(task))) =
+            self.events.send(Event::Submit(task))
         {
             fail_task(None, &task, Error::NotInitialized);
         }
@@ -312,7 +316,8 @@ fn fail_task(rt: Option<&Runtime>, task: &PendingTask, error: Error) {
         Some(rt) => rt,
         None => return,
     };
-    rt.store.put(task.return_id, Stored::Failed(Arc::new(error)));
+    rt.store
+        .put(task.return_id, Stored::Failed(Arc::new(error)));
 }
 
 /// The submitter: runs until shutdown on the session's runtime.
@@ -386,13 +391,15 @@ impl Submitter {
     }
 
     fn queue(&mut self, key: &Arc<str>, shape: &ResourceSet) -> &mut ShapeQueue {
-        self.queues.entry(key.clone()).or_insert_with(|| ShapeQueue {
-            shape: shape.clone(),
-            tasks: VecDeque::new(),
-            leases: Vec::new(),
-            requesting: 0,
-            avg_exec_micros: SHORT_TASK_MICROS * 4.0,
-        })
+        self.queues
+            .entry(key.clone())
+            .or_insert_with(|| ShapeQueue {
+                shape: shape.clone(),
+                tasks: VecDeque::new(),
+                leases: Vec::new(),
+                requesting: 0,
+                avg_exec_micros: SHORT_TASK_MICROS * 4.0,
+            })
     }
 
     /// Waits for the task's ref arguments (off the submitter's loop), then queues it.
@@ -452,7 +459,9 @@ impl Submitter {
                 .map(|(id, _)| *id);
             let Some(lease_id) = best else {
                 let wanted = q.tasks.len().min(MAX_LEASE_REQUESTS);
-                if q.requesting < wanted && q.leases.len() + q.requesting < q.tasks.len() + q.leases.len() {
+                if q.requesting < wanted
+                    && q.leases.len() + q.requesting < q.tasks.len() + q.leases.len()
+                {
                     q.requesting += 1;
                     request_lease(rt, key.clone(), q.shape.clone());
                 }
@@ -532,7 +541,11 @@ impl Submitter {
                 if task.retries_left > 0 {
                     task.retries_left -= 1;
                 }
-                tracing::info!(function = task.function, pid = lease.pid, "worker died; retrying task");
+                tracing::info!(
+                    function = task.function,
+                    pid = lease.pid,
+                    "worker died; retrying task"
+                );
                 q.tasks.push_front(task);
             } else {
                 let e = Error::WorkerDied {
@@ -588,7 +601,10 @@ impl Submitter {
 async fn wait_ready_async(rt: &Arc<Runtime>, r: &RefInner) {
     loop {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        match rt.store.subscribe(r.id, Waiter::Async(tx), r.owner.is_some()) {
+        match rt
+            .store
+            .subscribe(r.id, Waiter::Async(tx), r.owner.is_some())
+        {
             Subscribed::Ready(_) | Subscribed::Unknown => return,
             Subscribed::Pending { fetch } => {
                 if fetch {

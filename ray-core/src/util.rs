@@ -22,7 +22,10 @@ where
 }
 
 /// [`parallel_map`] over pairs, each unpacked into the two arguments of `f`.
-pub fn parallel_starmap<A, B, T, F>(items: impl IntoIterator<Item = (A, B)>, mut f: F) -> Result<Vec<T>>
+pub fn parallel_starmap<A, B, T, F>(
+    items: impl IntoIterator<Item = (A, B)>,
+    mut f: F,
+) -> Result<Vec<T>>
 where
     T: DeserializeOwned,
     F: FnMut(A, B) -> ObjectRef<T>,

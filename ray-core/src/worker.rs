@@ -58,8 +58,7 @@ pub(crate) fn current_task() -> Option<[u8; 16]> {
 pub(crate) fn connect_task_socket(name: &str) -> Result<tokio::net::UnixStream> {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
         .map_err(Error::runtime)?;
-    let std_stream =
-        std::os::unix::net::UnixStream::connect_addr(&addr).map_err(Error::runtime)?;
+    let std_stream = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(Error::runtime)?;
     std_stream.set_nonblocking(true).map_err(Error::runtime)?;
     tokio::net::UnixStream::from_std(std_stream).map_err(Error::runtime)
 }
@@ -136,8 +135,9 @@ fn run_worker() -> Result<()> {
     let handle = tokio_rt.handle().clone();
     let _enter = tokio_rt.enter();
 
-    let (core_address, _stop) =
-        tokio_rt.block_on(crate::service::serve(crate::service::core_worker_routes(&token)))?;
+    let (core_address, _stop) = tokio_rt.block_on(crate::service::serve(
+        crate::service::core_worker_routes(&token),
+    ))?;
     let socket_name = format!("{session}-{worker_hex}");
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket_name.as_bytes())
         .map_err(Error::runtime)?;
@@ -157,7 +157,12 @@ fn run_worker() -> Result<()> {
         };
         tokio_rt
             .block_on(raylet.register_worker(req))
-            .map_err(|s| Error::Runtime(format!("registering with the node manager: {}", s.message())))?
+            .map_err(|s| {
+                Error::Runtime(format!(
+                    "registering with the node manager: {}",
+                    s.message()
+                ))
+            })?
             .into_inner()
     };
     let arena = ray_object_store::ArenaMapping::open(std::path::Path::new(&registered.store_path))
@@ -219,11 +224,7 @@ fn run_worker() -> Result<()> {
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
     handle.spawn(accept_loop(listener, token, executor.clone()));
 
-    let location = format!(
-        "worker {} (pid {})",
-        &worker_hex[..8],
-        std::process::id()
-    );
+    let location = format!("worker {} (pid {})", &worker_hex[..8], std::process::id());
     while let Ok(job) = executor.rx.recv() {
         let reply = run_task(&rt, job.frame, &location);
         let _ = job.reply.send(reply);
@@ -286,7 +287,11 @@ async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, execut
     }
 }
 
-fn run_task(rt: &Arc<Runtime>, frame: ray_proto::TaskFrame, location: &str) -> ray_proto::ReplyFrame {
+fn run_task(
+    rt: &Arc<Runtime>,
+    frame: ray_proto::TaskFrame,
+    location: &str,
+) -> ray_proto::ReplyFrame {
     let start = Instant::now();
     let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
     let cluster = rt.cluster.as_ref().expect("workers always have a cluster");
@@ -295,14 +300,17 @@ fn run_task(rt: &Arc<Runtime>, frame: ray_proto::TaskFrame, location: &str) -> r
         for a in &args {
             match a {
                 Stored::Inline(b) => slices.push(b),
-                Stored::Plasma { offset, size } => slices.push(cluster.plasma_bytes(*offset, *size)?),
+                Stored::Plasma { offset, size } => {
+                    slices.push(cluster.plasma_bytes(*offset, *size)?)
+                }
                 Stored::Failed(e) => return Err((**e).clone()),
             }
         }
         CURRENT_TASK.with(|t| t.set(id16(&frame.task_id, "task id").ok()));
         IN_TASK.with(|t| t.set(true));
-        let (result, decoded) =
-            collect_deserialized_refs(|| crate::registry::execute(&frame.function, &slices, location));
+        let (result, decoded) = collect_deserialized_refs(|| {
+            crate::registry::execute(&frame.function, &slices, location)
+        });
         IN_TASK.with(|t| t.set(false));
         CURRENT_TASK.with(|t| t.set(None));
         let bytes = result?;
@@ -322,7 +330,10 @@ fn run_task(rt: &Arc<Runtime>, frame: ray_proto::TaskFrame, location: &str) -> r
     ray_proto::ReplyFrame {
         seq: frame.seq,
         value: Some(stored.to_proto()),
-        borrowed_ids: borrowed.into_iter().map(|id| id.0.to_vec().into()).collect(),
+        borrowed_ids: borrowed
+            .into_iter()
+            .map(|id| id.0.to_vec().into())
+            .collect(),
         exec_micros: start.elapsed().as_micros() as u64,
         requeue: false,
     }

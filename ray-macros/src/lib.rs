@@ -40,7 +40,10 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
         ));
     }
     if let Some(a) = &sig.asyncness {
-        return Err(syn::Error::new_spanned(a, "a remote function cannot be async yet"));
+        return Err(syn::Error::new_spanned(
+            a,
+            "a remote function cannot be async yet",
+        ));
     }
     let name = &sig.ident;
     let vis = &func.vis;
@@ -57,11 +60,16 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 arg_types.push((*pt.ty).clone());
             }
             FnArg::Receiver(r) => {
-                return Err(syn::Error::new_spanned(r, "a remote function cannot take self"))
+                return Err(syn::Error::new_spanned(
+                    r,
+                    "a remote function cannot take self",
+                ))
             }
         }
     }
-    let params: Vec<_> = (0..arg_types.len()).map(|i| format_ident!("arg{}", i)).collect();
+    let params: Vec<_> = (0..arg_types.len())
+        .map(|i| format_ident!("arg{}", i))
+        .collect();
     let (ret_type, is_result) = match &sig.output {
         ReturnType::Default => (syn::parse_quote!(()), false),
         ReturnType::Type(_, ty) => match result_ok_type(ty) {
@@ -75,7 +83,8 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
         quote!(::ray::__private::encode_return(&__value))
     };
     let option_calls = options.iter().map(|(k, v)| quote!(.#k(#v)));
-    let doc = format!("Remote call API of [`fn@{name}`]: `{name}::remote(..)`, `{name}::options()`.");
+    let doc =
+        format!("Remote call API of [`fn@{name}`]: `{name}::remote(..)`, `{name}::options()`.");
     Ok(quote! {
         #func
 
@@ -96,7 +105,7 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             fn invoke(
                 __args: &mut ::ray::__private::ArgReader<'_>,
             ) -> ::core::result::Result<::std::vec::Vec<u8>, ::ray::__private::TaskFailure> {
-                #( let #params: #arg_types = __args.next()?; )*
+                #( let #params: #arg_types = __args.next_arg()?; )*
                 __args.finish()?;
                 let __value = super::#name(#(#params),*);
                 #encode
@@ -168,7 +177,9 @@ fn parse_options(attr: Tokens) -> syn::Result<Vec<(syn::Ident, syn::Expr)>> {
             other => {
                 return Err(syn::Error::new_spanned(
                     ident,
-                    format!("unknown option `{other}`: expected num_cpus, num_gpus, memory or max_retries"),
+                    format!(
+                    "unknown option `{other}`: expected num_cpus, num_gpus, memory or max_retries"
+                ),
                 ))
             }
         }

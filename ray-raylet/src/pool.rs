@@ -199,8 +199,7 @@ impl NodeManager {
                     }
                 }
                 let alive = state.workers.len() + state.starting;
-                if fits && state.starting < state.waiting && alive < self.inner.config.max_workers
-                {
+                if fits && state.starting < state.waiting && alive < self.inner.config.max_workers {
                     state.starting += 1;
                     true
                 } else {
@@ -287,7 +286,10 @@ impl NodeManager {
             return false;
         };
         if w.pid != pid || w.registered {
-            tracing::warn!(pid, "worker registration does not match the started process");
+            tracing::warn!(
+                pid,
+                "worker registration does not match the started process"
+            );
             return false;
         }
         w.registered = true;
@@ -352,7 +354,12 @@ impl NodeManager {
         Ok(())
     }
 
-    fn worker_exited(&self, worker_id: [u8; 16], pid: u32, status: Option<std::process::ExitStatus>) {
+    fn worker_exited(
+        &self,
+        worker_id: [u8; 16],
+        pid: u32,
+        status: Option<std::process::ExitStatus>,
+    ) {
         let mut state = self.inner.state.lock();
         if !state.shutting_down {
             tracing::warn!(pid, ?status, "worker exited");

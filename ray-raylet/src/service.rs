@@ -95,7 +95,10 @@ impl NodeManagerRpc for NodeManager {
         Ok(Response::new(Empty {}))
     }
 
-    async fn notify_blocked(&self, req: Request<BlockedRequest>) -> Result<Response<Empty>, Status> {
+    async fn notify_blocked(
+        &self,
+        req: Request<BlockedRequest>,
+    ) -> Result<Response<Empty>, Status> {
         let req = req.into_inner();
         self.set_blocked(id16(&req.worker_id, "worker id")?, req.blocked);
         Ok(Response::new(Empty {}))
