@@ -114,13 +114,18 @@ fn headroom(req: &ResourceSet, avail: &ResourceSet) -> Option<f64> {
     }
     let mut sum = 0.0;
     let mut count = 0u32;
-    for (name, want) in req.iter_fixed() {
-        if want <= 0 {
-            continue;
+    let mut add = |want: i64, have: i64| {
+        if want > 0 {
+            let a = have as f64;
+            sum += (a - want as f64) / a;
+            count += 1;
         }
-        let a = avail.get_fixed(name) as f64;
-        sum += (a - want as f64) / a;
-        count += 1;
+    };
+    for (want, have) in req.predefined.iter().zip(avail.predefined.iter()) {
+        add(*want, *have);
+    }
+    for (name, want) in &req.custom {
+        add(*want, avail.custom_fixed(name));
     }
     Some(if count == 0 {
         1.0
@@ -153,6 +158,8 @@ struct Placer<'a> {
     view: &'a ClusterView,
     /// position -> resources taken by bundles placed so far.
     used: BTreeMap<usize, ResourceSet>,
+    /// position -> whether `used` has an entry (a cheap test on the scan path).
+    touched: Vec<bool>,
 }
 
 impl<'a> Placer<'a> {
@@ -160,12 +167,13 @@ impl<'a> Placer<'a> {
         Placer {
             view,
             used: BTreeMap::new(),
+            touched: vec![false; view.len()],
         }
     }
 
     /// Availability of the node at `pos` after this group's tentative bundles.
     fn headroom_at(&self, pos: usize, node: &NodeState, req: &ResourceSet) -> Option<f64> {
-        match self.used.get(&pos) {
+        match self.touched[pos].then(|| self.used.get(&pos)).flatten() {
             None => headroom(req, &node.resources().available),
             Some(used) => {
                 let mut avail = node.resources().available.clone();
@@ -182,7 +190,7 @@ impl<'a> Placer<'a> {
             if !n.is_alive() || exclude.get(pos).copied().unwrap_or(false) {
                 continue;
             }
-            if fresh == self.used.contains_key(&pos) {
+            if fresh == self.touched[pos] {
                 continue;
             }
             if let Some(s) = self.headroom_at(pos, n, req) {
@@ -195,6 +203,7 @@ impl<'a> Placer<'a> {
     }
 
     fn take(&mut self, pos: usize, req: &ResourceSet) {
+        self.touched[pos] = true;
         self.used.entry(pos).or_default().add(req);
     }
 
@@ -210,6 +219,7 @@ impl<'a> Placer<'a> {
             let node = &self.view.nodes()[pos];
             remaining.retain(|&b| {
                 if self.headroom_at(pos, node, &bundles[b]).is_some() {
+                    self.touched[pos] = true;
                     self.used.entry(pos).or_default().add(&bundles[b]);
                     result[b] = Some(pos);
                     false

@@ -231,7 +231,7 @@ impl ResourceSet {
         self.custom_fixed(name)
     }
 
-    fn custom_fixed(&self, name: &str) -> i64 {
+    pub(crate) fn custom_fixed(&self, name: &str) -> i64 {
         match self.custom.binary_search_by(|(n, _)| (**n).cmp(name)) {
             Ok(pos) => self.custom[pos].1,
             Err(_) => 0,
