@@ -31,6 +31,8 @@
 //! assert_eq!(why.resources[0].name, CPU);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod bundles;
 pub mod cluster;
 pub mod pending;
