@@ -40,6 +40,15 @@ pub enum Error {
         /// What was seen of the death.
         message: String,
     },
+    /// The actor is dead: killed, its process died with no restarts left, its constructor
+    /// failed, or its owner died (Ray's `ActorDiedError`).
+    #[error("actor {class} is dead: {cause}")]
+    ActorDied {
+        /// The actor's class.
+        class: String,
+        /// Why.
+        cause: String,
+    },
     /// The object's value is gone: freed or lost with its node (Ray's `ObjectLostError`).
     #[error("object {0} was lost")]
     ObjectLost(String),
@@ -104,6 +113,9 @@ impl Error {
                 );
                 ("argument", function.clone(), nested, String::new())
             }
+            Error::ActorDied { class, cause } => {
+                ("actor_died", class.clone(), cause.clone(), String::new())
+            }
             Error::ObjectLost(id) => ("object_lost", String::new(), id.clone(), String::new()),
             Error::OwnerDied(id) => ("owner_died", String::new(), id.clone(), String::new()),
             Error::Unschedulable { function, reason } => (
@@ -149,6 +161,10 @@ impl Error {
                     cause: Box::new(Error::from_proto(&inner)),
                 }
             }
+            "actor_died" => Error::ActorDied {
+                class: e.function,
+                cause: e.message,
+            },
             "object_lost" => Error::ObjectLost(e.message),
             "owner_died" => Error::OwnerDied(e.message),
             "unschedulable" => Error::Unschedulable {

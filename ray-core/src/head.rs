@@ -51,6 +51,9 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
                 node_total: resources,
                 cluster: None,
                 shut_down: Default::default(),
+                actor_lifetimes: Default::default(),
+                sync_actors: Default::default(),
+                sync_names: Default::default(),
             }),
             tokio: None,
             node: None,
@@ -96,7 +99,7 @@ fn start_local(
 
     let started = tokio_rt.block_on(async {
         let gcs_routes = Routes::new(InterceptedService::new(
-            GcsServer::new(GcsService::new()),
+            GcsServer::new(GcsService::new(&token)),
             logged(CheckToken::new(&token)),
         ));
         let (gcs_address, stop) = serve(gcs_routes).await?;
@@ -171,8 +174,11 @@ fn start_local(
             arena,
             events_tx,
             None,
-        )),
+        )?),
         shut_down: Default::default(),
+        actor_lifetimes: Default::default(),
+        sync_actors: Default::default(),
+        sync_names: Default::default(),
     });
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
     Ok(Session {

@@ -20,6 +20,7 @@
 
 extern crate self as ray;
 
+mod actor;
 mod codec;
 mod config;
 mod error;
@@ -36,10 +37,11 @@ mod transport;
 pub mod util;
 mod worker;
 
+pub use actor::{get_actor, kill, ActorClass, ActorHandle, ActorOptions};
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
 pub use object_ref::{Arg, ObjectRef};
-pub use ray_macros::remote;
+pub use ray_macros::{actor, remote};
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -369,11 +371,16 @@ impl TaskOptions {
 /// What `#[ray::remote]` expands to calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::actor::{call_actor, create_actor, try_create_actor, ActorClient, ActorCore};
     pub use crate::registry::{
         encode_result, encode_return, ArgReader, RemoteFunction, TaskFailure, REMOTE_FUNCTIONS,
     };
+    pub use crate::registry::{
+        lookup_actor_class, ActorClassEntry, ActorInstance, MethodCall, ACTOR_CLASSES,
+    };
     pub use crate::runtime::{arg, ArgSpec};
     pub use linkme;
+    pub use tokio;
 
     /// Objects this process holds values for, and refs it tracks: for tests of reference
     /// counting (Ray shows the same through `ray memory`).

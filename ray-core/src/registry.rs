@@ -142,13 +142,68 @@ pub(crate) fn execute(name: &str, args: &[&[u8]], where_: &str) -> Result<Vec<u8
             location: where_.to_string(),
         });
     };
-    install_panic_hook();
-    IN_TASK.with(|t| t.set(true));
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    run_guarded(name, where_, || {
         let mut reader = ArgReader::new(args);
         (f.invoke)(&mut reader)
-    }));
+    })
+}
+
+/// One actor class, as registered by `#[ray::actor]` on its `impl` block.
+pub struct ActorClassEntry {
+    /// Stable name: module path and type name.
+    pub name: &'static str,
+    /// Runs the constructor on decoded arguments.
+    pub construct: fn(&mut ArgReader<'_>) -> Result<Box<dyn ActorInstance>, TaskFailure>,
+    /// True if any method is `async`: calls then run on the actor's tokio runtime.
+    pub is_async: bool,
+}
+
+/// Every actor class linked into this binary.
+#[linkme::distributed_slice]
+pub static ACTOR_CLASSES: [ActorClassEntry];
+
+/// The actor class registered under `name`.
+pub fn lookup_actor_class(name: &str) -> Option<&'static ActorClassEntry> {
+    ACTOR_CLASSES.iter().find(|c| c.name == name)
+}
+
+/// A future of a method's encoded result.
+pub type MethodFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, TaskFailure>> + Send>>;
+
+/// What calling a method gave: a result now, or a future (async actors).
+pub enum MethodCall {
+    /// The method ran on the calling thread.
+    Done(Result<Vec<u8>, TaskFailure>),
+    /// The method runs when this future is polled.
+    Future(MethodFuture),
+}
+
+/// A constructed actor: dispatches method calls by name.
+pub trait ActorInstance: Send + Sync + 'static {
+    /// Decodes the arguments of `method` and runs it (or returns its future).
+    fn call(&self, method: &str, args: &mut ArgReader<'_>) -> Result<MethodCall, TaskFailure>;
+}
+
+/// Runs `f` (a task, a method, a constructor) and turns a panic or a failure into
+/// [`Error::Task`] naming `name` and `where_`.
+pub(crate) fn run_guarded<T>(
+    name: &str,
+    where_: &str,
+    f: impl FnOnce() -> Result<T, TaskFailure>,
+) -> Result<T, Error> {
+    install_panic_hook();
+    IN_TASK.with(|t| t.set(true));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     IN_TASK.with(|t| t.set(false));
+    outcome_to_result(name, where_, outcome)
+}
+
+pub(crate) fn outcome_to_result<T>(
+    name: &str,
+    where_: &str,
+    outcome: std::thread::Result<Result<T, TaskFailure>>,
+) -> Result<T, Error> {
     let task_error = |message: String, site: Option<String>| Error::Task {
         function: name.to_string(),
         message,
@@ -158,7 +213,7 @@ pub(crate) fn execute(name: &str, args: &[&[u8]], where_: &str) -> Result<Vec<u8
         },
     };
     match outcome {
-        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Ok(v)) => Ok(v),
         Ok(Err(TaskFailure::Returned(m))) => Err(task_error(m, None)),
         Ok(Err(TaskFailure::BadArgument(m))) => Err(task_error(format!("bad argument: {m}"), None)),
         Ok(Err(TaskFailure::BadReturn(m))) => Err(task_error(
@@ -166,15 +221,41 @@ pub(crate) fn execute(name: &str, args: &[&[u8]], where_: &str) -> Result<Vec<u8
             None,
         )),
         Err(payload) => {
-            let message = if let Some(s) = payload.downcast_ref::<&str>() {
-                format!("panicked: {s}")
-            } else if let Some(s) = payload.downcast_ref::<String>() {
-                format!("panicked: {s}")
-            } else {
-                "panicked with a non-string payload".to_string()
-            };
+            let message = panic_message(&*payload);
             let site = PANIC_SITE.with(|s| s.borrow_mut().take());
             Err(task_error(message, site))
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked with a non-string payload".to_string()
+    }
+}
+
+/// Polls a method's future, turning a panic inside it into a failure.
+pub(crate) struct CatchUnwind(pub MethodFuture);
+
+impl std::future::Future for CatchUnwind {
+    type Output = std::thread::Result<Result<Vec<u8>, TaskFailure>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        install_panic_hook();
+        IN_TASK.with(|t| t.set(true));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.as_mut().poll(cx)));
+        IN_TASK.with(|t| t.set(false));
+        match r {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(p) => std::task::Poll::Ready(Err(p)),
         }
     }
 }

@@ -1,13 +1,15 @@
 //! The process's runtime: the one [`Runtime`] a driver or worker holds, and the mechanics of
 //! get, put, wait and submit that the public API wraps.
 
+use crate::actor::{ActorCore, ActorOptions};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::ids::{IdGen, ObjectId};
 use crate::memory_store::{MemoryStore, Stored, Subscribed, Waiter};
 use crate::object_ref::{collect_serialized_refs, ObjectRef, RefInner};
 use crate::reference::{ReferenceTable, Release};
-use crate::transport::{self, Cluster};
+use crate::registry::{ActorInstance, ArgReader, MethodCall};
+use crate::transport::{self, ActorCall, Cluster};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
@@ -37,6 +39,17 @@ pub(crate) struct Runtime {
     /// Present in local and cluster mode.
     pub cluster: Option<Cluster>,
     pub shut_down: AtomicBool,
+    /// Owner-scoped actors this process created: freeing the id kills the actor.
+    pub actor_lifetimes: dashmap::DashMap<ObjectId, ()>,
+    /// Sync mode: actors live in this process.
+    pub sync_actors: dashmap::DashMap<[u8; 16], SyncActor>,
+    pub sync_names: dashmap::DashMap<(String, String), [u8; 16]>,
+}
+
+/// An actor hosted in the driver (sync mode).
+pub(crate) struct SyncActor {
+    pub class: Arc<str>,
+    pub instance: Result<Box<dyn ActorInstance>, Error>,
 }
 
 static CURRENT: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
@@ -97,6 +110,11 @@ impl Runtime {
     pub fn apply_release(&self, release: Release) {
         match release {
             Release::FreeOwned(id) => {
+                if self.actor_lifetimes.remove(&id).is_some() {
+                    let _ =
+                        self.kill_actor(id.0, "all handles to the actor went out of scope", false);
+                    return;
+                }
                 let value = self.store.remove(&id);
                 if let (Some(Stored::Plasma { .. }), Some(c)) = (value, &self.cluster) {
                     c.delete_plasma(id);
@@ -247,6 +265,27 @@ impl Runtime {
         out
     }
 
+    /// Sync mode: the values of `args`, all of which are ready (tasks ran when submitted).
+    fn resolve_inline(&self, function: &str, args: &[ArgSpec]) -> Result<Vec<Stored>> {
+        let mut values = Vec::with_capacity(args.len());
+        for a in args {
+            match &a.0 {
+                ArgKind::Value(b, _) => values.push(Stored::Inline(b.clone())),
+                ArgKind::Ref(r) => match self.get_stored(r, None)? {
+                    Stored::Failed(e) => {
+                        return Err(Error::ArgumentFailed {
+                            function: function.to_string(),
+                            cause: Box::new((*e).clone()),
+                        })
+                    }
+                    v => values.push(v),
+                },
+                ArgKind::Unencodable(e) => return Err(e.clone()),
+            }
+        }
+        Ok(values)
+    }
+
     /// Sync mode: runs the task now, in this thread.
     fn run_inline(
         self: &Arc<Self>,
@@ -254,42 +293,289 @@ impl Runtime {
         args: Vec<ArgSpec>,
         return_id: ObjectId,
     ) {
-        let mut values = Vec::with_capacity(args.len());
-        for a in &args {
-            match &a.0 {
-                ArgKind::Value(b, _) => values.push(Stored::Inline(b.clone())),
-                ArgKind::Ref(r) => match self.get_stored(r, None) {
-                    Ok(Stored::Failed(e)) => {
-                        let e = Error::ArgumentFailed {
-                            function: function.to_string(),
-                            cause: Box::new((*e).clone()),
-                        };
-                        self.store.put(return_id, Stored::Failed(Arc::new(e)));
-                        return;
-                    }
-                    Ok(v) => values.push(v),
-                    Err(e) => {
-                        self.store.put(return_id, Stored::Failed(Arc::new(e)));
-                        return;
-                    }
-                },
-                ArgKind::Unencodable(_) => unreachable!("checked by submit"),
-            }
-        }
-        let slices: Vec<&[u8]> = values
-            .iter()
-            .map(|v| match v {
-                Stored::Inline(b) => &b[..],
-                _ => &[][..],
-            })
-            .collect();
-        let location = format!("sync mode, pid {}", std::process::id());
-        let stored = match crate::registry::execute(function, &slices, &location) {
-            Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
+        let stored = match self.resolve_inline(function, &args) {
             Err(e) => Stored::Failed(Arc::new(e)),
+            Ok(values) => {
+                let slices = inline_slices(&values);
+                let location = format!("sync mode, pid {}", std::process::id());
+                match crate::registry::execute(function, &slices, &location) {
+                    Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
+                    Err(e) => Stored::Failed(Arc::new(e)),
+                }
+            }
         };
         self.store.put(return_id, stored);
         drop(args);
+    }
+
+    /// Creates an actor: registered with the GCS (which places and constructs it), or, in
+    /// sync mode, constructed here.
+    pub fn create_actor(
+        self: &Arc<Self>,
+        class: &'static str,
+        opts: ActorOptions,
+        args: Vec<ArgSpec>,
+    ) -> Result<ActorCore> {
+        let entry = crate::registry::lookup_actor_class(class).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "actor class {class} is not registered in this binary"
+            ))
+        })?;
+        let shape = ray_scheduler::ResourceSet::from_pairs(opts.resources.clone())
+            .map_err(|e| Error::InvalidArgument(format!("actor resources: {e}")))?;
+        let namespace = opts
+            .namespace
+            .clone()
+            .unwrap_or_else(|| self.namespace.clone());
+        let actor_id = ray_raylet::random_id();
+        let mut core = ActorCore {
+            actor_id,
+            class: class.into(),
+            max_task_retries: opts.max_task_retries,
+            lifetime: None,
+            failed: None,
+        };
+        let Some(c) = &self.cluster else {
+            if let Some(name) = &opts.name {
+                let key = (namespace.clone(), name.clone());
+                if let Some(existing) = self.sync_names.get(&key).map(|e| *e) {
+                    let alive = self
+                        .sync_actors
+                        .get(&existing)
+                        .is_some_and(|a| a.instance.is_ok());
+                    if alive && opts.get_if_exists {
+                        core.actor_id = existing;
+                        return Ok(core);
+                    }
+                    if alive {
+                        return Err(name_taken(name, &namespace));
+                    }
+                }
+                self.sync_names.insert(key, actor_id);
+            }
+            let location = format!("sync mode, pid {}", std::process::id());
+            let instance = self.resolve_inline(class, &args).and_then(|values| {
+                let slices = inline_slices(&values);
+                crate::registry::run_guarded(class, &location, || {
+                    (entry.construct)(&mut ArgReader::new(&slices))
+                })
+            });
+            let instance = instance.map_err(|e| Error::ActorDied {
+                class: class.to_string(),
+                cause: format!("the constructor failed: {e}"),
+            });
+            self.sync_actors.insert(
+                actor_id,
+                SyncActor {
+                    class: class.into(),
+                    instance,
+                },
+            );
+            if !opts.detached {
+                self.track_actor_lifetime(&mut core);
+            }
+            return Ok(core);
+        };
+        // Constructor arguments are resolved here (waiting for refs if need be).
+        let mut values = Vec::with_capacity(args.len());
+        for a in &args {
+            let stored = match &a.0 {
+                ArgKind::Value(b, _) => Stored::Inline(b.clone()),
+                ArgKind::Ref(r) => self.get_stored(r, None)?,
+                ArgKind::Unencodable(e) => return Err(e.clone()),
+            };
+            if let Stored::Failed(e) = &stored {
+                return Err(Error::ArgumentFailed {
+                    function: class.to_string(),
+                    cause: Box::new((**e).clone()),
+                });
+            }
+            values.push(stored.to_proto());
+        }
+        let max_concurrency = opts
+            .max_concurrency
+            .unwrap_or(if entry.is_async { 1000 } else { 1 });
+        let spec = ray_proto::ActorSpec {
+            actor_id: actor_id.to_vec().into(),
+            class_name: class.to_string(),
+            args: values,
+            name: opts.name.clone().unwrap_or_default(),
+            namespace: namespace.clone(),
+            max_restarts: opts.max_restarts,
+            max_concurrency: max_concurrency.max(1),
+            detached: opts.detached,
+            shape: Some(ray_raylet::to_resources(&shape)),
+            owner_address: self.address.to_string(),
+            owner_worker_id: if self.is_worker {
+                self.worker_id.to_vec().into()
+            } else {
+                Default::default()
+            },
+            get_if_exists: opts.get_if_exists,
+        };
+        let mut gcs = c.gcs.clone();
+        let reply = c.call(async move { gcs.register_actor(spec).await })?;
+        let reply = match reply {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                return Err(Error::InvalidArgument(s.message().to_string()))
+            }
+            Err(s) => {
+                return Err(Error::Runtime(format!(
+                    "registering an actor: {}",
+                    s.message()
+                )))
+            }
+        };
+        if reply.existed {
+            core.actor_id = crate::ids::id16(&reply.actor_id, "actor id")?;
+        } else if !opts.detached {
+            self.track_actor_lifetime(&mut core);
+        }
+        drop(args);
+        Ok(core)
+    }
+
+    fn track_actor_lifetime(self: &Arc<Self>, core: &mut ActorCore) {
+        let id = ObjectId(core.actor_id);
+        self.actor_lifetimes.insert(id, ());
+        core.lifetime = Some(self.new_ref(id));
+    }
+
+    /// Submits a method call.
+    pub fn call_actor<R>(
+        self: &Arc<Self>,
+        core: &ActorCore,
+        method: &'static str,
+        args: Vec<ArgSpec>,
+    ) -> ObjectRef<R> {
+        let return_id = self.ids.next();
+        self.store.expect(return_id);
+        let out = self.new_ref(return_id);
+        let Some(c) = &self.cluster else {
+            let label = format!("{}.{method}", core.class);
+            let stored = match self.run_sync_method(core, method, &label, &args) {
+                Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
+                Err(e) => Stored::Failed(Arc::new(e)),
+            };
+            self.store.put(return_id, stored);
+            return out;
+        };
+        c.submit_actor_call(ActorCall {
+            actor_id: core.actor_id,
+            class: core.class.clone(),
+            method,
+            args,
+            return_id,
+            retries_left: core.max_task_retries,
+            resolved: None,
+        });
+        out
+    }
+
+    fn run_sync_method(
+        &self,
+        core: &ActorCore,
+        method: &'static str,
+        label: &str,
+        args: &[ArgSpec],
+    ) -> Result<Vec<u8>> {
+        let values = self.resolve_inline(label, args)?;
+        let actor = self
+            .sync_actors
+            .get(&core.actor_id)
+            .ok_or_else(|| Error::ActorDied {
+                class: core.class.to_string(),
+                cause: "killed".into(),
+            })?;
+        let instance = actor.instance.as_ref().map_err(Clone::clone)?;
+        let slices = inline_slices(&values);
+        let location = format!("sync mode, pid {}", std::process::id());
+        let call = crate::registry::run_guarded(label, &location, || {
+            instance.call(method, &mut ArgReader::new(&slices))
+        })?;
+        match call {
+            MethodCall::Done(r) => crate::registry::outcome_to_result(label, &location, Ok(r)),
+            MethodCall::Future(f) => {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(Error::runtime)?;
+                let outcome = rt.block_on(crate::registry::CatchUnwind(f));
+                crate::registry::outcome_to_result(label, &location, outcome)
+            }
+        }
+    }
+
+    /// Kills an actor for good. `wait`: return once its process is dead (never from a Drop,
+    /// which must not block).
+    pub fn kill_actor(&self, actor_id: [u8; 16], cause: &str, wait: bool) -> Result<()> {
+        let Some(c) = &self.cluster else {
+            if let Some(mut a) = self.sync_actors.get_mut(&actor_id) {
+                a.instance = Err(Error::ActorDied {
+                    class: a.class.to_string(),
+                    cause: cause.to_string(),
+                });
+            }
+            return Ok(());
+        };
+        let mut gcs = c.gcs.clone();
+        let req = ray_proto::KillActorRequest {
+            actor_id: actor_id.to_vec().into(),
+            no_restart: true,
+            cause: cause.to_string(),
+        };
+        let killed = async move {
+            if let Err(e) = gcs.kill_actor(req).await {
+                tracing::warn!(error = %e, "could not kill an actor");
+            }
+        };
+        if wait {
+            c.call(killed)?;
+            // Calls made from here on fail at once, whatever is still in flight.
+            let _ = c
+                .events
+                .send(transport::Event::ActorKilled(actor_id, cause.to_string()));
+        } else {
+            c.handle.spawn(killed);
+        }
+        Ok(())
+    }
+
+    /// The id and class of the live actor named `name`.
+    pub fn lookup_named_actor(&self, name: &str, namespace: &str) -> Result<([u8; 16], String)> {
+        let not_found = || {
+            Error::InvalidArgument(format!(
+                "no actor named '{name}' in namespace '{namespace}'"
+            ))
+        };
+        let Some(c) = &self.cluster else {
+            let id = *self
+                .sync_names
+                .get(&(namespace.to_string(), name.to_string()))
+                .ok_or_else(not_found)?;
+            let a = self.sync_actors.get(&id).ok_or_else(not_found)?;
+            if a.instance.is_err() {
+                return Err(not_found());
+            }
+            return Ok((id, a.class.to_string()));
+        };
+        let mut gcs = c.gcs.clone();
+        let req = ray_proto::GetNamedActorRequest {
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+        };
+        match c.call(async move { gcs.get_named_actor(req).await })? {
+            Ok(info) => {
+                let info = info.into_inner();
+                Ok((
+                    crate::ids::id16(&info.actor_id, "actor id")?,
+                    info.class_name,
+                ))
+            }
+            Err(s) if s.code() == tonic::Code::NotFound => Err(not_found()),
+            Err(s) => Err(Error::Runtime(s.message().to_string())),
+        }
     }
 
     pub fn put<T: Serialize>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
@@ -298,6 +584,23 @@ impl Runtime {
         self.store_owned_bytes(id, bytes)?;
         Ok(self.new_ref(id))
     }
+}
+
+fn name_taken(name: &str, namespace: &str) -> Error {
+    Error::InvalidArgument(format!(
+        "an actor named '{name}' already exists in namespace '{namespace}'"
+    ))
+}
+
+/// Byte views of inline values (sync mode holds nothing else).
+fn inline_slices(values: &[Stored]) -> Vec<&[u8]> {
+    values
+        .iter()
+        .map(|v| match v {
+            Stored::Inline(b) => &b[..],
+            _ => &[][..],
+        })
+        .collect()
 }
 
 /// `get` for async callers: never blocks the calling thread.

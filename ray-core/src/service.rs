@@ -71,6 +71,27 @@ fn object_id(raw: &[u8]) -> std::result::Result<ObjectId, Status> {
 
 #[tonic::async_trait]
 impl CoreWorker for CoreWorkerService {
+    async fn create_actor(
+        &self,
+        req: Request<ray_proto::CreateActorRequest>,
+    ) -> std::result::Result<Response<ray_proto::CreateActorReply>, Status> {
+        let spec = req
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("CreateActor without a spec"))?;
+        let reply = match crate::worker::create_actor(spec).await {
+            Ok(()) => ray_proto::CreateActorReply {
+                ok: true,
+                error: None,
+            },
+            Err(e) => ray_proto::CreateActorReply {
+                ok: false,
+                error: Some(e.to_proto()),
+            },
+        };
+        Ok(Response::new(reply))
+    }
+
     async fn get_object_status(
         &self,
         req: Request<GetObjectStatusRequest>,

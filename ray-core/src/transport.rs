@@ -27,6 +27,8 @@ use tonic::transport::Channel;
 
 pub(crate) type RayletClient = NodeManagerClient<InterceptedService<Channel, AttachToken>>;
 pub(crate) type PeerClient = CoreWorkerClient<InterceptedService<Channel, AttachToken>>;
+pub(crate) type GcsClient =
+    ray_proto::gcs_client::GcsClient<InterceptedService<Channel, AttachToken>>;
 
 /// Leases requested at once per resource shape (Ray caps pending lease requests too).
 const MAX_LEASE_REQUESTS: usize = 4;
@@ -57,8 +59,54 @@ pub(crate) enum Event {
     LeaseFailed(Arc<str>, Error),
     Reply(u64, ray_proto::ReplyFrame),
     Disconnected(u64, String),
+    ActorCall(ActorCall),
+    ActorResolved([u8; 16]),
+    ActorConnected(
+        [u8; 16],
+        u64,
+        u64,
+        mpsc::UnboundedSender<ray_proto::TaskFrame>,
+    ),
+    /// The actor could not be reached at this incarnation (`None`) or is dead (`Some`).
+    ActorUnreachable([u8; 16], u64, Option<Error>),
+    /// This process killed the actor: fail its queued calls and every later one.
+    ActorKilled([u8; 16], String),
     Shutdown(tokio::sync::oneshot::Sender<()>),
 }
+
+/// A method call waiting to run, owned by the submitter.
+pub(crate) struct ActorCall {
+    pub actor_id: [u8; 16],
+    pub class: Arc<str>,
+    pub method: &'static str,
+    pub args: Vec<ArgSpec>,
+    pub return_id: ObjectId,
+    /// Resends left if the actor's process dies with this call in flight: -1 means forever.
+    pub retries_left: i32,
+    pub resolved: Option<Vec<ray_proto::ObjectValue>>,
+}
+
+impl ActorCall {
+    fn label(&self) -> String {
+        format!("{}.{}", self.class, self.method)
+    }
+}
+
+/// The calls of this process to one actor, in the order they were made.
+struct ActorQueue {
+    class: Arc<str>,
+    pending: VecDeque<ActorCall>,
+    in_flight: std::collections::BTreeMap<u64, ActorCall>,
+    conn: Option<(u64, mpsc::UnboundedSender<ray_proto::TaskFrame>)>,
+    next_seq: u64,
+    incarnation: u64,
+    connecting: bool,
+    waiting_deps: bool,
+    dead: Option<Error>,
+}
+
+/// Connection ids of actor connections live above this bit, apart from lease ids.
+const ACTOR_CONN_BIT: u64 = 1 << 62;
 
 pub(crate) struct Lease {
     id: u64,
@@ -85,6 +133,7 @@ pub(crate) struct Cluster {
     pub handle: tokio::runtime::Handle,
     pub token: Arc<str>,
     pub raylet: RayletClient,
+    pub gcs: GcsClient,
     pub gcs_address: String,
     pub arena: ArenaMapping,
     pub events: mpsc::UnboundedSender<Event>,
@@ -122,17 +171,34 @@ impl Cluster {
         arena: ArenaMapping,
         events: mpsc::UnboundedSender<Event>,
         blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
-    ) -> Self {
-        Cluster {
+    ) -> Result<Self> {
+        let gcs = ray_proto::gcs_client::GcsClient::new(channel(&gcs_address, &token)?)
+            .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
+        Ok(Cluster {
             handle,
             token,
             raylet,
+            gcs,
             gcs_address,
             arena,
             events,
             peers: DashMap::new(),
             pending_deletes: Arc::new(AtomicUsize::new(0)),
             blocked_hook,
+        })
+    }
+
+    pub fn submit_actor_call(&self, call: ActorCall) {
+        if let Err(mpsc::error::SendError(Event::ActorCall(call))) =
+            self.events.send(Event::ActorCall(call))
+        {
+            if let Ok(rt) = crate::runtime::current() {
+                rt.store.put(
+                    call.return_id,
+                    Stored::Failed(Arc::new(Error::NotInitialized)),
+                );
+            }
         }
     }
 
@@ -326,6 +392,9 @@ pub(crate) async fn run_submitter(rt: Weak<Runtime>, mut events: mpsc::Unbounded
         rt,
         queues: HashMap::new(),
         leases: HashMap::new(),
+        actors: HashMap::new(),
+        actor_conns: HashMap::new(),
+        next_conn: ACTOR_CONN_BIT,
     };
     let mut tick = tokio::time::interval(Duration::from_millis(25));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -345,6 +414,9 @@ struct Submitter {
     rt: Weak<Runtime>,
     queues: HashMap<Arc<str>, ShapeQueue>,
     leases: HashMap<u64, (Arc<str>, Lease)>,
+    actors: HashMap<[u8; 16], ActorQueue>,
+    actor_conns: HashMap<u64, [u8; 16]>,
+    next_conn: u64,
 }
 
 impl Submitter {
@@ -384,8 +456,70 @@ impl Submitter {
                     }
                 }
             }
+            Event::Reply(id, frame) if id & ACTOR_CONN_BIT != 0 => {
+                self.on_actor_reply(&rt, id, frame)
+            }
+            Event::Disconnected(id, why) if id & ACTOR_CONN_BIT != 0 => {
+                self.on_actor_disconnect(&rt, id, why)
+            }
             Event::Reply(lease_id, frame) => self.on_reply(&rt, lease_id, frame),
             Event::Disconnected(lease_id, why) => self.on_disconnect(&rt, lease_id, why),
+            Event::ActorCall(call) => {
+                let id = call.actor_id;
+                let class = call.class.clone();
+                self.actors
+                    .entry(id)
+                    .or_insert_with(|| ActorQueue {
+                        class,
+                        pending: VecDeque::new(),
+                        in_flight: Default::default(),
+                        conn: None,
+                        next_seq: 1,
+                        incarnation: 0,
+                        connecting: false,
+                        waiting_deps: false,
+                        dead: None,
+                    })
+                    .pending
+                    .push_back(call);
+                self.pump_actor(&rt, id);
+            }
+            Event::ActorResolved(id) => {
+                if let Some(q) = self.actors.get_mut(&id) {
+                    q.waiting_deps = false;
+                }
+                self.pump_actor(&rt, id);
+            }
+            Event::ActorConnected(id, incarnation, conn_id, tx) => {
+                let Some(q) = self.actors.get_mut(&id) else {
+                    return;
+                };
+                q.connecting = false;
+                q.incarnation = incarnation;
+                q.conn = Some((conn_id, tx));
+                self.actor_conns.insert(conn_id, id);
+                self.pump_actor(&rt, id);
+            }
+            Event::ActorUnreachable(id, incarnation, dead) => {
+                let Some(q) = self.actors.get_mut(&id) else {
+                    return;
+                };
+                q.connecting = false;
+                q.incarnation = q.incarnation.max(incarnation);
+                if dead.is_some() {
+                    q.dead = dead;
+                }
+                self.pump_actor(&rt, id);
+            }
+            Event::ActorKilled(id, cause) => {
+                if let Some(q) = self.actors.get_mut(&id) {
+                    q.dead = Some(Error::ActorDied {
+                        class: q.class.to_string(),
+                        cause,
+                    });
+                }
+                self.pump_actor(&rt, id);
+            }
             Event::Shutdown(_) => {}
         }
     }
@@ -480,6 +614,7 @@ impl Submitter {
                 return_id: task.return_id.0.to_vec().into(),
                 owner_address: rt.address.to_string(),
                 job_id: rt.job_id,
+                actor_id: Default::default(),
             };
             if lease.tx.send(frame).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
@@ -595,7 +730,201 @@ impl Submitter {
                 fail_task(rt.as_deref(), &task, Error::NotInitialized);
             }
         }
+        if let Some(rt) = &rt {
+            for (_, q) in self.actors.drain() {
+                for call in q.pending.into_iter().chain(q.in_flight.into_values()) {
+                    rt.store.put(
+                        call.return_id,
+                        Stored::Failed(Arc::new(Error::NotInitialized)),
+                    );
+                }
+            }
+        }
     }
+
+    /// Sends the actor's calls, in order, as far as their arguments are ready and a
+    /// connection is open; connects (after a restart: to the next incarnation) if needed.
+    fn pump_actor(&mut self, rt: &Arc<Runtime>, id: [u8; 16]) {
+        let Some(q) = self.actors.get_mut(&id) else {
+            return;
+        };
+        if let Some(dead) = &q.dead {
+            for call in q.pending.drain(..) {
+                rt.store
+                    .put(call.return_id, Stored::Failed(Arc::new(dead.clone())));
+            }
+            return;
+        }
+        while let Some(front) = q.pending.front_mut() {
+            if front.resolved.is_none() {
+                let ready = front.args.iter().all(|a| match &a.0 {
+                    ArgKind::Ref(r) => rt.store.is_ready(&r.id),
+                    _ => true,
+                });
+                if !ready {
+                    if !q.waiting_deps {
+                        q.waiting_deps = true;
+                        let refs: Vec<Arc<RefInner>> = front
+                            .args
+                            .iter()
+                            .filter_map(|a| match &a.0 {
+                                ArgKind::Ref(r) => Some(r.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        let rt2 = rt.clone();
+                        let events = rt.cluster.as_ref().map(|c| c.events.clone());
+                        tokio::spawn(async move {
+                            for r in &refs {
+                                wait_ready_async(&rt2, r).await;
+                            }
+                            if let Some(ev) = events {
+                                let _ = ev.send(Event::ActorResolved(id));
+                            }
+                        });
+                    }
+                    return;
+                }
+                match resolve_args(rt, &front.args, &front.label()) {
+                    Ok(values) => front.resolved = Some(values),
+                    Err(e) => {
+                        let call = q.pending.pop_front().expect("front exists");
+                        rt.store.put(call.return_id, Stored::Failed(Arc::new(e)));
+                        continue;
+                    }
+                }
+            }
+            let Some((_, tx)) = &q.conn else {
+                if !q.connecting {
+                    q.connecting = true;
+                    connect_actor(rt, id, q.class.clone(), q.incarnation + 1, self.next_conn);
+                    self.next_conn += 1;
+                }
+                return;
+            };
+            let call = q.pending.pop_front().expect("front exists");
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            let frame = ray_proto::TaskFrame {
+                seq,
+                task_id: call.return_id.0.to_vec().into(),
+                function: call.method.to_string(),
+                args: call.resolved.clone().unwrap_or_default(),
+                return_id: call.return_id.0.to_vec().into(),
+                owner_address: rt.address.to_string(),
+                job_id: rt.job_id,
+                actor_id: id.to_vec().into(),
+            };
+            // A closed connection shows up as a Disconnected event, which resends or fails
+            // what is in flight, this call included.
+            let _ = tx.send(frame);
+            q.in_flight.insert(seq, call);
+        }
+    }
+
+    fn on_actor_reply(&mut self, rt: &Arc<Runtime>, conn_id: u64, frame: ray_proto::ReplyFrame) {
+        let Some(id) = self.actor_conns.get(&conn_id) else {
+            return;
+        };
+        let Some(q) = self.actors.get_mut(id) else {
+            return;
+        };
+        let Some(call) = q.in_flight.remove(&frame.seq) else {
+            return;
+        };
+        let stored = match frame.value {
+            Some(v) => Stored::from_proto(v),
+            None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+        };
+        rt.store.put(call.return_id, stored);
+    }
+
+    fn on_actor_disconnect(&mut self, rt: &Arc<Runtime>, conn_id: u64, why: String) {
+        let Some(id) = self.actor_conns.remove(&conn_id) else {
+            return;
+        };
+        let Some(q) = self.actors.get_mut(&id) else {
+            return;
+        };
+        if q.conn.as_ref().is_some_and(|(c, _)| *c == conn_id) {
+            q.conn = None;
+        }
+        // In-flight calls are older than pending ones: resend them first, in order.
+        let in_flight = std::mem::take(&mut q.in_flight);
+        for (_, mut call) in in_flight.into_iter().rev() {
+            if call.retries_left != 0 {
+                if call.retries_left > 0 {
+                    call.retries_left -= 1;
+                }
+                q.pending.push_front(call);
+            } else {
+                let e = Error::ActorDied {
+                    class: q.class.to_string(),
+                    cause: format!(
+                        "the actor's process died while running {} ({why})",
+                        call.method
+                    ),
+                };
+                rt.store.put(call.return_id, Stored::Failed(Arc::new(e)));
+            }
+        }
+        // Learn from the GCS whether it restarts or is dead; calls wait meanwhile.
+        if !q.pending.is_empty() && !q.connecting {
+            q.connecting = true;
+            connect_actor(rt, id, q.class.clone(), q.incarnation + 1, self.next_conn);
+            self.next_conn += 1;
+        }
+    }
+}
+
+/// Asks the GCS for the actor at `min_incarnation` or later, then connects to it.
+fn connect_actor(
+    rt: &Arc<Runtime>,
+    id: [u8; 16],
+    class: Arc<str>,
+    min_incarnation: u64,
+    conn_id: u64,
+) {
+    let Some(c) = &rt.cluster else {
+        return;
+    };
+    let mut gcs = c.gcs.clone();
+    let events = c.events.clone();
+    let token = c.token.clone();
+    tokio::spawn(async move {
+        let req = ray_proto::GetActorInfoRequest {
+            actor_id: id.to_vec().into(),
+            min_incarnation,
+        };
+        let info = match gcs.get_actor_info(req).await {
+            Ok(i) => i.into_inner(),
+            Err(s) => {
+                let e = Error::ActorDied {
+                    class: class.to_string(),
+                    cause: format!("the GCS does not know it: {}", s.message()),
+                };
+                let _ = events.send(Event::ActorUnreachable(id, 0, Some(e)));
+                return;
+            }
+        };
+        if info.state == "DEAD" {
+            let e = Error::ActorDied {
+                class: class.to_string(),
+                cause: info.death_cause,
+            };
+            let _ = events.send(Event::ActorUnreachable(id, info.incarnation, Some(e)));
+            return;
+        }
+        match connect_worker(&info.task_socket, &token, conn_id, events.clone()).await {
+            Ok(tx) => {
+                let _ = events.send(Event::ActorConnected(id, info.incarnation, conn_id, tx));
+            }
+            Err(_) => {
+                // It died between the GCS's answer and our connect: wait for the next one.
+                let _ = events.send(Event::ActorUnreachable(id, info.incarnation, None));
+            }
+        }
+    });
 }
 
 async fn wait_ready_async(rt: &Arc<Runtime>, r: &RefInner) {
@@ -622,14 +951,22 @@ async fn wait_ready_async(rt: &Arc<Runtime>, r: &RefInner) {
 
 /// The argument values of a task whose dependencies are all ready.
 fn resolve_now(rt: &Runtime, task: &PendingTask) -> Result<Vec<ray_proto::ObjectValue>> {
-    let mut values = Vec::with_capacity(task.args.len());
-    for a in &task.args {
+    resolve_args(rt, &task.args, task.function)
+}
+
+fn resolve_args(
+    rt: &Runtime,
+    args: &[ArgSpec],
+    function: &str,
+) -> Result<Vec<ray_proto::ObjectValue>> {
+    let mut values = Vec::with_capacity(args.len());
+    for a in args {
         let stored = match &a.0 {
             ArgKind::Value(b, _) => Stored::Inline(b.clone()),
             ArgKind::Ref(r) => match rt.store.get(&r.id) {
                 Some(Stored::Failed(e)) => {
                     return Err(Error::ArgumentFailed {
-                        function: task.function.to_string(),
+                        function: function.to_string(),
                         cause: Box::new((*e).clone()),
                     })
                 }
@@ -701,13 +1038,34 @@ fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
     });
 }
 
-/// Connects to a leased worker's task socket and starts its writer and reader.
+/// Connects to a leased worker's task socket.
 async fn connect_lease(
     g: &ray_proto::Lease,
     token: &str,
     events: mpsc::UnboundedSender<Event>,
 ) -> Result<Lease> {
-    let stream = crate::worker::connect_task_socket(&g.task_socket)?;
+    let tx = connect_worker(&g.task_socket, token, g.lease_id, events).await?;
+    Ok(Lease {
+        id: g.lease_id,
+        pid: g.pid,
+        core_worker_address: g.core_worker_address.as_str().into(),
+        tx,
+        in_flight: HashMap::new(),
+        next_seq: 1,
+        idle_since: Some(Instant::now()),
+        stalled: false,
+    })
+}
+
+/// Connects to a worker's task socket and starts its writer and reader; replies and the
+/// connection's end come back as events tagged `conn_id`.
+async fn connect_worker(
+    socket: &str,
+    token: &str,
+    conn_id: u64,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<mpsc::UnboundedSender<ray_proto::TaskFrame>> {
+    let stream = crate::worker::connect_task_socket(socket)?;
     let (read, mut write) = stream.into_split();
     let mut hello = Vec::new();
     encode_frame(
@@ -718,7 +1076,7 @@ async fn connect_lease(
     );
     write.write_all(&hello).await.map_err(Error::runtime)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
-    let lease_id = g.lease_id;
+    let lease_id = conn_id;
     let writer_events = events.clone();
     tokio::spawn(async move {
         let mut buf = Vec::with_capacity(64 * 1024);
@@ -759,14 +1117,5 @@ async fn connect_lease(
             }
         }
     });
-    Ok(Lease {
-        id: g.lease_id,
-        pid: g.pid,
-        core_worker_address: g.core_worker_address.as_str().into(),
-        tx,
-        in_flight: HashMap::new(),
-        next_seq: 1,
-        idle_since: Some(Instant::now()),
-        stalled: false,
-    })
+    Ok(tx)
 }

@@ -12,6 +12,7 @@ use crate::ids::{id16, IdGen};
 use crate::memory_store::{MemoryStore, Stored};
 use crate::object_ref::collect_deserialized_refs;
 use crate::reference::ReferenceTable;
+use crate::registry::{ActorInstance, ArgReader, MethodCall};
 use crate::runtime::{self, Runtime};
 use crate::transport::{self, Cluster};
 use parking_lot::Mutex;
@@ -19,7 +20,7 @@ use ray_raylet::worker_env;
 use std::cell::Cell;
 use std::io::BufRead;
 use std::os::linux::net::SocketAddrExt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
@@ -79,7 +80,7 @@ impl Executor {
     /// Takes a frame off a connection: queued, or sent straight back while blocked.
     fn offer(&self, job: Job) {
         let blocked = self.blocked.lock();
-        if *blocked {
+        if *blocked && job.frame.actor_id.is_empty() {
             requeue(job);
         } else {
             let _ = self.tx.send(job);
@@ -146,6 +147,11 @@ fn run_worker() -> Result<()> {
     std_listener.set_nonblocking(true).map_err(Error::runtime)?;
     let listener = tokio::net::UnixListener::from_std(std_listener).map_err(Error::runtime)?;
 
+    let _ = LOCATION.set(format!(
+        "worker {} (pid {})",
+        &worker_hex[..8],
+        std::process::id()
+    ));
     let raylet = transport::raylet_client(&node_manager, &token)?;
     let registered = {
         let mut raylet = raylet.clone();
@@ -217,17 +223,24 @@ fn run_worker() -> Result<()> {
             arena,
             events_tx,
             Some(Box::new(hook)),
-        )),
+        )?),
         shut_down: Default::default(),
+        actor_lifetimes: Default::default(),
+        sync_actors: Default::default(),
+        sync_names: Default::default(),
     });
     runtime::set_current(Some(rt.clone()));
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
     handle.spawn(accept_loop(listener, token, executor.clone()));
 
-    let location = format!("worker {} (pid {})", &worker_hex[..8], std::process::id());
+    let location = LOCATION.get().map(String::as_str).unwrap_or("");
     while let Ok(job) = executor.rx.recv() {
-        let reply = run_task(&rt, job.frame, &location);
-        let _ = job.reply.send(reply);
+        if job.frame.actor_id.is_empty() {
+            let reply = run_task(&rt, job.frame, location);
+            let _ = job.reply.send(reply);
+        } else {
+            dispatch_actor_call(&rt, job, location);
+        }
     }
     Ok(())
 }
@@ -287,48 +300,41 @@ async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, execut
     }
 }
 
-fn run_task(
-    rt: &Arc<Runtime>,
-    frame: ray_proto::TaskFrame,
-    location: &str,
-) -> ray_proto::ReplyFrame {
-    let start = Instant::now();
-    let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
+/// The byte views of a task's arguments: inline, or read in place from shared memory.
+fn arg_slices<'a>(rt: &'a Runtime, args: &'a [Stored]) -> Result<Vec<&'a [u8]>> {
     let cluster = rt.cluster.as_ref().expect("workers always have a cluster");
-    let value = (|| -> Result<Stored> {
-        let mut slices: Vec<&[u8]> = Vec::with_capacity(args.len());
-        for a in &args {
-            match a {
-                Stored::Inline(b) => slices.push(b),
-                Stored::Plasma { offset, size } => {
-                    slices.push(cluster.plasma_bytes(*offset, *size)?)
-                }
-                Stored::Failed(e) => return Err((**e).clone()),
-            }
-        }
-        CURRENT_TASK.with(|t| t.set(id16(&frame.task_id, "task id").ok()));
-        IN_TASK.with(|t| t.set(true));
-        let (result, decoded) = collect_deserialized_refs(|| {
-            crate::registry::execute(&frame.function, &slices, location)
-        });
-        IN_TASK.with(|t| t.set(false));
-        CURRENT_TASK.with(|t| t.set(None));
-        let bytes = result?;
-        let stored = if bytes.len() > runtime::INLINE_MAX {
-            let id = ray_object_store::ObjectId(id16(&frame.return_id, "return id")?);
-            cluster.put_plasma(id, &bytes)?
-        } else {
-            Stored::Inline(bytes.into())
-        };
-        Ok(stored).map(|s| (s, decoded)).map(|(s, decoded)| {
-            BORROWED.with(|b| *b.borrow_mut() = rt.refs.still_borrowed(&decoded));
-            s
+    args.iter()
+        .map(|a| match a {
+            Stored::Inline(b) => Ok(&b[..]),
+            Stored::Plasma { offset, size } => cluster.plasma_bytes(*offset, *size),
+            Stored::Failed(e) => Err((**e).clone()),
         })
-    })();
-    let stored = value.unwrap_or_else(|e| Stored::Failed(Arc::new(e)));
-    let borrowed = BORROWED.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        .collect()
+}
+
+/// The reply for a finished task or method: large results go to shared memory under the
+/// return id; arguments' refs still held make this worker a borrower.
+fn finish(
+    rt: &Runtime,
+    frame_seq: u64,
+    return_id: &[u8],
+    result: Result<Vec<u8>>,
+    decoded: &[crate::ids::ObjectId],
+    start: Instant,
+) -> ray_proto::ReplyFrame {
+    let cluster = rt.cluster.as_ref().expect("workers always have a cluster");
+    let stored = result.and_then(|bytes| {
+        if bytes.len() > runtime::INLINE_MAX {
+            let id = ray_object_store::ObjectId(id16(return_id, "return id")?);
+            cluster.put_plasma(id, &bytes)
+        } else {
+            Ok(Stored::Inline(bytes.into()))
+        }
+    });
+    let stored = stored.unwrap_or_else(|e| Stored::Failed(Arc::new(e)));
+    let borrowed = rt.refs.still_borrowed(decoded);
     ray_proto::ReplyFrame {
-        seq: frame.seq,
+        seq: frame_seq,
         value: Some(stored.to_proto()),
         borrowed_ids: borrowed
             .into_iter()
@@ -339,6 +345,228 @@ fn run_task(
     }
 }
 
-thread_local! {
-    static BORROWED: std::cell::RefCell<Vec<crate::ids::ObjectId>> = const { std::cell::RefCell::new(Vec::new()) };
+fn run_task(
+    rt: &Arc<Runtime>,
+    frame: ray_proto::TaskFrame,
+    location: &str,
+) -> ray_proto::ReplyFrame {
+    let start = Instant::now();
+    let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
+    let (result, decoded) = collect_deserialized_refs(|| {
+        let slices = arg_slices(rt, &args)?;
+        CURRENT_TASK.with(|t| t.set(id16(&frame.task_id, "task id").ok()));
+        IN_TASK.with(|t| t.set(true));
+        let r = crate::registry::execute(&frame.function, &slices, location);
+        IN_TASK.with(|t| t.set(false));
+        CURRENT_TASK.with(|t| t.set(None));
+        r
+    });
+    drop(args);
+    finish(rt, frame.seq, &frame.return_id, result, &decoded, start)
+}
+
+static LOCATION: OnceLock<String> = OnceLock::new();
+static ACTOR_HOST: OnceLock<Arc<ActorHost>> = OnceLock::new();
+
+/// The actor this worker hosts, and how its calls run.
+struct ActorHost {
+    class: &'static str,
+    instance: Arc<dyn ActorInstance>,
+    mode: HostMode,
+}
+
+enum HostMode {
+    /// One call at a time, in arrival order, on the worker's task thread.
+    Sequential,
+    /// `max_concurrency` threads take calls from this queue.
+    Threaded(crossbeam_channel::Sender<Job>),
+    /// Calls run as futures on the actor's own single-threaded event loop (as in Ray), at
+    /// most `max_concurrency` at once; they start in the order they arrived.
+    Async {
+        calls:
+            mpsc::UnboundedSender<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+        permits: Arc<tokio::sync::Semaphore>,
+    },
+}
+
+/// Constructs the actor this worker will host (the GCS leased it for this actor alone).
+pub(crate) async fn create_actor(spec: ray_proto::ActorSpec) -> Result<()> {
+    // The GCS may call as soon as the node manager has our registration, a moment before
+    // this process has installed its runtime.
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    let rt = loop {
+        match runtime::current() {
+            Ok(rt) => break rt,
+            Err(e) if Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+        }
+    };
+    if !rt.is_worker {
+        return Err(Error::Runtime("only a worker process hosts actors".into()));
+    }
+    if ACTOR_HOST.get().is_some() {
+        return Err(Error::Runtime("this worker already hosts an actor".into()));
+    }
+    let entry = crate::registry::lookup_actor_class(&spec.class_name).ok_or_else(|| {
+        Error::Runtime(format!(
+            "actor class {} is not registered in this binary",
+            spec.class_name
+        ))
+    })?;
+    let location = LOCATION.get().cloned().unwrap_or_default();
+    let rt2 = rt.clone();
+    let args: Vec<Stored> = spec.args.into_iter().map(Stored::from_proto).collect();
+    let built = tokio::task::spawn_blocking(move || {
+        let slices = arg_slices(&rt2, &args)?;
+        crate::registry::run_guarded(entry.name, &location, || {
+            (entry.construct)(&mut ArgReader::new(&slices))
+        })
+    })
+    .await
+    .map_err(Error::runtime)??;
+    let instance: Arc<dyn ActorInstance> = Arc::from(built);
+    let n = spec.max_concurrency.max(1) as usize;
+    let mode = if entry.is_async {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(Error::runtime)?;
+        let (calls, mut incoming) = mpsc::unbounded_channel::<
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        >();
+        std::thread::Builder::new()
+            .name("ray-actor-loop".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    // A current-thread runtime runs spawned tasks first-in first-out.
+                    while let Some(call) = incoming.recv().await {
+                        tokio::spawn(call);
+                    }
+                })
+            })
+            .map_err(Error::runtime)?;
+        HostMode::Async {
+            calls,
+            permits: Arc::new(tokio::sync::Semaphore::new(n)),
+        }
+    } else if n > 1 {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..n {
+            let rx = rx.clone();
+            let rt = rt.clone();
+            std::thread::Builder::new()
+                .name(format!("ray-actor-{i}"))
+                .spawn(move || {
+                    while let Ok(job) = rx.recv() {
+                        let host = ACTOR_HOST.get().expect("set before calls arrive");
+                        let location = LOCATION.get().map(String::as_str).unwrap_or("");
+                        let reply = run_method(&rt, host, job.frame, location);
+                        let _ = job.reply.send(reply);
+                    }
+                })
+                .map_err(Error::runtime)?;
+        }
+        HostMode::Threaded(tx)
+    } else {
+        HostMode::Sequential
+    };
+    let _ = ACTOR_HOST.set(Arc::new(ActorHost {
+        class: entry.name,
+        instance,
+        mode,
+    }));
+    Ok(())
+}
+
+fn dispatch_actor_call(rt: &Arc<Runtime>, job: Job, location: &str) {
+    let Some(host) = ACTOR_HOST.get() else {
+        let e = Error::Runtime("this worker hosts no actor".into());
+        let reply = finish(
+            rt,
+            job.frame.seq,
+            &job.frame.return_id,
+            Err(e),
+            &[],
+            Instant::now(),
+        );
+        let _ = job.reply.send(reply);
+        return;
+    };
+    match &host.mode {
+        HostMode::Sequential => {
+            let reply = run_method(rt, host, job.frame, location);
+            let _ = job.reply.send(reply);
+        }
+        HostMode::Threaded(tx) => {
+            let _ = tx.send(job);
+        }
+        HostMode::Async { calls, permits } => {
+            let start = Instant::now();
+            let label = format!("{}.{}", host.class, job.frame.function);
+            let args: Vec<Stored> = std::mem::take(&mut job.frame.args.clone())
+                .into_iter()
+                .map(Stored::from_proto)
+                .collect();
+            let (call, decoded) = collect_deserialized_refs(|| {
+                let slices = arg_slices(rt, &args)?;
+                crate::registry::run_guarded(&label, location, || {
+                    host.instance
+                        .call(&job.frame.function, &mut ArgReader::new(&slices))
+                })
+            });
+            drop(args);
+            let rt = rt.clone();
+            let permits = permits.clone();
+            let location = location.to_string();
+            let _ = calls.send(Box::pin(async move {
+                let result = match call {
+                    Err(e) => Err(e),
+                    Ok(MethodCall::Done(r)) => {
+                        crate::registry::outcome_to_result(&label, &location, Ok(r))
+                    }
+                    Ok(MethodCall::Future(f)) => {
+                        let _permit = permits.acquire_owned().await;
+                        let outcome = crate::registry::CatchUnwind(f).await;
+                        crate::registry::outcome_to_result(&label, &location, outcome)
+                    }
+                };
+                let reply = finish(
+                    &rt,
+                    job.frame.seq,
+                    &job.frame.return_id,
+                    result,
+                    &decoded,
+                    start,
+                );
+                let _ = job.reply.send(reply);
+            }));
+        }
+    }
+}
+
+/// Runs one method call on this thread.
+fn run_method(
+    rt: &Arc<Runtime>,
+    host: &ActorHost,
+    frame: ray_proto::TaskFrame,
+    location: &str,
+) -> ray_proto::ReplyFrame {
+    let start = Instant::now();
+    let label = format!("{}.{}", host.class, frame.function);
+    let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
+    let (result, decoded) = collect_deserialized_refs(|| {
+        let slices = arg_slices(rt, &args)?;
+        let call = crate::registry::run_guarded(&label, location, || {
+            host.instance
+                .call(&frame.function, &mut ArgReader::new(&slices))
+        })?;
+        match call {
+            MethodCall::Done(r) => crate::registry::outcome_to_result(&label, location, Ok(r)),
+            MethodCall::Future(_) => Err(Error::Runtime(
+                "an async method on a thread-based actor".into(),
+            )),
+        }
+    });
+    drop(args);
+    finish(rt, frame.seq, &frame.return_id, result, &decoded, start)
 }

@@ -1,23 +1,30 @@
-//! The global control store (GCS): node membership, the cluster resource view and job ids.
+//! The global control store (GCS): node membership, the cluster resource view, job ids, and
+//! the actor directory (names, states, restarts).
 //!
 //! It runs inside the head process (embedded in the driver in local mode). Nothing on the
-//! per-task path calls it: node managers report their resources to it, and drivers read the
-//! cluster view from it for `ray::nodes()` and `ray::cluster_resources()`.
+//! per-task path calls it: node managers report to it, drivers read the cluster view from it,
+//! and callers ask it where an actor lives only when they first call it or after it restarts.
+
+mod actors;
 
 use parking_lot::Mutex;
 use ray_proto::gcs_server::Gcs;
-use ray_proto::{
-    Empty, GetAllNodesReply, NextJobIdReply, NodeInfo, RegisterNodeReply, RegisterNodeRequest,
-    ReportResourcesRequest,
-};
+use ray_proto::*;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub use ray_proto::gcs_server::GcsServer;
 
-/// The GCS service state. Cheap to share: one short lock, never held across an await.
-#[derive(Default)]
+/// The GCS service. Cheap to clone; state behind short locks, never held across an await.
+#[derive(Clone)]
 pub struct GcsService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    token: String,
     state: Mutex<State>,
+    actors: actors::Actors,
 }
 
 #[derive(Default)]
@@ -27,9 +34,25 @@ struct State {
 }
 
 impl GcsService {
-    /// An empty GCS: no nodes, job ids starting at 1.
-    pub fn new() -> Self {
-        Self::default()
+    /// An empty GCS. `token` is attached to the calls it makes (to node managers and workers).
+    pub fn new(token: &str) -> Self {
+        GcsService {
+            inner: Arc::new(Inner {
+                token: token.to_string(),
+                state: Mutex::new(State::default()),
+                actors: actors::Actors::default(),
+            }),
+        }
+    }
+
+    fn alive_node_manager(&self) -> Option<String> {
+        self.inner
+            .state
+            .lock()
+            .nodes
+            .iter()
+            .find(|n| n.alive)
+            .map(|n| n.node_manager_address.clone())
     }
 }
 
@@ -47,14 +70,14 @@ impl Gcs for GcsService {
             return Err(Status::invalid_argument("node id must be 16 bytes"));
         }
         tracing::info!(address = %node.node_manager_address, "node registered");
-        let mut state = self.state.lock();
+        let mut state = self.inner.state.lock();
         state.nodes.retain(|n| n.node_id != node.node_id);
         state.nodes.push(node);
         Ok(Response::new(RegisterNodeReply { cluster_id: 1 }))
     }
 
     async fn get_all_nodes(&self, _: Request<Empty>) -> Result<Response<GetAllNodesReply>, Status> {
-        let nodes = self.state.lock().nodes.clone();
+        let nodes = self.inner.state.lock().nodes.clone();
         Ok(Response::new(GetAllNodesReply { nodes }))
     }
 
@@ -63,7 +86,7 @@ impl Gcs for GcsService {
         req: Request<ReportResourcesRequest>,
     ) -> Result<Response<Empty>, Status> {
         let req = req.into_inner();
-        let mut state = self.state.lock();
+        let mut state = self.inner.state.lock();
         let node = state
             .nodes
             .iter_mut()
@@ -74,10 +97,50 @@ impl Gcs for GcsService {
     }
 
     async fn next_job_id(&self, _: Request<Empty>) -> Result<Response<NextJobIdReply>, Status> {
-        let mut state = self.state.lock();
+        let mut state = self.inner.state.lock();
         state.next_job_id += 1;
         Ok(Response::new(NextJobIdReply {
             job_id: state.next_job_id,
         }))
+    }
+
+    async fn register_actor(
+        &self,
+        req: Request<ActorSpec>,
+    ) -> Result<Response<RegisterActorReply>, Status> {
+        self.register(req.into_inner()).map(Response::new)
+    }
+
+    async fn get_actor_info(
+        &self,
+        req: Request<GetActorInfoRequest>,
+    ) -> Result<Response<ActorInfo>, Status> {
+        let req = req.into_inner();
+        self.wait_info(&req.actor_id, req.min_incarnation)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_named_actor(
+        &self,
+        req: Request<GetNamedActorRequest>,
+    ) -> Result<Response<ActorInfo>, Status> {
+        let req = req.into_inner();
+        self.named(&req.namespace, &req.name).map(Response::new)
+    }
+
+    async fn kill_actor(&self, req: Request<KillActorRequest>) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        self.kill_now(&req.actor_id, req.no_restart, &req.cause)
+            .await;
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn report_worker_failure(
+        &self,
+        req: Request<WorkerFailure>,
+    ) -> Result<Response<Empty>, Status> {
+        self.worker_failed(&req.into_inner().worker_id);
+        Ok(Response::new(Empty {}))
     }
 }

@@ -186,3 +186,321 @@ fn parse_options(attr: Tokens) -> syn::Result<Vec<(syn::Ident, syn::Expr)>> {
     }
     Ok(out)
 }
+
+/// Makes a type an actor. Put it on the struct and on its `impl` block:
+///
+/// - `new(..) -> Self` (or `-> Result<Self, E>`) is the constructor: `Type::remote(args)`
+///   creates the actor and returns an `ActorHandle<Type>` at once; `Type::options()` sets
+///   name, namespace, concurrency, restarts, lifetime and resources.
+/// - Every `pub fn` taking `&self` or `&mut self` becomes a remote method: `handle.method(args)`
+///   returns an `ObjectRef`. `Err` of a method returning `Result` becomes a task error.
+/// - `pub async fn` methods make it an async actor: calls run concurrently on its runtime.
+#[proc_macro_attribute]
+pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item_tokens: Tokens = item.clone().into();
+    let result = if !Tokens::from(attr.clone()).is_empty() {
+        Err(syn::Error::new_spanned(
+            Tokens::from(attr),
+            "#[ray::actor] takes no arguments: set options with Type::options()",
+        ))
+    } else if let Ok(imp) = syn::parse2::<syn::ItemImpl>(item_tokens.clone()) {
+        expand_actor_impl(imp)
+    } else if syn::parse2::<syn::ItemStruct>(item_tokens.clone()).is_ok() {
+        Ok(item_tokens.clone())
+    } else {
+        Err(syn::Error::new_spanned(
+            &item_tokens,
+            "#[ray::actor] goes on a struct and on its impl block",
+        ))
+    };
+    match result {
+        Ok(t) => t.into(),
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#item_tokens #err).into()
+        }
+    }
+}
+
+struct Method {
+    name: syn::Ident,
+    mutable: bool,
+    is_async: bool,
+    arg_types: Vec<Type>,
+    ret: Type,
+    is_result: bool,
+}
+
+fn typed_args(sig: &syn::Signature) -> syn::Result<Vec<Type>> {
+    let mut out = Vec::new();
+    for input in &sig.inputs {
+        if let FnArg::Typed(pt) = input {
+            if let Type::Reference(r) = &*pt.ty {
+                return Err(syn::Error::new_spanned(
+                    r,
+                    "actor methods take their arguments by value (they cross processes)",
+                ));
+            }
+            out.push((*pt.ty).clone());
+        }
+    }
+    Ok(out)
+}
+
+fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
+    if imp.trait_.is_some() || !imp.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &imp.self_ty,
+            "#[ray::actor] goes on the type's own (non-generic) impl block",
+        ));
+    }
+    let Type::Path(self_path) = &*imp.self_ty else {
+        return Err(syn::Error::new_spanned(
+            &imp.self_ty,
+            "expected a type name",
+        ));
+    };
+    let ty = self_path
+        .path
+        .segments
+        .last()
+        .map(|s| s.ident.clone())
+        .ok_or_else(|| syn::Error::new_spanned(&imp.self_ty, "expected a type name"))?;
+    let mut ctor: Option<(Vec<Type>, bool)> = None;
+    let mut methods = Vec::new();
+    for item in &imp.items {
+        let syn::ImplItem::Fn(f) = item else { continue };
+        let sig = &f.sig;
+        let receiver = sig.inputs.iter().find_map(|i| match i {
+            FnArg::Receiver(r) => Some(r.clone()),
+            _ => None,
+        });
+        if sig.ident == "new" && receiver.is_none() {
+            let is_result =
+                matches!(&sig.output, ReturnType::Type(_, t) if result_ok_type(t).is_some());
+            ctor = Some((typed_args(sig)?, is_result));
+            continue;
+        }
+        if !matches!(f.vis, syn::Visibility::Public(_)) {
+            continue;
+        }
+        let Some(r) = receiver else { continue };
+        if r.reference.is_none() {
+            return Err(syn::Error::new_spanned(
+                r,
+                "actor methods take &self or &mut self: the actor keeps its state",
+            ));
+        }
+        if !sig.generics.params.is_empty() {
+            return Err(syn::Error::new_spanned(
+                &sig.generics,
+                "actor methods cannot be generic",
+            ));
+        }
+        let (ret, is_result) = match &sig.output {
+            ReturnType::Default => (syn::parse_quote!(()), false),
+            ReturnType::Type(_, t) => match result_ok_type(t) {
+                Some(ok) => (ok, true),
+                None => ((**t).clone(), false),
+            },
+        };
+        methods.push(Method {
+            name: sig.ident.clone(),
+            mutable: r.mutability.is_some(),
+            is_async: sig.asyncness.is_some(),
+            arg_types: typed_args(sig)?,
+            ret,
+            is_result,
+        });
+    }
+    let Some((ctor_args, ctor_is_result)) = ctor else {
+        return Err(syn::Error::new_spanned(
+            &imp.self_ty,
+            "an actor needs a constructor: `pub fn new(..) -> Self`",
+        ));
+    };
+    let is_async = methods.iter().any(|m| m.is_async);
+    let client = format_ident!("__RayActorClient{}", ty);
+    let options = format_ident!("__RayActorOptions{}", ty);
+    let instance = format_ident!("__RayActorInstance{}", ty);
+    let construct = format_ident!("__ray_actor_construct_{}", ty);
+    let entry = format_ident!("__RAY_ACTOR_CLASS_{}", ty);
+    let cparams: Vec<_> = (0..ctor_args.len())
+        .map(|i| format_ident!("arg{}", i))
+        .collect();
+    let new_call = if ctor_is_result {
+        quote!(#ty::new(#(#cparams),*).map_err(|e| ::ray::__private::TaskFailure::Returned(e.to_string()))?)
+    } else {
+        quote!(#ty::new(#(#cparams),*))
+    };
+
+    let client_methods = methods.iter().map(|m| {
+        let name = &m.name;
+        let ret = &m.ret;
+        let types = &m.arg_types;
+        let params: Vec<_> = (0..types.len()).map(|i| format_ident!("arg{}", i)).collect();
+        let doc = format!("Calls `{ty}::{name}` on the actor; returns at once.");
+        quote! {
+            #[doc = #doc]
+            pub fn #name(&self, #( #params: impl ::core::convert::Into<::ray::Arg<#types>> ),*) -> ::ray::ObjectRef<#ret> {
+                ::ray::__private::call_actor(
+                    ::ray::__private::ActorClient::core(self),
+                    ::core::stringify!(#name),
+                    ::std::vec![ #( ::ray::__private::arg::<#types>(#params.into()) ),* ],
+                )
+            }
+        }
+    });
+
+    let arms = methods.iter().map(|m| {
+        let name = &m.name;
+        let types = &m.arg_types;
+        let params: Vec<_> = (0..types.len()).map(|i| format_ident!("arg{}", i)).collect();
+        let encode = if m.is_result {
+            quote!(::ray::__private::encode_result(__value))
+        } else {
+            quote!(::ray::__private::encode_return(&__value))
+        };
+        let lock_async = if m.mutable { quote!(__state.write().await) } else { quote!(__state.read().await) };
+        let lock_blocking = if m.mutable { quote!(self.0.blocking_write()) } else { quote!(self.0.blocking_read()) };
+        let call_async = if m.is_async {
+            quote!(__guard.#name(#(#params),*).await)
+        } else {
+            quote!(__guard.#name(#(#params),*))
+        };
+        let body = if is_async {
+            quote! {
+                let __state = self.0.clone();
+                ::core::result::Result::Ok(::ray::__private::MethodCall::Future(::std::boxed::Box::pin(async move {
+                    #[allow(unused_mut)]
+                    let mut __guard = #lock_async;
+                    let __value = #call_async;
+                    #encode
+                })))
+            }
+        } else {
+            quote! {
+                #[allow(unused_mut)]
+                let mut __guard = #lock_blocking;
+                let __value = __guard.#name(#(#params),*);
+                ::core::result::Result::Ok(::ray::__private::MethodCall::Done(#encode))
+            }
+        };
+        quote! {
+            ::core::stringify!(#name) => {
+                #( let #params: #types = __args.next_arg()?; )*
+                __args.finish()?;
+                #body
+            }
+        }
+    });
+
+    Ok(quote! {
+        #imp
+
+        #[doc(hidden)]
+        #[derive(Clone)]
+        pub struct #client(::ray::__private::ActorCore);
+
+        impl ::ray::__private::ActorClient for #client {
+            fn from_core(core: ::ray::__private::ActorCore) -> Self { #client(core) }
+            fn core(&self) -> &::ray::__private::ActorCore { &self.0 }
+        }
+
+        impl #client {
+            #(#client_methods)*
+        }
+
+        impl ::ray::ActorClass for #ty {
+            type Client = #client;
+            const CLASS: &'static str = ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ty));
+        }
+
+        /// Options for creating this actor; finish with `.remote(..)`.
+        #[doc(hidden)]
+        pub struct #options(::ray::ActorOptions);
+
+        impl #options {
+            /// A name, unique in its namespace.
+            pub fn name(self, name: impl ::core::convert::Into<::std::string::String>) -> Self { #options(self.0.name(name)) }
+            /// The namespace of the name.
+            pub fn namespace(self, ns: impl ::core::convert::Into<::std::string::String>) -> Self { #options(self.0.namespace(ns)) }
+            /// Calls run on this many threads (or concurrently, for async actors).
+            pub fn max_concurrency(self, n: u32) -> Self { #options(self.0.max_concurrency(n)) }
+            /// Restarts after its process dies (-1: forever).
+            pub fn max_restarts(self, n: i32) -> Self { #options(self.0.max_restarts(n)) }
+            /// Resends of in-flight calls after a restart (-1: forever).
+            pub fn max_task_retries(self, n: i32) -> Self { #options(self.0.max_task_retries(n)) }
+            /// Outlives its creator.
+            pub fn lifetime_detached(self) -> Self { #options(self.0.lifetime_detached()) }
+            /// CPUs held while alive.
+            pub fn num_cpus(self, n: f64) -> Self { #options(self.0.num_cpus(n)) }
+            /// GPUs held while alive.
+            pub fn num_gpus(self, n: f64) -> Self { #options(self.0.num_gpus(n)) }
+            /// A custom resource held while alive.
+            pub fn resources(self, name: &str, amount: f64) -> Self { #options(self.0.resources(name, amount)) }
+            /// Return the existing actor of this name instead of creating one.
+            pub fn get_if_exists(self) -> Self { #options(self.0.get_if_exists()) }
+            /// Creates the actor; returns its handle at once. A failure (such as a taken name)
+            /// makes every call on the handle fail with it; see `try_remote`.
+            pub fn remote(self, #( #cparams: impl ::core::convert::Into<::ray::Arg<#ctor_args>> ),*) -> ::ray::ActorHandle<#ty> {
+                ::ray::__private::create_actor::<#ty>(self.0, ::std::vec![ #( ::ray::__private::arg::<#ctor_args>(#cparams.into()) ),* ])
+            }
+            /// Creates the actor, or says why it could not.
+            pub fn try_remote(self, #( #cparams: impl ::core::convert::Into<::ray::Arg<#ctor_args>> ),*) -> ::ray::Result<::ray::ActorHandle<#ty>> {
+                ::ray::__private::try_create_actor::<#ty>(self.0, ::std::vec![ #( ::ray::__private::arg::<#ctor_args>(#cparams.into()) ),* ])
+            }
+        }
+
+        impl #ty {
+            /// Creates the actor with default options; returns its handle at once.
+            pub fn remote(#( #cparams: impl ::core::convert::Into<::ray::Arg<#ctor_args>> ),*) -> ::ray::ActorHandle<#ty> {
+                Self::options().remote(#(#cparams),*)
+            }
+            /// Options for creating the actor.
+            pub fn options() -> #options {
+                #options(::ray::ActorOptions::default())
+            }
+        }
+
+        #[doc(hidden)]
+        struct #instance(::std::sync::Arc<::ray::__private::tokio::sync::RwLock<#ty>>);
+
+        impl ::ray::__private::ActorInstance for #instance {
+            fn call(
+                &self,
+                __method: &str,
+                __args: &mut ::ray::__private::ArgReader<'_>,
+            ) -> ::core::result::Result<::ray::__private::MethodCall, ::ray::__private::TaskFailure> {
+                match __method {
+                    #(#arms)*
+                    other => ::core::result::Result::Err(::ray::__private::TaskFailure::BadArgument(
+                        ::std::format!("actor {} has no method {}", ::core::stringify!(#ty), other),
+                    )),
+                }
+            }
+        }
+
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        fn #construct(
+            __args: &mut ::ray::__private::ArgReader<'_>,
+        ) -> ::core::result::Result<::std::boxed::Box<dyn ::ray::__private::ActorInstance>, ::ray::__private::TaskFailure> {
+            #( let #cparams: #ctor_args = __args.next_arg()?; )*
+            __args.finish()?;
+            let __value = #new_call;
+            ::core::result::Result::Ok(::std::boxed::Box::new(#instance(::std::sync::Arc::new(
+                ::ray::__private::tokio::sync::RwLock::new(__value),
+            ))))
+        }
+
+        #[::ray::__private::linkme::distributed_slice(::ray::__private::ACTOR_CLASSES)]
+        #[linkme(crate = ::ray::__private::linkme)]
+        #[allow(non_upper_case_globals)]
+        static #entry: ::ray::__private::ActorClassEntry = ::ray::__private::ActorClassEntry {
+            name: <#ty as ::ray::ActorClass>::CLASS,
+            construct: #construct,
+            is_async: #is_async,
+        };
+    })
+}

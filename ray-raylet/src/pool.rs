@@ -362,7 +362,8 @@ impl NodeManager {
     ) {
         let mut state = self.inner.state.lock();
         if !state.shutting_down {
-            tracing::warn!(pid, ?status, "worker exited");
+            tracing::debug!(pid, ?status, "worker exited");
+            self.report_failure(worker_id);
         }
         if let Some(w) = state.workers.remove(&worker_id) {
             if !w.registered {
@@ -378,6 +379,29 @@ impl NodeManager {
         drop(state);
         self.inner.changed.notify_waiters();
         self.inner.exited.notify_waiters();
+    }
+
+    /// Tells the GCS, which restarts or buries the worker's actor and the actors it owned.
+    fn report_failure(&self, worker_id: [u8; 16]) {
+        let address = self.inner.config.gcs_address.clone();
+        let token = self.inner.config.token.clone();
+        tokio::spawn(async move {
+            let Ok(endpoint) = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            else {
+                return;
+            };
+            let Ok(attach) = ray_proto::auth::AttachToken::new(&token) else {
+                return;
+            };
+            let mut gcs =
+                ray_proto::gcs_client::GcsClient::with_interceptor(endpoint.connect_lazy(), attach);
+            let req = ray_proto::WorkerFailure {
+                worker_id: worker_id.to_vec().into(),
+            };
+            if let Err(e) = gcs.report_worker_failure(req).await {
+                tracing::warn!(error = %e, "could not report a worker's death to the GCS");
+            }
+        });
     }
 
     /// Kills every worker and waits until all are reaped; refuses leases from then on.

@@ -1,0 +1,369 @@
+//! The actor directory: registration, placement on a leased worker, the lifecycle, restarts.
+
+use crate::GcsService;
+use parking_lot::Mutex;
+use ray_actor::{ActorState, Names, RestartBudget};
+use ray_proto::auth::AttachToken;
+use ray_proto::core_worker_client::CoreWorkerClient;
+use ray_proto::node_manager_client::NodeManagerClient;
+use ray_proto::*;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::Status;
+
+struct Record {
+    spec: ActorSpec,
+    state: ActorState,
+    budget: RestartBudget,
+    incarnation: u64,
+    killed: bool,
+    death_cause: String,
+    creation_error: Option<TaskError>,
+    task_socket: String,
+    core_worker_address: String,
+    worker_id: Vec<u8>,
+    lease: Option<(String, u64)>,
+}
+
+impl Record {
+    fn info(&self) -> ActorInfo {
+        ActorInfo {
+            actor_id: self.spec.actor_id.clone(),
+            state: self.state.as_str().into(),
+            task_socket: self.task_socket.clone(),
+            core_worker_address: self.core_worker_address.clone(),
+            death_cause: self.death_cause.clone(),
+            num_restarts: self.budget.used(),
+            incarnation: self.incarnation,
+            class_name: self.spec.class_name.clone(),
+            creation_failed: self.creation_error.is_some(),
+            creation_error: self.creation_error.clone(),
+            detached: self.spec.detached,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Actors {
+    table: Mutex<Table>,
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct Table {
+    records: HashMap<Vec<u8>, Record>,
+    names: Names,
+}
+
+type Intercepted = InterceptedService<Channel, AttachToken>;
+
+fn channel(address: &str, token: &str) -> Result<Intercepted, Status> {
+    let ch = Channel::from_shared(format!("http://{address}"))
+        .map_err(|e| Status::internal(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect_lazy();
+    Ok(InterceptedService::new(ch, AttachToken::new(token)?))
+}
+
+impl GcsService {
+    pub(crate) fn register(&self, spec: ActorSpec) -> Result<RegisterActorReply, Status> {
+        if spec.actor_id.len() != 16 {
+            return Err(Status::invalid_argument("actor id must be 16 bytes"));
+        }
+        let actors = &self.inner.actors;
+        let mut t = actors.table.lock();
+        if !spec.name.is_empty() {
+            if let Some(holder) = t.names.lookup(&spec.namespace, &spec.name) {
+                let alive = t
+                    .records
+                    .get(holder)
+                    .is_some_and(|r| r.state != ActorState::Dead);
+                if alive {
+                    if spec.get_if_exists {
+                        return Ok(RegisterActorReply {
+                            actor_id: holder.to_vec().into(),
+                            existed: true,
+                        });
+                    }
+                    return Err(Status::already_exists(format!(
+                        "an actor named '{}' already exists in namespace '{}'",
+                        spec.name, spec.namespace
+                    )));
+                }
+            }
+            let Table { records, names } = &mut *t;
+            let _ = names.claim(&spec.namespace, &spec.name, &spec.actor_id, |id| {
+                records.get(id).is_some_and(|r| r.state != ActorState::Dead)
+            });
+        }
+        let id = spec.actor_id.to_vec();
+        t.records.insert(
+            id.clone(),
+            Record {
+                budget: RestartBudget::new(spec.max_restarts),
+                spec,
+                state: ActorState::Pending,
+                incarnation: 0,
+                killed: false,
+                death_cause: String::new(),
+                creation_error: None,
+                task_socket: String::new(),
+                core_worker_address: String::new(),
+                worker_id: Vec::new(),
+                lease: None,
+            },
+        );
+        drop(t);
+        self.spawn_schedule(id.clone());
+        Ok(RegisterActorReply {
+            actor_id: id.into(),
+            existed: false,
+        })
+    }
+
+    fn spawn_schedule(&self, id: Vec<u8>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.schedule(&id).await {
+                me.mark_dead(
+                    &id,
+                    &format!("could not place the actor: {}", e.message()),
+                    None,
+                );
+            }
+        });
+    }
+
+    /// Leases a dedicated worker, then asks it to construct the actor.
+    async fn schedule(&self, id: &[u8]) -> Result<(), Status> {
+        let spec = match self.inner.actors.table.lock().records.get(id) {
+            Some(r) if r.state != ActorState::Dead => r.spec.clone(),
+            _ => return Ok(()),
+        };
+        let node = self
+            .alive_node_manager()
+            .ok_or_else(|| Status::unavailable("no alive node"))?;
+        let mut nm = NodeManagerClient::new(channel(&node, &self.inner.token)?);
+        let reply = nm
+            .request_worker_lease(LeaseRequest {
+                shape: spec.shape.clone(),
+                requester_id: Default::default(),
+            })
+            .await?
+            .into_inner();
+        let lease = match reply.result {
+            Some(lease_reply::Result::Granted(l)) => l,
+            Some(lease_reply::Result::Infeasible(why)) => {
+                self.mark_dead(id, &format!("unschedulable: {why}"), None);
+                return Ok(());
+            }
+            None => return Err(Status::internal("empty lease reply")),
+        };
+        let mut worker =
+            CoreWorkerClient::new(channel(&lease.core_worker_address, &self.inner.token)?)
+                .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
+        let created = worker
+            .create_actor(CreateActorRequest {
+                spec: Some(spec.clone()),
+            })
+            .await;
+        let give_back = |nm: &mut NodeManagerClient<Intercepted>, lease_id: u64| {
+            let mut nm = nm.clone();
+            tokio::spawn(async move {
+                let _ = nm
+                    .return_worker(ReturnWorkerRequest {
+                        lease_id,
+                        worker_failed: true,
+                    })
+                    .await;
+            });
+        };
+        let created = match created {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                give_back(&mut nm, lease.lease_id);
+                return Err(s);
+            }
+        };
+        if !created.ok {
+            give_back(&mut nm, lease.lease_id);
+            let err = created.error.unwrap_or_default();
+            self.mark_dead(
+                id,
+                &format!("the constructor failed: {}", err.message),
+                Some(err),
+            );
+            return Ok(());
+        }
+        let mut t = self.inner.actors.table.lock();
+        let Some(r) = t.records.get_mut(id) else {
+            return Ok(());
+        };
+        if r.state == ActorState::Dead {
+            // Killed while being constructed.
+            drop(t);
+            give_back(&mut nm, lease.lease_id);
+            return Ok(());
+        }
+        r.state = ActorState::Alive;
+        r.incarnation += 1;
+        r.task_socket = lease.task_socket;
+        r.core_worker_address = lease.core_worker_address;
+        r.worker_id = lease.worker_id.to_vec();
+        r.lease = Some((node, lease.lease_id));
+        drop(t);
+        self.inner.actors.changed.notify_waiters();
+        Ok(())
+    }
+
+    fn mark_dead(&self, id: &[u8], cause: &str, creation_error: Option<TaskError>) {
+        let mut t = self.inner.actors.table.lock();
+        if let Some(r) = t.records.get_mut(id) {
+            if r.state != ActorState::Dead {
+                tracing::info!(class = %r.spec.class_name, cause, "actor died");
+                r.state = ActorState::Dead;
+                r.death_cause = cause.to_string();
+                r.creation_error = creation_error;
+                t.names.release(id);
+            }
+        }
+        drop(t);
+        self.inner.actors.changed.notify_waiters();
+    }
+
+    pub(crate) async fn wait_info(
+        &self,
+        id: &[u8],
+        min_incarnation: u64,
+    ) -> Result<ActorInfo, Status> {
+        loop {
+            let notified = self.inner.actors.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let t = self.inner.actors.table.lock();
+                let r = t
+                    .records
+                    .get(id)
+                    .ok_or_else(|| Status::not_found("no such actor"))?;
+                let ready = r.state == ActorState::Dead
+                    || (r.state == ActorState::Alive && r.incarnation >= min_incarnation);
+                if ready {
+                    return Ok(r.info());
+                }
+            }
+            notified.await;
+        }
+    }
+
+    pub(crate) fn named(&self, namespace: &str, name: &str) -> Result<ActorInfo, Status> {
+        let t = self.inner.actors.table.lock();
+        t.names
+            .lookup(namespace, name)
+            .and_then(|id| t.records.get(id))
+            .filter(|r| r.state != ActorState::Dead)
+            .map(Record::info)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "no actor named '{name}' in namespace '{namespace}'"
+                ))
+            })
+    }
+
+    /// `ray::kill`: with `no_restart` the actor is dead at once; otherwise its process is
+    /// killed and the restart rules apply.
+    pub(crate) fn kill(&self, id: &[u8], no_restart: bool, cause: &str) {
+        if let Some((node, lease_id)) = self.mark_killed(id, no_restart, cause) {
+            self.kill_lease(node, lease_id);
+        }
+    }
+
+    /// [`Self::kill`] that returns once the actor's process has been killed.
+    pub(crate) async fn kill_now(&self, id: &[u8], no_restart: bool, cause: &str) {
+        if let Some((node, lease_id)) = self.mark_killed(id, no_restart, cause) {
+            if let Ok(ch) = channel(&node, &self.inner.token) {
+                let _ = NodeManagerClient::new(ch)
+                    .return_worker(ReturnWorkerRequest {
+                        lease_id,
+                        worker_failed: true,
+                    })
+                    .await;
+            }
+        }
+    }
+
+    fn mark_killed(&self, id: &[u8], no_restart: bool, cause: &str) -> Option<(String, u64)> {
+        let lease = {
+            let mut t = self.inner.actors.table.lock();
+            let r = t.records.get_mut(id)?;
+            if no_restart {
+                r.killed = true;
+            }
+            r.lease.clone()
+        };
+        if no_restart {
+            let cause = if cause.is_empty() {
+                "killed by ray::kill"
+            } else {
+                cause
+            };
+            self.mark_dead(id, cause, None);
+        }
+        lease
+    }
+
+    fn kill_lease(&self, node: String, lease_id: u64) {
+        let token = self.inner.token.clone();
+        tokio::spawn(async move {
+            if let Ok(ch) = channel(&node, &token) {
+                let _ = NodeManagerClient::new(ch)
+                    .return_worker(ReturnWorkerRequest {
+                        lease_id,
+                        worker_failed: true,
+                    })
+                    .await;
+            }
+        });
+    }
+
+    /// A worker process died: its actor restarts or dies, and actors it owned (not detached)
+    /// die with it.
+    pub(crate) fn worker_failed(&self, worker_id: &[u8]) {
+        let mut restart = Vec::new();
+        let mut owned = Vec::new();
+        {
+            let mut t = self.inner.actors.table.lock();
+            for (id, r) in t.records.iter_mut() {
+                if r.state == ActorState::Dead {
+                    continue;
+                }
+                if r.worker_id == worker_id && r.state == ActorState::Alive {
+                    r.lease = None;
+                    match r.budget.on_death(r.killed) {
+                        ActorState::Restarting => {
+                            tracing::info!(class = %r.spec.class_name, "actor process died; restarting");
+                            r.state = ActorState::Restarting;
+                            restart.push(id.clone());
+                        }
+                        _ => {
+                            owned.push((id.clone(), "the actor's worker process died".to_string()))
+                        }
+                    }
+                } else if !r.spec.detached && r.spec.owner_worker_id == worker_id {
+                    owned.push((id.clone(), "its owner died".to_string()));
+                }
+            }
+        }
+        for (id, cause) in owned {
+            self.kill(&id, true, &cause);
+        }
+        self.inner.actors.changed.notify_waiters();
+        for id in restart {
+            self.spawn_schedule(id);
+        }
+    }
+}

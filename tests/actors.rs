@@ -1,0 +1,466 @@
+//! Actors on real worker processes: ordering, concurrency (proven with latches, not timing),
+//! names and namespaces, handles passed around, kill, failing constructors and methods,
+//! restarts with replayed calls, lifetimes, and sync mode giving the same results.
+#![allow(clippy::new_without_default)] // actor constructors are called remotely, never through Default
+
+use ray::{ActorHandle, Error, ObjectRef};
+use ray_rs::with_ray;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+#[ray::actor]
+pub struct Counter {
+    n: u64,
+    log: Vec<(u32, u32)>,
+}
+
+#[ray::actor]
+impl Counter {
+    pub fn new(start: u64) -> Self {
+        Counter {
+            n: start,
+            log: Vec::new(),
+        }
+    }
+    pub fn incr(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+    pub fn get(&self) -> u64 {
+        self.n
+    }
+    pub fn fail(&self) -> Result<u64, String> {
+        Err("no".into())
+    }
+    pub fn record(&mut self, caller: u32, i: u32) -> usize {
+        self.log.push((caller, i));
+        self.log.len()
+    }
+    pub fn log(&self) -> Vec<(u32, u32)> {
+        self.log.clone()
+    }
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+    pub fn die(&self) -> u64 {
+        std::process::exit(7)
+    }
+    /// Exits the process the first time (a marker file remembers), then answers.
+    pub fn crash_once(&self, marker: String) -> u64 {
+        if std::fs::metadata(&marker).is_err() {
+            std::fs::write(&marker, b"x").unwrap();
+            std::process::exit(7);
+        }
+        self.n
+    }
+    pub async fn slow(&self, ms: u64) -> u64 {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    }
+}
+
+/// Threaded actor: `arrive` returns true only if `n` calls are inside it at the same time.
+#[ray::actor]
+pub struct Latch {
+    arrived: Mutex<u32>,
+    all_here: Condvar,
+}
+
+#[ray::actor]
+impl Latch {
+    pub fn new() -> Self {
+        Latch {
+            arrived: Mutex::new(0),
+            all_here: Condvar::new(),
+        }
+    }
+    /// Waits up to `ms` for `n` calls to be inside at once.
+    pub fn arrive(&self, n: u32, ms: u64) -> bool {
+        let mut a = self.arrived.lock().unwrap();
+        *a += 1;
+        self.all_here.notify_all();
+        let (a, timeout) = self
+            .all_here
+            .wait_timeout_while(a, Duration::from_millis(ms), |a| *a < n)
+            .unwrap();
+        !timeout.timed_out() && *a >= n
+    }
+}
+
+/// Async actor: the same proof with a tokio barrier.
+#[ray::actor]
+pub struct AsyncLatch {
+    arrived: AtomicU32,
+    notify: tokio::sync::Notify,
+}
+
+#[ray::actor]
+impl AsyncLatch {
+    pub fn new() -> Self {
+        AsyncLatch {
+            arrived: AtomicU32::new(0),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+    pub async fn arrive(&self, n: u32) -> bool {
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+        let wait = async {
+            while self.arrived.load(Ordering::SeqCst) < n {
+                let notified = self.notify.notified();
+                if self.arrived.load(Ordering::SeqCst) >= n {
+                    break;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .is_ok()
+    }
+}
+
+#[ray::actor]
+pub struct Fragile;
+
+#[ray::actor]
+impl Fragile {
+    pub fn new(mode: String) -> Result<Self, String> {
+        match mode.as_str() {
+            "error" => Err("cannot start: bad config".into()),
+            "panic" => panic!("constructor exploded"),
+            _ => Ok(Fragile),
+        }
+    }
+    pub fn ping(&self) -> u8 {
+        1
+    }
+}
+
+/// An actor that calls another actor through a handle it was given.
+#[ray::actor]
+pub struct Relay {
+    target: ActorHandle<Counter>,
+}
+
+#[ray::actor]
+impl Relay {
+    pub fn new(target: ActorHandle<Counter>) -> Self {
+        Relay { target }
+    }
+    pub fn bump(&self, by: u64) -> u64 {
+        ray::get(&self.target.incr(by)).unwrap()
+    }
+}
+
+#[ray::remote]
+fn bump_from_task(c: ActorHandle<Counter>, by: u64) -> u64 {
+    ray::get(&c.incr(by)).unwrap()
+}
+
+#[ray::remote]
+fn record_many(c: ActorHandle<Counter>, caller: u32, n: u32) -> usize {
+    let refs: Vec<ObjectRef<usize>> = (0..n).map(|i| c.record(caller, i)).collect();
+    ray::get_all(&refs).unwrap().len()
+}
+
+/// Creates a named owner-scoped actor and drops its handle when the task ends.
+#[ray::remote]
+fn create_scoped(name: String) -> u64 {
+    let c = Counter::options().name(name).remote(1);
+    ray::get(&c.get()).unwrap()
+}
+
+#[ray::remote]
+fn create_detached(name: String) -> u64 {
+    let c = Counter::options().name(name).lifetime_detached().remote(2);
+    ray::get(&c.get()).unwrap()
+}
+
+static KEEP: Mutex<Vec<ActorHandle<Counter>>> = Mutex::new(Vec::new());
+
+/// Creates a named actor, keeps its handle, and then its worker process dies.
+#[ray::remote(max_retries = 0)]
+fn create_then_die(name: String) -> u64 {
+    let c = Counter::options().name(name).remote(3);
+    ray::get(&c.get()).unwrap();
+    KEEP.lock().unwrap().push(c);
+    std::process::exit(9)
+}
+
+fn temp_path(name: &str) -> String {
+    let p = std::env::temp_dir().join(format!("rayrs-actor-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p.display().to_string()
+}
+
+/// Polls until `f` is true, or fails the test after 10 s.
+fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn local() -> ray::Config {
+    ray::Config::local().num_cpus(2.0)
+}
+
+#[test]
+fn calls_from_one_caller_run_in_order() {
+    with_ray(local(), || {
+        let c: ActorHandle<Counter> = Counter::remote(0);
+        assert_eq!(ray::get(&c.incr(5)).unwrap(), 5);
+        let refs: Vec<_> = (0..1000).map(|i| c.record(0, i)).collect();
+        assert_eq!(ray::get(refs.last().unwrap()).unwrap(), 1000);
+        let log = ray::get(&c.log()).unwrap();
+        assert_eq!(log, (0..1000).map(|i| (0, i)).collect::<Vec<_>>());
+        assert_ne!(ray::get(&c.pid()).unwrap(), std::process::id());
+    });
+}
+
+#[test]
+fn two_callers_each_keep_their_order() {
+    with_ray(local(), || {
+        let c = Counter::remote(0);
+        let a = record_many::remote(c.clone(), 1, 300);
+        let b = record_many::remote(c.clone(), 2, 300);
+        ray::get_all(&[a, b]).unwrap();
+        let log = ray::get(&c.log()).unwrap();
+        assert_eq!(log.len(), 600);
+        for caller in [1, 2] {
+            let seen: Vec<u32> = log
+                .iter()
+                .filter(|(c, _)| *c == caller)
+                .map(|(_, i)| *i)
+                .collect();
+            assert_eq!(seen, (0..300).collect::<Vec<_>>(), "caller {caller}");
+        }
+    });
+}
+
+#[test]
+fn threaded_and_async_actors_overlap_calls() {
+    with_ray(local(), || {
+        let latch = Latch::options().max_concurrency(2).remote();
+        let calls = [latch.arrive(2, 10_000), latch.arrive(2, 10_000)];
+        assert_eq!(
+            ray::get_all(&calls).unwrap(),
+            vec![true, true],
+            "both calls were inside at once"
+        );
+
+        let alatch = AsyncLatch::remote();
+        let calls: Vec<_> = (0..3).map(|_| alatch.arrive(3)).collect();
+        assert_eq!(ray::get_all(&calls).unwrap(), vec![true; 3]);
+
+        // The default sequential actor does not overlap: the first call times out alone.
+        let seq = Latch::remote();
+        assert!(!ray::get(&seq.arrive(2, 300)).unwrap());
+
+        let c = Counter::remote(0);
+        let slow: Vec<_> = (0..4).map(|_| c.slow(300)).collect();
+        assert_eq!(ray::get_all(&slow).unwrap(), vec![300; 4]);
+    });
+}
+
+#[test]
+fn named_actors_live_in_namespaces() {
+    with_ray(local(), || {
+        let web = Counter::options().name("hits").namespace("web").remote(10);
+        let other = Counter::options()
+            .name("hits")
+            .namespace("other")
+            .remote(20);
+        assert_eq!(ray::get(&web.get()).unwrap(), 10);
+        assert_eq!(ray::get(&other.get()).unwrap(), 20);
+        let again: ActorHandle<Counter> = ray::get_actor("hits", Some("web")).unwrap();
+        assert_eq!(ray::get(&again.incr(1)).unwrap(), 11);
+        let same = Counter::options()
+            .name("hits")
+            .namespace("web")
+            .get_if_exists()
+            .remote(99);
+        assert_eq!(
+            ray::get(&same.get()).unwrap(),
+            11,
+            "the existing actor, not a new one"
+        );
+        match Counter::options()
+            .name("hits")
+            .namespace("web")
+            .try_remote(1)
+        {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("hits"), "{m}"),
+            other => panic!("expected a name conflict, got {other:?}"),
+        }
+        let dup = Counter::options().name("hits").namespace("web").remote(1);
+        assert!(matches!(
+            ray::get(&dup.get()),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            ray::get_actor::<Counter>("missing", Some("web")),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            ray::get_actor::<Latch>("hits", Some("web")),
+            Err(Error::InvalidArgument(_))
+        ));
+    });
+}
+
+#[test]
+fn handles_pass_into_tasks_and_actors() {
+    with_ray(local(), || {
+        let c = Counter::remote(0);
+        assert_eq!(ray::get(&bump_from_task::remote(c.clone(), 3)).unwrap(), 3);
+        let relay = Relay::remote(c.clone());
+        assert_eq!(ray::get(&relay.bump(4)).unwrap(), 7);
+        assert_eq!(ray::get(&c.get()).unwrap(), 7);
+        // A method argument may be a ref.
+        let by = ray::put(&5u64).unwrap();
+        assert_eq!(ray::get(&c.incr(by)).unwrap(), 12);
+    });
+}
+
+#[test]
+fn kill_and_failures_are_typed_errors() {
+    with_ray(local(), || {
+        let c = Counter::remote(0);
+        match ray::get(&c.fail()) {
+            Err(Error::Task {
+                function, message, ..
+            }) => {
+                assert!(function.ends_with("Counter.fail"), "{function}");
+                assert_eq!(message, "no");
+            }
+            other => panic!("expected a method error, got {other:?}"),
+        }
+        assert_eq!(
+            ray::get(&c.incr(1)).unwrap(),
+            1,
+            "a method error does not kill the actor"
+        );
+        ray::kill(&c).unwrap();
+        match ray::get(&c.get()) {
+            Err(Error::ActorDied { class, cause }) => {
+                assert!(class.ends_with("Counter"));
+                assert!(cause.contains("kill"), "{cause}");
+            }
+            other => panic!("expected ActorDied, got {other:?}"),
+        }
+        for mode in ["error", "panic"] {
+            let f = Fragile::remote(mode.to_string());
+            match ray::get(&f.ping()) {
+                Err(Error::ActorDied { cause, .. }) => {
+                    let want = if mode == "error" {
+                        "bad config"
+                    } else {
+                        "constructor exploded"
+                    };
+                    assert!(cause.contains(want), "{cause}");
+                }
+                other => panic!("expected ActorDied from the constructor, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            ray::get(&Fragile::remote("ok".to_string()).ping()).unwrap(),
+            1
+        );
+    });
+}
+
+#[test]
+fn a_restarted_actor_reruns_its_constructor_and_replays_calls() {
+    with_ray(local(), || {
+        // max_task_retries 0: the call in flight fails; the actor restarts with fresh state.
+        let c = Counter::options().max_restarts(1).remote(100);
+        assert_eq!(ray::get(&c.incr(5)).unwrap(), 105);
+        let first_pid = ray::get(&c.pid()).unwrap();
+        assert!(matches!(ray::get(&c.die()), Err(Error::ActorDied { .. })));
+        assert_eq!(
+            ray::get(&c.get()).unwrap(),
+            100,
+            "state re-initialized by the constructor"
+        );
+        assert_ne!(ray::get(&c.pid()).unwrap(), first_pid);
+        // The budget is spent: the next death is final.
+        assert!(matches!(ray::get(&c.die()), Err(Error::ActorDied { .. })));
+        assert!(matches!(ray::get(&c.get()), Err(Error::ActorDied { .. })));
+
+        // max_task_retries -1: calls in flight at the crash are resent, in order.
+        let marker = temp_path("crash-once");
+        let r = Counter::options()
+            .max_restarts(2)
+            .max_task_retries(-1)
+            .remote(0);
+        ray::get(&r.incr(1)).unwrap();
+        let a = r.crash_once(marker.clone());
+        let b = r.incr(10);
+        assert_eq!(ray::get(&a).unwrap(), 0, "replayed on the restarted actor");
+        assert_eq!(ray::get(&b).unwrap(), 10, "then the call after it");
+        std::fs::remove_file(&marker).unwrap();
+    });
+}
+
+#[test]
+fn actor_lifetimes_follow_their_owner() {
+    with_ray(local(), || {
+        // Owner-scoped: the creating task's handle is gone when it returns.
+        assert_eq!(
+            ray::get(&create_scoped::remote("scoped".to_string())).unwrap(),
+            1
+        );
+        eventually("the owner-scoped actor's death", || {
+            ray::get_actor::<Counter>("scoped", None).is_err()
+        });
+        // Its owner process dies.
+        let _ = ray::get(&create_then_die::remote("orphan".to_string()));
+        eventually("the orphaned actor's death", || {
+            ray::get_actor::<Counter>("orphan", None).is_err()
+        });
+        // Detached: it stays until killed.
+        assert_eq!(
+            ray::get(&create_detached::remote("keeper".to_string())).unwrap(),
+            2
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let keeper: ActorHandle<Counter> = ray::get_actor("keeper", None).unwrap();
+        assert_eq!(ray::get(&keeper.get()).unwrap(), 2);
+        ray::kill(&keeper).unwrap();
+        eventually("the detached actor's death after kill", || {
+            ray::get_actor::<Counter>("keeper", None).is_err()
+        });
+        // Dropping the driver's last handle ends an actor it owns.
+        let c = Counter::options().name("mine").remote(0);
+        ray::get(&c.get()).unwrap();
+        drop(c);
+        eventually("the dropped actor's death", || {
+            ray::get_actor::<Counter>("mine", None).is_err()
+        });
+    });
+}
+
+fn actor_workload() -> Vec<u8> {
+    let c = Counter::remote(3);
+    let a: Vec<u64> = (0..10).map(|i| ray::get(&c.incr(i)).unwrap()).collect();
+    let err = ray::get(&c.fail()).unwrap_err();
+    let slow = ray::get(&c.slow(1)).unwrap();
+    let relay = Relay::remote(c.clone());
+    let relayed = ray::get(&relay.bump(100)).unwrap();
+    let dead = ray::get(&Fragile::remote("error".to_string()).ping()).is_err();
+    postcard::to_allocvec(&(a, matches!(err, Error::Task { .. }), slow, relayed, dead)).unwrap()
+}
+
+#[test]
+fn actors_give_the_same_results_in_sync_mode() {
+    let sync = with_ray(ray::Config::sync(), actor_workload);
+    let local = with_ray(local(), actor_workload);
+    assert_eq!(sync, local);
+}
