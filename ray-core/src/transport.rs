@@ -434,6 +434,12 @@ impl Submitter {
             Event::LeaseGranted(key, lease) => {
                 let q = self.queue(&key, &ResourceSet::new());
                 q.requesting = q.requesting.saturating_sub(1);
+                if q.tasks.is_empty() {
+                    // Requested for tasks that ran elsewhere meanwhile: give it straight back
+                    // rather than hold resources others may wait for.
+                    return_lease(&rt, lease.id, false);
+                    return;
+                }
                 q.leases.push(lease.id);
                 self.leases.insert(lease.id, (key.clone(), lease));
                 self.dispatch(&rt, &key);
