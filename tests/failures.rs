@@ -176,3 +176,57 @@ fn connections_without_the_session_token_are_refused() {
         assert_eq!(ray::get(&echo::remote(1)).unwrap(), 1);
     });
 }
+
+#[ray::remote]
+fn sleeper(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+/// Submits a child task (so this worker holds a lease for it), then dies.
+#[ray::remote(max_retries = 0)]
+fn parent_dies() -> u64 {
+    let child = sleeper::remote(500);
+    std::mem::forget(child);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::process::exit(4)
+}
+
+#[test]
+fn leases_of_a_dead_owner_come_back() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        assert!(matches!(
+            ray::get(&parent_dies::remote()),
+            Err(Error::WorkerDied { .. })
+        ));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ray::available_resources().unwrap().get("CPU") != Some(&2.0) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dead owner's lease was never returned"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Both CPUs are usable by one task again.
+        assert_eq!(
+            ray::get(&sleeper::options().num_cpus(2.0).remote(1)).unwrap(),
+            1
+        );
+    });
+}
+
+#[test]
+fn init_and_shutdown_work_inside_an_async_runtime() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        ray::init(ray::Config::local()).unwrap();
+        assert_eq!(echo::remote(3).await.unwrap(), 3);
+        ray::shutdown();
+    });
+    assert!(!ray::is_initialized());
+    assert_eq!(ray_rs::child_processes(), Vec::<u32>::new());
+    assert_eq!(ray_rs::shm_files(), Vec::<String>::new());
+}

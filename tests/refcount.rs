@@ -119,3 +119,40 @@ fn a_worker_that_keeps_a_ref_is_a_borrower_until_it_lets_go() {
         eventually("object after the borrower let go", |u| u == 0);
     });
 }
+
+/// Puts an object inside the task: the worker owns it; the driver borrows it.
+#[ray::remote]
+fn put_inside(n: usize) -> ObjectRef<Vec<f64>> {
+    ray::put(&vec![4.0; n]).unwrap()
+}
+
+#[test]
+fn a_ref_owned_by_a_worker_can_be_read_and_dropped_by_the_driver() {
+    with_ray(ray::Config::local(), || {
+        let outer = put_inside::remote(10);
+        let inner = ray::get(&outer).unwrap();
+        assert_eq!(ray::get(&inner).unwrap(), vec![4.0; 10]);
+        drop(inner);
+        drop(outer);
+        let big = ray::get(&put_inside::remote(BIG)).unwrap();
+        assert_eq!(ray::get(&big).unwrap().len(), BIG);
+    });
+}
+
+#[test]
+fn a_result_nobody_waits_for_is_freed_when_it_arrives() {
+    with_ray(ray::Config::local(), || {
+        drop(make_big::remote(BIG));
+        // Let it run and reply, then nothing may hold it.
+        std::thread::sleep(Duration::from_millis(300));
+        eventually("a dropped task result", |u| u == 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ray::__private::object_counts().unwrap() != (0, 0) {
+            assert!(
+                Instant::now() < deadline,
+                "the driver still tracks the dropped result"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}

@@ -16,10 +16,12 @@ pub(crate) fn encode_frame<M: Message>(msg: &M, buf: &mut Vec<u8>) {
     let _ = msg.encode(buf);
 }
 
-/// Reads one frame; `Ok(None)` at a clean end of stream.
+/// Reads one frame of at most `max_len` bytes; `Ok(None)` at a clean end of stream. The
+/// buffer grows as bytes arrive, so a peer's claimed length costs nothing until it is sent.
 pub(crate) async fn read_frame<M: Message + Default, R: AsyncRead + Unpin>(
     r: &mut R,
     scratch: &mut Vec<u8>,
+    max_len: usize,
 ) -> io::Result<Option<M>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
@@ -28,15 +30,17 @@ pub(crate) async fn read_frame<M: Message + Default, R: AsyncRead + Unpin>(
         Err(e) => return Err(e),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len > ray_proto::MAX_MESSAGE_BYTES {
+    if len > max_len {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the limit"),
+            format!("frame of {len} bytes exceeds the limit of {max_len}"),
         ));
     }
     scratch.clear();
-    scratch.resize(len, 0);
-    r.read_exact(scratch).await?;
+    let read = r.take(len as u64).read_to_end(scratch).await?;
+    if read != len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     M::decode(&scratch[..])
         .map(Some)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -53,22 +57,30 @@ mod tests {
         encode_frame(&ray_proto::Hello { token: "u".into() }, &mut buf);
         let mut r = &buf[..];
         let mut scratch = Vec::new();
-        let a: ray_proto::Hello = read_frame(&mut r, &mut scratch).await.unwrap().unwrap();
-        let b: ray_proto::Hello = read_frame(&mut r, &mut scratch).await.unwrap().unwrap();
-        assert_eq!((a.token.as_str(), b.token.as_str()), ("t", "u"));
-        assert!(read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch)
+        let a: ray_proto::Hello = read_frame(&mut r, &mut scratch, 1 << 20)
             .await
             .unwrap()
-            .is_none());
+            .unwrap();
+        let b: ray_proto::Hello = read_frame(&mut r, &mut scratch, 1 << 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.token.as_str(), b.token.as_str()), ("t", "u"));
+        assert!(
+            read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch, 1 << 20)
+                .await
+                .unwrap()
+                .is_none()
+        );
         let huge = (u32::MAX).to_le_bytes();
         assert!(
-            read_frame::<ray_proto::Hello, _>(&mut &huge[..], &mut scratch)
+            read_frame::<ray_proto::Hello, _>(&mut &huge[..], &mut scratch, 1 << 20)
                 .await
                 .is_err()
         );
         let garbage = [3u8, 0, 0, 0, 0xff, 0xff, 0xff];
         assert!(
-            read_frame::<ray_proto::Hello, _>(&mut &garbage[..], &mut scratch)
+            read_frame::<ray_proto::Hello, _>(&mut &garbage[..], &mut scratch, 1 << 20)
                 .await
                 .is_err()
         );

@@ -63,7 +63,10 @@ pub fn init(config: Config) -> Result<()> {
             Err(Error::AlreadyInitialized)
         };
     }
-    let s = head::start(&config)?;
+    // On a thread of its own: starting blocks on the session's runtime, which must not
+    // happen on a thread of another runtime (an async driver's).
+    let s = std::thread::scope(|scope| scope.spawn(|| head::start(&config)).join())
+        .map_err(|_| Error::Runtime("starting the session panicked".into()))??;
     runtime::set_current(Some(s.rt.clone()));
     *session = Some(s);
     Ok(())
@@ -74,7 +77,8 @@ pub fn init(config: Config) -> Result<()> {
 pub fn shutdown() {
     let session = SESSION.lock().take();
     if let Some(s) = session {
-        s.stop();
+        // See `init`: stopping blocks on the session's runtime.
+        let _ = std::thread::scope(|scope| scope.spawn(|| s.stop()).join());
     }
 }
 

@@ -110,6 +110,23 @@ impl MemoryStore {
         }
     }
 
+    /// Records the value only if the object is still wanted (its slot exists); otherwise
+    /// hands the value back so the caller can free it.
+    pub fn put_if_present(&self, id: ObjectId, value: Stored) -> Option<Stored> {
+        let waiters = {
+            let Some(mut slot) = self.slots.get_mut(&id) else {
+                return Some(value);
+            };
+            slot.value = Some(value);
+            slot.fetching = false;
+            std::mem::take(&mut slot.waiters)
+        };
+        for w in waiters {
+            w.wake(id);
+        }
+        None
+    }
+
     /// The value, if ready.
     pub fn get(&self, id: &ObjectId) -> Option<Stored> {
         self.slots.get(id).and_then(|s| s.value.clone())

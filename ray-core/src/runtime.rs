@@ -101,6 +101,16 @@ impl Runtime {
         }))
     }
 
+    /// Records a task's result, unless every ref to it is already gone (then the value is
+    /// freed at once instead of lingering).
+    pub fn complete(&self, id: ObjectId, value: Stored) {
+        if let Some(orphan) = self.store.put_if_present(id, value) {
+            if let (Stored::Plasma { .. }, Some(c)) = (orphan, &self.cluster) {
+                c.delete_plasma(id);
+            }
+        }
+    }
+
     pub fn drop_local_ref(&self, id: ObjectId) {
         if let Some(release) = self.refs.remove_local(id) {
             self.apply_release(release);
@@ -226,7 +236,10 @@ impl Runtime {
             if self.shut_down.load(Ordering::Relaxed) {
                 return Err(Error::NotInitialized);
             }
-            return Err(Error::GetTimeout(timeout.unwrap_or_default()));
+            return Err(match timeout {
+                Some(t) => Error::GetTimeout(t),
+                None => Error::ObjectLost(r.id.to_hex()),
+            });
         }
         self.store
             .get(&r.id)

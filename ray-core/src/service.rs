@@ -105,7 +105,11 @@ impl CoreWorker for CoreWorkerService {
                 Subscribed::Unknown => Stored::Failed(Arc::new(Error::ObjectLost(id.to_hex()))),
                 Subscribed::Pending { .. } => {
                     if rx.recv().await.is_none() {
-                        return Err(Status::unavailable("owner is shutting down"));
+                        // The slot went away: the object was freed while we waited.
+                        let lost = Stored::Failed(Arc::new(Error::ObjectLost(id.to_hex())));
+                        return Ok(Response::new(GetObjectStatusReply {
+                            value: Some(lost.to_proto()),
+                        }));
                     }
                     continue;
                 }

@@ -69,6 +69,8 @@ pub(crate) enum Event {
     ),
     /// The actor could not be reached at this incarnation (`None`) or is dead (`Some`).
     ActorUnreachable([u8; 16], u64, Option<Error>),
+    /// Try the queue of this shape again (after a failed lease request).
+    Redispatch(Arc<str>),
     /// This process killed the actor: fail its queued calls and every later one.
     ActorKilled([u8; 16], String),
     Shutdown(tokio::sync::oneshot::Sender<()>),
@@ -227,6 +229,9 @@ impl Cluster {
         if let Some(p) = self.peers.get(address) {
             return Ok(p.clone());
         }
+        // Lazy channels spawn their connection task: build them inside our runtime, whatever
+        // thread (a user's, a Drop's) asked.
+        let _in_runtime = self.handle.enter();
         let client = CoreWorkerClient::new(channel(address, &self.token)?)
             .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
         self.peers.insert(address.clone(), client.clone());
@@ -246,6 +251,24 @@ impl Cluster {
             let req = req.clone();
             async move { raylet.create_object(req).await }
         })?;
+        if matches!(&reply, Err(s) if s.code() == tonic::Code::AlreadyExists) {
+            // Left by an earlier attempt of the same task whose worker died: clear it.
+            let oid = ray_proto::ObjectRequest {
+                object_id: id.0.to_vec().into(),
+            };
+            let del = ray_proto::DeleteObjectsRequest {
+                object_ids: vec![id.0.to_vec().into()],
+            };
+            let req2 = req.clone();
+            reply = self.call({
+                let mut raylet = raylet.clone();
+                async move {
+                    let _ = raylet.abort_object(oid).await;
+                    let _ = raylet.delete_objects(del).await;
+                    raylet.create_object(req2).await
+                }
+            })?;
+        }
         if matches!(&reply, Err(s) if s.code() == tonic::Code::ResourceExhausted) {
             // Frees of unreferenced objects may still be on their way: let them land, retry.
             let deadline = Instant::now() + Duration::from_secs(2);
@@ -449,6 +472,18 @@ impl Submitter {
                     return;
                 };
                 q.requesting = q.requesting.saturating_sub(1);
+                if !q.leases.is_empty() && !q.tasks.is_empty() {
+                    // Other leases exist, so the shape fits: ask again shortly, in case every
+                    // lease we hold is stalled on the tasks still queued.
+                    if let Some(c) = &rt.cluster {
+                        let events = c.events.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            let _ = events.send(Event::Redispatch(key));
+                        });
+                    }
+                    return;
+                }
                 if q.requesting == 0 && q.leases.is_empty() {
                     for task in q.tasks.drain(..) {
                         let e = match &error {
@@ -526,6 +561,7 @@ impl Submitter {
                 }
                 self.pump_actor(&rt, id);
             }
+            Event::Redispatch(key) => self.dispatch(&rt, &key),
             Event::Shutdown(_) => {}
         }
     }
@@ -663,7 +699,7 @@ impl Submitter {
             Some(v) => Stored::from_proto(v),
             None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
         };
-        rt.store.put(task.return_id, stored);
+        rt.complete(task.return_id, stored);
         drop(task);
         self.dispatch(rt, &key);
     }
@@ -756,8 +792,7 @@ impl Submitter {
         };
         if let Some(dead) = &q.dead {
             for call in q.pending.drain(..) {
-                rt.store
-                    .put(call.return_id, Stored::Failed(Arc::new(dead.clone())));
+                rt.complete(call.return_id, Stored::Failed(Arc::new(dead.clone())));
             }
             return;
         }
@@ -795,7 +830,7 @@ impl Submitter {
                     Ok(values) => front.resolved = Some(values),
                     Err(e) => {
                         let call = q.pending.pop_front().expect("front exists");
-                        rt.store.put(call.return_id, Stored::Failed(Arc::new(e)));
+                        rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
                         continue;
                     }
                 }
@@ -842,7 +877,7 @@ impl Submitter {
             Some(v) => Stored::from_proto(v),
             None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
         };
-        rt.store.put(call.return_id, stored);
+        rt.complete(call.return_id, stored);
     }
 
     fn on_actor_disconnect(&mut self, rt: &Arc<Runtime>, conn_id: u64, why: String) {
@@ -871,7 +906,7 @@ impl Submitter {
                         call.method
                     ),
                 };
-                rt.store.put(call.return_id, Stored::Failed(Arc::new(e)));
+                rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
             }
         }
         // Learn from the GCS whether it restarts or is dead; calls wait meanwhile.
@@ -1008,10 +1043,11 @@ fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
     let mut raylet = c.raylet.clone();
     let events = c.events.clone();
     let token = c.token.clone();
+    let requester = rt.worker_id;
     tokio::spawn(async move {
         let req = ray_proto::LeaseRequest {
             shape: Some(ray_raylet::to_resources(&shape)),
-            requester_id: Default::default(),
+            requester_id: requester.to_vec().into(),
         };
         let ev = match raylet.request_worker_lease(req).await {
             Err(s) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", s.message()))),
@@ -1106,7 +1142,13 @@ async fn connect_worker(
         let mut r = BufReader::with_capacity(64 * 1024, read);
         let mut scratch = Vec::new();
         loop {
-            match read_frame::<ray_proto::ReplyFrame, _>(&mut r, &mut scratch).await {
+            match read_frame::<ray_proto::ReplyFrame, _>(
+                &mut r,
+                &mut scratch,
+                ray_proto::MAX_MESSAGE_BYTES,
+            )
+            .await
+            {
                 Ok(Some(frame)) => {
                     if events.send(Event::Reply(lease_id, frame)).is_err() {
                         return;

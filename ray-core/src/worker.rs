@@ -245,10 +245,19 @@ fn run_worker() -> Result<()> {
     Ok(())
 }
 
+/// Largest greeting accepted before the token is checked.
+const HELLO_MAX: usize = 4096;
+
 async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, executor: Arc<Executor>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a task connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let token = token.clone();
         let executor = executor.clone();
@@ -258,7 +267,7 @@ async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, execut
             let mut scratch = Vec::new();
             let hello = tokio::time::timeout(
                 std::time::Duration::from_secs(10),
-                read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch),
+                read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch, HELLO_MAX),
             )
             .await;
             let ok = matches!(&hello, Ok(Ok(Some(h))) if ray_proto::auth::constant_time_eq(h.token.as_bytes(), token.as_bytes()));
@@ -284,7 +293,13 @@ async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, execut
                 }
             });
             loop {
-                match read_frame::<ray_proto::TaskFrame, _>(&mut r, &mut scratch).await {
+                match read_frame::<ray_proto::TaskFrame, _>(
+                    &mut r,
+                    &mut scratch,
+                    ray_proto::MAX_MESSAGE_BYTES,
+                )
+                .await
+                {
                     Ok(Some(frame)) => executor.offer(Job {
                         frame,
                         reply: tx.clone(),

@@ -72,6 +72,9 @@ pub(crate) struct WorkerRecord {
 
 struct LeaseRecord {
     worker: [u8; 16],
+    /// The worker process holding the lease (empty: a driver or the GCS). When it dies, its
+    /// leases come back.
+    lessee: Vec<u8>,
     /// What the lease holds right now (the CPU part goes back while its worker is blocked).
     held: ResourceSet,
     shape: ResourceSet,
@@ -86,7 +89,12 @@ struct PoolState {
     leases: HashMap<u64, LeaseRecord>,
     next_lease: u64,
     shutting_down: bool,
+    /// Workers that exited before registering, in a row: a broken worker binary.
+    startup_failures: u32,
 }
+
+/// Workers that may die before registering, in a row, before lease requests fail.
+const MAX_STARTUP_FAILURES: u32 = 5;
 
 /// The node manager: shared by its gRPC service and the process that embeds it.
 #[derive(Clone)]
@@ -121,6 +129,7 @@ impl NodeManager {
                     leases: HashMap::new(),
                     next_lease: 1,
                     shutting_down: false,
+                    startup_failures: 0,
                 }),
                 changed: Notify::new(),
                 exited: Notify::new(),
@@ -161,6 +170,12 @@ impl NodeManager {
     /// Waits until `shape` fits and a worker is idle, then leases that worker. Starts workers
     /// on demand.
     pub async fn lease(&self, shape: &ResourceSet) -> Result<Grant, LeaseError> {
+        self.lease_for(shape, &[]).await
+    }
+
+    /// [`NodeManager::lease`] on behalf of `lessee` (a worker id), whose leases are taken
+    /// back if its process dies.
+    pub async fn lease_for(&self, shape: &ResourceSet, lessee: &[u8]) -> Result<Grant, LeaseError> {
         {
             let state = self.inner.state.lock();
             if !state.resources.is_feasible(shape) {
@@ -176,13 +191,19 @@ impl NodeManager {
                 )));
             }
         }
+        // Counted while waiting, and uncounted even if the caller gives up (drops us).
+        struct Waiting<'a>(&'a NodeManager);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.inner.state.lock().waiting -= 1;
+            }
+        }
         self.inner.state.lock().waiting += 1;
-        let result = self.lease_loop(shape).await;
-        self.inner.state.lock().waiting -= 1;
-        result
+        let _waiting = Waiting(self);
+        self.lease_loop(shape, lessee).await
     }
 
-    async fn lease_loop(&self, shape: &ResourceSet) -> Result<Grant, LeaseError> {
+    async fn lease_loop(&self, shape: &ResourceSet, lessee: &[u8]) -> Result<Grant, LeaseError> {
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
@@ -192,10 +213,16 @@ impl NodeManager {
                 if state.shutting_down {
                     return Err(LeaseError::ShuttingDown);
                 }
+                if state.startup_failures >= MAX_STARTUP_FAILURES {
+                    return Err(LeaseError::Spawn(format!(
+                        "{} worker processes in a row exited before registering (see their stderr)",
+                        state.startup_failures
+                    )));
+                }
                 let fits = state.resources.is_available(shape);
                 if fits {
                     if let Some(worker) = state.idle.pop() {
-                        return Ok(grant(&mut state, worker, shape));
+                        return Ok(grant(&mut state, worker, shape, lessee));
                     }
                 }
                 let alive = state.workers.len() + state.starting;
@@ -296,6 +323,7 @@ impl NodeManager {
         w.task_socket = task_socket;
         w.core_worker_address = core_worker_address;
         state.starting = state.starting.saturating_sub(1);
+        state.startup_failures = 0;
         state.idle.push(worker_id);
         drop(state);
         self.inner.changed.notify_waiters();
@@ -368,11 +396,30 @@ impl NodeManager {
         if let Some(w) = state.workers.remove(&worker_id) {
             if !w.registered {
                 state.starting = state.starting.saturating_sub(1);
+                if !state.shutting_down {
+                    state.startup_failures += 1;
+                }
             }
             state.idle.retain(|id| *id != worker_id);
             if let Some(lease_id) = w.lease {
                 if let Some(lease) = state.leases.remove(&lease_id) {
                     state.resources.release(&lease.held);
+                }
+            }
+        }
+        // Leases the dead process held come back; their workers serve others.
+        let orphaned: Vec<u64> = state
+            .leases
+            .iter()
+            .filter(|(_, l)| l.lessee == worker_id)
+            .map(|(id, _)| *id)
+            .collect();
+        for lease_id in orphaned {
+            if let Some(lease) = state.leases.remove(&lease_id) {
+                state.resources.release(&lease.held);
+                if let Some(w) = state.workers.get_mut(&lease.worker) {
+                    w.lease = None;
+                    state.idle.push(lease.worker);
                 }
             }
         }
@@ -431,7 +478,7 @@ impl NodeManager {
     }
 }
 
-fn grant(state: &mut PoolState, worker: [u8; 16], shape: &ResourceSet) -> Grant {
+fn grant(state: &mut PoolState, worker: [u8; 16], shape: &ResourceSet, lessee: &[u8]) -> Grant {
     // Checked by the caller: the shape is available.
     let _ = state.resources.try_allocate(shape);
     let lease_id = state.next_lease;
@@ -440,6 +487,7 @@ fn grant(state: &mut PoolState, worker: [u8; 16], shape: &ResourceSet) -> Grant 
         lease_id,
         LeaseRecord {
             worker,
+            lessee: lessee.to_vec(),
             held: shape.clone(),
             shape: shape.clone(),
         },

@@ -68,8 +68,9 @@ impl NodeManagerRpc for NodeManager {
         &self,
         req: Request<LeaseRequest>,
     ) -> Result<Response<LeaseReply>, Status> {
-        let shape = to_resource_set(req.into_inner().shape)?;
-        let result = match self.lease(&shape).await {
+        let req = req.into_inner();
+        let shape = to_resource_set(req.shape)?;
+        let result = match self.lease_for(&shape, &req.requester_id).await {
             Ok(g) => lease_reply::Result::Granted(Lease {
                 lease_id: g.lease_id,
                 worker_id: g.worker_id.to_vec().into(),
