@@ -30,7 +30,10 @@ impl SentimentModel {
     pub fn new(data: String) -> Result<Self, String> {
         let mut counts: [HashMap<String, f64>; 2] = Default::default();
         let mut docs = [0.0f64; 2];
-        for line in data.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        for line in data
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
             let (label, text) = line
                 .split_once('\t')
                 .ok_or_else(|| format!("malformed training line: {line}"))?;
@@ -46,7 +49,10 @@ impl SentimentModel {
         }
         let vocabulary: std::collections::HashSet<&String> =
             counts[0].keys().chain(counts[1].keys()).collect();
-        let totals = [counts[0].values().sum::<f64>(), counts[1].values().sum::<f64>()];
+        let totals = [
+            counts[0].values().sum::<f64>(),
+            counts[1].values().sum::<f64>(),
+        ];
         let v = vocabulary.len() as f64;
         let weights = vocabulary
             .into_iter()
@@ -65,9 +71,12 @@ impl SentimentModel {
 
     /// The probability that `text` is positive.
     pub fn predict(&self, text: String) -> f64 {
-        self.served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let score: f64 =
-            self.prior + words(&text).filter_map(|w| self.weights.get(&w)).sum::<f64>();
+        self.served
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let score: f64 = self.prior
+            + words(&text)
+                .filter_map(|w| self.weights.get(&w))
+                .sum::<f64>();
         1.0 / (1.0 + (-score).exp())
     }
 
@@ -79,14 +88,22 @@ impl SentimentModel {
 /// A client: sends `n` requests, 100 in flight at a time; returns how many were positive.
 #[ray::remote]
 fn client(model: ActorHandle<SentimentModel>, id: u32, n: u32) -> u32 {
-    let phrases = ["friendly staff and fast delivery", "slow rude and noisy", "a clever moving film"];
+    let phrases = [
+        "friendly staff and fast delivery",
+        "slow rude and noisy",
+        "a clever moving film",
+    ];
     let mut positive = 0;
     for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
         let refs: Vec<ObjectRef<f64>> = chunk
             .iter()
             .map(|i| model.predict(phrases[((i + id) % 3) as usize].to_string()))
             .collect();
-        positive += ray::get_all(&refs).unwrap().iter().filter(|p| **p > 0.5).count() as u32;
+        positive += ray::get_all(&refs)
+            .unwrap()
+            .iter()
+            .filter(|p| **p > 0.5)
+            .count() as u32;
     }
     positive
 }
@@ -97,8 +114,14 @@ fn main() -> ray::Result<()> {
         .name("sentiment")
         .max_concurrency(4)
         .remote(TRAINING_DATA.to_string());
-    for text in ["the staff were friendly and helpful", "cold food and a rude waiter"] {
-        println!("{text:?} -> P(positive) = {:.3}", ray::get(&model.predict(text.to_string()))?);
+    for text in [
+        "the staff were friendly and helpful",
+        "cold food and a rude waiter",
+    ] {
+        println!(
+            "{text:?} -> P(positive) = {:.3}",
+            ray::get(&model.predict(text.to_string()))?
+        );
     }
     let (clients, per_client) = (4u32, 5_000u32);
     let start = Instant::now();

@@ -321,3 +321,34 @@ fn sync_and_local_modes_give_byte_identical_results() {
     assert!(!sync.is_empty());
     assert_eq!(sync, local);
 }
+
+#[ray::remote]
+fn sum_slice(v: Vec<f64>) -> f64 {
+    v.iter().sum()
+}
+
+#[test]
+fn plain_arrays_are_stored_raw_and_read_in_place() {
+    with_ray(local(), || {
+        let data: Vec<f64> = (0..1_000_000).map(|i| i as f64).collect();
+        let r = ray::put_slice(&data).unwrap();
+        let view = ray::get_slice(&r).unwrap();
+        assert!(view.is_zero_copy(), "a large plain array is read in place");
+        assert_eq!(view.len(), data.len());
+        assert_eq!(view[999_999], 999_999.0);
+        assert_eq!(ray::get(&r).unwrap(), data, "and decodes as a Vec too");
+        // A task takes it as an ordinary Vec argument, read from shared memory.
+        assert_eq!(
+            ray::get(&sum_slice::remote(&r)).unwrap(),
+            data.iter().sum::<f64>()
+        );
+        // Small arrays are stored like any value; the view is then a copy.
+        let small = ray::put_slice(&[1u32, 2, 3]).unwrap();
+        let v = ray::get_slice(&small).unwrap();
+        assert!(!v.is_zero_copy());
+        assert_eq!(&*v, &[1, 2, 3]);
+        // The view keeps the object alive after the ref is gone.
+        drop(r);
+        assert_eq!(view[1], 1.0);
+    });
+}

@@ -38,6 +38,7 @@ pub mod util;
 mod worker;
 
 pub use actor::{get_actor, kill, ActorClass, ActorHandle, ActorOptions};
+pub use bytemuck;
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
 pub use object_ref::{Arg, ObjectRef};
@@ -122,6 +123,91 @@ pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
 
 /// `(ready, not_ready)` from [`wait`].
 pub type WaitResult<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
+/// Stores a plain array (numbers, or `bytemuck::Pod` structs) as raw bytes: one copy into
+/// the node's shared memory when it is large, and no encoding. Read it back with [`get`] (a
+/// copy) or [`get_slice`] (in place, no copy at all on the same node).
+///
+/// ```
+/// ray::init(ray::Config::sync()).unwrap();
+/// let r = ray::put_slice(&[1.0f64, 2.0, 3.0]).unwrap();
+/// assert_eq!(ray::get(&r).unwrap(), vec![1.0, 2.0, 3.0]);
+/// assert_eq!(&*ray::get_slice(&r).unwrap(), &[1.0, 2.0, 3.0]);
+/// ray::shutdown();
+/// ```
+pub fn put_slice<T: bytemuck::Pod + Serialize>(data: &[T]) -> Result<ObjectRef<Vec<T>>> {
+    runtime::current()?.put_slice(data)
+}
+
+/// A read-only view of a plain array object: in place in shared memory when the object was
+/// stored by [`put_slice`] on this node (no copy), otherwise a decoded copy. Keeps the object
+/// alive while it lives.
+pub struct SliceView<T: bytemuck::Pod> {
+    inner: ViewInner<T>,
+}
+
+enum ViewInner<T: bytemuck::Pod> {
+    Mapped {
+        rt: Arc<runtime::Runtime>,
+        offset: u64,
+        size: u64,
+        _keep: ObjectRef<Vec<T>>,
+    },
+    Owned(Vec<T>),
+}
+
+impl<T: bytemuck::Pod> SliceView<T> {
+    /// True if the view reads shared memory in place.
+    pub fn is_zero_copy(&self) -> bool {
+        matches!(self.inner, ViewInner::Mapped { .. })
+    }
+}
+
+impl<T: bytemuck::Pod> std::ops::Deref for SliceView<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        match &self.inner {
+            ViewInner::Owned(v) => v,
+            ViewInner::Mapped {
+                rt, offset, size, ..
+            } => {
+                // Checked when the view was made: in bounds, aligned, a whole number of T.
+                let bytes = rt
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.plasma_bytes(*offset, *size).ok())
+                    .unwrap_or(&[]);
+                bytemuck::try_cast_slice(bytes).unwrap_or(&[])
+            }
+        }
+    }
+}
+
+/// The elements of a plain array object, read in place when possible (see [`SliceView`]).
+pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
+    r: &ObjectRef<Vec<T>>,
+) -> Result<SliceView<T>> {
+    let rt = runtime::current()?;
+    let stored = rt.get_stored(&r.inner, None)?;
+    if let (memory_store::Stored::Plasma { offset, size, raw }, Some(c)) = (&stored, &rt.cluster) {
+        if *raw as usize == std::mem::size_of::<T>() {
+            let bytes = c.plasma_bytes(*offset, *size)?;
+            if bytemuck::try_cast_slice::<u8, T>(bytes).is_ok() {
+                return Ok(SliceView {
+                    inner: ViewInner::Mapped {
+                        rt: rt.clone(),
+                        offset: *offset,
+                        size: *size,
+                        _keep: r.clone(),
+                    },
+                });
+            }
+        }
+    }
+    Ok(SliceView {
+        inner: ViewInner::Owned(rt.decode(&stored)?),
+    })
+}
 
 /// Waits until `num_returns` of `refs` are ready or `timeout` passes; returns
 /// `(ready, not_ready)`, each in input order. As in Ray, duplicate refs and a `num_returns`

@@ -11,8 +11,9 @@ use std::sync::Arc;
 pub(crate) enum Stored {
     /// Encoded bytes held in this process.
     Inline(Bytes),
-    /// An allocation in the node's shared-memory arena.
-    Plasma { offset: u64, size: u64 },
+    /// An allocation in the node's shared-memory arena. `raw`: 0 for codec bytes, else the
+    /// element size of a plain array (`ray::put_slice`).
+    Plasma { offset: u64, size: u64, raw: u32 },
     /// The task that makes it failed.
     Failed(Arc<crate::Error>),
 }
@@ -22,10 +23,11 @@ impl Stored {
         use ray_proto::object_value::Kind;
         let kind = match self {
             Stored::Inline(b) => Kind::Inline(b.clone()),
-            Stored::Plasma { offset, size } => Kind::Plasma(ray_proto::PlasmaLocation {
+            Stored::Plasma { offset, size, raw } => Kind::Plasma(ray_proto::PlasmaLocation {
                 node_id: Default::default(),
                 offset: *offset,
                 size: *size,
+                raw_elem_size: *raw,
             }),
             Stored::Failed(e) => Kind::Error(e.to_proto()),
         };
@@ -42,6 +44,7 @@ impl Stored {
             Some(Kind::Plasma(p)) => Stored::Plasma {
                 offset: p.offset,
                 size: p.size,
+                raw: p.raw_elem_size,
             },
             Some(Kind::Error(e)) => Stored::Failed(Arc::new(crate::Error::from_proto(&e))),
             None => Stored::Failed(Arc::new(crate::Error::Runtime(

@@ -53,15 +53,28 @@ pub fn lookup(name: &str) -> Option<&'static RemoteFunction> {
     table().get(name).copied()
 }
 
+/// One argument's bytes: codec-encoded, or (`raw` > 0) a plain array of `raw`-byte elements.
+#[derive(Clone, Copy)]
+pub struct ArgBytes<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) raw: u32,
+}
+
+impl<'a> ArgBytes<'a> {
+    pub(crate) fn encoded(bytes: &'a [u8]) -> Self {
+        ArgBytes { bytes, raw: 0 }
+    }
+}
+
 /// Reads a task's arguments in order. Generated code calls [`ArgReader::next_arg`] once per
 /// parameter.
 pub struct ArgReader<'a> {
-    args: &'a [&'a [u8]],
+    args: &'a [ArgBytes<'a>],
     pos: usize,
 }
 
 impl<'a> ArgReader<'a> {
-    pub(crate) fn new(args: &'a [&'a [u8]]) -> Self {
+    pub(crate) fn new(args: &'a [ArgBytes<'a>]) -> Self {
         ArgReader { args, pos: 0 }
     }
 
@@ -76,7 +89,12 @@ impl<'a> ArgReader<'a> {
                 self.args.len()
             ))
         })?;
-        codec::decode(bytes).map_err(|e| TaskFailure::BadArgument(format!("argument {pos}: {e}")))
+        let decoded = if bytes.raw == 0 {
+            codec::decode(bytes.bytes)
+        } else {
+            codec::decode_raw(bytes.bytes, bytes.raw as usize)
+        };
+        decoded.map_err(|e| TaskFailure::BadArgument(format!("argument {pos}: {e}")))
     }
 
     /// Fails if arguments are left over (a caller of another signature).
@@ -134,7 +152,7 @@ fn install_panic_hook() {
 
 /// Runs the function `name` on encoded `args`. A panic becomes [`Error::Task`] with its
 /// message and source location; `where_` says which worker ran it.
-pub(crate) fn execute(name: &str, args: &[&[u8]], where_: &str) -> Result<Vec<u8>, Error> {
+pub(crate) fn execute(name: &str, args: &[ArgBytes<'_>], where_: &str) -> Result<Vec<u8>, Error> {
     let Some(f) = lookup(name) else {
         return Err(Error::Task {
             function: name.to_string(),

@@ -144,7 +144,7 @@ impl Runtime {
     /// Stores a value this process owns: inline, or in shared memory if large.
     pub fn store_owned_bytes(&self, id: ObjectId, bytes: Vec<u8>) -> Result<Stored> {
         let stored = match &self.cluster {
-            Some(c) if bytes.len() > INLINE_MAX => c.put_plasma(id, &bytes)?,
+            Some(c) if bytes.len() > INLINE_MAX => c.put_plasma(id, &bytes, 0)?,
             _ => Stored::Inline(Bytes::from(bytes)),
         };
         self.store.put(id, stored.clone());
@@ -154,11 +154,16 @@ impl Runtime {
     pub fn decode<T: DeserializeOwned>(&self, stored: &Stored) -> Result<T> {
         match stored {
             Stored::Inline(b) => codec::decode(b),
-            Stored::Plasma { offset, size } => {
+            Stored::Plasma { offset, size, raw } => {
                 let c = self.cluster.as_ref().ok_or(Error::Runtime(
                     "a shared-memory object in a process without a store".into(),
                 ))?;
-                codec::decode(c.plasma_bytes(*offset, *size)?)
+                let bytes = c.plasma_bytes(*offset, *size)?;
+                if *raw == 0 {
+                    codec::decode(bytes)
+                } else {
+                    codec::decode_raw(bytes, *raw as usize)
+                }
             }
             Stored::Failed(e) => Err((**e).clone()),
         }
@@ -591,6 +596,24 @@ impl Runtime {
         }
     }
 
+    /// Stores a plain array: raw bytes written once into shared memory (if large), readable
+    /// in place by [`crate::get_slice`].
+    pub fn put_slice<T: bytemuck::Pod + Serialize>(
+        self: &Arc<Self>,
+        data: &[T],
+    ) -> Result<ObjectRef<Vec<T>>> {
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        match &self.cluster {
+            Some(c) if bytes.len() > INLINE_MAX && std::mem::size_of::<T>() > 0 => {
+                let id = self.ids.next();
+                let stored = c.put_plasma(id, bytes, std::mem::size_of::<T>() as u32)?;
+                self.store.put(id, stored);
+                Ok(self.new_ref(id))
+            }
+            _ => self.put(&data).map(|r| r.cast()),
+        }
+    }
+
     pub fn put<T: Serialize>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
         let bytes = codec::encode(value)?;
         let id = self.ids.next();
@@ -606,12 +629,12 @@ fn name_taken(name: &str, namespace: &str) -> Error {
 }
 
 /// Byte views of inline values (sync mode holds nothing else).
-fn inline_slices(values: &[Stored]) -> Vec<&[u8]> {
+fn inline_slices(values: &[Stored]) -> Vec<crate::registry::ArgBytes<'_>> {
     values
         .iter()
         .map(|v| match v {
-            Stored::Inline(b) => &b[..],
-            _ => &[][..],
+            Stored::Inline(b) => crate::registry::ArgBytes::encoded(b),
+            _ => crate::registry::ArgBytes::encoded(&[]),
         })
         .collect()
 }

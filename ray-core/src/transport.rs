@@ -239,7 +239,7 @@ impl Cluster {
     }
 
     /// Writes `bytes` into the node's shared memory as object `id`, once; sealed on return.
-    pub fn put_plasma(&self, id: ObjectId, bytes: &[u8]) -> Result<Stored> {
+    pub fn put_plasma(&self, id: ObjectId, bytes: &[u8], raw: u32) -> Result<Stored> {
         let mut raylet = self.raylet.clone();
         let size = bytes.len() as u64;
         let req = ray_proto::CreateObjectRequest {
@@ -306,6 +306,7 @@ impl Cluster {
         Ok(Stored::Plasma {
             offset: created.offset,
             size,
+            raw,
         })
     }
 

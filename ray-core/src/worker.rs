@@ -12,7 +12,7 @@ use crate::ids::{id16, IdGen};
 use crate::memory_store::{MemoryStore, Stored};
 use crate::object_ref::collect_deserialized_refs;
 use crate::reference::ReferenceTable;
-use crate::registry::{ActorInstance, ArgReader, MethodCall};
+use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::runtime::{self, Runtime};
 use crate::transport::{self, Cluster};
 use parking_lot::Mutex;
@@ -316,12 +316,15 @@ async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, execut
 }
 
 /// The byte views of a task's arguments: inline, or read in place from shared memory.
-fn arg_slices<'a>(rt: &'a Runtime, args: &'a [Stored]) -> Result<Vec<&'a [u8]>> {
+fn arg_slices<'a>(rt: &'a Runtime, args: &'a [Stored]) -> Result<Vec<ArgBytes<'a>>> {
     let cluster = rt.cluster.as_ref().expect("workers always have a cluster");
     args.iter()
         .map(|a| match a {
-            Stored::Inline(b) => Ok(&b[..]),
-            Stored::Plasma { offset, size } => cluster.plasma_bytes(*offset, *size),
+            Stored::Inline(b) => Ok(ArgBytes::encoded(b)),
+            Stored::Plasma { offset, size, raw } => Ok(ArgBytes {
+                bytes: cluster.plasma_bytes(*offset, *size)?,
+                raw: *raw,
+            }),
             Stored::Failed(e) => Err((**e).clone()),
         })
         .collect()
@@ -341,7 +344,7 @@ fn finish(
     let stored = result.and_then(|bytes| {
         if bytes.len() > runtime::INLINE_MAX {
             let id = ray_object_store::ObjectId(id16(return_id, "return id")?);
-            cluster.put_plasma(id, &bytes)
+            cluster.put_plasma(id, &bytes, 0)
         } else {
             Ok(Stored::Inline(bytes.into()))
         }
