@@ -176,12 +176,24 @@ impl Runtime {
         num: usize,
         timeout: Option<Duration>,
     ) -> Result<Vec<bool>> {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        let mut ready = vec![false; refs.len()];
-        let mut count = 0;
-        for (i, r) in refs.iter().enumerate() {
+        // Fast path: what is ready already, registering nothing.
+        let mut ready = Vec::with_capacity(refs.len());
+        for r in refs {
             if let Some(e) = &r.failed {
                 return Err(e.clone());
+            }
+            ready.push(self.store.is_ready(&r.id));
+        }
+        let mut count = ready.iter().filter(|r| **r).count();
+        let zero = timeout == Some(Duration::ZERO);
+        if count >= num || (zero && refs.iter().all(|r| r.owner.is_none())) {
+            // (A zero timeout still subscribes to borrowed refs below: that starts their fetch.)
+            return Ok(ready);
+        }
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for (i, r) in refs.iter().enumerate() {
+            if ready[i] {
+                continue;
             }
             match self
                 .store
@@ -190,6 +202,9 @@ impl Runtime {
                 Subscribed::Ready(_) => {
                     ready[i] = true;
                     count += 1;
+                    if count >= num {
+                        return Ok(ready);
+                    }
                 }
                 Subscribed::Pending { fetch } => {
                     if fetch {
@@ -203,6 +218,9 @@ impl Runtime {
         }
         drop(tx);
         if count >= num {
+            return Ok(ready);
+        }
+        if zero {
             return Ok(ready);
         }
         let deadline = timeout.map(|t| Instant::now() + t);
