@@ -1,6 +1,8 @@
 //! Reference counting across processes: objects are freed when the last ref goes, and never
 //! while a pending task or a borrowing worker still needs them.
 
+#![allow(clippy::new_without_default)] // actor constructors are called remotely
+
 use ray::ObjectRef;
 use ray_rs::with_ray;
 use std::sync::Mutex;
@@ -154,5 +156,63 @@ fn a_result_nobody_waits_for_is_freed_when_it_arrives() {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    });
+}
+
+/// An actor that keeps refs in its state: a borrower for as long as it holds them.
+#[ray::actor]
+pub struct Keeper {
+    held: Vec<ObjectRef<Vec<f64>>>,
+}
+
+#[ray::actor]
+impl Keeper {
+    pub fn new() -> Self {
+        Keeper { held: Vec::new() }
+    }
+    pub fn keep(&mut self, refs: Vec<ObjectRef<Vec<f64>>>) -> usize {
+        self.held.extend(refs);
+        self.held.len()
+    }
+    pub fn sum(&self) -> f64 {
+        self.held
+            .iter()
+            .map(|r| ray::get(r).unwrap().iter().sum::<f64>())
+            .sum()
+    }
+    pub fn release(&mut self) -> usize {
+        let n = self.held.len();
+        self.held.clear();
+        n
+    }
+}
+
+/// Lends refs it borrowed on to an actor (a borrower's borrower).
+#[ray::remote]
+fn lend_to(keeper: ray::ActorHandle<Keeper>, refs: Vec<ObjectRef<Vec<f64>>>) -> usize {
+    ray::get(&keeper.keep(refs)).unwrap()
+}
+
+#[test]
+fn actors_and_borrowers_of_borrowers_keep_objects_alive_until_they_let_go() {
+    with_ray(ray::Config::local(), || {
+        let keeper = Keeper::remote();
+        let direct = ray::put(&vec![1.0f64; BIG]).unwrap();
+        assert_eq!(ray::get(&keeper.keep(vec![direct.clone()])).unwrap(), 1);
+        drop(direct);
+        let lent = ray::put(&vec![2.0f64; BIG]).unwrap();
+        assert_eq!(
+            ray::get(&lend_to::remote(keeper.clone(), vec![lent.clone()])).unwrap(),
+            2
+        );
+        drop(lent);
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            store_used() >= (2 * BIG * 8) as u64,
+            "freed while the actor holds them"
+        );
+        assert_eq!(ray::get(&keeper.sum()).unwrap(), 3.0 * BIG as f64);
+        assert_eq!(ray::get(&keeper.release()).unwrap(), 2);
+        eventually("objects after the actor let go", |u| u == 0);
     });
 }

@@ -9,7 +9,7 @@
 
 use crate::ids::ObjectId;
 use dashmap::DashMap;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -17,7 +17,9 @@ struct Entry {
     /// `None`: owned by this process.
     owner: Option<Arc<str>>,
     local: u32,
-    borrowers: HashSet<Arc<str>>,
+    /// Owner side: each process's number of borrows not yet released (counted, because a
+    /// release and a new borrow by the same process can arrive in either order).
+    borrowers: HashMap<Arc<str>, u32>,
     pinned: bool,
     /// A borrowed entry made while decoding a running task's arguments, not yet reported to
     /// the owner: if it drops to zero before the reply, the owner never hears of it.
@@ -47,7 +49,7 @@ impl ReferenceTable {
         let mut e = self.entries.entry(id).or_insert_with(|| Entry {
             owner,
             local: 0,
-            borrowers: HashSet::new(),
+            borrowers: HashMap::new(),
             pinned: false,
             provisional,
         });
@@ -68,14 +70,19 @@ impl ReferenceTable {
     /// `borrower` holds the object after its task ended.
     pub fn add_borrower(&self, id: ObjectId, borrower: Arc<str>) {
         if let Some(mut e) = self.entries.get_mut(&id) {
-            e.borrowers.insert(borrower);
+            *e.borrowers.entry(borrower).or_default() += 1;
         }
     }
 
     /// `borrower` let go of the object.
     pub fn remove_borrower(&self, id: ObjectId, borrower: &str) -> Option<Release> {
         let mut e = self.entries.get_mut(&id)?;
-        e.borrowers.remove(borrower);
+        if let Some(n) = e.borrowers.get_mut(borrower) {
+            *n -= 1;
+            if *n == 0 {
+                e.borrowers.remove(borrower);
+            }
+        }
         drop(e);
         self.try_release(id)
     }
@@ -87,21 +94,26 @@ impl ReferenceTable {
         }
     }
 
-    /// After a task ran: which of the borrowed refs made while decoding its arguments does
-    /// this process still hold? Those become known to their owner (not provisional).
+    /// After a task ran: which borrowed refs, first met while decoding it, does this process
+    /// still hold? Each is reported once (it stops being provisional), so every report is
+    /// matched by exactly one later release.
     pub fn still_borrowed(&self, ids: &[ObjectId]) -> Vec<ObjectId> {
-        ids.iter()
-            .copied()
-            .filter(|id| {
-                self.entries.get_mut(id).is_some_and(|mut e| {
-                    let held = e.local > 0 || e.pinned || !e.borrowers.is_empty();
-                    if held {
-                        e.provisional = false;
-                    }
-                    held
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for id in ids {
+            if let Some(mut e) = self.entries.get_mut(id) {
+                let held = e.local > 0 || e.pinned || !e.borrowers.is_empty();
+                if held && e.provisional {
+                    e.provisional = false;
+                    out.push(*id);
+                }
+            }
+        }
+        out
+    }
+
+    /// The owner of `id` as this process knows it: `Some(None)` if it owns it.
+    pub fn owner_of(&self, id: &ObjectId) -> Option<Option<Arc<str>>> {
+        self.entries.get(id).map(|e| e.owner.clone())
     }
 
     /// Number of objects tracked (tests and stats).
@@ -154,6 +166,23 @@ mod tests {
     }
 
     #[test]
+    fn a_late_release_does_not_cancel_a_newer_borrow() {
+        let t = ReferenceTable::default();
+        t.add_local(id(5), None, false);
+        t.add_borrower(id(5), "w".into());
+        t.add_borrower(id(5), "w".into()); // the second borrow's report overtook the release
+        assert!(t.remove_local(id(5)).is_none());
+        assert!(
+            t.remove_borrower(id(5), "w").is_none(),
+            "the newer borrow still holds it"
+        );
+        assert!(matches!(
+            t.remove_borrower(id(5), "w"),
+            Some(Release::FreeOwned(_))
+        ));
+    }
+
+    #[test]
     fn pinned_objects_stay_and_provisional_borrows_release_silently() {
         let t = ReferenceTable::default();
         t.add_local(id(2), None, false);
@@ -168,6 +197,7 @@ mod tests {
         ));
         t.add_local(id(4), Some("owner".into()), true);
         assert_eq!(t.still_borrowed(&[id(4)]), vec![id(4)]);
+        assert_eq!(t.still_borrowed(&[id(4)]), vec![], "reported once");
         assert!(matches!(
             t.remove_local(id(4)),
             Some(Release::DropBorrowed { notify: true, .. })

@@ -120,6 +120,17 @@ impl CoreWorker for CoreWorkerService {
         }
     }
 
+    async fn add_borrower(
+        &self,
+        req: Request<ray_proto::AddBorrowerRequest>,
+    ) -> std::result::Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        let id = object_id(&req.object_id)?;
+        let rt = runtime::current().map_err(|e| Status::unavailable(e.to_string()))?;
+        rt.refs.add_borrower(id, req.borrower_address.into());
+        Ok(Response::new(Empty {}))
+    }
+
     async fn remove_borrower(
         &self,
         req: Request<RemoveBorrowerRequest>,

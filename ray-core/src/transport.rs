@@ -66,6 +66,7 @@ pub(crate) enum Event {
         u64,
         u64,
         mpsc::UnboundedSender<ray_proto::TaskFrame>,
+        Arc<str>,
     ),
     /// The actor could not be reached at this incarnation (`None`) or is dead (`Some`).
     ActorUnreachable([u8; 16], u64, Option<Error>),
@@ -100,6 +101,8 @@ struct ActorQueue {
     pending: VecDeque<ActorCall>,
     in_flight: std::collections::BTreeMap<u64, ActorCall>,
     conn: Option<(u64, mpsc::UnboundedSender<ray_proto::TaskFrame>)>,
+    /// The actor process's core-worker address: the borrower named when it keeps a ref.
+    address: Arc<str>,
     next_seq: u64,
     incarnation: u64,
     connecting: bool,
@@ -516,6 +519,7 @@ impl Submitter {
                         pending: VecDeque::new(),
                         in_flight: Default::default(),
                         conn: None,
+                        address: "".into(),
                         next_seq: 1,
                         incarnation: 0,
                         connecting: false,
@@ -532,10 +536,11 @@ impl Submitter {
                 }
                 self.pump_actor(&rt, id);
             }
-            Event::ActorConnected(id, incarnation, conn_id, tx) => {
+            Event::ActorConnected(id, incarnation, conn_id, tx, address) => {
                 let Some(q) = self.actors.get_mut(&id) else {
                     return;
                 };
+                q.address = address;
                 q.connecting = false;
                 q.incarnation = incarnation;
                 q.conn = Some((conn_id, tx));
@@ -691,17 +696,12 @@ impl Submitter {
         if let Some(q) = self.queues.get_mut(&key) {
             q.avg_exec_micros = 0.8 * q.avg_exec_micros + 0.2 * frame.exec_micros as f64;
         }
-        for raw in &frame.borrowed_ids {
-            if let Ok(id) = crate::ids::id16(raw, "object id") {
-                rt.refs.add_borrower(ObjectId(id), borrower.clone());
-            }
-        }
         let stored = match frame.value {
             Some(v) => Stored::from_proto(v),
             None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
         };
         rt.complete(task.return_id, stored);
-        drop(task);
+        register_borrowers(rt, &frame.borrowed_ids, borrower, task);
         self.dispatch(rt, &key);
     }
 
@@ -879,6 +879,7 @@ impl Submitter {
             None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
         };
         rt.complete(call.return_id, stored);
+        register_borrowers(rt, &frame.borrowed_ids, q.address.clone(), call);
     }
 
     fn on_actor_disconnect(&mut self, rt: &Arc<Runtime>, conn_id: u64, why: String) {
@@ -959,13 +960,60 @@ fn connect_actor(
         }
         match connect_worker(&info.task_socket, &token, conn_id, events.clone()).await {
             Ok(tx) => {
-                let _ = events.send(Event::ActorConnected(id, info.incarnation, conn_id, tx));
+                let _ = events.send(Event::ActorConnected(
+                    id,
+                    info.incarnation,
+                    conn_id,
+                    tx,
+                    info.core_worker_address.as_str().into(),
+                ));
             }
             Err(_) => {
                 // It died between the GCS's answer and our connect: wait for the next one.
                 let _ = events.send(Event::ActorUnreachable(id, info.incarnation, None));
             }
         }
+    });
+}
+
+/// Records that `borrower` still holds these refs after its task, then lets the task (and
+/// the refs it holds for its arguments) go. For refs this process only borrows itself, the
+/// borrower is registered with the real owner first: only then may our own hold end.
+fn register_borrowers<H: Send + 'static>(
+    rt: &Arc<Runtime>,
+    ids: &[bytes::Bytes],
+    borrower: Arc<str>,
+    hold: H,
+) {
+    let mut foreign = Vec::new();
+    for raw in ids {
+        let Ok(id) = crate::ids::id16(raw, "object id").map(ObjectId) else {
+            continue;
+        };
+        match rt.refs.owner_of(&id) {
+            Some(None) => rt.refs.add_borrower(id, borrower.clone()),
+            Some(Some(owner)) => foreign.push((id, owner)),
+            None => {}
+        }
+    }
+    let Some(c) = rt.cluster.as_ref().filter(|_| !foreign.is_empty()) else {
+        drop(hold);
+        return;
+    };
+    let peers: Vec<_> = foreign
+        .into_iter()
+        .filter_map(|(id, owner)| c.peer(&owner).ok().map(|p| (id, p)))
+        .collect();
+    tokio::spawn(async move {
+        for (id, mut peer) in peers {
+            let req = ray_proto::AddBorrowerRequest {
+                object_id: id.0.to_vec().into(),
+                borrower_address: borrower.to_string(),
+            };
+            // An owner that is gone has lost the object anyway.
+            let _ = peer.add_borrower(req).await;
+        }
+        drop(hold);
     });
 }
 
