@@ -464,3 +464,26 @@ fn actors_give_the_same_results_in_sync_mode() {
     let local = with_ray(local(), actor_workload);
     assert_eq!(sync, local);
 }
+
+#[ray::remote]
+fn create_named_in_job_namespace() -> u64 {
+    let c = Counter::options()
+        .name("from-task")
+        .lifetime_detached()
+        .remote(4);
+    ray::get(&c.get()).unwrap()
+}
+
+#[test]
+fn workers_share_the_jobs_namespace() {
+    with_ray(local().namespace("jobspace"), || {
+        assert_eq!(
+            ray::get(&create_named_in_job_namespace::remote()).unwrap(),
+            4
+        );
+        let c: ActorHandle<Counter> = ray::get_actor("from-task", None).unwrap();
+        assert_eq!(ray::get(&c.get()).unwrap(), 4);
+        assert!(ray::get_actor::<Counter>("from-task", Some("other")).is_err());
+        ray::kill(&c).unwrap();
+    });
+}

@@ -113,6 +113,7 @@ fn start_local(
                 token: token.to_string(),
                 session: session.clone(),
                 job_id: 1,
+                namespace: config.namespace.clone().unwrap_or_default(),
                 gcs_address: gcs_address.clone(),
                 max_workers: 512,
             },

@@ -212,7 +212,7 @@ fn run_worker() -> Result<()> {
         worker_id,
         node_id: id16(&registered.node_id, "node id")?,
         job_id: registered.job_id,
-        namespace: String::new(),
+        namespace: registered.namespace.clone(),
         is_worker: true,
         node_total: Default::default(),
         cluster: Some(Cluster::new(

@@ -27,6 +27,8 @@ pub struct NodeManagerConfig {
     pub session: String,
     /// The job whose workers this node starts.
     pub job_id: u32,
+    /// The job's namespace (named actors), which its workers share.
+    pub namespace: String,
     /// The GCS endpoint, told to workers when they register.
     pub gcs_address: String,
     /// Most worker processes alive at once, whatever their resources.

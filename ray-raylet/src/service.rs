@@ -61,6 +61,7 @@ impl NodeManagerRpc for NodeManager {
             store_path: self.inner.store.path().display().to_string(),
             job_id: config.job_id,
             gcs_address: config.gcs_address.clone(),
+            namespace: config.namespace.clone(),
         }))
     }
 
