@@ -5,13 +5,17 @@
 //! #[ray::remote]
 //! fn add(a: i64, b: i64) -> i64 { a + b }
 //!
-//! ray::init(ray::Config::sync()).unwrap();        // Config::local() for worker processes
-//! let a: ray::ObjectRef<i64> = add::remote(1, 2);  // returns at once
-//! let b = add::remote(&a, 10);                     // a ref is resolved before the task runs
-//! assert_eq!(ray::get(&b).unwrap(), 13);
-//! assert_eq!(add(2, 2), 4);                        // still an ordinary function
-//! ray::shutdown();
+//! fn main() {
+//!     ray::init(ray::Config::sync()).unwrap();        // Config::local() for worker processes
+//!     let a: ray::ObjectRef<i64> = add::remote(1, 2);  // returns at once
+//!     let b = add::remote(&a, 10);                     // a ref is resolved before the task runs
+//!     assert_eq!(ray::get(&b).unwrap(), 13);
+//!     assert_eq!(add(2, 2), 4);                        // still an ordinary function
+//!     ray::shutdown();
+//! }
 //! ```
+//!
+//! Remote functions are declared at module level (the macro adds a module beside them).
 //!
 //! Processes: in local mode `init` embeds a GCS and a node manager (with the node's
 //! shared-memory object store); the node manager starts worker processes, which are this same

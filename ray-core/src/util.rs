@@ -8,9 +8,12 @@ use serde::de::DeserializeOwned;
 /// ```
 /// #[ray::remote]
 /// fn square(x: u64) -> u64 { x * x }
-/// ray::init(ray::Config::sync()).unwrap();
-/// assert_eq!(ray::util::parallel_map(1..=3, square::remote).unwrap(), vec![1, 4, 9]);
-/// ray::shutdown();
+///
+/// fn main() {
+///     ray::init(ray::Config::sync()).unwrap();
+///     assert_eq!(ray::util::parallel_map(1..=3, square::remote).unwrap(), vec![1, 4, 9]);
+///     ray::shutdown();
+/// }
 /// ```
 pub fn parallel_map<I, T, F>(items: impl IntoIterator<Item = I>, f: F) -> Result<Vec<T>>
 where
