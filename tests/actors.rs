@@ -487,3 +487,97 @@ fn workers_share_the_jobs_namespace() {
         ray::kill(&c).unwrap();
     });
 }
+
+/// Sums a large constructor argument (held in shared memory) at every (re)start.
+#[ray::actor]
+pub struct Summer {
+    total: u64,
+}
+
+#[ray::actor]
+impl Summer {
+    pub fn new(data: Vec<u8>) -> Self {
+        Summer {
+            total: data.iter().map(|b| u64::from(*b)).sum(),
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+    pub fn die(&self) -> u64 {
+        std::process::exit(5)
+    }
+}
+
+/// `Self` in method signatures.
+#[ray::actor]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Tally {
+    n: u32,
+}
+
+#[ray::actor]
+impl Tally {
+    pub fn new(n: u32) -> Self {
+        Tally { n }
+    }
+    pub fn snapshot(&self) -> Self {
+        self.clone()
+    }
+    pub fn absorb(&mut self, other: Self) -> u32 {
+        self.n += other.n;
+        self.n
+    }
+}
+
+#[test]
+fn calls_keep_their_actor_alive_and_so_do_constructor_arguments() {
+    with_ray(local(), || {
+        // The handle is gone before the call is answered.
+        assert_eq!(ray::get(&Counter::remote(0).incr(1)).unwrap(), 1);
+        let c = Counter::remote(0);
+        let slow = c.slow(200);
+        drop(c);
+        assert_eq!(ray::get(&slow).unwrap(), 200);
+
+        // A handle passed to a constructor outlives the creator's own handle.
+        let c = Counter::remote(0);
+        let relay = Relay::remote(c.clone());
+        drop(c);
+        assert_eq!(ray::get(&relay.bump(2)).unwrap(), 2);
+
+        // A large constructor argument stays valid for the actor's life, restarts included.
+        let s = Summer::options()
+            .max_restarts(1)
+            .remote(ray::put(&vec![1u8; 1 << 20]).unwrap());
+        let _others: Vec<_> = (0..3)
+            .map(|_| ray::put(&vec![7u8; 1 << 20]).unwrap())
+            .collect();
+        assert_eq!(ray::get(&s.total()).unwrap(), 1 << 20);
+        assert!(ray::get(&s.die()).is_err());
+        assert_eq!(
+            ray::get(&s.total()).unwrap(),
+            1 << 20,
+            "rebuilt from the same argument"
+        );
+    });
+}
+
+#[test]
+fn get_if_exists_checks_the_class_and_self_works_in_signatures() {
+    with_ray(local(), || {
+        let _c = Counter::options().name("shared-name").remote(0);
+        match Tally::options()
+            .name("shared-name")
+            .get_if_exists()
+            .try_remote(1)
+        {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("Counter"), "{m}"),
+            other => panic!("expected a class mismatch, got {other:?}"),
+        }
+        let t = Tally::remote(2);
+        let snap: Tally = ray::get(&t.snapshot()).unwrap();
+        assert_eq!(snap.n, 2);
+        assert_eq!(ray::get(&t.absorb(Tally { n: 5 })).unwrap(), 7);
+    });
+}

@@ -206,7 +206,7 @@ impl ActorOptions {
 pub fn get_actor<A: ActorClass>(name: &str, namespace: Option<&str>) -> Result<ActorHandle<A>> {
     let rt = runtime::current()?;
     let ns = namespace.unwrap_or(&rt.namespace).to_string();
-    let (actor_id, class) = rt.lookup_named_actor(name, &ns)?;
+    let (actor_id, class, max_task_retries) = rt.lookup_named_actor(name, &ns)?;
     if class != A::CLASS {
         return Err(Error::InvalidArgument(format!(
             "actor '{name}' is a {class}, not a {}",
@@ -216,7 +216,7 @@ pub fn get_actor<A: ActorClass>(name: &str, namespace: Option<&str>) -> Result<A
     Ok(ActorHandle::from_core(ActorCore {
         actor_id,
         class: A::CLASS.into(),
-        max_task_retries: 0,
+        max_task_retries,
         lifetime: None,
         failed: None,
     }))

@@ -52,6 +52,7 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
                 cluster: None,
                 shut_down: Default::default(),
                 actor_lifetimes: Default::default(),
+                actor_args: Default::default(),
                 sync_actors: Default::default(),
                 sync_names: Default::default(),
             }),
@@ -178,6 +179,7 @@ fn start_local(
         )?),
         shut_down: Default::default(),
         actor_lifetimes: Default::default(),
+        actor_args: Default::default(),
         sync_actors: Default::default(),
         sync_names: Default::default(),
     });

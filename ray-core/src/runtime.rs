@@ -41,6 +41,9 @@ pub(crate) struct Runtime {
     pub shut_down: AtomicBool,
     /// Owner-scoped actors this process created: freeing the id kills the actor.
     pub actor_lifetimes: dashmap::DashMap<ObjectId, ()>,
+    /// Constructor arguments of actors this process created, kept while the actor may be
+    /// (re)constructed: refs (and handles) inside them stay valid for its whole life.
+    pub actor_args: dashmap::DashMap<[u8; 16], Vec<ArgSpec>>,
     /// Sync mode: actors live in this process.
     pub sync_actors: dashmap::DashMap<[u8; 16], SyncActor>,
     pub sync_names: dashmap::DashMap<(String, String), [u8; 16]>,
@@ -121,6 +124,7 @@ impl Runtime {
         match release {
             Release::FreeOwned(id) => {
                 if self.actor_lifetimes.remove(&id).is_some() {
+                    self.actor_args.remove(&id.0);
                     let _ =
                         self.kill_actor(id.0, "all handles to the actor went out of scope", false);
                     return;
@@ -439,6 +443,7 @@ impl Runtime {
             namespace: namespace.clone(),
             max_restarts: opts.max_restarts,
             max_concurrency: max_concurrency.max(1),
+            max_task_retries: opts.max_task_retries,
             detached: opts.detached,
             shape: Some(ray_raylet::to_resources(&shape)),
             owner_address: self.address.to_string(),
@@ -465,10 +470,13 @@ impl Runtime {
         };
         if reply.existed {
             core.actor_id = crate::ids::id16(&reply.actor_id, "actor id")?;
-        } else if !opts.detached {
+            core.max_task_retries = reply.max_task_retries;
+            return Ok(core);
+        }
+        if !opts.detached {
             self.track_actor_lifetime(&mut core);
         }
-        drop(args);
+        self.actor_args.insert(actor_id, args);
         Ok(core)
     }
 
@@ -505,6 +513,8 @@ impl Runtime {
             return_id,
             retries_left: core.max_task_retries,
             resolved: None,
+            lifetime: core.lifetime.clone(),
+            waited: false,
         });
         out
     }
@@ -579,7 +589,11 @@ impl Runtime {
     }
 
     /// The id and class of the live actor named `name`.
-    pub fn lookup_named_actor(&self, name: &str, namespace: &str) -> Result<([u8; 16], String)> {
+    pub fn lookup_named_actor(
+        &self,
+        name: &str,
+        namespace: &str,
+    ) -> Result<([u8; 16], String, i32)> {
         let not_found = || {
             Error::InvalidArgument(format!(
                 "no actor named '{name}' in namespace '{namespace}'"
@@ -594,7 +608,7 @@ impl Runtime {
             if a.instance.is_err() {
                 return Err(not_found());
             }
-            return Ok((id, a.class.to_string()));
+            return Ok((id, a.class.to_string(), 0));
         };
         let mut gcs = c.gcs.clone();
         let req = ray_proto::GetNamedActorRequest {
@@ -607,6 +621,7 @@ impl Runtime {
                 Ok((
                     crate::ids::id16(&info.actor_id, "actor id")?,
                     info.class_name,
+                    info.max_task_retries,
                 ))
             }
             Err(s) if s.code() == tonic::Code::NotFound => Err(not_found()),

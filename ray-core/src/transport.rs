@@ -87,6 +87,12 @@ pub(crate) struct ActorCall {
     /// Resends left if the actor's process dies with this call in flight: -1 means forever.
     pub retries_left: i32,
     pub resolved: Option<Vec<ray_proto::ObjectValue>>,
+    /// Keeps an owner-scoped actor alive until this call is answered (Ray ends an actor
+    /// whose handles are gone only after the calls already made). Held, never read.
+    #[allow(dead_code)]
+    pub lifetime: Option<crate::ObjectRef<()>>,
+    /// Its arguments were waited for once: if still not ready, they never will be.
+    pub waited: bool,
 }
 
 impl ActorCall {
@@ -105,6 +111,9 @@ struct ActorQueue {
     address: Arc<str>,
     next_seq: u64,
     incarnation: u64,
+    /// The incarnation to ask the GCS for on the next connect: the current one after a
+    /// dropped connection (the actor may be alive), the next one once a connect failed.
+    connect_min: u64,
     connecting: bool,
     waiting_deps: bool,
     dead: Option<Error>,
@@ -522,6 +531,7 @@ impl Submitter {
                         address: "".into(),
                         next_seq: 1,
                         incarnation: 0,
+                        connect_min: 1,
                         connecting: false,
                         waiting_deps: false,
                         dead: None,
@@ -533,6 +543,9 @@ impl Submitter {
             Event::ActorResolved(id) => {
                 if let Some(q) = self.actors.get_mut(&id) {
                     q.waiting_deps = false;
+                    if let Some(front) = q.pending.front_mut() {
+                        front.waited = true;
+                    }
                 }
                 self.pump_actor(&rt, id);
             }
@@ -543,6 +556,7 @@ impl Submitter {
                 q.address = address;
                 q.connecting = false;
                 q.incarnation = incarnation;
+                q.connect_min = incarnation;
                 q.conn = Some((conn_id, tx));
                 self.actor_conns.insert(conn_id, id);
                 self.pump_actor(&rt, id);
@@ -553,6 +567,7 @@ impl Submitter {
                 };
                 q.connecting = false;
                 q.incarnation = q.incarnation.max(incarnation);
+                q.connect_min = q.connect_min.max(incarnation + 1);
                 if dead.is_some() {
                     q.dead = dead;
                 }
@@ -795,6 +810,13 @@ impl Submitter {
             for call in q.pending.drain(..) {
                 rt.complete(call.return_id, Stored::Failed(Arc::new(dead.clone())));
             }
+            if q.in_flight.is_empty() {
+                // Nothing more will come of it; a later call learns of the death anew.
+                if let Some((conn, _)) = q.conn.take() {
+                    self.actor_conns.remove(&conn);
+                }
+                self.actors.remove(&id);
+            }
             return;
         }
         while let Some(front) = q.pending.front_mut() {
@@ -803,7 +825,7 @@ impl Submitter {
                     ArgKind::Ref(r) => rt.store.is_ready(&r.id),
                     _ => true,
                 });
-                if !ready {
+                if !ready && !front.waited {
                     if !q.waiting_deps {
                         q.waiting_deps = true;
                         let refs: Vec<Arc<RefInner>> = front
@@ -839,7 +861,7 @@ impl Submitter {
             let Some((_, tx)) = &q.conn else {
                 if !q.connecting {
                     q.connecting = true;
-                    connect_actor(rt, id, q.class.clone(), q.incarnation + 1, self.next_conn);
+                    connect_actor(rt, id, q.class.clone(), q.connect_min, self.next_conn);
                     self.next_conn += 1;
                 }
                 return;
@@ -914,7 +936,7 @@ impl Submitter {
         // Learn from the GCS whether it restarts or is dead; calls wait meanwhile.
         if !q.pending.is_empty() && !q.connecting {
             q.connecting = true;
-            connect_actor(rt, id, q.class.clone(), q.incarnation + 1, self.next_conn);
+            connect_actor(rt, id, q.class.clone(), q.connect_min, self.next_conn);
             self.next_conn += 1;
         }
     }

@@ -226,6 +226,7 @@ fn run_worker() -> Result<()> {
         )?),
         shut_down: Default::default(),
         actor_lifetimes: Default::default(),
+        actor_args: Default::default(),
         sync_actors: Default::default(),
         sync_names: Default::default(),
     });

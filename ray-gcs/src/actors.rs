@@ -42,6 +42,7 @@ impl Record {
             creation_failed: self.creation_error.is_some(),
             creation_error: self.creation_error.clone(),
             detached: self.spec.detached,
+            max_task_retries: self.spec.max_task_retries,
         }
     }
 }
@@ -56,6 +57,8 @@ pub(crate) struct Actors {
 struct Table {
     records: HashMap<Vec<u8>, Record>,
     names: Names,
+    /// Workers reported dead: a creation that "succeeds" on one of them did not.
+    dead_workers: std::collections::HashSet<Vec<u8>>,
 }
 
 type Intercepted = InterceptedService<Channel, AttachToken>;
@@ -77,16 +80,26 @@ impl GcsService {
         let mut t = actors.table.lock();
         if !spec.name.is_empty() {
             if let Some(holder) = t.names.lookup(&spec.namespace, &spec.name) {
-                let alive = t
+                let live = t
                     .records
                     .get(holder)
-                    .is_some_and(|r| r.state != ActorState::Dead);
-                if alive {
-                    if spec.get_if_exists {
+                    .filter(|r| r.state != ActorState::Dead);
+                if let Some(holder_record) = live {
+                    if spec.get_if_exists && holder_record.spec.class_name == spec.class_name {
                         return Ok(RegisterActorReply {
                             actor_id: holder.to_vec().into(),
                             existed: true,
+                            max_task_retries: holder_record.spec.max_task_retries,
                         });
+                    }
+                    if spec.get_if_exists {
+                        return Err(Status::already_exists(format!(
+                            "the actor named '{}' in namespace '{}' is a {}, not a {}",
+                            spec.name,
+                            spec.namespace,
+                            holder_record.spec.class_name,
+                            spec.class_name
+                        )));
                     }
                     return Err(Status::already_exists(format!(
                         "an actor named '{}' already exists in namespace '{}'",
@@ -94,7 +107,7 @@ impl GcsService {
                     )));
                 }
             }
-            let Table { records, names } = &mut *t;
+            let Table { records, names, .. } = &mut *t;
             let _ = names.claim(&spec.namespace, &spec.name, &spec.actor_id, |id| {
                 records.get(id).is_some_and(|r| r.state != ActorState::Dead)
             });
@@ -121,6 +134,7 @@ impl GcsService {
         Ok(RegisterActorReply {
             actor_id: id.into(),
             existed: false,
+            max_task_retries: 0,
         })
     }
 
@@ -128,12 +142,40 @@ impl GcsService {
         let me = self.clone();
         tokio::spawn(async move {
             if let Err(e) = me.schedule(&id).await {
-                me.mark_dead(
-                    &id,
-                    &format!("could not place the actor: {}", e.message()),
-                    None,
-                );
+                me.placement_failed(id, format!("could not place the actor: {}", e.message()));
             }
+        });
+    }
+
+    /// Placing or constructing failed for a reason other than the constructor's own error
+    /// (its process died, a lease failed): that spends a restart like any death.
+    fn placement_failed(&self, id: Vec<u8>, cause: String) {
+        let retry = {
+            let mut t = self.inner.actors.table.lock();
+            let Some(r) = t.records.get_mut(&id) else {
+                return;
+            };
+            if r.state == ActorState::Dead {
+                return;
+            }
+            r.lease = None;
+            match r.budget.on_death(r.killed) {
+                ActorState::Restarting => {
+                    r.state = ActorState::Restarting;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !retry {
+            self.mark_dead(&id, &cause, None);
+            return;
+        }
+        tracing::info!(cause, "actor placement failed; trying again");
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            me.spawn_schedule(id);
         });
     }
 
@@ -162,6 +204,21 @@ impl GcsService {
             }
             None => return Err(Status::internal("empty lease reply")),
         };
+        {
+            // Killed while waiting for the lease: do not run the constructor at all.
+            let mut t = self.inner.actors.table.lock();
+            match t.records.get_mut(id) {
+                Some(r) if r.state != ActorState::Dead => {
+                    r.worker_id = lease.worker_id.to_vec();
+                    r.lease = Some((node.clone(), lease.lease_id));
+                }
+                _ => {
+                    drop(t);
+                    return_worker(&nm, lease.lease_id);
+                    return Ok(());
+                }
+            }
+        }
         let mut worker =
             CoreWorkerClient::new(channel(&lease.core_worker_address, &self.inner.token)?)
                 .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
@@ -172,15 +229,7 @@ impl GcsService {
             })
             .await;
         let give_back = |nm: &mut NodeManagerClient<Intercepted>, lease_id: u64| {
-            let mut nm = nm.clone();
-            tokio::spawn(async move {
-                let _ = nm
-                    .return_worker(ReturnWorkerRequest {
-                        lease_id,
-                        worker_failed: true,
-                    })
-                    .await;
-            });
+            return_worker(nm, lease_id);
         };
         let created = match created {
             Ok(r) => r.into_inner(),
@@ -209,6 +258,15 @@ impl GcsService {
             give_back(&mut nm, lease.lease_id);
             return Ok(());
         }
+        if t.dead_workers.contains(&lease.worker_id.to_vec()) {
+            drop(t);
+            return Err(Status::unavailable(
+                "the actor's process died as it started",
+            ));
+        }
+        let Some(r) = t.records.get_mut(id) else {
+            return Ok(());
+        };
         r.state = ActorState::Alive;
         r.incarnation += 1;
         r.task_socket = lease.task_socket;
@@ -337,6 +395,10 @@ impl GcsService {
         let mut owned = Vec::new();
         {
             let mut t = self.inner.actors.table.lock();
+            if t.dead_workers.len() > 100_000 {
+                t.dead_workers.clear();
+            }
+            t.dead_workers.insert(worker_id.to_vec());
             for (id, r) in t.records.iter_mut() {
                 if r.state == ActorState::Dead {
                     continue;
@@ -366,4 +428,17 @@ impl GcsService {
             self.spawn_schedule(id);
         }
     }
+}
+
+/// Gives a leased worker back to its node manager, killing it (it may hold a half-built actor).
+fn return_worker(nm: &NodeManagerClient<Intercepted>, lease_id: u64) {
+    let mut nm = nm.clone();
+    tokio::spawn(async move {
+        let _ = nm
+            .return_worker(ReturnWorkerRequest {
+                lease_id,
+                worker_failed: true,
+            })
+            .await;
+    });
 }

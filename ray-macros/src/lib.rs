@@ -231,6 +231,29 @@ struct Method {
     is_result: bool,
 }
 
+/// Rewrites `Self` (and `Self::X`) to the actor's type name: generated code lives in other
+/// impl blocks, where `Self` means something else.
+struct ReplaceSelf<'a>(&'a syn::Ident);
+
+impl syn::visit_mut::VisitMut for ReplaceSelf<'_> {
+    fn visit_type_path_mut(&mut self, tp: &mut syn::TypePath) {
+        if tp.qself.is_none() {
+            if let Some(first) = tp.path.segments.first_mut() {
+                if first.ident == "Self" {
+                    first.ident = self.0.clone();
+                }
+            }
+        }
+        syn::visit_mut::visit_type_path_mut(self, tp);
+    }
+}
+
+fn without_self(ty: &Type, name: &syn::Ident) -> Type {
+    let mut ty = ty.clone();
+    syn::visit_mut::VisitMut::visit_type_mut(&mut ReplaceSelf(name), &mut ty);
+    ty
+}
+
 fn typed_args(sig: &syn::Signature) -> syn::Result<Vec<Type>> {
     let mut out = Vec::new();
     for input in &sig.inputs {
@@ -278,13 +301,26 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
         if sig.ident == "new" && receiver.is_none() {
             let is_result =
                 matches!(&sig.output, ReturnType::Type(_, t) if result_ok_type(t).is_some());
-            ctor = Some((typed_args(sig)?, is_result));
+            let args = typed_args(sig)?
+                .iter()
+                .map(|t| without_self(t, &ty))
+                .collect();
+            ctor = Some((args, is_result));
             continue;
         }
         if !matches!(f.vis, syn::Visibility::Public(_)) {
             continue;
         }
         let Some(r) = receiver else { continue };
+        if sig.ident == "remote" || sig.ident == "options" {
+            return Err(syn::Error::new_spanned(
+                &sig.ident,
+                format!(
+                    "an actor method cannot be named `{}`: `{ty}::{}` creates the actor",
+                    sig.ident, sig.ident
+                ),
+            ));
+        }
         if r.reference.is_none() {
             return Err(syn::Error::new_spanned(
                 r,
@@ -308,8 +344,11 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
             name: sig.ident.clone(),
             mutable: r.mutability.is_some(),
             is_async: sig.asyncness.is_some(),
-            arg_types: typed_args(sig)?,
-            ret,
+            arg_types: typed_args(sig)?
+                .iter()
+                .map(|t| without_self(t, &ty))
+                .collect(),
+            ret: without_self(&ret, &ty),
             is_result,
         });
     }

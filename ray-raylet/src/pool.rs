@@ -93,6 +93,7 @@ struct PoolState {
     shutting_down: bool,
     /// Workers that exited before registering, in a row: a broken worker binary.
     startup_failures: u32,
+    last_startup_failure: Option<std::time::Instant>,
 }
 
 /// Workers that may die before registering, in a row, before lease requests fail.
@@ -132,6 +133,7 @@ impl NodeManager {
                     next_lease: 1,
                     shutting_down: false,
                     startup_failures: 0,
+                    last_startup_failure: None,
                 }),
                 changed: Notify::new(),
                 exited: Notify::new(),
@@ -214,6 +216,13 @@ impl NodeManager {
                 let mut state = self.inner.state.lock();
                 if state.shutting_down {
                     return Err(LeaseError::ShuttingDown);
+                }
+                let recent = state
+                    .last_startup_failure
+                    .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10));
+                if state.startup_failures >= MAX_STARTUP_FAILURES && !recent {
+                    // A quiet spell since: give starting workers another chance.
+                    state.startup_failures = 0;
                 }
                 if state.startup_failures >= MAX_STARTUP_FAILURES {
                     return Err(LeaseError::Spawn(format!(
@@ -400,6 +409,7 @@ impl NodeManager {
                 state.starting = state.starting.saturating_sub(1);
                 if !state.shutting_down {
                     state.startup_failures += 1;
+                    state.last_startup_failure = Some(std::time::Instant::now());
                 }
             }
             state.idle.retain(|id| *id != worker_id);
