@@ -136,10 +136,13 @@ impl CoreWorker for CoreWorkerService {
         req: Request<RemoveBorrowerRequest>,
     ) -> std::result::Result<Response<Empty>, Status> {
         let req = req.into_inner();
-        let id = object_id(&req.object_id)?;
         let rt = runtime::current().map_err(|e| Status::unavailable(e.to_string()))?;
-        if let Some(release) = rt.refs.remove_borrower(id, &req.borrower_address) {
-            rt.apply_release(release);
+        let single = (!req.object_id.is_empty()).then_some(&req.object_id);
+        for raw in single.into_iter().chain(req.object_ids.iter()) {
+            let id = object_id(raw)?;
+            if let Some(release) = rt.refs.remove_borrower(id, &req.borrower_address) {
+                rt.apply_release(release);
+            }
         }
         Ok(Response::new(Empty {}))
     }

@@ -153,6 +153,7 @@ pub(crate) struct Cluster {
     pub events: mpsc::UnboundedSender<Event>,
     peers: DashMap<Arc<str>, PeerClient>,
     pending_deletes: Arc<AtomicUsize>,
+    releases: mpsc::UnboundedSender<(Arc<str>, ObjectId, Arc<str>)>,
     /// Workers only: tells the node manager this worker blocks or resumes.
     pub blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
 }
@@ -189,6 +190,8 @@ impl Cluster {
         let gcs = ray_proto::gcs_client::GcsClient::new(channel(&gcs_address, &token)?)
             .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
+        let (releases, pending_releases) = mpsc::unbounded_channel();
+        handle.spawn(send_releases(pending_releases, token.clone()));
         Ok(Cluster {
             handle,
             token,
@@ -199,6 +202,7 @@ impl Cluster {
             events,
             peers: DashMap::new(),
             pending_deletes: Arc::new(AtomicUsize::new(0)),
+            releases,
             blocked_hook,
         })
     }
@@ -344,18 +348,10 @@ impl Cluster {
         });
     }
 
+    /// Tells `owner` this process let go of `id`. Releases are batched: one call per owner
+    /// carries every release queued meanwhile.
     pub fn remove_borrower(&self, id: ObjectId, owner: Arc<str>, me: Arc<str>) {
-        let Ok(mut peer) = self.peer(&owner) else {
-            return;
-        };
-        self.handle.spawn(async move {
-            let req = ray_proto::RemoveBorrowerRequest {
-                object_id: id.0.to_vec().into(),
-                borrower_address: me.to_string(),
-            };
-            // The owner may be gone; then so is the object.
-            let _ = peer.remove_borrower(req).await;
-        });
+        let _ = self.releases.send((owner, id, me));
     }
 
     /// Asks the owner for the value of a borrowed object and stores it here when it comes.
@@ -382,6 +378,51 @@ impl Cluster {
             };
             rt.store.put(id, stored);
         });
+    }
+}
+
+/// Sends borrowers' releases, one call per owner for everything queued meanwhile.
+async fn send_releases(
+    mut queue: mpsc::UnboundedReceiver<(Arc<str>, ObjectId, Arc<str>)>,
+    token: Arc<str>,
+) {
+    let mut clients: HashMap<Arc<str>, PeerClient> = HashMap::new();
+    while let Some(first) = queue.recv().await {
+        let mut batches: HashMap<(Arc<str>, Arc<str>), Vec<bytes::Bytes>> = HashMap::new();
+        let mut add = |(owner, id, me): (Arc<str>, ObjectId, Arc<str>)| {
+            batches
+                .entry((owner, me))
+                .or_default()
+                .push(id.0.to_vec().into());
+        };
+        add(first);
+        while let Ok(more) = queue.try_recv() {
+            add(more);
+        }
+        for ((owner, me), ids) in batches {
+            let peer = match clients.get(&owner) {
+                Some(p) => p.clone(),
+                None => match channel(&owner, &token) {
+                    Ok(ch) => {
+                        let p = CoreWorkerClient::new(ch)
+                            .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
+                        clients.insert(owner.clone(), p.clone());
+                        p
+                    }
+                    Err(_) => continue,
+                },
+            };
+            let mut peer = peer;
+            tokio::spawn(async move {
+                let req = ray_proto::RemoveBorrowerRequest {
+                    object_id: Default::default(),
+                    borrower_address: me.to_string(),
+                    object_ids: ids,
+                };
+                // The owner may be gone; then so is the object.
+                let _ = peer.remove_borrower(req).await;
+            });
+        }
     }
 }
 
