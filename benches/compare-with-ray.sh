@@ -51,8 +51,14 @@ else
   fi
   export RAY_USAGE_STATS_ENABLED=0
   echo "running ray microbenchmark (Ray's harness sleeps 10 s before each metric)" >&2
-  TESTS_TO_RUN="$filter" "$venv/bin/ray" microbenchmark >"$out/ray.log" 2>&1 \
-    || { tail -50 "$out/ray.log" >&2; exit 1; }
+  # Ray's run ends with its Ray Client metrics, whose server can time out on a small machine;
+  # the core metrics are printed by then, so a failure only stops us if none were.
+  if ! TESTS_TO_RUN="$filter" "$venv/bin/ray" microbenchmark >"$out/ray.log" 2>&1; then
+    tail -5 "$out/ray.log" >&2
+    grep -q ' per second ' "$out/ray.log" || exit 1
+    echo "ray microbenchmark failed after its core metrics (above); going on with them" >&2
+    "$venv/bin/ray" stop >/dev/null 2>&1 || true
+  fi
   "$venv/bin/python" - "$out/ray.log" >"$ray_json" <<'PY'
 import json, re, sys
 for line in open(sys.argv[1]):
