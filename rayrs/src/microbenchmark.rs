@@ -675,10 +675,10 @@ fn run(h: &mut Harness) -> R<()> {
         h.timeit(name, f64::from(k), || create_call_kill(k))
     });
 
-    // Last, unlike Ray: every `get` here makes 10,000 borrowed refs, and the runtime releases
-    // each with an RPC of its own to the owner when it is dropped. Those releases queue up
-    // faster than they drain (over a minute of work after this metric on 2 cores), and would
-    // slow whatever runs next.
+    // Last, unlike Ray: every `get` here makes 10,000 borrowed refs, each released to its
+    // owner when dropped. When each release was an RPC of its own they queued up faster than
+    // they drained (over a minute of work after this metric on 2 cores) and slowed whatever
+    // ran next; last, a backlog cannot skew another metric.
     h.metric("single client get object containing 10k refs", |h, name| {
         let obj = create_object_containing_ref::remote(s.refs_in_object);
         h.timeit(name, 1.0, || ray::get(&obj).map(drop).map_err(err))
