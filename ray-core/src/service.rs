@@ -19,7 +19,9 @@ pub(crate) async fn serve(routes: Routes) -> Result<(String, tokio::sync::onesho
         .map_err(Error::runtime)?;
     let address = listener.local_addr().map_err(Error::runtime)?.to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Nagle off on accepted sockets: small replies must not wait for a delayed ACK (the
+    // builder's tcp_nodelay does not reach sockets from a listener we bound ourselves).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .tcp_nodelay(true)

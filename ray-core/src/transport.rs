@@ -111,9 +111,9 @@ struct ActorQueue {
     address: Arc<str>,
     next_seq: u64,
     incarnation: u64,
-    /// The incarnation to ask the GCS for on the next connect: the current one after a
-    /// dropped connection (the actor may be alive), the next one once a connect failed.
-    connect_min: u64,
+    /// A connection dropped: the next connect asks for the next incarnation but only waits
+    /// a while for it, since the actor may be alive and the drop ours.
+    after_drop: bool,
     connecting: bool,
     waiting_deps: bool,
     dead: Option<Error>,
@@ -473,16 +473,28 @@ pub(crate) async fn run_submitter(rt: Weak<Runtime>, mut events: mpsc::Unbounded
         actor_conns: HashMap::new(),
         next_conn: ACTOR_CONN_BIT,
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(25));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let period = Duration::from_millis(25);
+    let mut next_tick = tokio::time::Instant::now() + period;
     loop {
+        // Tick only while leases are held (to give idle ones back): an idle process sleeps.
+        let holding = !s.leases.is_empty();
+        let tick = async move {
+            if holding {
+                tokio::time::sleep_until(next_tick).await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
         tokio::select! {
             ev = events.recv() => match ev {
                 Some(Event::Shutdown(done)) => { s.shutdown(); let _ = done.send(()); return; }
                 Some(ev) => s.handle(ev),
                 None => { s.shutdown(); return; }
             },
-            _ = tick.tick() => s.return_idle_leases(),
+            _ = tick => {
+                s.return_idle_leases();
+                next_tick = tokio::time::Instant::now() + period;
+            }
         }
     }
 }
@@ -572,7 +584,7 @@ impl Submitter {
                         address: "".into(),
                         next_seq: 1,
                         incarnation: 0,
-                        connect_min: 1,
+                        after_drop: false,
                         connecting: false,
                         waiting_deps: false,
                         dead: None,
@@ -597,7 +609,7 @@ impl Submitter {
                 q.address = address;
                 q.connecting = false;
                 q.incarnation = incarnation;
-                q.connect_min = incarnation;
+                q.after_drop = false;
                 q.conn = Some((conn_id, tx));
                 self.actor_conns.insert(conn_id, id);
                 self.pump_actor(&rt, id);
@@ -608,7 +620,7 @@ impl Submitter {
                 };
                 q.connecting = false;
                 q.incarnation = q.incarnation.max(incarnation);
-                q.connect_min = q.connect_min.max(incarnation + 1);
+                q.after_drop = false;
                 if dead.is_some() {
                     q.dead = dead;
                 }
@@ -902,7 +914,14 @@ impl Submitter {
             let Some((_, tx)) = &q.conn else {
                 if !q.connecting {
                     q.connecting = true;
-                    connect_actor(rt, id, q.class.clone(), q.connect_min, self.next_conn);
+                    connect_actor(
+                        rt,
+                        id,
+                        q.class.clone(),
+                        q.incarnation + 1,
+                        q.after_drop,
+                        self.next_conn,
+                    );
                     self.next_conn += 1;
                 }
                 return;
@@ -954,6 +973,7 @@ impl Submitter {
         };
         if q.conn.as_ref().is_some_and(|(c, _)| *c == conn_id) {
             q.conn = None;
+            q.after_drop = true;
         }
         // In-flight calls are older than pending ones: resend them first, in order.
         let in_flight = std::mem::take(&mut q.in_flight);
@@ -977,18 +997,28 @@ impl Submitter {
         // Learn from the GCS whether it restarts or is dead; calls wait meanwhile.
         if !q.pending.is_empty() && !q.connecting {
             q.connecting = true;
-            connect_actor(rt, id, q.class.clone(), q.connect_min, self.next_conn);
+            connect_actor(
+                rt,
+                id,
+                q.class.clone(),
+                q.incarnation + 1,
+                q.after_drop,
+                self.next_conn,
+            );
             self.next_conn += 1;
         }
     }
 }
 
-/// Asks the GCS for the actor at `min_incarnation` or later, then connects to it.
+/// Asks the GCS for the actor at `min_incarnation` or later, then connects to it. With
+/// `bounded`, the GCS answers after a while even if no new incarnation came: the actor did
+/// not die, only our connection did, and we reconnect to it.
 fn connect_actor(
     rt: &Arc<Runtime>,
     id: [u8; 16],
     class: Arc<str>,
     min_incarnation: u64,
+    bounded: bool,
     conn_id: u64,
 ) {
     let Some(c) = &rt.cluster else {
@@ -1001,6 +1031,7 @@ fn connect_actor(
         let req = ray_proto::GetActorInfoRequest {
             actor_id: id.to_vec().into(),
             min_incarnation,
+            wait_ms: if bounded { 3_000 } else { 0 },
         };
         let info = match gcs.get_actor_info(req).await {
             Ok(i) => i.into_inner(),

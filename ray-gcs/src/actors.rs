@@ -318,6 +318,14 @@ impl GcsService {
         }
     }
 
+    pub(crate) fn current_info(&self, id: &[u8]) -> Result<ActorInfo, Status> {
+        let t = self.inner.actors.table.lock();
+        t.records
+            .get(id)
+            .map(Record::info)
+            .ok_or_else(|| Status::not_found("no such actor"))
+    }
+
     pub(crate) fn named(&self, namespace: &str, name: &str) -> Result<ActorInfo, Status> {
         let t = self.inner.actors.table.lock();
         t.names

@@ -116,9 +116,15 @@ impl Gcs for GcsService {
         req: Request<GetActorInfoRequest>,
     ) -> Result<Response<ActorInfo>, Status> {
         let req = req.into_inner();
-        self.wait_info(&req.actor_id, req.min_incarnation)
-            .await
-            .map(Response::new)
+        let wait = self.wait_info(&req.actor_id, req.min_incarnation);
+        if req.wait_ms == 0 {
+            return wait.await.map(Response::new);
+        }
+        match tokio::time::timeout(std::time::Duration::from_millis(req.wait_ms.into()), wait).await
+        {
+            Ok(r) => r.map(Response::new),
+            Err(_) => self.current_info(&req.actor_id).map(Response::new),
+        }
     }
 
     async fn get_named_actor(
