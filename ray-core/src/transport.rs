@@ -523,6 +523,7 @@ impl Submitter {
             Event::LeaseGranted(key, lease) => {
                 let q = self.queue(&key, &ResourceSet::new());
                 q.requesting = q.requesting.saturating_sub(1);
+                tracing::debug!(%key, lease = lease.id, queued = q.tasks.len(), requesting = q.requesting, "lease granted");
                 if q.tasks.is_empty() {
                     // Requested for tasks that ran elsewhere meanwhile: give it straight back
                     // rather than hold resources others may wait for.
@@ -538,6 +539,7 @@ impl Submitter {
                     return;
                 };
                 q.requesting = q.requesting.saturating_sub(1);
+                tracing::debug!(%key, %error, queued = q.tasks.len(), "lease failed");
                 if !q.leases.is_empty() && !q.tasks.is_empty() {
                     // Other leases exist, so the shape fits: ask again shortly, in case every
                     // lease we hold is stalled on the tasks still queued.
@@ -709,6 +711,7 @@ impl Submitter {
                 .map(|(id, _)| *id);
             let Some(lease_id) = best else {
                 let wanted = q.tasks.len().min(MAX_LEASE_REQUESTS);
+                tracing::debug!(%key, queued = q.tasks.len(), leases = q.leases.len(), requesting = q.requesting, "no lease free");
                 if q.requesting < wanted
                     && q.leases.len() + q.requesting < q.tasks.len() + q.leases.len()
                 {
@@ -749,6 +752,11 @@ impl Submitter {
             return;
         };
         if frame.requeue {
+            tracing::debug!(
+                lease = lease_id,
+                in_flight = lease.in_flight.len(),
+                "task handed back by a blocked worker"
+            );
             lease.stalled = true;
             if let Some(q) = self.queues.get_mut(&key) {
                 q.tasks.push_front(task);
@@ -1186,11 +1194,16 @@ fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
     let mut raylet = c.raylet.clone();
     let events = c.events.clone();
     let token = c.token.clone();
-    let requester = rt.worker_id;
+    // Workers name themselves, so their leases come back if they die; a driver's die with it.
+    let requester: Vec<u8> = if rt.is_worker {
+        rt.worker_id.to_vec()
+    } else {
+        Vec::new()
+    };
     tokio::spawn(async move {
         let req = ray_proto::LeaseRequest {
             shape: Some(ray_raylet::to_resources(&shape)),
-            requester_id: requester.to_vec().into(),
+            requester_id: requester.into(),
         };
         let ev = match raylet.request_worker_lease(req).await {
             Err(s) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", s.message()))),

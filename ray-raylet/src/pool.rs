@@ -62,6 +62,9 @@ pub enum LeaseError {
     /// A worker could not be started.
     #[error("cannot start a worker: {0}")]
     Spawn(String),
+    /// The worker process that asked is gone.
+    #[error("the requesting worker is gone")]
+    RequesterGone,
 }
 
 pub(crate) struct WorkerRecord {
@@ -204,7 +207,10 @@ impl NodeManager {
         }
         self.inner.state.lock().waiting += 1;
         let _waiting = Waiting(self);
-        self.lease_loop(shape, lessee).await
+        tracing::debug!(shape = ?shape.to_map(), "lease requested");
+        let r = self.lease_loop(shape, lessee).await;
+        tracing::debug!(shape = ?shape.to_map(), granted = r.is_ok(), "lease answered");
+        r
     }
 
     async fn lease_loop(&self, shape: &ResourceSet, lessee: &[u8]) -> Result<Grant, LeaseError> {
@@ -230,6 +236,13 @@ impl NodeManager {
                         state.startup_failures
                     )));
                 }
+                if let Ok(requester) = <[u8; 16]>::try_from(lessee) {
+                    // A request from a worker that died while it waited: granting it would
+                    // hold resources for nobody, forever.
+                    if !state.workers.contains_key(&requester) {
+                        return Err(LeaseError::RequesterGone);
+                    }
+                }
                 let fits = state.resources.is_available(shape);
                 if fits {
                     if let Some(worker) = state.idle.pop() {
@@ -241,6 +254,16 @@ impl NodeManager {
                     state.starting += 1;
                     true
                 } else {
+                    tracing::debug!(
+                        fits,
+                        available = ?state.resources.available.to_map(),
+                        idle = state.idle.len(),
+                        starting = state.starting,
+                        waiting = state.waiting,
+                        alive,
+                        leases = state.leases.len(),
+                        "lease waits"
+                    );
                     false
                 }
             };

@@ -80,7 +80,9 @@ impl NodeManagerRpc for NodeManager {
                 pid: g.pid,
             }),
             Err(LeaseError::Infeasible(why)) => lease_reply::Result::Infeasible(why),
-            Err(e @ LeaseError::ShuttingDown) => return Err(Status::unavailable(e.to_string())),
+            Err(e @ (LeaseError::ShuttingDown | LeaseError::RequesterGone)) => {
+                return Err(Status::unavailable(e.to_string()))
+            }
             Err(e @ LeaseError::Spawn(_)) => return Err(Status::internal(e.to_string())),
         };
         Ok(Response::new(LeaseReply {

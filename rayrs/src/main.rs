@@ -29,6 +29,13 @@ usage:
       as Markdown and the ratios as an SVG bar chart when asked.";
 
 fn main() -> ExitCode {
+    // RUST_LOG=ray=debug shows the runtime's own logs (the driver's) on stderr.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("microbenchmark") => microbenchmark::main(&args[1..]),
