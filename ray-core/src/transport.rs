@@ -1273,25 +1273,12 @@ async fn connect_worker(
         &mut hello,
     );
     write.write_all(&hello).await.map_err(Error::runtime)?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
+    let (tx, rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
     let lease_id = conn_id;
     let writer_events = events.clone();
     tokio::spawn(async move {
-        let mut buf = Vec::with_capacity(64 * 1024);
-        while let Some(first) = rx.recv().await {
-            buf.clear();
-            encode_frame(&first, &mut buf);
-            // Everything queued goes out in one write: under load one syscall moves many tasks.
-            while buf.len() < 1 << 20 {
-                match rx.try_recv() {
-                    Ok(f) => encode_frame(&f, &mut buf),
-                    Err(_) => break,
-                }
-            }
-            if let Err(e) = write.write_all(&buf).await {
-                let _ = writer_events.send(Event::Disconnected(lease_id, e.to_string()));
-                return;
-            }
+        if let Err(e) = crate::frames::write_frames(rx, write).await {
+            let _ = writer_events.send(Event::Disconnected(lease_id, e.to_string()));
         }
     });
     tokio::spawn(async move {

@@ -7,7 +7,7 @@
 //! back to their owner so that nothing waits on a blocked worker.
 
 use crate::error::{Error, Result};
-use crate::frames::{encode_frame, read_frame};
+use crate::frames::read_frame;
 use crate::ids::{id16, IdGen};
 use crate::memory_store::{MemoryStore, Stored};
 use crate::object_ref::collect_deserialized_refs;
@@ -22,7 +22,7 @@ use std::io::BufRead;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::BufReader;
 use tokio::sync::mpsc;
 
 #[ctor::ctor(unsafe)]
@@ -263,7 +263,7 @@ async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, execut
         let token = token.clone();
         let executor = executor.clone();
         tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
+            let (read, write) = stream.into_split();
             let mut r = BufReader::with_capacity(64 * 1024, read);
             let mut scratch = Vec::new();
             let hello = tokio::time::timeout(
@@ -276,23 +276,9 @@ async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, execut
                 tracing::warn!("refused a task connection without the session token");
                 return;
             }
-            let (tx, mut rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
-            tokio::spawn(async move {
-                let mut buf = Vec::with_capacity(64 * 1024);
-                while let Some(first) = rx.recv().await {
-                    buf.clear();
-                    encode_frame(&first, &mut buf);
-                    while buf.len() < 1 << 20 {
-                        match rx.try_recv() {
-                            Ok(f) => encode_frame(&f, &mut buf),
-                            Err(_) => break,
-                        }
-                    }
-                    if write.write_all(&buf).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            let (tx, rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
+            // A write error means the owner went away; its reader sees that too.
+            tokio::spawn(crate::frames::write_frames(rx, write));
             loop {
                 match read_frame::<ray_proto::TaskFrame, _>(
                     &mut r,
