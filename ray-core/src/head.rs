@@ -8,8 +8,6 @@
 use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::ids::IdGen;
-use crate::memory_store::MemoryStore;
-use crate::reference::ReferenceTable;
 use crate::runtime::{self, Runtime};
 use crate::service::{self, logged, serve};
 use crate::transport::{self, Cluster, Event};
@@ -40,8 +38,6 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
         Mode::Sync => Ok(Session {
             rt: Arc::new(Runtime {
                 address: format!("sync:{}", std::process::id()).into(),
-                store: MemoryStore::default(),
-                refs: ReferenceTable::default(),
                 ids: IdGen::new(&worker_id),
                 worker_id,
                 node_id: random_id(),
@@ -50,11 +46,7 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
                 is_worker: false,
                 node_total: resources,
                 cluster: None,
-                shut_down: Default::default(),
-                actor_lifetimes: Default::default(),
-                actor_args: Default::default(),
-                sync_actors: Default::default(),
-                sync_names: Default::default(),
+                ..Default::default()
             }),
             tokio: None,
             node: None,
@@ -159,8 +151,6 @@ fn start_local(
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let rt = Arc::new(Runtime {
         address: core_address.into(),
-        store: MemoryStore::default(),
-        refs: ReferenceTable::default(),
         ids: IdGen::new(&worker_id),
         worker_id,
         node_id,
@@ -177,11 +167,7 @@ fn start_local(
             events_tx,
             None,
         )?),
-        shut_down: Default::default(),
-        actor_lifetimes: Default::default(),
-        actor_args: Default::default(),
-        sync_actors: Default::default(),
-        sync_names: Default::default(),
+        ..Default::default()
     });
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
     Ok(Session {

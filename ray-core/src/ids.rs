@@ -7,6 +7,7 @@ pub use ray_object_store::ObjectId;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Makes object ids for one process.
+#[derive(Default)]
 pub(crate) struct IdGen {
     prefix: [u8; 8],
     next: AtomicU64,

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 /// owner's memory and travel inside replies (Ray's `max_direct_call_object_size`).
 pub(crate) const INLINE_MAX: usize = 100 * 1024;
 
-/// Everything one process of a session holds.
+/// Everything one process of a session holds. Built with struct-update syntax: the sites
+/// name the identity and links; the tables start empty.
+#[derive(Default)]
 pub(crate) struct Runtime {
     /// Owner address of this process: its core-worker endpoint (or "sync:<pid>").
     pub address: Arc<str>,

@@ -1002,19 +1002,8 @@ impl Submitter {
                 rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
             }
         }
-        // Learn from the GCS whether it restarts or is dead; calls wait meanwhile.
-        if !q.pending.is_empty() && !q.connecting {
-            q.connecting = true;
-            connect_actor(
-                rt,
-                id,
-                q.class.clone(),
-                q.incarnation + 1,
-                q.after_drop,
-                self.next_conn,
-            );
-            self.next_conn += 1;
-        }
+        // Learn from the GCS whether it restarts or is dead (pump connects if calls wait).
+        self.pump_actor(rt, id);
     }
 }
 

@@ -9,9 +9,8 @@
 use crate::error::{Error, Result};
 use crate::frames::read_frame;
 use crate::ids::{id16, IdGen};
-use crate::memory_store::{MemoryStore, Stored};
+use crate::memory_store::Stored;
 use crate::object_ref::collect_deserialized_refs;
-use crate::reference::ReferenceTable;
 use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::runtime::{self, Runtime};
 use crate::transport::{self, Cluster};
@@ -206,15 +205,12 @@ fn run_worker() -> Result<()> {
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let rt = Arc::new(Runtime {
         address: core_address.into(),
-        store: MemoryStore::default(),
-        refs: ReferenceTable::default(),
         ids: IdGen::new(&worker_id),
         worker_id,
         node_id: id16(&registered.node_id, "node id")?,
         job_id: registered.job_id,
         namespace: registered.namespace.clone(),
         is_worker: true,
-        node_total: Default::default(),
         cluster: Some(Cluster::new(
             handle.clone(),
             token.clone(),
@@ -224,11 +220,7 @@ fn run_worker() -> Result<()> {
             events_tx,
             Some(Box::new(hook)),
         )?),
-        shut_down: Default::default(),
-        actor_lifetimes: Default::default(),
-        actor_args: Default::default(),
-        sync_actors: Default::default(),
-        sync_names: Default::default(),
+        ..Default::default()
     });
     runtime::set_current(Some(rt.clone()));
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
