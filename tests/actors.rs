@@ -383,7 +383,13 @@ fn a_restarted_actor_reruns_its_constructor_and_replays_calls() {
         let c = Counter::options().max_restarts(1).remote(100);
         assert_eq!(ray::get(&c.incr(5)).unwrap(), 105);
         let first_pid = ray::get(&c.pid()).unwrap();
-        assert!(matches!(ray::get(&c.die()), Err(Error::ActorDied { .. })));
+        // It restarts: the lost call is "unavailable" (retryable), not "dead" (final).
+        match ray::get(&c.die()) {
+            Err(Error::ActorUnavailable { cause, .. }) => {
+                assert!(cause.contains("die"), "{cause}")
+            }
+            other => panic!("expected ActorUnavailable, got {other:?}"),
+        }
         assert_eq!(
             ray::get(&c.get()).unwrap(),
             100,

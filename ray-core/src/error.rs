@@ -49,6 +49,16 @@ pub enum Error {
         /// Why.
         cause: String,
     },
+    /// The actor cannot be reached for now: its process died and it is restarting, so a
+    /// call that was in flight may or may not have run (Ray's `ActorUnavailableError`).
+    /// Retryable: the next call goes to the restarted actor. Compare [`Error::ActorDied`].
+    #[error("actor {class} is unavailable for now: {cause}")]
+    ActorUnavailable {
+        /// The actor's class.
+        class: String,
+        /// What happened to the call.
+        cause: String,
+    },
     /// The object's value is gone: freed or lost with its node (Ray's `ObjectLostError`).
     #[error("object {0} was lost")]
     ObjectLost(String),
@@ -85,9 +95,43 @@ pub enum Error {
     Runtime(String),
 }
 
+/// Longest task error message sent back whole; a longer one (a user's `Err` or panic text)
+/// is cut, so that a reply always fits its frame and is never mistaken for a dead worker.
+pub(crate) const MAX_ERROR_MESSAGE: usize = 1 << 20;
+
 impl Error {
     pub(crate) fn runtime(e: impl std::fmt::Display) -> Self {
         Error::Runtime(e.to_string())
+    }
+
+    /// This error with a task's message cut to [`MAX_ERROR_MESSAGE`] bytes, saying so. Only
+    /// a task's message carries user text of any size; the other kinds are the runtime's.
+    pub(crate) fn bounded(self) -> Self {
+        match self {
+            Error::Task {
+                function,
+                message,
+                location,
+            } if message.len() > MAX_ERROR_MESSAGE => {
+                let keep = 4096;
+                let mut cut = keep.min(message.len());
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                Error::Task {
+                    function,
+                    message: format!(
+                        "error message too large to return ({} bytes, the limit is {} bytes); \
+                         it begins: {}",
+                        message.len(),
+                        MAX_ERROR_MESSAGE,
+                        &message[..cut]
+                    ),
+                    location,
+                }
+            }
+            other => other,
+        }
     }
 
     /// Wire form, stored in an object's slot and sent between processes.
@@ -116,6 +160,12 @@ impl Error {
             Error::ActorDied { class, cause } => {
                 ("actor_died", class.clone(), cause.clone(), String::new())
             }
+            Error::ActorUnavailable { class, cause } => (
+                "actor_unavailable",
+                class.clone(),
+                cause.clone(),
+                String::new(),
+            ),
             Error::ObjectLost(id) => ("object_lost", String::new(), id.clone(), String::new()),
             Error::OwnerDied(id) => ("owner_died", String::new(), id.clone(), String::new()),
             Error::Unschedulable { function, reason } => (
@@ -165,6 +215,10 @@ impl Error {
                 class: e.function,
                 cause: e.message,
             },
+            "actor_unavailable" => Error::ActorUnavailable {
+                class: e.function,
+                cause: e.message,
+            },
             "object_lost" => Error::ObjectLost(e.message),
             "owner_died" => Error::OwnerDied(e.message),
             "unschedulable" => Error::Unschedulable {
@@ -198,5 +252,10 @@ mod tests {
             message: "killed".into(),
         };
         assert_eq!(Error::from_proto(&w.to_proto()), w);
+        let u = Error::ActorUnavailable {
+            class: "A".into(),
+            cause: "restarting".into(),
+        };
+        assert_eq!(Error::from_proto(&u.to_proto()), u);
     }
 }

@@ -149,6 +149,7 @@ fn start_local(
     let arena = ArenaMapping::open(&store_path).map_err(Error::runtime)?;
     let raylet = transport::raylet_client(&nm_address, &token)?;
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (fetch_tx, fetch_rx) = tokio::sync::mpsc::unbounded_channel();
     let rt = Arc::new(Runtime {
         address: core_address.into(),
         ids: IdGen::new(&worker_id),
@@ -165,11 +166,13 @@ fn start_local(
             gcs_address,
             arena,
             events_tx,
+            fetch_tx,
             None,
         )?),
         ..Default::default()
     });
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
+    handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
     Ok(Session {
         rt,
         tokio: Some(tokio_rt),

@@ -28,6 +28,7 @@ mod actor;
 mod codec;
 mod config;
 mod error;
+mod fetch;
 mod frames;
 mod head;
 mod ids;

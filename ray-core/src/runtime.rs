@@ -14,6 +14,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -197,6 +198,9 @@ impl Runtime {
             return Ok(ready);
         }
         let (tx, rx) = crossbeam_channel::unbounded();
+        // Where each pending id sits in `refs` (an id may appear more than once): a wake-up
+        // finds its refs at once, so waiting on n refs costs O(n), not O(n²).
+        let mut pending: HashMap<ObjectId, Vec<usize>> = HashMap::new();
         for (i, r) in refs.iter().enumerate() {
             if ready[i] {
                 continue;
@@ -213,6 +217,7 @@ impl Runtime {
                     }
                 }
                 Subscribed::Pending { fetch } => {
+                    pending.entry(r.id).or_default().push(i);
                     if fetch {
                         if let (Some(c), Some(owner)) = (&self.cluster, &r.owner) {
                             c.fetch_from_owner(r.id, owner.clone());
@@ -243,8 +248,8 @@ impl Runtime {
                     Err(_) => break,
                 },
             };
-            for (i, r) in refs.iter().enumerate() {
-                if !ready[i] && r.id == got {
+            for i in pending.remove(&got).unwrap_or_default() {
+                if !ready[i] {
                     ready[i] = true;
                     count += 1;
                 }

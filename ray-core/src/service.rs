@@ -7,7 +7,7 @@ use crate::memory_store::{Stored, Subscribed, Waiter};
 use crate::runtime;
 use ray_proto::auth::CheckToken;
 use ray_proto::core_worker_server::{CoreWorker, CoreWorkerServer};
-use ray_proto::{Empty, GetObjectStatusReply, GetObjectStatusRequest, RemoveBorrowerRequest};
+use ray_proto::{Empty, GetObjectsReply, GetObjectsRequest, ObjectStatus, RemoveBorrowerRequest};
 use std::sync::Arc;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
@@ -94,32 +94,25 @@ impl CoreWorker for CoreWorkerService {
         Ok(Response::new(reply))
     }
 
-    async fn get_object_status(
+    type GetObjectsStream =
+        tokio_stream::wrappers::ReceiverStream<std::result::Result<GetObjectsReply, Status>>;
+
+    async fn get_objects(
         &self,
-        req: Request<GetObjectStatusRequest>,
-    ) -> std::result::Result<Response<GetObjectStatusReply>, Status> {
-        let id = object_id(&req.into_inner().object_id)?;
+        req: Request<GetObjectsRequest>,
+    ) -> std::result::Result<Response<Self::GetObjectsStream>, Status> {
+        let ids = req
+            .into_inner()
+            .object_ids
+            .iter()
+            .map(|raw| object_id(raw))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let rt = runtime::current().map_err(|e| Status::unavailable(e.to_string()))?;
-        loop {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            let stored = match rt.store.subscribe(id, Waiter::Async(tx), false) {
-                Subscribed::Ready(v) => v,
-                Subscribed::Unknown => Stored::Failed(Arc::new(Error::ObjectLost(id.to_hex()))),
-                Subscribed::Pending { .. } => {
-                    if rx.recv().await.is_none() {
-                        // The slot went away: the object was freed while we waited.
-                        let lost = Stored::Failed(Arc::new(Error::ObjectLost(id.to_hex())));
-                        return Ok(Response::new(GetObjectStatusReply {
-                            value: Some(lost.to_proto()),
-                        }));
-                    }
-                    continue;
-                }
-            };
-            return Ok(Response::new(GetObjectStatusReply {
-                value: Some(stored.to_proto()),
-            }));
-        }
+        let (out, stream) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(stream_objects(rt, ids, out));
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            stream,
+        )))
     }
 
     async fn add_borrower(
@@ -147,5 +140,73 @@ impl CoreWorker for CoreWorkerService {
             }
         }
         Ok(Response::new(Empty {}))
+    }
+}
+
+/// Objects per message of a `GetObjects` stream.
+const OBJECTS_PER_MESSAGE: usize = 1024;
+/// A `GetObjects` stream sends an empty message this often while it waits: the borrower
+/// tells a slow object from a dead owner by these.
+pub(crate) const GET_OBJECTS_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Sends each of `ids` on `out` as soon as its value is here: what is ready at once first,
+/// then the rest as they complete. An object freed meanwhile is sent as lost.
+async fn stream_objects(
+    rt: Arc<runtime::Runtime>,
+    ids: Vec<ObjectId>,
+    out: tokio::sync::mpsc::Sender<std::result::Result<GetObjectsReply, Status>>,
+) {
+    let status = |id: ObjectId, v: Stored| ObjectStatus {
+        object_id: id.0.to_vec().into(),
+        value: Some(v.to_proto()),
+    };
+    let lost = |id: ObjectId| Stored::Failed(Arc::new(Error::ObjectLost(id.to_hex())));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut ready = Vec::new();
+    let mut waiting = std::collections::HashSet::new();
+    for id in ids {
+        match rt.store.subscribe(id, Waiter::Async(tx.clone()), false) {
+            Subscribed::Ready(v) => ready.push(status(id, v)),
+            Subscribed::Unknown => ready.push(status(id, lost(id))),
+            Subscribed::Pending { .. } => {
+                waiting.insert(id);
+            }
+        }
+    }
+    drop(tx);
+    loop {
+        while !ready.is_empty() {
+            let rest = ready.split_off(ready.len().min(OBJECTS_PER_MESSAGE));
+            let objects = std::mem::replace(&mut ready, rest);
+            if out.send(Ok(GetObjectsReply { objects })).await.is_err() {
+                return; // The borrower hung up.
+            }
+        }
+        if waiting.is_empty() {
+            return;
+        }
+        match tokio::time::timeout(GET_OBJECTS_KEEPALIVE, rx.recv()).await {
+            Ok(Some(id)) => {
+                let mut woken = vec![id];
+                while let Ok(more) = rx.try_recv() {
+                    woken.push(more);
+                }
+                for id in woken {
+                    if waiting.remove(&id) {
+                        ready.push(status(id, rt.store.get(&id).unwrap_or_else(|| lost(id))));
+                    }
+                }
+            }
+            Ok(None) => {
+                // Every slot we waited on went away: those objects were freed.
+                ready.extend(waiting.drain().map(|id| status(id, lost(id))));
+            }
+            Err(_) => {
+                let keepalive = GetObjectsReply { objects: vec![] };
+                if out.send(Ok(keepalive)).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }

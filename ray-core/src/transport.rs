@@ -117,6 +117,9 @@ struct ActorQueue {
     connecting: bool,
     waiting_deps: bool,
     dead: Option<Error>,
+    /// Calls lost in flight with the actor's process, with no retries left: they fail once
+    /// the GCS says what became of the actor (dead for good, or restarting: unavailable).
+    lost: Vec<(ActorCall, String)>,
 }
 
 /// Connection ids of actor connections live above this bit, apart from lease ids.
@@ -154,6 +157,7 @@ pub(crate) struct Cluster {
     peers: DashMap<Arc<str>, PeerClient>,
     pending_deletes: Arc<AtomicUsize>,
     releases: mpsc::UnboundedSender<(Arc<str>, ObjectId, Arc<str>)>,
+    fetches: mpsc::UnboundedSender<crate::fetch::FetchRequest>,
     /// Workers only: tells the node manager this worker blocks or resumes.
     pub blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
 }
@@ -185,6 +189,7 @@ impl Cluster {
         gcs_address: String,
         arena: ArenaMapping,
         events: mpsc::UnboundedSender<Event>,
+        fetches: mpsc::UnboundedSender<crate::fetch::FetchRequest>,
         blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
     ) -> Result<Self> {
         let gcs = ray_proto::gcs_client::GcsClient::new(channel(&gcs_address, &token)?)
@@ -203,6 +208,7 @@ impl Cluster {
             peers: DashMap::new(),
             pending_deletes: Arc::new(AtomicUsize::new(0)),
             releases,
+            fetches,
             blocked_hook,
         })
     }
@@ -354,30 +360,11 @@ impl Cluster {
         let _ = self.releases.send((owner, id, me));
     }
 
-    /// Asks the owner for the value of a borrowed object and stores it here when it comes.
+    /// Asks the owner for the value of a borrowed object; it is stored here when it comes
+    /// (see [`crate::fetch`]).
     pub fn fetch_from_owner(&self, id: ObjectId, owner: Arc<str>) {
-        let Some(rt) = crate::runtime::current().ok() else {
-            return;
-        };
-        let peer = self.peer(&owner);
-        self.handle.spawn(async move {
-            let stored = match peer {
-                Err(e) => Stored::Failed(Arc::new(e)),
-                Ok(mut peer) => {
-                    let req = ray_proto::GetObjectStatusRequest {
-                        object_id: id.0.to_vec().into(),
-                    };
-                    match peer.get_object_status(req).await {
-                        Ok(r) => match r.into_inner().value {
-                            Some(v) => Stored::from_proto(v),
-                            None => Stored::Failed(Arc::new(Error::ObjectLost(id.to_hex()))),
-                        },
-                        Err(_) => Stored::Failed(Arc::new(Error::OwnerDied(id.to_hex()))),
-                    }
-                }
-            };
-            rt.store.put(id, stored);
-        });
+        // After shutdown nobody fetches; waiters are failed by the shutdown itself.
+        let _ = self.fetches.send((owner, id));
     }
 }
 
@@ -590,6 +577,7 @@ impl Submitter {
                         connecting: false,
                         waiting_deps: false,
                         dead: None,
+                        lost: Vec::new(),
                     })
                     .pending
                     .push_back(call);
@@ -614,6 +602,19 @@ impl Submitter {
                 q.after_drop = false;
                 q.conn = Some((conn_id, tx));
                 self.actor_conns.insert(conn_id, id);
+                // Alive again (or still): what was lost in flight may or may not have run.
+                for (call, why) in q.lost.drain(..) {
+                    let e = Error::ActorUnavailable {
+                        class: q.class.to_string(),
+                        cause: format!(
+                            "its process died while running {} ({why}); the actor is back at \
+                             incarnation {incarnation}, the call was not retried \
+                             (max_task_retries = 0)",
+                            call.method
+                        ),
+                    };
+                    rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
+                }
                 self.pump_actor(&rt, id);
             }
             Event::ActorUnreachable(id, incarnation, dead) => {
@@ -868,7 +869,8 @@ impl Submitter {
             return;
         };
         if let Some(dead) = &q.dead {
-            for call in q.pending.drain(..) {
+            let lost = q.lost.drain(..).map(|(call, _)| call);
+            for call in q.pending.drain(..).chain(lost) {
                 rt.complete(call.return_id, Stored::Failed(Arc::new(dead.clone())));
             }
             if q.in_flight.is_empty() {
@@ -920,19 +922,7 @@ impl Submitter {
                 }
             }
             let Some((_, tx)) = &q.conn else {
-                if !q.connecting {
-                    q.connecting = true;
-                    connect_actor(
-                        rt,
-                        id,
-                        q.class.clone(),
-                        q.incarnation + 1,
-                        q.after_drop,
-                        self.next_conn,
-                    );
-                    self.next_conn += 1;
-                }
-                return;
+                break;
             };
             let call = q.pending.pop_front().expect("front exists");
             let seq = q.next_seq;
@@ -951,6 +941,21 @@ impl Submitter {
             // what is in flight, this call included.
             let _ = tx.send(frame);
             q.in_flight.insert(seq, call);
+        }
+        // Calls wait for a connection, or lost calls for word of the actor's fate: ask the
+        // GCS (after a restart, for the next incarnation) and connect.
+        let wants = !q.pending.is_empty() || !q.lost.is_empty();
+        if wants && q.conn.is_none() && !q.connecting {
+            q.connecting = true;
+            connect_actor(
+                rt,
+                id,
+                q.class.clone(),
+                q.incarnation + 1,
+                q.after_drop,
+                self.next_conn,
+            );
+            self.next_conn += 1;
         }
     }
 
@@ -992,14 +997,7 @@ impl Submitter {
                 }
                 q.pending.push_front(call);
             } else {
-                let e = Error::ActorDied {
-                    class: q.class.to_string(),
-                    cause: format!(
-                        "the actor's process died while running {} ({why})",
-                        call.method
-                    ),
-                };
-                rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
+                q.lost.push((call, why.clone()));
             }
         }
         // Learn from the GCS whether it restarts or is dead (pump connects if calls wait).

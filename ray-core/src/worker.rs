@@ -203,6 +203,7 @@ fn run_worker() -> Result<()> {
         }
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
     let rt = Arc::new(Runtime {
         address: core_address.into(),
         ids: IdGen::new(&worker_id),
@@ -218,12 +219,14 @@ fn run_worker() -> Result<()> {
             registered.gcs_address,
             arena,
             events_tx,
+            fetch_tx,
             Some(Box::new(hook)),
         )?),
         ..Default::default()
     });
     runtime::set_current(Some(rt.clone()));
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
+    handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
     handle.spawn(accept_loop(listener, token, executor.clone()));
 
     let location = LOCATION.get().map(String::as_str).unwrap_or("");
@@ -328,7 +331,7 @@ fn finish(
             Ok(Stored::Inline(bytes.into()))
         }
     });
-    let stored = stored.unwrap_or_else(|e| Stored::Failed(Arc::new(e)));
+    let stored = stored.unwrap_or_else(|e| Stored::Failed(Arc::new(e.bounded())));
     let borrowed = rt.refs.still_borrowed(decoded);
     ray_proto::ReplyFrame {
         seq: frame_seq,

@@ -213,6 +213,8 @@ struct Sizes {
     with_arg: u32,
     /// Actors in "actor creation".
     actors_created: u32,
+    /// Tasks submitted before one `get_all` of them all (Ray's envelope: 1M queued tasks).
+    queued_tasks: u32,
 }
 
 const FULL: Sizes = Sizes {
@@ -225,6 +227,7 @@ const FULL: Sizes = Sizes {
     fan: 5000,
     with_arg: 1000,
     actors_created: 1000,
+    queued_tasks: 1_000_000,
 };
 
 const QUICK: Sizes = Sizes {
@@ -237,6 +240,7 @@ const QUICK: Sizes = Sizes {
     fan: 200,
     with_arg: 100,
     actors_created: 20,
+    queued_tasks: 20_000,
 };
 
 /// Ray's unit for the gigabyte metrics: 100 Mi i64s (800 MiB) count as 0.8 "GB".
@@ -286,6 +290,27 @@ impl Harness {
             }
             stats.push(multiplier * calls as f64 / start.elapsed().as_secs_f64());
         }
+        self.record(name, &stats)
+    }
+
+    /// For workloads too big to repeat (Ray's scalability envelope): one timed run after
+    /// one untimed warm-up of `warmup`, counted as `multiplier` operations.
+    fn once(
+        &mut self,
+        name: &str,
+        multiplier: f64,
+        warmup: impl FnOnce() -> R<()>,
+        f: impl FnOnce() -> R<()>,
+    ) -> R<()> {
+        warmup()?;
+        let start = Instant::now();
+        f()?;
+        let stats = [multiplier / start.elapsed().as_secs_f64()];
+        self.record(name, &stats)
+    }
+
+    /// Prints and keeps the mean and standard deviation of `stats`.
+    fn record(&mut self, name: &str, stats: &[f64]) -> R<()> {
         let mean = stats.iter().sum::<f64>() / stats.len() as f64;
         let sd =
             (stats.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / stats.len() as f64).sqrt();
@@ -663,6 +688,17 @@ fn run(h: &mut Harness) -> R<()> {
         });
         kill_all(&actors)?;
         r
+    });
+
+    // Ray's scalability envelope ("# of tasks queued on a single node: 1,000,000"): every
+    // task submitted, then one `get_all`. Timed once: a round is seconds long.
+    h.metric("single client 1M queued tasks and get", |h, name| {
+        let batch = |n: u32| {
+            let refs: Vec<ObjectRef<Vec<u8>>> = (0..n).map(|_| small_value::remote()).collect();
+            ray::get_all(&refs).map(drop).map_err(err)
+        };
+        let n = s.queued_tasks;
+        h.once(name, f64::from(n), || batch(n / 10), || batch(n))
     });
 
     h.metric("placement group create/removal", |_, name| {

@@ -1,0 +1,183 @@
+//! Borrowed objects fetched from their owners: one streamed `GetObjects` call per owner for
+//! everything asked for meanwhile, transient failures retried, and `OwnerDied` only for an
+//! owner that stays unreachable.
+//!
+//! A borrower that needs 10,000 refs makes one call, not 10,000 (which overran the owner's
+//! connection and turned any refusal into a permanent `OwnerDied`).
+
+use crate::error::Error;
+use crate::ids::ObjectId;
+use crate::memory_store::Stored;
+use crate::runtime::Runtime;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tonic::Code;
+
+/// Ids per `GetObjects` call.
+const IDS_PER_CALL: usize = 10_000;
+/// Deadline to open a `GetObjects` stream.
+const OPEN_DEADLINE: Duration = Duration::from_secs(10);
+/// An open stream that sends nothing (not even its keepalive) for this long has failed.
+const SILENCE_DEADLINE: Duration = Duration::from_secs(3 * 5);
+/// An owner that fails every attempt for this long is taken for dead.
+pub(crate) const OWNER_UNREACHABLE: Duration = Duration::from_secs(10);
+
+/// A request to fetch object `.1` from its owner at `.0`.
+pub(crate) type FetchRequest = (Arc<str>, ObjectId);
+
+/// Runs until the runtime is gone: groups the requests queued meanwhile by owner and fetches
+/// each group with one call.
+pub(crate) async fn run_fetcher(
+    rt: Weak<Runtime>,
+    mut queue: mpsc::UnboundedReceiver<FetchRequest>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut by_owner: HashMap<Arc<str>, Vec<ObjectId>> = HashMap::new();
+        let (owner, id) = first;
+        by_owner.entry(owner).or_default().push(id);
+        while let Ok((owner, id)) = queue.try_recv() {
+            by_owner.entry(owner).or_default().push(id);
+        }
+        for (owner, ids) in by_owner {
+            for chunk in ids.chunks(IDS_PER_CALL) {
+                tokio::spawn(fetch(rt.clone(), owner.clone(), chunk.to_vec()));
+            }
+        }
+    }
+}
+
+/// How one attempt ended.
+enum Attempt {
+    /// The stream ended (every object came, or the owner stopped early: ask again).
+    Ended,
+    /// It failed; `progress`: some objects came first.
+    Failed {
+        status: tonic::Status,
+        progress: bool,
+    },
+}
+
+/// Fetches `ids` from `owner` into this process's store, retrying failures until every
+/// object came or the owner has been unreachable for [`OWNER_UNREACHABLE`].
+async fn fetch(rt: Weak<Runtime>, owner: Arc<str>, ids: Vec<ObjectId>) {
+    let mut left: HashSet<ObjectId> = ids.into_iter().collect();
+    let mut failing_since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(20);
+    while !left.is_empty() {
+        let status = match attempt(&rt, &owner, &mut left).await {
+            None => return, // The runtime is gone.
+            Some(Attempt::Ended) => {
+                failing_since = None;
+                continue;
+            }
+            Some(Attempt::Failed { status, progress }) => {
+                if progress {
+                    failing_since = None;
+                }
+                status
+            }
+        };
+        let permanent = matches!(
+            status.code(),
+            Code::Unauthenticated
+                | Code::PermissionDenied
+                | Code::InvalidArgument
+                | Code::Unimplemented
+        );
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if permanent || since.elapsed() >= OWNER_UNREACHABLE {
+            let error = if status.code() == Code::Unavailable {
+                tracing::warn!(%owner, error = %status.message(), "owner unreachable; its objects are lost");
+                None
+            } else {
+                Some(Error::Runtime(format!(
+                    "fetching objects from their owner at {owner}: {}",
+                    status.message()
+                )))
+            };
+            let Some(rt) = rt.upgrade() else { return };
+            for id in left.drain() {
+                let e = error
+                    .clone()
+                    .unwrap_or_else(|| Error::OwnerDied(id.to_hex()));
+                rt.store.put_if_present(id, Stored::Failed(Arc::new(e)));
+            }
+            return;
+        }
+        tracing::debug!(%owner, code = ?status.code(), error = %status.message(), "fetch from owner failed; retrying");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// One `GetObjects` call for everything in `left`, storing what comes and removing it from
+/// `left`. `None` if the runtime is gone.
+async fn attempt(
+    rt: &Weak<Runtime>,
+    owner: &Arc<str>,
+    left: &mut HashSet<ObjectId>,
+) -> Option<Attempt> {
+    let peer = {
+        let rt = rt.upgrade()?;
+        rt.cluster.as_ref()?.peer(owner)
+    };
+    let mut peer = match peer {
+        Ok(p) => p,
+        Err(e) => {
+            let status = tonic::Status::invalid_argument(e.to_string());
+            return Some(Attempt::Failed {
+                status,
+                progress: false,
+            });
+        }
+    };
+    let req = ray_proto::GetObjectsRequest {
+        object_ids: left.iter().map(|id| id.0.to_vec().into()).collect(),
+    };
+    let mut stream = match tokio::time::timeout(OPEN_DEADLINE, peer.get_objects(req)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(status)) => {
+            return Some(Attempt::Failed {
+                status,
+                progress: false,
+            })
+        }
+        Err(_) => {
+            let status = tonic::Status::deadline_exceeded("the owner did not answer");
+            return Some(Attempt::Failed {
+                status,
+                progress: false,
+            });
+        }
+    };
+    let mut progress = false;
+    loop {
+        let message = match tokio::time::timeout(SILENCE_DEADLINE, stream.message()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return Some(Attempt::Ended),
+            Ok(Err(status)) => return Some(Attempt::Failed { status, progress }),
+            Err(_) => {
+                let status = tonic::Status::deadline_exceeded("the owner went silent");
+                return Some(Attempt::Failed { status, progress });
+            }
+        };
+        let rt = rt.upgrade()?;
+        for object in message.objects {
+            let Ok(id) = crate::ids::id16(&object.object_id, "object id").map(ObjectId) else {
+                continue;
+            };
+            if !left.remove(&id) {
+                continue;
+            }
+            progress = true;
+            let value = object
+                .value
+                .map(Stored::from_proto)
+                .unwrap_or_else(|| Stored::Failed(Arc::new(Error::ObjectLost(id.to_hex()))));
+            // A borrower that dropped the ref meanwhile has no slot left: nothing to keep.
+            rt.store.put_if_present(id, value);
+        }
+    }
+}
