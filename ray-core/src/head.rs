@@ -149,7 +149,15 @@ fn start_local(
     let arena = ArenaMapping::open(&store_path).map_err(Error::runtime)?;
     let raylet = transport::raylet_client(&nm_address, &token)?;
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (fetch_tx, fetch_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (cluster, fetch_rx) = Cluster::new(
+        handle.clone(),
+        token,
+        raylet,
+        gcs_address,
+        arena,
+        events_tx,
+        None,
+    )?;
     let rt = Arc::new(Runtime {
         address: core_address.into(),
         ids: IdGen::new(&worker_id),
@@ -159,16 +167,7 @@ fn start_local(
         namespace: config.namespace.clone().unwrap_or_default(),
         is_worker: false,
         node_total: resources,
-        cluster: Some(Cluster::new(
-            handle.clone(),
-            token,
-            raylet,
-            gcs_address,
-            arena,
-            events_tx,
-            fetch_tx,
-            None,
-        )?),
+        cluster: Some(cluster),
         ..Default::default()
     });
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));

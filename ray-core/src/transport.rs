@@ -189,15 +189,15 @@ impl Cluster {
         gcs_address: String,
         arena: ArenaMapping,
         events: mpsc::UnboundedSender<Event>,
-        fetches: mpsc::UnboundedSender<crate::fetch::FetchRequest>,
         blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
-    ) -> Result<Self> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<crate::fetch::FetchRequest>)> {
         let gcs = ray_proto::gcs_client::GcsClient::new(channel(&gcs_address, &token)?)
             .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
         let (releases, pending_releases) = mpsc::unbounded_channel();
+        let (fetches, fetch_queue) = mpsc::unbounded_channel();
         handle.spawn(send_releases(pending_releases, token.clone()));
-        Ok(Cluster {
+        let cluster = Cluster {
             handle,
             token,
             raylet,
@@ -210,7 +210,8 @@ impl Cluster {
             releases,
             fetches,
             blocked_hook,
-        })
+        };
+        Ok((cluster, fetch_queue))
     }
 
     pub fn submit_actor_call(&self, call: ActorCall) {

@@ -203,7 +203,15 @@ fn run_worker() -> Result<()> {
         }
     };
     let (events_tx, events_rx) = mpsc::unbounded_channel();
-    let (fetch_tx, fetch_rx) = mpsc::unbounded_channel();
+    let (cluster, fetch_rx) = Cluster::new(
+        handle.clone(),
+        token.clone(),
+        raylet,
+        registered.gcs_address,
+        arena,
+        events_tx,
+        Some(Box::new(hook)),
+    )?;
     let rt = Arc::new(Runtime {
         address: core_address.into(),
         ids: IdGen::new(&worker_id),
@@ -212,16 +220,7 @@ fn run_worker() -> Result<()> {
         job_id: registered.job_id,
         namespace: registered.namespace.clone(),
         is_worker: true,
-        cluster: Some(Cluster::new(
-            handle.clone(),
-            token.clone(),
-            raylet,
-            registered.gcs_address,
-            arena,
-            events_tx,
-            fetch_tx,
-            Some(Box::new(hook)),
-        )?),
+        cluster: Some(cluster),
         ..Default::default()
     });
     runtime::set_current(Some(rt.clone()));
