@@ -32,6 +32,18 @@ pub fn with_ray<R>(config: ray::Config, f: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Polls until `f` is true, or fails the test after 10 s: tests wait on events, not sleeps.
+pub fn eventually(what: &str, f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Pids of live (not zombie) child processes of this process.
 pub fn child_processes() -> Vec<u32> {
     let me = std::process::id();

@@ -4,7 +4,7 @@
 #![allow(clippy::new_without_default)] // actor constructors are called remotely, never through Default
 
 use ray::{ActorHandle, Error, ObjectRef};
-use ray_rs::with_ray;
+use ray_rs::{eventually, with_ray};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -193,18 +193,6 @@ fn temp_path(name: &str) -> String {
     let p = std::env::temp_dir().join(format!("rayrs-actor-{}-{name}", std::process::id()));
     let _ = std::fs::remove_file(&p);
     p.display().to_string()
-}
-
-/// Polls until `f` is true, or fails the test after 10 s.
-fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not happen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn local() -> ray::Config {

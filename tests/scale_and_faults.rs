@@ -46,3 +46,87 @@ fn a_borrower_fetching_ten_thousand_refs_at_once_gets_them_all() {
         assert_eq!(total, n * (n - 1) / 2);
     });
 }
+
+/// Starts the ending driver, waits for its `ready`, ends it as `how` says, and checks that
+/// neither its worker nor any shared memory of it outlives it.
+fn end_a_driver(how: &str, signal: Option<i32>) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ending-driver"))
+        .arg(if signal.is_some() { "wait" } else { "return" })
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let driver = child.id();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let worker: u32 = match line.trim().strip_prefix("ready ") {
+        Some(pid) => pid.parse().unwrap(),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{how}: the driver did not start: {line:?}");
+        }
+    };
+    if let Some(sig) = signal {
+        // The arena exists while the driver runs.
+        assert!(mappings_of_arena(driver) > 0, "{how}: no arena mapped");
+        // SAFETY: a signal to our own child, not yet reaped.
+        unsafe { libc::kill(driver as i32, sig) };
+    }
+    let status = child.wait().unwrap();
+    if let Some(sig) = signal {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(sig),
+            "{how}: ends as the signal would"
+        );
+    } else {
+        assert!(status.success(), "{how}: {status:?}");
+    }
+    ray_rs::eventually(&format!("{how}: the worker dies"), || {
+        !std::path::Path::new(&format!("/proc/{worker}")).exists()
+            || std::fs::read_to_string(format!("/proc/{worker}/stat")).is_ok_and(|s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+    });
+    let prefix = format!("rayrs-{driver}-");
+    let files: Vec<String> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    assert!(
+        files.is_empty(),
+        "{how}: shared memory left behind: {files:?}"
+    );
+}
+
+/// Mappings of a rayrs arena in process `pid`.
+fn mappings_of_arena(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("rayrs-"))
+        .count()
+}
+
+#[test]
+fn a_driver_that_returns_without_shutdown_leaves_nothing() {
+    end_a_driver("return from main", None);
+}
+
+#[test]
+fn a_driver_killed_leaves_nothing() {
+    end_a_driver("SIGKILL", Some(libc::SIGKILL));
+}
+
+#[test]
+fn a_driver_terminated_shuts_down_and_leaves_nothing() {
+    end_a_driver("SIGTERM", Some(libc::SIGTERM));
+    end_a_driver("SIGINT", Some(libc::SIGINT));
+}

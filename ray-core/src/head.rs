@@ -76,8 +76,10 @@ fn start_local(
     let capacity = config
         .object_store_memory
         .unwrap_or_else(StoreConfig::default_capacity);
-    let store = ObjectStore::create(StoreConfig::new(session.clone()).with_capacity(capacity))
-        .map_err(|e| Error::Runtime(format!("creating the object store: {e}")))?;
+    // Anonymous: the arena goes with the last process that holds it, however the driver ends.
+    let store =
+        ObjectStore::create_anonymous(StoreConfig::new(session.clone()).with_capacity(capacity))
+            .map_err(|e| Error::Runtime(format!("creating the object store: {e}")))?;
     let store_path = store.path().to_path_buf();
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -206,6 +208,36 @@ impl Session {
         // Last: the store's file goes with the node manager's last handle.
         drop(self.node.take());
     }
+}
+
+/// From the first local session on, SIGTERM and SIGINT (Ctrl-C) shut the session down
+/// cleanly (workers reaped, servers stopped) before the process ends as the signal's
+/// default would end it, as Ray does at exit.
+pub(crate) fn shut_down_on_signals() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT; they will not shut down cleanly");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new()
+            .name("ray-signals".into())
+            .spawn(move || {
+                if let Some(signal) = signals.forever().next() {
+                    tracing::info!(signal, "shutting down on a signal");
+                    crate::shutdown();
+                    // Ends the process as the signal would have (the exit status says so).
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT");
+        }
+    });
 }
 
 /// Removes shared-memory files left by sessions whose process no longer exists (a driver

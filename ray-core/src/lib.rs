@@ -73,6 +73,9 @@ pub fn init(config: Config) -> Result<()> {
     // happen on a thread of another runtime (an async driver's).
     let s = std::thread::scope(|scope| scope.spawn(|| head::start(&config)).join())
         .map_err(|_| Error::Runtime("starting the session panicked".into()))??;
+    if s.rt.cluster.is_some() {
+        head::shut_down_on_signals();
+    }
     runtime::set_current(Some(s.rt.clone()));
     *session = Some(s);
     Ok(())

@@ -199,6 +199,9 @@ impl Inner {
 /// Dropping the store removes the arena file; processes that mapped it keep their mapping.
 pub struct ObjectStore {
     path: PathBuf,
+    /// The memory file of an anonymous store (kept open: it lives while some process holds
+    /// it); `None` for a named file, which drop removes.
+    memfd: Option<std::fs::File>,
     capacity: u64,
     arena: ArenaMapping,
     inner: Mutex<Inner>,
@@ -266,8 +269,47 @@ impl ObjectStore {
             }
         };
         tracing::debug!(path = %path.display(), capacity, "created object store");
-        Ok(ObjectStore {
+        Ok(Self::with_arena(path, None, capacity, arena))
+    }
+
+    /// Creates an arena with no name in any directory: a memory file (`memfd_create`) that
+    /// exists only while some process holds it open or mapped. Nothing is left behind
+    /// however the processes end (even by `SIGKILL`). Other processes map it through
+    /// [`ObjectStore::path`], `/proc/<pid>/fd/<fd>` of this process, while it lives;
+    /// `config.dir` is not used and `config.name` only labels the mapping.
+    pub fn create_anonymous(config: StoreConfig) -> Result<Self, StoreError> {
+        let capacity = config.capacity & !(ALIGNMENT - 1);
+        if capacity == 0 {
+            return Err(StoreError::InvalidConfig(format!(
+                "capacity {} is below the minimum of {ALIGNMENT} bytes",
+                config.capacity
+            )));
+        }
+        let name = std::ffi::CString::new(config.name.as_str())
+            .map_err(|_| StoreError::InvalidConfig("store name holds a NUL byte".into()))?;
+        // SAFETY: a plain syscall with a valid C string; the fd it returns is owned below.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
+        let file = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let path = PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()));
+        file.set_len(capacity)?;
+        let arena = ArenaMapping::from_file(&file, &path)?;
+        tracing::debug!(path = %path.display(), capacity, "created anonymous object store");
+        Ok(Self::with_arena(path, Some(file), capacity, arena))
+    }
+
+    fn with_arena(
+        path: PathBuf,
+        memfd: Option<std::fs::File>,
+        capacity: u64,
+        arena: ArenaMapping,
+    ) -> Self {
+        ObjectStore {
             path,
+            memfd,
             capacity,
             arena,
             inner: Mutex::new(Inner {
@@ -281,7 +323,7 @@ impl ObjectStore {
                 evictions: 0,
                 evicted_bytes: 0,
             }),
-        })
+        }
     }
 
     /// The arena file's path (what other processes pass to [`ArenaMapping::open`]).
@@ -490,6 +532,9 @@ impl ObjectStore {
 
 impl Drop for ObjectStore {
     fn drop(&mut self) {
+        if self.memfd.is_some() {
+            return; // Closing the memory file is all: it goes with its last user.
+        }
         match std::fs::remove_file(&self.path) {
             Ok(()) => tracing::debug!(path = %self.path.display(), "removed object store"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -625,3 +625,24 @@ fn mapping_of_empty_and_missing_files() {
     std::fs::remove_file(&path).unwrap();
     assert!(matches!(ArenaMapping::open(&path), Err(StoreError::Io(_))));
 }
+
+#[test]
+fn an_anonymous_store_has_no_file_and_lives_while_mapped() {
+    let name = format!("rayrs-anon-test-{}", std::process::id());
+    let s = ObjectStore::create_anonymous(StoreConfig::new(name.clone()).with_capacity(1 << 16))
+        .unwrap();
+    assert!(
+        !StoreConfig::default_dir().join(&name).exists(),
+        "no file in the shared-memory directory"
+    );
+    // Another mapping (as another process makes) through the store's path.
+    let map = ArenaMapping::open(s.path()).unwrap();
+    assert_eq!(map.len(), 1 << 16);
+    let a = s.create_object(oid(1), 3).unwrap();
+    map.write(a, 0, b"abc").unwrap();
+    let path = s.path().to_path_buf();
+    drop(s);
+    // The memory lives on in the mapping; the path is gone with the store's descriptor.
+    assert_eq!(map.bytes(a).unwrap(), b"abc");
+    assert!(ArenaMapping::open(&path).is_err());
+}
