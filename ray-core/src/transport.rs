@@ -72,6 +72,10 @@ pub(crate) enum Event {
     ActorUnreachable([u8; 16], u64, Option<Error>),
     /// Try the queue of this shape again (after a failed lease request).
     Redispatch(Arc<str>),
+    /// This worker's task blocked in `get` (`true`) or resumed: while it is blocked it
+    /// submits nothing more, so idle leases go back at once rather than hoard CPUs that its
+    /// own children and everyone else's wait for.
+    Blocked(bool),
     /// This process killed the actor: fail its queued calls and every later one.
     ActorKilled([u8; 16], String),
     Shutdown(tokio::sync::oneshot::Sender<()>),
@@ -418,6 +422,7 @@ async fn send_releases(
 /// thread: the node manager lends its CPU to other work meanwhile (as Ray does).
 pub(crate) struct BlockedGuard<'a> {
     hook: Option<&'a (dyn Fn(bool) + Send + Sync)>,
+    events: Option<&'a mpsc::UnboundedSender<Event>>,
 }
 
 impl<'a> BlockedGuard<'a> {
@@ -428,9 +433,15 @@ impl<'a> BlockedGuard<'a> {
             .and_then(|c| c.blocked_hook.as_deref())
             .filter(|_| crate::worker::in_task());
         if let Some(h) = hook {
+            if let Some(c) = &rt.cluster {
+                let _ = c.events.send(Event::Blocked(true));
+            }
             h(true);
         }
-        BlockedGuard { hook }
+        BlockedGuard {
+            hook,
+            events: rt.cluster.as_ref().map(|c| &c.events),
+        }
     }
 }
 
@@ -438,6 +449,9 @@ impl Drop for BlockedGuard<'_> {
     fn drop(&mut self) {
         if let Some(h) = self.hook {
             h(false);
+            if let Some(events) = self.events {
+                let _ = events.send(Event::Blocked(false));
+            }
         }
     }
 }
@@ -460,6 +474,7 @@ pub(crate) async fn run_submitter(rt: Weak<Runtime>, mut events: mpsc::Unbounded
         actors: HashMap::new(),
         actor_conns: HashMap::new(),
         next_conn: ACTOR_CONN_BIT,
+        blocked: false,
     };
     let period = Duration::from_millis(25);
     let mut next_tick = tokio::time::Instant::now() + period;
@@ -480,7 +495,7 @@ pub(crate) async fn run_submitter(rt: Weak<Runtime>, mut events: mpsc::Unbounded
                 None => { s.shutdown(); return; }
             },
             _ = tick => {
-                s.return_idle_leases();
+                s.return_idle_leases(IDLE_LEASE_RETURN);
                 next_tick = tokio::time::Instant::now() + period;
             }
         }
@@ -494,6 +509,8 @@ struct Submitter {
     actors: HashMap<[u8; 16], ActorQueue>,
     actor_conns: HashMap<u64, [u8; 16]>,
     next_conn: u64,
+    /// This worker's task is blocked in `get` (see [`Event::Blocked`]).
+    blocked: bool,
 }
 
 impl Submitter {
@@ -640,6 +657,12 @@ impl Submitter {
                 self.pump_actor(&rt, id);
             }
             Event::Redispatch(key) => self.dispatch(&rt, &key),
+            Event::Blocked(blocked) => {
+                self.blocked = blocked;
+                if blocked {
+                    self.return_idle_leases(Duration::ZERO);
+                }
+            }
             Event::Shutdown(_) => {}
         }
     }
@@ -781,6 +804,9 @@ impl Submitter {
         rt.complete(task.return_id, stored);
         register_borrowers(rt, &frame.borrowed_ids, borrower, task);
         self.dispatch(rt, &key);
+        if self.blocked {
+            self.return_idle_leases(Duration::ZERO);
+        }
     }
 
     fn on_disconnect(&mut self, rt: &Arc<Runtime>, lease_id: u64, why: String) {
@@ -814,7 +840,8 @@ impl Submitter {
         self.dispatch(rt, &key);
     }
 
-    fn return_idle_leases(&mut self) {
+    /// Gives back leases idle for longer than `hold` whose queue is empty.
+    fn return_idle_leases(&mut self, hold: Duration) {
         let Some(rt) = self.rt.upgrade() else {
             return;
         };
@@ -824,7 +851,7 @@ impl Submitter {
             .iter()
             .filter(|(_, (key, l))| {
                 l.in_flight.is_empty()
-                    && l.idle_since.is_some_and(|t| now - t > IDLE_LEASE_RETURN)
+                    && l.idle_since.is_some_and(|t| now - t >= hold)
                     && self.queues.get(key).is_none_or(|q| q.tasks.is_empty())
             })
             .map(|(id, _)| *id)

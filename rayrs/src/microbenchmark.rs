@@ -58,6 +58,27 @@ fn create_object_containing_ref(n: u32) -> Result<Vec<ObjectRef<i64>>, String> {
     (0..n).map(|_| ray::put(&1i64).map_err(err)).collect()
 }
 
+/// Recursive Fibonacci with nested tasks: each call submits its two children and blocks in
+/// `get` on them (divide and conquer, as in Ray's nested-task docs). `fib(n)` makes
+/// `2 * fib(n + 1) - 1` tasks.
+#[ray::remote]
+fn fib(n: u32) -> Result<u64, String> {
+    if n < 2 {
+        return Ok(u64::from(n));
+    }
+    let children = [fib::remote(n - 1), fib::remote(n - 2)];
+    Ok(ray::get_all(&children).map_err(err)?.iter().sum())
+}
+
+/// Tasks made by `fib(n)`.
+fn fib_tasks(n: u32) -> u64 {
+    let (mut a, mut b) = (0u64, 1u64); // fib(0), fib(1)
+    for _ in 0..=n {
+        (a, b) = (b, a + b);
+    }
+    2 * a - 1
+}
+
 /// `work` of the n:n shape: `n` calls, round-robin over `actors`, then get them all.
 #[ray::remote]
 fn work(actors: Vec<ActorHandle<Actor>>, n: u32) -> Result<u32, String> {
@@ -215,6 +236,8 @@ struct Sizes {
     actors_created: u32,
     /// Tasks submitted before one `get_all` of them all (Ray's envelope: 1M queued tasks).
     queued_tasks: u32,
+    /// `n` of the nested-task `fib(n)`.
+    fib: u32,
 }
 
 const FULL: Sizes = Sizes {
@@ -228,6 +251,7 @@ const FULL: Sizes = Sizes {
     with_arg: 1000,
     actors_created: 1000,
     queued_tasks: 1_000_000,
+    fib: 15,
 };
 
 const QUICK: Sizes = Sizes {
@@ -241,6 +265,7 @@ const QUICK: Sizes = Sizes {
     with_arg: 100,
     actors_created: 20,
     queued_tasks: 20_000,
+    fib: 10,
 };
 
 /// Ray's unit for the gigabyte metrics: 100 Mi i64s (800 MiB) count as 0.8 "GB".
@@ -699,6 +724,21 @@ fn run(h: &mut Harness) -> R<()> {
         };
         let n = s.queued_tasks;
         h.once(name, f64::from(n), || batch(n / 10), || batch(n))
+    });
+
+    // Not in Ray's list: nested tasks, each blocked in `get` on its children. Counted in
+    // tasks per second; benches/compare-with-ray.sh runs Ray's version of it.
+    h.metric("nested tasks fib", |h, name| {
+        let n = s.fib;
+        let expected = (0..n).fold((0u64, 1u64), |(a, b), _| (b, a + b)).0;
+        h.timeit(name, fib_tasks(n) as f64, || {
+            let got = ray::get(&fib::remote(n)).map_err(err)?;
+            if got == expected {
+                Ok(())
+            } else {
+                Err(format!("fib({n}) = {got}, expected {expected}"))
+            }
+        })
     });
 
     h.metric("placement group create/removal", |_, name| {
