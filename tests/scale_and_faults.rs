@@ -130,3 +130,50 @@ fn a_driver_terminated_shuts_down_and_leaves_nothing() {
     end_a_driver("SIGTERM", Some(libc::SIGTERM));
     end_a_driver("SIGINT", Some(libc::SIGINT));
 }
+
+/// Recursive Fibonacci with nested tasks: each call blocks in `get` on its two children.
+#[ray::remote]
+fn fib(n: u32) -> Result<u64, String> {
+    if n < 2 {
+        return Ok(u64::from(n));
+    }
+    let children = [fib::remote(n - 1), fib::remote(n - 2)];
+    let values = ray::get_all(&children).map_err(|e| e.to_string())?;
+    Ok(values.iter().sum())
+}
+
+#[ray::remote]
+fn my_pid() -> u32 {
+    std::process::id()
+}
+
+#[ray::remote(num_cpus = 2.0)]
+fn my_pid_on_two_cpus() -> u32 {
+    std::process::id()
+}
+
+/// (own pid, pid of a child that fits in this task's resources, pid of one that does not)
+#[ray::remote]
+fn pids_of_children() -> Result<(u32, u32, u32), String> {
+    let small = ray::get(&my_pid::remote()).map_err(|e| e.to_string())?;
+    let big = ray::get(&my_pid_on_two_cpus::remote()).map_err(|e| e.to_string())?;
+    Ok((std::process::id(), small, big))
+}
+
+#[test]
+fn nested_tasks_run_their_children_while_they_wait() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        assert_eq!(ray::get(&fib::remote(15)).unwrap(), 610);
+        // A waiting task runs its own queued child if the child fits in its resources...
+        let (me, small, big) = ray::get(&pids_of_children::remote()).unwrap();
+        assert_eq!(
+            small, me,
+            "a child that fits runs inline, in the waiting worker"
+        );
+        // ...and leaves one that does not to the node manager.
+        assert_ne!(
+            big, me,
+            "a child needing more than its parent holds runs elsewhere"
+        );
+    });
+}

@@ -75,7 +75,7 @@ pub struct ArgSpec(pub(crate) ArgKind);
 pub(crate) enum ArgKind {
     /// An encoded value, with the refs found inside it (kept alive until the task ends).
     /// The refs are held, never read: they keep nested objects alive until the task ends.
-    Value(Bytes, #[allow(dead_code)] Vec<Arc<RefInner>>),
+    Value(Bytes, Vec<Arc<RefInner>>),
     /// A ref resolved before the task runs.
     Ref(Arc<RefInner>),
     /// The value could not be encoded: the task fails without running.
@@ -235,8 +235,33 @@ impl Runtime {
             return Ok(ready);
         }
         let deadline = timeout.map(|t| Instant::now() + t);
-        let _blocked = transport::BlockedGuard::enter(self);
+        // A task of this worker waiting for its own queued children runs them itself, one
+        // at a time, before it blocks (and lends its CPU): no lease, no other process.
+        let helping = match (timeout, crate::worker::can_help()) {
+            (None, Some(fits)) => Some((Arc::new(pending.keys().copied().collect()), fits)),
+            _ => None,
+        };
+        let mut blocked = None;
         while count < num {
+            if blocked.is_none() {
+                let stolen = match (&helping, &self.cluster) {
+                    (Some((wanted, fits)), Some(c)) => c.steal(wanted, fits),
+                    _ => None,
+                };
+                if let Some(task) = stolen {
+                    crate::worker::run_inline(self, task);
+                    while let Ok(id) = rx.try_recv() {
+                        for i in pending.remove(&id).unwrap_or_default() {
+                            if !ready[i] {
+                                ready[i] = true;
+                                count += 1;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                blocked = Some(transport::BlockedGuard::enter(self));
+            }
             let got = match deadline {
                 Some(d) => match rx.recv_deadline(d) {
                     Ok(id) => id,

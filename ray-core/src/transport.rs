@@ -16,7 +16,7 @@ use ray_proto::auth::AttachToken;
 use ray_proto::core_worker_client::CoreWorkerClient;
 use ray_proto::node_manager_client::NodeManagerClient;
 use ray_scheduler::ResourceSet;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -72,6 +72,14 @@ pub(crate) enum Event {
     ActorUnreachable([u8; 16], u64, Option<Error>),
     /// Try the queue of this shape again (after a failed lease request).
     Redispatch(Arc<str>),
+    /// A task blocked in `get` on this worker asks for one of its own queued tasks to run
+    /// inline: one whose return id is in `wanted`, whose arguments are plain values, and
+    /// whose shape fits in `fits` (the blocked task's own). Answered on `reply`.
+    Steal {
+        wanted: Arc<std::collections::HashSet<ObjectId>>,
+        fits: ResourceSet,
+        reply: crossbeam_channel::Sender<Option<PendingTask>>,
+    },
     /// This worker's task blocked in `get` (`true`) or resumed: while it is blocked it
     /// submits nothing more, so idle leases go back at once rather than hoard CPUs that its
     /// own children and everyone else's wait for.
@@ -242,6 +250,23 @@ impl Cluster {
         });
         rx.recv()
             .map_err(|_| Error::Runtime("the session's runtime stopped".into()))
+    }
+
+    /// One of this process's queued tasks for a blocked task to run inline (see
+    /// [`Event::Steal`]); `None` if there is none it may take.
+    pub fn steal(
+        &self,
+        wanted: &Arc<HashSet<ObjectId>>,
+        fits: &ResourceSet,
+    ) -> Option<PendingTask> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let ask = Event::Steal {
+            wanted: wanted.clone(),
+            fits: fits.clone(),
+            reply,
+        };
+        self.events.send(ask).ok()?;
+        answer.recv().ok().flatten()
     }
 
     pub fn submit(&self, task: PendingTask) {
@@ -657,6 +682,13 @@ impl Submitter {
                 self.pump_actor(&rt, id);
             }
             Event::Redispatch(key) => self.dispatch(&rt, &key),
+            Event::Steal {
+                wanted,
+                fits,
+                reply,
+            } => {
+                let _ = reply.send(self.steal(&wanted, &fits));
+            }
             Event::Blocked(blocked) => {
                 self.blocked = blocked;
                 if blocked {
@@ -759,6 +791,7 @@ impl Submitter {
                 owner_address: rt.address.to_string(),
                 job_id: rt.job_id,
                 actor_id: Default::default(),
+                shape: Some(ray_raylet::to_resources(&q.shape)),
             };
             if lease.tx.send(frame).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
@@ -838,6 +871,31 @@ impl Submitter {
             }
         }
         self.dispatch(rt, &key);
+    }
+
+    /// Takes a queued task for [`Event::Steal`]. Looks at the first few tasks of each queue
+    /// only, so a steal costs the same whatever the queue's length.
+    fn steal(&mut self, wanted: &HashSet<ObjectId>, fits: &ResourceSet) -> Option<PendingTask> {
+        const LOOK_AT: usize = 64;
+        for q in self.queues.values_mut() {
+            if !q.shape.fits_in(fits) {
+                continue;
+            }
+            let plain = |t: &PendingTask| {
+                t.args
+                    .iter()
+                    .all(|a| matches!(&a.0, ArgKind::Value(_, nested) if nested.is_empty()))
+            };
+            let found = q
+                .tasks
+                .iter()
+                .take(LOOK_AT)
+                .position(|t| wanted.contains(&t.return_id) && plain(t));
+            if let Some(i) = found {
+                return q.tasks.remove(i);
+            }
+        }
+        None
     }
 
     /// Gives back leases idle for longer than `hold` whose queue is empty.
@@ -964,6 +1022,7 @@ impl Submitter {
                 owner_address: rt.address.to_string(),
                 job_id: rt.job_id,
                 actor_id: id.to_vec().into(),
+                shape: None,
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.

@@ -13,9 +13,10 @@ use crate::memory_store::Stored;
 use crate::object_ref::collect_deserialized_refs;
 use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::runtime::{self, Runtime};
-use crate::transport::{self, Cluster};
+use crate::transport::{self, Cluster, PendingTask};
 use parking_lot::Mutex;
 use ray_raylet::worker_env;
+use ray_scheduler::ResourceSet;
 use std::cell::Cell;
 use std::io::BufRead;
 use std::os::linux::net::SocketAddrExt;
@@ -42,6 +43,52 @@ fn enter_worker_mode() {
 thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
     static CURRENT_TASK: Cell<Option<[u8; 16]>> = const { Cell::new(None) };
+    /// Resources of the task running on this thread (normal tasks only).
+    static CURRENT_SHAPE: std::cell::RefCell<Option<ResourceSet>> = const { std::cell::RefCell::new(None) };
+    /// Tasks run inline on this thread, one inside the other.
+    static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Most tasks run inline one inside the other (each is a few stack frames deep; the task
+/// thread's stack is [`TASK_STACK_BYTES`]).
+const MAX_INLINE_DEPTH: u32 = 256;
+/// Stack of the thread that runs a worker's tasks.
+const TASK_STACK_BYTES: usize = 256 << 20;
+
+/// If the calling thread runs a worker's task that may run one of its own queued tasks
+/// inline while it waits, the resources such a task must fit in.
+pub(crate) fn can_help() -> Option<ResourceSet> {
+    if !in_task() || INLINE_DEPTH.with(|d| d.get()) >= MAX_INLINE_DEPTH {
+        return None;
+    }
+    CURRENT_SHAPE.with(|s| s.borrow().clone())
+}
+
+/// Runs `task`, which this process submitted and a task blocked on this thread took back
+/// from the queue, here and now; its result is stored here, its owner. The waiting task
+/// holds the resources it runs on. A panic is the task's error, as on any worker; a crash
+/// ends this process, and so the waiting task too (which its owner retries).
+pub(crate) fn run_inline(rt: &Runtime, task: PendingTask) {
+    let args: Vec<Stored> = task
+        .resolved
+        .iter()
+        .cloned()
+        .map(Stored::from_proto)
+        .collect();
+    let outer_task = CURRENT_TASK.with(|t| t.replace(Some(task.return_id.0)));
+    let outer_shape = CURRENT_SHAPE.with(|s| s.replace(Some(task.shape.clone())));
+    INLINE_DEPTH.with(|d| d.set(d.get() + 1));
+    let location = LOCATION.get().map(String::as_str).unwrap_or("");
+    let result = arg_slices(rt, &args)
+        .and_then(|slices| crate::registry::execute(task.function, &slices, location));
+    INLINE_DEPTH.with(|d| d.set(d.get() - 1));
+    CURRENT_SHAPE.with(|s| s.replace(outer_shape));
+    CURRENT_TASK.with(|t| t.set(outer_task));
+    drop(args);
+    rt.complete(
+        task.return_id,
+        result_to_stored(rt, &task.return_id.0, result),
+    );
 }
 
 /// True on a worker's task thread while a task runs.
@@ -228,15 +275,24 @@ fn run_worker() -> Result<()> {
     handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
     handle.spawn(accept_loop(listener, token, executor.clone()));
 
-    let location = LOCATION.get().map(String::as_str).unwrap_or("");
-    while let Ok(job) = executor.rx.recv() {
-        if job.frame.actor_id.is_empty() {
-            let reply = run_task(&rt, job.frame, location);
-            let _ = job.reply.send(reply);
-        } else {
-            dispatch_actor_call(&rt, job, location);
-        }
-    }
+    // Tasks run on a thread of their own with a deep stack: a task waiting on its children
+    // may run them inline, one inside the other (see `run_inline`).
+    let tasks = std::thread::Builder::new()
+        .name("ray-task".into())
+        .stack_size(TASK_STACK_BYTES)
+        .spawn(move || {
+            let location = LOCATION.get().map(String::as_str).unwrap_or("");
+            while let Ok(job) = executor.rx.recv() {
+                if job.frame.actor_id.is_empty() {
+                    let reply = run_task(&rt, job.frame, location);
+                    let _ = job.reply.send(reply);
+                } else {
+                    dispatch_actor_call(&rt, job, location);
+                }
+            }
+        })
+        .map_err(Error::runtime)?;
+    let _ = tasks.join();
     Ok(())
 }
 
@@ -321,16 +377,7 @@ fn finish(
     decoded: &[crate::ids::ObjectId],
     start: Instant,
 ) -> ray_proto::ReplyFrame {
-    let cluster = rt.cluster.as_ref().expect("workers always have a cluster");
-    let stored = result.and_then(|bytes| {
-        if bytes.len() > runtime::INLINE_MAX {
-            let id = ray_object_store::ObjectId(id16(return_id, "return id")?);
-            cluster.put_plasma(id, &bytes, 0)
-        } else {
-            Ok(Stored::Inline(bytes.into()))
-        }
-    });
-    let stored = stored.unwrap_or_else(|e| Stored::Failed(Arc::new(e.bounded())));
+    let stored = result_to_stored(rt, return_id, result);
     let borrowed = rt.refs.still_borrowed(decoded);
     ray_proto::ReplyFrame {
         seq: frame_seq,
@@ -344,6 +391,20 @@ fn finish(
     }
 }
 
+/// A task's outcome as its object: large values go to shared memory under the return id.
+fn result_to_stored(rt: &Runtime, return_id: &[u8], result: Result<Vec<u8>>) -> Stored {
+    let cluster = rt.cluster.as_ref().expect("workers always have a cluster");
+    let stored = result.and_then(|bytes| {
+        if bytes.len() > runtime::INLINE_MAX {
+            let id = ray_object_store::ObjectId(id16(return_id, "return id")?);
+            cluster.put_plasma(id, &bytes, 0)
+        } else {
+            Ok(Stored::Inline(bytes.into()))
+        }
+    });
+    stored.unwrap_or_else(|e| Stored::Failed(Arc::new(e.bounded())))
+}
+
 fn run_task(
     rt: &Arc<Runtime>,
     frame: ray_proto::TaskFrame,
@@ -351,12 +412,17 @@ fn run_task(
 ) -> ray_proto::ReplyFrame {
     let start = Instant::now();
     let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
+    let shape = frame
+        .shape
+        .and_then(|s| ray_raylet::to_resource_set(Some(s)).ok());
     let (result, decoded) = collect_deserialized_refs(|| {
         let slices = arg_slices(rt, &args)?;
         CURRENT_TASK.with(|t| t.set(id16(&frame.task_id, "task id").ok()));
+        CURRENT_SHAPE.with(|s| s.replace(shape));
         IN_TASK.with(|t| t.set(true));
         let r = crate::registry::execute(&frame.function, &slices, location);
         IN_TASK.with(|t| t.set(false));
+        CURRENT_SHAPE.with(|s| s.replace(None));
         CURRENT_TASK.with(|t| t.set(None));
         r
     });
