@@ -3,8 +3,11 @@
 //! without `shutdown`. The scale figures themselves are measured by `rayrs microbenchmark`,
 //! not timed here.
 
+#![allow(clippy::new_without_default)] // actor constructors are called remotely
+
 use ray::Error;
 use ray_rs::with_ray;
+use std::time::Duration;
 
 /// Fails with a message larger than any reply frame may be (512 MiB).
 #[ray::remote(max_retries = 3)]
@@ -176,4 +179,90 @@ fn nested_tasks_run_their_children_while_they_wait() {
             "a child needing more than its parent holds runs elsewhere"
         );
     });
+}
+
+#[ray::actor]
+pub struct Idle;
+
+#[ray::actor]
+impl Idle {
+    pub fn new() -> Self {
+        Idle
+    }
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+/// Depth of a recursion whose every level waits on the next in its own worker (the child
+/// needs more than the parent holds, so it never runs inline).
+#[ray::remote(num_cpus = 0.5)]
+fn deep(n: u32) -> Result<u32, String> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let below = deeper::remote(n - 1);
+    Ok(1 + ray::get(&below).map_err(|e| e.to_string())?)
+}
+
+#[ray::remote(num_cpus = 1.0)]
+fn deeper(n: u32) -> Result<u32, String> {
+    let below = deep::remote(n);
+    ray::get(&below).map_err(|e| e.to_string())
+}
+
+fn limited(max_workers: usize) -> ray::Config {
+    ray::Config::local()
+        .num_cpus(2.0)
+        .max_workers(max_workers)
+        .worker_limit_wait(Duration::from_secs(2))
+}
+
+#[test]
+fn actors_cannot_take_every_worker_and_the_limit_is_an_error_not_a_hang() {
+    // 8 workers, 2 kept for tasks: 6 actors live, the 7th fails naming the limit.
+    with_ray(limited(8), || {
+        let actors: Vec<_> = (0..7)
+            .map(|_| Idle::options().num_cpus(0.0).remote())
+            .collect();
+        let mut alive = 0;
+        let mut refused = Vec::new();
+        for a in &actors {
+            match ray::get(&a.pid()) {
+                Ok(_) => alive += 1,
+                Err(Error::ActorDied { cause, .. }) => refused.push(cause),
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(
+            alive, 6,
+            "actors up to the limit less the task reserve: {refused:?}"
+        );
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].contains("worker processes"), "{}", refused[0]);
+        // Tasks are not starved while the actors live (a starved one fails after 2 s).
+        assert_eq!(ray::get(&fib::remote(8)).unwrap(), 21);
+    });
+}
+
+#[test]
+fn a_task_that_finds_the_worker_limit_reached_fails_naming_it() {
+    // Each level of `deep` holds a worker while it waits; 4 workers cannot hold 10 levels.
+    with_ray(limited(4), || match ray::get(&deep::remote(10)) {
+        Err(e) => assert!(e.to_string().contains("worker processes"), "{e}"),
+        Ok(d) => panic!("10 levels ran on 4 workers? depth {d}"),
+    });
+    // Without a small limit, 600 levels finish (most run inline in a waiting worker).
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        assert_eq!(ray::get(&fib_depth::remote(600)).unwrap(), 600);
+    });
+}
+
+/// Recursion `n` deep, each level blocked in `get` on the next.
+#[ray::remote]
+fn fib_depth(n: u32) -> Result<u32, String> {
+    if n == 0 {
+        return Ok(0);
+    }
+    Ok(1 + ray::get(&fib_depth::remote(n - 1)).map_err(|e| e.to_string())?)
 }

@@ -34,6 +34,8 @@ pub struct Config {
     pub(crate) object_store_memory: Option<u64>,
     pub(crate) namespace: Option<String>,
     pub(crate) ignore_reinit_error: bool,
+    pub(crate) max_workers: Option<usize>,
+    pub(crate) worker_limit_wait: std::time::Duration,
 }
 
 impl Config {
@@ -46,7 +48,26 @@ impl Config {
             object_store_memory: None,
             namespace: None,
             ignore_reinit_error: false,
+            max_workers: None,
+            worker_limit_wait: std::time::Duration::from_secs(30),
         }
+    }
+
+    /// Most worker processes the node starts (default: what its memory and file descriptors
+    /// allow beside the object store, at 16 MiB a worker). Actors may hold all but a few,
+    /// which stay for tasks. A task or actor that finds the limit reached waits, with a
+    /// warning, and fails after [`Config::worker_limit_wait`].
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n.max(2));
+        self
+    }
+
+    /// How long a task or actor may wait for a worker process while the node's worker limit
+    /// is reached before it fails with [`Error::Unschedulable`] (a task) or
+    /// [`Error::ActorDied`] (an actor) naming the limit (default 30 s).
+    pub fn worker_limit_wait(mut self, wait: std::time::Duration) -> Self {
+        self.worker_limit_wait = wait;
+        self
     }
 
     /// Local mode: worker processes on this machine.

@@ -110,7 +110,10 @@ fn start_local(
                 job_id: 1,
                 namespace: config.namespace.clone().unwrap_or_default(),
                 gcs_address: gcs_address.clone(),
-                max_workers: 512,
+                max_workers: config
+                    .max_workers
+                    .unwrap_or_else(|| ray_raylet::default_max_workers(capacity)),
+                limit_wait: config.worker_limit_wait,
             },
             store,
         );

@@ -61,6 +61,7 @@ static SESSION: Mutex<Option<head::Session>> = Mutex::new(None);
 /// Starts the runtime in this process (a driver). A second call fails with
 /// [`Error::AlreadyInitialized`] unless the config says to ignore it.
 pub fn init(config: Config) -> Result<()> {
+    log_to_stderr();
     let mut session = SESSION.lock();
     if session.is_some() || runtime::current().is_ok() {
         return if config.ignore_reinit_error {
@@ -79,6 +80,22 @@ pub fn init(config: Config) -> Result<()> {
     runtime::set_current(Some(s.rt.clone()));
     *session = Some(s);
     Ok(())
+}
+
+/// Unless the program installed a `tracing` subscriber first, the runtime's warnings (a
+/// refused connection, a task waiting on the worker limit) go to standard error, as Ray's
+/// do; `RUST_LOG` picks the level (default `warn`).
+pub(crate) fn log_to_stderr() {
+    if tracing::dispatcher::has_been_set() {
+        return;
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Fails only if another subscriber won the race: that one logs instead.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Stops every worker process, the embedded head and the store (removing its shared-memory

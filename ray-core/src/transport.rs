@@ -1278,8 +1278,17 @@ fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
         let req = ray_proto::LeaseRequest {
             shape: Some(ray_raylet::to_resources(&shape)),
             requester_id: requester.into(),
+            for_actor: false,
         };
         let ev = match raylet.request_worker_lease(req).await {
+            // The node's worker limit held the request past its deadline.
+            Err(s) if s.code() == tonic::Code::ResourceExhausted => Event::LeaseFailed(
+                key,
+                Error::Unschedulable {
+                    function: String::new(),
+                    reason: s.message().to_string(),
+                },
+            ),
             Err(s) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", s.message()))),
             Ok(reply) => match reply.into_inner().result {
                 Some(ray_proto::lease_reply::Result::Granted(g)) => {

@@ -157,6 +157,7 @@ fn env(name: &str) -> Result<String> {
 }
 
 fn run_worker() -> Result<()> {
+    crate::log_to_stderr();
     let node_manager = env(worker_env::NODE_MANAGER)?;
     let worker_hex = env(worker_env::WORKER_ID)?;
     let session = env(worker_env::SESSION)?;

@@ -193,6 +193,7 @@ impl GcsService {
             .request_worker_lease(LeaseRequest {
                 shape: spec.shape.clone(),
                 requester_id: Default::default(),
+                for_actor: true,
             })
             .await?
             .into_inner();

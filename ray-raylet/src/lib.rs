@@ -12,7 +12,9 @@
 mod pool;
 mod service;
 
-pub use pool::{hex, random_id, Grant, LeaseError, NodeManager, NodeManagerConfig};
+pub use pool::{
+    default_max_workers, hex, random_id, Grant, LeaseError, NodeManager, NodeManagerConfig,
+};
 pub use ray_proto::node_manager_server::NodeManagerServer;
 pub use service::{to_resource_set, to_resources};
 

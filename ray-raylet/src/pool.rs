@@ -31,8 +31,46 @@ pub struct NodeManagerConfig {
     pub namespace: String,
     /// The GCS endpoint, told to workers when they register.
     pub gcs_address: String,
-    /// Most worker processes alive at once, whatever their resources.
+    /// Most worker processes alive at once, whatever their resources (see
+    /// [`default_max_workers`]). Actors may hold all but a few: those stay for tasks.
     pub max_workers: usize,
+    /// How long a lease request may wait on that limit before it fails (with the limit
+    /// named), rather than hang.
+    pub limit_wait: std::time::Duration,
+}
+
+/// Private memory a worker process is budgeted (an idle one uses 6-12 MiB).
+const WORKER_MEMORY_BUDGET: u64 = 16 << 20;
+/// File descriptors a worker costs the process hosting the node manager (its pipe, its
+/// connections to the node manager, the GCS and owners).
+const WORKER_FDS_BUDGET: u64 = 8;
+
+/// A node's worker limit from what the machine has: the memory left beside the object
+/// store (`store_bytes`) at [`WORKER_MEMORY_BUDGET`] a worker, and the descriptors this
+/// process may open; at least 16.
+pub fn default_max_workers(store_bytes: u64) -> usize {
+    let memory = available_memory().map(|m| m.saturating_sub(store_bytes) / WORKER_MEMORY_BUDGET);
+    let mut fds = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let fd_limit = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut fds) } == 0)
+        .then(|| fds.rlim_cur.saturating_sub(1024) / WORKER_FDS_BUDGET);
+    let limit = [memory, fd_limit]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(512);
+    limit.clamp(16, 100_000) as usize
+}
+
+/// `MemAvailable` of /proc/meminfo, in bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A granted lease, as the pool sees it.
@@ -65,6 +103,9 @@ pub enum LeaseError {
     /// The worker process that asked is gone.
     #[error("the requesting worker is gone")]
     RequesterGone,
+    /// The node's worker-process limit kept the request waiting past its deadline.
+    #[error("{0}")]
+    WorkerLimit(String),
 }
 
 pub(crate) struct WorkerRecord {
@@ -83,6 +124,8 @@ struct LeaseRecord {
     /// What the lease holds right now (the CPU part goes back while its worker is blocked).
     held: ResourceSet,
     shape: ResourceSet,
+    /// A dedicated worker for an actor.
+    for_actor: bool,
 }
 
 struct PoolState {
@@ -94,9 +137,22 @@ struct PoolState {
     leases: HashMap<u64, LeaseRecord>,
     next_lease: u64,
     shutting_down: bool,
+    /// Workers leased for actors.
+    actor_workers: usize,
+    /// When a request last warned that it waits on the worker limit.
+    limit_warned: Option<std::time::Instant>,
     /// Workers that exited before registering, in a row: a broken worker binary.
     startup_failures: u32,
     last_startup_failure: Option<std::time::Instant>,
+}
+
+impl PoolState {
+    /// Forgets a lease, keeping the count of actor workers true.
+    fn remove_lease(&mut self, lease_id: u64) -> Option<LeaseRecord> {
+        let lease = self.leases.remove(&lease_id)?;
+        self.actor_workers -= usize::from(lease.for_actor);
+        Some(lease)
+    }
 }
 
 /// Workers that may die before registering, in a row, before lease requests fail.
@@ -134,6 +190,8 @@ impl NodeManager {
                     waiting: 0,
                     leases: HashMap::new(),
                     next_lease: 1,
+                    actor_workers: 0,
+                    limit_warned: None,
                     shutting_down: false,
                     startup_failures: 0,
                     last_startup_failure: None,
@@ -177,12 +235,17 @@ impl NodeManager {
     /// Waits until `shape` fits and a worker is idle, then leases that worker. Starts workers
     /// on demand.
     pub async fn lease(&self, shape: &ResourceSet) -> Result<Grant, LeaseError> {
-        self.lease_for(shape, &[]).await
+        self.lease_for(shape, &[], false).await
     }
 
     /// [`NodeManager::lease`] on behalf of `lessee` (a worker id), whose leases are taken
-    /// back if its process dies.
-    pub async fn lease_for(&self, shape: &ResourceSet, lessee: &[u8]) -> Result<Grant, LeaseError> {
+    /// back if its process dies; `for_actor`: a worker an actor will hold for its life.
+    pub async fn lease_for(
+        &self,
+        shape: &ResourceSet,
+        lessee: &[u8],
+        for_actor: bool,
+    ) -> Result<Grant, LeaseError> {
         {
             let state = self.inner.state.lock();
             if !state.resources.is_feasible(shape) {
@@ -208,12 +271,28 @@ impl NodeManager {
         self.inner.state.lock().waiting += 1;
         let _waiting = Waiting(self);
         tracing::debug!(shape = ?shape.to_map(), "lease requested");
-        let r = self.lease_loop(shape, lessee).await;
+        let r = self.lease_loop(shape, lessee, for_actor).await;
         tracing::debug!(shape = ?shape.to_map(), granted = r.is_ok(), "lease answered");
         r
     }
 
-    async fn lease_loop(&self, shape: &ResourceSet, lessee: &[u8]) -> Result<Grant, LeaseError> {
+    /// Workers kept from actors, for tasks: with every other worker hosting an actor, tasks
+    /// still run.
+    fn task_reserve(&self) -> usize {
+        let cpus = self.inner.config.resources.get(CPU).ceil() as usize;
+        cpus.max(2).min(self.inner.config.max_workers / 2)
+    }
+
+    async fn lease_loop(
+        &self,
+        shape: &ResourceSet,
+        lessee: &[u8],
+        for_actor: bool,
+    ) -> Result<Grant, LeaseError> {
+        let max_workers = self.inner.config.max_workers;
+        let max_actors = max_workers - self.task_reserve();
+        // Since when this request waits on the worker limit (not on resources).
+        let mut limited_since: Option<std::time::Instant> = None;
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
@@ -244,13 +323,53 @@ impl NodeManager {
                     }
                 }
                 let fits = state.resources.is_available(shape);
-                if fits {
+                let actors_full = for_actor && state.actor_workers >= max_actors;
+                if fits && !actors_full {
                     if let Some(worker) = state.idle.pop() {
-                        return Ok(grant(&mut state, worker, shape, lessee));
+                        return Ok(grant(&mut state, worker, shape, lessee, for_actor));
                     }
                 }
                 let alive = state.workers.len() + state.starting;
-                if fits && state.starting < state.waiting && alive < self.inner.config.max_workers {
+                let at_limit = actors_full || alive >= max_workers;
+                if fits && at_limit {
+                    let since = *limited_since.get_or_insert_with(std::time::Instant::now);
+                    let waited = since.elapsed();
+                    let why = if actors_full {
+                        format!(
+                            "{} of the node's {max_workers} worker processes host actors, \
+                             the most actors may hold ({} are kept for tasks)",
+                            state.actor_workers,
+                            max_workers - max_actors
+                        )
+                    } else {
+                        format!(
+                            "the node's limit of {max_workers} worker processes is reached \
+                             ({} host actors, the others run or wait on tasks)",
+                            state.actor_workers
+                        )
+                    };
+                    if waited >= self.inner.config.limit_wait {
+                        return Err(LeaseError::WorkerLimit(format!(
+                            "no worker process for {:.0?}: {why}",
+                            waited
+                        )));
+                    }
+                    let quiet = state
+                        .limit_warned
+                        .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10));
+                    if !quiet {
+                        state.limit_warned = Some(std::time::Instant::now());
+                        tracing::warn!(
+                            waiting = state.waiting,
+                            "{} waits for a worker process: {why}; it fails after {:.0?}",
+                            if for_actor { "an actor" } else { "a task" },
+                            self.inner.config.limit_wait
+                        );
+                    }
+                } else {
+                    limited_since = None;
+                }
+                if fits && state.starting < state.waiting && !at_limit {
                     state.starting += 1;
                     true
                 } else {
@@ -273,7 +392,15 @@ impl NodeManager {
                     return Err(e);
                 }
             }
-            notified.await;
+            match limited_since {
+                // Wake for the deadline even if nothing changes.
+                Some(since) => {
+                    let deadline =
+                        tokio::time::Instant::from_std(since + self.inner.config.limit_wait);
+                    let _ = tokio::time::timeout_at(deadline, notified).await;
+                }
+                None => notified.await,
+            }
         }
     }
 
@@ -282,7 +409,7 @@ impl NodeManager {
         let mut kill = None;
         {
             let mut state = self.inner.state.lock();
-            let Some(lease) = state.leases.remove(&lease_id) else {
+            let Some(lease) = state.remove_lease(lease_id) else {
                 return;
             };
             state.resources.release(&lease.held);
@@ -437,7 +564,7 @@ impl NodeManager {
             }
             state.idle.retain(|id| *id != worker_id);
             if let Some(lease_id) = w.lease {
-                if let Some(lease) = state.leases.remove(&lease_id) {
+                if let Some(lease) = state.remove_lease(lease_id) {
                     state.resources.release(&lease.held);
                 }
             }
@@ -450,7 +577,7 @@ impl NodeManager {
             .map(|(id, _)| *id)
             .collect();
         for lease_id in orphaned {
-            if let Some(lease) = state.leases.remove(&lease_id) {
+            if let Some(lease) = state.remove_lease(lease_id) {
                 state.resources.release(&lease.held);
                 if let Some(w) = state.workers.get_mut(&lease.worker) {
                     w.lease = None;
@@ -513,7 +640,13 @@ impl NodeManager {
     }
 }
 
-fn grant(state: &mut PoolState, worker: [u8; 16], shape: &ResourceSet, lessee: &[u8]) -> Grant {
+fn grant(
+    state: &mut PoolState,
+    worker: [u8; 16],
+    shape: &ResourceSet,
+    lessee: &[u8],
+    for_actor: bool,
+) -> Grant {
     // Checked by the caller: the shape is available.
     let _ = state.resources.try_allocate(shape);
     let lease_id = state.next_lease;
@@ -525,8 +658,10 @@ fn grant(state: &mut PoolState, worker: [u8; 16], shape: &ResourceSet, lessee: &
             lessee: lessee.to_vec(),
             held: shape.clone(),
             shape: shape.clone(),
+            for_actor,
         },
     );
+    state.actor_workers += usize::from(for_actor);
     let w = state
         .workers
         .get_mut(&worker)

@@ -71,7 +71,10 @@ impl NodeManagerRpc for NodeManager {
     ) -> Result<Response<LeaseReply>, Status> {
         let req = req.into_inner();
         let shape = to_resource_set(req.shape)?;
-        let result = match self.lease_for(&shape, &req.requester_id).await {
+        let result = match self
+            .lease_for(&shape, &req.requester_id, req.for_actor)
+            .await
+        {
             Ok(g) => lease_reply::Result::Granted(Lease {
                 lease_id: g.lease_id,
                 worker_id: g.worker_id.to_vec().into(),
@@ -84,6 +87,9 @@ impl NodeManagerRpc for NodeManager {
                 return Err(Status::unavailable(e.to_string()))
             }
             Err(e @ LeaseError::Spawn(_)) => return Err(Status::internal(e.to_string())),
+            Err(e @ LeaseError::WorkerLimit(_)) => {
+                return Err(Status::resource_exhausted(e.to_string()))
+            }
         };
         Ok(Response::new(LeaseReply {
             result: Some(result),
