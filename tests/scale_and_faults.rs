@@ -266,3 +266,26 @@ fn fib_depth(n: u32) -> Result<u32, String> {
     }
     Ok(1 + ray::get(&fib_depth::remote(n - 1)).map_err(|e| e.to_string())?)
 }
+
+#[test]
+fn silent_connections_are_closed() {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let address = ray::nodes().unwrap()[0].address.clone();
+        let silent: Vec<std::net::TcpStream> = (0..200)
+            .map(|_| std::net::TcpStream::connect(&address).unwrap())
+            .collect();
+        for mut conn in silent {
+            use std::io::Read;
+            // Closed by the server after its handshake deadline (10 s), long before 60 s.
+            conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut buf = [0u8; 16];
+            match conn.read(&mut buf) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                other => panic!("a silent connection stayed open: {other:?}"),
+            }
+        }
+        // The runtime itself still works.
+        assert_eq!(ray::get(&fib::remote(5)).unwrap(), 5);
+    });
+}

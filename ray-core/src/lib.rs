@@ -37,6 +37,7 @@ mod object_ref;
 mod reference;
 mod registry;
 mod runtime;
+mod server;
 mod service;
 mod transport;
 pub mod util;

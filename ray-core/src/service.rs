@@ -1,7 +1,7 @@
-//! gRPC servers of a process: the core-worker service every driver and worker runs (owners
-//! answer borrowers here), and the helper that starts any of the runtime's servers.
+//! The core-worker service every driver and worker runs: owners answer borrowers here, and
+//! the GCS asks a worker to construct an actor.
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::ids::{id16, ObjectId};
 use crate::memory_store::{Stored, Subscribed, Waiter};
 use crate::runtime;
@@ -12,31 +12,6 @@ use std::sync::Arc;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
-/// Starts `routes` on a fresh loopback port. Returns the address and a sender that stops it.
-pub(crate) async fn serve(routes: Routes) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(Error::runtime)?;
-    let address = listener.local_addr().map_err(Error::runtime)?.to_string();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    // Nagle off on accepted sockets: small replies must not wait for a delayed ACK (the
-    // builder's tcp_nodelay does not reach sockets from a listener we bound ourselves).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            })
-            .await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, "gRPC server failed");
-        }
-    });
-    Ok((address, stop))
-}
-
 /// The core-worker service of this process, guarded by the session token.
 pub(crate) fn core_worker_routes(token: &str) -> Routes {
     let server = CoreWorkerServer::new(CoreWorkerService)
@@ -44,23 +19,8 @@ pub(crate) fn core_worker_routes(token: &str) -> Routes {
         .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
     Routes::new(tonic::service::interceptor::InterceptedService::new(
         server,
-        logged(CheckToken::new(token)),
+        crate::server::logged(CheckToken::new(token)),
     ))
-}
-
-/// Wraps a token check so that every refusal is logged.
-pub(crate) fn logged(
-    mut check: CheckToken,
-) -> impl FnMut(Request<()>) -> std::result::Result<Request<()>, Status> + Clone {
-    move |req: Request<()>| {
-        use tonic::service::Interceptor;
-        check.call(req).inspect_err(|s| {
-            tracing::warn!(
-                reason = s.message(),
-                "refused a connection without the session token"
-            );
-        })
-    }
 }
 
 struct CoreWorkerService;

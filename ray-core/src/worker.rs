@@ -183,7 +183,7 @@ fn run_worker() -> Result<()> {
     let handle = tokio_rt.handle().clone();
     let _enter = tokio_rt.enter();
 
-    let (core_address, _stop) = tokio_rt.block_on(crate::service::serve(
+    let (core_address, _stop) = tokio_rt.block_on(crate::server::serve(
         crate::service::core_worker_routes(&token),
     ))?;
     let socket_name = format!("{session}-{worker_hex}");

@@ -1,0 +1,215 @@
+//! Starting the runtime's gRPC servers (GCS, node manager, core worker) on guarded listeners:
+//! a cap on open connections, a deadline for a new connection's first bytes, keepalive pings
+//! that close dead peers, and token refusals logged without flooding the log.
+
+use crate::error::{Error, Result};
+use parking_lot::Mutex;
+use ray_proto::auth::CheckToken;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tonic::service::Routes;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::{Request, Status};
+
+/// A new connection that sends nothing for this long is closed (a real client sends its
+/// HTTP/2 preface at once).
+pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+/// Pings on a connection with no traffic this long; a peer that does not answer within
+/// [`KEEPALIVE_TIMEOUT`] is closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Connections one server keeps open at once: a quarter of this process's descriptor limit
+/// (three servers share a driver), within [256, 65,536].
+fn max_connections() -> usize {
+    let mut fds = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut fds) } == 0 {
+        fds.rlim_cur / 4
+    } else {
+        1024
+    };
+    limit.clamp(256, 65_536) as usize
+}
+
+/// Starts `routes` on a fresh loopback port. Returns the address and a sender that stops it.
+pub(crate) async fn serve(routes: Routes) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(Error::runtime)?;
+    let address = listener.local_addr().map_err(Error::runtime)?.to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (accepted, incoming) = mpsc::channel(64);
+    tokio::spawn(accept(listener, accepted, max_connections()));
+    let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming);
+    tokio::spawn(async move {
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "gRPC server failed");
+        }
+    });
+    Ok((address, stop))
+}
+
+/// Accepts connections until the server stops, holding each to the cap and the handshake
+/// deadline before the server sees it.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    accepted: mpsc::Sender<std::io::Result<Guarded>>,
+    cap: usize,
+) {
+    let permits = Arc::new(Semaphore::new(cap));
+    let over_cap = Throttle::default();
+    let silent = Arc::new(Throttle::default());
+    loop {
+        let stream = tokio::select! {
+            _ = accepted.closed() => return, // The server stopped.
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            over_cap.warn(&format!(
+                "refused a connection: {cap} connections are open (the server's cap)"
+            ));
+            continue;
+        };
+        // Nagle off: small replies must not wait for a delayed ACK.
+        let _ = stream.set_nodelay(true);
+        let accepted = accepted.clone();
+        let silent = silent.clone();
+        tokio::spawn(async move {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(HANDSHAKE_DEADLINE, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    let _ = accepted
+                        .send(Ok(Guarded {
+                            stream,
+                            _permit: permit,
+                        }))
+                        .await;
+                }
+                Ok(_) => {} // Closed (or failed) before a byte: nothing to serve.
+                Err(_) => silent.warn(&format!(
+                    "closed a connection that sent nothing for {HANDSHAKE_DEADLINE:?}"
+                )),
+            }
+        });
+    }
+}
+
+/// An accepted connection, counted against the cap while it lives.
+struct Guarded {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connected for Guarded {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// A warning logged at most once per [`Throttle::PERIOD`], with a count of those held back:
+/// a hostile peer cannot flood the log.
+#[derive(Default)]
+pub(crate) struct Throttle {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    const PERIOD: Duration = Duration::from_secs(10);
+
+    pub(crate) fn warn(&self, what: &str) {
+        let mut s = self.state.lock();
+        if s.0.is_some_and(|t| t.elapsed() < Self::PERIOD) {
+            s.1 += 1;
+            return;
+        }
+        let held_back = std::mem::take(&mut s.1);
+        s.0 = Some(Instant::now());
+        drop(s);
+        if held_back > 0 {
+            tracing::warn!(
+                "{what} (and {held_back} more like it in the last {:?})",
+                Self::PERIOD
+            );
+        } else {
+            tracing::warn!("{what}");
+        }
+    }
+}
+
+/// Wraps a token check so that refusals are logged (throttled).
+pub(crate) fn logged(
+    mut check: CheckToken,
+) -> impl FnMut(Request<()>) -> std::result::Result<Request<()>, Status> + Clone {
+    let refusals = Arc::new(Throttle::default());
+    move |req: Request<()>| {
+        use tonic::service::Interceptor;
+        check.call(req).inspect_err(|s| {
+            refusals.warn(&format!(
+                "refused a request without the session token: {}",
+                s.message()
+            ));
+        })
+    }
+}
