@@ -42,9 +42,13 @@ fn max_connections() -> usize {
 
 /// Starts `routes` on a fresh loopback port. Returns the address and a sender that stops it.
 pub(crate) async fn serve(routes: Routes) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    // A deeper accept queue than the usual 128: hundreds of workers (or placements) may
+    // connect in the same instant, and an overflowing queue resets connections.
+    let socket = tokio::net::TcpSocket::new_v4().map_err(Error::runtime)?;
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(Error::runtime)?;
+    let listener = socket.listen(4096).map_err(Error::runtime)?;
     let address = listener.local_addr().map_err(Error::runtime)?.to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (accepted, incoming) = mpsc::channel(64);

@@ -8,7 +8,7 @@ use ray_proto::core_worker_client::CoreWorkerClient;
 use ray_proto::node_manager_client::NodeManagerClient;
 use ray_proto::*;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -51,6 +51,68 @@ impl Record {
 pub(crate) struct Actors {
     table: Mutex<Table>,
     changed: Notify,
+    /// One channel per node manager, shared by every placement and kill. A connection per
+    /// call meant a burst of ~1000 TCP connects when ~1000 actors were created at once: the
+    /// node manager's listen queue overflowed and some connections were reset.
+    node_managers: Mutex<HashMap<String, NodeManagerClient<Intercepted>>>,
+}
+
+/// How long a placement keeps retrying transient (transport) failures of its lease request.
+const PLACEMENT_RETRY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Why a placement attempt failed: which step, the status with its whole source chain, and
+/// whether trying again may help.
+struct PlacementError {
+    step: String,
+    status: Status,
+    transient: bool,
+}
+
+impl PlacementError {
+    fn new(step: impl Into<String>, status: Status) -> Self {
+        PlacementError {
+            step: step.into(),
+            status,
+            transient: false,
+        }
+    }
+
+    /// A failure of the connection itself (the call may never have reached the server),
+    /// rather than an answer from the server.
+    fn transport(step: impl Into<String>, status: Status) -> Self {
+        let transient = matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown
+        ) && std::error::Error::source(&status).is_some();
+        PlacementError {
+            transient,
+            ..PlacementError::new(step, status)
+        }
+    }
+}
+
+impl std::fmt::Display for PlacementError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.step, self.status.message())?;
+        // tonic's "transport error" hides its cause (reset, refused, timed out) in the chain.
+        let mut source = std::error::Error::source(&self.status);
+        let mut last = self.status.message().to_string();
+        while let Some(s) = source {
+            let text = s.to_string();
+            if text != last {
+                write!(f, ": {text}")?;
+                last = text;
+            }
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+impl From<Status> for PlacementError {
+    fn from(status: Status) -> Self {
+        PlacementError::new("placing the actor", status)
+    }
 }
 
 #[derive(Default)]
@@ -138,11 +200,42 @@ impl GcsService {
         })
     }
 
+    /// The client for the node manager at `address`, shared by all calls to it.
+    fn node_manager(&self, address: &str) -> Result<NodeManagerClient<Intercepted>, Status> {
+        let mut cache = self.inner.actors.node_managers.lock();
+        if let Some(nm) = cache.get(address) {
+            return Ok(nm.clone());
+        }
+        let nm = NodeManagerClient::new(channel(address, &self.inner.token)?);
+        cache.insert(address.to_string(), nm.clone());
+        Ok(nm)
+    }
+
     fn spawn_schedule(&self, id: Vec<u8>) {
         let me = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = me.schedule(&id).await {
-                me.placement_failed(id, format!("could not place the actor: {}", e.message()));
+            let deadline = Instant::now() + PLACEMENT_RETRY_DEADLINE;
+            let mut delay = Duration::from_millis(50);
+            let mut attempts = 1u32;
+            loop {
+                match me.schedule(&id).await {
+                    Ok(()) => return,
+                    Err(e) if e.transient && Instant::now() + delay < deadline => {
+                        tracing::info!(cause = %e, attempts, "actor placement met a transient error; trying again");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(2));
+                        attempts += 1;
+                    }
+                    Err(e) => {
+                        let tries = if e.transient {
+                            format!(" ({attempts} attempts)")
+                        } else {
+                            String::new()
+                        };
+                        me.placement_failed(id, format!("could not place the actor: {e}{tries}"));
+                        return;
+                    }
+                }
             }
         });
     }
@@ -180,7 +273,7 @@ impl GcsService {
     }
 
     /// Leases a dedicated worker, then asks it to construct the actor.
-    async fn schedule(&self, id: &[u8]) -> Result<(), Status> {
+    async fn schedule(&self, id: &[u8]) -> Result<(), PlacementError> {
         let spec = match self.inner.actors.table.lock().records.get(id) {
             Some(r) if r.state != ActorState::Dead => r.spec.clone(),
             _ => return Ok(()),
@@ -188,14 +281,17 @@ impl GcsService {
         let node = self
             .alive_node_manager()
             .ok_or_else(|| Status::unavailable("no alive node"))?;
-        let mut nm = NodeManagerClient::new(channel(&node, &self.inner.token)?);
+        let mut nm = self.node_manager(&node)?;
         let reply = nm
             .request_worker_lease(LeaseRequest {
                 shape: spec.shape.clone(),
                 requester_id: Default::default(),
                 for_actor: true,
             })
-            .await?
+            .await
+            .map_err(|s| {
+                PlacementError::transport(format!("leasing a worker from node manager {node}"), s)
+            })?
             .into_inner();
         let lease = match reply.result {
             Some(lease_reply::Result::Granted(l)) => l,
@@ -203,7 +299,7 @@ impl GcsService {
                 self.mark_dead(id, &format!("unschedulable: {why}"), None);
                 return Ok(());
             }
-            None => return Err(Status::internal("empty lease reply")),
+            None => return Err(Status::internal("empty lease reply").into()),
         };
         {
             // Killed while waiting for the lease: do not run the constructor at all.
@@ -236,7 +332,13 @@ impl GcsService {
             Ok(r) => r.into_inner(),
             Err(s) => {
                 give_back(&mut nm, lease.lease_id);
-                return Err(s);
+                return Err(PlacementError::new(
+                    format!(
+                        "constructing the actor on worker {}",
+                        lease.core_worker_address
+                    ),
+                    s,
+                ));
             }
         };
         if !created.ok {
@@ -261,9 +363,7 @@ impl GcsService {
         }
         if t.dead_workers.contains(&lease.worker_id.to_vec()) {
             drop(t);
-            return Err(Status::unavailable(
-                "the actor's process died as it started",
-            ));
+            return Err(Status::unavailable("the actor's process died as it started").into());
         }
         let Some(r) = t.records.get_mut(id) else {
             return Ok(());
@@ -352,8 +452,8 @@ impl GcsService {
     /// [`Self::kill`] that returns once the actor's process has been killed.
     pub(crate) async fn kill_now(&self, id: &[u8], no_restart: bool, cause: &str) {
         if let Some((node, lease_id)) = self.mark_killed(id, no_restart, cause) {
-            if let Ok(ch) = channel(&node, &self.inner.token) {
-                let _ = NodeManagerClient::new(ch)
+            if let Ok(mut nm) = self.node_manager(&node) {
+                let _ = nm
                     .return_worker(ReturnWorkerRequest {
                         lease_id,
                         worker_failed: true,
@@ -384,17 +484,9 @@ impl GcsService {
     }
 
     fn kill_lease(&self, node: String, lease_id: u64) {
-        let token = self.inner.token.clone();
-        tokio::spawn(async move {
-            if let Ok(ch) = channel(&node, &token) {
-                let _ = NodeManagerClient::new(ch)
-                    .return_worker(ReturnWorkerRequest {
-                        lease_id,
-                        worker_failed: true,
-                    })
-                    .await;
-            }
-        });
+        if let Ok(nm) = self.node_manager(&node) {
+            return_worker(&nm, lease_id);
+        }
     }
 
     /// A worker process died: its actor restarts or dies, and actors it owned (not detached)

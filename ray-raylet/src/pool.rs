@@ -109,11 +109,25 @@ pub enum LeaseError {
 }
 
 pub(crate) struct WorkerRecord {
+    /// 0 until the process is spawned.
     pub pid: u32,
     pub task_socket: String,
     pub core_worker_address: String,
     pub registered: bool,
     pub lease: Option<u64>,
+}
+
+impl WorkerRecord {
+    /// A worker decided on, its process not yet started.
+    fn starting() -> Self {
+        WorkerRecord {
+            pid: 0,
+            task_socket: String::new(),
+            core_worker_address: String::new(),
+            registered: false,
+            lease: None,
+        }
+    }
 }
 
 struct LeaseRecord {
@@ -171,7 +185,17 @@ pub(crate) struct Inner {
     state: Mutex<PoolState>,
     changed: Notify,
     exited: Notify,
+    /// The GCS client for worker-failure reports, made once: a connection per report meant
+    /// hundreds of connects at once when many workers died together.
+    gcs: std::sync::OnceLock<Option<GcsClient>>,
 }
+
+type GcsClient = ray_proto::gcs_client::GcsClient<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        ray_proto::auth::AttachToken,
+    >,
+>;
 
 impl NodeManager {
     /// A node manager owning `store`. Call [`NodeManager::set_address`] once its server listens.
@@ -198,6 +222,7 @@ impl NodeManager {
                 }),
                 changed: Notify::new(),
                 exited: Notify::new(),
+                gcs: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -228,8 +253,7 @@ impl NodeManager {
 
     /// Number of worker processes alive or starting.
     pub fn num_workers(&self) -> usize {
-        let state = self.inner.state.lock();
-        state.workers.len() + state.starting
+        self.inner.state.lock().workers.len()
     }
 
     /// Waits until `shape` fits and a worker is idle, then leases that worker. Starts workers
@@ -329,7 +353,8 @@ impl NodeManager {
                         return Ok(grant(&mut state, worker, shape, lessee, for_actor));
                     }
                 }
-                let alive = state.workers.len() + state.starting;
+                // Starting workers are in the table from the moment they are decided on.
+                let alive = state.workers.len();
                 let at_limit = actors_full || alive >= max_workers;
                 if fits && at_limit {
                     let since = *limited_since.get_or_insert_with(std::time::Instant::now);
@@ -371,7 +396,9 @@ impl NodeManager {
                 }
                 if fits && state.starting < state.waiting && !at_limit {
                     state.starting += 1;
-                    true
+                    let worker_id = random_id();
+                    state.workers.insert(worker_id, WorkerRecord::starting());
+                    Some(worker_id)
                 } else {
                     tracing::debug!(
                         fits,
@@ -383,12 +410,14 @@ impl NodeManager {
                         leases = state.leases.len(),
                         "lease waits"
                     );
-                    false
+                    None
                 }
             };
-            if spawn {
-                if let Err(e) = self.spawn_worker() {
-                    self.inner.state.lock().starting -= 1;
+            if let Some(worker_id) = spawn {
+                if let Err(e) = self.spawn_worker(worker_id) {
+                    let mut state = self.inner.state.lock();
+                    state.starting -= 1;
+                    state.workers.remove(&worker_id);
                     return Err(e);
                 }
             }
@@ -491,9 +520,12 @@ impl NodeManager {
         true
     }
 
-    fn spawn_worker(&self) -> Result<(), LeaseError> {
+    /// Starts the process of `worker_id`, whose record is in the table already.
+    fn spawn_worker(&self, worker_id: [u8; 16]) -> Result<(), LeaseError> {
         let config = &self.inner.config;
-        let worker_id: [u8; 16] = random_id();
+        if self.inner.state.lock().shutting_down {
+            return Err(LeaseError::ShuttingDown);
+        }
         let mut cmd = tokio::process::Command::new(&config.worker_program);
         cmd.env(worker_env::WORKER_MODE, "1")
             .env(worker_env::NODE_MANAGER, self.inner.address.lock().clone())
@@ -514,26 +546,24 @@ impl NodeManager {
             .spawn()
             .map_err(|e| LeaseError::Spawn(format!("{}: {e}", config.worker_program.display())))?;
         let pid = child.id().unwrap_or(0);
+        // Known before it has the token: a fast worker may register as soon as it reads it.
+        if let Some(w) = self.inner.state.lock().workers.get_mut(&worker_id) {
+            w.pid = pid;
+        }
         // The token goes over a private pipe, never the command line or the environment.
-        if let Some(stdin) = child.stdin.take() {
-            let mut stdin = stdin
+        let handed = match child.stdin.take() {
+            Some(stdin) => stdin
                 .into_owned_fd()
                 .map(std::fs::File::from)
-                .map_err(|e| LeaseError::Spawn(e.to_string()))?;
-            stdin
-                .write_all(format!("{}\n", config.token).as_bytes())
-                .map_err(|e| LeaseError::Spawn(format!("handing the token to a worker: {e}")))?;
+                .and_then(|mut f| f.write_all(format!("{}\n", config.token).as_bytes())),
+            None => Ok(()),
+        };
+        if let Err(e) = handed {
+            // The child is killed as it is dropped; the caller forgets its record.
+            return Err(LeaseError::Spawn(format!(
+                "handing the token to a worker: {e}"
+            )));
         }
-        self.inner.state.lock().workers.insert(
-            worker_id,
-            WorkerRecord {
-                pid,
-                task_socket: String::new(),
-                core_worker_address: String::new(),
-                registered: false,
-                lease: None,
-            },
-        );
         tracing::debug!(pid, "worker started");
         let me = self.clone();
         tokio::spawn(async move {
@@ -592,18 +622,20 @@ impl NodeManager {
 
     /// Tells the GCS, which restarts or buries the worker's actor and the actors it owned.
     fn report_failure(&self, worker_id: [u8; 16]) {
-        let address = self.inner.config.gcs_address.clone();
-        let token = self.inner.config.token.clone();
+        let gcs = self.inner.gcs.get_or_init(|| {
+            let address = &self.inner.config.gcs_address;
+            let endpoint =
+                tonic::transport::Channel::from_shared(format!("http://{address}")).ok()?;
+            let attach = ray_proto::auth::AttachToken::new(&self.inner.config.token).ok()?;
+            Some(ray_proto::gcs_client::GcsClient::with_interceptor(
+                endpoint.connect_lazy(),
+                attach,
+            ))
+        });
+        let Some(mut gcs) = gcs.clone() else {
+            return;
+        };
         tokio::spawn(async move {
-            let Ok(endpoint) = tonic::transport::Channel::from_shared(format!("http://{address}"))
-            else {
-                return;
-            };
-            let Ok(attach) = ray_proto::auth::AttachToken::new(&token) else {
-                return;
-            };
-            let mut gcs =
-                ray_proto::gcs_client::GcsClient::with_interceptor(endpoint.connect_lazy(), attach);
             let req = ray_proto::WorkerFailure {
                 worker_id: worker_id.to_vec().into(),
             };
