@@ -277,7 +277,8 @@ fn silent_connections_are_closed() {
         for mut conn in silent {
             use std::io::Read;
             // Closed by the server after its handshake deadline (10 s), long before 60 s.
-            conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(60)))
+                .unwrap();
             let mut buf = [0u8; 16];
             match conn.read(&mut buf) {
                 Ok(0) => {}
@@ -287,5 +288,52 @@ fn silent_connections_are_closed() {
         }
         // The runtime itself still works.
         assert_eq!(ray::get(&fib::remote(5)).unwrap(), 5);
+    });
+}
+
+/// A field of /proc/self/status, in MiB.
+fn status_mib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<u64>()
+        .unwrap()
+        / 1024
+}
+
+#[test]
+fn a_large_put_costs_the_value_and_its_one_copy_and_gives_it_back() {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let before = status_mib("VmHWM:");
+        let value = vec![1u8; 64 << 20];
+        let r = ray::put(&value).unwrap();
+        let peak = status_mib("VmHWM:") - before;
+        // The value (64 MiB) and the arena's copy (64 MiB), not a third encoded buffer.
+        assert!(peak < 64 * 5 / 2, "peak grew by {peak} MiB");
+        assert_eq!(ray::get(&r).unwrap().len(), 64 << 20);
+        drop(r);
+        ray_rs::eventually("the freed object's shared memory to go back", || {
+            status_mib("RssShmem:") < 16
+        });
+    });
+}
+
+#[test]
+fn per_task_state_is_freed_after_a_burst() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let refs: Vec<_> = (0..1000).map(|_| my_pid::remote()).collect();
+        ray::get_all(&refs).unwrap();
+        drop(refs);
+        let base = status_mib("VmRSS:");
+        let refs: Vec<_> = (0..300_000).map(|_| my_pid::remote()).collect();
+        ray::get_all(&refs).unwrap();
+        let during = status_mib("VmRSS:");
+        drop(refs);
+        ray_rs::eventually(
+            &format!("the burst's tables to be released (RSS {base} MiB before, {during} MiB at its peak)"),
+            || status_mib("VmRSS:") < base + (during - base) / 4,
+        );
     });
 }

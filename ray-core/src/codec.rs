@@ -13,6 +13,26 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
     postcard::to_allocvec(value).map_err(|e| Error::Serialization(e.to_string()))
 }
 
+/// The length [`encode`] would give `value`, found without writing it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, Error> {
+    postcard::serialize_with_flavor(value, postcard::ser_flavors::Size::default())
+        .map_err(|e| Error::Serialization(e.to_string()))
+}
+
+/// Encodes `value` into `buf`, which must be exactly [`encoded_len`] bytes long.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Result<(), Error> {
+    let len = buf.len();
+    let written = postcard::to_slice(value, buf)
+        .map_err(|e| Error::Serialization(e.to_string()))?
+        .len();
+    if written != len {
+        return Err(Error::Serialization(format!(
+            "the value encoded to {written} bytes, not the {len} measured"
+        )));
+    }
+    Ok(())
+}
+
 /// Decodes a whole buffer; trailing bytes are an error (they mean a type mismatch).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let (value, rest) =

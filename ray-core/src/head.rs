@@ -178,6 +178,7 @@ fn start_local(
     });
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
     handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
+    handle.spawn(crate::tables::housekeeping(Arc::downgrade(&rt)));
     Ok(Session {
         rt,
         tokio: Some(tokio_rt),

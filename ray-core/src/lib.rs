@@ -39,6 +39,7 @@ mod registry;
 mod runtime;
 mod server;
 mod service;
+mod tables;
 mod transport;
 pub mod util;
 mod worker;

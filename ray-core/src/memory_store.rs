@@ -168,6 +168,11 @@ impl MemoryStore {
         self.slots.remove(id).and_then(|(_, s)| s.value)
     }
 
+    /// Shrinks the table if it is mostly empty (after a burst); true if it did.
+    pub fn shrink(&self) -> bool {
+        crate::tables::shrink_sparse(&self.slots)
+    }
+
     /// Number of objects held (for tests and stats).
     pub fn len(&self) -> usize {
         self.slots.len()

@@ -121,6 +121,11 @@ impl ReferenceTable {
         self.entries.len()
     }
 
+    /// Shrinks the table if it is mostly empty (after a burst); true if it did.
+    pub fn shrink(&self) -> bool {
+        crate::tables::shrink_sparse(&self.entries)
+    }
+
     /// True if `id` is tracked here.
     #[cfg(test)]
     pub fn contains(&self, id: &ObjectId) -> bool {

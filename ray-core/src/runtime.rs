@@ -680,8 +680,20 @@ impl Runtime {
     }
 
     pub fn put<T: Serialize>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
-        let bytes = codec::encode(value)?;
         let id = self.ids.next();
+        if let Some(c) = &self.cluster {
+            // Measured first (pinning nothing): a large value is encoded straight into shared
+            // memory, so a put costs the value plus its one copy there.
+            let (len, _) = collect_serialized_refs(|| codec::encoded_len(value));
+            let len = len?;
+            if len > INLINE_MAX {
+                let stored =
+                    c.put_plasma_with(id, len as u64, 0, |buf| codec::encode_into(value, buf))?;
+                self.store.put(id, stored);
+                return Ok(self.new_ref(id));
+            }
+        }
+        let bytes = codec::encode(value)?;
         self.store_owned_bytes(id, bytes)?;
         Ok(self.new_ref(id))
     }

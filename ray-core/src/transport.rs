@@ -292,8 +292,22 @@ impl Cluster {
 
     /// Writes `bytes` into the node's shared memory as object `id`, once; sealed on return.
     pub fn put_plasma(&self, id: ObjectId, bytes: &[u8], raw: u32) -> Result<Stored> {
+        self.put_plasma_with(id, bytes.len() as u64, raw, |buf| {
+            buf.copy_from_slice(bytes);
+            Ok(())
+        })
+    }
+
+    /// Creates object `id` of `size` bytes in the node's shared memory, lets `write` fill
+    /// it in place (no buffer of its own), and seals it.
+    pub fn put_plasma_with(
+        &self,
+        id: ObjectId,
+        size: u64,
+        raw: u32,
+        write: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<Stored> {
         let mut raylet = self.raylet.clone();
-        let size = bytes.len() as u64;
         let req = ray_proto::CreateObjectRequest {
             object_id: id.0.to_vec().into(),
             size,
@@ -343,12 +357,17 @@ impl Cluster {
             offset: created.offset,
             len: size,
         };
-        if let Err(e) = self.arena.write(alloc, 0, bytes) {
+        // SAFETY: this process created the allocation and writes it alone until the seal
+        // below (the store's access protocol); the slice does not outlive this statement.
+        let written = unsafe { self.arena.bytes_mut(alloc) }
+            .map_err(Error::runtime)
+            .and_then(write);
+        if let Err(e) = written {
             let oid = ray_proto::ObjectRequest {
                 object_id: id.0.to_vec().into(),
             };
             let _ = self.call(async move { raylet.abort_object(oid).await });
-            return Err(Error::runtime(e));
+            return Err(e);
         }
         let oid = ray_proto::ObjectRequest {
             object_id: id.0.to_vec().into(),
@@ -778,6 +797,10 @@ impl Submitter {
                 break;
             };
             let task = q.tasks.pop_front().expect("checked non-empty");
+            if q.tasks.is_empty() && q.tasks.capacity() > 4096 {
+                // A burst drained: do not keep its million slots.
+                q.tasks.shrink_to_fit();
+            }
             let (_, lease) = self.leases.get_mut(&lease_id).expect("listed lease exists");
             let seq = lease.next_seq;
             lease.next_seq += 1;

@@ -274,6 +274,7 @@ fn run_worker() -> Result<()> {
     runtime::set_current(Some(rt.clone()));
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
     handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
+    handle.spawn(crate::tables::housekeeping(Arc::downgrade(&rt)));
     handle.spawn(accept_loop(listener, token, executor.clone()));
 
     // Tasks run on a thread of their own with a deep stack: a task waiting on its children

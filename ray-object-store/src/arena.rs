@@ -125,6 +125,34 @@ impl ArenaMapping {
         Ok(unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(start), len) })
     }
 
+    /// Gives the memory of the whole pages inside freed allocation `a` back to the system, in
+    /// every process that maps the arena (they read zeros there afterwards). Only for ranges
+    /// no object occupies; best effort: an error leaves the pages as they were.
+    pub fn discard(&self, a: Allocation) {
+        const PAGE: u64 = 4096;
+        let Ok((start, len)) = self.range(a.offset, a.len) else {
+            return;
+        };
+        let (start, end) = (start as u64, (start + len) as u64);
+        let first = start.div_ceil(PAGE) * PAGE;
+        let last = end / PAGE * PAGE;
+        if last <= first {
+            return;
+        }
+        // SAFETY: the page-aligned range lies inside the live mapping (checked above) and
+        // holds no object (the caller's obligation), so nobody reads what it held.
+        let r = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(first as usize).cast(),
+                (last - first) as usize,
+                libc::MADV_REMOVE,
+            )
+        };
+        if r != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not discard freed arena pages");
+        }
+    }
+
     /// Copies `data` into allocation `a` at `offset_in_object`.
     ///
     /// Fails with [`StoreError::OutOfBounds`] if `[offset_in_object, offset_in_object +

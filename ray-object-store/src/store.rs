@@ -110,6 +110,9 @@ struct Inner {
     evictable: u64,
     evictions: u64,
     evicted_bytes: u64,
+    /// Large ranges freed under the current lock, whose memory goes back to the system
+    /// before the lock is released (see [`Locked`]).
+    discard: Vec<(u64, u64)>,
 }
 
 impl Inner {
@@ -158,6 +161,9 @@ impl Inner {
         }
         self.free.free(e.alloc.offset, e.reserved);
         self.used -= e.reserved;
+        if e.reserved >= DISCARD_MIN {
+            self.discard.push((e.alloc.offset, e.reserved));
+        }
         Some(e)
     }
 
@@ -322,7 +328,15 @@ impl ObjectStore {
                 evictable: 0,
                 evictions: 0,
                 evicted_bytes: 0,
+                discard: Vec::new(),
             }),
+        }
+    }
+
+    fn lock(&self) -> Locked<'_> {
+        Locked {
+            inner: self.inner.lock(),
+            arena: &self.arena,
         }
     }
 
@@ -339,7 +353,7 @@ impl ObjectStore {
     /// Arena bytes reserved by objects in the table (each object's length rounded up to
     /// [`ALIGNMENT`], at least one block).
     pub fn used(&self) -> u64 {
-        self.inner.lock().used
+        self.lock().used
     }
 
     /// This process's own mapping of the arena, for the node manager to read and write
@@ -367,7 +381,7 @@ impl ObjectStore {
             Some(r) if r <= self.capacity => r,
             _ => return Err(too_large),
         };
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if inner.objects.contains_key(&id) {
             return Err(StoreError::AlreadyExists(id));
         }
@@ -408,7 +422,7 @@ impl ObjectStore {
     /// Seals an object: it becomes immutable and readable, and its creator's pin is released
     /// (so a deleted object is freed now).
     pub fn seal(&self, id: ObjectId) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         match inner.objects.get(&id) {
             None => Err(StoreError::NotFound(id)),
             Some(e) if e.sealed => Err(StoreError::AlreadySealed(id)),
@@ -421,7 +435,7 @@ impl ObjectStore {
 
     /// The creator gave up: frees an unsealed object. No effect on sealed or unknown objects.
     pub fn abort(&self, id: ObjectId) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         match inner.objects.get(&id) {
             Some(e) if !e.sealed => {
                 inner.unlink(id);
@@ -434,7 +448,7 @@ impl ObjectStore {
     /// Pins a sealed, not deleted object and returns its range; `None` otherwise. Each
     /// successful `get` must be matched by one [`release`](Self::release).
     pub fn get(&self, id: ObjectId) -> Option<Allocation> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         match inner.objects.get(&id) {
             Some(e) if e.sealed && !e.deleted => inner.update(id, |e| {
                 e.pins += 1;
@@ -447,7 +461,7 @@ impl ObjectStore {
     /// Drops one pin taken by [`get`](Self::get). The object becomes evictable again (as the
     /// most recently used) or, if deleted and now unpinned, is freed.
     pub fn release(&self, id: ObjectId) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let released = inner.update(id, |e| {
             let had = e.pins > 0;
             e.pins = e.pins.saturating_sub(1);
@@ -461,14 +475,14 @@ impl ObjectStore {
     /// The owner freed the object: frees it now, or when the last pin (or the creator's, at
     /// seal or abort) is released. From now on `get` and `contains` no longer see it.
     pub fn delete(&self, id: ObjectId) {
-        self.inner.lock().update(id, |e| e.deleted = true);
+        self.lock().update(id, |e| e.deleted = true);
     }
 
     /// Evicts evictable objects, least recently used first, until at least `bytes` bytes
     /// were evicted or none is left (e.g. to make room ahead of a large transfer). Returns
     /// the bytes evicted.
     pub fn evict(&self, bytes: u64) -> u64 {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let mut evicted = 0;
         while evicted < bytes {
             match inner.evict_one() {
@@ -481,7 +495,7 @@ impl ObjectStore {
 
     /// Marks an object as evictable (e.g. a secondary copy) or not. No effect on unknown ids.
     pub fn set_evictable(&self, id: ObjectId, evictable: bool) {
-        self.inner.lock().update(id, |e| e.evictable = evictable);
+        self.lock().update(id, |e| e.evictable = evictable);
     }
 
     /// Whether the object is sealed and not deleted (so `get` would succeed).
@@ -495,12 +509,12 @@ impl ObjectStore {
 
     /// The state of one object, without pinning it; `None` if not in the table.
     pub fn info(&self, id: ObjectId) -> Option<ObjectInfo> {
-        self.inner.lock().objects.get(&id).map(Entry::info)
+        self.lock().objects.get(&id).map(Entry::info)
     }
 
     /// A snapshot of every object in the table (for diagnostics; `O(n)`).
     pub fn objects(&self) -> Vec<(ObjectId, ObjectInfo)> {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         inner
             .objects
             .iter()
@@ -510,7 +524,7 @@ impl ObjectStore {
 
     /// The store's counters.
     pub fn stats(&self) -> StoreStats {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         StoreStats {
             num_objects: inner.objects.len(),
             used: inner.used,
@@ -527,6 +541,38 @@ impl ObjectStore {
     /// Removes the arena file and drops the store (same as dropping it).
     pub fn destroy(self) {
         drop(self);
+    }
+}
+
+/// Freed objects at least this large give their memory back to the system at once (a
+/// freed gigabyte would otherwise stay resident in every process that mapped it).
+const DISCARD_MIN: u64 = 1 << 20;
+
+/// The store's lock. Memory of large objects freed while it was held goes back to the
+/// system as it is released: before anyone can allocate the range again.
+struct Locked<'a> {
+    inner: parking_lot::MutexGuard<'a, Inner>,
+    arena: &'a ArenaMapping,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.inner
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        for (offset, len) in self.inner.discard.drain(..) {
+            self.arena.discard(Allocation { offset, len });
+        }
     }
 }
 

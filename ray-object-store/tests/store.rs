@@ -646,3 +646,23 @@ fn an_anonymous_store_has_no_file_and_lives_while_mapped() {
     assert_eq!(map.bytes(a).unwrap(), b"abc");
     assert!(ArenaMapping::open(&path).is_err());
 }
+
+#[test]
+fn a_freed_large_object_gives_its_memory_back() {
+    let s = store(16 << 20);
+    let map = ArenaMapping::open(s.path()).unwrap();
+    let a = s.create_object(oid(1), 4 << 20).unwrap();
+    map.write(a, 0, &vec![7u8; 4 << 20]).unwrap();
+    s.seal(oid(1)).unwrap();
+    s.delete(oid(1));
+    // Its pages were handed back (a read finds fresh zero pages, not the old bytes).
+    assert!(map.bytes(a).unwrap()[4096..(4 << 20) - 4096]
+        .iter()
+        .all(|b| *b == 0));
+    // A small one is only returned to the free space.
+    let b = s.create_object(oid(2), 100).unwrap();
+    map.write(b, 0, &[9u8; 100]).unwrap();
+    s.seal(oid(2)).unwrap();
+    s.delete(oid(2));
+    assert_eq!(map.bytes(b).unwrap()[0], 9);
+}

@@ -1,0 +1,50 @@
+//! Giving memory back after a burst: the process's tables keep the capacity of their
+//! largest moment (a million tasks' slots) unless shrunk, and the allocator keeps freed
+//! small blocks unless asked to return them. A housekeeping task does both, once a second.
+
+use crate::runtime::Runtime;
+use dashmap::DashMap;
+use std::hash::Hash;
+use std::sync::Weak;
+use std::time::Duration;
+
+/// How often the tables are looked at.
+const PERIOD: Duration = Duration::from_secs(1);
+/// Entries freed since the last look that make it worth asking the allocator for memory.
+const FREED_ENOUGH: usize = 10_000;
+
+/// Runs until the runtime is gone: shrinks mostly empty tables, and returns free memory to
+/// the system after many entries were freed.
+pub(crate) async fn housekeeping(rt: Weak<Runtime>) {
+    let mut last_len = 0usize;
+    let mut tick = tokio::time::interval(PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(rt) = rt.upgrade() else { return };
+        let shrank = rt.store.shrink() | rt.refs.shrink();
+        let len = rt.store.len() + rt.refs.len();
+        if shrank || last_len.saturating_sub(len) >= FREED_ENOUGH {
+            return_free_memory();
+        }
+        last_len = len;
+    }
+}
+
+/// Shrinks `map` if it uses under a quarter of its capacity; true if it did.
+pub(crate) fn shrink_sparse<K: Eq + Hash + Clone, V>(map: &DashMap<K, V>) -> bool {
+    let sparse = map.capacity() > 1024 && map.len() * 4 < map.capacity();
+    if sparse {
+        map.shrink_to_fit();
+    }
+    sparse
+}
+
+/// Asks the allocator to hand freed memory back to the system (glibc keeps it otherwise).
+fn return_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
