@@ -29,6 +29,7 @@ const TARGETS: &[(&str, f64)] = &[
     ("1:1 actor calls sync", 20.0),
     ("1:1 actor calls async", 50.0),
     ("n:n actor calls async", 30.0),
+    ("nested tasks fib", 10.0),
 ];
 
 struct Row {
