@@ -151,6 +151,8 @@ pub(crate) struct Lease {
 
 struct ShapeQueue {
     shape: ResourceSet,
+    /// `shape` as task frames carry it, encoded once.
+    shape_wire: bytes::Bytes,
     tasks: VecDeque<PendingTask>,
     leases: Vec<u64>,
     requesting: usize,
@@ -723,6 +725,7 @@ impl Submitter {
             .entry(key.clone())
             .or_insert_with(|| ShapeQueue {
                 shape: shape.clone(),
+                shape_wire: prost::Message::encode_to_vec(&ray_raylet::to_resources(shape)).into(),
                 tasks: VecDeque::new(),
                 leases: Vec::new(),
                 requesting: 0,
@@ -814,7 +817,7 @@ impl Submitter {
                 owner_address: rt.address.to_string(),
                 job_id: rt.job_id,
                 actor_id: Default::default(),
-                shape: Some(ray_raylet::to_resources(&q.shape)),
+                shape: q.shape_wire.clone(),
             };
             if lease.tx.send(frame).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
@@ -1045,7 +1048,7 @@ impl Submitter {
                 owner_address: rt.address.to_string(),
                 job_id: rt.job_id,
                 actor_id: id.to_vec().into(),
-                shape: None,
+                shape: Default::default(),
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.

@@ -44,7 +44,7 @@ thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
     static CURRENT_TASK: Cell<Option<[u8; 16]>> = const { Cell::new(None) };
     /// Resources of the task running on this thread (normal tasks only).
-    static CURRENT_SHAPE: std::cell::RefCell<Option<ResourceSet>> = const { std::cell::RefCell::new(None) };
+    static CURRENT_SHAPE: std::cell::RefCell<Option<Shape>> = const { std::cell::RefCell::new(None) };
     /// Tasks run inline on this thread, one inside the other.
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
 }
@@ -61,7 +61,20 @@ pub(crate) fn can_help() -> Option<ResourceSet> {
     if !in_task() || INLINE_DEPTH.with(|d| d.get()) >= MAX_INLINE_DEPTH {
         return None;
     }
-    CURRENT_SHAPE.with(|s| s.borrow().clone())
+    CURRENT_SHAPE.with(|s| match &*s.borrow() {
+        Some(Shape::Known(set)) => Some(set.clone()),
+        Some(Shape::Wire(bytes)) => {
+            let wire = <ray_proto::Resources as prost::Message>::decode(&bytes[..]).ok()?;
+            ray_raylet::to_resource_set(Some(wire)).ok()
+        }
+        None => None,
+    })
+}
+
+/// A task's resources: as its frame carried them (decoded only if needed), or known.
+enum Shape {
+    Wire(bytes::Bytes),
+    Known(ResourceSet),
 }
 
 /// Runs `task`, which this process submitted and a task blocked on this thread took back
@@ -76,7 +89,7 @@ pub(crate) fn run_inline(rt: &Runtime, task: PendingTask) {
         .map(Stored::from_proto)
         .collect();
     let outer_task = CURRENT_TASK.with(|t| t.replace(Some(task.return_id.0)));
-    let outer_shape = CURRENT_SHAPE.with(|s| s.replace(Some(task.shape.clone())));
+    let outer_shape = CURRENT_SHAPE.with(|s| s.replace(Some(Shape::Known(task.shape.clone()))));
     INLINE_DEPTH.with(|d| d.set(d.get() + 1));
     let location = LOCATION.get().map(String::as_str).unwrap_or("");
     let result = arg_slices(rt, &args)
@@ -414,9 +427,7 @@ fn run_task(
 ) -> ray_proto::ReplyFrame {
     let start = Instant::now();
     let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
-    let shape = frame
-        .shape
-        .and_then(|s| ray_raylet::to_resource_set(Some(s)).ok());
+    let shape = (!frame.shape.is_empty()).then(|| Shape::Wire(frame.shape.clone()));
     let (result, decoded) = collect_deserialized_refs(|| {
         let slices = arg_slices(rt, &args)?;
         CURRENT_TASK.with(|t| t.set(id16(&frame.task_id, "task id").ok()));

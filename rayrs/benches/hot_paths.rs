@@ -29,9 +29,11 @@ fn task_frame(seq: u64) -> TaskFrame {
         owner_address: "127.0.0.1:40417".into(),
         job_id: 1,
         actor_id: Default::default(),
-        shape: Some(ray_proto::Resources {
+        shape: ray_proto::Resources {
             amounts: [("CPU".to_string(), 1.0)].into_iter().collect(),
-        }),
+        }
+        .encode_to_vec()
+        .into(),
     }
 }
 
