@@ -76,15 +76,23 @@ pub fn child_processes() -> Vec<u32> {
     out
 }
 
-/// Shared-memory files this process created and did not remove.
+/// Shared memory of this process's sessions still there: files in `/dev/shm`, and arenas
+/// (anonymous memory files) this process still maps.
 pub fn shm_files() -> Vec<String> {
     let prefix = format!("rayrs-{}-", std::process::id());
-    std::fs::read_dir("/dev/shm")
+    let mut left: Vec<String> = std::fs::read_dir("/dev/shm")
         .map(|d| {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
                 .filter(|n| n.starts_with(&prefix))
                 .collect()
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    left.extend(
+        maps.lines()
+            .filter(|l| l.contains(&prefix))
+            .map(|l| l.split_whitespace().last().unwrap_or_default().to_string()),
+    );
+    left
 }

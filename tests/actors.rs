@@ -374,7 +374,7 @@ fn a_restarted_actor_reruns_its_constructor_and_replays_calls() {
         // It restarts: the lost call is "unavailable" (retryable), not "dead" (final).
         match ray::get(&c.die()) {
             Err(Error::ActorUnavailable { cause, .. }) => {
-                assert!(cause.contains("die"), "{cause}")
+                assert!(cause.contains("while running die"), "{cause}")
             }
             other => panic!("expected ActorUnavailable, got {other:?}"),
         }

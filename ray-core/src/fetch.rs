@@ -68,10 +68,10 @@ async fn fetch(rt: Weak<Runtime>, owner: Arc<str>, ids: Vec<ObjectId>) {
     while !left.is_empty() {
         let status = match attempt(&rt, &owner, &mut left).await {
             None => return, // The runtime is gone.
-            Some(Attempt::Ended) => {
-                failing_since = None;
-                continue;
-            }
+            // Every object came.
+            Some(Attempt::Ended) if left.is_empty() => return,
+            // The owner ended the stream with objects missing: a failure like any other.
+            Some(Attempt::Ended) => tonic::Status::unavailable("the owner ended the stream early"),
             Some(Attempt::Failed { status, progress }) => {
                 if progress {
                     failing_since = None;

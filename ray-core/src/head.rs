@@ -67,6 +67,7 @@ fn start_local(
 ) -> Result<Session> {
     static SESSIONS: AtomicU32 = AtomicU32::new(0);
     sweep_stale_files();
+    raise_fd_limit();
     let session = format!(
         "{PREFIX}{}-{}-{}",
         std::process::id(),
@@ -85,6 +86,7 @@ fn start_local(
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ray-runtime")
+        .on_thread_start(crate::log_runtime_thread)
         .enable_all()
         .build()
         .map_err(Error::runtime)?;
@@ -222,7 +224,16 @@ pub(crate) fn shut_down_on_signals() {
     static INSTALLED: std::sync::Once = std::sync::Once::new();
     INSTALLED.call_once(|| {
         use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        // Only signals the program left at their default (ending it): one it handles itself
+        // stays its own.
+        let defaults: Vec<i32> = [SIGTERM, SIGINT]
+            .into_iter()
+            .filter(|s| has_default_disposition(*s))
+            .collect();
+        if defaults.is_empty() {
+            return;
+        }
+        let mut signals = match signal_hook::iterator::Signals::new(defaults) {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT; they will not shut down cleanly");
@@ -232,6 +243,7 @@ pub(crate) fn shut_down_on_signals() {
         let spawned = std::thread::Builder::new()
             .name("ray-signals".into())
             .spawn(move || {
+                crate::log_runtime_thread();
                 if let Some(signal) = signals.forever().next() {
                     tracing::info!(signal, "shutting down on a signal");
                     crate::shutdown();
@@ -243,6 +255,35 @@ pub(crate) fn shut_down_on_signals() {
             tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT");
         }
     });
+}
+
+/// Raises this process's soft limit of open files to its hard limit (as Go's runtime and
+/// Ray do): the node's servers hold connections of every worker, and the worker limit is
+/// derived from it. Workers inherit it.
+fn raise_fd_limit() {
+    // SAFETY: get and set of this process's own limit through a struct we own.
+    unsafe {
+        let mut l: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            let wanted = libc::rlimit {
+                rlim_cur: l.rlim_max,
+                rlim_max: l.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise the open-file limit");
+            }
+        }
+    }
+}
+
+/// True if `signal` is at its default disposition (no handler, not ignored).
+fn has_default_disposition(signal: i32) -> bool {
+    // SAFETY: reads the current action into a zeroed struct; a null new action changes nothing.
+    unsafe {
+        let mut current: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal, std::ptr::null(), &mut current) == 0
+            && current.sa_sigaction == libc::SIG_DFL
+    }
 }
 
 /// Removes shared-memory files left by sessions whose process no longer exists (a driver

@@ -63,7 +63,6 @@ static SESSION: Mutex<Option<head::Session>> = Mutex::new(None);
 /// Starts the runtime in this process (a driver). A second call fails with
 /// [`Error::AlreadyInitialized`] unless the config says to ignore it.
 pub fn init(config: Config) -> Result<()> {
-    log_to_stderr();
     let mut session = SESSION.lock();
     if session.is_some() || runtime::current().is_ok() {
         return if config.ignore_reinit_error {
@@ -84,20 +83,29 @@ pub fn init(config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Unless the program installed a `tracing` subscriber first, the runtime's warnings (a
-/// refused connection, a task waiting on the worker limit) go to standard error, as Ray's
-/// do; `RUST_LOG` picks the level (default `warn`).
-pub(crate) fn log_to_stderr() {
-    if tracing::dispatcher::has_been_set() {
-        return;
+/// Makes the runtime's warnings (a refused connection, work waiting on the worker limit)
+/// visible on the calling thread, as Ray's are: unless the program had installed a global
+/// `tracing` subscriber first, this thread logs to standard error (`RUST_LOG` picks the
+/// level, default `warn`). Only the runtime's own threads call it: the program stays free to
+/// install any subscriber or logger of its own, before or after `init`.
+pub(crate) fn log_runtime_thread() {
+    static STDERR: std::sync::OnceLock<Option<tracing::Dispatch>> = std::sync::OnceLock::new();
+    let dispatch = STDERR.get_or_init(|| {
+        if tracing::dispatcher::has_been_set() {
+            return None;
+        }
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .finish();
+        Some(tracing::Dispatch::new(subscriber))
+    });
+    if let Some(d) = dispatch {
+        // For the thread's whole life (runtime threads end with the session).
+        std::mem::forget(tracing::dispatcher::set_default(d));
     }
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // Fails only if another subscriber won the race: that one logs instead.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 /// Stops every worker process, the embedded head and the store (removing its shared-memory

@@ -135,6 +135,11 @@ impl MemoryStore {
         self.slots.get(id).and_then(|s| s.value.clone())
     }
 
+    /// True if the object has a slot here (ready or not).
+    pub fn contains(&self, id: &ObjectId) -> bool {
+        self.slots.contains_key(id)
+    }
+
     /// True if the value is ready here.
     pub fn is_ready(&self, id: &ObjectId) -> bool {
         self.slots.get(id).is_some_and(|s| s.value.is_some())

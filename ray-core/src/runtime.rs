@@ -14,7 +14,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -235,11 +235,22 @@ impl Runtime {
             return Ok(ready);
         }
         let deadline = timeout.map(|t| Instant::now() + t);
-        // A task of this worker waiting for its own queued children runs them itself, one
-        // at a time, before it blocks (and lends its CPU): no lease, no other process.
-        let helping = match (timeout, crate::worker::can_help()) {
-            (None, Some(fits)) => Some((Arc::new(pending.keys().copied().collect()), fits)),
-            _ => None,
+        // A task of this worker waiting in `get` for its own queued children runs them
+        // itself, one at a time, before it blocks (and lends its CPU): no lease, no other
+        // process. Never from `wait` (which may return before the child would finish) nor
+        // with a timeout (which the child's run could overstay).
+        let helping = if timeout.is_none() && num == refs.len() && crate::worker::in_task() {
+            let owned: HashSet<ObjectId> = pending
+                .iter()
+                .filter(|(_, at)| refs[at[0]].owner.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            match crate::worker::can_help() {
+                Some(fits) if !owned.is_empty() => Some((Arc::new(owned), fits)),
+                _ => None,
+            }
+        } else {
+            None
         };
         let mut blocked = None;
         while count < num {

@@ -16,8 +16,8 @@ use tonic::service::Routes;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Status};
 
-/// A new connection that sends nothing for this long is closed (a real client sends its
-/// HTTP/2 preface at once).
+/// A new connection that has not sent its HTTP/2 preface within this long is closed (a real
+/// client sends it at once).
 pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Pings on a connection with no traffic this long; a peer that does not answer within
 /// [`KEEPALIVE_TIMEOUT`] is closed.
@@ -104,9 +104,8 @@ async fn accept(
         let accepted = accepted.clone();
         let silent = silent.clone();
         tokio::spawn(async move {
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(HANDSHAKE_DEADLINE, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {
+            match tokio::time::timeout(HANDSHAKE_DEADLINE, preface(&stream)).await {
+                Ok(Ok(true)) => {
                     let _ = accepted
                         .send(Ok(Guarded {
                             stream,
@@ -120,6 +119,26 @@ async fn accept(
                 )),
             }
         });
+    }
+}
+
+/// Length of the HTTP/2 client preface, which every gRPC client sends first.
+const PREFACE_LEN: usize = 24;
+
+/// Waits until the peer has sent a whole HTTP/2 preface (left unread for the server);
+/// `false` if it closed first. A byte at a time does not hold a connection open.
+async fn preface(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut buf = [0u8; PREFACE_LEN];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if n >= PREFACE_LEN {
+            return Ok(true);
+        }
+        // Part of it came: peek returns at once until more arrives, so wait a little.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -162,6 +162,19 @@ async fn stream_objects(
                 ready.extend(waiting.drain().map(|id| status(id, lost(id))));
             }
             Err(_) => {
+                // Objects freed meanwhile will never wake us: report them now.
+                let freed: Vec<ObjectId> = waiting
+                    .iter()
+                    .filter(|id| !rt.store.contains(id))
+                    .copied()
+                    .collect();
+                for id in freed {
+                    waiting.remove(&id);
+                    ready.push(status(id, lost(id)));
+                }
+                if !ready.is_empty() {
+                    continue;
+                }
                 let keepalive = GetObjectsReply { objects: vec![] };
                 if out.send(Ok(keepalive)).await.is_err() {
                     return;

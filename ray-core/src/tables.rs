@@ -10,7 +10,8 @@ use std::time::Duration;
 
 /// How often the tables are looked at.
 const PERIOD: Duration = Duration::from_secs(1);
-/// Entries freed since the last look that make it worth asking the allocator for memory.
+/// Entries freed since the last look (down to fewer than this) that make it worth asking
+/// the allocator for memory.
 const FREED_ENOUGH: usize = 10_000;
 
 /// Runs until the runtime is gone: shrinks mostly empty tables, and returns free memory to
@@ -22,12 +23,21 @@ pub(crate) async fn housekeeping(rt: Weak<Runtime>) {
     loop {
         tick.tick().await;
         let Some(rt) = rt.upgrade() else { return };
-        let shrank = rt.store.shrink() | rt.refs.shrink();
-        let len = rt.store.len() + rt.refs.len();
-        if shrank || last_len.saturating_sub(len) >= FREED_ENOUGH {
-            return_free_memory();
+        // Shrinking and trimming take a while on big tables: off the runtime's threads.
+        let tidy = tokio::task::spawn_blocking(move || {
+            let shrank = rt.store.shrink() | rt.refs.shrink();
+            let len = rt.store.len() + rt.refs.len();
+            // Trim once a burst is over (not every second while one drains).
+            let burst_over = len < FREED_ENOUGH && last_len.saturating_sub(len) >= FREED_ENOUGH;
+            if shrank || burst_over {
+                return_free_memory();
+            }
+            len
+        });
+        match tidy.await {
+            Ok(len) => last_len = len,
+            Err(_) => return, // The runtime is shutting down.
         }
-        last_len = len;
     }
 }
 

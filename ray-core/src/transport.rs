@@ -86,6 +86,9 @@ pub(crate) enum Event {
     Blocked(bool),
     /// This process killed the actor: fail its queued calls and every later one.
     ActorKilled([u8; 16], String),
+    /// Calls lost with this actor's process have waited [`LOST_CALL_WAIT`] for word of its
+    /// fate: they fail as unavailable (it is restarting, or the GCS is slow to say).
+    LostCallsDue([u8; 16]),
     Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -133,6 +136,11 @@ struct ActorQueue {
     /// the GCS says what became of the actor (dead for good, or restarting: unavailable).
     lost: Vec<(ActorCall, String)>,
 }
+
+/// How long calls lost with an actor's process wait to learn whether it is dead for good
+/// (`ActorDied`) before they fail as `ActorUnavailable`: a restart may take long, and the
+/// caller should not wait for it to hear that its call is lost.
+const LOST_CALL_WAIT: Duration = Duration::from_secs(2);
 
 /// Connection ids of actor connections live above this bit, apart from lease ids.
 const ACTOR_CONN_BIT: u64 = 1 << 62;
@@ -361,9 +369,22 @@ impl Cluster {
         };
         // SAFETY: this process created the allocation and writes it alone until the seal
         // below (the store's access protocol); the slice does not outlive this statement.
-        let written = unsafe { self.arena.bytes_mut(alloc) }
-            .map_err(Error::runtime)
-            .and_then(write);
+        // A panic in `write` (a user's `Serialize`) must not leave the object unsealed for good.
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            unsafe { self.arena.bytes_mut(alloc) }
+                .map_err(Error::runtime)
+                .and_then(write)
+        }));
+        let written = match written {
+            Ok(w) => w,
+            Err(panic) => {
+                let oid = ray_proto::ObjectRequest {
+                    object_id: id.0.to_vec().into(),
+                };
+                let _ = self.call(async move { raylet.abort_object(oid).await });
+                std::panic::resume_unwind(panic);
+            }
+        };
         if let Err(e) = written {
             let oid = ray_proto::ObjectRequest {
                 object_id: id.0.to_vec().into(),
@@ -667,18 +688,8 @@ impl Submitter {
                 q.conn = Some((conn_id, tx));
                 self.actor_conns.insert(conn_id, id);
                 // Alive again (or still): what was lost in flight may or may not have run.
-                for (call, why) in q.lost.drain(..) {
-                    let e = Error::ActorUnavailable {
-                        class: q.class.to_string(),
-                        cause: format!(
-                            "its process died while running {} ({why}); the actor is back at \
-                             incarnation {incarnation}, the call was not retried \
-                             (max_task_retries = 0)",
-                            call.method
-                        ),
-                    };
-                    rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
-                }
+                let now = format!("the actor is back at incarnation {incarnation}");
+                fail_lost(&rt, q, &now);
                 self.pump_actor(&rt, id);
             }
             Event::ActorUnreachable(id, incarnation, dead) => {
@@ -703,6 +714,11 @@ impl Submitter {
                 self.pump_actor(&rt, id);
             }
             Event::Redispatch(key) => self.dispatch(&rt, &key),
+            Event::LostCallsDue(id) => {
+                if let Some(q) = self.actors.get_mut(&id) {
+                    fail_lost(&rt, q, "the actor is restarting or cannot be reached now");
+                }
+            }
             Event::Steal {
                 wanted,
                 fits,
@@ -912,11 +928,13 @@ impl Submitter {
                     .iter()
                     .all(|a| matches!(&a.0, ArgKind::Value(_, nested) if nested.is_empty()))
             };
+            // A task that must run at most once keeps a process of its own: run inline, a
+            // crash would take the waiting task (and its retries) with it.
             let found = q
                 .tasks
                 .iter()
                 .take(LOOK_AT)
-                .position(|t| wanted.contains(&t.return_id) && plain(t));
+                .position(|t| wanted.contains(&t.return_id) && t.retries_left != 0 && plain(t));
             if let Some(i) = found {
                 return q.tasks.remove(i);
             }
@@ -1113,8 +1131,33 @@ impl Submitter {
                 q.lost.push((call, why.clone()));
             }
         }
+        if !q.lost.is_empty() {
+            if let Some(c) = &rt.cluster {
+                let events = c.events.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(LOST_CALL_WAIT).await;
+                    let _ = events.send(Event::LostCallsDue(id));
+                });
+            }
+        }
         // Learn from the GCS whether it restarts or is dead (pump connects if calls wait).
         self.pump_actor(rt, id);
+    }
+}
+
+/// Fails the calls lost with the actor's process as unavailable (retryable): they may or
+/// may not have run. `now` says what is known of the actor.
+fn fail_lost(rt: &Runtime, q: &mut ActorQueue, now: &str) {
+    for (call, why) in q.lost.drain(..) {
+        let e = Error::ActorUnavailable {
+            class: q.class.to_string(),
+            cause: format!(
+                "its process died while running {} ({why}); {now}; the call was not retried \
+                 (max_task_retries = 0)",
+                call.method
+            ),
+        };
+        rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
     }
 }
 

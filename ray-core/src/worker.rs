@@ -170,7 +170,7 @@ fn env(name: &str) -> Result<String> {
 }
 
 fn run_worker() -> Result<()> {
-    crate::log_to_stderr();
+    crate::log_runtime_thread();
     let node_manager = env(worker_env::NODE_MANAGER)?;
     let worker_hex = env(worker_env::WORKER_ID)?;
     let session = env(worker_env::SESSION)?;
@@ -190,6 +190,7 @@ fn run_worker() -> Result<()> {
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ray-worker-io")
+        .on_thread_start(crate::log_runtime_thread)
         .enable_all()
         .build()
         .map_err(Error::runtime)?;

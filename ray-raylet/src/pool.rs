@@ -547,8 +547,15 @@ impl NodeManager {
             .map_err(|e| LeaseError::Spawn(format!("{}: {e}", config.worker_program.display())))?;
         let pid = child.id().unwrap_or(0);
         // Known before it has the token: a fast worker may register as soon as it reads it.
-        if let Some(w) = self.inner.state.lock().workers.get_mut(&worker_id) {
-            w.pid = pid;
+        {
+            let mut state = self.inner.state.lock();
+            if state.shutting_down {
+                // Shutdown began while it started: it would be missed by the kill.
+                return Err(LeaseError::ShuttingDown);
+            }
+            if let Some(w) = state.workers.get_mut(&worker_id) {
+                w.pid = pid;
+            }
         }
         // The token goes over a private pipe, never the command line or the environment.
         let handed = match child.stdin.take() {
