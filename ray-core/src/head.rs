@@ -181,6 +181,7 @@ fn start_local(
     handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
     handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
     handle.spawn(crate::tables::housekeeping(Arc::downgrade(&rt)));
+    handle.spawn(discard_idle_memory(node.clone()));
     Ok(Session {
         rt,
         tokio: Some(tokio_rt),
@@ -214,6 +215,22 @@ impl Session {
         rt.store.fail_all_pending(&Error::NotInitialized);
         // Last: the store's file goes with the node manager's last handle.
         drop(self.node.take());
+    }
+}
+
+/// Every second, the node's store gives back the memory of large objects freed a while ago
+/// (off the runtime's threads: that can take a few milliseconds a gigabyte).
+async fn discard_idle_memory(node: NodeManager) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let node = node.clone();
+        if tokio::task::spawn_blocking(move || node.store().discard_idle())
+            .await
+            .is_err()
+        {
+            return; // The runtime is shutting down.
+        }
     }
 }
 

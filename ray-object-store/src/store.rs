@@ -110,9 +110,12 @@ struct Inner {
     evictable: u64,
     evictions: u64,
     evicted_bytes: u64,
-    /// Large ranges freed under the current lock, whose memory goes back to the system
-    /// before the lock is released (see [`Locked`]).
-    discard: Vec<(u64, u64)>,
+    /// Large freed ranges (offset, length, when, in [`ObjectStore::discard_idle`] rounds),
+    /// whose memory goes back to the system once they stayed free a round: a range
+    /// allocated again soon (a loop of large puts) keeps its pages warm.
+    discard: Vec<(u64, u64, u64)>,
+    /// Rounds of [`ObjectStore::discard_idle`] so far.
+    clock: u64,
 }
 
 impl Inner {
@@ -162,7 +165,7 @@ impl Inner {
         self.free.free(e.alloc.offset, e.reserved);
         self.used -= e.reserved;
         if e.reserved >= DISCARD_MIN {
-            self.discard.push((e.alloc.offset, e.reserved));
+            self.discard.push((e.alloc.offset, e.reserved, self.clock));
         }
         Some(e)
     }
@@ -329,15 +332,34 @@ impl ObjectStore {
                 evictions: 0,
                 evicted_bytes: 0,
                 discard: Vec::new(),
+                clock: 0,
             }),
         }
     }
 
-    fn lock(&self) -> Locked<'_> {
-        Locked {
-            inner: self.inner.lock(),
-            arena: &self.arena,
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
+    }
+
+    /// Gives back to the system the memory of large freed ranges that stayed free since the
+    /// previous call (the node manager calls it every second or so). Under the lock, so no
+    /// range is allocated meanwhile. Returns the bytes given back.
+    pub fn discard_idle(&self) -> u64 {
+        let mut inner = self.lock();
+        let now = inner.clock;
+        inner.clock += 1;
+        let mut given = 0;
+        let mut keep = Vec::new();
+        for (offset, len, when) in std::mem::take(&mut inner.discard) {
+            if when < now {
+                self.arena.discard(Allocation { offset, len });
+                given += len;
+            } else {
+                keep.push((offset, len, when));
+            }
         }
+        inner.discard = keep;
+        given
     }
 
     /// The arena file's path (what other processes pass to [`ArenaMapping::open`]).
@@ -387,6 +409,10 @@ impl ObjectStore {
         }
         let offset = loop {
             if let Some(off) = inner.free.alloc(reserved) {
+                // Pages about to be written again are not to be discarded.
+                inner
+                    .discard
+                    .retain(|(o, l, _)| off + reserved <= *o || o + l <= off);
                 break off;
             }
             let reclaimable = inner.free.free_bytes() + inner.evictable;
@@ -544,37 +570,10 @@ impl ObjectStore {
     }
 }
 
-/// Freed objects at least this large give their memory back to the system at once (a
-/// freed gigabyte would otherwise stay resident in every process that mapped it).
+/// Freed objects at least this large give their memory back to the system (a freed
+/// gigabyte would otherwise stay resident in every process that mapped it), once they
+/// stayed free for a round of [`ObjectStore::discard_idle`].
 const DISCARD_MIN: u64 = 1 << 20;
-
-/// The store's lock. Memory of large objects freed while it was held goes back to the
-/// system as it is released: before anyone can allocate the range again.
-struct Locked<'a> {
-    inner: parking_lot::MutexGuard<'a, Inner>,
-    arena: &'a ArenaMapping,
-}
-
-impl std::ops::Deref for Locked<'_> {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.inner
-    }
-}
-
-impl std::ops::DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut Inner {
-        &mut self.inner
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        for (offset, len) in self.inner.discard.drain(..) {
-            self.arena.discard(Allocation { offset, len });
-        }
-    }
-}
 
 impl Drop for ObjectStore {
     fn drop(&mut self) {
