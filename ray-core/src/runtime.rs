@@ -73,8 +73,8 @@ pub(crate) fn set_current(rt: Option<Arc<Runtime>>) -> Option<Arc<Runtime>> {
 pub struct ArgSpec(pub(crate) ArgKind);
 
 pub(crate) enum ArgKind {
-    /// An encoded value, with the refs found inside it (kept alive until the task ends).
-    /// The refs are held, never read: they keep nested objects alive until the task ends.
+    /// An encoded value, with the refs found inside it: held, they keep nested objects alive
+    /// until the task ends (and a task with any is never run inline by a waiting parent).
     Value(Bytes, Vec<Arc<RefInner>>),
     /// A ref resolved before the task runs.
     Ref(Arc<RefInner>),
