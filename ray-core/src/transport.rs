@@ -73,10 +73,11 @@ pub(crate) enum Event {
     /// Try the queue of this shape again (after a failed lease request).
     Redispatch(Arc<str>),
     /// A task blocked in `get` on this worker asks for one of its own queued tasks to run
-    /// inline: one whose return id is in `wanted`, whose arguments are plain values, and
-    /// whose shape fits in `fits` (the blocked task's own). Answered on `reply`.
+    /// inline: one whose return id is in `wanted`, whose arguments are plain values, which
+    /// may be retried, and whose shape fits in `fits` (the blocked task's own). Answered on
+    /// `reply`.
     Steal {
-        wanted: Arc<std::collections::HashSet<ObjectId>>,
+        wanted: Arc<HashSet<ObjectId>>,
         fits: ResourceSet,
         reply: crossbeam_channel::Sender<Option<PendingTask>>,
     },
@@ -367,10 +368,10 @@ impl Cluster {
             offset: created.offset,
             len: size,
         };
-        // SAFETY: this process created the allocation and writes it alone until the seal
-        // below (the store's access protocol); the slice does not outlive this statement.
         // A panic in `write` (a user's `Serialize`) must not leave the object unsealed for good.
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: this process created the allocation and writes it alone until the seal
+            // below (the store's access protocol); the slice does not outlive this closure.
             unsafe { self.arena.bytes_mut(alloc) }
                 .map_err(Error::runtime)
                 .and_then(write)
