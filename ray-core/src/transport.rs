@@ -12,7 +12,7 @@ use crate::object_ref::RefInner;
 use crate::runtime::{ArgKind, ArgSpec, Runtime};
 use dashmap::DashMap;
 use ray_object_store::{Allocation, ArenaMapping};
-use ray_proto::auth::AttachToken;
+use ray_proto::auth::AuthedChannel;
 use ray_proto::core_worker_client::CoreWorkerClient;
 use ray_proto::node_manager_client::NodeManagerClient;
 use ray_scheduler::ResourceSet;
@@ -22,13 +22,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 
-pub(crate) type RayletClient = NodeManagerClient<InterceptedService<Channel, AttachToken>>;
-pub(crate) type PeerClient = CoreWorkerClient<InterceptedService<Channel, AttachToken>>;
-pub(crate) type GcsClient =
-    ray_proto::gcs_client::GcsClient<InterceptedService<Channel, AttachToken>>;
+pub(crate) type RayletClient = NodeManagerClient<AuthedChannel>;
+pub(crate) type PeerClient = CoreWorkerClient<AuthedChannel>;
+pub(crate) type GcsClient = ray_proto::gcs_client::GcsClient<AuthedChannel>;
 
 /// Leases requested at once per resource shape (Ray caps pending lease requests too).
 const MAX_LEASE_REQUESTS: usize = 4;
@@ -186,16 +183,8 @@ pub(crate) struct Cluster {
 }
 
 /// Opens a gRPC channel to `address` that attaches the session token.
-pub(crate) fn channel(
-    address: &str,
-    token: &str,
-) -> Result<InterceptedService<Channel, AttachToken>> {
-    let endpoint = Channel::from_shared(format!("http://{address}"))
-        .map_err(Error::runtime)?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10));
-    let attach = AttachToken::new(token).map_err(|e| Error::Runtime(e.message().to_string()))?;
-    Ok(InterceptedService::new(endpoint.connect_lazy(), attach))
+pub(crate) fn channel(address: &str, token: &str) -> Result<ray_proto::auth::AuthedChannel> {
+    ray_proto::auth::channel(address, token).map_err(|s| Error::Runtime(s.message().to_string()))
 }
 
 pub(crate) fn raylet_client(address: &str, token: &str) -> Result<RayletClient> {

@@ -3,15 +3,13 @@
 use crate::GcsService;
 use parking_lot::Mutex;
 use ray_actor::{ActorState, Names, RestartBudget};
-use ray_proto::auth::AttachToken;
+use ray_proto::auth::channel;
 use ray_proto::core_worker_client::CoreWorkerClient;
 use ray_proto::node_manager_client::NodeManagerClient;
 use ray_proto::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::Status;
 
 struct Record {
@@ -123,15 +121,7 @@ struct Table {
     dead_workers: std::collections::HashSet<Vec<u8>>,
 }
 
-type Intercepted = InterceptedService<Channel, AttachToken>;
-
-fn channel(address: &str, token: &str) -> Result<Intercepted, Status> {
-    let ch = Channel::from_shared(format!("http://{address}"))
-        .map_err(|e| Status::internal(e.to_string()))?
-        .connect_timeout(Duration::from_secs(10))
-        .connect_lazy();
-    Ok(InterceptedService::new(ch, AttachToken::new(token)?))
-}
+type Intercepted = ray_proto::auth::AuthedChannel;
 
 impl GcsService {
     pub(crate) fn register(&self, spec: ActorSpec) -> Result<RegisterActorReply, Status> {

@@ -190,12 +190,7 @@ pub(crate) struct Inner {
     gcs: std::sync::OnceLock<Option<GcsClient>>,
 }
 
-type GcsClient = ray_proto::gcs_client::GcsClient<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        ray_proto::auth::AttachToken,
-    >,
->;
+type GcsClient = ray_proto::gcs_client::GcsClient<ray_proto::auth::AuthedChannel>;
 
 impl NodeManager {
     /// A node manager owning `store`. Call [`NodeManager::set_address`] once its server listens.
@@ -630,14 +625,9 @@ impl NodeManager {
     /// Tells the GCS, which restarts or buries the worker's actor and the actors it owned.
     fn report_failure(&self, worker_id: [u8; 16]) {
         let gcs = self.inner.gcs.get_or_init(|| {
-            let address = &self.inner.config.gcs_address;
-            let endpoint =
-                tonic::transport::Channel::from_shared(format!("http://{address}")).ok()?;
-            let attach = ray_proto::auth::AttachToken::new(&self.inner.config.token).ok()?;
-            Some(ray_proto::gcs_client::GcsClient::with_interceptor(
-                endpoint.connect_lazy(),
-                attach,
-            ))
+            let config = &self.inner.config;
+            let channel = ray_proto::auth::channel(&config.gcs_address, &config.token).ok()?;
+            Some(ray_proto::gcs_client::GcsClient::new(channel))
         });
         let Some(mut gcs) = gcs.clone() else {
             return;
