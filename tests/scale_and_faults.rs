@@ -86,6 +86,14 @@ fn end_a_driver(how: &str, signal: Option<i32>) {
             Some(sig),
             "{how}: ends as the signal would"
         );
+        if sig != libc::SIGKILL {
+            // A clean shutdown killed and reaped the worker before the driver ended (a
+            // driver killed outright leaves it to die a moment later, of PDEATHSIG).
+            assert!(
+                !std::path::Path::new(&format!("/proc/{worker}")).exists(),
+                "{how}: the driver ended before its worker was reaped"
+            );
+        }
     } else {
         assert!(status.success(), "{how}: {status:?}");
     }

@@ -20,9 +20,10 @@ const IDS_PER_CALL: usize = 10_000;
 /// Deadline to open a `GetObjects` stream.
 const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 /// An open stream that sends nothing (not even its keepalive) for this long has failed.
-const SILENCE_DEADLINE: Duration = Duration::from_secs(3 * 5);
+const SILENCE_DEADLINE: Duration =
+    Duration::from_secs(3 * crate::service::GET_OBJECTS_KEEPALIVE.as_secs());
 /// An owner that fails every attempt for this long is taken for dead.
-pub(crate) const OWNER_UNREACHABLE: Duration = Duration::from_secs(10);
+const OWNER_UNREACHABLE: Duration = Duration::from_secs(10);
 
 /// A request to fetch object `.1` from its owner at `.0`.
 pub(crate) type FetchRequest = (Arc<str>, ObjectId);

@@ -18,7 +18,7 @@ use tonic::{Request, Status};
 
 /// A new connection that has not sent its HTTP/2 preface within this long is closed (a real
 /// client sends it at once).
-pub(crate) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(10);
 /// Pings on a connection with no traffic this long; a peer that does not answer within
 /// [`KEEPALIVE_TIMEOUT`] is closed.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);

@@ -241,13 +241,7 @@ impl ObjectStore {
                 "store name {name:?} is not a plain file name"
             )));
         }
-        let capacity = config.capacity & !(ALIGNMENT - 1);
-        if capacity == 0 {
-            return Err(StoreError::InvalidConfig(format!(
-                "capacity {} is below the minimum of {ALIGNMENT} bytes",
-                config.capacity
-            )));
-        }
+        let capacity = usable_capacity(&config)?;
         let dir = config.resolved_dir();
         let path = dir.join(name);
         if let Some(avail) = crate::config::available_bytes(&dir) {
@@ -287,13 +281,7 @@ impl ObjectStore {
     /// [`ObjectStore::path`], `/proc/<pid>/fd/<fd>` of this process, while it lives;
     /// `config.dir` is not used and `config.name` only labels the mapping.
     pub fn create_anonymous(config: StoreConfig) -> Result<Self, StoreError> {
-        let capacity = config.capacity & !(ALIGNMENT - 1);
-        if capacity == 0 {
-            return Err(StoreError::InvalidConfig(format!(
-                "capacity {} is below the minimum of {ALIGNMENT} bytes",
-                config.capacity
-            )));
-        }
+        let capacity = usable_capacity(&config)?;
         let name = std::ffi::CString::new(config.name.as_str())
             .map_err(|_| StoreError::InvalidConfig("store name holds a NUL byte".into()))?;
         // SAFETY: a plain syscall with a valid C string; the fd it returns is owned below.
@@ -574,6 +562,18 @@ impl ObjectStore {
 /// gigabyte would otherwise stay resident in every process that mapped it), once they
 /// stayed free for a round of [`ObjectStore::discard_idle`].
 const DISCARD_MIN: u64 = 1 << 20;
+
+/// The arena size `config` asks for, rounded down to [`ALIGNMENT`]; at least one block.
+fn usable_capacity(config: &StoreConfig) -> Result<u64, StoreError> {
+    let capacity = config.capacity & !(ALIGNMENT - 1);
+    if capacity == 0 {
+        return Err(StoreError::InvalidConfig(format!(
+            "capacity {} is below the minimum of {ALIGNMENT} bytes",
+            config.capacity
+        )));
+    }
+    Ok(capacity)
+}
 
 impl Drop for ObjectStore {
     fn drop(&mut self) {
