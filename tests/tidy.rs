@@ -45,3 +45,34 @@ fn every_source_file_has_a_module_doc_and_no_stubs() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Every call between processes goes through `ray_common::rpc`'s client traits (the seam
+/// fault filters and fakes plug into), and no library decides a retry from a gRPC code.
+#[test]
+fn only_ray_common_opens_rpc_clients_or_reads_status_codes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in [
+        "ray-core/src",
+        "ray-gcs/src",
+        "ray-raylet/src",
+        "rayrs/src",
+        "src",
+    ] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    assert!(files.len() > 10, "found only {} files", files.len());
+    let client = ["_client", "::"].concat();
+    let code = [".code", "()"].concat();
+    let mut problems = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        let rel = f.strip_prefix(root).unwrap().display().to_string();
+        for bad in [&client, &code] {
+            if text.contains(bad.as_str()) {
+                problems.push(format!("{rel}: contains {bad}"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

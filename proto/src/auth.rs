@@ -32,24 +32,6 @@ impl Interceptor for AttachToken {
     }
 }
 
-/// A channel whose every request carries the session token.
-pub type AuthedChannel =
-    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AttachToken>;
-
-/// The one way the runtime's processes open a gRPC channel to each other: to `address`
-/// (`host:port`), attaching the session token, Nagle off, connecting within 10 s. Lazy: it
-/// connects on first use (and again after a drop), so it must be made inside a tokio runtime.
-pub fn channel(address: &str, token: &str) -> Result<AuthedChannel, Status> {
-    let endpoint = tonic::transport::Channel::from_shared(format!("http://{address}"))
-        .map_err(|e| Status::invalid_argument(format!("address {address}: {e}")))?
-        .tcp_nodelay(true)
-        .connect_timeout(std::time::Duration::from_secs(10));
-    Ok(tonic::service::interceptor::InterceptedService::new(
-        endpoint.connect_lazy(),
-        AttachToken::new(token)?,
-    ))
-}
-
 /// Refuses every incoming request whose token is missing or wrong.
 #[derive(Clone)]
 pub struct CheckToken {

@@ -99,6 +99,14 @@ pub enum Error {
 /// is cut, so that a reply always fits its frame and is never mistaken for a dead worker.
 pub(crate) const MAX_ERROR_MESSAGE: usize = 1 << 20;
 
+impl From<ray_common::rpc::RpcError> for Error {
+    /// A call to another process of the session failed (callers that tell kinds apart
+    /// match on the [`ray_common::rpc::RpcError`] before it gets here).
+    fn from(e: ray_common::rpc::RpcError) -> Self {
+        Error::Runtime(e.to_string())
+    }
+}
+
 impl Error {
     pub(crate) fn runtime(e: impl std::fmt::Display) -> Self {
         Error::Runtime(e.to_string())

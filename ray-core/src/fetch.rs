@@ -9,11 +9,12 @@ use crate::error::Error;
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
 use crate::runtime::Runtime;
+use ray_common::rpc::{RpcError, RpcErrorKind};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
-use tonic::Code;
+use tokio_stream::StreamExt;
 
 /// Ids per `GetObjects` call.
 const IDS_PER_CALL: usize = 10_000;
@@ -54,10 +55,7 @@ enum Attempt {
     /// The stream ended (every object came, or the owner stopped early: ask again).
     Ended,
     /// It failed; `progress`: some objects came first.
-    Failed {
-        status: tonic::Status,
-        progress: bool,
-    },
+    Failed { error: RpcError, progress: bool },
 }
 
 /// Fetches `ids` from `owner` into this process's store, retrying failures until every
@@ -67,35 +65,37 @@ async fn fetch(rt: Weak<Runtime>, owner: Arc<str>, ids: Vec<ObjectId>) {
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(20);
     while !left.is_empty() {
-        let status = match attempt(&rt, &owner, &mut left).await {
+        let failure = match attempt(&rt, &owner, &mut left).await {
             None => return, // The runtime is gone.
             // Every object came.
             Some(Attempt::Ended) if left.is_empty() => return,
             // The owner ended the stream with objects missing: a failure like any other.
-            Some(Attempt::Ended) => tonic::Status::unavailable("the owner ended the stream early"),
-            Some(Attempt::Failed { status, progress }) => {
+            Some(Attempt::Ended) => failed(
+                RpcErrorKind::Unreachable,
+                &owner,
+                "the owner ended the stream early",
+            ),
+            Some(Attempt::Failed { error, progress }) => {
                 if progress {
                     failing_since = None;
                 }
-                status
+                error
             }
         };
+        // Refused: asking again gets the same answer.
         let permanent = matches!(
-            status.code(),
-            Code::Unauthenticated
-                | Code::PermissionDenied
-                | Code::InvalidArgument
-                | Code::Unimplemented
+            failure.kind,
+            RpcErrorKind::Unauthenticated | RpcErrorKind::InvalidArgument
         );
         let since = *failing_since.get_or_insert_with(Instant::now);
         if permanent || since.elapsed() >= OWNER_UNREACHABLE {
-            let error = if status.code() == Code::Unavailable {
-                tracing::warn!(%owner, error = %status.message(), "owner unreachable; its objects are lost");
+            let error = if failure.kind == RpcErrorKind::Unreachable {
+                tracing::warn!(%owner, error = %failure.message, "owner unreachable; its objects are lost");
                 None
             } else {
                 Some(Error::Runtime(format!(
                     "fetching objects from their owner at {owner}: {}",
-                    status.message()
+                    failure.message
                 )))
             };
             let Some(rt) = rt.upgrade() else { return };
@@ -107,7 +107,7 @@ async fn fetch(rt: Weak<Runtime>, owner: Arc<str>, ids: Vec<ObjectId>) {
             }
             return;
         }
-        tracing::debug!(%owner, code = ?status.code(), error = %status.message(), "fetch from owner failed; retrying");
+        tracing::debug!(%owner, kind = ?failure.kind, error = %failure.message, "fetch from owner failed; retrying");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
@@ -124,12 +124,12 @@ async fn attempt(
         let rt = rt.upgrade()?;
         rt.cluster.as_ref()?.peer(owner)
     };
-    let mut peer = match peer {
+    let peer = match peer {
         Ok(p) => p,
         Err(e) => {
-            let status = tonic::Status::invalid_argument(e.to_string());
+            let error = failed(RpcErrorKind::InvalidArgument, owner, e.to_string());
             return Some(Attempt::Failed {
-                status,
+                error,
                 progress: false,
             });
         }
@@ -138,30 +138,38 @@ async fn attempt(
         object_ids: left.iter().map(|id| id.0.to_vec().into()).collect(),
     };
     let mut stream = match tokio::time::timeout(OPEN_DEADLINE, peer.get_objects(req)).await {
-        Ok(Ok(r)) => r.into_inner(),
-        Ok(Err(status)) => {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
             return Some(Attempt::Failed {
-                status,
+                error,
                 progress: false,
             })
         }
         Err(_) => {
-            let status = tonic::Status::deadline_exceeded("the owner did not answer");
+            let error = failed(
+                RpcErrorKind::DeadlineExceeded,
+                owner,
+                "the owner did not answer",
+            );
             return Some(Attempt::Failed {
-                status,
+                error,
                 progress: false,
             });
         }
     };
     let mut progress = false;
     loop {
-        let message = match tokio::time::timeout(SILENCE_DEADLINE, stream.message()).await {
-            Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => return Some(Attempt::Ended),
-            Ok(Err(status)) => return Some(Attempt::Failed { status, progress }),
+        let message = match tokio::time::timeout(SILENCE_DEADLINE, stream.next()).await {
+            Ok(Some(Ok(m))) => m,
+            Ok(None) => return Some(Attempt::Ended),
+            Ok(Some(Err(error))) => return Some(Attempt::Failed { error, progress }),
             Err(_) => {
-                let status = tonic::Status::deadline_exceeded("the owner went silent");
-                return Some(Attempt::Failed { status, progress });
+                let error = failed(
+                    RpcErrorKind::DeadlineExceeded,
+                    owner,
+                    "the owner went silent",
+                );
+                return Some(Attempt::Failed { error, progress });
             }
         };
         let rt = rt.upgrade()?;
@@ -181,4 +189,9 @@ async fn attempt(
             rt.store.put_if_present(id, value);
         }
     }
+}
+
+/// A failure of the `GetObjects` call that this process noticed itself.
+fn failed(kind: RpcErrorKind, owner: &Arc<str>, why: impl Into<String>) -> RpcError {
+    RpcError::new(kind, "GetObjects", owner, why)
 }

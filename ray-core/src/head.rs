@@ -11,11 +11,14 @@ use crate::ids::IdGen;
 use crate::runtime::{self, Runtime};
 use crate::server::{logged, serve};
 use crate::service;
-use crate::transport::{self, Cluster, Event};
+use crate::transport::{self, Clients, Cluster, Event};
+use ray_common::ids::{hex, random_bytes as random_id};
+use ray_common::resources::to_resources;
+use ray_common::rpc::{Connect, TonicConnect};
 use ray_gcs::{GcsServer, GcsService};
 use ray_object_store::{ArenaMapping, ObjectStore, StoreConfig};
 use ray_proto::auth::CheckToken;
-use ray_raylet::{hex, random_id, NodeManager, NodeManagerConfig, NodeManagerServer};
+use ray_raylet::{NodeManager, NodeManagerConfig, NodeManagerServer};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
@@ -67,7 +70,7 @@ fn start_local(
 ) -> Result<Session> {
     static SESSIONS: AtomicU32 = AtomicU32::new(0);
     sweep_stale_files();
-    raise_fd_limit();
+    ray_common::limits::raise_fd_limit();
     let session = format!(
         "{PREFIX}{}-{}-{}",
         std::process::id(),
@@ -75,6 +78,7 @@ fn start_local(
         &hex(&random_id())[..8]
     );
     let token: Arc<str> = hex(&random_id()).into();
+    let connect: Arc<dyn Connect> = Arc::new(TonicConnect::new(&token).labelled("driver"));
     let capacity = config
         .object_store_memory
         .unwrap_or_else(StoreConfig::default_capacity);
@@ -97,7 +101,7 @@ fn start_local(
 
     let started = tokio_rt.block_on(async {
         let gcs_routes = Routes::new(InterceptedService::new(
-            GcsServer::new(GcsService::new(&token)),
+            GcsServer::new(GcsService::new(connect.clone())),
             logged(CheckToken::new(&token)),
         ));
         let (gcs_address, stop) = serve(gcs_routes).await?;
@@ -119,6 +123,7 @@ fn start_local(
                 limit_wait: config.worker_limit_wait,
             },
             store,
+            connect.clone(),
         );
         let nm_routes = Routes::new(InterceptedService::new(
             NodeManagerServer::new(node.clone())
@@ -128,20 +133,19 @@ fn start_local(
         let (nm_address, stop) = serve(nm_routes).await?;
         stops.push(stop);
         node.set_address(nm_address.clone());
-        let mut gcs =
-            ray_proto::gcs_client::GcsClient::new(transport::channel(&gcs_address, &token)?);
+        let gcs = connect.gcs(&gcs_address)?;
         gcs.register_node(ray_proto::RegisterNodeRequest {
             node: Some(ray_proto::NodeInfo {
                 node_id: node_id.to_vec().into(),
                 node_manager_address: nm_address.clone(),
-                total: Some(ray_raylet::to_resources(&resources)),
-                available: Some(ray_raylet::to_resources(&resources)),
+                total: Some(to_resources(&resources)),
+                available: Some(to_resources(&resources)),
                 alive: true,
                 store_path: store_path.display().to_string(),
             }),
         })
         .await
-        .map_err(|s| Error::Runtime(format!("registering the node: {}", s.message())))?;
+        .map_err(|e| Error::Runtime(format!("registering the node: {}", e.message)))?;
         let (core_address, stop) = serve(service::core_worker_routes(&token)).await?;
         stops.push(stop);
         Ok::<_, Error>((gcs_address, nm_address, core_address, node))
@@ -155,17 +159,13 @@ fn start_local(
     };
     let _enter = tokio_rt.enter();
     let arena = ArenaMapping::open(&store_path).map_err(Error::runtime)?;
-    let raylet = transport::raylet_client(&nm_address, &token)?;
+    let clients = Clients {
+        raylet: connect.node_manager(&nm_address)?,
+        gcs: connect.gcs(&gcs_address)?,
+        connect,
+    };
     let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (cluster, fetch_rx) = Cluster::new(
-        handle.clone(),
-        token,
-        raylet,
-        gcs_address,
-        arena,
-        events_tx,
-        None,
-    )?;
+    let (cluster, fetch_rx) = Cluster::new(handle.clone(), token, clients, arena, events_tx, None)?;
     let rt = Arc::new(Runtime {
         address: core_address.into(),
         ids: IdGen::new(&worker_id),
@@ -272,25 +272,6 @@ pub(crate) fn shut_down_on_signals() {
             tracing::warn!(error = %e, "cannot watch SIGTERM/SIGINT");
         }
     });
-}
-
-/// Raises this process's soft limit of open files to its hard limit (as Go's runtime and
-/// Ray do): the node's servers hold connections of every worker, and the worker limit is
-/// derived from it. Workers inherit it.
-fn raise_fd_limit() {
-    // SAFETY: get and set of this process's own limit through a struct we own.
-    unsafe {
-        let mut l: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
-            let wanted = libc::rlimit {
-                rlim_cur: l.rlim_max,
-                rlim_max: l.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
-                tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise the open-file limit");
-            }
-        }
-    }
 }
 
 /// True if `signal` is at its default disposition (no handler, not ignored).

@@ -313,7 +313,7 @@ fn node_views() -> Result<Vec<NodeView>> {
         let total = rt.node_total.to_map();
         return Ok(vec![NodeView {
             info: NodeInfo {
-                node_id: ray_raylet::hex(&rt.node_id),
+                node_id: ray_common::ids::hex(&rt.node_id),
                 alive: true,
                 address: "sync".into(),
                 resources: total.clone(),
@@ -323,32 +323,21 @@ fn node_views() -> Result<Vec<NodeView>> {
             store_used: 0,
         }]);
     };
-    let token = c.token.clone();
-    let gcs_address = c.gcs_address.clone();
+    let gcs = c.gcs.clone();
+    let connect = c.connect.clone();
     let nodes = c.call(async move {
-        let mut gcs =
-            ray_proto::gcs_client::GcsClient::new(transport::channel(&gcs_address, &token)?);
-        let nodes = gcs
-            .get_all_nodes(ray_proto::Empty {})
-            .await
-            .map_err(|s| Error::Runtime(s.message().to_string()))?
-            .into_inner()
-            .nodes;
+        let nodes = gcs.get_all_nodes(ray_proto::Empty {}).await?.nodes;
         let mut out = Vec::new();
         for n in nodes {
-            let mut nm = transport::raylet_client(&n.node_manager_address, &token)?;
-            let r = nm
-                .get_node_resources(ray_proto::Empty {})
-                .await
-                .map_err(|s| Error::Runtime(s.message().to_string()))?
-                .into_inner();
+            let nm = connect.node_manager(&n.node_manager_address)?;
+            let r = nm.get_node_resources(ray_proto::Empty {}).await?;
             let map = |r: Option<ray_proto::Resources>| -> BTreeMap<String, f64> {
                 r.map(|r| r.amounts.into_iter().collect())
                     .unwrap_or_default()
             };
             out.push(NodeView {
                 info: NodeInfo {
-                    node_id: ray_raylet::hex(&n.node_id),
+                    node_id: ray_common::ids::hex(&n.node_id),
                     alive: n.alive,
                     address: n.node_manager_address,
                     resources: map(r.total),
@@ -416,9 +405,9 @@ pub fn get_runtime_context() -> Result<RuntimeContext> {
     let rt = runtime::current()?;
     Ok(RuntimeContext {
         job_id: rt.job_id,
-        task_id: worker::current_task().map(|t| ray_raylet::hex(&t)),
-        node_id: ray_raylet::hex(&rt.node_id),
-        worker_id: ray_raylet::hex(&rt.worker_id),
+        task_id: worker::current_task().map(|t| ray_common::ids::hex(&t)),
+        node_id: ray_common::ids::hex(&rt.node_id),
+        worker_id: ray_common::ids::hex(&rt.worker_id),
         is_worker: rt.is_worker,
         namespace: rt.namespace.clone(),
     })

@@ -12,6 +12,7 @@ use crate::registry::{ActorInstance, ArgReader, MethodCall};
 use crate::transport::{self, ActorCall, Cluster};
 use bytes::Bytes;
 use parking_lot::RwLock;
+use ray_common::rpc::RpcErrorKind;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -410,7 +411,7 @@ impl Runtime {
             .namespace
             .clone()
             .unwrap_or_else(|| self.namespace.clone());
-        let actor_id = ray_raylet::random_id();
+        let actor_id = ray_common::ids::random_bytes();
         let mut core = ActorCore {
             actor_id,
             class: class.into(),
@@ -488,7 +489,7 @@ impl Runtime {
             max_concurrency: max_concurrency.max(1),
             max_task_retries: opts.max_task_retries,
             detached: opts.detached,
-            shape: Some(ray_raylet::to_resources(&shape)),
+            shape: Some(ray_common::resources::to_resources(&shape)),
             owner_address: self.address.to_string(),
             owner_worker_id: if self.is_worker {
                 self.worker_id.to_vec().into()
@@ -497,17 +498,17 @@ impl Runtime {
             },
             get_if_exists: opts.get_if_exists,
         };
-        let mut gcs = c.gcs.clone();
+        let gcs = c.gcs.clone();
         let reply = c.call(async move { gcs.register_actor(spec).await })?;
         let reply = match reply {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::AlreadyExists => {
-                return Err(Error::InvalidArgument(s.message().to_string()))
+            Ok(r) => r,
+            Err(e) if e.kind == RpcErrorKind::AlreadyExists => {
+                return Err(Error::InvalidArgument(e.message))
             }
-            Err(s) => {
+            Err(e) => {
                 return Err(Error::Runtime(format!(
                     "registering an actor: {}",
-                    s.message()
+                    e.message
                 )))
             }
         };
@@ -608,7 +609,7 @@ impl Runtime {
             }
             return Ok(());
         };
-        let mut gcs = c.gcs.clone();
+        let gcs = c.gcs.clone();
         let req = ray_proto::KillActorRequest {
             actor_id: actor_id.to_vec().into(),
             no_restart: true,
@@ -653,22 +654,19 @@ impl Runtime {
             }
             return Ok((id, a.class.to_string(), 0));
         };
-        let mut gcs = c.gcs.clone();
+        let gcs = c.gcs.clone();
         let req = ray_proto::GetNamedActorRequest {
             name: name.to_string(),
             namespace: namespace.to_string(),
         };
         match c.call(async move { gcs.get_named_actor(req).await })? {
-            Ok(info) => {
-                let info = info.into_inner();
-                Ok((
-                    crate::ids::id16(&info.actor_id, "actor id")?,
-                    info.class_name,
-                    info.max_task_retries,
-                ))
-            }
-            Err(s) if s.code() == tonic::Code::NotFound => Err(not_found()),
-            Err(s) => Err(Error::Runtime(s.message().to_string())),
+            Ok(info) => Ok((
+                crate::ids::id16(&info.actor_id, "actor id")?,
+                info.class_name,
+                info.max_task_retries,
+            )),
+            Err(e) if e.kind == RpcErrorKind::NotFound => Err(not_found()),
+            Err(e) => Err(Error::Runtime(e.message)),
         }
     }
 

@@ -11,10 +11,8 @@ use crate::memory_store::{Stored, Subscribed, Waiter};
 use crate::object_ref::RefInner;
 use crate::runtime::{ArgKind, ArgSpec, Runtime};
 use dashmap::DashMap;
+use ray_common::rpc::{Connect, CoreWorkerApi, GcsApi, NodeManagerApi, RpcErrorKind};
 use ray_object_store::{Allocation, ArenaMapping};
-use ray_proto::auth::AuthedChannel;
-use ray_proto::core_worker_client::CoreWorkerClient;
-use ray_proto::node_manager_client::NodeManagerClient;
 use ray_scheduler::ResourceSet;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,10 +20,6 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
-
-pub(crate) type RayletClient = NodeManagerClient<AuthedChannel>;
-pub(crate) type PeerClient = CoreWorkerClient<AuthedChannel>;
-pub(crate) type GcsClient = ray_proto::gcs_client::GcsClient<AuthedChannel>;
 
 /// Leases requested at once per resource shape (Ray caps pending lease requests too).
 const MAX_LEASE_REQUESTS: usize = 4;
@@ -165,16 +159,27 @@ struct ShapeQueue {
     avg_exec_micros: f64,
 }
 
+/// The clients a core worker calls other processes through, handed in when it is built.
+pub(crate) struct Clients {
+    /// Opens clients of other core workers (owners, borrowers).
+    pub connect: Arc<dyn Connect>,
+    /// This node's node manager.
+    pub raylet: Arc<dyn NodeManagerApi>,
+    /// The GCS.
+    pub gcs: Arc<dyn GcsApi>,
+}
+
 /// This process's link to its node and to other core workers.
 pub(crate) struct Cluster {
     pub handle: tokio::runtime::Handle,
     pub token: Arc<str>,
-    pub raylet: RayletClient,
-    pub gcs: GcsClient,
-    pub gcs_address: String,
+    /// Opens clients of other processes (owners, the GCS).
+    pub connect: Arc<dyn Connect>,
+    pub raylet: Arc<dyn NodeManagerApi>,
+    pub gcs: Arc<dyn GcsApi>,
     pub arena: ArenaMapping,
     pub events: mpsc::UnboundedSender<Event>,
-    peers: DashMap<Arc<str>, PeerClient>,
+    peers: DashMap<Arc<str>, Arc<dyn CoreWorkerApi>>,
     pending_deletes: Arc<AtomicUsize>,
     releases: mpsc::UnboundedSender<(Arc<str>, ObjectId, Arc<str>)>,
     fetches: mpsc::UnboundedSender<crate::fetch::FetchRequest>,
@@ -182,39 +187,29 @@ pub(crate) struct Cluster {
     pub blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
 }
 
-/// Opens a gRPC channel to `address` that attaches the session token.
-pub(crate) fn channel(address: &str, token: &str) -> Result<ray_proto::auth::AuthedChannel> {
-    ray_proto::auth::channel(address, token).map_err(|s| Error::Runtime(s.message().to_string()))
-}
-
-pub(crate) fn raylet_client(address: &str, token: &str) -> Result<RayletClient> {
-    Ok(NodeManagerClient::new(channel(address, token)?)
-        .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES))
-}
-
 impl Cluster {
     pub fn new(
         handle: tokio::runtime::Handle,
         token: Arc<str>,
-        raylet: RayletClient,
-        gcs_address: String,
+        clients: Clients,
         arena: ArenaMapping,
         events: mpsc::UnboundedSender<Event>,
         blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
     ) -> Result<(Self, mpsc::UnboundedReceiver<crate::fetch::FetchRequest>)> {
-        let gcs = ray_proto::gcs_client::GcsClient::new(channel(&gcs_address, &token)?)
-            .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
+        let Clients {
+            connect,
+            raylet,
+            gcs,
+        } = clients;
         let (releases, pending_releases) = mpsc::unbounded_channel();
         let (fetches, fetch_queue) = mpsc::unbounded_channel();
-        handle.spawn(send_releases(pending_releases, token.clone()));
+        handle.spawn(send_releases(pending_releases, connect.clone()));
         let cluster = Cluster {
             handle,
             token,
+            connect,
             raylet,
             gcs,
-            gcs_address,
             arena,
             events,
             peers: DashMap::new(),
@@ -277,15 +272,14 @@ impl Cluster {
         }
     }
 
-    pub fn peer(&self, address: &Arc<str>) -> Result<PeerClient> {
+    pub fn peer(&self, address: &Arc<str>) -> Result<Arc<dyn CoreWorkerApi>> {
         if let Some(p) = self.peers.get(address) {
             return Ok(p.clone());
         }
         // Lazy channels spawn their connection task: build them inside our runtime, whatever
         // thread (a user's, a Drop's) asked.
         let _in_runtime = self.handle.enter();
-        let client = CoreWorkerClient::new(channel(address, &self.token)?)
-            .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
+        let client = self.connect.core_worker(address)?;
         self.peers.insert(address.clone(), client.clone());
         Ok(client)
     }
@@ -307,17 +301,17 @@ impl Cluster {
         raw: u32,
         write: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<Stored> {
-        let mut raylet = self.raylet.clone();
+        let raylet = self.raylet.clone();
         let req = ray_proto::CreateObjectRequest {
             object_id: id.0.to_vec().into(),
             size,
         };
         let mut reply = self.call({
-            let mut raylet = raylet.clone();
+            let raylet = raylet.clone();
             let req = req.clone();
             async move { raylet.create_object(req).await }
         })?;
-        if matches!(&reply, Err(s) if s.code() == tonic::Code::AlreadyExists) {
+        if matches!(&reply, Err(e) if e.kind == RpcErrorKind::AlreadyExists) {
             // Left by an earlier attempt of the same task whose worker died: clear it.
             let oid = ray_proto::ObjectRequest {
                 object_id: id.0.to_vec().into(),
@@ -327,7 +321,7 @@ impl Cluster {
             };
             let req2 = req.clone();
             reply = self.call({
-                let mut raylet = raylet.clone();
+                let raylet = raylet.clone();
                 async move {
                     let _ = raylet.abort_object(oid).await;
                     let _ = raylet.delete_objects(del).await;
@@ -335,23 +329,23 @@ impl Cluster {
                 }
             })?;
         }
-        if matches!(&reply, Err(s) if s.code() == tonic::Code::ResourceExhausted) {
+        if matches!(&reply, Err(e) if e.kind == RpcErrorKind::Exhausted) {
             // Frees of unreferenced objects may still be on their way: let them land, retry.
             let deadline = Instant::now() + Duration::from_secs(2);
             while self.pending_deletes.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(2));
             }
             reply = self.call({
-                let mut raylet = raylet.clone();
+                let raylet = raylet.clone();
                 async move { raylet.create_object(req).await }
             })?;
         }
         let created = match reply {
-            Ok(r) => r.into_inner(),
-            Err(s) if s.code() == tonic::Code::ResourceExhausted => {
-                return Err(Error::ObjectStoreFull(s.message().to_string()))
+            Ok(r) => r,
+            Err(e) if e.kind == RpcErrorKind::Exhausted => {
+                return Err(Error::ObjectStoreFull(e.message))
             }
-            Err(s) => return Err(Error::Runtime(format!("create object: {}", s.message()))),
+            Err(e) => return Err(Error::Runtime(format!("create object: {}", e.message))),
         };
         let alloc = Allocation {
             offset: created.offset,
@@ -386,7 +380,7 @@ impl Cluster {
             object_id: id.0.to_vec().into(),
         };
         self.call(async move { raylet.seal_object(oid).await })?
-            .map_err(|s| Error::Runtime(format!("seal object: {}", s.message())))?;
+            .map_err(|e| Error::Runtime(format!("seal object: {}", e.message)))?;
         Ok(Stored::Plasma {
             offset: created.offset,
             size,
@@ -402,7 +396,7 @@ impl Cluster {
     }
 
     pub fn delete_plasma(&self, id: ObjectId) {
-        let mut raylet = self.raylet.clone();
+        let raylet = self.raylet.clone();
         let pending = self.pending_deletes.clone();
         pending.fetch_add(1, Ordering::AcqRel);
         self.handle.spawn(async move {
@@ -433,9 +427,9 @@ impl Cluster {
 /// Sends borrowers' releases, one call per owner for everything queued meanwhile.
 async fn send_releases(
     mut queue: mpsc::UnboundedReceiver<(Arc<str>, ObjectId, Arc<str>)>,
-    token: Arc<str>,
+    connect: Arc<dyn Connect>,
 ) {
-    let mut clients: HashMap<Arc<str>, PeerClient> = HashMap::new();
+    let mut clients: HashMap<Arc<str>, Arc<dyn CoreWorkerApi>> = HashMap::new();
     while let Some(first) = queue.recv().await {
         let mut batches: HashMap<(Arc<str>, Arc<str>), Vec<bytes::Bytes>> = HashMap::new();
         let mut add = |(owner, id, me): (Arc<str>, ObjectId, Arc<str>)| {
@@ -451,17 +445,14 @@ async fn send_releases(
         for ((owner, me), ids) in batches {
             let peer = match clients.get(&owner) {
                 Some(p) => p.clone(),
-                None => match channel(&owner, &token) {
-                    Ok(ch) => {
-                        let p = CoreWorkerClient::new(ch)
-                            .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
+                None => match connect.core_worker(&owner) {
+                    Ok(p) => {
                         clients.insert(owner.clone(), p.clone());
                         p
                     }
                     Err(_) => continue,
                 },
             };
-            let mut peer = peer;
             tokio::spawn(async move {
                 let req = ray_proto::RemoveBorrowerRequest {
                     object_id: Default::default(),
@@ -731,7 +722,10 @@ impl Submitter {
             .entry(key.clone())
             .or_insert_with(|| ShapeQueue {
                 shape: shape.clone(),
-                shape_wire: prost::Message::encode_to_vec(&ray_raylet::to_resources(shape)).into(),
+                shape_wire: prost::Message::encode_to_vec(&ray_common::resources::to_resources(
+                    shape,
+                ))
+                .into(),
                 tasks: VecDeque::new(),
                 leases: Vec::new(),
                 requesting: 0,
@@ -1165,7 +1159,7 @@ fn connect_actor(
     let Some(c) = &rt.cluster else {
         return;
     };
-    let mut gcs = c.gcs.clone();
+    let gcs = c.gcs.clone();
     let events = c.events.clone();
     let token = c.token.clone();
     tokio::spawn(async move {
@@ -1175,11 +1169,11 @@ fn connect_actor(
             wait_ms: if bounded { 3_000 } else { 0 },
         };
         let info = match gcs.get_actor_info(req).await {
-            Ok(i) => i.into_inner(),
-            Err(s) => {
+            Ok(i) => i,
+            Err(e) => {
                 let e = Error::ActorDied {
                     class: class.to_string(),
-                    cause: format!("the GCS does not know it: {}", s.message()),
+                    cause: format!("the GCS does not know it: {}", e.message),
                 };
                 let _ = events.send(Event::ActorUnreachable(id, 0, Some(e)));
                 return;
@@ -1240,7 +1234,7 @@ fn register_borrowers<H: Send + 'static>(
         .filter_map(|(id, owner)| c.peer(&owner).ok().map(|p| (id, p)))
         .collect();
     tokio::spawn(async move {
-        for (id, mut peer) in peers {
+        for (id, peer) in peers {
             let req = ray_proto::AddBorrowerRequest {
                 object_id: id.0.to_vec().into(),
                 borrower_address: borrower.to_string(),
@@ -1309,7 +1303,7 @@ fn return_lease(rt: &Runtime, lease_id: u64, worker_failed: bool) {
     let Some(c) = &rt.cluster else {
         return;
     };
-    let mut raylet = c.raylet.clone();
+    let raylet = c.raylet.clone();
     tokio::spawn(async move {
         let _ = raylet
             .return_worker(ray_proto::ReturnWorkerRequest {
@@ -1324,7 +1318,7 @@ fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
     let Some(c) = &rt.cluster else {
         return;
     };
-    let mut raylet = c.raylet.clone();
+    let raylet = c.raylet.clone();
     let events = c.events.clone();
     let token = c.token.clone();
     // Workers name themselves, so their leases come back if they die; a driver's die with it.
@@ -1335,21 +1329,21 @@ fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
     };
     tokio::spawn(async move {
         let req = ray_proto::LeaseRequest {
-            shape: Some(ray_raylet::to_resources(&shape)),
+            shape: Some(ray_common::resources::to_resources(&shape)),
             requester_id: requester.into(),
             for_actor: false,
         };
         let ev = match raylet.request_worker_lease(req).await {
             // The node's worker limit held the request past its deadline.
-            Err(s) if s.code() == tonic::Code::ResourceExhausted => Event::LeaseFailed(
+            Err(e) if e.kind == RpcErrorKind::Exhausted => Event::LeaseFailed(
                 key,
                 Error::Unschedulable {
                     function: String::new(),
-                    reason: s.message().to_string(),
+                    reason: e.message,
                 },
             ),
-            Err(s) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", s.message()))),
-            Ok(reply) => match reply.into_inner().result {
+            Err(e) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", e.message))),
+            Ok(reply) => match reply.result {
                 Some(ray_proto::lease_reply::Result::Granted(g)) => {
                     match connect_lease(&g, &token, events.clone()).await {
                         Ok(lease) => Event::LeaseGranted(key, lease),

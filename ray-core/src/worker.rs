@@ -13,8 +13,9 @@ use crate::memory_store::Stored;
 use crate::object_ref::collect_deserialized_refs;
 use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::runtime::{self, Runtime};
-use crate::transport::{self, Cluster, PendingTask};
+use crate::transport::{self, Clients, Cluster, PendingTask};
 use parking_lot::Mutex;
+use ray_common::rpc::{Connect, TonicConnect};
 use ray_raylet::worker_env;
 use ray_scheduler::ResourceSet;
 use std::cell::Cell;
@@ -65,7 +66,7 @@ pub(crate) fn can_help() -> Option<ResourceSet> {
         Some(Shape::Known(set)) => Some(set.clone()),
         Some(Shape::Wire(bytes)) => {
             let wire = <ray_proto::Resources as prost::Message>::decode(&bytes[..]).ok()?;
-            ray_raylet::to_resource_set(Some(wire)).ok()
+            ray_common::resources::to_resource_set(Some(wire)).ok()
         }
         None => None,
     })
@@ -213,9 +214,12 @@ fn run_worker() -> Result<()> {
         &worker_hex[..8],
         std::process::id()
     ));
-    let raylet = transport::raylet_client(&node_manager, &token)?;
+    let connect: Arc<dyn Connect> = Arc::new(TonicConnect::new(&token).labelled(&core_address));
+    let raylet = {
+        let _in_runtime = tokio_rt.enter();
+        connect.node_manager(&node_manager)?
+    };
     let registered = {
-        let mut raylet = raylet.clone();
         let req = ray_proto::RegisterWorkerRequest {
             worker_id: worker_id.to_vec().into(),
             pid: std::process::id(),
@@ -224,13 +228,9 @@ fn run_worker() -> Result<()> {
         };
         tokio_rt
             .block_on(raylet.register_worker(req))
-            .map_err(|s| {
-                Error::Runtime(format!(
-                    "registering with the node manager: {}",
-                    s.message()
-                ))
+            .map_err(|e| {
+                Error::Runtime(format!("registering with the node manager: {}", e.message))
             })?
-            .into_inner()
     };
     let arena = ray_object_store::ArenaMapping::open(std::path::Path::new(&registered.store_path))
         .map_err(Error::runtime)?;
@@ -249,7 +249,7 @@ fn run_worker() -> Result<()> {
             if blocked {
                 executor.set_blocked(true);
             }
-            let mut raylet = raylet.clone();
+            let raylet = raylet.clone();
             let req = ray_proto::BlockedRequest {
                 worker_id: worker_id.to_vec().into(),
                 blocked,
@@ -268,8 +268,14 @@ fn run_worker() -> Result<()> {
     let (cluster, fetch_rx) = Cluster::new(
         handle.clone(),
         token.clone(),
-        raylet,
-        registered.gcs_address,
+        Clients {
+            gcs: {
+                let _in_runtime = handle.enter();
+                connect.gcs(&registered.gcs_address)?
+            },
+            connect,
+            raylet,
+        },
         arena,
         events_tx,
         Some(Box::new(hook)),

@@ -3,11 +3,10 @@
 use crate::GcsService;
 use parking_lot::Mutex;
 use ray_actor::{ActorState, Names, RestartBudget};
-use ray_proto::auth::channel;
-use ray_proto::core_worker_client::CoreWorkerClient;
-use ray_proto::node_manager_client::NodeManagerClient;
+use ray_common::rpc::{NodeManagerApi, RpcError};
 use ray_proto::*;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tonic::Status;
@@ -52,64 +51,51 @@ pub(crate) struct Actors {
     /// One channel per node manager, shared by every placement and kill. A connection per
     /// call meant a burst of ~1000 TCP connects when ~1000 actors were created at once: the
     /// node manager's listen queue overflowed and some connections were reset.
-    node_managers: Mutex<HashMap<String, NodeManagerClient<Intercepted>>>,
+    node_managers: Mutex<HashMap<String, Arc<dyn NodeManagerApi>>>,
 }
 
 /// How long a placement keeps retrying transient (transport) failures of its lease request.
 const PLACEMENT_RETRY_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Why a placement attempt failed: which step, the status with its whole source chain, and
-/// whether trying again may help.
+/// Why a placement attempt failed: which step, why, and whether trying again may help.
 struct PlacementError {
     step: String,
-    status: Status,
+    message: String,
     transient: bool,
 }
 
 impl PlacementError {
-    fn new(step: impl Into<String>, status: Status) -> Self {
+    /// A call failed: worth another try if it never got an answer.
+    fn call(step: impl Into<String>, e: RpcError) -> Self {
         PlacementError {
             step: step.into(),
-            status,
-            transient: false,
+            transient: e.is_transient(),
+            message: e.message,
         }
     }
 
-    /// A failure of the connection itself (the call may never have reached the server),
-    /// rather than an answer from the server.
-    fn transport(step: impl Into<String>, status: Status) -> Self {
-        let transient = matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown
-        ) && std::error::Error::source(&status).is_some();
+    /// A call failed at a step that cannot be repeated (the lease is given back).
+    fn last_call(step: impl Into<String>, e: RpcError) -> Self {
         PlacementError {
-            transient,
-            ..PlacementError::new(step, status)
+            transient: false,
+            ..PlacementError::call(step, e)
         }
     }
 }
 
 impl std::fmt::Display for PlacementError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.step, self.status.message())?;
-        // tonic's "transport error" hides its cause (reset, refused, timed out) in the chain.
-        let mut source = std::error::Error::source(&self.status);
-        let mut last = self.status.message().to_string();
-        while let Some(s) = source {
-            let text = s.to_string();
-            if text != last {
-                write!(f, ": {text}")?;
-                last = text;
-            }
-            source = s.source();
-        }
-        Ok(())
+        write!(f, "{}: {}", self.step, self.message)
     }
 }
 
 impl From<Status> for PlacementError {
     fn from(status: Status) -> Self {
-        PlacementError::new("placing the actor", status)
+        PlacementError {
+            step: "placing the actor".into(),
+            message: status.message().to_string(),
+            transient: false,
+        }
     }
 }
 
@@ -120,8 +106,6 @@ struct Table {
     /// Workers reported dead: a creation that "succeeds" on one of them did not.
     dead_workers: std::collections::HashSet<Vec<u8>>,
 }
-
-type Intercepted = ray_proto::auth::AuthedChannel;
 
 impl GcsService {
     pub(crate) fn register(&self, spec: ActorSpec) -> Result<RegisterActorReply, Status> {
@@ -191,12 +175,12 @@ impl GcsService {
     }
 
     /// The client for the node manager at `address`, shared by all calls to it.
-    fn node_manager(&self, address: &str) -> Result<NodeManagerClient<Intercepted>, Status> {
+    fn node_manager(&self, address: &str) -> Result<Arc<dyn NodeManagerApi>, RpcError> {
         let mut cache = self.inner.actors.node_managers.lock();
         if let Some(nm) = cache.get(address) {
             return Ok(nm.clone());
         }
-        let nm = NodeManagerClient::new(channel(address, &self.inner.token)?);
+        let nm = self.inner.connect.node_manager(address)?;
         cache.insert(address.to_string(), nm.clone());
         Ok(nm)
     }
@@ -271,7 +255,10 @@ impl GcsService {
         let node = self
             .alive_node_manager()
             .ok_or_else(|| Status::unavailable("no alive node"))?;
-        let mut nm = self.node_manager(&node)?;
+        let step = || format!("leasing a worker from node manager {node}");
+        let nm = self
+            .node_manager(&node)
+            .map_err(|e| PlacementError::call(step(), e))?;
         let reply = nm
             .request_worker_lease(LeaseRequest {
                 shape: spec.shape.clone(),
@@ -279,10 +266,7 @@ impl GcsService {
                 for_actor: true,
             })
             .await
-            .map_err(|s| {
-                PlacementError::transport(format!("leasing a worker from node manager {node}"), s)
-            })?
-            .into_inner();
+            .map_err(|e| PlacementError::call(step(), e))?;
         let lease = match reply.result {
             Some(lease_reply::Result::Granted(l)) => l,
             Some(lease_reply::Result::Infeasible(why)) => {
@@ -306,33 +290,31 @@ impl GcsService {
                 }
             }
         }
-        let mut worker =
-            CoreWorkerClient::new(channel(&lease.core_worker_address, &self.inner.token)?)
-                .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
-        let created = worker
-            .create_actor(CreateActorRequest {
-                spec: Some(spec.clone()),
-            })
-            .await;
-        let give_back = |nm: &mut NodeManagerClient<Intercepted>, lease_id: u64| {
-            return_worker(nm, lease_id);
+        let created = match self.inner.connect.core_worker(&lease.core_worker_address) {
+            Ok(worker) => {
+                worker
+                    .create_actor(CreateActorRequest {
+                        spec: Some(spec.clone()),
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
         };
         let created = match created {
-            Ok(r) => r.into_inner(),
-            Err(s) => {
-                give_back(&mut nm, lease.lease_id);
-                return Err(PlacementError::new(
-                    format!(
-                        "constructing the actor on worker {}",
-                        lease.core_worker_address
-                    ),
-                    s,
-                ));
+            Ok(r) => r,
+            Err(e) => {
+                return_worker(&nm, lease.lease_id);
+                // The lease is given back, so this attempt is over whatever the kind: a
+                // constructor cut off by a dead worker spends a restart.
+                let step = format!(
+                    "constructing the actor on worker {}",
+                    lease.core_worker_address
+                );
+                return Err(PlacementError::last_call(step, e));
             }
         };
         if !created.ok {
-            give_back(&mut nm, lease.lease_id);
+            return_worker(&nm, lease.lease_id);
             let err = created.error.unwrap_or_default();
             self.mark_dead(
                 id,
@@ -348,7 +330,7 @@ impl GcsService {
         if r.state == ActorState::Dead {
             // Killed while being constructed.
             drop(t);
-            give_back(&mut nm, lease.lease_id);
+            return_worker(&nm, lease.lease_id);
             return Ok(());
         }
         if t.dead_workers.contains(&lease.worker_id.to_vec()) {
@@ -442,7 +424,7 @@ impl GcsService {
     /// [`Self::kill`] that returns once the actor's process has been killed.
     pub(crate) async fn kill_now(&self, id: &[u8], no_restart: bool, cause: &str) {
         if let Some((node, lease_id)) = self.mark_killed(id, no_restart, cause) {
-            if let Ok(mut nm) = self.node_manager(&node) {
+            if let Ok(nm) = self.node_manager(&node) {
                 let _ = nm
                     .return_worker(ReturnWorkerRequest {
                         lease_id,
@@ -522,8 +504,8 @@ impl GcsService {
 }
 
 /// Gives a leased worker back to its node manager, killing it (it may hold a half-built actor).
-fn return_worker(nm: &NodeManagerClient<Intercepted>, lease_id: u64) {
-    let mut nm = nm.clone();
+fn return_worker(nm: &Arc<dyn NodeManagerApi>, lease_id: u64) {
+    let nm = nm.clone();
     tokio::spawn(async move {
         let _ = nm
             .return_worker(ReturnWorkerRequest {

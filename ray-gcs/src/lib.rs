@@ -8,6 +8,7 @@
 mod actors;
 
 use parking_lot::Mutex;
+use ray_common::rpc::Connect;
 use ray_proto::gcs_server::Gcs;
 use ray_proto::*;
 use std::sync::Arc;
@@ -22,7 +23,8 @@ pub struct GcsService {
 }
 
 struct Inner {
-    token: String,
+    /// Opens the clients of the node managers and workers it places actors on.
+    connect: Arc<dyn Connect>,
     state: Mutex<State>,
     actors: actors::Actors,
 }
@@ -34,11 +36,11 @@ struct State {
 }
 
 impl GcsService {
-    /// An empty GCS. `token` is attached to the calls it makes (to node managers and workers).
-    pub fn new(token: &str) -> Self {
+    /// An empty GCS, calling node managers and workers through clients `connect` opens.
+    pub fn new(connect: Arc<dyn Connect>) -> Self {
         GcsService {
             inner: Arc::new(Inner {
-                token: token.to_string(),
+                connect,
                 state: Mutex::new(State::default()),
                 actors: actors::Actors::default(),
             }),

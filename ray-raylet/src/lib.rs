@@ -12,11 +12,8 @@
 mod pool;
 mod service;
 
-pub use pool::{
-    default_max_workers, hex, random_id, Grant, LeaseError, NodeManager, NodeManagerConfig,
-};
+pub use pool::{default_max_workers, Grant, LeaseError, NodeManager, NodeManagerConfig};
 pub use ray_proto::node_manager_server::NodeManagerServer;
-pub use service::{to_resource_set, to_resources};
 
 /// Environment variables a worker process is started with. The session token is not among
 /// them: it is written to the worker's stdin.

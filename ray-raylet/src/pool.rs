@@ -1,6 +1,9 @@
 //! Worker pool and lease accounting.
 
 use parking_lot::Mutex;
+use ray_common::limits::{available_memory, fd_limit};
+use ray_common::rpc::{Connect, GcsApi};
+use ray_common::{Throttle, WorkerId};
 use ray_object_store::ObjectStore;
 use ray_scheduler::{NodeResources, ResourceSet, CPU};
 use std::collections::HashMap;
@@ -50,27 +53,13 @@ const WORKER_FDS_BUDGET: u64 = 8;
 /// process may open; at least 16.
 pub fn default_max_workers(store_bytes: u64) -> usize {
     let memory = available_memory().map(|m| m.saturating_sub(store_bytes) / WORKER_MEMORY_BUDGET);
-    let mut fds = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    let fd_limit = (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut fds) } == 0)
-        .then(|| fds.rlim_cur.saturating_sub(1024) / WORKER_FDS_BUDGET);
+    let fd_limit = fd_limit().map(|fds| fds.saturating_sub(1024) / WORKER_FDS_BUDGET);
     let limit = [memory, fd_limit]
         .into_iter()
         .flatten()
         .min()
         .unwrap_or(512);
     limit.clamp(16, 100_000) as usize
-}
-
-/// `MemAvailable` of /proc/meminfo, in bytes.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 /// A granted lease, as the pool sees it.
@@ -153,8 +142,6 @@ struct PoolState {
     shutting_down: bool,
     /// Workers leased for actors.
     actor_workers: usize,
-    /// When a request last warned that it waits on the worker limit.
-    limit_warned: Option<std::time::Instant>,
     /// Workers that exited before registering, in a row: a broken worker binary.
     startup_failures: u32,
     last_startup_failure: Option<std::time::Instant>,
@@ -187,14 +174,16 @@ pub(crate) struct Inner {
     exited: Notify,
     /// The GCS client for worker-failure reports, made once: a connection per report meant
     /// hundreds of connects at once when many workers died together.
-    gcs: std::sync::OnceLock<Option<GcsClient>>,
+    gcs: std::sync::OnceLock<Option<Arc<dyn GcsApi>>>,
+    connect: Arc<dyn Connect>,
+    /// Warns that a request waits on the worker limit, at most every few seconds.
+    limit_warning: Throttle,
 }
 
-type GcsClient = ray_proto::gcs_client::GcsClient<ray_proto::auth::AuthedChannel>;
-
 impl NodeManager {
-    /// A node manager owning `store`. Call [`NodeManager::set_address`] once its server listens.
-    pub fn new(config: NodeManagerConfig, store: ObjectStore) -> Self {
+    /// A node manager owning `store`, calling the GCS through clients `connect` opens. Call
+    /// [`NodeManager::set_address`] once its server listens.
+    pub fn new(config: NodeManagerConfig, store: ObjectStore, connect: Arc<dyn Connect>) -> Self {
         let resources = NodeResources::new(config.resources.clone());
         NodeManager {
             inner: Arc::new(Inner {
@@ -210,7 +199,6 @@ impl NodeManager {
                     leases: HashMap::new(),
                     next_lease: 1,
                     actor_workers: 0,
-                    limit_warned: None,
                     shutting_down: false,
                     startup_failures: 0,
                     last_startup_failure: None,
@@ -218,6 +206,8 @@ impl NodeManager {
                 changed: Notify::new(),
                 exited: Notify::new(),
                 gcs: std::sync::OnceLock::new(),
+                connect,
+                limit_warning: Throttle::default(),
             }),
         }
     }
@@ -374,24 +364,18 @@ impl NodeManager {
                             waited
                         )));
                     }
-                    let quiet = state
-                        .limit_warned
-                        .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10));
-                    if !quiet {
-                        state.limit_warned = Some(std::time::Instant::now());
-                        tracing::warn!(
-                            waiting = state.waiting,
-                            "{} waits for a worker process: {why}; it fails after {:.0?}",
-                            if for_actor { "an actor" } else { "a task" },
-                            self.inner.config.limit_wait
-                        );
-                    }
+                    self.inner.limit_warning.warn(&format!(
+                        "{} waits for a worker process ({} waiting): {why}; it fails after {:.0?}",
+                        if for_actor { "an actor" } else { "a task" },
+                        state.waiting,
+                        self.inner.config.limit_wait
+                    ));
                 } else {
                     limited_since = None;
                 }
                 if fits && state.starting < state.waiting && !at_limit {
                     state.starting += 1;
-                    let worker_id = random_id();
+                    let worker_id = WorkerId::random().0;
                     state.workers.insert(worker_id, WorkerRecord::starting());
                     Some(worker_id)
                 } else {
@@ -524,7 +508,7 @@ impl NodeManager {
         let mut cmd = tokio::process::Command::new(&config.worker_program);
         cmd.env(worker_env::WORKER_MODE, "1")
             .env(worker_env::NODE_MANAGER, self.inner.address.lock().clone())
-            .env(worker_env::WORKER_ID, hex(&worker_id))
+            .env(worker_env::WORKER_ID, ray_common::ids::hex(&worker_id))
             .env(worker_env::SESSION, &config.session)
             .envs(config.worker_env.iter().cloned())
             .stdin(std::process::Stdio::piped())
@@ -625,11 +609,12 @@ impl NodeManager {
     /// Tells the GCS, which restarts or buries the worker's actor and the actors it owned.
     fn report_failure(&self, worker_id: [u8; 16]) {
         let gcs = self.inner.gcs.get_or_init(|| {
-            let config = &self.inner.config;
-            let channel = ray_proto::auth::channel(&config.gcs_address, &config.token).ok()?;
-            Some(ray_proto::gcs_client::GcsClient::new(channel))
+            let opened = self.inner.connect.gcs(&self.inner.config.gcs_address);
+            opened
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot open a GCS client"))
+                .ok()
         });
-        let Some(mut gcs) = gcs.clone() else {
+        let Some(gcs) = gcs.clone() else {
             return;
         };
         tokio::spawn(async move {
@@ -718,27 +703,4 @@ fn kill_pid(pid: u32) {
     unsafe {
         libc::kill(pid as libc::pid_t, libc::SIGKILL);
     }
-}
-
-/// 16 random bytes from the OS.
-pub fn random_id() -> [u8; 16] {
-    let mut id = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        if f.read_exact(&mut id).is_ok() {
-            return id;
-        }
-    }
-    // Fallback: time and pid mixed; ids only need to be unique, not secret.
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    id.copy_from_slice(&(t ^ ((std::process::id() as u128) << 64)).to_le_bytes());
-    id
-}
-
-/// Lowercase hex of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

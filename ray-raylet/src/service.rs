@@ -1,6 +1,7 @@
 //! The node manager's gRPC service: thin translation between wire messages and [`NodeManager`].
 
 use crate::pool::{LeaseError, NodeManager};
+use ray_common::resources::to_resources;
 use ray_object_store::{ObjectId, StoreError};
 use ray_proto::node_manager_server::NodeManager as NodeManagerRpc;
 use ray_proto::*;
@@ -20,17 +21,8 @@ fn id16(bytes: &[u8], what: &str) -> Result<[u8; 16], Status> {
         .map_err(|_| Status::invalid_argument(format!("{what} must be 16 bytes")))
 }
 
-/// Converts a wire resource map into a checked resource set.
-pub fn to_resource_set(r: Option<Resources>) -> Result<ResourceSet, Status> {
-    let amounts = r.map(|r| r.amounts).unwrap_or_default();
-    ResourceSet::from_pairs(amounts).map_err(|e| Status::invalid_argument(e.to_string()))
-}
-
-/// Converts a resource set to its wire form.
-pub fn to_resources(r: &ResourceSet) -> Resources {
-    Resources {
-        amounts: r.iter().map(|(k, v)| (k.to_string(), v)).collect(),
-    }
+fn to_resource_set(r: Option<Resources>) -> Result<ResourceSet, Status> {
+    ray_common::resources::to_resource_set(r).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn store_status(e: StoreError) -> Status {

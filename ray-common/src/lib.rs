@@ -1,0 +1,17 @@
+//! What every process of the runtime shares: typed ids, how one process calls another
+//! ([`rpc`]: client traits, tonic implementations, fault filters), resource sets on the wire,
+//! and the process limits the servers and the worker pool size themselves by.
+//!
+//! Invariant: knows no globals and no particular process; depends only on the wire crate and
+//! the two pure libraries (`ray-scheduler`, `ray-object-store`'s ids).
+
+#![warn(missing_docs)]
+
+pub mod ids;
+pub mod limits;
+pub mod resources;
+pub mod rpc;
+mod throttle;
+
+pub use ids::{ActorId, IdError, JobId, LeaseId, NodeId, ObjectId, TaskId, WorkerId};
+pub use throttle::Throttle;

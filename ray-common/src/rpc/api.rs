@@ -1,0 +1,248 @@
+//! The client traits of the three services ([`GcsApi`], [`NodeManagerApi`],
+//! [`CoreWorkerApi`]) and their tonic implementations. Every call between processes goes
+//! through one of these traits: a component is handed `Arc<dyn …Api>` and never builds a
+//! channel, so a test can hand it a fake, and every tonic call passes the connector's
+//! [`Filters`](super::Filters) and its deadline.
+
+use super::filter::{Call, Filters, Service, Verdict};
+use super::{RpcError, RpcErrorKind};
+use ray_proto::*;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Deadline of a call that does bounded work on the callee (a table update, a store
+/// operation, a lease return).
+pub const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A stream of replies from a server-streaming call.
+pub type ReplyStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, RpcError>> + Send>>;
+
+/// Where a tonic client calls, and the filters its calls pass.
+#[derive(Clone)]
+pub(crate) struct Link {
+    pub to: Arc<str>,
+    pub from: Arc<str>,
+    pub filters: Option<Arc<Filters>>,
+}
+
+impl Link {
+    /// Runs one call: the filters' verdict, then `call` within `deadline` (`None`: a long
+    /// poll, bounded by the channel's keepalive instead).
+    pub async fn unary<T>(
+        &self,
+        service: Service,
+        method: &'static str,
+        deadline: Option<Duration>,
+        call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<T, RpcError> {
+        let verdict = self.verdict(service, method);
+        match &verdict {
+            Verdict::DropRequest => return Err(self.dropped(method, "request")),
+            Verdict::Fail(kind, message) => {
+                return Err(RpcError::new(*kind, method, &self.to, message.clone()))
+            }
+            Verdict::Delay(d) => tokio::time::sleep(*d).await,
+            Verdict::Pass | Verdict::DropResponse => {}
+        }
+        let result = match deadline {
+            Some(d) => match tokio::time::timeout(d, call).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(RpcError::new(
+                        RpcErrorKind::DeadlineExceeded,
+                        method,
+                        &self.to,
+                        format!("no answer within {d:?}"),
+                    ))
+                }
+            },
+            None => call.await,
+        };
+        let reply = result.map_err(|s| RpcError::from_status(&s, method, &self.to))?;
+        if verdict == Verdict::DropResponse {
+            return Err(self.dropped(method, "response"));
+        }
+        Ok(reply.into_inner())
+    }
+
+    fn verdict(&self, service: Service, method: &'static str) -> Verdict {
+        match &self.filters {
+            None => Verdict::Pass,
+            Some(f) => f.verdict(&Call {
+                service,
+                method,
+                from: &self.from,
+                to: &self.to,
+            }),
+        }
+    }
+
+    fn dropped(&self, method: &'static str, what: &str) -> RpcError {
+        RpcError::new(
+            RpcErrorKind::Unreachable,
+            method,
+            &self.to,
+            format!("{what} dropped by a test filter"),
+        )
+    }
+}
+
+/// Declares a client trait and its tonic implementation from one list of unary methods:
+/// `fn rust_name(Request) -> Reply, "ProtoName", deadline;`.
+macro_rules! client_api {
+    (
+        $(#[$tmeta:meta])*
+        pub trait $api:ident, struct $tonic:ident($client:ty), $service:expr;
+        $(
+            $(#[$mmeta:meta])*
+            fn $method:ident($req:ty) -> $reply:ty, $name:literal, $deadline:expr;
+        )*
+        $(streams { $($extra:tt)* } impl { $($extra_impl:tt)* })?
+    ) => {
+        $(#[$tmeta])*
+        #[async_trait::async_trait]
+        pub trait $api: Send + Sync + 'static {
+            $(
+                $(#[$mmeta])*
+                async fn $method(&self, request: $req) -> Result<$reply, RpcError>;
+            )*
+            $($($extra)*)?
+        }
+
+        #[doc = concat!("[`", stringify!($api), "`] over a tonic channel.")]
+        #[derive(Clone)]
+        pub struct $tonic {
+            client: $client,
+            link: Link,
+        }
+
+        impl $tonic {
+            pub(crate) fn new(client: $client, link: Link) -> Self {
+                $tonic { client, link }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $api for $tonic {
+            $(
+                async fn $method(&self, request: $req) -> Result<$reply, RpcError> {
+                    let mut client = self.client.clone();
+                    self.link
+                        .unary($service, $name, $deadline, async move {
+                            client.$method(request).await
+                        })
+                        .await
+                }
+            )*
+            $($($extra_impl)*)?
+        }
+    };
+}
+
+type GcsClient = gcs_client::GcsClient<super::AuthedChannel>;
+type NodeManagerClient = node_manager_client::NodeManagerClient<super::AuthedChannel>;
+type CoreWorkerClient = core_worker_client::CoreWorkerClient<super::AuthedChannel>;
+
+client_api! {
+    /// The global control store, as its clients see it.
+    pub trait GcsApi, struct TonicGcs(GcsClient), Service::Gcs;
+    /// Adds a node to the cluster.
+    fn register_node(RegisterNodeRequest) -> RegisterNodeReply, "RegisterNode", Some(CONTROL_DEADLINE);
+    /// Registers (and starts placing) an actor; answers at once.
+    fn register_actor(ActorSpec) -> RegisterActorReply, "RegisterActor", Some(CONTROL_DEADLINE);
+    /// Long poll: answers when the actor is alive at the incarnation asked, dead, or after
+    /// the request's `wait_ms`.
+    fn get_actor_info(GetActorInfoRequest) -> ActorInfo, "GetActorInfo", None;
+    /// Looks a named actor up.
+    fn get_named_actor(GetNamedActorRequest) -> ActorInfo, "GetNamedActor", Some(CONTROL_DEADLINE);
+    /// Kills an actor (and maybe lets it restart).
+    fn kill_actor(KillActorRequest) -> Empty, "KillActor", Some(CONTROL_DEADLINE);
+    /// A node manager saw a worker die.
+    fn report_worker_failure(WorkerFailure) -> Empty, "ReportWorkerFailure", Some(CONTROL_DEADLINE);
+    /// Every node the GCS knows.
+    fn get_all_nodes(Empty) -> GetAllNodesReply, "GetAllNodes", Some(CONTROL_DEADLINE);
+    /// A node's available resources changed.
+    fn report_resources(ReportResourcesRequest) -> Empty, "ReportResources", Some(CONTROL_DEADLINE);
+    /// A fresh job id.
+    fn next_job_id(Empty) -> NextJobIdReply, "NextJobId", Some(CONTROL_DEADLINE);
+}
+
+client_api! {
+    /// A node manager, as core workers and the GCS see it.
+    pub trait NodeManagerApi, struct TonicNodeManager(NodeManagerClient), Service::NodeManager;
+    /// A worker process the node started says where it listens.
+    fn register_worker(RegisterWorkerRequest) -> RegisterWorkerReply, "RegisterWorker", Some(CONTROL_DEADLINE);
+    /// Long poll: answers when a worker is leased, or the request cannot be met (it may wait
+    /// for resources as long as they are busy).
+    fn request_worker_lease(LeaseRequest) -> LeaseReply, "RequestWorkerLease", None;
+    /// Gives a leased worker back.
+    fn return_worker(ReturnWorkerRequest) -> Empty, "ReturnWorker", Some(CONTROL_DEADLINE);
+    /// The calling worker blocked in `get` (lends its CPU) or resumed.
+    fn notify_blocked(BlockedRequest) -> Empty, "NotifyBlocked", Some(CONTROL_DEADLINE);
+    /// Allocates an object in the node's store.
+    fn create_object(CreateObjectRequest) -> CreateObjectReply, "CreateObject", Some(CONTROL_DEADLINE);
+    /// Seals an object created by the caller.
+    fn seal_object(ObjectRequest) -> Empty, "SealObject", Some(CONTROL_DEADLINE);
+    /// Drops an unsealed object.
+    fn abort_object(ObjectRequest) -> Empty, "AbortObject", Some(CONTROL_DEADLINE);
+    /// Where a sealed object is in the store, pinning it for the caller.
+    fn get_object(ObjectRequest) -> GetObjectReply, "GetObject", Some(CONTROL_DEADLINE);
+    /// Unpins an object the caller read.
+    fn release_object(ObjectRequest) -> Empty, "ReleaseObject", Some(CONTROL_DEADLINE);
+    /// Deletes objects (once their readers release them).
+    fn delete_objects(DeleteObjectsRequest) -> Empty, "DeleteObjects", Some(CONTROL_DEADLINE);
+    /// The node's resources and counters.
+    fn get_node_resources(Empty) -> NodeResourcesReply, "GetNodeResources", Some(CONTROL_DEADLINE);
+}
+
+client_api! {
+    /// Another process's core worker: the owner of objects, the host of an actor.
+    pub trait CoreWorkerApi, struct TonicCoreWorker(CoreWorkerClient), Service::CoreWorker;
+    /// Runs an actor's constructor on this (leased) worker: as long as the constructor takes.
+    fn create_actor(CreateActorRequest) -> CreateActorReply, "CreateActor", None;
+    /// Releases of a borrower, batched.
+    fn remove_borrower(RemoveBorrowerRequest) -> Empty, "RemoveBorrower", Some(CONTROL_DEADLINE);
+    /// A borrower lent an object on.
+    fn add_borrower(AddBorrowerRequest) -> Empty, "AddBorrower", Some(CONTROL_DEADLINE);
+    streams {
+        /// Opens the stream of the objects' values, sent as each becomes ready (the owner
+        /// also sends an empty message every few seconds while it waits).
+        async fn get_objects(
+            &self,
+            request: GetObjectsRequest,
+        ) -> Result<ReplyStream<GetObjectsReply>, RpcError>;
+    } impl {
+        async fn get_objects(
+            &self,
+            request: GetObjectsRequest,
+        ) -> Result<ReplyStream<GetObjectsReply>, RpcError> {
+            self.open_objects(request).await
+        }
+    }
+}
+
+// The streaming method, written out: the filters apply to opening the stream.
+impl TonicCoreWorker {
+    async fn open_objects(
+        &self,
+        request: GetObjectsRequest,
+    ) -> Result<ReplyStream<GetObjectsReply>, RpcError> {
+        use tokio_stream::StreamExt;
+        let mut client = self.client.clone();
+        let stream = self
+            .link
+            .unary(
+                Service::CoreWorker,
+                "GetObjects",
+                Some(CONTROL_DEADLINE),
+                async move { client.get_objects(request).await },
+            )
+            .await?;
+        let to = self.link.to.clone();
+        Ok(Box::pin(stream.map(move |item| {
+            item.map_err(|s| RpcError::from_status(&s, "GetObjects", &to))
+        })))
+    }
+}
