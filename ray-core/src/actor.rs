@@ -4,10 +4,11 @@
 //! caller keeps one ordered connection to it, so calls from one caller to a sequential actor
 //! run in the order they were made.
 
+use crate::args::ArgSpec;
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::object_ref::ObjectRef;
-use crate::runtime::{self, ArgSpec};
+use crate::runtime;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::marker::PhantomData;

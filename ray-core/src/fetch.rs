@@ -21,8 +21,10 @@ const IDS_PER_CALL: usize = 10_000;
 /// Deadline to open a `GetObjects` stream.
 const OPEN_DEADLINE: Duration = Duration::from_secs(10);
 /// An open stream that sends nothing (not even its keepalive) for this long has failed.
-const SILENCE_DEADLINE: Duration =
-    Duration::from_secs(3 * crate::service::GET_OBJECTS_KEEPALIVE.as_secs());
+const SILENCE_DEADLINE: Duration = Duration::from_secs(3 * GET_OBJECTS_KEEPALIVE.as_secs());
+/// A `GetObjects` stream sends an empty message this often while it waits: the borrower
+/// tells a slow object from a dead owner by these.
+pub(crate) const GET_OBJECTS_KEEPALIVE: Duration = Duration::from_secs(5);
 /// An owner that fails every attempt for this long is taken for dead.
 const OWNER_UNREACHABLE: Duration = Duration::from_secs(10);
 

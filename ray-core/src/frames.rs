@@ -68,6 +68,23 @@ pub(crate) async fn read_frame<M: Message + Default, R: AsyncRead + Unpin>(
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Reads frames of at most [`ray_proto::MAX_MESSAGE_BYTES`] and hands each to `deliver`
+/// until the stream ends cleanly (`Ok`) or `deliver` returns `false` (`Ok`: the receiver is
+/// gone); a broken or malformed stream is an error. Both ends of a task connection read with
+/// it.
+pub(crate) async fn read_frames<M: Message + Default, R: AsyncRead + Unpin>(
+    r: &mut R,
+    scratch: &mut Vec<u8>,
+    mut deliver: impl FnMut(M) -> bool,
+) -> io::Result<()> {
+    while let Some(frame) = read_frame::<M, R>(r, scratch, ray_proto::MAX_MESSAGE_BYTES).await? {
+        if !deliver(frame) {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,13 +5,14 @@
 //! every worker, stop the servers, stop the runtime, then drop the store, which removes its
 //! shared-memory file.
 
+use crate::cluster::{Clients, Cluster};
 use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::ids::IdGen;
 use crate::runtime::{self, Runtime};
 use crate::server::{logged, serve};
 use crate::service;
-use crate::transport::{self, Clients, Cluster, Event};
+use crate::submitter::{self, Event};
 use ray_common::ids::{hex, random_bytes as random_id};
 use ray_common::resources::to_resources;
 use ray_common::rpc::{Connect, TonicConnect};
@@ -178,7 +179,7 @@ fn start_local(
         cluster: Some(cluster),
         ..Default::default()
     });
-    handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
+    handle.spawn(submitter::run_submitter(Arc::downgrade(&rt), events_rx));
     handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
     handle.spawn(crate::tables::housekeeping(Arc::downgrade(&rt)));
     handle.spawn(discard_idle_memory(node.clone()));

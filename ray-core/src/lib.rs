@@ -25,8 +25,11 @@
 extern crate self as ray;
 
 mod actor;
+mod args;
+mod cluster;
 mod codec;
 mod config;
+mod data_plane;
 mod error;
 mod fetch;
 mod frames;
@@ -39,8 +42,9 @@ mod registry;
 mod runtime;
 mod server;
 mod service;
+mod store_provider;
+mod submitter;
 mod tables;
-mod transport;
 pub mod util;
 mod worker;
 
@@ -210,7 +214,7 @@ impl<T: bytemuck::Pod> std::ops::Deref for SliceView<T> {
                 let bytes = rt
                     .cluster
                     .as_ref()
-                    .and_then(|c| c.plasma_bytes(*offset, *size).ok())
+                    .and_then(|c| c.store.plasma_bytes(*offset, *size).ok())
                     .unwrap_or(&[]);
                 bytemuck::try_cast_slice(bytes).unwrap_or(&[])
             }
@@ -226,7 +230,7 @@ pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
     let stored = rt.get_stored(&r.inner, None)?;
     if let (memory_store::Stored::Plasma { offset, size, raw }, Some(c)) = (&stored, &rt.cluster) {
         if *raw as usize == std::mem::size_of::<T>() {
-            let bytes = c.plasma_bytes(*offset, *size)?;
+            let bytes = c.store.plasma_bytes(*offset, *size)?;
             if bytemuck::try_cast_slice::<u8, T>(bytes).is_ok() {
                 return Ok(SliceView {
                     inner: ViewInner::Mapped {
@@ -486,13 +490,13 @@ impl TaskOptions {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{call_actor, create_actor, try_create_actor, ActorClient, ActorCore};
+    pub use crate::args::{arg, ArgSpec};
     pub use crate::registry::{
         encode_result, encode_return, ArgReader, RemoteFunction, TaskFailure, REMOTE_FUNCTIONS,
     };
     pub use crate::registry::{
         lookup_actor_class, ActorClassEntry, ActorInstance, MethodCall, ACTOR_CLASSES,
     };
-    pub use crate::runtime::{arg, ArgSpec};
     pub use linkme;
     pub use tokio;
 

@@ -2,6 +2,8 @@
 //! get, put, wait and submit that the public API wraps.
 
 use crate::actor::{ActorCore, ActorOptions};
+use crate::args::{ArgKind, ArgSpec};
+use crate::cluster::{self, Cluster};
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::ids::{IdGen, ObjectId};
@@ -9,7 +11,7 @@ use crate::memory_store::{MemoryStore, Stored, Subscribed, Waiter};
 use crate::object_ref::{collect_serialized_refs, ObjectRef, RefInner};
 use crate::reference::{ReferenceTable, Release};
 use crate::registry::{ActorInstance, ArgReader, MethodCall};
-use crate::transport::{self, ActorCall, Cluster};
+use crate::submitter::{self, ActorCall};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use ray_common::rpc::RpcErrorKind;
@@ -70,34 +72,47 @@ pub(crate) fn set_current(rt: Option<Arc<Runtime>>) -> Option<Arc<Runtime>> {
     std::mem::replace(&mut *CURRENT.write(), rt)
 }
 
-/// A task's argument, encoded once at submission (opaque to generated code).
-pub struct ArgSpec(pub(crate) ArgKind);
+impl crate::tables::Tidy for Runtime {
+    fn shrink(&self) -> bool {
+        self.store.shrink() | self.refs.shrink()
+    }
 
-pub(crate) enum ArgKind {
-    /// An encoded value, with the refs found inside it: held, they keep nested objects alive
-    /// until the task ends (and a task with any is never run inline by a waiting parent).
-    Value(Bytes, Vec<Arc<RefInner>>),
-    /// A ref resolved before the task runs.
-    Ref(Arc<RefInner>),
-    /// The value could not be encoded: the task fails without running.
-    Unencodable(Error),
-}
-
-/// Encodes one argument (called by generated code).
-pub fn arg<T: Serialize>(a: crate::Arg<T>) -> ArgSpec {
-    match a {
-        crate::Arg::Ref(r) => ArgSpec(ArgKind::Ref(r.inner.clone())),
-        crate::Arg::Value(v) => {
-            let (bytes, nested) = collect_serialized_refs(|| codec::encode(&v));
-            ArgSpec(match bytes {
-                Ok(b) => ArgKind::Value(Bytes::from(b), nested),
-                Err(e) => ArgKind::Unencodable(e),
-            })
-        }
+    fn len(&self) -> usize {
+        self.store.len() + self.refs.len()
     }
 }
 
 impl Runtime {
+    /// Watches `r`'s value in this process's store, and asks its owner for it if it is
+    /// borrowed and not here yet: the one "ready here, or fetch from the owner" step, for
+    /// blocking and async waiters alike.
+    pub(crate) fn watch(&self, r: &RefInner, waiter: Waiter) -> Subscribed {
+        let watched = self.store.subscribe(r.id, waiter, r.owner.is_some());
+        if let (Subscribed::Pending { fetch: true }, Some(c), Some(owner)) =
+            (&watched, &self.cluster, &r.owner)
+        {
+            c.fetch_from_owner(r.id, owner.clone());
+        }
+        watched
+    }
+
+    /// `r`'s value once it is here (fetched from its owner if borrowed): `ObjectLost` if it
+    /// was freed, `NotInitialized` if the session stopped first.
+    pub(crate) async fn value(&self, r: &RefInner) -> Result<Stored> {
+        loop {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            match self.watch(r, Waiter::Async(tx)) {
+                Subscribed::Ready(v) => return Ok(v),
+                Subscribed::Unknown => return Err(Error::ObjectLost(r.id.to_hex())),
+                Subscribed::Pending { .. } => {
+                    if rx.recv().await.is_none() {
+                        return Err(Error::NotInitialized);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn new_ref<T>(self: &Arc<Self>, id: ObjectId) -> ObjectRef<T> {
         self.refs.add_local(id, None, false);
         ObjectRef::from_inner(Arc::new(RefInner {
@@ -113,7 +128,7 @@ impl Runtime {
     pub fn complete(&self, id: ObjectId, value: Stored) {
         if let Some(orphan) = self.store.put_if_present(id, value) {
             if let (Stored::Plasma { .. }, Some(c)) = (orphan, &self.cluster) {
-                c.delete_plasma(id);
+                c.store.delete_plasma(id);
             }
         }
     }
@@ -135,7 +150,7 @@ impl Runtime {
                 }
                 let value = self.store.remove(&id);
                 if let (Some(Stored::Plasma { .. }), Some(c)) = (value, &self.cluster) {
-                    c.delete_plasma(id);
+                    c.store.delete_plasma(id);
                 }
             }
             Release::DropBorrowed { id, owner, notify } => {
@@ -152,7 +167,7 @@ impl Runtime {
     /// Stores a value this process owns: inline, or in shared memory if large.
     pub fn store_owned_bytes(&self, id: ObjectId, bytes: Vec<u8>) -> Result<Stored> {
         let stored = match &self.cluster {
-            Some(c) if bytes.len() > INLINE_MAX => c.put_plasma(id, &bytes, 0)?,
+            Some(c) if bytes.len() > INLINE_MAX => c.store.put_plasma(id, &bytes, 0)?,
             _ => Stored::Inline(Bytes::from(bytes)),
         };
         self.store.put(id, stored.clone());
@@ -166,7 +181,7 @@ impl Runtime {
                 let c = self.cluster.as_ref().ok_or(Error::Runtime(
                     "a shared-memory object in a process without a store".into(),
                 ))?;
-                let bytes = c.plasma_bytes(*offset, *size)?;
+                let bytes = c.store.plasma_bytes(*offset, *size)?;
                 if *raw == 0 {
                     codec::decode(bytes)
                 } else {
@@ -206,10 +221,7 @@ impl Runtime {
             if ready[i] {
                 continue;
             }
-            match self
-                .store
-                .subscribe(r.id, Waiter::Blocking(tx.clone()), r.owner.is_some())
-            {
+            match self.watch(r, Waiter::Blocking(tx.clone())) {
                 Subscribed::Ready(_) => {
                     ready[i] = true;
                     count += 1;
@@ -217,14 +229,7 @@ impl Runtime {
                         return Ok(ready);
                     }
                 }
-                Subscribed::Pending { fetch } => {
-                    pending.entry(r.id).or_default().push(i);
-                    if fetch {
-                        if let (Some(c), Some(owner)) = (&self.cluster, &r.owner) {
-                            c.fetch_from_owner(r.id, owner.clone());
-                        }
-                    }
-                }
+                Subscribed::Pending { .. } => pending.entry(r.id).or_default().push(i),
                 Subscribed::Unknown => return Err(Error::ObjectLost(r.id.to_hex())),
             }
         }
@@ -272,7 +277,7 @@ impl Runtime {
                     }
                     continue;
                 }
-                blocked = Some(transport::BlockedGuard::enter(self));
+                blocked = Some(cluster::BlockedGuard::enter(self));
             }
             let got = match deadline {
                 Some(d) => match rx.recv_deadline(d) {
@@ -336,7 +341,7 @@ impl Runtime {
         }
         match &self.cluster {
             None => self.run_inline(function, args, return_id),
-            Some(c) => c.submit(transport::PendingTask {
+            Some(c) => c.submit(submitter::PendingTask {
                 function,
                 shape: opts.shape.clone(),
                 shape_key: opts.shape_key.clone(),
@@ -351,23 +356,7 @@ impl Runtime {
 
     /// Sync mode: the values of `args`, all of which are ready (tasks ran when submitted).
     fn resolve_inline(&self, function: &str, args: &[ArgSpec]) -> Result<Vec<Stored>> {
-        let mut values = Vec::with_capacity(args.len());
-        for a in args {
-            match &a.0 {
-                ArgKind::Value(b, _) => values.push(Stored::Inline(b.clone())),
-                ArgKind::Ref(r) => match self.get_stored(r, None)? {
-                    Stored::Failed(e) => {
-                        return Err(Error::ArgumentFailed {
-                            function: function.to_string(),
-                            cause: Box::new((*e).clone()),
-                        })
-                    }
-                    v => values.push(v),
-                },
-                ArgKind::Unencodable(e) => return Err(e.clone()),
-            }
-        }
-        Ok(values)
+        crate::args::resolve(function, args, |r| self.get_stored(r, None))
     }
 
     /// Sync mode: runs the task now, in this thread.
@@ -461,21 +450,10 @@ impl Runtime {
             return Ok(core);
         };
         // Constructor arguments are resolved here (waiting for refs if need be).
-        let mut values = Vec::with_capacity(args.len());
-        for a in &args {
-            let stored = match &a.0 {
-                ArgKind::Value(b, _) => Stored::Inline(b.clone()),
-                ArgKind::Ref(r) => self.get_stored(r, None)?,
-                ArgKind::Unencodable(e) => return Err(e.clone()),
-            };
-            if let Stored::Failed(e) = &stored {
-                return Err(Error::ArgumentFailed {
-                    function: class.to_string(),
-                    cause: Box::new((**e).clone()),
-                });
-            }
-            values.push(stored.to_proto());
-        }
+        let values: Vec<_> = crate::args::resolve(class, &args, |r| self.get_stored(r, None))?
+            .iter()
+            .map(Stored::to_proto)
+            .collect();
         let max_concurrency = opts
             .max_concurrency
             .unwrap_or(if entry.is_async { 1000 } else { 1 });
@@ -625,7 +603,7 @@ impl Runtime {
             // Calls made from here on fail at once, whatever is still in flight.
             let _ = c
                 .events
-                .send(transport::Event::ActorKilled(actor_id, cause.to_string()));
+                .send(submitter::Event::ActorKilled(actor_id, cause.to_string()));
         } else {
             c.handle.spawn(killed);
         }
@@ -680,7 +658,9 @@ impl Runtime {
         match &self.cluster {
             Some(c) if bytes.len() > INLINE_MAX && std::mem::size_of::<T>() > 0 => {
                 let id = self.ids.next();
-                let stored = c.put_plasma(id, bytes, std::mem::size_of::<T>() as u32)?;
+                let stored = c
+                    .store
+                    .put_plasma(id, bytes, std::mem::size_of::<T>() as u32)?;
                 self.store.put(id, stored);
                 Ok(self.new_ref(id))
             }
@@ -696,8 +676,9 @@ impl Runtime {
             let (len, _) = collect_serialized_refs(|| codec::encoded_len(value));
             let len = len?;
             if len > INLINE_MAX {
-                let stored =
-                    c.put_plasma_with(id, len as u64, 0, |buf| codec::encode_into(value, buf))?;
+                let stored = c
+                    .store
+                    .put_plasma_with(id, len as u64, 0, |buf| codec::encode_into(value, buf))?;
                 self.store.put(id, stored);
                 return Ok(self.new_ref(id));
             }
@@ -732,24 +713,6 @@ pub(crate) async fn get_async<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T
     if let Some(e) = &inner.failed {
         return Err(e.clone());
     }
-    loop {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        match rt
-            .store
-            .subscribe(inner.id, Waiter::Async(tx), inner.owner.is_some())
-        {
-            Subscribed::Ready(v) => return rt.decode(&v),
-            Subscribed::Unknown => return Err(Error::ObjectLost(inner.id.to_hex())),
-            Subscribed::Pending { fetch } => {
-                if fetch {
-                    if let (Some(c), Some(owner)) = (&rt.cluster, &inner.owner) {
-                        c.fetch_from_owner(inner.id, owner.clone());
-                    }
-                }
-                if rx.recv().await.is_none() {
-                    return Err(Error::NotInitialized);
-                }
-            }
-        }
-    }
+    let value = rt.value(inner).await?;
+    rt.decode(&value)
 }

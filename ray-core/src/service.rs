@@ -105,9 +105,6 @@ impl CoreWorker for CoreWorkerService {
 
 /// Objects per message of a `GetObjects` stream.
 const OBJECTS_PER_MESSAGE: usize = 1024;
-/// A `GetObjects` stream sends an empty message this often while it waits: the borrower
-/// tells a slow object from a dead owner by these.
-pub(crate) const GET_OBJECTS_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Sends each of `ids` on `out` as soon as its value is here: what is ready at once first,
 /// then the rest as they complete. An object freed meanwhile is sent as lost.
@@ -145,7 +142,7 @@ async fn stream_objects(
         if waiting.is_empty() {
             return;
         }
-        match tokio::time::timeout(GET_OBJECTS_KEEPALIVE, rx.recv()).await {
+        match tokio::time::timeout(crate::fetch::GET_OBJECTS_KEEPALIVE, rx.recv()).await {
             Ok(Some(id)) => {
                 let mut woken = vec![id];
                 while let Ok(more) = rx.try_recv() {

@@ -2,7 +2,6 @@
 //! largest moment (a million tasks' slots) unless shrunk, and the allocator keeps freed
 //! small blocks unless asked to return them. A housekeeping task does both, once a second.
 
-use crate::runtime::Runtime;
 use dashmap::DashMap;
 use std::hash::Hash;
 use std::sync::Weak;
@@ -14,9 +13,17 @@ const PERIOD: Duration = Duration::from_secs(1);
 /// the allocator for memory.
 const FREED_ENOUGH: usize = 10_000;
 
-/// Runs until the runtime is gone: shrinks mostly empty tables, and returns free memory to
-/// the system after many entries were freed.
-pub(crate) async fn housekeeping(rt: Weak<Runtime>) {
+/// Tables that can give memory back.
+pub(crate) trait Tidy: Send + Sync + 'static {
+    /// Shrinks the tables that are mostly empty; true if any was.
+    fn shrink(&self) -> bool;
+    /// Entries in all the tables.
+    fn len(&self) -> usize;
+}
+
+/// Runs until `rt` is gone: shrinks mostly empty tables, and returns free memory to the
+/// system after many entries were freed.
+pub(crate) async fn housekeeping<T: Tidy>(rt: Weak<T>) {
     let mut last_len = 0usize;
     let mut tick = tokio::time::interval(PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -25,8 +32,8 @@ pub(crate) async fn housekeeping(rt: Weak<Runtime>) {
         let Some(rt) = rt.upgrade() else { return };
         // Shrinking and trimming take a while on big tables: off the runtime's threads.
         let tidy = tokio::task::spawn_blocking(move || {
-            let shrank = rt.store.shrink() | rt.refs.shrink();
-            let len = rt.store.len() + rt.refs.len();
+            let shrank = rt.shrink();
+            let len = rt.len();
             // Trim once a burst is over (not every second while one drains).
             let burst_over = len < FREED_ENOUGH && last_len.saturating_sub(len) >= FREED_ENOUGH;
             if shrank || burst_over {

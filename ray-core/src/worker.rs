@@ -6,14 +6,15 @@
 //! blocking `ray::get` is allowed. While a task blocks, tasks pipelined behind it are sent
 //! back to their owner so that nothing waits on a blocked worker.
 
+use crate::cluster::{Clients, Cluster};
 use crate::error::{Error, Result};
-use crate::frames::read_frame;
+use crate::frames::{read_frame, read_frames};
 use crate::ids::{id16, IdGen};
 use crate::memory_store::Stored;
 use crate::object_ref::collect_deserialized_refs;
 use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::runtime::{self, Runtime};
-use crate::transport::{self, Clients, Cluster, PendingTask};
+use crate::submitter::{self, PendingTask};
 use parking_lot::Mutex;
 use ray_common::rpc::{Connect, TonicConnect};
 use ray_raylet::worker_env;
@@ -113,15 +114,6 @@ pub(crate) fn in_task() -> bool {
 /// The id of the task running on this thread, if any.
 pub(crate) fn current_task() -> Option<[u8; 16]> {
     CURRENT_TASK.with(|t| t.get())
-}
-
-/// Connects to a worker's task socket (an abstract Unix socket: no file to clean up).
-pub(crate) fn connect_task_socket(name: &str) -> Result<tokio::net::UnixStream> {
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(Error::runtime)?;
-    let std_stream = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(Error::runtime)?;
-    std_stream.set_nonblocking(true).map_err(Error::runtime)?;
-    tokio::net::UnixStream::from_std(std_stream).map_err(Error::runtime)
 }
 
 struct Job {
@@ -292,7 +284,7 @@ fn run_worker() -> Result<()> {
         ..Default::default()
     });
     runtime::set_current(Some(rt.clone()));
-    handle.spawn(transport::run_submitter(Arc::downgrade(&rt), events_rx));
+    handle.spawn(submitter::run_submitter(Arc::downgrade(&rt), events_rx));
     handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
     handle.spawn(crate::tables::housekeeping(Arc::downgrade(&rt)));
     handle.spawn(accept_loop(listener, token, executor.clone()));
@@ -351,24 +343,16 @@ async fn accept_loop(listener: tokio::net::UnixListener, token: Arc<str>, execut
             let (tx, rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
             // A write error means the owner went away; its reader sees that too.
             tokio::spawn(crate::frames::write_frames(rx, write));
-            loop {
-                match read_frame::<ray_proto::TaskFrame, _>(
-                    &mut r,
-                    &mut scratch,
-                    ray_proto::MAX_MESSAGE_BYTES,
-                )
-                .await
-                {
-                    Ok(Some(frame)) => executor.offer(Job {
-                        frame,
-                        reply: tx.clone(),
-                    }),
-                    Ok(None) => return,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "malformed task frame; closing the connection");
-                        return;
-                    }
-                }
+            let read = read_frames(&mut r, &mut scratch, |frame: ray_proto::TaskFrame| {
+                executor.offer(Job {
+                    frame,
+                    reply: tx.clone(),
+                });
+                true
+            })
+            .await;
+            if let Err(e) = read {
+                tracing::warn!(error = %e, "malformed task frame; closing the connection");
             }
         });
     }
@@ -381,7 +365,7 @@ fn arg_slices<'a>(rt: &'a Runtime, args: &'a [Stored]) -> Result<Vec<ArgBytes<'a
         .map(|a| match a {
             Stored::Inline(b) => Ok(ArgBytes::encoded(b)),
             Stored::Plasma { offset, size, raw } => Ok(ArgBytes {
-                bytes: cluster.plasma_bytes(*offset, *size)?,
+                bytes: cluster.store.plasma_bytes(*offset, *size)?,
                 raw: *raw,
             }),
             Stored::Failed(e) => Err((**e).clone()),
@@ -419,7 +403,7 @@ fn result_to_stored(rt: &Runtime, return_id: &[u8], result: Result<Vec<u8>>) -> 
     let stored = result.and_then(|bytes| {
         if bytes.len() > runtime::INLINE_MAX {
             let id = ray_object_store::ObjectId(id16(return_id, "return id")?);
-            cluster.put_plasma(id, &bytes, 0)
+            cluster.store.put_plasma(id, &bytes, 0)
         } else {
             Ok(Stored::Inline(bytes.into()))
         }

@@ -1,0 +1,65 @@
+//! A task's arguments: encoded once at submission ([`arg`]), and resolved to values once
+//! their refs are ready ([`resolve`], the one resolver of normal tasks, actor calls, actor
+//! constructors and sync mode).
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::memory_store::Stored;
+use crate::object_ref::{collect_serialized_refs, RefInner};
+use bytes::Bytes;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// A task's argument, encoded once at submission (opaque to generated code).
+pub struct ArgSpec(pub(crate) ArgKind);
+
+/// What an argument is.
+pub(crate) enum ArgKind {
+    /// An encoded value, with the refs found inside it: held, they keep nested objects alive
+    /// until the task ends (and a task with any is never run inline by a waiting parent).
+    Value(Bytes, Vec<Arc<RefInner>>),
+    /// A ref resolved before the task runs.
+    Ref(Arc<RefInner>),
+    /// The value could not be encoded: the task fails without running.
+    Unencodable(Error),
+}
+
+/// Encodes one argument (called by generated code).
+pub fn arg<T: Serialize>(a: crate::Arg<T>) -> ArgSpec {
+    match a {
+        crate::Arg::Ref(r) => ArgSpec(ArgKind::Ref(r.inner.clone())),
+        crate::Arg::Value(v) => {
+            let (bytes, nested) = collect_serialized_refs(|| codec::encode(&v));
+            ArgSpec(match bytes {
+                Ok(b) => ArgKind::Value(Bytes::from(b), nested),
+                Err(e) => ArgKind::Unencodable(e),
+            })
+        }
+    }
+}
+
+/// The value of each argument, reading a ref's value with `value_of` (which may wait, or
+/// fail if it is missing). A ref whose task failed fails the call with `ArgumentFailed`
+/// naming `function`; an argument that could not be encoded fails it with its own error.
+pub(crate) fn resolve(
+    function: &str,
+    args: &[ArgSpec],
+    mut value_of: impl FnMut(&RefInner) -> Result<Stored>,
+) -> Result<Vec<Stored>> {
+    let mut values = Vec::with_capacity(args.len());
+    for a in args {
+        let stored = match &a.0 {
+            ArgKind::Value(b, _) => Stored::Inline(b.clone()),
+            ArgKind::Ref(r) => value_of(r)?,
+            ArgKind::Unencodable(e) => return Err(e.clone()),
+        };
+        if let Stored::Failed(e) = &stored {
+            return Err(Error::ArgumentFailed {
+                function: function.to_string(),
+                cause: Box::new((**e).clone()),
+            });
+        }
+        values.push(stored);
+    }
+    Ok(values)
+}

@@ -1,0 +1,88 @@
+//! The owner's end of the data plane: a connection to a leased worker's (or an actor's) task
+//! socket, the token greeting, a writer that batches task frames, and a reader whose replies
+//! and end come back as [`ConnEvent`]s to whoever opened the connection.
+//!
+//! It knows nothing of the submitter: events go to any channel whose messages can be made
+//! from a [`ConnEvent`] (the submitter's `Event` wraps it).
+
+use crate::error::{Error, Result};
+use crate::frames::{encode_frame, read_frames};
+use ray_common::LeaseId;
+use std::os::linux::net::SocketAddrExt;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// Which connection an event is about.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(crate) enum ConnId {
+    /// The connection of a lease on a worker for normal tasks.
+    Lease(LeaseId),
+    /// A connection to an actor, numbered by the process that opened it.
+    Actor(u64),
+}
+
+/// What a task connection reports to its opener.
+pub(crate) enum ConnEvent {
+    /// A task's reply came.
+    Reply {
+        conn: ConnId,
+        frame: ray_proto::ReplyFrame,
+    },
+    /// The connection ended (the worker died, or wrote garbage); why, in words.
+    Closed { conn: ConnId, why: String },
+}
+
+/// Where task frames for one connection go.
+pub(crate) type FrameSender = mpsc::UnboundedSender<ray_proto::TaskFrame>;
+
+/// A stream to the task socket named `name` (an abstract Unix socket on this node).
+pub(crate) fn connect_task_socket(name: &str) -> Result<tokio::net::UnixStream> {
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(Error::runtime)?;
+    let std_stream = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(Error::runtime)?;
+    std_stream.set_nonblocking(true).map_err(Error::runtime)?;
+    tokio::net::UnixStream::from_std(std_stream).map_err(Error::runtime)
+}
+
+/// Connects to the task socket `socket`, greets it with the session `token`, and starts the
+/// connection's writer and reader. Replies and the connection's end come back on `events`,
+/// tagged `conn`.
+pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
+    socket: &str,
+    token: &str,
+    conn: ConnId,
+    events: mpsc::UnboundedSender<E>,
+) -> Result<FrameSender> {
+    let stream = connect_task_socket(socket)?;
+    let (read, mut write) = stream.into_split();
+    let mut hello = Vec::new();
+    encode_frame(
+        &ray_proto::Hello {
+            token: token.to_string(),
+        },
+        &mut hello,
+    );
+    write.write_all(&hello).await.map_err(Error::runtime)?;
+    let (tx, rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
+    let writer_events = events.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::frames::write_frames(rx, write).await {
+            let why = e.to_string();
+            let _ = writer_events.send(ConnEvent::Closed { conn, why }.into());
+        }
+    });
+    tokio::spawn(async move {
+        let mut r = BufReader::with_capacity(64 * 1024, read);
+        let mut scratch = Vec::new();
+        let read = read_frames(&mut r, &mut scratch, |frame| {
+            events.send(ConnEvent::Reply { conn, frame }.into()).is_ok()
+        })
+        .await;
+        let why = match read {
+            Ok(()) => "connection closed".to_string(),
+            Err(e) => e.to_string(),
+        };
+        let _ = events.send(ConnEvent::Closed { conn, why }.into());
+    });
+    Ok(tx)
+}

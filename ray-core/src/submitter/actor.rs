@@ -1,0 +1,321 @@
+//! Actor method calls: one ordered queue per actor, sent in order over one connection to
+//! the actor's process (found through the GCS), resent or failed when that process dies.
+
+use super::resolver::{resolve_args, wait_ready_async};
+use super::{register_borrowers, Event, Submitter};
+use crate::args::{ArgKind, ArgSpec};
+use crate::data_plane::{self, ConnId, FrameSender};
+use crate::error::Error;
+use crate::ids::ObjectId;
+use crate::memory_store::Stored;
+use crate::object_ref::RefInner;
+use crate::runtime::Runtime;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A method call waiting to run, owned by the submitter.
+pub(crate) struct ActorCall {
+    pub actor_id: [u8; 16],
+    pub class: Arc<str>,
+    pub method: &'static str,
+    pub args: Vec<ArgSpec>,
+    pub return_id: ObjectId,
+    /// Resends left if the actor's process dies with this call in flight: -1 means forever.
+    pub retries_left: i32,
+    pub resolved: Option<Vec<ray_proto::ObjectValue>>,
+    /// Keeps an owner-scoped actor alive until this call is answered (Ray ends an actor
+    /// whose handles are gone only after the calls already made). Held, never read.
+    #[allow(dead_code)]
+    pub lifetime: Option<crate::ObjectRef<()>>,
+    /// Its arguments were waited for once: if still not ready, they never will be.
+    pub waited: bool,
+}
+
+impl ActorCall {
+    pub(super) fn label(&self) -> String {
+        format!("{}.{}", self.class, self.method)
+    }
+}
+
+/// The calls of this process to one actor, in the order they were made.
+pub(super) struct ActorQueue {
+    pub(super) class: Arc<str>,
+    pub(super) pending: VecDeque<ActorCall>,
+    pub(super) in_flight: std::collections::BTreeMap<u64, ActorCall>,
+    pub(super) conn: Option<(u64, FrameSender)>,
+    /// The actor process's core-worker address: the borrower named when it keeps a ref.
+    pub(super) address: Arc<str>,
+    pub(super) next_seq: u64,
+    pub(super) incarnation: u64,
+    /// A connection dropped: the next connect asks for the next incarnation but only waits
+    /// a while for it, since the actor may be alive and the drop ours.
+    pub(super) after_drop: bool,
+    pub(super) connecting: bool,
+    pub(super) waiting_deps: bool,
+    pub(super) dead: Option<Error>,
+    /// Calls lost in flight with the actor's process, with no retries left: they fail once
+    /// the GCS says what became of the actor (dead for good, or restarting: unavailable).
+    pub(super) lost: Vec<(ActorCall, String)>,
+}
+
+/// How long calls lost with an actor's process wait to learn whether it is dead for good
+/// (`ActorDied`) before they fail as `ActorUnavailable`: a restart may take long, and the
+/// caller should not wait for it to hear that its call is lost.
+const LOST_CALL_WAIT: Duration = Duration::from_secs(2);
+
+impl Submitter {
+    /// Sends the actor's calls, in order, as far as their arguments are ready and a
+    /// connection is open; connects (after a restart: to the next incarnation) if needed.
+    pub(super) fn pump_actor(&mut self, rt: &Arc<Runtime>, id: [u8; 16]) {
+        let Some(q) = self.actors.get_mut(&id) else {
+            return;
+        };
+        if let Some(dead) = &q.dead {
+            let lost = q.lost.drain(..).map(|(call, _)| call);
+            for call in q.pending.drain(..).chain(lost) {
+                rt.complete(call.return_id, Stored::Failed(Arc::new(dead.clone())));
+            }
+            if q.in_flight.is_empty() {
+                // Nothing more will come of it; a later call learns of the death anew.
+                if let Some((conn, _)) = q.conn.take() {
+                    self.actor_conns.remove(&conn);
+                }
+                self.actors.remove(&id);
+            }
+            return;
+        }
+        while let Some(front) = q.pending.front_mut() {
+            if front.resolved.is_none() {
+                let ready = front.args.iter().all(|a| match &a.0 {
+                    ArgKind::Ref(r) => rt.store.is_ready(&r.id),
+                    _ => true,
+                });
+                if !ready && !front.waited {
+                    if !q.waiting_deps {
+                        q.waiting_deps = true;
+                        let refs: Vec<Arc<RefInner>> = front
+                            .args
+                            .iter()
+                            .filter_map(|a| match &a.0 {
+                                ArgKind::Ref(r) => Some(r.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        let rt2 = rt.clone();
+                        let events = rt.cluster.as_ref().map(|c| c.events.clone());
+                        tokio::spawn(async move {
+                            for r in &refs {
+                                wait_ready_async(&rt2, r).await;
+                            }
+                            if let Some(ev) = events {
+                                let _ = ev.send(Event::ActorResolved(id));
+                            }
+                        });
+                    }
+                    return;
+                }
+                match resolve_args(rt, &front.args, &front.label()) {
+                    Ok(values) => front.resolved = Some(values),
+                    Err(e) => {
+                        let call = q.pending.pop_front().expect("front exists");
+                        rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
+                        continue;
+                    }
+                }
+            }
+            let Some((_, tx)) = &q.conn else {
+                break;
+            };
+            let call = q.pending.pop_front().expect("front exists");
+            let seq = q.next_seq;
+            q.next_seq += 1;
+            let frame = ray_proto::TaskFrame {
+                seq,
+                task_id: call.return_id.0.to_vec().into(),
+                function: call.method.to_string(),
+                args: call.resolved.clone().unwrap_or_default(),
+                return_id: call.return_id.0.to_vec().into(),
+                owner_address: rt.address.to_string(),
+                job_id: rt.job_id,
+                actor_id: id.to_vec().into(),
+                shape: Default::default(),
+            };
+            // A closed connection shows up as a Disconnected event, which resends or fails
+            // what is in flight, this call included.
+            let _ = tx.send(frame);
+            q.in_flight.insert(seq, call);
+        }
+        // Calls wait for a connection, or lost calls for word of the actor's fate: ask the
+        // GCS (after a restart, for the next incarnation) and connect.
+        let wants = !q.pending.is_empty() || !q.lost.is_empty();
+        if wants && q.conn.is_none() && !q.connecting {
+            q.connecting = true;
+            connect_actor(
+                rt,
+                id,
+                q.class.clone(),
+                q.incarnation + 1,
+                q.after_drop,
+                self.next_conn,
+            );
+            self.next_conn += 1;
+        }
+    }
+
+    pub(super) fn on_actor_reply(
+        &mut self,
+        rt: &Arc<Runtime>,
+        conn_id: u64,
+        frame: ray_proto::ReplyFrame,
+    ) {
+        let Some(id) = self.actor_conns.get(&conn_id) else {
+            return;
+        };
+        let Some(q) = self.actors.get_mut(id) else {
+            return;
+        };
+        let Some(call) = q.in_flight.remove(&frame.seq) else {
+            return;
+        };
+        let stored = match frame.value {
+            Some(v) => Stored::from_proto(v),
+            None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+        };
+        rt.complete(call.return_id, stored);
+        register_borrowers(rt, &frame.borrowed_ids, q.address.clone(), call);
+    }
+
+    pub(super) fn on_actor_disconnect(&mut self, rt: &Arc<Runtime>, conn_id: u64, why: String) {
+        let Some(id) = self.actor_conns.remove(&conn_id) else {
+            return;
+        };
+        let Some(q) = self.actors.get_mut(&id) else {
+            return;
+        };
+        if q.conn.as_ref().is_some_and(|(c, _)| *c == conn_id) {
+            q.conn = None;
+            q.after_drop = true;
+        }
+        // In-flight calls are older than pending ones: resend them first, in order.
+        let in_flight = std::mem::take(&mut q.in_flight);
+        for (_, mut call) in in_flight.into_iter().rev() {
+            if call.retries_left != 0 {
+                if call.retries_left > 0 {
+                    call.retries_left -= 1;
+                }
+                q.pending.push_front(call);
+            } else {
+                q.lost.push((call, why.clone()));
+            }
+        }
+        if !q.lost.is_empty() {
+            if let Some(c) = &rt.cluster {
+                let events = c.events.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(LOST_CALL_WAIT).await;
+                    let _ = events.send(Event::LostCallsDue(id));
+                });
+            }
+        }
+        // Learn from the GCS whether it restarts or is dead (pump connects if calls wait).
+        self.pump_actor(rt, id);
+    }
+}
+
+/// Fails the calls lost with the actor's process as unavailable (retryable): they may or
+/// may not have run. `now` says what is known of the actor.
+pub(super) fn fail_lost(rt: &Runtime, q: &mut ActorQueue, now: &str) {
+    for (call, why) in q.lost.drain(..) {
+        let e = Error::ActorUnavailable {
+            class: q.class.to_string(),
+            cause: format!(
+                "its process died while running {} ({why}); {now}; the call was not retried \
+                 (max_task_retries = 0)",
+                call.method
+            ),
+        };
+        rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
+    }
+}
+
+/// Asks the GCS for the actor at `min_incarnation` or later, then connects to it. With
+/// `bounded`, the GCS answers after a while even if no new incarnation came: the actor did
+/// not die, only our connection did, and we reconnect to it.
+fn connect_actor(
+    rt: &Arc<Runtime>,
+    id: [u8; 16],
+    class: Arc<str>,
+    min_incarnation: u64,
+    bounded: bool,
+    conn_id: u64,
+) {
+    let Some(c) = &rt.cluster else {
+        return;
+    };
+    let gcs = c.gcs.clone();
+    let events = c.events.clone();
+    let token = c.token.clone();
+    tokio::spawn(async move {
+        let req = ray_proto::GetActorInfoRequest {
+            actor_id: id.to_vec().into(),
+            min_incarnation,
+            wait_ms: if bounded { 3_000 } else { 0 },
+        };
+        let info = match gcs.get_actor_info(req).await {
+            Ok(i) => i,
+            Err(e) => {
+                let e = Error::ActorDied {
+                    class: class.to_string(),
+                    cause: format!("the GCS does not know it: {}", e.message),
+                };
+                let _ = events.send(Event::ActorUnreachable(id, 0, Some(e)));
+                return;
+            }
+        };
+        if info.state == "DEAD" {
+            let e = Error::ActorDied {
+                class: class.to_string(),
+                cause: info.death_cause,
+            };
+            let _ = events.send(Event::ActorUnreachable(id, info.incarnation, Some(e)));
+            return;
+        }
+        let conn = ConnId::Actor(conn_id);
+        match data_plane::connect(&info.task_socket, &token, conn, events.clone()).await {
+            Ok(tx) => {
+                let _ = events.send(Event::ActorConnected {
+                    actor: id,
+                    incarnation: info.incarnation,
+                    conn: conn_id,
+                    tx,
+                    address: info.core_worker_address.as_str().into(),
+                });
+            }
+            Err(_) => {
+                // It died between the GCS's answer and our connect: wait for the next one.
+                let _ = events.send(Event::ActorUnreachable(id, info.incarnation, None));
+            }
+        }
+    });
+}
+
+impl ActorQueue {
+    /// An empty queue for calls to an actor of `class`, not yet connected.
+    pub(super) fn new(class: Arc<str>) -> Self {
+        ActorQueue {
+            class,
+            pending: VecDeque::new(),
+            in_flight: Default::default(),
+            conn: None,
+            address: "".into(),
+            next_seq: 1,
+            incarnation: 0,
+            after_drop: false,
+            connecting: false,
+            waiting_deps: false,
+            dead: None,
+            lost: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,347 @@
+//! The task submitter: one tokio task that owns every queue, lease and actor connection of
+//! this process and reads a closed [`Event`] enum, so no lock guards submission state and
+//! nothing is held across an await. Normal tasks are in [`normal`], actor calls in
+//! [`actor`], argument resolution in [`resolver`]; the connections are the data plane's.
+
+mod actor;
+mod normal;
+mod resolver;
+
+pub(crate) use actor::ActorCall;
+pub(crate) use normal::PendingTask;
+
+use crate::data_plane::{ConnEvent, ConnId, FrameSender};
+use crate::error::Error;
+use crate::ids::ObjectId;
+use crate::memory_store::Stored;
+use crate::runtime::Runtime;
+use actor::{fail_lost, ActorQueue};
+use normal::{return_lease, Lease, ShapeQueue, IDLE_LEASE_RETURN};
+use ray_common::LeaseId;
+use ray_scheduler::ResourceSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What the submitter acts on.
+pub(crate) enum Event {
+    Submit(PendingTask),
+    Resolved(PendingTask),
+    LeaseGranted(Arc<str>, Lease),
+    LeaseFailed(Arc<str>, Error),
+    /// A task connection (a lease's or an actor's) replied or closed.
+    Conn(ConnEvent),
+    ActorCall(ActorCall),
+    ActorResolved([u8; 16]),
+    /// A connection to the actor at `incarnation` is open, its process serving borrowers
+    /// at `address`.
+    ActorConnected {
+        actor: [u8; 16],
+        incarnation: u64,
+        conn: u64,
+        tx: FrameSender,
+        address: Arc<str>,
+    },
+    /// The actor could not be reached at this incarnation (`None`) or is dead (`Some`).
+    ActorUnreachable([u8; 16], u64, Option<Error>),
+    /// Try the queue of this shape again (after a failed lease request).
+    Redispatch(Arc<str>),
+    /// A task blocked in `get` on this worker asks for one of its own queued tasks to run
+    /// inline: one whose return id is in `wanted`, whose arguments are plain values, which
+    /// may be retried, and whose shape fits in `fits` (the blocked task's own). Answered on
+    /// `reply`.
+    Steal {
+        wanted: Arc<HashSet<ObjectId>>,
+        fits: ResourceSet,
+        reply: crossbeam_channel::Sender<Option<PendingTask>>,
+    },
+    /// This worker's task blocked in `get` (`true`) or resumed: while it is blocked it
+    /// submits nothing more, so idle leases go back at once rather than hoard CPUs that its
+    /// own children and everyone else's wait for.
+    Blocked(bool),
+    /// This process killed the actor: fail its queued calls and every later one.
+    ActorKilled([u8; 16], String),
+    /// Calls lost with this actor's process have waited [`LOST_CALL_WAIT`] for word of its
+    /// fate: they fail as unavailable (it is restarting, or the GCS is slow to say).
+    LostCallsDue([u8; 16]),
+    Shutdown(tokio::sync::oneshot::Sender<()>),
+}
+
+impl From<ConnEvent> for Event {
+    fn from(e: ConnEvent) -> Self {
+        Event::Conn(e)
+    }
+}
+
+fn fail_task(rt: Option<&Runtime>, task: &PendingTask, error: Error) {
+    let rt = match rt {
+        Some(rt) => rt,
+        None => return,
+    };
+    rt.store
+        .put(task.return_id, Stored::Failed(Arc::new(error)));
+}
+
+/// The submitter: runs until shutdown on the session's runtime.
+pub(crate) async fn run_submitter(rt: Weak<Runtime>, mut events: mpsc::UnboundedReceiver<Event>) {
+    let mut s = Submitter {
+        rt,
+        queues: HashMap::new(),
+        leases: HashMap::new(),
+        actors: HashMap::new(),
+        actor_conns: HashMap::new(),
+        next_conn: 1,
+        blocked: false,
+    };
+    let period = Duration::from_millis(25);
+    let mut next_tick = tokio::time::Instant::now() + period;
+    loop {
+        // Tick only while leases are held (to give idle ones back): an idle process sleeps.
+        let holding = !s.leases.is_empty();
+        let tick = async move {
+            if holding {
+                tokio::time::sleep_until(next_tick).await
+            } else {
+                std::future::pending::<()>().await
+            }
+        };
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Some(Event::Shutdown(done)) => { s.shutdown(); let _ = done.send(()); return; }
+                Some(ev) => s.handle(ev),
+                None => { s.shutdown(); return; }
+            },
+            _ = tick => {
+                s.return_idle_leases(IDLE_LEASE_RETURN);
+                next_tick = tokio::time::Instant::now() + period;
+            }
+        }
+    }
+}
+
+struct Submitter {
+    rt: Weak<Runtime>,
+    queues: HashMap<Arc<str>, ShapeQueue>,
+    leases: HashMap<LeaseId, (Arc<str>, Lease)>,
+    actors: HashMap<[u8; 16], ActorQueue>,
+    actor_conns: HashMap<u64, [u8; 16]>,
+    next_conn: u64,
+    /// This worker's task is blocked in `get` (see [`Event::Blocked`]).
+    blocked: bool,
+}
+
+impl Submitter {
+    fn handle(&mut self, ev: Event) {
+        let Some(rt) = self.rt.upgrade() else {
+            return;
+        };
+        match ev {
+            Event::Submit(task) => self.resolve(&rt, task),
+            Event::Resolved(task) => {
+                let key = task.shape_key.clone();
+                self.queue(&key, &task.shape).tasks.push_back(task);
+                self.dispatch(&rt, &key);
+            }
+            Event::LeaseGranted(key, lease) => {
+                let q = self.queue(&key, &ResourceSet::new());
+                q.requesting = q.requesting.saturating_sub(1);
+                tracing::debug!(%key, lease = %lease.id, queued = q.tasks.len(), requesting = q.requesting, "lease granted");
+                if q.tasks.is_empty() {
+                    // Requested for tasks that ran elsewhere meanwhile: give it straight back
+                    // rather than hold resources others may wait for.
+                    return_lease(&rt, lease.id, false);
+                    return;
+                }
+                q.leases.push(lease.id);
+                self.leases.insert(lease.id, (key.clone(), lease));
+                self.dispatch(&rt, &key);
+            }
+            Event::LeaseFailed(key, error) => {
+                let Some(q) = self.queues.get_mut(&key) else {
+                    return;
+                };
+                q.requesting = q.requesting.saturating_sub(1);
+                tracing::debug!(%key, %error, queued = q.tasks.len(), "lease failed");
+                if !q.leases.is_empty() && !q.tasks.is_empty() {
+                    // Other leases exist, so the shape fits: ask again shortly, in case every
+                    // lease we hold is stalled on the tasks still queued.
+                    if let Some(c) = &rt.cluster {
+                        let events = c.events.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            let _ = events.send(Event::Redispatch(key));
+                        });
+                    }
+                    return;
+                }
+                if q.requesting == 0 && q.leases.is_empty() {
+                    for task in q.tasks.drain(..) {
+                        let e = match &error {
+                            Error::Unschedulable { reason, .. } => Error::Unschedulable {
+                                function: task.function.to_string(),
+                                reason: reason.clone(),
+                            },
+                            other => other.clone(),
+                        };
+                        fail_task(Some(&rt), &task, e);
+                    }
+                }
+            }
+            Event::Conn(ConnEvent::Reply { conn, frame }) => match conn {
+                ConnId::Lease(lease) => self.on_reply(&rt, lease, frame),
+                ConnId::Actor(conn) => self.on_actor_reply(&rt, conn, frame),
+            },
+            Event::Conn(ConnEvent::Closed { conn, why }) => match conn {
+                ConnId::Lease(lease) => self.on_disconnect(&rt, lease, why),
+                ConnId::Actor(conn) => self.on_actor_disconnect(&rt, conn, why),
+            },
+            Event::ActorCall(call) => {
+                let id = call.actor_id;
+                let class = call.class.clone();
+                self.actors
+                    .entry(id)
+                    .or_insert_with(|| ActorQueue::new(class))
+                    .pending
+                    .push_back(call);
+                self.pump_actor(&rt, id);
+            }
+            Event::ActorResolved(id) => {
+                if let Some(q) = self.actors.get_mut(&id) {
+                    q.waiting_deps = false;
+                    if let Some(front) = q.pending.front_mut() {
+                        front.waited = true;
+                    }
+                }
+                self.pump_actor(&rt, id);
+            }
+            Event::ActorConnected {
+                actor: id,
+                incarnation,
+                conn: conn_id,
+                tx,
+                address,
+            } => {
+                let Some(q) = self.actors.get_mut(&id) else {
+                    return;
+                };
+                q.address = address;
+                q.connecting = false;
+                q.incarnation = incarnation;
+                q.after_drop = false;
+                q.conn = Some((conn_id, tx));
+                self.actor_conns.insert(conn_id, id);
+                // Alive again (or still): what was lost in flight may or may not have run.
+                let now = format!("the actor is back at incarnation {incarnation}");
+                fail_lost(&rt, q, &now);
+                self.pump_actor(&rt, id);
+            }
+            Event::ActorUnreachable(id, incarnation, dead) => {
+                let Some(q) = self.actors.get_mut(&id) else {
+                    return;
+                };
+                q.connecting = false;
+                q.incarnation = q.incarnation.max(incarnation);
+                q.after_drop = false;
+                if dead.is_some() {
+                    q.dead = dead;
+                }
+                self.pump_actor(&rt, id);
+            }
+            Event::ActorKilled(id, cause) => {
+                if let Some(q) = self.actors.get_mut(&id) {
+                    q.dead = Some(Error::ActorDied {
+                        class: q.class.to_string(),
+                        cause,
+                    });
+                }
+                self.pump_actor(&rt, id);
+            }
+            Event::Redispatch(key) => self.dispatch(&rt, &key),
+            Event::LostCallsDue(id) => {
+                if let Some(q) = self.actors.get_mut(&id) {
+                    fail_lost(&rt, q, "the actor is restarting or cannot be reached now");
+                }
+            }
+            Event::Steal {
+                wanted,
+                fits,
+                reply,
+            } => {
+                let _ = reply.send(self.steal(&wanted, &fits));
+            }
+            Event::Blocked(blocked) => {
+                self.blocked = blocked;
+                if blocked {
+                    self.return_idle_leases(Duration::ZERO);
+                }
+            }
+            Event::Shutdown(_) => {}
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let rt = self.rt.upgrade();
+        for (_, q) in self.queues.drain() {
+            for task in q.tasks {
+                fail_task(rt.as_deref(), &task, Error::NotInitialized);
+            }
+        }
+        for (_, (_, lease)) in self.leases.drain() {
+            for (_, task) in lease.in_flight {
+                fail_task(rt.as_deref(), &task, Error::NotInitialized);
+            }
+        }
+        if let Some(rt) = &rt {
+            for (_, q) in self.actors.drain() {
+                for call in q.pending.into_iter().chain(q.in_flight.into_values()) {
+                    rt.store.put(
+                        call.return_id,
+                        Stored::Failed(Arc::new(Error::NotInitialized)),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Records that `borrower` still holds these refs after its task, then lets the task (and
+/// the refs it holds for its arguments) go. For refs this process only borrows itself, the
+/// borrower is registered with the real owner first: only then may our own hold end.
+fn register_borrowers<H: Send + 'static>(
+    rt: &Arc<Runtime>,
+    ids: &[bytes::Bytes],
+    borrower: Arc<str>,
+    hold: H,
+) {
+    let mut foreign = Vec::new();
+    for raw in ids {
+        let Ok(id) = crate::ids::id16(raw, "object id").map(ObjectId) else {
+            continue;
+        };
+        match rt.refs.owner_of(&id) {
+            Some(None) => rt.refs.add_borrower(id, borrower.clone()),
+            Some(Some(owner)) => foreign.push((id, owner)),
+            None => {}
+        }
+    }
+    let Some(c) = rt.cluster.as_ref().filter(|_| !foreign.is_empty()) else {
+        drop(hold);
+        return;
+    };
+    let peers: Vec<_> = foreign
+        .into_iter()
+        .filter_map(|(id, owner)| c.peer(&owner).ok().map(|p| (id, p)))
+        .collect();
+    tokio::spawn(async move {
+        for (id, peer) in peers {
+            let req = ray_proto::AddBorrowerRequest {
+                object_id: id.0.to_vec().into(),
+                borrower_address: borrower.to_string(),
+            };
+            // An owner that is gone has lost the object anyway.
+            let _ = peer.add_borrower(req).await;
+        }
+        drop(hold);
+    });
+}

@@ -1,0 +1,401 @@
+//! Normal tasks: per-shape queues, worker leases from the node manager, and the pipelined
+//! stream of task frames to each leased worker; retries when a leased worker dies.
+
+use super::resolver::{resolve_now, wait_ready_async};
+use super::{fail_task, register_borrowers, Event, Submitter};
+use crate::args::{ArgKind, ArgSpec};
+use crate::data_plane::{self, ConnId, FrameSender};
+use crate::error::{Error, Result};
+use crate::ids::ObjectId;
+use crate::memory_store::Stored;
+use crate::runtime::Runtime;
+use ray_common::rpc::RpcErrorKind;
+use ray_common::LeaseId;
+use ray_scheduler::ResourceSet;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Leases requested at once per resource shape (Ray caps pending lease requests too).
+const MAX_LEASE_REQUESTS: usize = 4;
+/// A lease with nothing to do for this long goes back to the node manager.
+pub(super) const IDLE_LEASE_RETURN: Duration = Duration::from_millis(100);
+/// Tasks pipelined on one lease when tasks are short; long tasks get one at a time so that
+/// they spread over workers.
+const PIPELINE_DEPTH: usize = 64;
+const SHORT_TASK_MICROS: f64 = 2_000.0;
+
+/// A task waiting to run, owned by the submitter.
+pub(crate) struct PendingTask {
+    pub function: &'static str,
+    pub shape: ResourceSet,
+    pub shape_key: Arc<str>,
+    pub args: Vec<ArgSpec>,
+    pub return_id: ObjectId,
+    /// Retries left after a worker dies: -1 means forever.
+    pub retries_left: i32,
+    /// Argument values, filled once every dependency is ready.
+    pub resolved: Vec<ray_proto::ObjectValue>,
+}
+
+pub(crate) struct Lease {
+    pub(super) id: LeaseId,
+    pub(super) pid: u32,
+    pub(super) core_worker_address: Arc<str>,
+    pub(super) tx: FrameSender,
+    pub(super) in_flight: HashMap<u64, PendingTask>,
+    pub(super) next_seq: u64,
+    pub(super) idle_since: Option<Instant>,
+    /// The worker sent a task back (it is blocked): push nothing more until it answers.
+    pub(super) stalled: bool,
+}
+
+pub(super) struct ShapeQueue {
+    pub(super) shape: ResourceSet,
+    /// `shape` as task frames carry it, encoded once.
+    pub(super) shape_wire: bytes::Bytes,
+    pub(super) tasks: VecDeque<PendingTask>,
+    pub(super) leases: Vec<LeaseId>,
+    pub(super) requesting: usize,
+    pub(super) avg_exec_micros: f64,
+}
+
+impl Submitter {
+    pub(super) fn queue(&mut self, key: &Arc<str>, shape: &ResourceSet) -> &mut ShapeQueue {
+        self.queues
+            .entry(key.clone())
+            .or_insert_with(|| ShapeQueue {
+                shape: shape.clone(),
+                shape_wire: prost::Message::encode_to_vec(&ray_common::resources::to_resources(
+                    shape,
+                ))
+                .into(),
+                tasks: VecDeque::new(),
+                leases: Vec::new(),
+                requesting: 0,
+                avg_exec_micros: SHORT_TASK_MICROS * 4.0,
+            })
+    }
+
+    /// Waits for the task's ref arguments (off the submitter's loop), then queues it.
+    pub(super) fn resolve(&mut self, rt: &Arc<Runtime>, mut task: PendingTask) {
+        let needs_wait = task.args.iter().any(|a| match &a.0 {
+            ArgKind::Ref(r) => !rt.store.is_ready(&r.id),
+            _ => false,
+        });
+        if !needs_wait {
+            match resolve_now(rt, &task) {
+                Ok(values) => {
+                    task.resolved = values;
+                    self.handle(Event::Resolved(task));
+                }
+                Err(e) => fail_task(Some(rt), &task, e),
+            }
+            return;
+        }
+        let rt = rt.clone();
+        let events = rt
+            .cluster
+            .as_ref()
+            .map(|c| c.events.clone())
+            .expect("the submitter runs only with a cluster");
+        tokio::spawn(async move {
+            for a in &task.args {
+                if let ArgKind::Ref(r) = &a.0 {
+                    wait_ready_async(&rt, r).await;
+                }
+            }
+            match resolve_now(&rt, &task) {
+                Ok(values) => {
+                    task.resolved = values;
+                    let _ = events.send(Event::Resolved(task));
+                }
+                Err(e) => fail_task(Some(&rt), &task, e),
+            }
+        });
+    }
+
+    pub(super) fn dispatch(&mut self, rt: &Arc<Runtime>, key: &Arc<str>) {
+        let Some(q) = self.queues.get_mut(key) else {
+            return;
+        };
+        let depth = if q.avg_exec_micros < SHORT_TASK_MICROS {
+            PIPELINE_DEPTH
+        } else {
+            1
+        };
+        while !q.tasks.is_empty() {
+            let best = q
+                .leases
+                .iter()
+                .filter_map(|id| self.leases.get(id).map(|(_, l)| (id, l)))
+                .filter(|(_, l)| !l.stalled && l.in_flight.len() < depth)
+                .min_by_key(|(_, l)| l.in_flight.len())
+                .map(|(id, _)| *id);
+            let Some(lease_id) = best else {
+                let wanted = q.tasks.len().min(MAX_LEASE_REQUESTS);
+                tracing::debug!(%key, queued = q.tasks.len(), leases = q.leases.len(), requesting = q.requesting, "no lease free");
+                if q.requesting < wanted
+                    && q.leases.len() + q.requesting < q.tasks.len() + q.leases.len()
+                {
+                    q.requesting += 1;
+                    request_lease(rt, key.clone(), q.shape.clone());
+                }
+                break;
+            };
+            let task = q.tasks.pop_front().expect("checked non-empty");
+            if q.tasks.is_empty() && q.tasks.capacity() > 4096 {
+                // A burst drained: do not keep its million slots.
+                q.tasks.shrink_to_fit();
+            }
+            let (_, lease) = self.leases.get_mut(&lease_id).expect("listed lease exists");
+            let seq = lease.next_seq;
+            lease.next_seq += 1;
+            lease.idle_since = None;
+            let frame = ray_proto::TaskFrame {
+                seq,
+                task_id: task.return_id.0.to_vec().into(),
+                function: task.function.to_string(),
+                args: task.resolved.clone(),
+                return_id: task.return_id.0.to_vec().into(),
+                owner_address: rt.address.to_string(),
+                job_id: rt.job_id,
+                actor_id: Default::default(),
+                shape: q.shape_wire.clone(),
+            };
+            if lease.tx.send(frame).is_err() {
+                // The connection is closing; its Disconnected event will requeue in-flight
+                // tasks, this one included.
+            }
+            lease.in_flight.insert(seq, task);
+        }
+    }
+
+    pub(super) fn on_reply(
+        &mut self,
+        rt: &Arc<Runtime>,
+        lease_id: LeaseId,
+        frame: ray_proto::ReplyFrame,
+    ) {
+        let Some((key, lease)) = self.leases.get_mut(&lease_id) else {
+            return;
+        };
+        let key = key.clone();
+        let Some(task) = lease.in_flight.remove(&frame.seq) else {
+            return;
+        };
+        if frame.requeue {
+            tracing::debug!(
+                lease = %lease_id,
+                in_flight = lease.in_flight.len(),
+                "task handed back by a blocked worker"
+            );
+            lease.stalled = true;
+            if let Some(q) = self.queues.get_mut(&key) {
+                q.tasks.push_front(task);
+            }
+            self.dispatch(rt, &key);
+            return;
+        }
+        lease.stalled = false;
+        if lease.in_flight.is_empty() {
+            lease.idle_since = Some(Instant::now());
+        }
+        let borrower = lease.core_worker_address.clone();
+        if let Some(q) = self.queues.get_mut(&key) {
+            q.avg_exec_micros = 0.8 * q.avg_exec_micros + 0.2 * frame.exec_micros as f64;
+        }
+        let stored = match frame.value {
+            Some(v) => Stored::from_proto(v),
+            None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+        };
+        rt.complete(task.return_id, stored);
+        register_borrowers(rt, &frame.borrowed_ids, borrower, task);
+        self.dispatch(rt, &key);
+        if self.blocked {
+            self.return_idle_leases(Duration::ZERO);
+        }
+    }
+
+    pub(super) fn on_disconnect(&mut self, rt: &Arc<Runtime>, lease_id: LeaseId, why: String) {
+        let Some((key, lease)) = self.leases.remove(&lease_id) else {
+            return;
+        };
+        return_lease(rt, lease_id, true);
+        let q = self.queue(&key, &ResourceSet::new());
+        q.leases.retain(|l| *l != lease_id);
+        let mut in_flight: Vec<(u64, PendingTask)> = lease.in_flight.into_iter().collect();
+        in_flight.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        for (_, mut task) in in_flight {
+            if task.retries_left != 0 {
+                if task.retries_left > 0 {
+                    task.retries_left -= 1;
+                }
+                tracing::info!(
+                    function = task.function,
+                    pid = lease.pid,
+                    "worker died; retrying task"
+                );
+                q.tasks.push_front(task);
+            } else {
+                let e = Error::WorkerDied {
+                    function: task.function.to_string(),
+                    message: format!("worker pid {} exited: {why}", lease.pid),
+                };
+                fail_task(Some(rt), &task, e);
+            }
+        }
+        self.dispatch(rt, &key);
+    }
+
+    /// Takes a queued task for [`Event::Steal`]. Looks at the first few tasks of each queue
+    /// only, so a steal costs the same whatever the queue's length.
+    pub(super) fn steal(
+        &mut self,
+        wanted: &HashSet<ObjectId>,
+        fits: &ResourceSet,
+    ) -> Option<PendingTask> {
+        const LOOK_AT: usize = 64;
+        for q in self.queues.values_mut() {
+            if !q.shape.fits_in(fits) {
+                continue;
+            }
+            let plain = |t: &PendingTask| {
+                t.args
+                    .iter()
+                    .all(|a| matches!(&a.0, ArgKind::Value(_, nested) if nested.is_empty()))
+            };
+            // A task that must run at most once keeps a process of its own: run inline, a
+            // crash would take the waiting task (and its retries) with it.
+            let found = q
+                .tasks
+                .iter()
+                .take(LOOK_AT)
+                .position(|t| wanted.contains(&t.return_id) && t.retries_left != 0 && plain(t));
+            if let Some(i) = found {
+                return q.tasks.remove(i);
+            }
+        }
+        None
+    }
+
+    /// Gives back leases idle for longer than `hold` whose queue is empty.
+    pub(super) fn return_idle_leases(&mut self, hold: Duration) {
+        let Some(rt) = self.rt.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let idle: Vec<LeaseId> = self
+            .leases
+            .iter()
+            .filter(|(_, (key, l))| {
+                l.in_flight.is_empty()
+                    && l.idle_since.is_some_and(|t| now - t >= hold)
+                    && self.queues.get(key).is_none_or(|q| q.tasks.is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            if let Some((key, _lease)) = self.leases.remove(&id) {
+                if let Some(q) = self.queues.get_mut(&key) {
+                    q.leases.retain(|l| *l != id);
+                }
+                return_lease(&rt, id, false);
+            }
+        }
+    }
+}
+
+pub(super) fn return_lease(rt: &Runtime, lease_id: LeaseId, worker_failed: bool) {
+    let Some(c) = &rt.cluster else {
+        return;
+    };
+    let raylet = c.raylet.clone();
+    tokio::spawn(async move {
+        let _ = raylet
+            .return_worker(ray_proto::ReturnWorkerRequest {
+                lease_id: lease_id.0,
+                worker_failed,
+            })
+            .await;
+    });
+}
+
+fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
+    let Some(c) = &rt.cluster else {
+        return;
+    };
+    let raylet = c.raylet.clone();
+    let events = c.events.clone();
+    let token = c.token.clone();
+    // Workers name themselves, so their leases come back if they die; a driver's die with it.
+    let requester: Vec<u8> = if rt.is_worker {
+        rt.worker_id.to_vec()
+    } else {
+        Vec::new()
+    };
+    tokio::spawn(async move {
+        let req = ray_proto::LeaseRequest {
+            shape: Some(ray_common::resources::to_resources(&shape)),
+            requester_id: requester.into(),
+            for_actor: false,
+        };
+        let ev = match raylet.request_worker_lease(req).await {
+            // The node's worker limit held the request past its deadline.
+            Err(e) if e.kind == RpcErrorKind::Exhausted => Event::LeaseFailed(
+                key,
+                Error::Unschedulable {
+                    function: String::new(),
+                    reason: e.message,
+                },
+            ),
+            Err(e) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", e.message))),
+            Ok(reply) => match reply.result {
+                Some(ray_proto::lease_reply::Result::Granted(g)) => {
+                    match connect_lease(&g, &token, events.clone()).await {
+                        Ok(lease) => Event::LeaseGranted(key, lease),
+                        Err(e) => {
+                            let _ = raylet
+                                .return_worker(ray_proto::ReturnWorkerRequest {
+                                    lease_id: g.lease_id,
+                                    worker_failed: true,
+                                })
+                                .await;
+                            Event::LeaseFailed(key, e)
+                        }
+                    }
+                }
+                Some(ray_proto::lease_reply::Result::Infeasible(reason)) => Event::LeaseFailed(
+                    key,
+                    Error::Unschedulable {
+                        function: String::new(),
+                        reason,
+                    },
+                ),
+                None => Event::LeaseFailed(key, Error::Runtime("empty lease reply".into())),
+            },
+        };
+        let _ = events.send(ev);
+    });
+}
+
+/// Connects to a leased worker's task socket.
+async fn connect_lease(
+    g: &ray_proto::Lease,
+    token: &str,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<Lease> {
+    let id = LeaseId(g.lease_id);
+    let tx = data_plane::connect(&g.task_socket, token, ConnId::Lease(id), events).await?;
+    Ok(Lease {
+        id,
+        pid: g.pid,
+        core_worker_address: g.core_worker_address.as_str().into(),
+        tx,
+        in_flight: HashMap::new(),
+        next_seq: 1,
+        idle_since: Some(Instant::now()),
+        stalled: false,
+    })
+}
