@@ -3,12 +3,12 @@
 //! that close dead peers, and token refusals logged without flooding the log.
 
 use crate::error::{Error, Result};
-use parking_lot::Mutex;
+use ray_common::Throttle;
 use ray_proto::auth::CheckToken;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
@@ -114,9 +114,11 @@ async fn accept(
                         .await;
                 }
                 Ok(_) => {} // Closed (or failed) before a byte: nothing to serve.
-                Err(_) => silent.warn(&format!(
-                    "closed a connection that sent nothing for {HANDSHAKE_DEADLINE:?}"
-                )),
+                Err(_) => {
+                    silent.warn(&format!(
+                        "closed a connection that sent nothing for {HANDSHAKE_DEADLINE:?}"
+                    ));
+                }
             }
         });
     }
@@ -188,36 +190,6 @@ impl AsyncWrite for Guarded {
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
-    }
-}
-
-/// A warning logged at most once per [`Throttle::PERIOD`], with a count of those held back:
-/// a hostile peer cannot flood the log.
-#[derive(Default)]
-pub(crate) struct Throttle {
-    state: Mutex<(Option<Instant>, u64)>,
-}
-
-impl Throttle {
-    const PERIOD: Duration = Duration::from_secs(10);
-
-    pub(crate) fn warn(&self, what: &str) {
-        let mut s = self.state.lock();
-        if s.0.is_some_and(|t| t.elapsed() < Self::PERIOD) {
-            s.1 += 1;
-            return;
-        }
-        let held_back = std::mem::take(&mut s.1);
-        s.0 = Some(Instant::now());
-        drop(s);
-        if held_back > 0 {
-            tracing::warn!(
-                "{what} (and {held_back} more like it in the last {:?})",
-                Self::PERIOD
-            );
-        } else {
-            tracing::warn!("{what}");
-        }
     }
 }
 
