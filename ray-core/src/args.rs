@@ -1,11 +1,11 @@
-//! A task's arguments: encoded once at submission ([`arg`]), and resolved to values once
+//! A task's arguments: encoded once at submission ([`ArgSpec::value`]), and resolved to values once
 //! their refs are ready ([`resolve`], the one resolver of normal tasks, actor calls, actor
 //! constructors and sync mode).
 
 use crate::codec;
 use crate::error::{Error, Result};
 use crate::memory_store::Stored;
-use crate::object_ref::{collect_serialized_refs, RefInner};
+use crate::ownership::{collect_serialized_refs, RefInner};
 use bytes::Bytes;
 use serde::Serialize;
 use std::sync::Arc;
@@ -24,17 +24,29 @@ pub(crate) enum ArgKind {
     Unencodable(Error),
 }
 
-/// Encodes one argument (called by generated code).
-pub fn arg<T: Serialize>(a: crate::Arg<T>) -> ArgSpec {
-    match a {
-        crate::Arg::Ref(r) => ArgSpec(ArgKind::Ref(r.inner.clone())),
-        crate::Arg::Value(v) => {
-            let (bytes, nested) = collect_serialized_refs(|| codec::encode(&v));
-            ArgSpec(match bytes {
-                Ok(b) => ArgKind::Value(Bytes::from(b), nested),
-                Err(e) => ArgKind::Unencodable(e),
-            })
-        }
+impl ArgSpec {
+    /// A ref argument, resolved before the task runs.
+    pub(crate) fn by_ref(r: Arc<RefInner>) -> Self {
+        ArgSpec(ArgKind::Ref(r))
+    }
+
+    /// A value argument, encoded now with the refs found inside it.
+    pub(crate) fn value<T: Serialize>(v: &T) -> Self {
+        let (bytes, nested) = collect_serialized_refs(|| codec::encode(v));
+        ArgSpec(match bytes {
+            Ok(b) => ArgKind::Value(Bytes::from(b), nested),
+            Err(e) => ArgKind::Unencodable(e),
+        })
+    }
+
+    /// The refs this argument holds (itself, or the refs inside its value).
+    pub(crate) fn refs(&self) -> impl Iterator<Item = &Arc<RefInner>> {
+        let (one, nested): (Option<&Arc<RefInner>>, &[Arc<RefInner>]) = match &self.0 {
+            ArgKind::Ref(r) => (Some(r), &[]),
+            ArgKind::Value(_, nested) => (None, nested),
+            ArgKind::Unencodable(_) => (None, &[]),
+        };
+        one.into_iter().chain(nested)
     }
 }
 

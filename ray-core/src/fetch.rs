@@ -7,8 +7,9 @@
 
 use crate::error::Error;
 use crate::ids::ObjectId;
+use crate::link::FetchRequest;
 use crate::memory_store::Stored;
-use crate::runtime::Runtime;
+use crate::ownership::Ownership;
 use ray_common::rpc::{RpcError, RpcErrorKind};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -28,13 +29,10 @@ pub(crate) const GET_OBJECTS_KEEPALIVE: Duration = Duration::from_secs(5);
 /// An owner that fails every attempt for this long is taken for dead.
 const OWNER_UNREACHABLE: Duration = Duration::from_secs(10);
 
-/// A request to fetch object `.1` from its owner at `.0`.
-pub(crate) type FetchRequest = (Arc<str>, ObjectId);
-
-/// Runs until the runtime is gone: groups the requests queued meanwhile by owner and fetches
+/// Runs until the core worker is gone: groups the requests queued meanwhile by owner and fetches
 /// each group with one call.
 pub(crate) async fn run_fetcher(
-    rt: Weak<Runtime>,
+    rt: Weak<Ownership>,
     mut queue: mpsc::UnboundedReceiver<FetchRequest>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -62,7 +60,7 @@ enum Attempt {
 
 /// Fetches `ids` from `owner` into this process's store, retrying failures until every
 /// object came or the owner has been unreachable for [`OWNER_UNREACHABLE`].
-async fn fetch(rt: Weak<Runtime>, owner: Arc<str>, ids: Vec<ObjectId>) {
+async fn fetch(rt: Weak<Ownership>, owner: Arc<str>, ids: Vec<ObjectId>) {
     let mut left: HashSet<ObjectId> = ids.into_iter().collect();
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(20);
@@ -118,13 +116,13 @@ async fn fetch(rt: Weak<Runtime>, owner: Arc<str>, ids: Vec<ObjectId>) {
 /// One `GetObjects` call for everything in `left`, storing what comes and removing it from
 /// `left`. `None` if the runtime is gone.
 async fn attempt(
-    rt: &Weak<Runtime>,
+    rt: &Weak<Ownership>,
     owner: &Arc<str>,
     left: &mut HashSet<ObjectId>,
 ) -> Option<Attempt> {
     let peer = {
         let rt = rt.upgrade()?;
-        rt.cluster.as_ref()?.peer(owner)
+        rt.link.as_ref()?.peer(owner)
     };
     let peer = match peer {
         Ok(p) => p,

@@ -5,14 +5,13 @@
 //! every worker, stop the servers, stop the runtime, then drop the store, which removes its
 //! shared-memory file.
 
-use crate::cluster::{Clients, Cluster};
 use crate::config::{Config, Mode};
+use crate::core_worker::CoreWorker;
 use crate::error::{Error, Result};
-use crate::ids::IdGen;
-use crate::runtime::{self, Runtime};
+use crate::link::{Clients, Link};
+use crate::ownership::Identity;
 use crate::server::{logged, serve};
-use crate::service;
-use crate::submitter::{self, Event};
+use crate::service::{self, Served, Slot};
 use ray_common::ids::{hex, random_bytes as random_id};
 use ray_common::resources::to_resources;
 use ray_common::rpc::{Connect, TonicConnect};
@@ -27,7 +26,7 @@ use tonic::service::Routes;
 
 /// A running session of this driver.
 pub(crate) struct Session {
-    pub rt: Arc<Runtime>,
+    pub rt: Arc<CoreWorker>,
     tokio: Option<tokio::runtime::Runtime>,
     node: Option<NodeManager>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -41,18 +40,19 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
     let worker_id = random_id();
     match &config.mode {
         Mode::Sync => Ok(Session {
-            rt: Arc::new(Runtime {
-                address: format!("sync:{}", std::process::id()).into(),
-                ids: IdGen::new(&worker_id),
-                worker_id,
-                node_id: random_id(),
-                job_id: 1,
-                namespace: config.namespace.clone().unwrap_or_default(),
-                is_worker: false,
-                node_total: resources,
-                cluster: None,
-                ..Default::default()
-            }),
+            rt: CoreWorker::new(
+                Identity {
+                    address: format!("sync:{}", std::process::id()).into(),
+                    worker_id,
+                    node_id: random_id(),
+                    job_id: 1,
+                    namespace: config.namespace.clone().unwrap_or_default(),
+                    is_worker: false,
+                    location: format!("sync mode, pid {}", std::process::id()),
+                },
+                None,
+                resources,
+            ),
             tokio: None,
             node: None,
             stops: Vec::new(),
@@ -99,6 +99,7 @@ fn start_local(
     let node_id = random_id();
     let program = std::env::current_exe().map_err(Error::runtime)?;
     let mut stops = Vec::new();
+    let slot = Slot::default();
 
     let started = tokio_rt.block_on(async {
         let gcs_routes = Routes::new(InterceptedService::new(
@@ -147,7 +148,7 @@ fn start_local(
         })
         .await
         .map_err(|e| Error::Runtime(format!("registering the node: {}", e.message)))?;
-        let (core_address, stop) = serve(service::core_worker_routes(&token)).await?;
+        let (core_address, stop) = serve(service::core_worker_routes(&token, slot.clone())).await?;
         stops.push(stop);
         Ok::<_, Error>((gcs_address, nm_address, core_address, node))
     });
@@ -165,23 +166,24 @@ fn start_local(
         gcs: connect.gcs(&gcs_address)?,
         connect,
     };
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (cluster, fetch_rx) = Cluster::new(handle.clone(), token, clients, arena, events_tx, None)?;
-    let rt = Arc::new(Runtime {
-        address: core_address.into(),
-        ids: IdGen::new(&worker_id),
-        worker_id,
-        node_id,
-        job_id: 1,
-        namespace: config.namespace.clone().unwrap_or_default(),
-        is_worker: false,
-        node_total: resources,
-        cluster: Some(cluster),
-        ..Default::default()
+    let link = Link::new(handle.clone(), token, clients, arena, None);
+    let rt = CoreWorker::new(
+        Identity {
+            address: core_address.into(),
+            worker_id,
+            node_id,
+            job_id: 1,
+            namespace: config.namespace.clone().unwrap_or_default(),
+            is_worker: false,
+            location: format!("driver (pid {})", std::process::id()),
+        },
+        Some(link),
+        resources,
+    );
+    slot.fill(Served {
+        own: Arc::downgrade(&rt.own),
+        executor: None,
     });
-    handle.spawn(submitter::run_submitter(Arc::downgrade(&rt), events_rx));
-    handle.spawn(crate::fetch::run_fetcher(Arc::downgrade(&rt), fetch_rx));
-    handle.spawn(crate::tables::housekeeping(Arc::downgrade(&rt)));
     handle.spawn(discard_idle_memory(node.clone()));
     Ok(Session {
         rt,
@@ -195,15 +197,10 @@ impl Session {
     pub(crate) fn stop(mut self) {
         let rt = self.rt.clone();
         rt.shut_down.store(true, Ordering::SeqCst);
-        runtime::set_current(None);
+        crate::current::set_current(None);
         if let Some(tokio_rt) = self.tokio.take() {
             tokio_rt.block_on(async {
-                if let Some(c) = &rt.cluster {
-                    let (done, wait) = tokio::sync::oneshot::channel();
-                    if c.events.send(Event::Shutdown(done)).is_ok() {
-                        let _ = wait.await;
-                    }
-                }
+                rt.stop().await;
                 if let Some(node) = &self.node {
                     node.shutdown().await;
                 }
@@ -213,7 +210,7 @@ impl Session {
             });
             tokio_rt.shutdown_timeout(std::time::Duration::from_secs(2));
         }
-        rt.store.fail_all_pending(&Error::NotInitialized);
+        rt.fail_pending();
         // Last: the store's file goes with the node manager's last handle.
         drop(self.node.take());
     }

@@ -24,35 +24,46 @@
 
 extern crate self as ray;
 
+// The facade: the public API, and the process-global state (`current`, the session, the
+// worker-mode constructor in `worker`, the link-time registry).
 mod actor;
+mod current;
+mod head;
+mod object_ref;
+pub mod util;
+mod worker;
+
+// The core worker: modules layered one way, without a circle (ARCHITECTURE.md lists the
+// layers; tests/tidy.rs checks the import graph).
 mod args;
-mod cluster;
 mod codec;
 mod config;
+mod core_worker;
 mod data_plane;
 mod error;
+mod executor;
 mod fetch;
 mod frames;
-mod head;
 mod ids;
+mod link;
 mod memory_store;
-mod object_ref;
+mod options;
+mod ownership;
 mod reference;
 mod registry;
-mod runtime;
 mod server;
 mod service;
 mod store_provider;
 mod submitter;
 mod tables;
-pub mod util;
-mod worker;
+mod task_context;
 
-pub use actor::{get_actor, kill, ActorClass, ActorHandle, ActorOptions};
+pub use actor::{get_actor, kill, ActorClass, ActorHandle};
 pub use bytemuck;
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
 pub use object_ref::{Arg, ObjectRef};
+pub use options::{ActorOptions, TaskOptions};
 pub use ray_macros::{actor, remote};
 
 use parking_lot::Mutex;
@@ -68,7 +79,7 @@ static SESSION: Mutex<Option<head::Session>> = Mutex::new(None);
 /// [`Error::AlreadyInitialized`] unless the config says to ignore it.
 pub fn init(config: Config) -> Result<()> {
     let mut session = SESSION.lock();
-    if session.is_some() || runtime::current().is_ok() {
+    if session.is_some() || current::current().is_ok() {
         return if config.ignore_reinit_error {
             Ok(())
         } else {
@@ -79,10 +90,10 @@ pub fn init(config: Config) -> Result<()> {
     // happen on a thread of another runtime (an async driver's).
     let s = std::thread::scope(|scope| scope.spawn(|| head::start(&config)).join())
         .map_err(|_| Error::Runtime("starting the session panicked".into()))??;
-    if s.rt.cluster.is_some() {
+    if s.rt.link().is_some() {
         head::shut_down_on_signals();
     }
-    runtime::set_current(Some(s.rt.clone()));
+    current::set_current(Some(s.rt.clone()));
     *session = Some(s);
     Ok(())
 }
@@ -124,13 +135,13 @@ pub fn shutdown() {
 
 /// True between `init` and `shutdown` (and always in a worker process).
 pub fn is_initialized() -> bool {
-    runtime::current().is_ok()
+    current::current().is_ok()
 }
 
 /// Blocks until the object is ready and returns its value, or the error of the task that
 /// made it.
 pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
-    let rt = runtime::current()?;
+    let rt = current::current()?;
     let stored = rt.get_stored(&r.inner, None)?;
     rt.decode(&stored)
 }
@@ -138,15 +149,15 @@ pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
 /// [`get`] that gives up after `timeout` with [`Error::GetTimeout`]. A zero timeout checks
 /// once and returns (unlike Ray, where `timeout=0` blocks).
 pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
-    let rt = runtime::current()?;
+    let rt = current::current()?;
     let stored = rt.get_stored(&r.inner, Some(timeout))?;
     rt.decode(&stored)
 }
 
 /// The values of all `refs`, in order. Fails with the first error met.
 pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
-    let rt = runtime::current()?;
-    let inners: Vec<&object_ref::RefInner> = refs.iter().map(|r| &*r.inner).collect();
+    let rt = current::current()?;
+    let inners: Vec<&ownership::RefInner> = refs.iter().map(|r| &*r.inner).collect();
     rt.wait_ready(&inners, inners.len(), None)?;
     refs.iter()
         .map(|r| rt.get_stored(&r.inner, None).and_then(|s| rt.decode(&s)))
@@ -157,7 +168,7 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
 /// shared-memory store; if it is full even after freeing unreferenced objects, this fails
 /// with [`Error::ObjectStoreFull`].
 pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
-    runtime::current()?.put(value)
+    current::current()?.put(value).map(ObjectRef::from_inner)
 }
 
 /// `(ready, not_ready)` from [`wait`].
@@ -175,7 +186,9 @@ pub type WaitResult<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
 /// ray::shutdown();
 /// ```
 pub fn put_slice<T: bytemuck::Pod + Serialize>(data: &[T]) -> Result<ObjectRef<Vec<T>>> {
-    runtime::current()?.put_slice(data)
+    current::current()?
+        .put_slice(data)
+        .map(ObjectRef::from_inner)
 }
 
 /// A read-only view of a plain array object: in place in shared memory when the object was
@@ -187,7 +200,7 @@ pub struct SliceView<T: bytemuck::Pod> {
 
 enum ViewInner<T: bytemuck::Pod> {
     Mapped {
-        rt: Arc<runtime::Runtime>,
+        link: Arc<link::Link>,
         offset: u64,
         size: u64,
         _keep: ObjectRef<Vec<T>>,
@@ -208,14 +221,10 @@ impl<T: bytemuck::Pod> std::ops::Deref for SliceView<T> {
         match &self.inner {
             ViewInner::Owned(v) => v,
             ViewInner::Mapped {
-                rt, offset, size, ..
+                link, offset, size, ..
             } => {
                 // Checked when the view was made: in bounds, aligned, a whole number of T.
-                let bytes = rt
-                    .cluster
-                    .as_ref()
-                    .and_then(|c| c.store.plasma_bytes(*offset, *size).ok())
-                    .unwrap_or(&[]);
+                let bytes = link.store.plasma_bytes(*offset, *size).unwrap_or(&[]);
                 bytemuck::try_cast_slice(bytes).unwrap_or(&[])
             }
         }
@@ -226,15 +235,15 @@ impl<T: bytemuck::Pod> std::ops::Deref for SliceView<T> {
 pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
     r: &ObjectRef<Vec<T>>,
 ) -> Result<SliceView<T>> {
-    let rt = runtime::current()?;
+    let rt = current::current()?;
     let stored = rt.get_stored(&r.inner, None)?;
-    if let (memory_store::Stored::Plasma { offset, size, raw }, Some(c)) = (&stored, &rt.cluster) {
+    if let (memory_store::Stored::Plasma { offset, size, raw }, Some(c)) = (&stored, rt.link()) {
         if *raw as usize == std::mem::size_of::<T>() {
             let bytes = c.store.plasma_bytes(*offset, *size)?;
             if bytemuck::try_cast_slice::<u8, T>(bytes).is_ok() {
                 return Ok(SliceView {
                     inner: ViewInner::Mapped {
-                        rt: rt.clone(),
+                        link: c.clone(),
                         offset: *offset,
                         size: *size,
                         _keep: r.clone(),
@@ -273,8 +282,8 @@ pub fn wait<T>(
             dup.id()
         )));
     }
-    let rt = runtime::current()?;
-    let inners: Vec<&object_ref::RefInner> = refs.iter().map(|r| &*r.inner).collect();
+    let rt = current::current()?;
+    let inners: Vec<&ownership::RefInner> = refs.iter().map(|r| &*r.inner).collect();
     let ready = rt.wait_ready(&inners, num_returns, timeout)?;
     let (mut yes, mut no) = (Vec::new(), Vec::new());
     for (r, is_ready) in refs.iter().zip(ready) {
@@ -312,12 +321,12 @@ fn node_store_used() -> Result<u64> {
 }
 
 fn node_views() -> Result<Vec<NodeView>> {
-    let rt = runtime::current()?;
-    let Some(c) = &rt.cluster else {
+    let rt = current::current()?;
+    let Some(c) = rt.link() else {
         let total = rt.node_total.to_map();
         return Ok(vec![NodeView {
             info: NodeInfo {
-                node_id: ray_common::ids::hex(&rt.node_id),
+                node_id: ray_common::ids::hex(&rt.me().node_id),
                 alive: true,
                 address: "sync".into(),
                 resources: total.clone(),
@@ -406,91 +415,23 @@ pub struct RuntimeContext {
 
 /// The caller's runtime context.
 pub fn get_runtime_context() -> Result<RuntimeContext> {
-    let rt = runtime::current()?;
+    let rt = current::current()?;
     Ok(RuntimeContext {
-        job_id: rt.job_id,
-        task_id: worker::current_task().map(|t| ray_common::ids::hex(&t)),
-        node_id: ray_common::ids::hex(&rt.node_id),
-        worker_id: ray_common::ids::hex(&rt.worker_id),
-        is_worker: rt.is_worker,
-        namespace: rt.namespace.clone(),
+        job_id: rt.me().job_id,
+        task_id: task_context::current_task().map(|t| ray_common::ids::hex(&t)),
+        node_id: ray_common::ids::hex(&rt.me().node_id),
+        worker_id: ray_common::ids::hex(&rt.me().worker_id),
+        is_worker: rt.me().is_worker,
+        namespace: rt.me().namespace.clone(),
     })
-}
-
-/// Options of one remote call: resources and retries. Made by `f::options()`; invalid
-/// values make the call's ref fail with [`Error::InvalidArgument`].
-#[derive(Clone, Debug)]
-pub struct TaskOptions {
-    pub(crate) shape: ray_scheduler::ResourceSet,
-    pub(crate) shape_key: Arc<str>,
-    pub(crate) max_retries: i32,
-    amounts: BTreeMap<String, f64>,
-    error: Option<Error>,
-}
-
-impl Default for TaskOptions {
-    fn default() -> Self {
-        let mut o = TaskOptions {
-            shape: Default::default(),
-            shape_key: "".into(),
-            max_retries: 3,
-            amounts: BTreeMap::new(),
-            error: None,
-        };
-        o.set(ray_scheduler::CPU, 1.0);
-        o
-    }
-}
-
-impl TaskOptions {
-    fn set(&mut self, name: &str, amount: f64) {
-        self.amounts.insert(name.to_string(), amount);
-        match ray_scheduler::ResourceSet::from_pairs(self.amounts.clone()) {
-            Ok(shape) => {
-                self.shape_key = format!("{:?}", shape.to_map()).into();
-                self.shape = shape;
-            }
-            Err(e) => self.error = Some(Error::InvalidArgument(format!("task resources: {e}"))),
-        }
-    }
-
-    /// CPUs the task needs (default 1; fractions allowed).
-    pub fn num_cpus(mut self, n: f64) -> Self {
-        self.set(ray_scheduler::CPU, n);
-        self
-    }
-
-    /// GPUs the task needs.
-    pub fn num_gpus(mut self, n: f64) -> Self {
-        self.set(ray_scheduler::GPU, n);
-        self
-    }
-
-    /// Memory the task needs, in bytes (logical, as in Ray).
-    pub fn memory(mut self, bytes: f64) -> Self {
-        self.set(ray_scheduler::MEMORY, bytes);
-        self
-    }
-
-    /// A custom resource the task needs.
-    pub fn resources(mut self, name: &str, amount: f64) -> Self {
-        self.set(name, amount);
-        self
-    }
-
-    /// Retries after the worker dies (default 3, -1 forever, 0 never). A task that returns
-    /// `Err` or panics is not retried.
-    pub fn max_retries(mut self, n: i32) -> Self {
-        self.max_retries = n;
-        self
-    }
 }
 
 /// What `#[ray::remote]` expands to calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::actor::{call_actor, create_actor, try_create_actor, ActorClient, ActorCore};
-    pub use crate::args::{arg, ArgSpec};
+    pub use crate::args::ArgSpec;
+    pub use crate::object_ref::arg;
     pub use crate::registry::{
         encode_result, encode_return, ArgReader, RemoteFunction, TaskFailure, REMOTE_FUNCTIONS,
     };
@@ -503,8 +444,8 @@ pub mod __private {
     /// Objects this process holds values for, and refs it tracks: for tests of reference
     /// counting (Ray shows the same through `ray memory`).
     pub fn object_counts() -> crate::Result<(usize, usize)> {
-        let rt = crate::runtime::current()?;
-        Ok((rt.store.len(), rt.refs.len()))
+        let rt = crate::current::current()?;
+        Ok((rt.own.store.len(), rt.own.refs.len()))
     }
 
     /// Bytes used in this node's shared-memory store, as its node manager counts them.
@@ -521,8 +462,8 @@ pub mod __private {
         if let Some(e) = &opts.error {
             return crate::ObjectRef::failed(e.clone());
         }
-        match crate::runtime::current() {
-            Ok(rt) => rt.submit(function, opts, args),
+        match crate::current::current() {
+            Ok(rt) => crate::ObjectRef::from_inner(rt.submit(function, opts, args)),
             Err(e) => crate::ObjectRef::failed(e),
         }
     }

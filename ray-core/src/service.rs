@@ -1,20 +1,66 @@
 //! The core-worker service every driver and worker runs: owners answer borrowers here, and
-//! the GCS asks a worker to construct an actor.
+//! the GCS asks a worker to construct an actor. The RPC edge: it serves what a [`Slot`] is
+//! filled with, and knows no global.
 
 use crate::error::Error;
+use crate::executor::Executor;
 use crate::ids::{id16, ObjectId};
 use crate::memory_store::{Stored, Subscribed, Waiter};
-use crate::runtime;
+use crate::ownership::Ownership;
 use ray_proto::auth::CheckToken;
 use ray_proto::core_worker_server::{CoreWorker, CoreWorkerServer};
 use ray_proto::{Empty, GetObjectsReply, GetObjectsRequest, ObjectStatus, RemoveBorrowerRequest};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
-/// The core-worker service of this process, guarded by the session token.
-pub(crate) fn core_worker_routes(token: &str) -> Routes {
-    let server = CoreWorkerServer::new(CoreWorkerService)
+/// What the service serves: filled once the core worker is built (the service listens
+/// first, since the core worker's address is the service's).
+#[derive(Clone, Default)]
+pub(crate) struct Slot(Arc<OnceLock<Served>>);
+
+/// A core worker as its service sees it.
+pub(crate) struct Served {
+    pub own: Weak<Ownership>,
+    /// Workers only: where the GCS's actor creations go.
+    pub executor: Option<Arc<Executor>>,
+}
+
+impl Slot {
+    pub fn fill(&self, served: Served) {
+        let _ = self.0.set(served);
+    }
+
+    fn own(&self) -> std::result::Result<Arc<Ownership>, Status> {
+        self.0
+            .get()
+            .and_then(|s| s.own.upgrade())
+            .ok_or_else(|| Status::unavailable(Error::NotInitialized.to_string()))
+    }
+
+    /// The executor, once filled: the GCS may call as soon as the node manager has the
+    /// worker's registration, a moment before the worker has built its core worker.
+    async fn executor(&self) -> crate::error::Result<Arc<Executor>> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(served) = self.0.get() {
+                return served
+                    .executor
+                    .clone()
+                    .ok_or_else(|| Error::Runtime("only a worker process hosts actors".into()));
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotInitialized);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+}
+
+/// The core-worker service serving what `slot` holds, guarded by the session token.
+pub(crate) fn core_worker_routes(token: &str, slot: Slot) -> Routes {
+    let server = CoreWorkerServer::new(CoreWorkerService { slot })
         .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
     Routes::new(tonic::service::interceptor::InterceptedService::new(
@@ -23,7 +69,9 @@ pub(crate) fn core_worker_routes(token: &str) -> Routes {
     ))
 }
 
-struct CoreWorkerService;
+struct CoreWorkerService {
+    slot: Slot,
+}
 
 fn object_id(raw: &[u8]) -> std::result::Result<ObjectId, Status> {
     id16(raw, "object id")
@@ -41,7 +89,11 @@ impl CoreWorker for CoreWorkerService {
             .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("CreateActor without a spec"))?;
-        let reply = match crate::worker::create_actor(spec).await {
+        let created = match self.slot.executor().await {
+            Ok(executor) => executor.create_actor(spec).await,
+            Err(e) => Err(e),
+        };
+        let reply = match created {
             Ok(()) => ray_proto::CreateActorReply {
                 ok: true,
                 error: None,
@@ -67,7 +119,7 @@ impl CoreWorker for CoreWorkerService {
             .iter()
             .map(|raw| object_id(raw))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let rt = runtime::current().map_err(|e| Status::unavailable(e.to_string()))?;
+        let rt = self.slot.own()?;
         let (out, stream) = tokio::sync::mpsc::channel(4);
         tokio::spawn(stream_objects(rt, ids, out));
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
@@ -81,7 +133,7 @@ impl CoreWorker for CoreWorkerService {
     ) -> std::result::Result<Response<Empty>, Status> {
         let req = req.into_inner();
         let id = object_id(&req.object_id)?;
-        let rt = runtime::current().map_err(|e| Status::unavailable(e.to_string()))?;
+        let rt = self.slot.own()?;
         rt.refs.add_borrower(id, req.borrower_address.into());
         Ok(Response::new(Empty {}))
     }
@@ -91,7 +143,7 @@ impl CoreWorker for CoreWorkerService {
         req: Request<RemoveBorrowerRequest>,
     ) -> std::result::Result<Response<Empty>, Status> {
         let req = req.into_inner();
-        let rt = runtime::current().map_err(|e| Status::unavailable(e.to_string()))?;
+        let rt = self.slot.own()?;
         let single = (!req.object_id.is_empty()).then_some(&req.object_id);
         for raw in single.into_iter().chain(req.object_ids.iter()) {
             let id = object_id(raw)?;
@@ -109,7 +161,7 @@ const OBJECTS_PER_MESSAGE: usize = 1024;
 /// Sends each of `ids` on `out` as soon as its value is here: what is ready at once first,
 /// then the rest as they complete. An object freed meanwhile is sent as lost.
 async fn stream_objects(
-    rt: Arc<runtime::Runtime>,
+    rt: Arc<Ownership>,
     ids: Vec<ObjectId>,
     out: tokio::sync::mpsc::Sender<std::result::Result<GetObjectsReply, Status>>,
 ) {

@@ -50,7 +50,7 @@ macro_rules! gather_tuple {
             type Output = ($($t,)+);
             fn gather(self) -> Result<Self::Output> {
                 let ($($v,)+) = self;
-                let rt = crate::runtime::current()?;
+                let rt = crate::current::current()?;
                 let all = [$(&*$v.inner),+];
                 rt.wait_ready(&all, all.len(), None)?;
                 Ok(($(crate::get($v)?,)+))

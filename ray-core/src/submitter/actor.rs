@@ -8,11 +8,12 @@ use crate::data_plane::{self, ConnId, FrameSender};
 use crate::error::Error;
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
-use crate::object_ref::RefInner;
-use crate::runtime::Runtime;
+use crate::ownership::Ownership;
+use crate::ownership::RefInner;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// A method call waiting to run, owned by the submitter.
 pub(crate) struct ActorCall {
@@ -27,7 +28,7 @@ pub(crate) struct ActorCall {
     /// Keeps an owner-scoped actor alive until this call is answered (Ray ends an actor
     /// whose handles are gone only after the calls already made). Held, never read.
     #[allow(dead_code)]
-    pub lifetime: Option<crate::ObjectRef<()>>,
+    pub lifetime: Option<Arc<RefInner>>,
     /// Its arguments were waited for once: if still not ready, they never will be.
     pub waited: bool,
 }
@@ -67,14 +68,14 @@ const LOST_CALL_WAIT: Duration = Duration::from_secs(2);
 impl Submitter {
     /// Sends the actor's calls, in order, as far as their arguments are ready and a
     /// connection is open; connects (after a restart: to the next incarnation) if needed.
-    pub(super) fn pump_actor(&mut self, rt: &Arc<Runtime>, id: [u8; 16]) {
+    pub(super) fn pump_actor(&mut self, own: &Arc<Ownership>, id: [u8; 16]) {
         let Some(q) = self.actors.get_mut(&id) else {
             return;
         };
         if let Some(dead) = &q.dead {
             let lost = q.lost.drain(..).map(|(call, _)| call);
             for call in q.pending.drain(..).chain(lost) {
-                rt.complete(call.return_id, Stored::Failed(Arc::new(dead.clone())));
+                own.complete(call.return_id, Stored::Failed(Arc::new(dead.clone())));
             }
             if q.in_flight.is_empty() {
                 // Nothing more will come of it; a later call learns of the death anew.
@@ -88,7 +89,7 @@ impl Submitter {
         while let Some(front) = q.pending.front_mut() {
             if front.resolved.is_none() {
                 let ready = front.args.iter().all(|a| match &a.0 {
-                    ArgKind::Ref(r) => rt.store.is_ready(&r.id),
+                    ArgKind::Ref(r) => own.store.is_ready(&r.id),
                     _ => true,
                 });
                 if !ready && !front.waited {
@@ -102,24 +103,22 @@ impl Submitter {
                                 _ => None,
                             })
                             .collect();
-                        let rt2 = rt.clone();
-                        let events = rt.cluster.as_ref().map(|c| c.events.clone());
+                        let own2 = own.clone();
+                        let events = self.events.clone();
                         tokio::spawn(async move {
                             for r in &refs {
-                                wait_ready_async(&rt2, r).await;
+                                wait_ready_async(&own2, r).await;
                             }
-                            if let Some(ev) = events {
-                                let _ = ev.send(Event::ActorResolved(id));
-                            }
+                            let _ = events.send(Event::ActorResolved(id));
                         });
                     }
                     return;
                 }
-                match resolve_args(rt, &front.args, &front.label()) {
+                match resolve_args(own, &front.args, &front.label()) {
                     Ok(values) => front.resolved = Some(values),
                     Err(e) => {
                         let call = q.pending.pop_front().expect("front exists");
-                        rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
+                        own.complete(call.return_id, Stored::Failed(Arc::new(e)));
                         continue;
                     }
                 }
@@ -136,8 +135,8 @@ impl Submitter {
                 function: call.method.to_string(),
                 args: call.resolved.clone().unwrap_or_default(),
                 return_id: call.return_id.0.to_vec().into(),
-                owner_address: rt.address.to_string(),
-                job_id: rt.job_id,
+                owner_address: own.me.address.to_string(),
+                job_id: own.me.job_id,
                 actor_id: id.to_vec().into(),
                 shape: Default::default(),
             };
@@ -152,7 +151,8 @@ impl Submitter {
         if wants && q.conn.is_none() && !q.connecting {
             q.connecting = true;
             connect_actor(
-                rt,
+                own,
+                &self.events,
                 id,
                 q.class.clone(),
                 q.incarnation + 1,
@@ -165,7 +165,7 @@ impl Submitter {
 
     pub(super) fn on_actor_reply(
         &mut self,
-        rt: &Arc<Runtime>,
+        own: &Arc<Ownership>,
         conn_id: u64,
         frame: ray_proto::ReplyFrame,
     ) {
@@ -182,11 +182,11 @@ impl Submitter {
             Some(v) => Stored::from_proto(v),
             None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
         };
-        rt.complete(call.return_id, stored);
-        register_borrowers(rt, &frame.borrowed_ids, q.address.clone(), call);
+        own.complete(call.return_id, stored);
+        register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }
 
-    pub(super) fn on_actor_disconnect(&mut self, rt: &Arc<Runtime>, conn_id: u64, why: String) {
+    pub(super) fn on_actor_disconnect(&mut self, own: &Arc<Ownership>, conn_id: u64, why: String) {
         let Some(id) = self.actor_conns.remove(&conn_id) else {
             return;
         };
@@ -210,22 +210,20 @@ impl Submitter {
             }
         }
         if !q.lost.is_empty() {
-            if let Some(c) = &rt.cluster {
-                let events = c.events.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(LOST_CALL_WAIT).await;
-                    let _ = events.send(Event::LostCallsDue(id));
-                });
-            }
+            let events = self.events.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LOST_CALL_WAIT).await;
+                let _ = events.send(Event::LostCallsDue(id));
+            });
         }
         // Learn from the GCS whether it restarts or is dead (pump connects if calls wait).
-        self.pump_actor(rt, id);
+        self.pump_actor(own, id);
     }
 }
 
 /// Fails the calls lost with the actor's process as unavailable (retryable): they may or
 /// may not have run. `now` says what is known of the actor.
-pub(super) fn fail_lost(rt: &Runtime, q: &mut ActorQueue, now: &str) {
+pub(super) fn fail_lost(own: &Ownership, q: &mut ActorQueue, now: &str) {
     for (call, why) in q.lost.drain(..) {
         let e = Error::ActorUnavailable {
             class: q.class.to_string(),
@@ -235,7 +233,7 @@ pub(super) fn fail_lost(rt: &Runtime, q: &mut ActorQueue, now: &str) {
                 call.method
             ),
         };
-        rt.complete(call.return_id, Stored::Failed(Arc::new(e)));
+        own.complete(call.return_id, Stored::Failed(Arc::new(e)));
     }
 }
 
@@ -243,18 +241,19 @@ pub(super) fn fail_lost(rt: &Runtime, q: &mut ActorQueue, now: &str) {
 /// `bounded`, the GCS answers after a while even if no new incarnation came: the actor did
 /// not die, only our connection did, and we reconnect to it.
 fn connect_actor(
-    rt: &Arc<Runtime>,
+    own: &Arc<Ownership>,
+    events: &mpsc::UnboundedSender<Event>,
     id: [u8; 16],
     class: Arc<str>,
     min_incarnation: u64,
     bounded: bool,
     conn_id: u64,
 ) {
-    let Some(c) = &rt.cluster else {
+    let Some(c) = &own.link else {
         return;
     };
     let gcs = c.gcs.clone();
-    let events = c.events.clone();
+    let events = events.clone();
     let token = c.token.clone();
     tokio::spawn(async move {
         let req = ray_proto::GetActorInfoRequest {

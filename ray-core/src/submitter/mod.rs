@@ -14,7 +14,7 @@ use crate::data_plane::{ConnEvent, ConnId, FrameSender};
 use crate::error::Error;
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
-use crate::runtime::Runtime;
+use crate::ownership::Ownership;
 use actor::{fail_lost, ActorQueue};
 use normal::{return_lease, Lease, ShapeQueue, IDLE_LEASE_RETURN};
 use ray_common::LeaseId;
@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// What the submitter acts on.
-pub(crate) enum Event {
+enum Event {
     Submit(PendingTask),
     Resolved(PendingTask),
     LeaseGranted(Arc<str>, Lease),
@@ -74,19 +74,89 @@ impl From<ConnEvent> for Event {
     }
 }
 
-fn fail_task(rt: Option<&Runtime>, task: &PendingTask, error: Error) {
-    let rt = match rt {
-        Some(rt) => rt,
+/// The way into a submitter's loop (cheap to clone).
+#[derive(Clone)]
+pub(crate) struct Handle(mpsc::UnboundedSender<Event>);
+
+impl Handle {
+    /// Starts the submitter of the core worker whose tables are `own`, on `runtime`.
+    pub fn start(own: Weak<Ownership>, runtime: &tokio::runtime::Handle) -> Handle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        runtime.spawn(run_submitter(own, tx.clone(), rx));
+        Handle(tx)
+    }
+
+    pub fn submit(&self, task: PendingTask) {
+        // If the submitter is gone the session is stopping, and the stop fails every
+        // pending ref, this task's return included.
+        let _ = self.0.send(Event::Submit(task));
+    }
+
+    pub fn call_actor(&self, call: ActorCall, own: &Ownership) {
+        if let Err(mpsc::error::SendError(Event::ActorCall(call))) =
+            self.0.send(Event::ActorCall(call))
+        {
+            own.store.put(
+                call.return_id,
+                Stored::Failed(Arc::new(Error::NotInitialized)),
+            );
+        }
+    }
+
+    /// One of this process's queued tasks for a blocked task to run inline (see
+    /// [`Event::Steal`]); `None` if there is none it may take.
+    pub fn steal(
+        &self,
+        wanted: &Arc<HashSet<ObjectId>>,
+        fits: &ResourceSet,
+    ) -> Option<PendingTask> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let ask = Event::Steal {
+            wanted: wanted.clone(),
+            fits: fits.clone(),
+            reply,
+        };
+        self.0.send(ask).ok()?;
+        answer.recv().ok().flatten()
+    }
+
+    /// This worker's task blocked in `get` (`true`) or resumed.
+    pub fn blocked(&self, blocked: bool) {
+        let _ = self.0.send(Event::Blocked(blocked));
+    }
+
+    /// This process killed the actor: its calls fail from now on.
+    pub fn actor_killed(&self, actor_id: [u8; 16], cause: String) {
+        let _ = self.0.send(Event::ActorKilled(actor_id, cause));
+    }
+
+    /// Fails everything queued or in flight with `NotInitialized` and stops the loop.
+    pub async fn shutdown(&self) {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if self.0.send(Event::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+fn fail_task(own: Option<&Ownership>, task: &PendingTask, error: Error) {
+    let own = match own {
+        Some(own) => own,
         None => return,
     };
-    rt.store
+    own.store
         .put(task.return_id, Stored::Failed(Arc::new(error)));
 }
 
 /// The submitter: runs until shutdown on the session's runtime.
-pub(crate) async fn run_submitter(rt: Weak<Runtime>, mut events: mpsc::UnboundedReceiver<Event>) {
+async fn run_submitter(
+    own: Weak<Ownership>,
+    me: mpsc::UnboundedSender<Event>,
+    mut events: mpsc::UnboundedReceiver<Event>,
+) {
     let mut s = Submitter {
-        rt,
+        own,
+        events: me,
         queues: HashMap::new(),
         leases: HashMap::new(),
         actors: HashMap::new(),
@@ -121,7 +191,9 @@ pub(crate) async fn run_submitter(rt: Weak<Runtime>, mut events: mpsc::Unbounded
 }
 
 struct Submitter {
-    rt: Weak<Runtime>,
+    own: Weak<Ownership>,
+    /// Its own queue, for what finishes off the loop (a lease granted, arguments ready).
+    events: mpsc::UnboundedSender<Event>,
     queues: HashMap<Arc<str>, ShapeQueue>,
     leases: HashMap<LeaseId, (Arc<str>, Lease)>,
     actors: HashMap<[u8; 16], ActorQueue>,
@@ -133,15 +205,15 @@ struct Submitter {
 
 impl Submitter {
     fn handle(&mut self, ev: Event) {
-        let Some(rt) = self.rt.upgrade() else {
+        let Some(own) = self.own.upgrade() else {
             return;
         };
         match ev {
-            Event::Submit(task) => self.resolve(&rt, task),
+            Event::Submit(task) => self.resolve(&own, task),
             Event::Resolved(task) => {
                 let key = task.shape_key.clone();
                 self.queue(&key, &task.shape).tasks.push_back(task);
-                self.dispatch(&rt, &key);
+                self.dispatch(&own, &key);
             }
             Event::LeaseGranted(key, lease) => {
                 let q = self.queue(&key, &ResourceSet::new());
@@ -150,12 +222,12 @@ impl Submitter {
                 if q.tasks.is_empty() {
                     // Requested for tasks that ran elsewhere meanwhile: give it straight back
                     // rather than hold resources others may wait for.
-                    return_lease(&rt, lease.id, false);
+                    return_lease(&own, lease.id, false);
                     return;
                 }
                 q.leases.push(lease.id);
                 self.leases.insert(lease.id, (key.clone(), lease));
-                self.dispatch(&rt, &key);
+                self.dispatch(&own, &key);
             }
             Event::LeaseFailed(key, error) => {
                 let Some(q) = self.queues.get_mut(&key) else {
@@ -166,13 +238,11 @@ impl Submitter {
                 if !q.leases.is_empty() && !q.tasks.is_empty() {
                     // Other leases exist, so the shape fits: ask again shortly, in case every
                     // lease we hold is stalled on the tasks still queued.
-                    if let Some(c) = &rt.cluster {
-                        let events = c.events.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            let _ = events.send(Event::Redispatch(key));
-                        });
-                    }
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = events.send(Event::Redispatch(key));
+                    });
                     return;
                 }
                 if q.requesting == 0 && q.leases.is_empty() {
@@ -184,17 +254,17 @@ impl Submitter {
                             },
                             other => other.clone(),
                         };
-                        fail_task(Some(&rt), &task, e);
+                        fail_task(Some(&own), &task, e);
                     }
                 }
             }
             Event::Conn(ConnEvent::Reply { conn, frame }) => match conn {
-                ConnId::Lease(lease) => self.on_reply(&rt, lease, frame),
-                ConnId::Actor(conn) => self.on_actor_reply(&rt, conn, frame),
+                ConnId::Lease(lease) => self.on_reply(&own, lease, frame),
+                ConnId::Actor(conn) => self.on_actor_reply(&own, conn, frame),
             },
             Event::Conn(ConnEvent::Closed { conn, why }) => match conn {
-                ConnId::Lease(lease) => self.on_disconnect(&rt, lease, why),
-                ConnId::Actor(conn) => self.on_actor_disconnect(&rt, conn, why),
+                ConnId::Lease(lease) => self.on_disconnect(&own, lease, why),
+                ConnId::Actor(conn) => self.on_actor_disconnect(&own, conn, why),
             },
             Event::ActorCall(call) => {
                 let id = call.actor_id;
@@ -204,7 +274,7 @@ impl Submitter {
                     .or_insert_with(|| ActorQueue::new(class))
                     .pending
                     .push_back(call);
-                self.pump_actor(&rt, id);
+                self.pump_actor(&own, id);
             }
             Event::ActorResolved(id) => {
                 if let Some(q) = self.actors.get_mut(&id) {
@@ -213,7 +283,7 @@ impl Submitter {
                         front.waited = true;
                     }
                 }
-                self.pump_actor(&rt, id);
+                self.pump_actor(&own, id);
             }
             Event::ActorConnected {
                 actor: id,
@@ -233,8 +303,8 @@ impl Submitter {
                 self.actor_conns.insert(conn_id, id);
                 // Alive again (or still): what was lost in flight may or may not have run.
                 let now = format!("the actor is back at incarnation {incarnation}");
-                fail_lost(&rt, q, &now);
-                self.pump_actor(&rt, id);
+                fail_lost(&own, q, &now);
+                self.pump_actor(&own, id);
             }
             Event::ActorUnreachable(id, incarnation, dead) => {
                 let Some(q) = self.actors.get_mut(&id) else {
@@ -246,7 +316,7 @@ impl Submitter {
                 if dead.is_some() {
                     q.dead = dead;
                 }
-                self.pump_actor(&rt, id);
+                self.pump_actor(&own, id);
             }
             Event::ActorKilled(id, cause) => {
                 if let Some(q) = self.actors.get_mut(&id) {
@@ -255,12 +325,12 @@ impl Submitter {
                         cause,
                     });
                 }
-                self.pump_actor(&rt, id);
+                self.pump_actor(&own, id);
             }
-            Event::Redispatch(key) => self.dispatch(&rt, &key),
+            Event::Redispatch(key) => self.dispatch(&own, &key),
             Event::LostCallsDue(id) => {
                 if let Some(q) = self.actors.get_mut(&id) {
-                    fail_lost(&rt, q, "the actor is restarting or cannot be reached now");
+                    fail_lost(&own, q, "the actor is restarting or cannot be reached now");
                 }
             }
             Event::Steal {
@@ -281,21 +351,21 @@ impl Submitter {
     }
 
     fn shutdown(&mut self) {
-        let rt = self.rt.upgrade();
+        let own = self.own.upgrade();
         for (_, q) in self.queues.drain() {
             for task in q.tasks {
-                fail_task(rt.as_deref(), &task, Error::NotInitialized);
+                fail_task(own.as_deref(), &task, Error::NotInitialized);
             }
         }
         for (_, (_, lease)) in self.leases.drain() {
             for (_, task) in lease.in_flight {
-                fail_task(rt.as_deref(), &task, Error::NotInitialized);
+                fail_task(own.as_deref(), &task, Error::NotInitialized);
             }
         }
-        if let Some(rt) = &rt {
+        if let Some(own) = &own {
             for (_, q) in self.actors.drain() {
                 for call in q.pending.into_iter().chain(q.in_flight.into_values()) {
-                    rt.store.put(
+                    own.store.put(
                         call.return_id,
                         Stored::Failed(Arc::new(Error::NotInitialized)),
                     );
@@ -309,7 +379,7 @@ impl Submitter {
 /// the refs it holds for its arguments) go. For refs this process only borrows itself, the
 /// borrower is registered with the real owner first: only then may our own hold end.
 fn register_borrowers<H: Send + 'static>(
-    rt: &Arc<Runtime>,
+    own: &Arc<Ownership>,
     ids: &[bytes::Bytes],
     borrower: Arc<str>,
     hold: H,
@@ -319,13 +389,13 @@ fn register_borrowers<H: Send + 'static>(
         let Ok(id) = crate::ids::id16(raw, "object id").map(ObjectId) else {
             continue;
         };
-        match rt.refs.owner_of(&id) {
-            Some(None) => rt.refs.add_borrower(id, borrower.clone()),
+        match own.refs.owner_of(&id) {
+            Some(None) => own.refs.add_borrower(id, borrower.clone()),
             Some(Some(owner)) => foreign.push((id, owner)),
             None => {}
         }
     }
-    let Some(c) = rt.cluster.as_ref().filter(|_| !foreign.is_empty()) else {
+    let Some(c) = own.link.as_ref().filter(|_| !foreign.is_empty()) else {
         drop(hold);
         return;
     };

@@ -8,7 +8,7 @@ use crate::data_plane::{self, ConnId, FrameSender};
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
-use crate::runtime::Runtime;
+use crate::ownership::Ownership;
 use ray_common::rpc::RpcErrorKind;
 use ray_common::LeaseId;
 use ray_scheduler::ResourceSet;
@@ -79,44 +79,40 @@ impl Submitter {
     }
 
     /// Waits for the task's ref arguments (off the submitter's loop), then queues it.
-    pub(super) fn resolve(&mut self, rt: &Arc<Runtime>, mut task: PendingTask) {
+    pub(super) fn resolve(&mut self, own: &Arc<Ownership>, mut task: PendingTask) {
         let needs_wait = task.args.iter().any(|a| match &a.0 {
-            ArgKind::Ref(r) => !rt.store.is_ready(&r.id),
+            ArgKind::Ref(r) => !own.store.is_ready(&r.id),
             _ => false,
         });
         if !needs_wait {
-            match resolve_now(rt, &task) {
+            match resolve_now(own, &task) {
                 Ok(values) => {
                     task.resolved = values;
                     self.handle(Event::Resolved(task));
                 }
-                Err(e) => fail_task(Some(rt), &task, e),
+                Err(e) => fail_task(Some(own), &task, e),
             }
             return;
         }
-        let rt = rt.clone();
-        let events = rt
-            .cluster
-            .as_ref()
-            .map(|c| c.events.clone())
-            .expect("the submitter runs only with a cluster");
+        let own = own.clone();
+        let events = self.events.clone();
         tokio::spawn(async move {
             for a in &task.args {
                 if let ArgKind::Ref(r) = &a.0 {
-                    wait_ready_async(&rt, r).await;
+                    wait_ready_async(&own, r).await;
                 }
             }
-            match resolve_now(&rt, &task) {
+            match resolve_now(&own, &task) {
                 Ok(values) => {
                     task.resolved = values;
                     let _ = events.send(Event::Resolved(task));
                 }
-                Err(e) => fail_task(Some(&rt), &task, e),
+                Err(e) => fail_task(Some(&own), &task, e),
             }
         });
     }
 
-    pub(super) fn dispatch(&mut self, rt: &Arc<Runtime>, key: &Arc<str>) {
+    pub(super) fn dispatch(&mut self, own: &Arc<Ownership>, key: &Arc<str>) {
         let Some(q) = self.queues.get_mut(key) else {
             return;
         };
@@ -140,7 +136,7 @@ impl Submitter {
                     && q.leases.len() + q.requesting < q.tasks.len() + q.leases.len()
                 {
                     q.requesting += 1;
-                    request_lease(rt, key.clone(), q.shape.clone());
+                    request_lease(own, &self.events, key.clone(), q.shape.clone());
                 }
                 break;
             };
@@ -159,8 +155,8 @@ impl Submitter {
                 function: task.function.to_string(),
                 args: task.resolved.clone(),
                 return_id: task.return_id.0.to_vec().into(),
-                owner_address: rt.address.to_string(),
-                job_id: rt.job_id,
+                owner_address: own.me.address.to_string(),
+                job_id: own.me.job_id,
                 actor_id: Default::default(),
                 shape: q.shape_wire.clone(),
             };
@@ -174,7 +170,7 @@ impl Submitter {
 
     pub(super) fn on_reply(
         &mut self,
-        rt: &Arc<Runtime>,
+        own: &Arc<Ownership>,
         lease_id: LeaseId,
         frame: ray_proto::ReplyFrame,
     ) {
@@ -195,7 +191,7 @@ impl Submitter {
             if let Some(q) = self.queues.get_mut(&key) {
                 q.tasks.push_front(task);
             }
-            self.dispatch(rt, &key);
+            self.dispatch(own, &key);
             return;
         }
         lease.stalled = false;
@@ -210,19 +206,19 @@ impl Submitter {
             Some(v) => Stored::from_proto(v),
             None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
         };
-        rt.complete(task.return_id, stored);
-        register_borrowers(rt, &frame.borrowed_ids, borrower, task);
-        self.dispatch(rt, &key);
+        own.complete(task.return_id, stored);
+        register_borrowers(own, &frame.borrowed_ids, borrower, task);
+        self.dispatch(own, &key);
         if self.blocked {
             self.return_idle_leases(Duration::ZERO);
         }
     }
 
-    pub(super) fn on_disconnect(&mut self, rt: &Arc<Runtime>, lease_id: LeaseId, why: String) {
+    pub(super) fn on_disconnect(&mut self, own: &Arc<Ownership>, lease_id: LeaseId, why: String) {
         let Some((key, lease)) = self.leases.remove(&lease_id) else {
             return;
         };
-        return_lease(rt, lease_id, true);
+        return_lease(own, lease_id, true);
         let q = self.queue(&key, &ResourceSet::new());
         q.leases.retain(|l| *l != lease_id);
         let mut in_flight: Vec<(u64, PendingTask)> = lease.in_flight.into_iter().collect();
@@ -243,10 +239,10 @@ impl Submitter {
                     function: task.function.to_string(),
                     message: format!("worker pid {} exited: {why}", lease.pid),
                 };
-                fail_task(Some(rt), &task, e);
+                fail_task(Some(own), &task, e);
             }
         }
-        self.dispatch(rt, &key);
+        self.dispatch(own, &key);
     }
 
     /// Takes a queued task for [`Event::Steal`]. Looks at the first few tasks of each queue
@@ -282,7 +278,7 @@ impl Submitter {
 
     /// Gives back leases idle for longer than `hold` whose queue is empty.
     pub(super) fn return_idle_leases(&mut self, hold: Duration) {
-        let Some(rt) = self.rt.upgrade() else {
+        let Some(own) = self.own.upgrade() else {
             return;
         };
         let now = Instant::now();
@@ -301,14 +297,14 @@ impl Submitter {
                 if let Some(q) = self.queues.get_mut(&key) {
                     q.leases.retain(|l| *l != id);
                 }
-                return_lease(&rt, id, false);
+                return_lease(&own, id, false);
             }
         }
     }
 }
 
-pub(super) fn return_lease(rt: &Runtime, lease_id: LeaseId, worker_failed: bool) {
-    let Some(c) = &rt.cluster else {
+pub(super) fn return_lease(own: &Ownership, lease_id: LeaseId, worker_failed: bool) {
+    let Some(c) = &own.link else {
         return;
     };
     let raylet = c.raylet.clone();
@@ -322,16 +318,21 @@ pub(super) fn return_lease(rt: &Runtime, lease_id: LeaseId, worker_failed: bool)
     });
 }
 
-fn request_lease(rt: &Arc<Runtime>, key: Arc<str>, shape: ResourceSet) {
-    let Some(c) = &rt.cluster else {
+fn request_lease(
+    own: &Arc<Ownership>,
+    events: &mpsc::UnboundedSender<Event>,
+    key: Arc<str>,
+    shape: ResourceSet,
+) {
+    let Some(c) = &own.link else {
         return;
     };
     let raylet = c.raylet.clone();
-    let events = c.events.clone();
+    let events = events.clone();
     let token = c.token.clone();
     // Workers name themselves, so their leases come back if they die; a driver's die with it.
-    let requester: Vec<u8> = if rt.is_worker {
-        rt.worker_id.to_vec()
+    let requester: Vec<u8> = if own.me.is_worker {
+        own.me.worker_id.to_vec()
     } else {
         Vec::new()
     };

@@ -5,29 +5,32 @@ use super::normal::PendingTask;
 use crate::args::ArgSpec;
 use crate::error::{Error, Result};
 use crate::memory_store::Stored;
-use crate::object_ref::RefInner;
-use crate::runtime::Runtime;
+use crate::ownership::Ownership;
+use crate::ownership::RefInner;
 use std::sync::Arc;
 
 /// Waits until the ref's value is here (asking its owner for it if borrowed), or will
 /// never be: resolution then reports why.
-pub(super) async fn wait_ready_async(rt: &Arc<Runtime>, r: &RefInner) {
-    let _ = rt.value(r).await;
+pub(super) async fn wait_ready_async(own: &Arc<Ownership>, r: &RefInner) {
+    let _ = own.value(r).await;
 }
 
 /// The argument values of a task whose dependencies are all ready.
-pub(super) fn resolve_now(rt: &Runtime, task: &PendingTask) -> Result<Vec<ray_proto::ObjectValue>> {
-    resolve_args(rt, &task.args, task.function)
+pub(super) fn resolve_now(
+    own: &Ownership,
+    task: &PendingTask,
+) -> Result<Vec<ray_proto::ObjectValue>> {
+    resolve_args(own, &task.args, task.function)
 }
 
 /// The argument values of a call whose refs are all ready here, or the error that fails it.
 pub(super) fn resolve_args(
-    rt: &Runtime,
+    own: &Ownership,
     args: &[ArgSpec],
     function: &str,
 ) -> Result<Vec<ray_proto::ObjectValue>> {
     let values = crate::args::resolve(function, args, |r| {
-        rt.store
+        own.store
             .get(&r.id)
             .ok_or_else(|| Error::ObjectLost(r.id.to_hex()))
     })?;

@@ -1,20 +1,19 @@
-//! This process's link to the rest of the session: the clients it calls other processes
-//! through, the node's shared-memory store (put, read, delete), borrowers' batched releases,
-//! and the way into the submitter's event loop.
+//! A core worker's link to the rest of the session: the clients it calls other processes
+//! through, the node's shared-memory store (put, read, delete), borrowers' batched releases
+//! and fetch requests. Handed in when the core worker is built; knows no global.
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ids::ObjectId;
-use crate::memory_store::Stored;
-use crate::runtime::Runtime;
 use crate::store_provider::{run_on, StoreProvider};
-use crate::submitter::{ActorCall, Event, PendingTask};
 use dashmap::DashMap;
 use ray_common::rpc::{Connect, CoreWorkerApi, GcsApi, NodeManagerApi};
 use ray_object_store::ArenaMapping;
-use ray_scheduler::ResourceSet;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+
+/// A request to fetch object `.1` from its owner at `.0` (see [`crate::fetch`]).
+pub(crate) type FetchRequest = (Arc<str>, ObjectId);
 
 /// The clients a core worker calls other processes through, handed in when it is built.
 pub(crate) struct Clients {
@@ -26,8 +25,8 @@ pub(crate) struct Clients {
     pub gcs: Arc<dyn GcsApi>,
 }
 
-/// This process's link to its node and to other core workers.
-pub(crate) struct Cluster {
+/// A core worker's link to its node and to other core workers.
+pub(crate) struct Link {
     pub handle: tokio::runtime::Handle,
     pub token: Arc<str>,
     /// Opens clients of other processes (owners, the GCS).
@@ -36,23 +35,23 @@ pub(crate) struct Cluster {
     pub gcs: Arc<dyn GcsApi>,
     /// Objects in this node's shared-memory store.
     pub store: StoreProvider,
-    pub events: mpsc::UnboundedSender<Event>,
     peers: DashMap<Arc<str>, Arc<dyn CoreWorkerApi>>,
     releases: mpsc::UnboundedSender<(Arc<str>, ObjectId, Arc<str>)>,
-    fetches: mpsc::UnboundedSender<crate::fetch::FetchRequest>,
+    fetches: mpsc::UnboundedSender<FetchRequest>,
     /// Workers only: tells the node manager this worker blocks or resumes.
     pub blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
 }
 
-impl Cluster {
+impl Link {
+    /// The link of a core worker on `handle`'s runtime, with the fetch requests it queues
+    /// (for [`crate::fetch::run_fetcher`]).
     pub fn new(
         handle: tokio::runtime::Handle,
         token: Arc<str>,
         clients: Clients,
         arena: ArenaMapping,
-        events: mpsc::UnboundedSender<Event>,
         blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<crate::fetch::FetchRequest>)> {
+    ) -> (Self, mpsc::UnboundedReceiver<FetchRequest>) {
         let Clients {
             connect,
             raylet,
@@ -61,33 +60,19 @@ impl Cluster {
         let (releases, pending_releases) = mpsc::unbounded_channel();
         let (fetches, fetch_queue) = mpsc::unbounded_channel();
         handle.spawn(send_releases(pending_releases, connect.clone()));
-        let cluster = Cluster {
+        let link = Link {
             store: StoreProvider::new(handle.clone(), raylet.clone(), arena),
             handle,
             token,
             connect,
             raylet,
             gcs,
-            events,
             peers: DashMap::new(),
             releases,
             fetches,
             blocked_hook,
         };
-        Ok((cluster, fetch_queue))
-    }
-
-    pub fn submit_actor_call(&self, call: ActorCall) {
-        if let Err(mpsc::error::SendError(Event::ActorCall(call))) =
-            self.events.send(Event::ActorCall(call))
-        {
-            if let Ok(rt) = crate::runtime::current() {
-                rt.store.put(
-                    call.return_id,
-                    Stored::Failed(Arc::new(Error::NotInitialized)),
-                );
-            }
-        }
+        (link, fetch_queue)
     }
 
     /// Runs `f` on the session's tokio runtime and waits for it from this (non-async) thread.
@@ -96,29 +81,6 @@ impl Cluster {
         f: impl std::future::Future<Output = T> + Send + 'static,
     ) -> Result<T> {
         run_on(&self.handle, f)
-    }
-
-    /// One of this process's queued tasks for a blocked task to run inline (see
-    /// [`Event::Steal`]); `None` if there is none it may take.
-    pub fn steal(
-        &self,
-        wanted: &Arc<HashSet<ObjectId>>,
-        fits: &ResourceSet,
-    ) -> Option<PendingTask> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        let ask = Event::Steal {
-            wanted: wanted.clone(),
-            fits: fits.clone(),
-            reply,
-        };
-        self.events.send(ask).ok()?;
-        answer.recv().ok().flatten()
-    }
-
-    pub fn submit(&self, task: PendingTask) {
-        // If the submitter is gone the session is stopping, and the stop fails every
-        // pending ref, this task's return included.
-        let _ = self.events.send(Event::Submit(task));
     }
 
     pub fn peer(&self, address: &Arc<str>) -> Result<Arc<dyn CoreWorkerApi>> {
@@ -185,44 +147,6 @@ async fn send_releases(
                 // The owner may be gone; then so is the object.
                 let _ = peer.remove_borrower(req).await;
             });
-        }
-    }
-}
-
-/// Marks the calling thread blocked in `get` for its whole life, if it is a worker's task
-/// thread: the node manager lends its CPU to other work meanwhile (as Ray does).
-pub(crate) struct BlockedGuard<'a> {
-    hook: Option<&'a (dyn Fn(bool) + Send + Sync)>,
-    events: Option<&'a mpsc::UnboundedSender<Event>>,
-}
-
-impl<'a> BlockedGuard<'a> {
-    pub fn enter(rt: &'a Runtime) -> Self {
-        let hook = rt
-            .cluster
-            .as_ref()
-            .and_then(|c| c.blocked_hook.as_deref())
-            .filter(|_| crate::worker::in_task());
-        if let Some(h) = hook {
-            if let Some(c) = &rt.cluster {
-                let _ = c.events.send(Event::Blocked(true));
-            }
-            h(true);
-        }
-        BlockedGuard {
-            hook,
-            events: rt.cluster.as_ref().map(|c| &c.events),
-        }
-    }
-}
-
-impl Drop for BlockedGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(h) = self.hook {
-            h(false);
-            if let Some(events) = self.events {
-                let _ = events.send(Event::Blocked(false));
-            }
         }
     }
 }

@@ -1,19 +1,23 @@
-//! The process's runtime: the one [`Runtime`] a driver or worker holds, and the mechanics of
-//! get, put, wait and submit that the public API wraps.
+//! The core worker: one driver's or worker's part of a session, built as a value
+//! ([`CoreWorker::new`]) from its identity and its link, with the mechanics of get, put,
+//! wait, submit and actors that the public API wraps.
+//!
+//! Knows no global: the facade holds the process's current core worker; several can live
+//! in one process.
 
-use crate::actor::{ActorCore, ActorOptions};
 use crate::args::{ArgKind, ArgSpec};
-use crate::cluster::{self, Cluster};
 use crate::codec;
 use crate::error::{Error, Result};
-use crate::ids::{IdGen, ObjectId};
-use crate::memory_store::{MemoryStore, Stored, Subscribed, Waiter};
-use crate::object_ref::{collect_serialized_refs, ObjectRef, RefInner};
-use crate::reference::{ReferenceTable, Release};
-use crate::registry::{ActorInstance, ArgReader, MethodCall};
+use crate::ids::ObjectId;
+use crate::link::{FetchRequest, Link};
+use crate::memory_store::{Stored, Subscribed, Waiter};
+use crate::options::{ActorOptions, TaskOptions};
+use crate::ownership::{
+    collect_serialized_refs, Identity, Ownership, RefInner, SyncActor, INLINE_MAX,
+};
+use crate::registry::{ArgReader, MethodCall};
 use crate::submitter::{self, ActorCall};
 use bytes::Bytes;
-use parking_lot::RwLock;
 use ray_common::rpc::RpcErrorKind;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -21,175 +25,139 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 
-/// Objects larger than this go to the shared-memory store; smaller ones stay inline in the
-/// owner's memory and travel inside replies (Ray's `max_direct_call_object_size`).
-pub(crate) const INLINE_MAX: usize = 100 * 1024;
-
-/// Everything one process of a session holds. Built with struct-update syntax: the sites
-/// name the identity and links; the tables start empty.
-#[derive(Default)]
-pub(crate) struct Runtime {
-    /// Owner address of this process: its core-worker endpoint (or "sync:<pid>").
-    pub address: Arc<str>,
-    pub store: MemoryStore,
-    pub refs: ReferenceTable,
-    pub ids: IdGen,
-    pub worker_id: [u8; 16],
-    pub node_id: [u8; 16],
-    pub job_id: u32,
-    pub namespace: String,
-    pub is_worker: bool,
+/// One process's (or, in a test harness, one simulated process's) core worker.
+pub(crate) struct CoreWorker {
+    /// Its identity and tables (what refs point back to).
+    pub own: Arc<Ownership>,
+    /// The way into its submitter (local and cluster mode).
+    submitter: Option<submitter::Handle>,
     /// This node's resources as configured (sync mode reports these).
     pub node_total: ray_scheduler::ResourceSet,
-    /// Present in local and cluster mode.
-    pub cluster: Option<Cluster>,
     pub shut_down: AtomicBool,
-    /// Owner-scoped actors this process created: freeing the id kills the actor.
-    pub actor_lifetimes: dashmap::DashMap<ObjectId, ()>,
-    /// Constructor arguments of actors this process created, kept while the actor may be
-    /// (re)constructed: refs (and handles) inside them stay valid for its whole life.
-    pub actor_args: dashmap::DashMap<[u8; 16], Vec<ArgSpec>>,
-    /// Sync mode: actors live in this process.
-    pub sync_actors: dashmap::DashMap<[u8; 16], SyncActor>,
-    pub sync_names: dashmap::DashMap<(String, String), [u8; 16]>,
 }
 
-/// An actor hosted in the driver (sync mode).
-pub(crate) struct SyncActor {
-    pub class: Arc<str>,
-    pub instance: Result<Box<dyn ActorInstance>, Error>,
+/// The untyped part of an actor handle.
+#[derive(Clone, Debug)]
+pub struct ActorCore {
+    pub(crate) actor_id: [u8; 16],
+    pub(crate) class: Arc<str>,
+    pub(crate) max_task_retries: i32,
+    /// Keeps an owner-scoped actor alive (a ref the reference table counts); `None` for
+    /// detached actors and handles from `get_actor`.
+    pub(crate) lifetime: Option<Arc<RefInner>>,
+    /// Set when creation failed before the actor existed (e.g. its name is taken).
+    pub(crate) failed: Option<Error>,
 }
 
-static CURRENT: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
-
-/// The runtime of this process, or [`Error::NotInitialized`].
-pub(crate) fn current() -> Result<Arc<Runtime>> {
-    CURRENT.read().clone().ok_or(Error::NotInitialized)
-}
-
-pub(crate) fn set_current(rt: Option<Arc<Runtime>>) -> Option<Arc<Runtime>> {
-    std::mem::replace(&mut *CURRENT.write(), rt)
-}
-
-impl crate::tables::Tidy for Runtime {
-    fn shrink(&self) -> bool {
-        self.store.shrink() | self.refs.shrink()
-    }
-
-    fn len(&self) -> usize {
-        self.store.len() + self.refs.len()
+impl ActorCore {
+    /// The actor's id, 32 hex digits.
+    pub fn id(&self) -> String {
+        ObjectId(self.actor_id).to_hex()
     }
 }
 
-impl Runtime {
-    /// Watches `r`'s value in this process's store, and asks its owner for it if it is
-    /// borrowed and not here yet: the one "ready here, or fetch from the owner" step, for
-    /// blocking and async waiters alike.
-    pub(crate) fn watch(&self, r: &RefInner, waiter: Waiter) -> Subscribed {
-        let watched = self.store.subscribe(r.id, waiter, r.owner.is_some());
-        if let (Subscribed::Pending { fetch: true }, Some(c), Some(owner)) =
-            (&watched, &self.cluster, &r.owner)
-        {
-            c.fetch_from_owner(r.id, owner.clone());
+/// Marks the calling thread blocked in `get` for its whole life, if it is a worker's task
+/// thread: the node manager lends its CPU to other work meanwhile (as Ray does).
+struct BlockedGuard<'a> {
+    hook: Option<&'a (dyn Fn(bool) + Send + Sync)>,
+    submitter: Option<&'a submitter::Handle>,
+}
+
+impl<'a> BlockedGuard<'a> {
+    fn enter(cw: &'a CoreWorker) -> Self {
+        let hook = cw
+            .own
+            .link
+            .as_ref()
+            .and_then(|l| l.blocked_hook.as_deref())
+            .filter(|_| crate::task_context::in_task());
+        if let Some(h) = hook {
+            if let Some(s) = &cw.submitter {
+                s.blocked(true);
+            }
+            h(true);
         }
-        watched
+        BlockedGuard {
+            hook,
+            submitter: cw.submitter.as_ref(),
+        }
     }
+}
 
-    /// `r`'s value once it is here (fetched from its owner if borrowed): `ObjectLost` if it
-    /// was freed, `NotInitialized` if the session stopped first.
-    pub(crate) async fn value(&self, r: &RefInner) -> Result<Stored> {
-        loop {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-            match self.watch(r, Waiter::Async(tx)) {
-                Subscribed::Ready(v) => return Ok(v),
-                Subscribed::Unknown => return Err(Error::ObjectLost(r.id.to_hex())),
-                Subscribed::Pending { .. } => {
-                    if rx.recv().await.is_none() {
-                        return Err(Error::NotInitialized);
-                    }
-                }
+impl Drop for BlockedGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(h) = self.hook {
+            h(false);
+            if let Some(s) = self.submitter {
+                s.blocked(false);
             }
         }
     }
+}
 
-    pub fn new_ref<T>(self: &Arc<Self>, id: ObjectId) -> ObjectRef<T> {
-        self.refs.add_local(id, None, false);
-        ObjectRef::from_inner(Arc::new(RefInner {
-            id,
-            owner: None,
-            rt: Arc::downgrade(self),
-            failed: None,
-        }))
-    }
-
-    /// Records a task's result, unless every ref to it is already gone (then the value is
-    /// freed at once instead of lingering).
-    pub fn complete(&self, id: ObjectId, value: Stored) {
-        if let Some(orphan) = self.store.put_if_present(id, value) {
-            if let (Stored::Plasma { .. }, Some(c)) = (orphan, &self.cluster) {
-                c.store.delete_plasma(id);
-            }
-        }
-    }
-
-    pub fn drop_local_ref(&self, id: ObjectId) {
-        if let Some(release) = self.refs.remove_local(id) {
-            self.apply_release(release);
-        }
-    }
-
-    pub fn apply_release(&self, release: Release) {
-        match release {
-            Release::FreeOwned(id) => {
-                if self.actor_lifetimes.remove(&id).is_some() {
-                    self.actor_args.remove(&id.0);
-                    let _ =
-                        self.kill_actor(id.0, "all handles to the actor went out of scope", false);
-                    return;
-                }
-                let value = self.store.remove(&id);
-                if let (Some(Stored::Plasma { .. }), Some(c)) = (value, &self.cluster) {
-                    c.store.delete_plasma(id);
-                }
-            }
-            Release::DropBorrowed { id, owner, notify } => {
-                self.store.remove(&id);
-                if notify {
-                    if let Some(c) = &self.cluster {
-                        c.remove_borrower(id, owner, self.address.clone());
-                    }
-                }
-            }
-        }
-    }
-
-    /// Stores a value this process owns: inline, or in shared memory if large.
-    pub fn store_owned_bytes(&self, id: ObjectId, bytes: Vec<u8>) -> Result<Stored> {
-        let stored = match &self.cluster {
-            Some(c) if bytes.len() > INLINE_MAX => c.store.put_plasma(id, &bytes, 0)?,
-            _ => Stored::Inline(Bytes::from(bytes)),
+impl CoreWorker {
+    /// A core worker named `me`. With a link (local and cluster mode) its submitter, its
+    /// fetcher of borrowed objects and its table housekeeping start on the link's runtime;
+    /// without one (sync mode) tasks run in the caller's thread.
+    pub fn new(
+        me: Identity,
+        link: Option<(Link, mpsc::UnboundedReceiver<FetchRequest>)>,
+        node_total: ray_scheduler::ResourceSet,
+    ) -> Arc<Self> {
+        let (link, fetches) = match link {
+            Some((link, fetches)) => (Some(Arc::new(link)), Some(fetches)),
+            None => (None, None),
         };
-        self.store.put(id, stored.clone());
-        Ok(stored)
+        let own = Arc::new(Ownership {
+            ids: crate::ids::IdGen::new(&me.worker_id),
+            me,
+            link,
+            ..Default::default()
+        });
+        let submitter = match (&own.link, fetches) {
+            (Some(link), Some(fetches)) => {
+                let weak = Arc::downgrade(&own);
+                link.handle
+                    .spawn(crate::fetch::run_fetcher(weak.clone(), fetches));
+                link.handle.spawn(crate::tables::housekeeping(weak.clone()));
+                Some(submitter::Handle::start(weak, &link.handle))
+            }
+            _ => None,
+        };
+        Arc::new(CoreWorker {
+            own,
+            submitter,
+            node_total,
+            shut_down: AtomicBool::new(false),
+        })
+    }
+
+    pub fn me(&self) -> &Identity {
+        &self.own.me
+    }
+
+    pub fn link(&self) -> Option<&Arc<Link>> {
+        self.own.link.as_ref()
+    }
+
+    /// Stops submitting: everything queued or in flight, and every ref still pending here,
+    /// fails with `NotInitialized`.
+    pub async fn stop(&self) {
+        self.shut_down.store(true, Ordering::SeqCst);
+        if let Some(s) = &self.submitter {
+            s.shutdown().await;
+        }
+    }
+
+    /// Fails every ref still pending here (after the loops that could complete them ended).
+    pub fn fail_pending(&self) {
+        self.own.store.fail_all_pending(&Error::NotInitialized);
     }
 
     pub fn decode<T: DeserializeOwned>(&self, stored: &Stored) -> Result<T> {
-        match stored {
-            Stored::Inline(b) => codec::decode(b),
-            Stored::Plasma { offset, size, raw } => {
-                let c = self.cluster.as_ref().ok_or(Error::Runtime(
-                    "a shared-memory object in a process without a store".into(),
-                ))?;
-                let bytes = c.store.plasma_bytes(*offset, *size)?;
-                if *raw == 0 {
-                    codec::decode(bytes)
-                } else {
-                    codec::decode_raw(bytes, *raw as usize)
-                }
-            }
-            Stored::Failed(e) => Err((**e).clone()),
-        }
+        self.own.decode(stored)
     }
 
     /// Waits until `num` of `refs` are ready here, or the timeout passes. Returns which are.
@@ -205,7 +173,7 @@ impl Runtime {
             if let Some(e) = &r.failed {
                 return Err(e.clone());
             }
-            ready.push(self.store.is_ready(&r.id));
+            ready.push(self.own.store.is_ready(&r.id));
         }
         let mut count = ready.iter().filter(|r| **r).count();
         let zero = timeout == Some(Duration::ZERO);
@@ -221,7 +189,7 @@ impl Runtime {
             if ready[i] {
                 continue;
             }
-            match self.watch(r, Waiter::Blocking(tx.clone())) {
+            match self.own.watch(r, Waiter::Blocking(tx.clone())) {
                 Subscribed::Ready(_) => {
                     ready[i] = true;
                     count += 1;
@@ -245,13 +213,13 @@ impl Runtime {
         // itself, one at a time, before it blocks (and lends its CPU): no lease, no other
         // process. Never from `wait` (which may return before the child would finish) nor
         // with a timeout (which the child's run could overstay).
-        let helping = if timeout.is_none() && num == refs.len() && crate::worker::in_task() {
+        let helping = if timeout.is_none() && num == refs.len() && crate::task_context::in_task() {
             let owned: HashSet<ObjectId> = pending
                 .iter()
                 .filter(|(_, at)| refs[at[0]].owner.is_none())
                 .map(|(id, _)| *id)
                 .collect();
-            match crate::worker::can_help() {
+            match crate::task_context::can_help() {
                 Some(fits) if !owned.is_empty() => Some((Arc::new(owned), fits)),
                 _ => None,
             }
@@ -261,12 +229,12 @@ impl Runtime {
         let mut blocked = None;
         while count < num {
             if blocked.is_none() {
-                let stolen = match (&helping, &self.cluster) {
-                    (Some((wanted, fits)), Some(c)) => c.steal(wanted, fits),
+                let stolen = match (&helping, &self.submitter) {
+                    (Some((wanted, fits)), Some(s)) => s.steal(wanted, fits),
                     _ => None,
                 };
                 if let Some(task) = stolen {
-                    crate::worker::run_inline(self, task);
+                    crate::executor::run_inline(&self.own, task);
                     while let Ok(id) = rx.try_recv() {
                         for i in pending.remove(&id).unwrap_or_default() {
                             if !ready[i] {
@@ -277,7 +245,7 @@ impl Runtime {
                     }
                     continue;
                 }
-                blocked = Some(cluster::BlockedGuard::enter(self));
+                blocked = Some(BlockedGuard::enter(self));
             }
             let got = match deadline {
                 Some(d) => match rx.recv_deadline(d) {
@@ -304,7 +272,7 @@ impl Runtime {
         if let Some(e) = &r.failed {
             return Err(e.clone());
         }
-        if let Some(v) = self.store.get(&r.id) {
+        if let Some(v) = self.own.store.get(&r.id) {
             return Ok(v);
         }
         let ready = self.wait_ready(&[r], 1, timeout)?;
@@ -317,31 +285,32 @@ impl Runtime {
                 None => Error::ObjectLost(r.id.to_hex()),
             });
         }
-        self.store
+        self.own
+            .store
             .get(&r.id)
             .ok_or_else(|| Error::ObjectLost(r.id.to_hex()))
     }
 
     /// Submits a task; its result is owned by this process.
-    pub fn submit<R>(
+    pub fn submit(
         self: &Arc<Self>,
         function: &'static str,
-        opts: &crate::TaskOptions,
+        opts: &TaskOptions,
         args: Vec<ArgSpec>,
-    ) -> ObjectRef<R> {
-        let return_id = self.ids.next();
-        self.store.expect(return_id);
-        let out = self.new_ref(return_id);
+    ) -> Arc<RefInner> {
+        let return_id = self.own.ids.next();
+        self.own.store.expect(return_id);
+        let out = self.own.new_ref(return_id);
         if let Some(e) = args.iter().find_map(|a| match &a.0 {
             ArgKind::Unencodable(e) => Some(e.clone()),
             _ => None,
         }) {
-            self.store.put(return_id, Stored::Failed(Arc::new(e)));
+            self.own.store.put(return_id, Stored::Failed(Arc::new(e)));
             return out;
         }
-        match &self.cluster {
+        match &self.submitter {
             None => self.run_inline(function, args, return_id),
-            Some(c) => c.submit(submitter::PendingTask {
+            Some(s) => s.submit(submitter::PendingTask {
                 function,
                 shape: opts.shape.clone(),
                 shape_key: opts.shape_key.clone(),
@@ -370,14 +339,13 @@ impl Runtime {
             Err(e) => Stored::Failed(Arc::new(e)),
             Ok(values) => {
                 let slices = inline_slices(&values);
-                let location = format!("sync mode, pid {}", std::process::id());
-                match crate::registry::execute(function, &slices, &location) {
+                match crate::registry::execute(function, &slices, &self.own.me.location) {
                     Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
                     Err(e) => Stored::Failed(Arc::new(e)),
                 }
             }
         };
-        self.store.put(return_id, stored);
+        self.own.store.put(return_id, stored);
         drop(args);
     }
 
@@ -399,7 +367,7 @@ impl Runtime {
         let namespace = opts
             .namespace
             .clone()
-            .unwrap_or_else(|| self.namespace.clone());
+            .unwrap_or_else(|| self.own.me.namespace.clone());
         let actor_id = ray_common::ids::random_bytes();
         let mut core = ActorCore {
             actor_id,
@@ -408,11 +376,12 @@ impl Runtime {
             lifetime: None,
             failed: None,
         };
-        let Some(c) = &self.cluster else {
+        let Some(c) = &self.own.link else {
             if let Some(name) = &opts.name {
                 let key = (namespace.clone(), name.clone());
-                if let Some(existing) = self.sync_names.get(&key).map(|e| *e) {
+                if let Some(existing) = self.own.sync_names.get(&key).map(|e| *e) {
                     let alive = self
+                        .own
                         .sync_actors
                         .get(&existing)
                         .is_some_and(|a| a.instance.is_ok());
@@ -424,12 +393,11 @@ impl Runtime {
                         return Err(name_taken(name, &namespace));
                     }
                 }
-                self.sync_names.insert(key, actor_id);
+                self.own.sync_names.insert(key, actor_id);
             }
-            let location = format!("sync mode, pid {}", std::process::id());
             let instance = self.resolve_inline(class, &args).and_then(|values| {
                 let slices = inline_slices(&values);
-                crate::registry::run_guarded(class, &location, || {
+                crate::registry::run_guarded(class, &self.own.me.location, || {
                     (entry.construct)(&mut ArgReader::new(&slices))
                 })
             });
@@ -437,7 +405,7 @@ impl Runtime {
                 class: class.to_string(),
                 cause: format!("the constructor failed: {e}"),
             });
-            self.sync_actors.insert(
+            self.own.sync_actors.insert(
                 actor_id,
                 SyncActor {
                     class: class.into(),
@@ -445,7 +413,7 @@ impl Runtime {
                 },
             );
             if !opts.detached {
-                self.track_actor_lifetime(&mut core);
+                core.lifetime = Some(self.own.track_actor_lifetime(actor_id));
             }
             return Ok(core);
         };
@@ -468,9 +436,9 @@ impl Runtime {
             max_task_retries: opts.max_task_retries,
             detached: opts.detached,
             shape: Some(ray_common::resources::to_resources(&shape)),
-            owner_address: self.address.to_string(),
-            owner_worker_id: if self.is_worker {
-                self.worker_id.to_vec().into()
+            owner_address: self.own.me.address.to_string(),
+            owner_worker_id: if self.own.me.is_worker {
+                self.own.me.worker_id.to_vec().into()
             } else {
                 Default::default()
             },
@@ -496,48 +464,46 @@ impl Runtime {
             return Ok(core);
         }
         if !opts.detached {
-            self.track_actor_lifetime(&mut core);
+            core.lifetime = Some(self.own.track_actor_lifetime(actor_id));
         }
-        self.actor_args.insert(actor_id, args);
+        let held = args.iter().flat_map(|a| a.refs().cloned()).collect();
+        self.own.actor_args.insert(actor_id, held);
         Ok(core)
     }
 
-    fn track_actor_lifetime(self: &Arc<Self>, core: &mut ActorCore) {
-        let id = ObjectId(core.actor_id);
-        self.actor_lifetimes.insert(id, ());
-        core.lifetime = Some(self.new_ref(id));
-    }
-
     /// Submits a method call.
-    pub fn call_actor<R>(
+    pub fn call_actor(
         self: &Arc<Self>,
         core: &ActorCore,
         method: &'static str,
         args: Vec<ArgSpec>,
-    ) -> ObjectRef<R> {
-        let return_id = self.ids.next();
-        self.store.expect(return_id);
-        let out = self.new_ref(return_id);
-        let Some(c) = &self.cluster else {
+    ) -> Arc<RefInner> {
+        let return_id = self.own.ids.next();
+        self.own.store.expect(return_id);
+        let out = self.own.new_ref(return_id);
+        let Some(s) = &self.submitter else {
             let label = format!("{}.{method}", core.class);
             let stored = match self.run_sync_method(core, method, &label, &args) {
                 Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
                 Err(e) => Stored::Failed(Arc::new(e)),
             };
-            self.store.put(return_id, stored);
+            self.own.store.put(return_id, stored);
             return out;
         };
-        c.submit_actor_call(ActorCall {
-            actor_id: core.actor_id,
-            class: core.class.clone(),
-            method,
-            args,
-            return_id,
-            retries_left: core.max_task_retries,
-            resolved: None,
-            lifetime: core.lifetime.clone(),
-            waited: false,
-        });
+        s.call_actor(
+            ActorCall {
+                actor_id: core.actor_id,
+                class: core.class.clone(),
+                method,
+                args,
+                return_id,
+                retries_left: core.max_task_retries,
+                resolved: None,
+                lifetime: core.lifetime.clone(),
+                waited: false,
+            },
+            &self.own,
+        );
         out
     }
 
@@ -550,6 +516,7 @@ impl Runtime {
     ) -> Result<Vec<u8>> {
         let values = self.resolve_inline(label, args)?;
         let actor = self
+            .own
             .sync_actors
             .get(&core.actor_id)
             .ok_or_else(|| Error::ActorDied {
@@ -558,33 +525,27 @@ impl Runtime {
             })?;
         let instance = actor.instance.as_ref().map_err(Clone::clone)?;
         let slices = inline_slices(&values);
-        let location = format!("sync mode, pid {}", std::process::id());
-        let call = crate::registry::run_guarded(label, &location, || {
+        let location = &self.own.me.location;
+        let call = crate::registry::run_guarded(label, location, || {
             instance.call(method, &mut ArgReader::new(&slices))
         })?;
         match call {
-            MethodCall::Done(r) => crate::registry::outcome_to_result(label, &location, Ok(r)),
+            MethodCall::Done(r) => crate::registry::outcome_to_result(label, location, Ok(r)),
             MethodCall::Future(f) => {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
                     .map_err(Error::runtime)?;
                 let outcome = rt.block_on(crate::registry::CatchUnwind(f));
-                crate::registry::outcome_to_result(label, &location, outcome)
+                crate::registry::outcome_to_result(label, location, outcome)
             }
         }
     }
 
-    /// Kills an actor for good. `wait`: return once its process is dead (never from a Drop,
-    /// which must not block).
-    pub fn kill_actor(&self, actor_id: [u8; 16], cause: &str, wait: bool) -> Result<()> {
-        let Some(c) = &self.cluster else {
-            if let Some(mut a) = self.sync_actors.get_mut(&actor_id) {
-                a.instance = Err(Error::ActorDied {
-                    class: a.class.to_string(),
-                    cause: cause.to_string(),
-                });
-            }
+    /// Kills an actor for good and returns once its process is dead.
+    pub fn kill_actor(&self, actor_id: [u8; 16], cause: &str) -> Result<()> {
+        let Some(c) = &self.own.link else {
+            self.own.end_actor(actor_id, cause);
             return Ok(());
         };
         let gcs = c.gcs.clone();
@@ -598,14 +559,10 @@ impl Runtime {
                 tracing::warn!(error = %e, "could not kill an actor");
             }
         };
-        if wait {
-            c.call(killed)?;
-            // Calls made from here on fail at once, whatever is still in flight.
-            let _ = c
-                .events
-                .send(submitter::Event::ActorKilled(actor_id, cause.to_string()));
-        } else {
-            c.handle.spawn(killed);
+        c.call(killed)?;
+        // Calls made from here on fail at once, whatever is still in flight.
+        if let Some(s) = &self.submitter {
+            s.actor_killed(actor_id, cause.to_string());
         }
         Ok(())
     }
@@ -621,12 +578,13 @@ impl Runtime {
                 "no actor named '{name}' in namespace '{namespace}'"
             ))
         };
-        let Some(c) = &self.cluster else {
+        let Some(c) = &self.own.link else {
             let id = *self
+                .own
                 .sync_names
                 .get(&(namespace.to_string(), name.to_string()))
                 .ok_or_else(not_found)?;
-            let a = self.sync_actors.get(&id).ok_or_else(not_found)?;
+            let a = self.own.sync_actors.get(&id).ok_or_else(not_found)?;
             if a.instance.is_err() {
                 return Err(not_found());
             }
@@ -653,24 +611,24 @@ impl Runtime {
     pub fn put_slice<T: bytemuck::Pod + Serialize>(
         self: &Arc<Self>,
         data: &[T],
-    ) -> Result<ObjectRef<Vec<T>>> {
+    ) -> Result<Arc<RefInner>> {
         let bytes: &[u8] = bytemuck::cast_slice(data);
-        match &self.cluster {
+        match &self.own.link {
             Some(c) if bytes.len() > INLINE_MAX && std::mem::size_of::<T>() > 0 => {
-                let id = self.ids.next();
+                let id = self.own.ids.next();
                 let stored = c
                     .store
                     .put_plasma(id, bytes, std::mem::size_of::<T>() as u32)?;
-                self.store.put(id, stored);
-                Ok(self.new_ref(id))
+                self.own.store.put(id, stored);
+                Ok(self.own.new_ref(id))
             }
-            _ => self.put(&data).map(|r| r.cast()),
+            _ => self.put(&data),
         }
     }
 
-    pub fn put<T: Serialize>(self: &Arc<Self>, value: &T) -> Result<ObjectRef<T>> {
-        let id = self.ids.next();
-        if let Some(c) = &self.cluster {
+    pub fn put<T: Serialize>(self: &Arc<Self>, value: &T) -> Result<Arc<RefInner>> {
+        let id = self.own.ids.next();
+        if let Some(c) = &self.own.link {
             // Measured first (pinning nothing): a large value is encoded straight into shared
             // memory, so a put costs the value plus its one copy there.
             let (len, _) = collect_serialized_refs(|| codec::encoded_len(value));
@@ -679,13 +637,13 @@ impl Runtime {
                 let stored = c
                     .store
                     .put_plasma_with(id, len as u64, 0, |buf| codec::encode_into(value, buf))?;
-                self.store.put(id, stored);
-                return Ok(self.new_ref(id));
+                self.own.store.put(id, stored);
+                return Ok(self.own.new_ref(id));
             }
         }
         let bytes = codec::encode(value)?;
-        self.store_owned_bytes(id, bytes)?;
-        Ok(self.new_ref(id))
+        self.own.store_owned_bytes(id, bytes)?;
+        Ok(self.own.new_ref(id))
     }
 }
 
@@ -706,13 +664,13 @@ fn inline_slices(values: &[Stored]) -> Vec<crate::registry::ArgBytes<'_>> {
         .collect()
 }
 
-/// `get` for async callers: never blocks the calling thread.
-pub(crate) async fn get_async<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
-    let rt = current()?;
-    let inner = &r.inner;
-    if let Some(e) = &inner.failed {
-        return Err(e.clone());
+impl CoreWorker {
+    /// `r`'s value, for async callers: never blocks the calling thread.
+    pub async fn get_async<T: DeserializeOwned>(&self, r: &RefInner) -> Result<T> {
+        if let Some(e) = &r.failed {
+            return Err(e.clone());
+        }
+        let value = self.own.value(r).await?;
+        self.decode(&value)
     }
-    let value = rt.value(inner).await?;
-    rt.decode(&value)
 }

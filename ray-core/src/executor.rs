@@ -1,0 +1,462 @@
+//! The executing side of a core worker: task frames taken off the task socket, run one at a
+//! time on the worker's task thread (where a blocking `ray::get` is allowed), the actor it
+//! may host, and replies built from the results. While a task blocks, tasks pipelined behind
+//! it are sent back to their owner so that nothing waits on a blocked worker.
+//!
+//! Knows no global: an [`Executor`] is built with the core worker's tables, and the task
+//! context of each run is a call-scoped thread-local ([`crate::task_context`]).
+
+use crate::error::{Error, Result};
+use crate::frames::{read_frame, read_frames};
+use crate::ids::{id16, ObjectId};
+use crate::memory_store::Stored;
+use crate::ownership::{collect_deserialized_refs, with_decoder, Ownership, INLINE_MAX};
+use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
+use crate::submitter::PendingTask;
+use crate::task_context::{self, Shape};
+use parking_lot::Mutex;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::io::BufReader;
+use tokio::sync::mpsc;
+
+/// Largest greeting accepted before the token is checked.
+const HELLO_MAX: usize = 4096;
+
+/// A task frame to run, and where its reply goes.
+pub(crate) struct Job {
+    frame: ray_proto::TaskFrame,
+    reply: mpsc::UnboundedSender<ray_proto::ReplyFrame>,
+}
+
+/// The task queue of a worker and whether its task is blocked.
+pub(crate) struct TaskQueue {
+    blocked: Mutex<bool>,
+    tx: crossbeam_channel::Sender<Job>,
+    rx: crossbeam_channel::Receiver<Job>,
+}
+
+impl TaskQueue {
+    pub fn new() -> Arc<Self> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        Arc::new(TaskQueue {
+            blocked: Mutex::new(false),
+            tx,
+            rx,
+        })
+    }
+
+    /// Takes a frame off a connection: queued, or sent straight back while blocked.
+    fn offer(&self, job: Job) {
+        let blocked = self.blocked.lock();
+        if *blocked && job.frame.actor_id.is_empty() {
+            requeue(job);
+        } else {
+            let _ = self.tx.send(job);
+        }
+    }
+
+    /// The worker's task blocked in `get` (what is queued behind it goes back to its
+    /// owners) or resumed.
+    pub fn set_blocked(&self, blocked: bool) {
+        let mut b = self.blocked.lock();
+        *b = blocked;
+        if blocked {
+            while let Ok(job) = self.rx.try_recv() {
+                requeue(job);
+            }
+        }
+    }
+}
+
+fn requeue(job: Job) {
+    let _ = job.reply.send(ray_proto::ReplyFrame {
+        seq: job.frame.seq,
+        requeue: true,
+        ..Default::default()
+    });
+}
+
+/// Accepts owners' connections on the task socket: each greets with the session `token`,
+/// then sends task frames, which go to `queue`.
+pub(crate) async fn serve_task_socket(
+    listener: tokio::net::UnixListener,
+    token: Arc<str>,
+    queue: Arc<TaskQueue>,
+) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a task connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let token = token.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let (read, write) = stream.into_split();
+            let mut r = BufReader::with_capacity(64 * 1024, read);
+            let mut scratch = Vec::new();
+            let hello = tokio::time::timeout(
+                Duration::from_secs(10),
+                read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch, HELLO_MAX),
+            )
+            .await;
+            let ok = matches!(&hello, Ok(Ok(Some(h))) if ray_proto::auth::constant_time_eq(h.token.as_bytes(), token.as_bytes()));
+            if !ok {
+                tracing::warn!("refused a task connection without the session token");
+                return;
+            }
+            let (tx, rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
+            // A write error means the owner went away; its reader sees that too.
+            tokio::spawn(crate::frames::write_frames(rx, write));
+            let read = read_frames(&mut r, &mut scratch, |frame: ray_proto::TaskFrame| {
+                queue.offer(Job {
+                    frame,
+                    reply: tx.clone(),
+                });
+                true
+            })
+            .await;
+            if let Err(e) = read {
+                tracing::warn!(error = %e, "malformed task frame; closing the connection");
+            }
+        });
+    }
+}
+
+/// Runs a worker's tasks and hosts its actor, if it has one.
+pub(crate) struct Executor {
+    own: Arc<Ownership>,
+    queue: Arc<TaskQueue>,
+    host: OnceLock<Arc<ActorHost>>,
+}
+
+/// The actor a worker hosts, and how its calls run.
+struct ActorHost {
+    class: &'static str,
+    instance: Arc<dyn ActorInstance>,
+    mode: HostMode,
+}
+
+enum HostMode {
+    /// One call at a time, in arrival order, on the worker's task thread.
+    Sequential,
+    /// `max_concurrency` threads take calls from this queue.
+    Threaded(crossbeam_channel::Sender<Job>),
+    /// Calls run as futures on the actor's own single-threaded event loop (as in Ray), at
+    /// most `max_concurrency` at once; they start in the order they arrived.
+    Async {
+        calls:
+            mpsc::UnboundedSender<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+        permits: Arc<tokio::sync::Semaphore>,
+    },
+}
+
+impl Executor {
+    pub fn new(own: Arc<Ownership>, queue: Arc<TaskQueue>) -> Arc<Self> {
+        Arc::new(Executor {
+            own,
+            queue,
+            host: OnceLock::new(),
+        })
+    }
+
+    /// Runs queued tasks and calls on the calling thread (the worker's task thread) until
+    /// the queue closes.
+    pub fn run(&self) {
+        with_decoder(&self.own, || {
+            while let Ok(job) = self.queue.rx.recv() {
+                if job.frame.actor_id.is_empty() {
+                    let reply = self.run_task(job.frame);
+                    let _ = job.reply.send(reply);
+                } else {
+                    self.dispatch_actor_call(job);
+                }
+            }
+        })
+    }
+
+    fn location(&self) -> &str {
+        &self.own.me.location
+    }
+
+    fn run_task(&self, frame: ray_proto::TaskFrame) -> ray_proto::ReplyFrame {
+        let start = Instant::now();
+        let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
+        let shape = (!frame.shape.is_empty()).then(|| Shape::Wire(frame.shape.clone()));
+        let (result, decoded) = collect_deserialized_refs(|| {
+            let slices = arg_slices(&self.own, &args)?;
+            let task = id16(&frame.task_id, "task id").ok();
+            task_context::as_task(task, shape, || {
+                crate::registry::execute(&frame.function, &slices, self.location())
+            })
+        });
+        drop(args);
+        finish(
+            &self.own,
+            frame.seq,
+            &frame.return_id,
+            result,
+            &decoded,
+            start,
+        )
+    }
+
+    /// Constructs the actor this worker will host (the GCS leased it for this actor alone).
+    pub async fn create_actor(self: &Arc<Self>, spec: ray_proto::ActorSpec) -> Result<()> {
+        if !self.own.me.is_worker {
+            return Err(Error::Runtime("only a worker process hosts actors".into()));
+        }
+        if self.host.get().is_some() {
+            return Err(Error::Runtime("this worker already hosts an actor".into()));
+        }
+        let entry = crate::registry::lookup_actor_class(&spec.class_name).ok_or_else(|| {
+            Error::Runtime(format!(
+                "actor class {} is not registered in this binary",
+                spec.class_name
+            ))
+        })?;
+        let own = self.own.clone();
+        let args: Vec<Stored> = spec.args.into_iter().map(Stored::from_proto).collect();
+        let built = tokio::task::spawn_blocking(move || {
+            with_decoder(&own, || {
+                let slices = arg_slices(&own, &args)?;
+                crate::registry::run_guarded(entry.name, &own.me.location, || {
+                    (entry.construct)(&mut ArgReader::new(&slices))
+                })
+            })
+        })
+        .await
+        .map_err(Error::runtime)??;
+        let instance: Arc<dyn ActorInstance> = Arc::from(built);
+        let n = spec.max_concurrency.max(1) as usize;
+        let mode = if entry.is_async {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(Error::runtime)?;
+            let (calls, mut incoming) = mpsc::unbounded_channel::<
+                std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+            >();
+            std::thread::Builder::new()
+                .name("ray-actor-loop".into())
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        // A current-thread runtime runs spawned tasks first-in first-out.
+                        while let Some(call) = incoming.recv().await {
+                            tokio::spawn(call);
+                        }
+                    })
+                })
+                .map_err(Error::runtime)?;
+            HostMode::Async {
+                calls,
+                permits: Arc::new(tokio::sync::Semaphore::new(n)),
+            }
+        } else if n > 1 {
+            let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+            for i in 0..n {
+                let rx = rx.clone();
+                let me = self.clone();
+                std::thread::Builder::new()
+                    .name(format!("ray-actor-{i}"))
+                    .spawn(move || {
+                        with_decoder(&me.own, || {
+                            while let Ok(job) = rx.recv() {
+                                let host = me.host.get().expect("set before calls arrive");
+                                let reply = me.run_method(host, job.frame);
+                                let _ = job.reply.send(reply);
+                            }
+                        })
+                    })
+                    .map_err(Error::runtime)?;
+            }
+            HostMode::Threaded(tx)
+        } else {
+            HostMode::Sequential
+        };
+        let _ = self.host.set(Arc::new(ActorHost {
+            class: entry.name,
+            instance,
+            mode,
+        }));
+        Ok(())
+    }
+
+    fn dispatch_actor_call(&self, mut job: Job) {
+        let Some(host) = self.host.get() else {
+            let e = Error::Runtime("this worker hosts no actor".into());
+            let reply = finish(
+                &self.own,
+                job.frame.seq,
+                &job.frame.return_id,
+                Err(e),
+                &[],
+                Instant::now(),
+            );
+            let _ = job.reply.send(reply);
+            return;
+        };
+        match &host.mode {
+            HostMode::Sequential => {
+                let reply = self.run_method(host, job.frame);
+                let _ = job.reply.send(reply);
+            }
+            HostMode::Threaded(tx) => {
+                let _ = tx.send(job);
+            }
+            HostMode::Async { calls, permits } => {
+                let start = Instant::now();
+                let label = format!("{}.{}", host.class, job.frame.function);
+                let args: Vec<Stored> = std::mem::take(&mut job.frame.args)
+                    .into_iter()
+                    .map(Stored::from_proto)
+                    .collect();
+                let location = self.location().to_string();
+                let (call, decoded) = collect_deserialized_refs(|| {
+                    let slices = arg_slices(&self.own, &args)?;
+                    crate::registry::run_guarded(&label, &location, || {
+                        host.instance
+                            .call(&job.frame.function, &mut ArgReader::new(&slices))
+                    })
+                });
+                drop(args);
+                let own = self.own.clone();
+                let permits = permits.clone();
+                let _ = calls.send(Box::pin(async move {
+                    let result = match call {
+                        Err(e) => Err(e),
+                        Ok(MethodCall::Done(r)) => {
+                            crate::registry::outcome_to_result(&label, &location, Ok(r))
+                        }
+                        Ok(MethodCall::Future(f)) => {
+                            let _permit = permits.acquire_owned().await;
+                            let outcome = crate::registry::CatchUnwind(f).await;
+                            crate::registry::outcome_to_result(&label, &location, outcome)
+                        }
+                    };
+                    let reply = finish(
+                        &own,
+                        job.frame.seq,
+                        &job.frame.return_id,
+                        result,
+                        &decoded,
+                        start,
+                    );
+                    let _ = job.reply.send(reply);
+                }));
+            }
+        }
+    }
+
+    /// Runs one method call on this thread.
+    fn run_method(&self, host: &ActorHost, frame: ray_proto::TaskFrame) -> ray_proto::ReplyFrame {
+        let start = Instant::now();
+        let location = self.location();
+        let label = format!("{}.{}", host.class, frame.function);
+        let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
+        let (result, decoded) = collect_deserialized_refs(|| {
+            let slices = arg_slices(&self.own, &args)?;
+            let call = crate::registry::run_guarded(&label, location, || {
+                host.instance
+                    .call(&frame.function, &mut ArgReader::new(&slices))
+            })?;
+            match call {
+                MethodCall::Done(r) => crate::registry::outcome_to_result(&label, location, Ok(r)),
+                MethodCall::Future(_) => Err(Error::Runtime(
+                    "an async method on a thread-based actor".into(),
+                )),
+            }
+        });
+        drop(args);
+        finish(
+            &self.own,
+            frame.seq,
+            &frame.return_id,
+            result,
+            &decoded,
+            start,
+        )
+    }
+}
+
+/// Runs `task`, which this process submitted and a task blocked on this thread took back
+/// from the queue, here and now; its result is stored here, its owner. The waiting task
+/// holds the resources it runs on. A panic is the task's error, as on any worker; a crash
+/// ends this process, and so the waiting task too (which its owner retries).
+pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
+    let args: Vec<Stored> = task
+        .resolved
+        .iter()
+        .cloned()
+        .map(Stored::from_proto)
+        .collect();
+    let result = task_context::as_inline_task(task.return_id.0, task.shape.clone(), || {
+        arg_slices(own, &args)
+            .and_then(|slices| crate::registry::execute(task.function, &slices, &own.me.location))
+    });
+    drop(args);
+    own.complete(
+        task.return_id,
+        result_to_stored(own, &task.return_id.0, result),
+    );
+}
+
+/// The byte views of a task's arguments: inline, or read in place from shared memory.
+fn arg_slices<'a>(own: &'a Ownership, args: &'a [Stored]) -> Result<Vec<ArgBytes<'a>>> {
+    args.iter()
+        .map(|a| match a {
+            Stored::Inline(b) => Ok(ArgBytes::encoded(b)),
+            Stored::Plasma { offset, size, raw } => {
+                let link = own.link.as_ref().ok_or(Error::Runtime(
+                    "a shared-memory argument in a process without a store".into(),
+                ))?;
+                Ok(ArgBytes {
+                    bytes: link.store.plasma_bytes(*offset, *size)?,
+                    raw: *raw,
+                })
+            }
+            Stored::Failed(e) => Err((**e).clone()),
+        })
+        .collect()
+}
+
+/// The reply for a finished task or method: large results go to shared memory under the
+/// return id; arguments' refs still held make this worker a borrower.
+fn finish(
+    own: &Ownership,
+    frame_seq: u64,
+    return_id: &[u8],
+    result: Result<Vec<u8>>,
+    decoded: &[ObjectId],
+    start: Instant,
+) -> ray_proto::ReplyFrame {
+    let stored = result_to_stored(own, return_id, result);
+    let borrowed = own.refs.still_borrowed(decoded);
+    ray_proto::ReplyFrame {
+        seq: frame_seq,
+        value: Some(stored.to_proto()),
+        borrowed_ids: borrowed
+            .into_iter()
+            .map(|id| id.0.to_vec().into())
+            .collect(),
+        exec_micros: start.elapsed().as_micros() as u64,
+        requeue: false,
+    }
+}
+
+/// A task's outcome as its object: large values go to shared memory under the return id.
+fn result_to_stored(own: &Ownership, return_id: &[u8], result: Result<Vec<u8>>) -> Stored {
+    let stored = result.and_then(|bytes| match &own.link {
+        Some(link) if bytes.len() > INLINE_MAX => {
+            let id = ObjectId(id16(return_id, "return id")?);
+            link.store.put_plasma(id, &bytes, 0)
+        }
+        _ => Ok(Stored::Inline(bytes.into())),
+    });
+    stored.unwrap_or_else(|e| Stored::Failed(Arc::new(e.bounded())))
+}

@@ -1,0 +1,332 @@
+//! What a core worker owns and borrows: its identity, the values it holds ([`MemoryStore`]),
+//! the refs it counts ([`ReferenceTable`]), the actors whose lifetime its handles scope, and
+//! [`RefInner`], the untyped handle whose drop releases an object.
+//!
+//! Knows no global: a ref finds its owner through the [`Weak`] it was made with, and a
+//! decoded ref finds the core worker decoding it through [`with_decoder`], a call-scoped
+//! thread-local set by whoever decodes.
+
+use crate::codec;
+use crate::error::{Error, Result};
+use crate::ids::{IdGen, ObjectId};
+use crate::link::Link;
+use crate::memory_store::{MemoryStore, Stored, Subscribed, Waiter};
+use crate::reference::{ReferenceTable, Release};
+use crate::registry::ActorInstance;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use std::cell::RefCell;
+use std::sync::{Arc, Weak};
+
+/// Objects larger than this go to the shared-memory store; smaller ones stay inline in the
+/// owner's memory and travel inside replies (Ray's `max_direct_call_object_size`).
+pub(crate) const INLINE_MAX: usize = 100 * 1024;
+
+/// Who a core worker is: fixed when it is built.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Identity {
+    /// Owner address: its core-worker endpoint (or "sync:<pid>").
+    pub address: Arc<str>,
+    pub worker_id: [u8; 16],
+    pub node_id: [u8; 16],
+    pub job_id: u32,
+    pub namespace: String,
+    /// A worker process (which names itself in lease requests), not a driver.
+    pub is_worker: bool,
+    /// Where its tasks run, as task errors name it ("worker 1a2b3c4d (pid 42)").
+    pub location: String,
+}
+
+/// The tables of one core worker. Built with struct-update syntax: the sites name the
+/// identity and link; the tables start empty.
+#[derive(Default)]
+pub(crate) struct Ownership {
+    pub me: Identity,
+    pub store: MemoryStore,
+    pub refs: ReferenceTable,
+    pub ids: IdGen,
+    /// Present in local and cluster mode; `None` in sync mode.
+    pub link: Option<Arc<Link>>,
+    /// Owner-scoped actors this process created: freeing the id kills the actor.
+    pub actor_lifetimes: dashmap::DashMap<ObjectId, ()>,
+    /// Refs inside the constructor arguments of actors this process created, kept while the
+    /// actor may be (re)constructed: they stay valid for its whole life.
+    pub actor_args: dashmap::DashMap<[u8; 16], Vec<Arc<RefInner>>>,
+    /// Sync mode: actors live in this process.
+    pub sync_actors: dashmap::DashMap<[u8; 16], SyncActor>,
+    pub sync_names: dashmap::DashMap<(String, String), [u8; 16]>,
+}
+
+/// An actor hosted in the driver (sync mode).
+pub(crate) struct SyncActor {
+    pub class: Arc<str>,
+    pub instance: Result<Box<dyn ActorInstance>, Error>,
+}
+
+impl crate::tables::Tidy for Ownership {
+    fn shrink(&self) -> bool {
+        self.store.shrink() | self.refs.shrink()
+    }
+
+    fn len(&self) -> usize {
+        self.store.len() + self.refs.len()
+    }
+}
+
+/// The untyped part of a handle. One per handle lifetime in this process; clones of an
+/// `ObjectRef` share it, so the reference table counts handles, not clones.
+#[derive(Debug)]
+pub(crate) struct RefInner {
+    pub id: ObjectId,
+    /// `None`: this process owns the object.
+    pub owner: Option<Arc<str>>,
+    pub own: Weak<Ownership>,
+    /// Set on a ref that could not even be submitted; `get` returns it.
+    pub failed: Option<Error>,
+}
+
+impl RefInner {
+    /// A ref whose `get` returns `error` (a submission that failed before it started).
+    pub fn failed(error: Error) -> Arc<Self> {
+        Arc::new(RefInner {
+            id: ObjectId([0; 16]),
+            owner: None,
+            own: Weak::new(),
+            failed: Some(error),
+        })
+    }
+}
+
+impl Drop for RefInner {
+    fn drop(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(own) = self.own.upgrade() {
+            own.drop_local_ref(self.id);
+        }
+    }
+}
+
+impl Ownership {
+    /// Watches `r`'s value in this process's store, and asks its owner for it if it is
+    /// borrowed and not here yet: the one "ready here, or fetch from the owner" step, for
+    /// blocking and async waiters alike.
+    pub(crate) fn watch(&self, r: &RefInner, waiter: Waiter) -> Subscribed {
+        let watched = self.store.subscribe(r.id, waiter, r.owner.is_some());
+        if let (Subscribed::Pending { fetch: true }, Some(link), Some(owner)) =
+            (&watched, &self.link, &r.owner)
+        {
+            link.fetch_from_owner(r.id, owner.clone());
+        }
+        watched
+    }
+
+    /// `r`'s value once it is here (fetched from its owner if borrowed): `ObjectLost` if it
+    /// was freed, `NotInitialized` if the session stopped first.
+    pub(crate) async fn value(&self, r: &RefInner) -> Result<Stored> {
+        loop {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            match self.watch(r, Waiter::Async(tx)) {
+                Subscribed::Ready(v) => return Ok(v),
+                Subscribed::Unknown => return Err(Error::ObjectLost(r.id.to_hex())),
+                Subscribed::Pending { .. } => {
+                    if rx.recv().await.is_none() {
+                        return Err(Error::NotInitialized);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A new handle to `id`, which this process owns.
+    pub fn new_ref(self: &Arc<Self>, id: ObjectId) -> Arc<RefInner> {
+        self.refs.add_local(id, None, false);
+        Arc::new(RefInner {
+            id,
+            owner: None,
+            own: Arc::downgrade(self),
+            failed: None,
+        })
+    }
+
+    /// A handle to `id` met while decoding a value: owned here if `owner` is this process's
+    /// address, borrowed otherwise.
+    pub fn decoded_ref(self: &Arc<Self>, id: ObjectId, owner: String) -> Arc<RefInner> {
+        let in_task = DECODING_ARGS.with(|c| c.borrow_mut().as_mut().map(|v| v.push(id)).is_some());
+        let owner = (*owner != *self.me.address).then(|| Arc::<str>::from(owner));
+        self.refs
+            .add_local(id, owner.clone(), in_task && owner.is_some());
+        Arc::new(RefInner {
+            id,
+            owner,
+            own: Arc::downgrade(self),
+            failed: None,
+        })
+    }
+
+    /// Records a task's result, unless every ref to it is already gone (then the value is
+    /// freed at once instead of lingering).
+    pub fn complete(&self, id: ObjectId, value: Stored) {
+        if let Some(orphan) = self.store.put_if_present(id, value) {
+            if let (Stored::Plasma { .. }, Some(link)) = (orphan, &self.link) {
+                link.store.delete_plasma(id);
+            }
+        }
+    }
+
+    pub fn drop_local_ref(&self, id: ObjectId) {
+        if let Some(release) = self.refs.remove_local(id) {
+            self.apply_release(release);
+        }
+    }
+
+    pub fn apply_release(&self, release: Release) {
+        match release {
+            Release::FreeOwned(id) => {
+                if self.actor_lifetimes.remove(&id).is_some() {
+                    self.actor_args.remove(&id.0);
+                    self.end_actor(id.0, "all handles to the actor went out of scope");
+                    return;
+                }
+                let value = self.store.remove(&id);
+                if let (Some(Stored::Plasma { .. }), Some(link)) = (value, &self.link) {
+                    link.store.delete_plasma(id);
+                }
+            }
+            Release::DropBorrowed { id, owner, notify } => {
+                self.store.remove(&id);
+                if notify {
+                    if let Some(link) = &self.link {
+                        link.remove_borrower(id, owner, self.me.address.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends an actor for good without waiting (a drop must not block): asks the GCS, or in
+    /// sync mode fails the instance here.
+    pub fn end_actor(&self, actor_id: [u8; 16], cause: &str) {
+        let Some(link) = &self.link else {
+            if let Some(mut a) = self.sync_actors.get_mut(&actor_id) {
+                a.instance = Err(Error::ActorDied {
+                    class: a.class.to_string(),
+                    cause: cause.to_string(),
+                });
+            }
+            return;
+        };
+        let gcs = link.gcs.clone();
+        let req = ray_proto::KillActorRequest {
+            actor_id: actor_id.to_vec().into(),
+            no_restart: true,
+            cause: cause.to_string(),
+        };
+        link.handle.spawn(async move {
+            if let Err(e) = gcs.kill_actor(req).await {
+                tracing::warn!(error = %e, "could not kill an actor");
+            }
+        });
+    }
+
+    /// Scopes the actor `actor_id` by a ref this process owns: when the last handle holding
+    /// it goes, the actor is killed. Returns that ref.
+    pub fn track_actor_lifetime(self: &Arc<Self>, actor_id: [u8; 16]) -> Arc<RefInner> {
+        let id = ObjectId(actor_id);
+        self.actor_lifetimes.insert(id, ());
+        self.new_ref(id)
+    }
+
+    /// Stores a value this process owns: inline, or in shared memory if large.
+    pub fn store_owned_bytes(&self, id: ObjectId, bytes: Vec<u8>) -> Result<Stored> {
+        let stored = match &self.link {
+            Some(link) if bytes.len() > INLINE_MAX => link.store.put_plasma(id, &bytes, 0)?,
+            _ => Stored::Inline(Bytes::from(bytes)),
+        };
+        self.store.put(id, stored.clone());
+        Ok(stored)
+    }
+
+    /// Decodes a value held here; refs inside it are this core worker's.
+    pub fn decode<T: DeserializeOwned>(self: &Arc<Self>, stored: &Stored) -> Result<T> {
+        with_decoder(self, || match stored {
+            Stored::Inline(b) => codec::decode(b),
+            Stored::Plasma { offset, size, raw } => {
+                let link = self.link.as_ref().ok_or(Error::Runtime(
+                    "a shared-memory object in a process without a store".into(),
+                ))?;
+                let bytes = link.store.plasma_bytes(*offset, *size)?;
+                if *raw == 0 {
+                    codec::decode(bytes)
+                } else {
+                    codec::decode_raw(bytes, *raw as usize)
+                }
+            }
+            Stored::Failed(e) => Err((**e).clone()),
+        })
+    }
+}
+
+thread_local! {
+    /// While encoding task arguments: the refs found inside them, which the pending task
+    /// keeps alive until its reply. Outside that, a serialized ref is pinned.
+    static SERIALIZING_ARGS: RefCell<Option<Vec<Arc<RefInner>>>> = const { RefCell::new(None) };
+    /// While decoding a task's arguments in a worker: the refs met, reported back to their
+    /// owners if the worker still holds them when the task ends.
+    static DECODING_ARGS: RefCell<Option<Vec<ObjectId>>> = const { RefCell::new(None) };
+    /// The core worker whose values are being decoded on this thread: refs met belong to it.
+    static DECODER: RefCell<Option<Arc<Ownership>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` collecting the refs serialized inside it.
+pub(crate) fn collect_serialized_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<Arc<RefInner>>) {
+    let outer = SERIALIZING_ARGS.with(|c| c.borrow_mut().replace(Vec::new()));
+    let r = f();
+    let found = SERIALIZING_ARGS.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    (r, found.unwrap_or_default())
+}
+
+/// Runs `f` collecting the ids of refs deserialized inside it.
+pub(crate) fn collect_deserialized_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<ObjectId>) {
+    let outer = DECODING_ARGS.with(|c| c.borrow_mut().replace(Vec::new()));
+    let r = f();
+    let found = DECODING_ARGS.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    (r, found.unwrap_or_default())
+}
+
+/// Runs `f` with refs decoded on this thread belonging to `own`.
+pub(crate) fn with_decoder<R>(own: &Arc<Ownership>, f: impl FnOnce() -> R) -> R {
+    let outer = DECODER.with(|d| d.borrow_mut().replace(own.clone()));
+    let r = f();
+    DECODER.with(|d| *d.borrow_mut() = outer);
+    r
+}
+
+/// The core worker decoding on this thread, if one said so ([`with_decoder`]).
+pub(crate) fn decoder() -> Option<Arc<Ownership>> {
+    DECODER.with(|d| d.borrow().clone())
+}
+
+/// What a serialized ref carries: its id and its owner's address. Inside task arguments
+/// being encoded the ref is collected (the task holds it); anywhere else it is pinned.
+pub(crate) fn ref_to_wire(inner: &Arc<RefInner>) -> std::result::Result<Arc<str>, &'static str> {
+    let own = inner.own.upgrade();
+    let owner: Arc<str> = match (&inner.owner, &own) {
+        (Some(o), _) => o.clone(),
+        (None, Some(own)) => own.me.address.clone(),
+        (None, None) => return Err("an ObjectRef of a finished session cannot be serialized"),
+    };
+    let collected = SERIALIZING_ARGS.with(|c| {
+        c.borrow_mut()
+            .as_mut()
+            .map(|v| v.push(inner.clone()))
+            .is_some()
+    });
+    if !collected {
+        if let Some(own) = &own {
+            own.refs.pin(inner.id);
+        }
+    }
+    Ok(owner)
+}

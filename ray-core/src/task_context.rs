@@ -1,0 +1,79 @@
+//! What the calling thread is running: whether a worker's task runs on it, which task, with
+//! what resources, and how deep tasks run inline one inside the other.
+//!
+//! Thread-locals set and restored by whoever runs a task (the executor): call-scoped
+//! context, not process state. Two core workers in one process each run tasks on their own
+//! threads, so each sees its own.
+
+use ray_scheduler::ResourceSet;
+use std::cell::{Cell, RefCell};
+
+thread_local! {
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    static CURRENT_TASK: Cell<Option<[u8; 16]>> = const { Cell::new(None) };
+    /// Resources of the task running on this thread (normal tasks only).
+    static CURRENT_SHAPE: RefCell<Option<Shape>> = const { RefCell::new(None) };
+    /// Tasks run inline on this thread, one inside the other.
+    static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Most tasks run inline one inside the other (each is a few stack frames deep; the task
+/// thread's stack is big enough for this many).
+const MAX_INLINE_DEPTH: u32 = 256;
+
+/// A task's resources: as its frame carried them (decoded only if needed), or known.
+pub(crate) enum Shape {
+    Wire(bytes::Bytes),
+    Known(ResourceSet),
+}
+
+/// True on a worker's task thread while a task runs.
+pub(crate) fn in_task() -> bool {
+    IN_TASK.with(|t| t.get())
+}
+
+/// The id of the task running on this thread, if any.
+pub(crate) fn current_task() -> Option<[u8; 16]> {
+    CURRENT_TASK.with(|t| t.get())
+}
+
+/// If the calling thread runs a worker's task that may run one of its own queued tasks
+/// inline while it waits, the resources such a task must fit in.
+pub(crate) fn can_help() -> Option<ResourceSet> {
+    if !in_task() || INLINE_DEPTH.with(|d| d.get()) >= MAX_INLINE_DEPTH {
+        return None;
+    }
+    CURRENT_SHAPE.with(|s| match &*s.borrow() {
+        Some(Shape::Known(set)) => Some(set.clone()),
+        Some(Shape::Wire(bytes)) => {
+            let wire = <ray_proto::Resources as prost::Message>::decode(&bytes[..]).ok()?;
+            ray_common::resources::to_resource_set(Some(wire)).ok()
+        }
+        None => None,
+    })
+}
+
+/// Runs `f` as the worker's task `task` with resources `shape` (a task taken from a frame).
+pub(crate) fn as_task<R>(task: Option<[u8; 16]>, shape: Option<Shape>, f: impl FnOnce() -> R) -> R {
+    CURRENT_TASK.with(|t| t.set(task));
+    CURRENT_SHAPE.with(|s| s.replace(shape));
+    IN_TASK.with(|t| t.set(true));
+    let r = f();
+    IN_TASK.with(|t| t.set(false));
+    CURRENT_SHAPE.with(|s| s.replace(None));
+    CURRENT_TASK.with(|t| t.set(None));
+    r
+}
+
+/// Runs `f` as task `task` inline inside the task already running on this thread, which
+/// stays current around it.
+pub(crate) fn as_inline_task<R>(task: [u8; 16], shape: ResourceSet, f: impl FnOnce() -> R) -> R {
+    let outer_task = CURRENT_TASK.with(|t| t.replace(Some(task)));
+    let outer_shape = CURRENT_SHAPE.with(|s| s.replace(Some(Shape::Known(shape))));
+    INLINE_DEPTH.with(|d| d.set(d.get() + 1));
+    let r = f();
+    INLINE_DEPTH.with(|d| d.set(d.get() - 1));
+    CURRENT_SHAPE.with(|s| s.replace(outer_shape));
+    CURRENT_TASK.with(|t| t.set(outer_task));
+    r
+}
