@@ -76,3 +76,145 @@ fn only_ray_common_opens_rpc_clients_or_reads_status_codes() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The modules of `ray-core` that make up the facade: the public API and the process-global
+/// state (the current core worker, the session, the worker-mode constructor). The link-time
+/// registry (`registry`) may hold statics too; nothing else may.
+const FACADE: [&str; 7] = [
+    "lib",
+    "actor",
+    "current",
+    "head",
+    "object_ref",
+    "util",
+    "worker",
+];
+
+/// `ray-core`'s modules (a directory is one module) with the text of their code, comments
+/// left out.
+fn ray_core_modules(root: &Path) -> std::collections::BTreeMap<String, String> {
+    let src = root.join("ray-core/src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut modules = std::collections::BTreeMap::<String, String>::new();
+    for f in files {
+        let rel = f.strip_prefix(&src).unwrap();
+        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let name = first.trim_end_matches(".rs").to_string();
+        let text = std::fs::read_to_string(&f).unwrap();
+        let code: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect();
+        let entry = modules.entry(name).or_default();
+        entry.push_str(&code.join("\n"));
+        entry.push('\n');
+    }
+    modules
+}
+
+/// The `crate::x` paths in `code` that name one of `modules`.
+fn imports<'a>(code: &str, modules: &'a [String]) -> std::collections::BTreeSet<&'a str> {
+    let mut found = std::collections::BTreeSet::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        let ident: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if let Some(m) = modules.iter().find(|m| **m == ident) {
+            found.insert(m.as_str());
+        }
+    }
+    found
+}
+
+/// The core worker's modules import one another one way (no circle), the layers below the
+/// facade never reach up into it, and only the facade reads the current core worker or
+/// holds a static: several core workers can live in one process.
+#[test]
+fn ray_core_is_layered_and_only_its_facade_holds_globals() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let modules = ray_core_modules(root);
+    assert!(modules.len() > 15, "found only {} modules", modules.len());
+    let names: Vec<String> = modules.keys().cloned().collect();
+    let graph: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> = modules
+        .iter()
+        .map(|(m, code)| {
+            let mut deps = imports(code, &names);
+            deps.remove(m.as_str());
+            (m.as_str(), deps)
+        })
+        .collect();
+    let mut problems = Vec::new();
+
+    // A circle shows up as an edge back to a module still on the search path.
+    fn visit<'a>(
+        m: &'a str,
+        graph: &std::collections::BTreeMap<&'a str, std::collections::BTreeSet<&'a str>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+        circles: &mut Vec<String>,
+    ) {
+        if done.contains(m) {
+            return;
+        }
+        if let Some(at) = path.iter().position(|p| *p == m) {
+            let mut circle = path[at..].to_vec();
+            circle.push(m);
+            circles.push(format!("import circle: {}", circle.join(" -> ")));
+            return;
+        }
+        path.push(m);
+        for d in &graph[m] {
+            visit(d, graph, path, done, circles);
+        }
+        path.pop();
+        done.insert(m);
+    }
+    let mut done = std::collections::BTreeSet::new();
+    for m in graph.keys() {
+        visit(m, &graph, &mut Vec::new(), &mut done, &mut problems);
+    }
+
+    let current = ["current", "::"].concat();
+    for (m, code) in &modules {
+        if FACADE.contains(&m.as_str()) {
+            continue;
+        }
+        for up in graph[m.as_str()].iter().filter(|d| FACADE.contains(d)) {
+            problems.push(format!("{m}: imports the facade module {up}"));
+        }
+        if code.contains(current.as_str()) {
+            problems.push(format!("{m}: reads the current core worker"));
+        }
+        if m == "registry" {
+            continue; // The link-time registry.
+        }
+        // Statics outside `thread_local!` (call-scoped context, set and restored by callers).
+        let mut depth = 0i32;
+        let mut in_thread_local = false;
+        for line in code.lines() {
+            if line.contains("thread_local!") {
+                in_thread_local = true;
+                depth = 0;
+            }
+            if in_thread_local {
+                depth += line.matches('{').count() as i32 - line.matches('}').count() as i32;
+                if depth <= 0 && line.contains('}') {
+                    in_thread_local = false;
+                }
+                continue;
+            }
+            let t = line.trim_start();
+            let t = t
+                .strip_prefix("pub(crate) ")
+                .or_else(|| t.strip_prefix("pub "))
+                .unwrap_or(t);
+            if t.starts_with("static ") {
+                problems.push(format!("{m}: holds a static: {}", line.trim()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
