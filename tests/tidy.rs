@@ -99,7 +99,12 @@ fn ray_core_modules(root: &Path) -> std::collections::BTreeMap<String, String> {
     let mut modules = std::collections::BTreeMap::<String, String>::new();
     for f in files {
         let rel = f.strip_prefix(&src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy();
         let name = first.trim_end_matches(".rs").to_string();
         let text = std::fs::read_to_string(&f).unwrap();
         let code: Vec<&str> = text

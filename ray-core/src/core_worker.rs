@@ -443,6 +443,7 @@ impl CoreWorker {
                 Default::default()
             },
             get_if_exists: opts.get_if_exists,
+            job_id: self.own.me.job_id,
         };
         let gcs = c.gcs.clone();
         let reply = c.call(async move { gcs.register_actor(spec).await })?;

@@ -18,7 +18,7 @@ use ray_common::rpc::{Connect, TonicConnect};
 use ray_gcs::{GcsServer, GcsService};
 use ray_object_store::{ArenaMapping, ObjectStore, StoreConfig};
 use ray_proto::auth::CheckToken;
-use ray_raylet::{NodeManager, NodeManagerConfig, NodeManagerServer};
+use ray_raylet::{NodeManager, NodeManagerConfig, NodeManagerServer, ProcessLauncher};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use tonic::service::interceptor::InterceptedService;
@@ -31,6 +31,9 @@ pub(crate) struct Session {
     node: Option<NodeManager>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
+
+/// The job of a local session's driver (the only one its embedded head serves).
+const JOB_ID: u32 = 1;
 
 /// Prefix of every shared-memory file and socket name of this runtime.
 const PREFIX: &str = "rayrs-";
@@ -45,7 +48,7 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
                     address: format!("sync:{}", std::process::id()).into(),
                     worker_id,
                     node_id: random_id(),
-                    job_id: 1,
+                    job_id: JOB_ID,
                     namespace: config.namespace.clone().unwrap_or_default(),
                     is_worker: false,
                     location: format!("sync mode, pid {}", std::process::id()),
@@ -98,6 +101,7 @@ fn start_local(
     let handle = tokio_rt.handle().clone();
     let node_id = random_id();
     let program = std::env::current_exe().map_err(Error::runtime)?;
+    let namespace = config.namespace.clone().unwrap_or_default();
     let mut stops = Vec::new();
     let slot = Slot::default();
 
@@ -112,12 +116,8 @@ fn start_local(
             NodeManagerConfig {
                 node_id,
                 resources: resources.clone(),
-                worker_program: program,
-                worker_env: Vec::new(),
                 token: token.to_string(),
                 session: session.clone(),
-                job_id: 1,
-                namespace: config.namespace.clone().unwrap_or_default(),
                 gcs_address: gcs_address.clone(),
                 max_workers: config
                     .max_workers
@@ -126,6 +126,7 @@ fn start_local(
             },
             store,
             connect.clone(),
+            Arc::new(ProcessLauncher),
         );
         let nm_routes = Routes::new(InterceptedService::new(
             NodeManagerServer::new(node.clone())
@@ -136,6 +137,14 @@ fn start_local(
         stops.push(stop);
         node.set_address(nm_address.clone());
         let gcs = connect.gcs(&gcs_address)?;
+        gcs.register_job(ray_proto::JobConfig {
+            job_id: JOB_ID,
+            program: program.display().to_string(),
+            env: Vec::new(),
+            namespace: namespace.clone(),
+        })
+        .await
+        .map_err(|e| Error::Runtime(format!("registering the job: {}", e.message)))?;
         gcs.register_node(ray_proto::RegisterNodeRequest {
             node: Some(ray_proto::NodeInfo {
                 node_id: node_id.to_vec().into(),
@@ -172,8 +181,8 @@ fn start_local(
             address: core_address.into(),
             worker_id,
             node_id,
-            job_id: 1,
-            namespace: config.namespace.clone().unwrap_or_default(),
+            job_id: JOB_ID,
+            namespace,
             is_worker: false,
             location: format!("driver (pid {})", std::process::id()),
         },

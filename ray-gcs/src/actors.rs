@@ -264,6 +264,7 @@ impl GcsService {
                 shape: spec.shape.clone(),
                 requester_id: Default::default(),
                 for_actor: true,
+                job_id: spec.job_id,
             })
             .await
             .map_err(|e| PlacementError::call(step(), e))?;

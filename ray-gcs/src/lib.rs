@@ -1,5 +1,5 @@
-//! The global control store (GCS): node membership, the cluster resource view, job ids, and
-//! the actor directory (names, states, restarts).
+//! The global control store (GCS): node membership, the cluster resource view, jobs (ids and
+//! what their workers run), and the actor directory (names, states, restarts).
 //!
 //! It runs inside the head process (embedded in the driver in local mode). Nothing on the
 //! per-task path calls it: node managers report to it, drivers read the cluster view from it,
@@ -33,6 +33,7 @@ struct Inner {
 struct State {
     nodes: Vec<NodeInfo>,
     next_job_id: u32,
+    jobs: std::collections::HashMap<u32, JobConfig>,
 }
 
 impl GcsService {
@@ -104,6 +105,25 @@ impl Gcs for GcsService {
         Ok(Response::new(NextJobIdReply {
             job_id: state.next_job_id,
         }))
+    }
+
+    async fn register_job(&self, req: Request<JobConfig>) -> Result<Response<Empty>, Status> {
+        let job = req.into_inner();
+        if job.program.is_empty() {
+            return Err(Status::invalid_argument("a job without a program"));
+        }
+        tracing::info!(job = job.job_id, program = %job.program, "job registered");
+        let mut state = self.inner.state.lock();
+        state.next_job_id = state.next_job_id.max(job.job_id);
+        state.jobs.insert(job.job_id, job);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<JobConfig>, Status> {
+        let id = req.into_inner().job_id;
+        let job = self.inner.state.lock().jobs.get(&id).cloned();
+        job.map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))
     }
 
     async fn register_actor(

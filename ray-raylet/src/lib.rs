@@ -1,7 +1,8 @@
 //! The node manager ("raylet"): one per machine.
 //!
-//! It owns the node's shared-memory object store, its worker pool and its resource
-//! accounting, and leases workers to core workers, which then push tasks to the leased worker
+//! It owns the node's shared-memory object store, its worker pool (workers of any number of
+//! jobs, started through a [`WorkerLauncher`]) and its resource accounting, and leases
+//! workers to core workers, which then push tasks to the leased worker
 //! directly. It never sees a task: only lease requests, returns and store operations.
 //!
 //! Invariants: a lease holds exactly the resources it was granted (less the CPU a blocked
@@ -9,9 +10,11 @@
 //! [`NodeManager::shutdown`], and dies with this process (parent-death signal) if shutdown never
 //! runs.
 
+mod launcher;
 mod pool;
 mod service;
 
+pub use launcher::{Killer, LaunchRequest, LaunchedWorker, ProcessLauncher, WorkerLauncher};
 pub use pool::{default_max_workers, Grant, LeaseError, NodeManager, NodeManagerConfig};
 pub use ray_proto::node_manager_server::NodeManagerServer;
 

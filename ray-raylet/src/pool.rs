@@ -1,18 +1,17 @@
 //! Worker pool and lease accounting.
 
+use crate::launcher::{Killer, LaunchRequest, WorkerLauncher};
 use parking_lot::Mutex;
 use ray_common::limits::{available_memory, fd_limit};
+use ray_common::rpc::RpcErrorKind;
 use ray_common::rpc::{Connect, GcsApi};
 use ray_common::{Throttle, WorkerId};
 use ray_object_store::ObjectStore;
+use ray_proto::JobConfig;
 use ray_scheduler::{NodeResources, ResourceSet, CPU};
 use std::collections::HashMap;
-use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
-
-use crate::worker_env;
 
 /// What a node manager is started with.
 pub struct NodeManagerConfig {
@@ -20,18 +19,10 @@ pub struct NodeManagerConfig {
     pub node_id: [u8; 16],
     /// The node's total resources.
     pub resources: ResourceSet,
-    /// The program started for each worker: the job's own binary.
-    pub worker_program: PathBuf,
-    /// Extra environment for workers.
-    pub worker_env: Vec<(String, String)>,
     /// The per-session token, handed to workers on their stdin.
     pub token: String,
     /// Unique name of the session.
     pub session: String,
-    /// The job whose workers this node starts.
-    pub job_id: u32,
-    /// The job's namespace (named actors), which its workers share.
-    pub namespace: String,
     /// The GCS endpoint, told to workers when they register.
     pub gcs_address: String,
     /// Most worker processes alive at once, whatever their resources (see
@@ -95,11 +86,21 @@ pub enum LeaseError {
     /// The node's worker-process limit kept the request waiting past its deadline.
     #[error("{0}")]
     WorkerLimit(String),
+    /// The lease names a job the GCS does not know.
+    #[error("unknown job {0}")]
+    UnknownJob(u32),
+    /// The job's record could not be read from the GCS (it may be unreachable for now).
+    #[error("reading job {0} from the GCS: {1}")]
+    JobUnavailable(u32, String),
 }
 
 pub(crate) struct WorkerRecord {
+    /// The job whose program it runs; it serves no other.
+    pub job_id: u32,
     /// 0 until the process is spawned.
     pub pid: u32,
+    /// Kills it; `None` until it is launched.
+    pub kill: Option<Killer>,
     pub task_socket: String,
     pub core_worker_address: String,
     pub registered: bool,
@@ -108,9 +109,11 @@ pub(crate) struct WorkerRecord {
 
 impl WorkerRecord {
     /// A worker decided on, its process not yet started.
-    fn starting() -> Self {
+    fn starting(job_id: u32) -> Self {
         WorkerRecord {
+            job_id,
             pid: 0,
+            kill: None,
             task_socket: String::new(),
             core_worker_address: String::new(),
             registered: false,
@@ -148,6 +151,29 @@ struct PoolState {
 }
 
 impl PoolState {
+    /// An idle worker of job `job_id`, taken off the idle list.
+    fn take_idle(&mut self, job_id: u32) -> Option<[u8; 16]> {
+        let workers = &self.workers;
+        let at = self
+            .idle
+            .iter()
+            .rposition(|w| workers.get(w).is_some_and(|r| r.job_id == job_id))?;
+        Some(self.idle.remove(at))
+    }
+
+    /// Takes an idle worker of another job than `job_id` off the idle list, to be killed
+    /// (its exit frees its place); how to kill it.
+    fn evict_idle_of_other_job(&mut self, job_id: u32) -> Option<Killer> {
+        let workers = &self.workers;
+        let at = self.idle.iter().position(|w| {
+            workers
+                .get(w)
+                .is_some_and(|r| r.job_id != job_id && r.kill.is_some())
+        })?;
+        let worker = self.idle.remove(at);
+        self.workers.get(&worker).and_then(|r| r.kill.clone())
+    }
+
     /// Forgets a lease, keeping the count of actor workers true.
     fn remove_lease(&mut self, lease_id: u64) -> Option<LeaseRecord> {
         let lease = self.leases.remove(&lease_id)?;
@@ -178,12 +204,21 @@ pub(crate) struct Inner {
     connect: Arc<dyn Connect>,
     /// Warns that a request waits on the worker limit, at most every few seconds.
     limit_warning: Throttle,
+    launcher: Arc<dyn WorkerLauncher>,
+    /// Jobs seen, as the GCS described them.
+    jobs: Mutex<HashMap<u32, Arc<JobConfig>>>,
 }
 
 impl NodeManager {
-    /// A node manager owning `store`, calling the GCS through clients `connect` opens. Call
-    /// [`NodeManager::set_address`] once its server listens.
-    pub fn new(config: NodeManagerConfig, store: ObjectStore, connect: Arc<dyn Connect>) -> Self {
+    /// A node manager owning `store`, calling the GCS through clients `connect` opens and
+    /// starting workers with `launcher`. Call [`NodeManager::set_address`] once its server
+    /// listens.
+    pub fn new(
+        config: NodeManagerConfig,
+        store: ObjectStore,
+        connect: Arc<dyn Connect>,
+        launcher: Arc<dyn WorkerLauncher>,
+    ) -> Self {
         let resources = NodeResources::new(config.resources.clone());
         NodeManager {
             inner: Arc::new(Inner {
@@ -208,6 +243,8 @@ impl NodeManager {
                 gcs: std::sync::OnceLock::new(),
                 connect,
                 limit_warning: Throttle::default(),
+                launcher,
+                jobs: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -241,20 +278,56 @@ impl NodeManager {
         self.inner.state.lock().workers.len()
     }
 
-    /// Waits until `shape` fits and a worker is idle, then leases that worker. Starts workers
-    /// on demand.
-    pub async fn lease(&self, shape: &ResourceSet) -> Result<Grant, LeaseError> {
-        self.lease_for(shape, &[], false).await
+    /// The client of the GCS, opened once: a connection per report meant hundreds of
+    /// connects at once when many workers died together.
+    fn gcs(&self) -> Option<Arc<dyn GcsApi>> {
+        self.inner
+            .gcs
+            .get_or_init(|| {
+                let opened = self.inner.connect.gcs(&self.inner.config.gcs_address);
+                opened
+                    .inspect_err(|e| tracing::warn!(error = %e, "cannot open a GCS client"))
+                    .ok()
+            })
+            .clone()
     }
 
-    /// [`NodeManager::lease`] on behalf of `lessee` (a worker id), whose leases are taken
-    /// back if its process dies; `for_actor`: a worker an actor will hold for its life.
+    /// Records `job` (what its workers run), as if the GCS had described it.
+    pub fn register_job(&self, job: JobConfig) {
+        self.inner.jobs.lock().insert(job.job_id, Arc::new(job));
+    }
+
+    /// The job `job_id`: known here, or asked of the GCS.
+    pub async fn job(&self, job_id: u32) -> Result<Arc<JobConfig>, LeaseError> {
+        if let Some(job) = self.inner.jobs.lock().get(&job_id) {
+            return Ok(job.clone());
+        }
+        let gcs = self.gcs().ok_or_else(|| {
+            LeaseError::JobUnavailable(job_id, "no client of the GCS".to_string())
+        })?;
+        match gcs.get_job(ray_proto::GetJobRequest { job_id }).await {
+            Ok(job) => {
+                let job = Arc::new(job);
+                self.inner.jobs.lock().insert(job_id, job.clone());
+                Ok(job)
+            }
+            Err(e) if e.kind == RpcErrorKind::NotFound => Err(LeaseError::UnknownJob(job_id)),
+            Err(e) => Err(LeaseError::JobUnavailable(job_id, e.to_string())),
+        }
+    }
+
+    /// Waits until `shape` fits and a worker of job `job_id` is idle, then leases that
+    /// worker, on behalf of `lessee` (a worker id, whose leases are taken back if its process
+    /// dies; empty for a driver or the GCS). Starts workers on demand. `for_actor`: a worker
+    /// an actor will hold for its life.
     pub async fn lease_for(
         &self,
         shape: &ResourceSet,
         lessee: &[u8],
         for_actor: bool,
+        job_id: u32,
     ) -> Result<Grant, LeaseError> {
+        let job = self.job(job_id).await?;
         {
             let state = self.inner.state.lock();
             if !state.resources.is_feasible(shape) {
@@ -280,7 +353,7 @@ impl NodeManager {
         self.inner.state.lock().waiting += 1;
         let _waiting = Waiting(self);
         tracing::debug!(shape = ?shape.to_map(), "lease requested");
-        let r = self.lease_loop(shape, lessee, for_actor).await;
+        let r = self.lease_loop(shape, lessee, for_actor, &job).await;
         tracing::debug!(shape = ?shape.to_map(), granted = r.is_ok(), "lease answered");
         r
     }
@@ -297,6 +370,7 @@ impl NodeManager {
         shape: &ResourceSet,
         lessee: &[u8],
         for_actor: bool,
+        job: &JobConfig,
     ) -> Result<Grant, LeaseError> {
         let max_workers = self.inner.config.max_workers;
         let max_actors = max_workers - self.task_reserve();
@@ -334,12 +408,19 @@ impl NodeManager {
                 let fits = state.resources.is_available(shape);
                 let actors_full = for_actor && state.actor_workers >= max_actors;
                 if fits && !actors_full {
-                    if let Some(worker) = state.idle.pop() {
+                    if let Some(worker) = state.take_idle(job.job_id) {
                         return Ok(grant(&mut state, worker, shape, lessee, for_actor));
                     }
                 }
                 // Starting workers are in the table from the moment they are decided on.
-                let alive = state.workers.len();
+                let mut alive = state.workers.len();
+                if fits && !actors_full && alive >= max_workers {
+                    // An idle worker of another job makes room (as Ray's pool does).
+                    if let Some(kill) = state.evict_idle_of_other_job(job.job_id) {
+                        kill();
+                        alive -= 1;
+                    }
+                }
                 let at_limit = actors_full || alive >= max_workers;
                 if fits && at_limit {
                     let since = *limited_since.get_or_insert_with(std::time::Instant::now);
@@ -376,7 +457,9 @@ impl NodeManager {
                 if fits && state.starting < state.waiting && !at_limit {
                     state.starting += 1;
                     let worker_id = WorkerId::random().0;
-                    state.workers.insert(worker_id, WorkerRecord::starting());
+                    state
+                        .workers
+                        .insert(worker_id, WorkerRecord::starting(job.job_id));
                     Some(worker_id)
                 } else {
                     tracing::debug!(
@@ -393,7 +476,7 @@ impl NodeManager {
                 }
             };
             if let Some(worker_id) = spawn {
-                if let Err(e) = self.spawn_worker(worker_id) {
+                if let Err(e) = self.spawn_worker(worker_id, job) {
                     let mut state = self.inner.state.lock();
                     state.starting -= 1;
                     state.workers.remove(&worker_id);
@@ -424,14 +507,14 @@ impl NodeManager {
             if let Some(w) = state.workers.get_mut(&lease.worker) {
                 w.lease = None;
                 if worker_failed {
-                    kill = Some(w.pid);
+                    kill = w.kill.clone();
                 } else {
                     state.idle.push(lease.worker);
                 }
             }
         }
-        if let Some(pid) = kill {
-            kill_pid(pid);
+        if let Some(kill) = kill {
+            kill();
         }
         self.inner.changed.notify_waiters();
     }
@@ -466,28 +549,31 @@ impl NodeManager {
         }
     }
 
+    /// Records that a worker this node started listens; the job it serves, or `None` if it
+    /// is not one this node is waiting for.
     pub(crate) fn register_worker(
         &self,
         worker_id: [u8; 16],
         pid: u32,
         task_socket: String,
         core_worker_address: String,
-    ) -> bool {
+    ) -> Option<Arc<JobConfig>> {
         let mut state = self.inner.state.lock();
         if state.shutting_down {
-            return false;
+            return None;
         }
         let Some(w) = state.workers.get_mut(&worker_id) else {
             tracing::warn!(pid, "registration from a worker this node did not start");
-            return false;
+            return None;
         };
         if w.pid != pid || w.registered {
             tracing::warn!(
                 pid,
                 "worker registration does not match the started process"
             );
-            return false;
+            return None;
         }
+        let job = self.inner.jobs.lock().get(&w.job_id).cloned()?;
         w.registered = true;
         w.task_socket = task_socket;
         w.core_worker_address = core_worker_address;
@@ -496,78 +582,61 @@ impl NodeManager {
         state.idle.push(worker_id);
         drop(state);
         self.inner.changed.notify_waiters();
-        true
+        Some(job)
     }
 
-    /// Starts the process of `worker_id`, whose record is in the table already.
-    fn spawn_worker(&self, worker_id: [u8; 16]) -> Result<(), LeaseError> {
+    /// Starts worker `worker_id` of `job`, whose record is in the table already.
+    fn spawn_worker(&self, worker_id: [u8; 16], job: &JobConfig) -> Result<(), LeaseError> {
         let config = &self.inner.config;
         if self.inner.state.lock().shutting_down {
             return Err(LeaseError::ShuttingDown);
         }
-        let mut cmd = tokio::process::Command::new(&config.worker_program);
-        cmd.env(worker_env::WORKER_MODE, "1")
-            .env(worker_env::NODE_MANAGER, self.inner.address.lock().clone())
-            .env(worker_env::WORKER_ID, ray_common::ids::hex(&worker_id))
-            .env(worker_env::SESSION, &config.session)
-            .envs(config.worker_env.iter().cloned())
-            .stdin(std::process::Stdio::piped())
-            .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child when
-        // the thread that started it exits, so workers never outlive a crashed driver.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| LeaseError::Spawn(format!("{}: {e}", config.worker_program.display())))?;
-        let pid = child.id().unwrap_or(0);
+        let node_manager = self.inner.address.lock().clone();
+        let mut launched = self
+            .inner
+            .launcher
+            .launch(&LaunchRequest {
+                worker_id: WorkerId(worker_id),
+                job,
+                node_manager: &node_manager,
+                session: &config.session,
+            })
+            .map_err(LeaseError::Spawn)?;
+        let pid = launched.pid();
         // Known before it has the token: a fast worker may register as soon as it reads it.
         {
             let mut state = self.inner.state.lock();
             if state.shutting_down {
                 // Shutdown began while it started: it would be missed by the kill.
+                launched.killer()();
                 return Err(LeaseError::ShuttingDown);
             }
             if let Some(w) = state.workers.get_mut(&worker_id) {
                 w.pid = pid;
+                w.kill = Some(launched.killer());
             }
         }
-        // The token goes over a private pipe, never the command line or the environment.
-        let handed = match child.stdin.take() {
-            Some(stdin) => stdin
-                .into_owned_fd()
-                .map(std::fs::File::from)
-                .and_then(|mut f| f.write_all(format!("{}\n", config.token).as_bytes())),
-            None => Ok(()),
-        };
-        if let Err(e) = handed {
-            // The child is killed as it is dropped; the caller forgets its record.
+        // The token goes over a private channel, never the command line or the environment.
+        if let Err(e) = launched.hand_token(&config.token) {
+            launched.killer()();
             return Err(LeaseError::Spawn(format!(
                 "handing the token to a worker: {e}"
             )));
         }
         tracing::debug!(pid, "worker started");
         let me = self.clone();
+        let exited = launched.exited();
         tokio::spawn(async move {
-            let status = child.wait().await;
-            me.worker_exited(worker_id, pid, status.ok());
+            let status = exited.await;
+            me.worker_exited(worker_id, pid, status);
         });
         Ok(())
     }
 
-    fn worker_exited(
-        &self,
-        worker_id: [u8; 16],
-        pid: u32,
-        status: Option<std::process::ExitStatus>,
-    ) {
+    fn worker_exited(&self, worker_id: [u8; 16], pid: u32, status: String) {
         let mut state = self.inner.state.lock();
         if !state.shutting_down {
-            tracing::debug!(pid, ?status, "worker exited");
+            tracing::debug!(pid, %status, "worker exited");
             self.report_failure(worker_id);
         }
         if let Some(w) = state.workers.remove(&worker_id) {
@@ -608,13 +677,7 @@ impl NodeManager {
 
     /// Tells the GCS, which restarts or buries the worker's actor and the actors it owned.
     fn report_failure(&self, worker_id: [u8; 16]) {
-        let gcs = self.inner.gcs.get_or_init(|| {
-            let opened = self.inner.connect.gcs(&self.inner.config.gcs_address);
-            opened
-                .inspect_err(|e| tracing::warn!(error = %e, "cannot open a GCS client"))
-                .ok()
-        });
-        let Some(gcs) = gcs.clone() else {
+        let Some(gcs) = self.gcs() else {
             return;
         };
         tokio::spawn(async move {
@@ -629,14 +692,18 @@ impl NodeManager {
 
     /// Kills every worker and waits until all are reaped; refuses leases from then on.
     pub async fn shutdown(&self) {
-        let pids: Vec<u32> = {
+        let kills: Vec<Killer> = {
             let mut state = self.inner.state.lock();
             state.shutting_down = true;
-            state.workers.values().map(|w| w.pid).collect()
+            state
+                .workers
+                .values()
+                .filter_map(|w| w.kill.clone())
+                .collect()
         };
         self.inner.changed.notify_waiters();
-        for pid in pids {
-            kill_pid(pid);
+        for kill in kills {
+            kill();
         }
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
@@ -692,15 +759,4 @@ fn grant(
 
 fn cpu_part(shape: &ResourceSet) -> ResourceSet {
     ResourceSet::cpus(shape.get(CPU)).unwrap_or_default()
-}
-
-fn kill_pid(pid: u32) {
-    if pid == 0 {
-        return;
-    }
-    // SAFETY: plain syscall on a pid this node manager started and has not yet reaped (the
-    // monitor task reaps it), so the pid cannot have been reused.
-    unsafe {
-        libc::kill(pid as libc::pid_t, libc::SIGKILL);
-    }
 }

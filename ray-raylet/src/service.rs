@@ -44,16 +44,18 @@ impl NodeManagerRpc for NodeManager {
     ) -> Result<Response<RegisterWorkerReply>, Status> {
         let req = req.into_inner();
         let worker_id = id16(&req.worker_id, "worker id")?;
-        if !self.register_worker(worker_id, req.pid, req.task_socket, req.core_worker_address) {
+        let Some(job) =
+            self.register_worker(worker_id, req.pid, req.task_socket, req.core_worker_address)
+        else {
             return Err(Status::permission_denied("unknown or duplicate worker"));
-        }
+        };
         let config = &self.inner.config;
         Ok(Response::new(RegisterWorkerReply {
             node_id: config.node_id.to_vec().into(),
             store_path: self.inner.store.path().display().to_string(),
-            job_id: config.job_id,
+            job_id: job.job_id,
             gcs_address: config.gcs_address.clone(),
-            namespace: config.namespace.clone(),
+            namespace: job.namespace.clone(),
         }))
     }
 
@@ -64,7 +66,7 @@ impl NodeManagerRpc for NodeManager {
         let req = req.into_inner();
         let shape = to_resource_set(req.shape)?;
         let result = match self
-            .lease_for(&shape, &req.requester_id, req.for_actor)
+            .lease_for(&shape, &req.requester_id, req.for_actor, req.job_id)
             .await
         {
             Ok(g) => lease_reply::Result::Granted(Lease {
@@ -81,6 +83,10 @@ impl NodeManagerRpc for NodeManager {
             Err(e @ LeaseError::Spawn(_)) => return Err(Status::internal(e.to_string())),
             Err(e @ LeaseError::WorkerLimit(_)) => {
                 return Err(Status::resource_exhausted(e.to_string()))
+            }
+            Err(e @ LeaseError::UnknownJob(_)) => return Err(Status::not_found(e.to_string())),
+            Err(e @ LeaseError::JobUnavailable(..)) => {
+                return Err(Status::unavailable(e.to_string()))
             }
         };
         Ok(Response::new(LeaseReply {

@@ -7,7 +7,7 @@ use ray_common::rpc::{
 };
 use ray_object_store::{ObjectStore, StoreConfig};
 use ray_proto::{CreateObjectRequest, ObjectRequest};
-use ray_raylet::{NodeManager, NodeManagerConfig, NodeManagerServer};
+use ray_raylet::{NodeManager, NodeManagerConfig, NodeManagerServer, ProcessLauncher};
 use std::sync::Arc;
 
 const TOKEN: &str = "test-token";
@@ -19,12 +19,8 @@ async fn node_manager(
     let config = NodeManagerConfig {
         node_id: ray_common::NodeId::random().0,
         resources: ray_scheduler::ResourceSet::cpus(1.0).unwrap(),
-        worker_program: "/bin/false".into(),
-        worker_env: Vec::new(),
         token: TOKEN.into(),
         session: "rpc-seam-test".into(),
-        job_id: 1,
-        namespace: String::new(),
         gcs_address: "127.0.0.1:1".into(),
         max_workers: 4,
         limit_wait: std::time::Duration::from_secs(1),
@@ -32,7 +28,7 @@ async fn node_manager(
     let store =
         ObjectStore::create_anonymous(StoreConfig::new("rpc-seam-test").with_capacity(1 << 20))
             .unwrap();
-    let node = NodeManager::new(config, store, connect);
+    let node = NodeManager::new(config, store, connect, Arc::new(ProcessLauncher));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -167,6 +167,10 @@ client_api! {
     fn report_resources(ReportResourcesRequest) -> Empty, "ReportResources", Some(CONTROL_DEADLINE);
     /// A fresh job id.
     fn next_job_id(Empty) -> NextJobIdReply, "NextJobId", Some(CONTROL_DEADLINE);
+    /// Records a job: what its workers run.
+    fn register_job(JobConfig) -> Empty, "RegisterJob", Some(CONTROL_DEADLINE);
+    /// A job registered before (`NotFound` otherwise).
+    fn get_job(GetJobRequest) -> JobConfig, "GetJob", Some(CONTROL_DEADLINE);
 }
 
 client_api! {

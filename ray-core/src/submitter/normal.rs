@@ -331,6 +331,7 @@ fn request_lease(
     let events = events.clone();
     let token = c.token.clone();
     // Workers name themselves, so their leases come back if they die; a driver's die with it.
+    let job_id = own.me.job_id;
     let requester: Vec<u8> = if own.me.is_worker {
         own.me.worker_id.to_vec()
     } else {
@@ -341,6 +342,7 @@ fn request_lease(
             shape: Some(ray_common::resources::to_resources(&shape)),
             requester_id: requester.into(),
             for_actor: false,
+            job_id,
         };
         let ev = match raylet.request_worker_lease(req).await {
             // The node's worker limit held the request past its deadline.
