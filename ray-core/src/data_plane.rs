@@ -7,8 +7,12 @@
 
 use crate::error::{Error, Result};
 use crate::frames::{encode_frame, read_frames};
+use parking_lot::Mutex;
+use ray_common::rpc::{Call, Filters, Service, Verdict};
 use ray_common::LeaseId;
+use std::collections::HashSet;
 use std::os::linux::net::SocketAddrExt;
+use std::sync::Arc;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -44,14 +48,19 @@ pub(crate) fn connect_task_socket(name: &str) -> Result<tokio::net::UnixStream> 
     tokio::net::UnixStream::from_std(std_stream).map_err(Error::runtime)
 }
 
+/// The filters a test installed, and the label of the process whose connections pass them.
+pub(crate) type DataPlaneFilters = Option<(Arc<Filters>, Arc<str>)>;
+
 /// Connects to the task socket `socket`, greets it with the session `token`, and starts the
 /// connection's writer and reader. Replies and the connection's end come back on `events`,
-/// tagged `conn`.
+/// tagged `conn`. With `filters`, each task frame passes them (see [`Service::DataPlane`]);
+/// without, nothing is checked per frame.
 pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
     socket: &str,
     token: &str,
     conn: ConnId,
     events: mpsc::UnboundedSender<E>,
+    filters: DataPlaneFilters,
 ) -> Result<FrameSender> {
     let stream = connect_task_socket(socket)?;
     let (read, mut write) = stream.into_split();
@@ -64,6 +73,15 @@ pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
     );
     write.write_all(&hello).await.map_err(Error::runtime)?;
     let (tx, rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
+    let (rx, doomed) = match filters {
+        None => (rx, None),
+        Some((filters, from)) => {
+            let doomed = Arc::new(Mutex::new(HashSet::new()));
+            let to: Arc<str> = socket.into();
+            let rx = filtered(rx, filters, from, to, conn, events.clone(), doomed.clone());
+            (rx, Some(doomed))
+        }
+    };
     let writer_events = events.clone();
     tokio::spawn(async move {
         if let Err(e) = crate::frames::write_frames(rx, write).await {
@@ -74,7 +92,12 @@ pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
     tokio::spawn(async move {
         let mut r = BufReader::with_capacity(64 * 1024, read);
         let mut scratch = Vec::new();
-        let read = read_frames(&mut r, &mut scratch, |frame| {
+        let read = read_frames(&mut r, &mut scratch, |frame: ray_proto::ReplyFrame| {
+            if doomed.as_ref().is_some_and(|d| d.lock().remove(&frame.seq)) {
+                let why = "a filter dropped the task's reply".to_string();
+                let _ = events.send(ConnEvent::Closed { conn, why }.into());
+                return false;
+            }
             events.send(ConnEvent::Reply { conn, frame }.into()).is_ok()
         })
         .await;
@@ -85,4 +108,52 @@ pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
         let _ = events.send(ConnEvent::Closed { conn, why }.into());
     });
     Ok(tx)
+}
+
+/// Passes each task frame of `frames` through `filters` on its way to the writer: delayed,
+/// sent with its reply doomed (`doomed` holds its sequence number), or, dropped or failed,
+/// the end of the connection (reported on `events`), as a lost message on a stream is.
+fn filtered<E: From<ConnEvent> + Send + 'static>(
+    mut frames: mpsc::UnboundedReceiver<ray_proto::TaskFrame>,
+    filters: Arc<Filters>,
+    from: Arc<str>,
+    to: Arc<str>,
+    conn: ConnId,
+    events: mpsc::UnboundedSender<E>,
+    doomed: Arc<Mutex<HashSet<u64>>>,
+) -> mpsc::UnboundedReceiver<ray_proto::TaskFrame> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(frame) = frames.recv().await {
+            let call = Call {
+                service: Service::DataPlane,
+                method: "PushTask",
+                from: &from,
+                to: &to,
+            };
+            let why = match filters.verdict(&call) {
+                Verdict::Pass => None,
+                Verdict::Delay(d) => {
+                    tokio::time::sleep(d).await;
+                    None
+                }
+                Verdict::DropResponse => {
+                    doomed.lock().insert(frame.seq);
+                    None
+                }
+                Verdict::DropRequest => Some("a filter dropped a task frame".to_string()),
+                Verdict::Fail(kind, message) => Some(format!(
+                    "a filter failed a task frame ({kind:?}): {message}"
+                )),
+            };
+            if let Some(why) = why {
+                let _ = events.send(ConnEvent::Closed { conn, why }.into());
+                return; // Dropping the writer's queue closes the connection.
+            }
+            if tx.send(frame).is_err() {
+                return;
+            }
+        }
+    });
+    rx
 }

@@ -31,36 +31,50 @@ pub(crate) struct Job {
 
 /// The task queue of a worker and whether its task is blocked.
 pub(crate) struct TaskQueue {
-    blocked: Mutex<bool>,
-    tx: crossbeam_channel::Sender<Job>,
+    state: Mutex<QueueState>,
     rx: crossbeam_channel::Receiver<Job>,
+}
+
+struct QueueState {
+    blocked: bool,
+    /// `None` once closed.
+    tx: Option<crossbeam_channel::Sender<Job>>,
 }
 
 impl TaskQueue {
     pub fn new() -> Arc<Self> {
         let (tx, rx) = crossbeam_channel::unbounded();
         Arc::new(TaskQueue {
-            blocked: Mutex::new(false),
-            tx,
+            state: Mutex::new(QueueState {
+                blocked: false,
+                tx: Some(tx),
+            }),
             rx,
         })
     }
 
     /// Takes a frame off a connection: queued, or sent straight back while blocked.
     fn offer(&self, job: Job) {
-        let blocked = self.blocked.lock();
-        if *blocked && job.frame.actor_id.is_empty() {
-            requeue(job);
-        } else {
-            let _ = self.tx.send(job);
+        let state = self.state.lock();
+        match &state.tx {
+            Some(_) if state.blocked && job.frame.actor_id.is_empty() => requeue(job),
+            Some(tx) => {
+                let _ = tx.send(job);
+            }
+            None => {} // Closed: the worker is going away, and its connections with it.
         }
+    }
+
+    /// Takes no more tasks: [`Executor::run`] returns once the queued ones ran.
+    pub fn close(&self) {
+        self.state.lock().tx = None;
     }
 
     /// The worker's task blocked in `get` (what is queued behind it goes back to its
     /// owners) or resumed.
     pub fn set_blocked(&self, blocked: bool) {
-        let mut b = self.blocked.lock();
-        *b = blocked;
+        let mut state = self.state.lock();
+        state.blocked = blocked;
         if blocked {
             while let Ok(job) = self.rx.try_recv() {
                 requeue(job);

@@ -36,6 +36,7 @@ mod worker;
 // The core worker: modules layered one way, without a circle (ARCHITECTURE.md lists the
 // layers; tests/tidy.rs checks the import graph).
 mod args;
+mod boot;
 mod codec;
 mod config;
 mod core_worker;
@@ -44,6 +45,10 @@ mod error;
 mod executor;
 mod fetch;
 mod frames;
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod harness_tests;
 mod ids;
 mod link;
 mod memory_store;

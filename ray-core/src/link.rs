@@ -38,6 +38,8 @@ pub(crate) struct Link {
     peers: DashMap<Arc<str>, Arc<dyn CoreWorkerApi>>,
     releases: mpsc::UnboundedSender<(Arc<str>, ObjectId, Arc<str>)>,
     fetches: mpsc::UnboundedSender<FetchRequest>,
+    /// Filters a test installed on this core worker's calls, for its task connections too.
+    pub filters: crate::data_plane::DataPlaneFilters,
     /// Workers only: tells the node manager this worker blocks or resumes.
     pub blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
 }
@@ -60,7 +62,9 @@ impl Link {
         let (releases, pending_releases) = mpsc::unbounded_channel();
         let (fetches, fetch_queue) = mpsc::unbounded_channel();
         handle.spawn(send_releases(pending_releases, connect.clone()));
+        let filters = connect.filters();
         let link = Link {
+            filters,
             store: StoreProvider::new(handle.clone(), raylet.clone(), arena),
             handle,
             token,

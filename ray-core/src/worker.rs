@@ -2,20 +2,14 @@
 //!
 //! A constructor (run before `main`, so no user code runs first) checks for the worker
 //! environment variable and, if set, never returns: it registers with the node manager,
-//! builds the process's core worker and makes it current, listens on its task socket, and
-//! hands the main work to the [`Executor`] on a task thread of its own.
+//! boots the process's core worker ([`crate::boot`]) and makes it current, and runs its
+//! tasks on a task thread of its own.
 
-use crate::core_worker::CoreWorker;
+use crate::boot::{boot_worker, WorkerBoot};
 use crate::error::{Error, Result};
-use crate::executor::{serve_task_socket, Executor, TaskQueue};
-use crate::ids::id16;
-use crate::link::{Clients, Link};
-use crate::ownership::Identity;
-use crate::service::{Served, Slot};
-use ray_common::rpc::{Connect, TonicConnect};
+use ray_common::rpc::TonicConnect;
 use ray_raylet::worker_env;
 use std::io::BufRead;
-use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
 
 /// Stack of the thread that runs a worker's tasks: a task waiting on its children may run
@@ -66,106 +60,28 @@ fn run_worker() -> Result<()> {
         .enable_all()
         .build()
         .map_err(Error::runtime)?;
-    let handle = tokio_rt.handle().clone();
-    let _enter = tokio_rt.enter();
-
-    let slot = Slot::default();
-    let (core_address, _stop) = tokio_rt.block_on(crate::server::serve(
-        crate::service::core_worker_routes(&token, slot.clone()),
-    ))?;
-    let socket_name = format!("{session}-{worker_hex}");
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket_name.as_bytes())
-        .map_err(Error::runtime)?;
-    let std_listener =
-        std::os::unix::net::UnixListener::bind_addr(&addr).map_err(Error::runtime)?;
-    std_listener.set_nonblocking(true).map_err(Error::runtime)?;
-    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(Error::runtime)?;
-
-    let connect: Arc<dyn Connect> = Arc::new(TonicConnect::new(&token).labelled(&core_address));
-    let raylet = {
-        let _in_runtime = tokio_rt.enter();
-        connect.node_manager(&node_manager)?
-    };
-    let registered = {
-        let req = ray_proto::RegisterWorkerRequest {
-            worker_id: worker_id.to_vec().into(),
-            pid: std::process::id(),
-            task_socket: socket_name,
-            core_worker_address: core_address.clone(),
-        };
-        tokio_rt
-            .block_on(raylet.register_worker(req))
-            .map_err(|e| {
-                Error::Runtime(format!("registering with the node manager: {}", e.message))
-            })?
-    };
-    let arena = ray_object_store::ArenaMapping::open(std::path::Path::new(&registered.store_path))
-        .map_err(Error::runtime)?;
-
-    let queue = TaskQueue::new();
-    let hook = {
-        let queue = queue.clone();
-        let raylet = raylet.clone();
-        let handle = handle.clone();
-        move |blocked: bool| {
-            if blocked {
-                queue.set_blocked(true);
-            }
-            let raylet = raylet.clone();
-            let req = ray_proto::BlockedRequest {
-                worker_id: worker_id.to_vec().into(),
-                blocked,
-            };
-            let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            handle.spawn(async move {
-                let _ = tx.send(raylet.notify_blocked(req).await);
-            });
-            let _ = rx.recv();
-            if !blocked {
-                queue.set_blocked(false);
-            }
-        }
-    };
-    let link = Link::new(
-        handle.clone(),
-        token.clone(),
-        Clients {
-            gcs: {
-                let _in_runtime = handle.enter();
-                connect.gcs(&registered.gcs_address)?
-            },
-            connect,
-            raylet,
-        },
-        arena,
-        Some(Box::new(hook)),
-    );
-    let cw = CoreWorker::new(
-        Identity {
-            address: core_address.into(),
+    let booted = boot_worker(
+        &tokio_rt,
+        WorkerBoot {
             worker_id,
-            node_id: id16(&registered.node_id, "node id")?,
-            job_id: registered.job_id,
-            namespace: registered.namespace.clone(),
-            is_worker: true,
-            location: format!("worker {} (pid {})", &worker_hex[..8], std::process::id()),
+            node_manager: &node_manager,
+            session: &session,
+            token: token.clone(),
+            serve: Box::new(|runtime, routes| {
+                let (address, stop) = runtime.block_on(crate::server::serve(routes))?;
+                Ok((address, Box::new(stop)))
+            }),
+            connect: Box::new(|me| Arc::new(TonicConnect::new(&token).labelled(me))),
         },
-        Some(link),
-        Default::default(),
-    );
-    crate::current::set_current(Some(cw.clone()));
-    let executor = Executor::new(cw.own.clone(), queue.clone());
-    slot.fill(Served {
-        own: Arc::downgrade(&cw.own),
-        executor: Some(executor.clone()),
-    });
-    handle.spawn(serve_task_socket(listener, token, queue));
-
+    )?;
+    crate::current::set_current(Some(booted.core_worker.clone()));
+    let executor = booted.executor.clone();
     let tasks = std::thread::Builder::new()
         .name("ray-task".into())
         .stack_size(TASK_STACK_BYTES)
         .spawn(move || executor.run())
         .map_err(Error::runtime)?;
     let _ = tasks.join();
+    booted.stop();
     Ok(())
 }

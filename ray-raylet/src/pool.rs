@@ -273,6 +273,25 @@ impl NodeManager {
         )
     }
 
+    /// The workers alive or starting.
+    pub fn worker_ids(&self) -> Vec<[u8; 16]> {
+        self.inner.state.lock().workers.keys().copied().collect()
+    }
+
+    /// Kills worker `worker_id`, as the kernel's out-of-memory killer or an operator might:
+    /// its leases come back and the GCS hears of its death once it is reaped. False if
+    /// there is no such worker (or it is not started yet).
+    pub fn kill_worker(&self, worker_id: [u8; 16]) -> bool {
+        let kill = self
+            .inner
+            .state
+            .lock()
+            .workers
+            .get(&worker_id)
+            .and_then(|w| w.kill.clone());
+        kill.map(|k| k()).is_some()
+    }
+
     /// Number of worker processes alive or starting.
     pub fn num_workers(&self) -> usize {
         self.inner.state.lock().workers.len()

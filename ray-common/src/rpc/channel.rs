@@ -25,9 +25,16 @@ pub fn channel(address: &str, token: &str) -> Result<AuthedChannel, String> {
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+    with_token(endpoint.connect_lazy(), token)
+}
+
+/// `channel` with the session token `token` attached to every request.
+pub(crate) fn with_token(
+    channel: tonic::transport::Channel,
+    token: &str,
+) -> Result<AuthedChannel, String> {
     let attach = AttachToken::new(token).map_err(|s| s.message().to_string())?;
     Ok(tonic::service::interceptor::InterceptedService::new(
-        endpoint.connect_lazy(),
-        attach,
+        channel, attach,
     ))
 }

@@ -21,6 +21,9 @@ pub enum Service {
     NodeManager,
     /// Another process's core worker.
     CoreWorker,
+    /// A worker's task socket: `PushTask` is one task frame sent and its reply. A stream
+    /// cannot lose one message, so a dropped or failed one breaks the connection.
+    DataPlane,
 }
 
 /// One call, as a filter sees it.

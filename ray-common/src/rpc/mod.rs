@@ -9,6 +9,7 @@ mod api;
 mod channel;
 mod error;
 mod filter;
+mod mem;
 
 pub use api::{
     CoreWorkerApi, GcsApi, NodeManagerApi, ReplyStream, TonicCoreWorker, TonicGcs,
@@ -17,6 +18,7 @@ pub use api::{
 pub use channel::{channel, AuthedChannel};
 pub use error::{RpcError, RpcErrorKind};
 pub use filter::{Call, Filter, FilterId, Filters, OnMethod, Partition, Service, Verdict};
+pub use mem::{MemNetwork, MemServer, MemStream};
 
 use api::Link;
 use ray_proto::MAX_MESSAGE_BYTES;
@@ -31,6 +33,11 @@ pub trait Connect: Send + Sync + 'static {
     fn node_manager(&self, address: &str) -> Result<Arc<dyn NodeManagerApi>, RpcError>;
     /// The core worker at `address`.
     fn core_worker(&self, address: &str) -> Result<Arc<dyn CoreWorkerApi>, RpcError>;
+    /// The filters its clients' calls pass, and the caller's label, for connections made
+    /// outside gRPC (the data plane) to pass them too.
+    fn filters(&self) -> Option<(Arc<Filters>, Arc<str>)> {
+        None
+    }
 }
 
 /// Opens tonic clients with the session token, each over its own lazy channel (a caller that
@@ -49,6 +56,8 @@ pub struct TonicConnect {
     token: Arc<str>,
     from: Arc<str>,
     filters: Option<Arc<Filters>>,
+    /// Dial over this in-memory network instead of TCP.
+    network: Option<MemNetwork>,
 }
 
 impl TonicConnect {
@@ -58,7 +67,14 @@ impl TonicConnect {
             token: token.into(),
             from: "".into(),
             filters: None,
+            network: None,
         }
+    }
+
+    /// Clients over `network` instead of TCP (a test's simulated cluster).
+    pub fn over(mut self, network: MemNetwork) -> Self {
+        self.network = Some(network);
+        self
     }
 
     /// Names the caller, as filters see it in [`Call::from`].
@@ -75,8 +91,11 @@ impl TonicConnect {
 
     fn open(&self, address: &str) -> Result<(AuthedChannel, Link), RpcError> {
         let to: Arc<str> = address.into();
-        let ch = channel(address, &self.token)
-            .map_err(|e| RpcError::new(RpcErrorKind::InvalidArgument, "connect", &to, e))?;
+        let ch = match &self.network {
+            None => channel(address, &self.token),
+            Some(net) => channel::with_token(net.channel(address), &self.token),
+        }
+        .map_err(|e| RpcError::new(RpcErrorKind::InvalidArgument, "connect", &to, e))?;
         let link = Link {
             to,
             from: self.from.clone(),
@@ -109,5 +128,9 @@ impl Connect for TonicConnect {
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         Ok(Arc::new(TonicCoreWorker::new(client, link)))
+    }
+
+    fn filters(&self) -> Option<(Arc<Filters>, Arc<str>)> {
+        self.filters.clone().map(|f| (f, self.from.clone()))
     }
 }

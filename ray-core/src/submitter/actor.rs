@@ -255,6 +255,7 @@ fn connect_actor(
     let gcs = c.gcs.clone();
     let events = events.clone();
     let token = c.token.clone();
+    let filters = c.filters.clone();
     tokio::spawn(async move {
         let req = ray_proto::GetActorInfoRequest {
             actor_id: id.to_vec().into(),
@@ -281,7 +282,7 @@ fn connect_actor(
             return;
         }
         let conn = ConnId::Actor(conn_id);
-        match data_plane::connect(&info.task_socket, &token, conn, events.clone()).await {
+        match data_plane::connect(&info.task_socket, &token, conn, events.clone(), filters).await {
             Ok(tx) => {
                 let _ = events.send(Event::ActorConnected {
                     actor: id,

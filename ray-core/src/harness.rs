@@ -1,0 +1,492 @@
+//! An in-process cluster for tests: a GCS, node managers and core workers in one process,
+//! over an in-memory gRPC network ([`MemNetwork`]), every call and task connection passing
+//! one set of fault [`Filters`], workers launched in-process by [`InProcessLauncher`]. The
+//! services, node managers, submitters and executors are the real ones, each built as a
+//! value; only the processes are shared.
+//!
+//! The seed (`RAY_TEST_SEED`, printed at start) drives the harness's random choices
+//! ([`RandomDrops`]); thread timing is not under its control, so a replay repeats the same
+//! faults, not necessarily the same interleaving. Workers launched here have no current core
+//! worker: tasks that call `ray::get` themselves need a real worker process.
+
+use crate::boot::{boot_worker, WorkerBoot};
+use crate::core_worker::CoreWorker;
+use crate::link::{Clients, Link};
+use crate::ownership::{Identity, RefInner};
+use crate::service::{Served, Slot};
+use parking_lot::Mutex;
+use ray_common::rpc::{
+    Call, Connect, Filter, Filters, GcsApi, MemNetwork, MemServer, NodeManagerApi, Service,
+    TonicConnect, Verdict,
+};
+use ray_gcs::{GcsServer, GcsService};
+use ray_object_store::{ArenaMapping, ObjectStore, StoreConfig};
+use ray_proto::auth::CheckToken;
+use ray_raylet::{
+    Killer, LaunchRequest, LaunchedWorker, NodeManager, NodeManagerConfig, NodeManagerServer,
+    WorkerLauncher,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Routes;
+
+/// The job the harness's drivers belong to.
+pub(crate) const JOB: u32 = 1;
+/// The GCS's address on the in-memory network.
+const GCS: &str = "gcs";
+
+/// A GCS and node managers in this process, and the drivers a test made.
+pub(crate) struct TestCluster {
+    pub network: MemNetwork,
+    /// Every call and task connection of the cluster passes these.
+    pub filters: Arc<Filters>,
+    pub seed: u64,
+    token: Arc<str>,
+    runtime: Option<tokio::runtime::Runtime>,
+    servers: Mutex<Vec<MemServer>>,
+    pub nodes: Vec<TestNode>,
+    drivers: Mutex<Vec<Arc<CoreWorker>>>,
+}
+
+/// One node manager of a [`TestCluster`].
+pub(crate) struct TestNode {
+    pub manager: NodeManager,
+    pub address: String,
+    store_path: String,
+}
+
+/// The run's seed: `RAY_TEST_SEED` if set, else drawn (and printed, to replay the run).
+fn seed() -> u64 {
+    let seed = std::env::var("RAY_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            u64::from_le_bytes(ray_common::ids::random_bytes()[..8].try_into().unwrap())
+        });
+    eprintln!("harness seed: RAY_TEST_SEED={seed}");
+    seed
+}
+
+impl TestCluster {
+    /// A GCS and `nodes` node managers of `cpus` CPUs each, on a runtime of their own.
+    pub fn start(nodes: usize, cpus: f64) -> TestCluster {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("test-cluster")
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let network = MemNetwork::default();
+        let filters = Arc::new(Filters::default());
+        let token: Arc<str> = ray_common::ids::hex(&ray_common::ids::random_bytes()).into();
+        let session = format!(
+            "rayrs-test-{}-{}",
+            std::process::id(),
+            &ray_common::ids::hex(&ray_common::ids::random_bytes())[..8]
+        );
+        let connect = |label: &str| -> Arc<dyn Connect> {
+            Arc::new(
+                TonicConnect::new(&token)
+                    .labelled(label)
+                    .over(network.clone())
+                    .with_filters(filters.clone()),
+            )
+        };
+        let mut servers = Vec::new();
+        let mut test_nodes = Vec::new();
+        runtime.block_on(async {
+            let gcs = GcsService::new(connect(GCS));
+            let routes = Routes::new(InterceptedService::new(
+                GcsServer::new(gcs),
+                CheckToken::new(&token),
+            ));
+            servers.push(network.serve(GCS, routes));
+            let gcs = connect("harness").gcs(GCS).expect("a GCS client");
+            gcs.register_job(ray_proto::JobConfig {
+                job_id: JOB,
+                program: "in-process".into(),
+                env: Vec::new(),
+                namespace: String::new(),
+            })
+            .await
+            .expect("the job registers");
+            for i in 0..nodes {
+                let address = format!("node-{i}");
+                let store = ObjectStore::create_anonymous(
+                    StoreConfig::new(format!("{session}-{i}")).with_capacity(64 << 20),
+                )
+                .expect("an object store");
+                let store_path = store.path().display().to_string();
+                let resources = ray_scheduler::ResourceSet::cpus(cpus).expect("cpus");
+                let manager = NodeManager::new(
+                    NodeManagerConfig {
+                        node_id: ray_common::NodeId::random().0,
+                        resources: resources.clone(),
+                        token: token.to_string(),
+                        session: session.clone(),
+                        gcs_address: GCS.into(),
+                        max_workers: 16,
+                        limit_wait: Duration::from_secs(10),
+                    },
+                    store,
+                    connect(&address),
+                    Arc::new(InProcessLauncher {
+                        network: network.clone(),
+                        filters: filters.clone(),
+                    }),
+                );
+                manager.set_address(address.clone());
+                let routes = Routes::new(InterceptedService::new(
+                    NodeManagerServer::new(manager.clone())
+                        .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES),
+                    CheckToken::new(&token),
+                ));
+                servers.push(network.serve(&address, routes));
+                let total = ray_common::resources::to_resources(&resources);
+                gcs.register_node(ray_proto::RegisterNodeRequest {
+                    node: Some(ray_proto::NodeInfo {
+                        node_id: manager.node_id().to_vec().into(),
+                        node_manager_address: address.clone(),
+                        total: Some(total.clone()),
+                        available: Some(total),
+                        alive: true,
+                        store_path: store_path.clone(),
+                    }),
+                })
+                .await
+                .expect("the node registers");
+                test_nodes.push(TestNode {
+                    manager,
+                    address,
+                    store_path,
+                });
+            }
+        });
+        TestCluster {
+            network,
+            filters,
+            seed: seed(),
+            token,
+            runtime: Some(runtime),
+            servers: Mutex::new(servers),
+            nodes: test_nodes,
+            drivers: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().expect("running until dropped")
+    }
+
+    /// Runs `f` on the cluster's runtime, from the test's thread.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime().block_on(f)
+    }
+
+    /// Clients labelled `label` over the cluster's network, passing its filters.
+    pub fn connect(&self, label: &str) -> Arc<dyn Connect> {
+        Arc::new(
+            TonicConnect::new(&self.token)
+                .labelled(label)
+                .over(self.network.clone())
+                .with_filters(self.filters.clone()),
+        )
+    }
+
+    /// A client of node `node`'s node manager, labelled `label`.
+    pub fn node_manager_client(&self, node: usize, label: &str) -> Arc<dyn NodeManagerApi> {
+        let _enter = self.runtime().enter();
+        self.connect(label)
+            .node_manager(&self.nodes[node].address)
+            .expect("a client")
+    }
+
+    /// A client of the GCS, labelled `label`.
+    pub fn gcs_client(&self, label: &str) -> Arc<dyn GcsApi> {
+        let _enter = self.runtime().enter();
+        self.connect(label).gcs(GCS).expect("a client")
+    }
+
+    /// A driver's core worker on node `node`, named `name` (its address on the network).
+    pub fn driver(&self, node: usize, name: &str) -> Arc<CoreWorker> {
+        let n = &self.nodes[node];
+        let handle = self.runtime().handle().clone();
+        let _enter = self.runtime().enter();
+        let slot = Slot::default();
+        let server = self.network.serve(
+            name,
+            crate::service::core_worker_routes(&self.token, slot.clone()),
+        );
+        let connect = self.connect(name);
+        let clients = Clients {
+            raylet: connect.node_manager(&n.address).expect("a client"),
+            gcs: connect.gcs(GCS).expect("a client"),
+            connect,
+        };
+        let arena = ArenaMapping::open(std::path::Path::new(&n.store_path)).expect("the arena");
+        let link = Link::new(handle, self.token.clone(), clients, arena, None);
+        let worker_id = ray_common::ids::random_bytes();
+        let cw = CoreWorker::new(
+            Identity {
+                address: name.into(),
+                worker_id,
+                node_id: n.manager.node_id(),
+                job_id: JOB,
+                namespace: String::new(),
+                is_worker: false,
+                location: format!("driver {name}"),
+            },
+            Some(link),
+            Default::default(),
+        );
+        slot.fill(Served {
+            own: Arc::downgrade(&cw.own),
+            executor: None,
+        });
+        self.servers.lock().push(server);
+        self.drivers.lock().push(cw.clone());
+        cw
+    }
+
+    /// `r`'s value, waiting at most `timeout`.
+    pub fn get<T: serde::de::DeserializeOwned>(
+        cw: &CoreWorker,
+        r: &RefInner,
+        timeout: Duration,
+    ) -> crate::Result<T> {
+        let stored = cw.get_stored(r, Some(timeout))?;
+        cw.decode(&stored)
+    }
+}
+
+/// Waits until `condition` holds, checking every few milliseconds; fails the test after
+/// `within`. Tests wait on events, not for fixed times.
+pub(crate) fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Drop for TestCluster {
+    /// Stops the drivers (their pending work fails), kills every worker and stops the
+    /// servers, then the runtime: nothing is left running, even when a test fails.
+    fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
+        let drivers = std::mem::take(&mut *self.drivers.lock());
+        runtime.block_on(async {
+            for d in &drivers {
+                d.stop().await;
+            }
+            for n in &self.nodes {
+                n.manager.shutdown().await;
+            }
+        });
+        for d in &drivers {
+            d.fail_pending();
+        }
+        self.servers.lock().clear();
+        runtime.shutdown_timeout(Duration::from_secs(2));
+    }
+}
+
+/// Launches each worker inside this process: a thread that boots a core worker on a tokio
+/// runtime of its own (serving on the cluster's network, passing its filters) and runs its
+/// tasks. Killing it closes its connections and ends its runtime, as a process's death would.
+pub(crate) struct InProcessLauncher {
+    network: MemNetwork,
+    filters: Arc<Filters>,
+}
+
+struct InProcessWorker {
+    start: Option<Box<dyn FnOnce(String) + Send>>,
+    kill: Killer,
+    exited: tokio::sync::oneshot::Receiver<String>,
+}
+
+impl WorkerLauncher for InProcessLauncher {
+    fn launch(&self, request: &LaunchRequest<'_>) -> Result<Box<dyn LaunchedWorker>, String> {
+        let (kill_tx, kill_rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let (exited_tx, exited) = tokio::sync::oneshot::channel();
+        let network = self.network.clone();
+        let filters = self.filters.clone();
+        let worker_id = request.worker_id.0;
+        let node_manager = request.node_manager.to_string();
+        let session = request.session.to_string();
+        let start = move |token: String| {
+            let spawned = std::thread::Builder::new()
+                .name("in-process-worker".into())
+                .spawn(move || {
+                    let why = run_in_process(
+                        worker_id,
+                        &node_manager,
+                        &session,
+                        token.into(),
+                        network,
+                        filters,
+                        kill_rx,
+                    );
+                    let _ = exited_tx.send(why);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "cannot start an in-process worker");
+            }
+        };
+        let kill: Killer = Arc::new(move || {
+            let _ = kill_tx.try_send(());
+        });
+        Ok(Box::new(InProcessWorker {
+            start: Some(Box::new(start)),
+            kill,
+            exited,
+        }))
+    }
+}
+
+/// Boots a worker, runs its tasks until it is killed, and says how it ended.
+fn run_in_process(
+    worker_id: [u8; 16],
+    node_manager: &str,
+    session: &str,
+    token: Arc<str>,
+    network: MemNetwork,
+    filters: Arc<Filters>,
+    killed: std::sync::mpsc::Receiver<()>,
+) -> String {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("in-process-worker-io")
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return format!("no runtime: {e}"),
+    };
+    let address = format!("worker-{}", ray_common::ids::hex(&worker_id));
+    let booted = boot_worker(
+        &runtime,
+        WorkerBoot {
+            worker_id,
+            node_manager,
+            session,
+            token: token.clone(),
+            serve: Box::new(|_, routes| {
+                let server = network.serve(&address, routes);
+                Ok((address.clone(), Box::new(server)))
+            }),
+            connect: Box::new(|me| {
+                Arc::new(
+                    TonicConnect::new(&token)
+                        .labelled(me)
+                        .over(network.clone())
+                        .with_filters(filters.clone()),
+                )
+            }),
+        },
+    );
+    let booted = match booted {
+        Ok(b) => b,
+        Err(e) => return format!("boot failed: {e}"),
+    };
+    let executor = booted.executor.clone();
+    let tasks = std::thread::Builder::new()
+        .name("in-process-task".into())
+        .stack_size(64 << 20)
+        .spawn(move || executor.run());
+    if let Err(e) = tasks {
+        return format!("no task thread: {e}");
+    }
+    // Until killed (or the node manager, holding the killer, is gone).
+    let _ = killed.recv();
+    booted.stop();
+    runtime.shutdown_background();
+    "killed".to_string()
+}
+
+impl LaunchedWorker for InProcessWorker {
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+
+    fn hand_token(&mut self, token: &str) -> std::io::Result<()> {
+        if let Some(start) = self.start.take() {
+            start(token.to_string());
+        }
+        Ok(())
+    }
+
+    fn killer(&self) -> Killer {
+        self.kill.clone()
+    }
+
+    fn exited(self: Box<Self>) -> Pin<Box<dyn Future<Output = String> + Send>> {
+        Box::pin(async move {
+            self.exited
+                .await
+                .unwrap_or_else(|_| "never started".to_string())
+        })
+    }
+}
+
+/// Drops (the request, or the response) of calls of `service` at random, each with
+/// probability `per_mille / 1000`, from a generator seeded with the run's seed: the same
+/// seed drops the same calls in order.
+pub(crate) struct RandomDrops {
+    state: AtomicU64,
+    service: Service,
+    per_mille: u64,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl RandomDrops {
+    pub fn new(seed: u64, service: Service, per_mille: u64) -> Self {
+        RandomDrops {
+            state: AtomicU64::new(seed | 1),
+            service,
+            per_mille,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Counts the calls dropped so far.
+    pub fn dropped(&self) -> Arc<AtomicUsize> {
+        self.dropped.clone()
+    }
+}
+
+impl Filter for RandomDrops {
+    fn verdict(&self, call: &Call<'_>) -> Verdict {
+        if call.service != self.service {
+            return Verdict::Pass;
+        }
+        // xorshift64*: small, and the same sequence for the same seed.
+        let next = self
+            .state
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mut x| {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                Some(x)
+            })
+            .unwrap_or(1);
+        let draw = next.wrapping_mul(0x2545_f491_4f6c_dd1d) % 1000;
+        if draw < self.per_mille {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        match draw {
+            d if d < self.per_mille / 2 => Verdict::DropRequest,
+            d if d < self.per_mille => Verdict::DropResponse,
+            _ => Verdict::Pass,
+        }
+    }
+}

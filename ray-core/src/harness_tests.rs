@@ -1,0 +1,248 @@
+//! Tests through the in-process cluster ([`crate::harness`]): the submitter's retries and
+//! pipelining, the node manager's leases, jobs, blocked CPU lending and worker deaths, and
+//! the GCS's actor placement and restarts, each driven through the real services with
+//! faults from filters.
+
+use crate::args::ArgSpec;
+use crate::harness::{eventually, RandomDrops, TestCluster, JOB};
+use crate::options::{ActorOptions, TaskOptions};
+use ray_common::rpc::{NodeManagerApi, OnMethod, RpcErrorKind, Service, Verdict};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs of [`add_counted`], which only one test calls (tests may share a process).
+static ADD_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[crate::remote]
+fn add_counted(a: i64, b: i64) -> i64 {
+    ADD_RUNS.fetch_add(1, Ordering::SeqCst);
+    a + b
+}
+
+#[crate::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[crate::remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn name(function: &str) -> &'static str {
+    Box::leak(format!("{}::{function}", module_path!()).into_boxed_str())
+}
+
+fn lease_request(cpus: f64, job_id: u32) -> ray_proto::LeaseRequest {
+    ray_proto::LeaseRequest {
+        shape: Some(ray_common::resources::to_resources(
+            &ray_scheduler::ResourceSet::cpus(cpus).unwrap(),
+        )),
+        requester_id: Default::default(),
+        for_actor: false,
+        job_id,
+    }
+}
+
+fn granted(reply: ray_proto::LeaseReply) -> ray_proto::Lease {
+    match reply.result {
+        Some(ray_proto::lease_reply::Result::Granted(l)) => l,
+        other => panic!("no lease: {other:?}"),
+    }
+}
+
+#[test]
+fn a_lost_task_reply_is_retried_on_another_worker_to_the_right_result() {
+    let cluster = TestCluster::start(1, 2.0);
+    let driver = cluster.driver(0, "driver");
+    // The first task frame's reply is lost: its connection breaks, as on a real network.
+    cluster
+        .filters
+        .install(OnMethod::new("PushTask", Verdict::DropResponse).times(1));
+    let before = ADD_RUNS.load(Ordering::SeqCst);
+    let r = driver.submit(
+        name("add_counted"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&40i64), ArgSpec::value(&2i64)],
+    );
+    let sum: i64 = TestCluster::get(&driver, &r, WAIT).unwrap();
+    assert_eq!(sum, 42);
+    // It ran where its reply was lost, then again.
+    assert_eq!(ADD_RUNS.load(Ordering::SeqCst) - before, 2);
+}
+
+#[test]
+fn a_lost_task_reply_without_retries_fails_as_a_dead_worker() {
+    let cluster = TestCluster::start(1, 1.0);
+    let driver = cluster.driver(0, "driver");
+    cluster
+        .filters
+        .install(OnMethod::new("PushTask", Verdict::DropResponse).times(1));
+    let r = driver.submit(
+        name("add"),
+        &TaskOptions::default().max_retries(0),
+        vec![ArgSpec::value(&1i64), ArgSpec::value(&2i64)],
+    );
+    let got = TestCluster::get::<i64>(&driver, &r, WAIT);
+    assert!(
+        matches!(got, Err(crate::Error::WorkerDied { .. })),
+        "{got:?}"
+    );
+}
+
+#[test]
+fn pipelined_tasks_all_complete_under_random_task_connection_faults() {
+    let cluster = TestCluster::start(1, 2.0);
+    let driver = cluster.driver(0, "driver");
+    // About one frame in twenty breaks its connection; retries cover every loss.
+    let drops = RandomDrops::new(cluster.seed, Service::DataPlane, 50);
+    let dropped = drops.dropped();
+    cluster.filters.install(drops);
+    let opts = TaskOptions::default().max_retries(-1);
+    let refs: Vec<_> = (0..200u64)
+        .map(|i| driver.submit(name("square"), &opts, vec![ArgSpec::value(&i)]))
+        .collect();
+    for (i, r) in refs.iter().enumerate() {
+        let v: u64 = TestCluster::get(&driver, r, WAIT).unwrap();
+        assert_eq!(v, (i * i) as u64);
+    }
+    assert!(dropped.load(Ordering::SeqCst) > 0, "no fault was injected");
+}
+
+#[test]
+fn node_manager_gives_each_job_its_own_workers_and_reuses_them() {
+    let cluster = TestCluster::start(1, 2.0);
+    let node = &cluster.nodes[0];
+    let nm = cluster.node_manager_client(0, "test");
+    let gcs = cluster.gcs_client("test");
+    cluster.block_on(async {
+        gcs.register_job(ray_proto::JobConfig {
+            job_id: 2,
+            program: "in-process".into(),
+            env: Vec::new(),
+            namespace: "second".into(),
+        })
+        .await
+        .unwrap();
+        let first = granted(
+            nm.request_worker_lease(lease_request(1.0, JOB))
+                .await
+                .unwrap(),
+        );
+        let second = granted(
+            nm.request_worker_lease(lease_request(1.0, 2))
+                .await
+                .unwrap(),
+        );
+        assert_ne!(first.worker_id, second.worker_id, "jobs share no worker");
+        return_lease(&*nm, first.lease_id, false).await;
+        let again = granted(
+            nm.request_worker_lease(lease_request(1.0, JOB))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(
+            again.worker_id, first.worker_id,
+            "an idle worker of the job is reused"
+        );
+        return_lease(&*nm, again.lease_id, false).await;
+        return_lease(&*nm, second.lease_id, false).await;
+    });
+    assert_eq!(node.manager.num_workers(), 2);
+}
+
+#[test]
+fn node_manager_refuses_a_lease_for_an_unknown_job() {
+    let cluster = TestCluster::start(1, 1.0);
+    let nm = cluster.node_manager_client(0, "test");
+    let refused = cluster.block_on(nm.request_worker_lease(lease_request(1.0, 77)));
+    let e = refused.expect_err("job 77 was never registered");
+    assert_eq!(e.kind, RpcErrorKind::NotFound, "{e}");
+    assert_eq!(cluster.nodes[0].manager.num_workers(), 0);
+}
+
+#[test]
+fn node_manager_takes_back_a_failed_workers_lease_and_lends_a_blocked_workers_cpu() {
+    let cluster = TestCluster::start(1, 1.0);
+    let node = &cluster.nodes[0];
+    let nm = cluster.node_manager_client(0, "test");
+    let cpus = |m: &ray_raylet::NodeManager| m.resources().1.get(ray_scheduler::CPU);
+    let lease = cluster.block_on(async {
+        granted(
+            nm.request_worker_lease(lease_request(1.0, JOB))
+                .await
+                .unwrap(),
+        )
+    });
+    assert_eq!(cpus(&node.manager), 0.0);
+    // Blocked in `get`, the worker lends its CPU; resumed, it takes it back.
+    let blocked = |b: bool| ray_proto::BlockedRequest {
+        worker_id: lease.worker_id.clone(),
+        blocked: b,
+    };
+    cluster.block_on(nm.notify_blocked(blocked(true))).unwrap();
+    assert_eq!(cpus(&node.manager), 1.0);
+    cluster.block_on(nm.notify_blocked(blocked(false))).unwrap();
+    assert_eq!(cpus(&node.manager), 0.0);
+    // Returned as failed, the worker is killed and its CPU is free again.
+    cluster.block_on(return_lease(&*nm, lease.lease_id, true));
+    assert_eq!(cpus(&node.manager), 1.0);
+    eventually(WAIT, "the failed worker is gone", || {
+        node.manager.num_workers() == 0
+    });
+}
+
+async fn return_lease(nm: &dyn NodeManagerApi, lease_id: u64, worker_failed: bool) {
+    nm.return_worker(ray_proto::ReturnWorkerRequest {
+        lease_id,
+        worker_failed,
+    })
+    .await
+    .unwrap();
+}
+
+/// An actor whose process can be killed from a test.
+#[crate::actor]
+pub struct Tally {
+    n: u64,
+}
+
+#[crate::actor]
+impl Tally {
+    pub fn new(start: u64) -> Self {
+        Tally { n: start }
+    }
+
+    pub fn add(&mut self, by: u64) -> u64 {
+        self.n += by;
+        self.n
+    }
+}
+
+#[test]
+fn gcs_places_an_actor_and_restarts_it_after_its_worker_dies() {
+    let cluster = TestCluster::start(1, 1.0);
+    let driver = cluster.driver(0, "driver");
+    let core = driver
+        .create_actor(
+            <Tally as crate::ActorClass>::CLASS,
+            ActorOptions::default().max_restarts(1),
+            vec![ArgSpec::value(&10u64)],
+        )
+        .unwrap();
+    let call = |by: u64| {
+        let r = driver.call_actor(&core, "add", vec![ArgSpec::value(&by)]);
+        TestCluster::get::<u64>(&driver, &r, WAIT)
+    };
+    assert_eq!(call(1).unwrap(), 11);
+    assert_eq!(call(1).unwrap(), 12);
+    // Its worker dies: the GCS restarts it (state starts over from the constructor).
+    let node = &cluster.nodes[0].manager;
+    let workers = node.worker_ids();
+    assert_eq!(workers.len(), 1);
+    assert!(node.kill_worker(workers[0]));
+    eventually(WAIT, "the actor is back", || matches!(call(0), Ok(10)));
+    assert_eq!(call(5).unwrap(), 15);
+}
