@@ -216,3 +216,161 @@ fn actors_and_borrowers_of_borrowers_keep_objects_alive_until_they_let_go() {
         eventually("objects after the actor let go", |u| u == 0);
     });
 }
+
+/// A map step: puts `parts` partitions and returns refs to them (as a MapReduce does).
+#[ray::remote]
+fn map_partitions(round: u64, parts: usize) -> Vec<ObjectRef<Vec<f64>>> {
+    (0..parts)
+        .map(|p| ray::put(&vec![(round + p as u64) as f64; BIG]).unwrap())
+        .collect()
+}
+
+#[ray::remote]
+fn reduce_partition(part: Vec<f64>) -> f64 {
+    part.iter().sum()
+}
+
+/// Refs inside a task's result are tracked with the result (Ray's "contained in"
+/// references), not pinned for the session: a MapReduce loop gives its memory back.
+#[test]
+fn refs_returned_inside_task_results_are_freed_with_the_results() {
+    with_ray(ray::Config::local(), || {
+        for round in 0..4u64 {
+            let lists: Vec<_> = (0..2).map(|_| map_partitions::remote(round, 3)).collect();
+            let mut sums = Vec::new();
+            for list in &lists {
+                for part in ray::get(list).unwrap() {
+                    sums.push(reduce_partition::remote(&part));
+                }
+            }
+            let total: f64 = ray::get_all(&sums).unwrap().iter().sum();
+            let expected: f64 = (0..3u64).map(|p| ((round + p) * BIG as u64) as f64).sum();
+            assert_eq!(total, 2.0 * expected);
+            assert!(
+                store_used() >= 6 * (BIG * 8) as u64,
+                "the partitions are in the store"
+            );
+        }
+        eventually("every round's partitions are freed", |used| used == 0);
+    });
+}
+
+/// Refs inside a `put` value live as long as that value, and no longer.
+#[test]
+fn refs_inside_a_put_value_are_freed_with_it() {
+    with_ray(ray::Config::local(), || {
+        let parts: Vec<_> = (0..3)
+            .map(|p| ray::put(&vec![p as f64; BIG]).unwrap())
+            .collect();
+        let outer = ray::put(&parts).unwrap();
+        drop(parts);
+        // The outer value keeps them: a reader still finds them.
+        let inner = ray::get(&outer).unwrap();
+        assert_eq!(ray::get(&inner[2]).unwrap()[0], 2.0);
+        drop(inner);
+        assert!(store_used() >= 3 * (BIG * 8) as u64);
+        drop(outer);
+        eventually(
+            "the partitions are freed with the value holding them",
+            |used| used == 0,
+        );
+    });
+}
+
+/// Reads a list of refs with `get` (not as an argument) and keeps what it found.
+#[ray::remote]
+fn keep_from_list(lists: Vec<ObjectRef<Vec<ObjectRef<Vec<f64>>>>>) -> usize {
+    let inner = ray::get(&lists[0]).unwrap();
+    let mut held = HELD.lock().unwrap();
+    held.extend(inner);
+    held.len()
+}
+
+/// A worker that finds refs inside a value it gets (not an argument) borrows them: the
+/// owner keeps them after the value and its own refs are gone, until the worker lets go.
+#[test]
+fn refs_found_inside_a_fetched_value_are_borrowed_until_released() {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let parts: Vec<_> = (0..2)
+            .map(|p| ray::put(&vec![p as f64 + 1.0; BIG]).unwrap())
+            .collect();
+        let list = ray::put(&parts).unwrap();
+        drop(parts);
+        assert_eq!(
+            ray::get(&keep_from_list::remote(vec![list.clone()])).unwrap(),
+            2
+        );
+        drop(list);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            store_used() >= 2 * (BIG * 8) as u64,
+            "freed while a worker borrows them"
+        );
+        assert_eq!(ray::get(&sum_held::remote()).unwrap(), 3.0 * BIG as f64);
+        assert_eq!(ray::get(&release_held::remote()).unwrap(), 2);
+        eventually("the parts after the borrower let go", |u| u == 0);
+    });
+}
+
+/// An async actor: its methods' `.await`s decode values outside any task's arguments.
+#[ray::actor]
+pub struct Hoarder {
+    held: tokio::sync::Mutex<Vec<ObjectRef<Vec<f64>>>>,
+}
+
+#[ray::actor]
+impl Hoarder {
+    pub fn new() -> Self {
+        Hoarder {
+            held: tokio::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Awaits the list inside `lists` and keeps the refs found in it.
+    pub async fn hoard(&self, lists: Vec<ObjectRef<Vec<ObjectRef<Vec<f64>>>>>) -> usize {
+        let inner = lists[0].clone().await.unwrap();
+        let mut held = self.held.lock().await;
+        held.extend(inner);
+        held.len()
+    }
+
+    pub async fn total(&self) -> f64 {
+        let held: Vec<_> = self.held.lock().await.clone();
+        let mut sum = 0.0;
+        for r in held {
+            sum += r.await.unwrap().iter().sum::<f64>();
+        }
+        sum
+    }
+
+    pub async fn release(&self) -> usize {
+        let mut held = self.held.lock().await;
+        let n = held.len();
+        held.clear();
+        n
+    }
+}
+
+/// A process that finds refs inside a value it awaits outside a task's arguments borrows
+/// them: their owner keeps them after the value and its own refs are gone.
+#[test]
+fn refs_found_inside_an_awaited_value_are_borrowed_until_released() {
+    with_ray(ray::Config::local(), || {
+        let hoarder = Hoarder::remote();
+        let parts: Vec<_> = (0..2)
+            .map(|p| ray::put(&vec![p as f64 + 1.0; BIG]).unwrap())
+            .collect();
+        let list = ray::put(&parts).unwrap();
+        drop(parts);
+        assert_eq!(ray::get(&hoarder.hoard(vec![list.clone()])).unwrap(), 2);
+        drop(list);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            store_used() >= 2 * (BIG * 8) as u64,
+            "freed while an actor borrows them"
+        );
+        assert_eq!(ray::get(&hoarder.total()).unwrap(), 3.0 * BIG as f64);
+        assert_eq!(ray::get(&hoarder.release()).unwrap(), 2);
+        eventually("the parts after the actor let go", |u| u == 0);
+    });
+}

@@ -156,8 +156,9 @@ impl CoreWorker {
         self.own.store.fail_all_pending(&Error::NotInitialized);
     }
 
-    pub fn decode<T: DeserializeOwned>(&self, stored: &Stored) -> Result<T> {
-        self.own.decode(stored)
+    /// Decodes `r`'s value (see [`Ownership::decode`]).
+    pub fn decode<T: DeserializeOwned>(&self, r: &Arc<RefInner>, stored: &Stored) -> Result<T> {
+        self.own.decode(r, stored)
     }
 
     /// Waits until `num` of `refs` are ready here, or the timeout passes. Returns which are.
@@ -335,16 +336,18 @@ impl CoreWorker {
         args: Vec<ArgSpec>,
         return_id: ObjectId,
     ) {
-        let stored = match self.resolve_inline(function, &args) {
-            Err(e) => Stored::Failed(Arc::new(e)),
-            Ok(values) => {
-                let slices = inline_slices(&values);
-                match crate::registry::execute(function, &slices, &self.own.me.location) {
-                    Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
-                    Err(e) => Stored::Failed(Arc::new(e)),
+        let (stored, inner) =
+            collect_serialized_refs(|| match self.resolve_inline(function, &args) {
+                Err(e) => Stored::Failed(Arc::new(e)),
+                Ok(values) => {
+                    let slices = inline_slices(&values);
+                    match crate::registry::execute(function, &slices, &self.own.me.location) {
+                        Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
+                        Err(e) => Stored::Failed(Arc::new(e)),
+                    }
                 }
-            }
-        };
+            });
+        self.own.contain(return_id, inner);
         self.own.store.put(return_id, stored);
         drop(args);
     }
@@ -484,10 +487,13 @@ impl CoreWorker {
         let out = self.own.new_ref(return_id);
         let Some(s) = &self.submitter else {
             let label = format!("{}.{method}", core.class);
-            let stored = match self.run_sync_method(core, method, &label, &args) {
-                Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
-                Err(e) => Stored::Failed(Arc::new(e)),
-            };
+            let (stored, inner) = collect_serialized_refs(|| {
+                match self.run_sync_method(core, method, &label, &args) {
+                    Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
+                    Err(e) => Stored::Failed(Arc::new(e)),
+                }
+            });
+            self.own.contain(return_id, inner);
             self.own.store.put(return_id, stored);
             return out;
         };
@@ -629,9 +635,18 @@ impl CoreWorker {
 
     pub fn put<T: Serialize>(self: &Arc<Self>, value: &T) -> Result<Arc<RefInner>> {
         let id = self.own.ids.next();
+        // Refs inside the value are held with it, not pinned (see `Ownership::contain`).
+        let (stored, inner) = collect_serialized_refs(|| self.store_value(id, value));
+        stored?;
+        let r = self.own.new_ref(id);
+        self.own.contain(id, inner);
+        Ok(r)
+    }
+
+    fn store_value<T: Serialize>(&self, id: ObjectId, value: &T) -> Result<()> {
         if let Some(c) = &self.own.link {
-            // Measured first (pinning nothing): a large value is encoded straight into shared
-            // memory, so a put costs the value plus its one copy there.
+            // Measured first (collecting nothing): a large value is encoded straight into
+            // shared memory, so a put costs the value plus its one copy there.
             let (len, _) = collect_serialized_refs(|| codec::encoded_len(value));
             let len = len?;
             if len > INLINE_MAX {
@@ -639,12 +654,12 @@ impl CoreWorker {
                     .store
                     .put_plasma_with(id, len as u64, 0, |buf| codec::encode_into(value, buf))?;
                 self.own.store.put(id, stored);
-                return Ok(self.own.new_ref(id));
+                return Ok(());
             }
         }
         let bytes = codec::encode(value)?;
         self.own.store_owned_bytes(id, bytes)?;
-        Ok(self.own.new_ref(id))
+        Ok(())
     }
 }
 
@@ -667,11 +682,11 @@ fn inline_slices(values: &[Stored]) -> Vec<crate::registry::ArgBytes<'_>> {
 
 impl CoreWorker {
     /// `r`'s value, for async callers: never blocks the calling thread.
-    pub async fn get_async<T: DeserializeOwned>(&self, r: &RefInner) -> Result<T> {
+    pub async fn get_async<T: DeserializeOwned>(&self, r: &Arc<RefInner>) -> Result<T> {
         if let Some(e) = &r.failed {
             return Err(e.clone());
         }
         let value = self.own.value(r).await?;
-        self.decode(&value)
+        self.decode(r, &value)
     }
 }

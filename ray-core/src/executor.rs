@@ -10,7 +10,10 @@ use crate::error::{Error, Result};
 use crate::frames::{read_frame, read_frames};
 use crate::ids::{id16, ObjectId};
 use crate::memory_store::Stored;
-use crate::ownership::{collect_deserialized_refs, with_decoder, Ownership, INLINE_MAX};
+use crate::ownership::{
+    collect_deserialized_refs, collect_serialized_refs, with_decoder, Ownership, RefInner,
+    INLINE_MAX,
+};
 use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::submitter::PendingTask;
 use crate::task_context::{self, Shape};
@@ -198,26 +201,29 @@ impl Executor {
         &self.own.me.location
     }
 
-    fn run_task(&self, frame: ray_proto::TaskFrame) -> ray_proto::ReplyFrame {
+    fn run_task(&self, mut frame: ray_proto::TaskFrame) -> ray_proto::ReplyFrame {
         let start = Instant::now();
-        let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
+        let args: Vec<Stored> = std::mem::take(&mut frame.args)
+            .into_iter()
+            .map(Stored::from_proto)
+            .collect();
         let shape = (!frame.shape.is_empty()).then(|| Shape::Wire(frame.shape.clone()));
-        let (result, decoded) = collect_deserialized_refs(|| {
-            let slices = arg_slices(&self.own, &args)?;
-            let task = id16(&frame.task_id, "task id").ok();
-            task_context::as_task(task, shape, || {
-                crate::registry::execute(&frame.function, &slices, self.location())
+        let ((result, returned), decoded) = collect_deserialized_refs(|| {
+            collect_serialized_refs(|| {
+                let slices = arg_slices(&self.own, &args)?;
+                let task = id16(&frame.task_id, "task id").ok();
+                task_context::as_task(task, shape, || {
+                    crate::registry::execute(&frame.function, &slices, self.location())
+                })
             })
         });
         drop(args);
-        finish(
-            &self.own,
-            frame.seq,
-            &frame.return_id,
+        let done = Done {
             result,
-            &decoded,
-            start,
-        )
+            decoded,
+            returned,
+        };
+        finish(&self.own, &frame, done, start)
     }
 
     /// Constructs the actor this worker will host (the GCS leased it for this actor alone).
@@ -304,14 +310,7 @@ impl Executor {
     fn dispatch_actor_call(&self, mut job: Job) {
         let Some(host) = self.host.get() else {
             let e = Error::Runtime("this worker hosts no actor".into());
-            let reply = finish(
-                &self.own,
-                job.frame.seq,
-                &job.frame.return_id,
-                Err(e),
-                &[],
-                Instant::now(),
-            );
+            let reply = finish(&self.own, &job.frame, Done::failed(e), Instant::now());
             let _ = job.reply.send(reply);
             return;
         };
@@ -331,11 +330,13 @@ impl Executor {
                     .map(Stored::from_proto)
                     .collect();
                 let location = self.location().to_string();
-                let (call, decoded) = collect_deserialized_refs(|| {
-                    let slices = arg_slices(&self.own, &args)?;
-                    crate::registry::run_guarded(&label, &location, || {
-                        host.instance
-                            .call(&job.frame.function, &mut ArgReader::new(&slices))
+                let ((call, returned), decoded) = collect_deserialized_refs(|| {
+                    collect_serialized_refs(|| {
+                        let slices = arg_slices(&self.own, &args)?;
+                        crate::registry::run_guarded(&label, &location, || {
+                            host.instance
+                                .call(&job.frame.function, &mut ArgReader::new(&slices))
+                        })
                     })
                 });
                 drop(args);
@@ -353,14 +354,13 @@ impl Executor {
                             crate::registry::outcome_to_result(&label, &location, outcome)
                         }
                     };
-                    let reply = finish(
-                        &own,
-                        job.frame.seq,
-                        &job.frame.return_id,
+                    // Refs serialized while the future ran (on this loop) are pinned.
+                    let done = Done {
                         result,
-                        &decoded,
-                        start,
-                    );
+                        decoded,
+                        returned,
+                    };
+                    let reply = finish(&own, &job.frame, done, start);
                     let _ = job.reply.send(reply);
                 }));
             }
@@ -368,33 +368,42 @@ impl Executor {
     }
 
     /// Runs one method call on this thread.
-    fn run_method(&self, host: &ActorHost, frame: ray_proto::TaskFrame) -> ray_proto::ReplyFrame {
+    fn run_method(
+        &self,
+        host: &ActorHost,
+        mut frame: ray_proto::TaskFrame,
+    ) -> ray_proto::ReplyFrame {
         let start = Instant::now();
         let location = self.location();
         let label = format!("{}.{}", host.class, frame.function);
-        let args: Vec<Stored> = frame.args.into_iter().map(Stored::from_proto).collect();
-        let (result, decoded) = collect_deserialized_refs(|| {
-            let slices = arg_slices(&self.own, &args)?;
-            let call = crate::registry::run_guarded(&label, location, || {
-                host.instance
-                    .call(&frame.function, &mut ArgReader::new(&slices))
-            })?;
-            match call {
-                MethodCall::Done(r) => crate::registry::outcome_to_result(&label, location, Ok(r)),
-                MethodCall::Future(_) => Err(Error::Runtime(
-                    "an async method on a thread-based actor".into(),
-                )),
-            }
+        let args: Vec<Stored> = std::mem::take(&mut frame.args)
+            .into_iter()
+            .map(Stored::from_proto)
+            .collect();
+        let ((result, returned), decoded) = collect_deserialized_refs(|| {
+            collect_serialized_refs(|| {
+                let slices = arg_slices(&self.own, &args)?;
+                let call = crate::registry::run_guarded(&label, location, || {
+                    host.instance
+                        .call(&frame.function, &mut ArgReader::new(&slices))
+                })?;
+                match call {
+                    MethodCall::Done(r) => {
+                        crate::registry::outcome_to_result(&label, location, Ok(r))
+                    }
+                    MethodCall::Future(_) => Err(Error::Runtime(
+                        "an async method on a thread-based actor".into(),
+                    )),
+                }
+            })
         });
         drop(args);
-        finish(
-            &self.own,
-            frame.seq,
-            &frame.return_id,
+        let done = Done {
             result,
-            &decoded,
-            start,
-        )
+            decoded,
+            returned,
+        };
+        finish(&self.own, &frame, done, start)
     }
 }
 
@@ -409,11 +418,16 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         .cloned()
         .map(Stored::from_proto)
         .collect();
-    let result = task_context::as_inline_task(task.return_id.0, task.shape.clone(), || {
-        arg_slices(own, &args)
-            .and_then(|slices| crate::registry::execute(task.function, &slices, &own.me.location))
+    let (result, returned) = collect_serialized_refs(|| {
+        task_context::as_inline_task(task.return_id.0, task.shape.clone(), || {
+            arg_slices(own, &args).and_then(|slices| {
+                crate::registry::execute(task.function, &slices, &own.me.location)
+            })
+        })
     });
     drop(args);
+    // This process owns the result: it holds the refs inside it itself.
+    own.contain(task.return_id, returned);
     own.complete(
         task.return_id,
         result_to_stored(own, &task.return_id.0, result),
@@ -439,20 +453,42 @@ fn arg_slices<'a>(own: &'a Ownership, args: &'a [Stored]) -> Result<Vec<ArgBytes
         .collect()
 }
 
+/// How a task or method ended, as its reply needs it.
+struct Done {
+    result: Result<Vec<u8>>,
+    /// The refs met while decoding its arguments.
+    decoded: Vec<ObjectId>,
+    /// The refs serialized while it ran (inside its result).
+    returned: Vec<Arc<RefInner>>,
+}
+
+impl Done {
+    fn failed(e: Error) -> Self {
+        Done {
+            result: Err(e),
+            decoded: Vec::new(),
+            returned: Vec::new(),
+        }
+    }
+}
+
 /// The reply for a finished task or method: large results go to shared memory under the
-/// return id; arguments' refs still held make this worker a borrower.
+/// return id; arguments' refs still held make this worker a borrower; refs inside the result
+/// are handed over to its owner (see [`hand_over`]).
 fn finish(
     own: &Ownership,
-    frame_seq: u64,
-    return_id: &[u8],
-    result: Result<Vec<u8>>,
-    decoded: &[ObjectId],
+    frame: &ray_proto::TaskFrame,
+    done: Done,
     start: Instant,
 ) -> ray_proto::ReplyFrame {
-    let stored = result_to_stored(own, return_id, result);
-    let borrowed = own.refs.still_borrowed(decoded);
+    let stored = result_to_stored(own, &frame.return_id, done.result);
+    let contained = match &stored {
+        Stored::Failed(_) => Vec::new(),
+        _ => hand_over(own, done.returned, &frame.owner_address),
+    };
+    let borrowed = own.refs.still_borrowed(&done.decoded);
     ray_proto::ReplyFrame {
-        seq: frame_seq,
+        seq: frame.seq,
         value: Some(stored.to_proto()),
         borrowed_ids: borrowed
             .into_iter()
@@ -460,7 +496,41 @@ fn finish(
             .collect(),
         exec_micros: start.elapsed().as_micros() as u64,
         requeue: false,
+        contained,
     }
+}
+
+/// Hands the refs inside a result over to the result's owner, `caller`: it becomes a
+/// borrower of those this process owns, and of those owned elsewhere (whose owners are told
+/// before this process lets go of them). What the reply lists as contained.
+fn hand_over(
+    own: &Ownership,
+    returned: Vec<Arc<RefInner>>,
+    caller: &str,
+) -> Vec<ray_proto::ContainedRef> {
+    if returned.is_empty() {
+        return Vec::new();
+    }
+    let caller: Arc<str> = caller.into();
+    let mut seen = std::collections::HashSet::new();
+    let mut contained = Vec::new();
+    let mut foreign = Vec::new();
+    for r in &returned {
+        if r.failed.is_some() || !seen.insert(r.id) {
+            continue;
+        }
+        match &r.owner {
+            None => own.refs.add_borrower(r.id, caller.clone()),
+            Some(owner) if **owner != *caller => foreign.push((r.id, owner.clone())),
+            Some(_) => {} // The caller's own object.
+        }
+        contained.push(ray_proto::ContainedRef {
+            object_id: r.id.0.to_vec().into(),
+            owner: r.owner.as_deref().unwrap_or(&own.me.address).to_string(),
+        });
+    }
+    own.register_borrows(foreign, caller, returned);
+    contained
 }
 
 /// A task's outcome as its object: large values go to shared memory under the return id.

@@ -255,11 +255,11 @@ impl TestCluster {
     /// `r`'s value, waiting at most `timeout`.
     pub fn get<T: serde::de::DeserializeOwned>(
         cw: &CoreWorker,
-        r: &RefInner,
+        r: &Arc<RefInner>,
         timeout: Duration,
     ) -> crate::Result<T> {
         let stored = cw.get_stored(r, Some(timeout))?;
-        cw.decode(&stored)
+        cw.decode(r, &stored)
     }
 }
 

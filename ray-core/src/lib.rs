@@ -148,7 +148,7 @@ pub fn is_initialized() -> bool {
 pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
     let rt = current::current()?;
     let stored = rt.get_stored(&r.inner, None)?;
-    rt.decode(&stored)
+    rt.decode(&r.inner, &stored)
 }
 
 /// [`get`] that gives up after `timeout` with [`Error::GetTimeout`]. A zero timeout checks
@@ -156,7 +156,7 @@ pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
 pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
     let rt = current::current()?;
     let stored = rt.get_stored(&r.inner, Some(timeout))?;
-    rt.decode(&stored)
+    rt.decode(&r.inner, &stored)
 }
 
 /// The values of all `refs`, in order. Fails with the first error met.
@@ -165,7 +165,10 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     let inners: Vec<&ownership::RefInner> = refs.iter().map(|r| &*r.inner).collect();
     rt.wait_ready(&inners, inners.len(), None)?;
     refs.iter()
-        .map(|r| rt.get_stored(&r.inner, None).and_then(|s| rt.decode(&s)))
+        .map(|r| {
+            rt.get_stored(&r.inner, None)
+                .and_then(|s| rt.decode(&r.inner, &s))
+        })
         .collect()
 }
 
@@ -258,7 +261,7 @@ pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
         }
     }
     Ok(SliceView {
-        inner: ViewInner::Owned(rt.decode(&stored)?),
+        inner: ViewInner::Owned(rt.decode(&r.inner, &stored)?),
     })
 }
 

@@ -52,6 +52,9 @@ pub(crate) struct Ownership {
     /// Refs inside the constructor arguments of actors this process created, kept while the
     /// actor may be (re)constructed: they stay valid for its whole life.
     pub actor_args: dashmap::DashMap<[u8; 16], Vec<Arc<RefInner>>>,
+    /// Refs inside values this process owns (a `put` value, a task's result), held while
+    /// the value is (Ray's "contained in" references): freeing the value lets them go.
+    pub contained: dashmap::DashMap<ObjectId, Vec<Arc<RefInner>>>,
     /// Sync mode: actors live in this process.
     pub sync_actors: dashmap::DashMap<[u8; 16], SyncActor>,
     pub sync_names: dashmap::DashMap<(String, String), [u8; 16]>,
@@ -155,8 +158,18 @@ impl Ownership {
     pub fn decoded_ref(self: &Arc<Self>, id: ObjectId, owner: String) -> Arc<RefInner> {
         let in_task = DECODING_ARGS.with(|c| c.borrow_mut().as_mut().map(|v| v.push(id)).is_some());
         let owner = (*owner != *self.me.address).then(|| Arc::<str>::from(owner));
-        self.refs
+        let created = self
+            .refs
             .add_local(id, owner.clone(), in_task && owner.is_some());
+        if let (false, true, Some(owner)) = (in_task, created, &owner) {
+            // Met outside a task's arguments (whose borrows the reply reports): the owner
+            // must learn of this borrow while the value it came in still holds the object.
+            NEW_BORROWS.with(|c| {
+                if let Some(v) = c.borrow_mut().as_mut() {
+                    v.push((id, owner.clone()));
+                }
+            });
+        }
         Arc::new(RefInner {
             id,
             owner,
@@ -169,10 +182,72 @@ impl Ownership {
     /// freed at once instead of lingering).
     pub fn complete(&self, id: ObjectId, value: Stored) {
         if let Some(orphan) = self.store.put_if_present(id, value) {
+            drop(self.contained.remove(&id));
             if let (Stored::Plasma { .. }, Some(link)) = (orphan, &self.link) {
                 link.store.delete_plasma(id);
             }
         }
+    }
+
+    /// Holds `inner`, the refs found inside the value of `outer` (which this process owns),
+    /// for as long as that value lives here.
+    pub fn contain(&self, outer: ObjectId, inner: Vec<Arc<RefInner>>) {
+        if !inner.is_empty() {
+            self.contained.insert(outer, inner);
+        }
+    }
+
+    /// Holds the refs another process found inside the value of `outer` (a task's result),
+    /// which it made this process a borrower (or the owner) of. A ref already held here is
+    /// counted once with its owner: the extra borrow is given back at once.
+    pub fn adopt_contained(self: &Arc<Self>, outer: ObjectId, wire: &[ray_proto::ContainedRef]) {
+        let mut held = Vec::with_capacity(wire.len());
+        for c in wire {
+            let Ok(id) = crate::ids::id16(&c.object_id, "object id").map(ObjectId) else {
+                continue;
+            };
+            let owner = (*c.owner != *self.me.address).then(|| Arc::<str>::from(c.owner.as_str()));
+            let created = self.refs.add_local(id, owner.clone(), false);
+            if let (false, Some(owner), Some(link)) = (created, &owner, &self.link) {
+                link.remove_borrower(id, owner.clone(), self.me.address.clone());
+            }
+            held.push(Arc::new(RefInner {
+                id,
+                owner,
+                own: Arc::downgrade(self),
+                failed: None,
+            }));
+        }
+        self.contain(outer, held);
+    }
+
+    /// Tells each owner in `borrows` that `borrower` holds its object, then lets `hold` go
+    /// (what keeps the objects alive until the owners know).
+    pub fn register_borrows<H: Send + 'static>(
+        &self,
+        borrows: Vec<Borrow>,
+        borrower: Arc<str>,
+        hold: H,
+    ) {
+        let Some(link) = self.link.as_ref().filter(|_| !borrows.is_empty()) else {
+            drop(hold);
+            return;
+        };
+        let peers: Vec<_> = borrows
+            .into_iter()
+            .filter_map(|(id, owner)| link.peer(&owner).ok().map(|p| (id, p)))
+            .collect();
+        link.handle.spawn(async move {
+            for (id, peer) in peers {
+                let req = ray_proto::AddBorrowerRequest {
+                    object_id: id.0.to_vec().into(),
+                    borrower_address: borrower.to_string(),
+                };
+                // An owner that is gone has lost the object anyway.
+                let _ = peer.add_borrower(req).await;
+            }
+            drop(hold);
+        });
     }
 
     pub fn drop_local_ref(&self, id: ObjectId) {
@@ -190,6 +265,7 @@ impl Ownership {
                     return;
                 }
                 let value = self.store.remove(&id);
+                drop(self.contained.remove(&id));
                 if let (Some(Stored::Plasma { .. }), Some(link)) = (value, &self.link) {
                     link.store.delete_plasma(id);
                 }
@@ -248,8 +324,19 @@ impl Ownership {
         Ok(stored)
     }
 
-    /// Decodes a value held here; refs inside it are this core worker's.
-    pub fn decode<T: DeserializeOwned>(self: &Arc<Self>, stored: &Stored) -> Result<T> {
+    /// Decodes `r`'s value, held here; refs inside it are this core worker's, and the owners
+    /// of those it newly borrows hear of it while `r` still holds them.
+    pub fn decode<T: DeserializeOwned>(
+        self: &Arc<Self>,
+        r: &Arc<RefInner>,
+        stored: &Stored,
+    ) -> Result<T> {
+        let (value, borrows) = collect_new_borrows(|| self.decode_here(stored));
+        self.register_borrows(borrows, self.me.address.clone(), r.clone());
+        value
+    }
+
+    fn decode_here<T: DeserializeOwned>(self: &Arc<Self>, stored: &Stored) -> Result<T> {
         with_decoder(self, || match stored {
             Stored::Inline(b) => codec::decode(b),
             Stored::Plasma { offset, size, raw } => {
@@ -277,6 +364,20 @@ thread_local! {
     static DECODING_ARGS: RefCell<Option<Vec<ObjectId>>> = const { RefCell::new(None) };
     /// The core worker whose values are being decoded on this thread: refs met belong to it.
     static DECODER: RefCell<Option<Arc<Ownership>>> = const { RefCell::new(None) };
+    /// While decoding a value outside task arguments: the borrowed refs first met, with
+    /// their owners, who must be told.
+    static NEW_BORROWS: RefCell<Option<Vec<Borrow>>> = const { RefCell::new(None) };
+}
+
+/// A borrowed object and its owner.
+type Borrow = (ObjectId, Arc<str>);
+
+/// Runs `f` collecting the borrowed refs it decodes that this process did not hold before.
+fn collect_new_borrows<R>(f: impl FnOnce() -> R) -> (R, Vec<Borrow>) {
+    let outer = NEW_BORROWS.with(|c| c.borrow_mut().replace(Vec::new()));
+    let r = f();
+    let found = NEW_BORROWS.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    (r, found.unwrap_or_default())
 }
 
 /// Runs `f` collecting the refs serialized inside it.

@@ -2,8 +2,9 @@
 //!
 //! Each process counts, per object, the live [`crate::ObjectRef`] handles it holds (clones
 //! share one handle; a pending task holds handles to its arguments until its reply), the
-//! processes that borrow the object (owner side), and whether the ref escaped into another
-//! object's bytes (`pinned`: kept until shutdown, since nothing tracks the outer object yet).
+//! processes that borrow the object (owner side), and whether the ref escaped into bytes no
+//! object tracks (`pinned`: kept until shutdown; refs inside `put` values and task results
+//! are held by the outer object instead, see `Ownership::contain`).
 //! When everything reaches zero, the owner frees the value and a borrower tells the owner it
 //! is done.
 
@@ -44,19 +45,24 @@ pub(crate) struct ReferenceTable {
 }
 
 impl ReferenceTable {
-    /// A handle to `id` came to life in this process.
-    pub fn add_local(&self, id: ObjectId, owner: Option<Arc<str>>, provisional: bool) {
-        let mut e = self.entries.entry(id).or_insert_with(|| Entry {
-            owner,
-            local: 0,
-            borrowers: HashMap::new(),
-            pinned: false,
-            provisional,
+    /// A handle to `id` came to life in this process. True if `id` was not tracked before.
+    pub fn add_local(&self, id: ObjectId, owner: Option<Arc<str>>, provisional: bool) -> bool {
+        let mut created = false;
+        let mut e = self.entries.entry(id).or_insert_with(|| {
+            created = true;
+            Entry {
+                owner,
+                local: 0,
+                borrowers: HashMap::new(),
+                pinned: false,
+                provisional,
+            }
         });
         e.local += 1;
         if !provisional {
             e.provisional = false;
         }
+        created
     }
 
     /// A handle died. Returns what to do if that was the last reason to keep the object.

@@ -182,6 +182,7 @@ impl Submitter {
             Some(v) => Stored::from_proto(v),
             None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
         };
+        own.adopt_contained(call.return_id, &frame.contained);
         own.complete(call.return_id, stored);
         register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }

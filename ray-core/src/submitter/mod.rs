@@ -395,23 +395,5 @@ fn register_borrowers<H: Send + 'static>(
             None => {}
         }
     }
-    let Some(c) = own.link.as_ref().filter(|_| !foreign.is_empty()) else {
-        drop(hold);
-        return;
-    };
-    let peers: Vec<_> = foreign
-        .into_iter()
-        .filter_map(|(id, owner)| c.peer(&owner).ok().map(|p| (id, p)))
-        .collect();
-    tokio::spawn(async move {
-        for (id, peer) in peers {
-            let req = ray_proto::AddBorrowerRequest {
-                object_id: id.0.to_vec().into(),
-                borrower_address: borrower.to_string(),
-            };
-            // An owner that is gone has lost the object anyway.
-            let _ = peer.add_borrower(req).await;
-        }
-        drop(hold);
-    });
+    own.register_borrows(foreign, borrower, hold);
 }

@@ -206,6 +206,7 @@ impl Submitter {
             Some(v) => Stored::from_proto(v),
             None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
         };
+        own.adopt_contained(task.return_id, &frame.contained);
         own.complete(task.return_id, stored);
         register_borrowers(own, &frame.borrowed_ids, borrower, task);
         self.dispatch(own, &key);
