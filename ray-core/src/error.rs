@@ -87,6 +87,14 @@ pub enum Error {
         /// Which resource is short, and by how much.
         reason: String,
     },
+    /// The node the object or the work was on died (Ray's `NodeDiedError`).
+    #[error("node {node} died: {cause}")]
+    NodeDied {
+        /// The node's id.
+        node: String,
+        /// What was seen of its death.
+        cause: String,
+    },
     /// A value could not be encoded or decoded.
     #[error("serialization failed: {0}")]
     Serialization(String),
@@ -142,100 +150,95 @@ impl Error {
         }
     }
 
-    /// Wire form, stored in an object's slot and sent between processes.
+    /// Wire form, stored in an object's slot and sent between processes: the kind and every
+    /// field typed, a nested cause as a message of its own.
     pub(crate) fn to_proto(&self) -> ray_proto::TaskError {
-        let (kind, function, message, location) = match self {
+        use ray_proto::ErrorKind as K;
+        let wire = |kind: K, function: &str, message: &str| ray_proto::TaskError {
+            kind: kind as i32,
+            function: function.to_string(),
+            message: message.to_string(),
+            ..Default::default()
+        };
+        match self {
             Error::Task {
                 function,
                 message,
                 location,
-            } => ("task", function.clone(), message.clone(), location.clone()),
-            Error::WorkerDied { function, message } => (
-                "worker_died",
-                function.clone(),
-                message.clone(),
-                String::new(),
-            ),
-            Error::ArgumentFailed { function, cause } => {
-                // The cause travels encoded in the message so chains survive the wire.
-                let inner = cause.to_proto();
-                let nested = format!(
-                    "{}\u{1f}{}\u{1f}{}\u{1f}{}",
-                    inner.kind, inner.function, inner.message, inner.location
-                );
-                ("argument", function.clone(), nested, String::new())
-            }
-            Error::ActorDied { class, cause } => {
-                ("actor_died", class.clone(), cause.clone(), String::new())
-            }
-            Error::ActorUnavailable { class, cause } => (
-                "actor_unavailable",
-                class.clone(),
-                cause.clone(),
-                String::new(),
-            ),
-            Error::ObjectLost(id) => ("object_lost", String::new(), id.clone(), String::new()),
-            Error::OwnerDied(id) => ("owner_died", String::new(), id.clone(), String::new()),
-            Error::Unschedulable { function, reason } => (
-                "unschedulable",
-                function.clone(),
-                reason.clone(),
-                String::new(),
-            ),
-            Error::ObjectStoreFull(m) => ("store_full", String::new(), m.clone(), String::new()),
-            Error::Serialization(m) => ("serialization", String::new(), m.clone(), String::new()),
-            other => ("runtime", String::new(), other.to_string(), String::new()),
-        };
-        ray_proto::TaskError {
-            kind: kind.into(),
-            function,
-            message,
-            location,
+            } => ray_proto::TaskError {
+                location: location.clone(),
+                ..wire(K::Task, function, message)
+            },
+            Error::WorkerDied { function, message } => wire(K::WorkerDied, function, message),
+            Error::ArgumentFailed { function, cause } => ray_proto::TaskError {
+                cause: Some(Box::new(cause.to_proto())),
+                ..wire(K::ArgumentFailed, function, "")
+            },
+            Error::ActorDied { class, cause } => wire(K::ActorDied, class, cause),
+            Error::ActorUnavailable { class, cause } => wire(K::ActorUnavailable, class, cause),
+            Error::ObjectLost(id) => wire(K::ObjectLost, "", id),
+            Error::OwnerDied(id) => wire(K::OwnerDied, "", id),
+            Error::Unschedulable { function, reason } => wire(K::Unschedulable, function, reason),
+            Error::ObjectStoreFull(m) => wire(K::ObjectStoreFull, "", m),
+            Error::Serialization(m) => wire(K::Serialization, "", m),
+            Error::InvalidArgument(m) => wire(K::InvalidArgument, "", m),
+            Error::NotInitialized => wire(K::NotInitialized, "", ""),
+            Error::AlreadyInitialized => wire(K::AlreadyInitialized, "", ""),
+            Error::GetTimeout(t) => ray_proto::TaskError {
+                timeout_micros: t.as_micros() as u64,
+                ..wire(K::GetTimeout, "", "")
+            },
+            Error::NodeDied { node, cause } => wire(K::NodeDied, node, cause),
+            Error::Runtime(m) => wire(K::Runtime, "", m),
         }
     }
 
     pub(crate) fn from_proto(e: &ray_proto::TaskError) -> Self {
+        use ray_proto::ErrorKind as K;
         let e = e.clone();
-        match e.kind.as_str() {
-            "task" => Error::Task {
+        // An unknown kind (a newer peer) is still an error, with its message.
+        match K::try_from(e.kind).unwrap_or(K::Runtime) {
+            K::Task => Error::Task {
                 function: e.function,
                 message: e.message,
                 location: e.location,
             },
-            "worker_died" => Error::WorkerDied {
+            K::WorkerDied => Error::WorkerDied {
                 function: e.function,
                 message: e.message,
             },
-            "argument" => {
-                let mut parts = e.message.splitn(4, '\u{1f}').map(str::to_string);
-                let inner = ray_proto::TaskError {
-                    kind: parts.next().unwrap_or_default(),
-                    function: parts.next().unwrap_or_default(),
-                    message: parts.next().unwrap_or_default(),
-                    location: parts.next().unwrap_or_default(),
-                };
-                Error::ArgumentFailed {
-                    function: e.function,
-                    cause: Box::new(Error::from_proto(&inner)),
-                }
-            }
-            "actor_died" => Error::ActorDied {
+            K::ArgumentFailed => Error::ArgumentFailed {
+                function: e.function,
+                cause: Box::new(match &e.cause {
+                    Some(cause) => Error::from_proto(cause),
+                    None => Error::Runtime("an argument failed for an unknown cause".into()),
+                }),
+            },
+            K::ActorDied => Error::ActorDied {
                 class: e.function,
                 cause: e.message,
             },
-            "actor_unavailable" => Error::ActorUnavailable {
+            K::ActorUnavailable => Error::ActorUnavailable {
                 class: e.function,
                 cause: e.message,
             },
-            "object_lost" => Error::ObjectLost(e.message),
-            "owner_died" => Error::OwnerDied(e.message),
-            "unschedulable" => Error::Unschedulable {
+            K::ObjectLost => Error::ObjectLost(e.message),
+            K::OwnerDied => Error::OwnerDied(e.message),
+            K::Unschedulable => Error::Unschedulable {
                 function: e.function,
                 reason: e.message,
             },
-            "store_full" => Error::ObjectStoreFull(e.message),
-            "serialization" => Error::Serialization(e.message),
-            _ => Error::Runtime(e.message),
+            K::ObjectStoreFull => Error::ObjectStoreFull(e.message),
+            K::Serialization => Error::Serialization(e.message),
+            K::InvalidArgument => Error::InvalidArgument(e.message),
+            K::NotInitialized => Error::NotInitialized,
+            K::AlreadyInitialized => Error::AlreadyInitialized,
+            K::GetTimeout => Error::GetTimeout(Duration::from_micros(e.timeout_micros)),
+            K::NodeDied => Error::NodeDied {
+                node: e.function,
+                cause: e.message,
+            },
+            K::Runtime => Error::Runtime(e.message),
         }
     }
 }
@@ -248,13 +251,29 @@ mod tests {
     fn errors_survive_the_wire_with_their_chain() {
         let e = Error::ArgumentFailed {
             function: "f".into(),
-            cause: Box::new(Error::Task {
+            cause: Box::new(Error::ArgumentFailed {
                 function: "g".into(),
-                message: "boom".into(),
-                location: "worker 1".into(),
+                cause: Box::new(Error::Task {
+                    function: "h".into(),
+                    // Separators of the old string encoding are plain text now.
+                    message: "boom\u{1f}with\u{1f}separators".into(),
+                    location: "worker 1".into(),
+                }),
             }),
         };
         assert_eq!(Error::from_proto(&e.to_proto()), e);
+        for e in [
+            Error::GetTimeout(Duration::from_millis(1500)),
+            Error::NodeDied {
+                node: "ab12".into(),
+                cause: "missed its heartbeats".into(),
+            },
+            Error::NotInitialized,
+            Error::InvalidArgument("bad".into()),
+            Error::ObjectLost("ff".into()),
+        ] {
+            assert_eq!(Error::from_proto(&e.to_proto()), e);
+        }
         let w = Error::WorkerDied {
             function: "h".into(),
             message: "killed".into(),

@@ -74,6 +74,12 @@ fn seed() -> u64 {
 impl TestCluster {
     /// A GCS and `nodes` node managers of `cpus` CPUs each, on a runtime of their own.
     pub fn start(nodes: usize, cpus: f64) -> TestCluster {
+        let each = ray_scheduler::ResourceSet::cpus(cpus).expect("cpus");
+        TestCluster::start_with(vec![each; nodes])
+    }
+
+    /// A GCS and one node manager per entry of `nodes`, with those resources.
+    pub fn start_with(nodes: Vec<ray_scheduler::ResourceSet>) -> TestCluster {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-cluster")
@@ -114,14 +120,13 @@ impl TestCluster {
             })
             .await
             .expect("the job registers");
-            for i in 0..nodes {
+            for (i, resources) in nodes.into_iter().enumerate() {
                 let address = format!("node-{i}");
                 let store = ObjectStore::create_anonymous(
                     StoreConfig::new(format!("{session}-{i}")).with_capacity(64 << 20),
                 )
                 .expect("an object store");
                 let store_path = store.path().display().to_string();
-                let resources = ray_scheduler::ResourceSet::cpus(cpus).expect("cpus");
                 let manager = NodeManager::new(
                     NodeManagerConfig {
                         node_id: ray_common::NodeId::random().0,

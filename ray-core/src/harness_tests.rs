@@ -246,3 +246,48 @@ fn gcs_places_an_actor_and_restarts_it_after_its_worker_dies() {
     eventually(WAIT, "the actor is back", || matches!(call(0), Ok(10)));
     assert_eq!(call(5).unwrap(), 15);
 }
+
+#[test]
+fn gcs_places_actors_where_their_resources_are_and_buries_the_unplaceable() {
+    let plain = ray_scheduler::ResourceSet::cpus(1.0).unwrap();
+    let special = ray_scheduler::ResourceSet::from_pairs([
+        ("CPU".to_string(), 1.0),
+        ("special".to_string(), 1.0),
+    ])
+    .unwrap();
+    let cluster = TestCluster::start_with(vec![plain, special]);
+    let driver = cluster.driver(0, "driver");
+    let core = driver
+        .create_actor(
+            <Tally as crate::ActorClass>::CLASS,
+            ActorOptions::default().resources("special", 1.0),
+            vec![ArgSpec::value(&1u64)],
+        )
+        .unwrap();
+    let r = driver.call_actor(&core, "add", vec![ArgSpec::value(&1u64)]);
+    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 2);
+    assert_eq!(cluster.nodes[0].manager.num_workers(), 0);
+    assert_eq!(
+        cluster.nodes[1].manager.num_workers(),
+        1,
+        "placed on the node with the resource"
+    );
+
+    let nowhere = driver
+        .create_actor(
+            <Tally as crate::ActorClass>::CLASS,
+            ActorOptions::default().resources("missing", 1.0),
+            vec![ArgSpec::value(&1u64)],
+        )
+        .unwrap();
+    let r = driver.call_actor(&nowhere, "add", vec![ArgSpec::value(&1u64)]);
+    match TestCluster::get::<u64>(&driver, &r, WAIT) {
+        Err(crate::Error::ActorDied { cause, .. }) => {
+            assert!(
+                cause.contains("unschedulable") && cause.contains("missing"),
+                "{cause}"
+            )
+        }
+        other => panic!("expected ActorDied, got {other:?}"),
+    }
+}

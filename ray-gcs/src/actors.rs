@@ -1,5 +1,6 @@
 //! The actor directory: registration, placement on a leased worker, the lifecycle, restarts.
 
+use crate::GcsError;
 use crate::GcsService;
 use parking_lot::Mutex;
 use ray_actor::{ActorState, Names, RestartBudget};
@@ -9,7 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tonic::Status;
 
 struct Record {
     spec: ActorSpec,
@@ -57,48 +57,6 @@ pub(crate) struct Actors {
 /// How long a placement keeps retrying transient (transport) failures of its lease request.
 const PLACEMENT_RETRY_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Why a placement attempt failed: which step, why, and whether trying again may help.
-struct PlacementError {
-    step: String,
-    message: String,
-    transient: bool,
-}
-
-impl PlacementError {
-    /// A call failed: worth another try if it never got an answer.
-    fn call(step: impl Into<String>, e: RpcError) -> Self {
-        PlacementError {
-            step: step.into(),
-            transient: e.is_transient(),
-            message: e.message,
-        }
-    }
-
-    /// A call failed at a step that cannot be repeated (the lease is given back).
-    fn last_call(step: impl Into<String>, e: RpcError) -> Self {
-        PlacementError {
-            transient: false,
-            ..PlacementError::call(step, e)
-        }
-    }
-}
-
-impl std::fmt::Display for PlacementError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.step, self.message)
-    }
-}
-
-impl From<Status> for PlacementError {
-    fn from(status: Status) -> Self {
-        PlacementError {
-            step: "placing the actor".into(),
-            message: status.message().to_string(),
-            transient: false,
-        }
-    }
-}
-
 #[derive(Default)]
 struct Table {
     records: HashMap<Vec<u8>, Record>,
@@ -108,9 +66,11 @@ struct Table {
 }
 
 impl GcsService {
-    pub(crate) fn register(&self, spec: ActorSpec) -> Result<RegisterActorReply, Status> {
+    pub(crate) fn register(&self, spec: ActorSpec) -> Result<RegisterActorReply, GcsError> {
         if spec.actor_id.len() != 16 {
-            return Err(Status::invalid_argument("actor id must be 16 bytes"));
+            return Err(GcsError::InvalidArgument(
+                "actor id must be 16 bytes".into(),
+            ));
         }
         let actors = &self.inner.actors;
         let mut t = actors.table.lock();
@@ -129,7 +89,7 @@ impl GcsService {
                         });
                     }
                     if spec.get_if_exists {
-                        return Err(Status::already_exists(format!(
+                        return Err(GcsError::AlreadyExists(format!(
                             "the actor named '{}' in namespace '{}' is a {}, not a {}",
                             spec.name,
                             spec.namespace,
@@ -137,7 +97,7 @@ impl GcsService {
                             spec.class_name
                         )));
                     }
-                    return Err(Status::already_exists(format!(
+                    return Err(GcsError::AlreadyExists(format!(
                         "an actor named '{}' already exists in namespace '{}'",
                         spec.name, spec.namespace
                     )));
@@ -194,14 +154,14 @@ impl GcsService {
             loop {
                 match me.schedule(&id).await {
                     Ok(()) => return,
-                    Err(e) if e.transient && Instant::now() + delay < deadline => {
+                    Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
                         tracing::info!(cause = %e, attempts, "actor placement met a transient error; trying again");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(2));
                         attempts += 1;
                     }
                     Err(e) => {
-                        let tries = if e.transient {
+                        let tries = if e.is_transient() {
                             format!(" ({attempts} attempts)")
                         } else {
                             String::new()
@@ -247,18 +207,25 @@ impl GcsService {
     }
 
     /// Leases a dedicated worker, then asks it to construct the actor.
-    async fn schedule(&self, id: &[u8]) -> Result<(), PlacementError> {
+    async fn schedule(&self, id: &[u8]) -> Result<(), GcsError> {
         let spec = match self.inner.actors.table.lock().records.get(id) {
             Some(r) if r.state != ActorState::Dead => r.spec.clone(),
             _ => return Ok(()),
         };
-        let node = self
-            .alive_node_manager()
-            .ok_or_else(|| Status::unavailable("no alive node"))?;
+        let shape = ray_common::resources::to_resource_set(spec.shape.clone())
+            .map_err(|e| GcsError::InvalidArgument(format!("actor resources: {e}")))?;
+        let node = match self.place(&shape) {
+            Ok(Some(node)) => node,
+            Ok(None) => return Err(GcsError::NoNode),
+            Err(why) => {
+                self.mark_dead(id, &format!("unschedulable: {why}"), None);
+                return Ok(());
+            }
+        };
         let step = || format!("leasing a worker from node manager {node}");
         let nm = self
             .node_manager(&node)
-            .map_err(|e| PlacementError::call(step(), e))?;
+            .map_err(|e| GcsError::call(step(), e))?;
         let reply = nm
             .request_worker_lease(LeaseRequest {
                 shape: spec.shape.clone(),
@@ -267,14 +234,14 @@ impl GcsService {
                 job_id: spec.job_id,
             })
             .await
-            .map_err(|e| PlacementError::call(step(), e))?;
+            .map_err(|e| GcsError::call(step(), e))?;
         let lease = match reply.result {
             Some(lease_reply::Result::Granted(l)) => l,
             Some(lease_reply::Result::Infeasible(why)) => {
                 self.mark_dead(id, &format!("unschedulable: {why}"), None);
                 return Ok(());
             }
-            None => return Err(Status::internal("empty lease reply").into()),
+            None => return Err(GcsError::BadReply("an empty lease reply".into())),
         };
         {
             // Killed while waiting for the lease: do not run the constructor at all.
@@ -311,7 +278,7 @@ impl GcsService {
                     "constructing the actor on worker {}",
                     lease.core_worker_address
                 );
-                return Err(PlacementError::last_call(step, e));
+                return Err(GcsError::last_call(step, e));
             }
         };
         if !created.ok {
@@ -336,7 +303,7 @@ impl GcsService {
         }
         if t.dead_workers.contains(&lease.worker_id.to_vec()) {
             drop(t);
-            return Err(Status::unavailable("the actor's process died as it started").into());
+            return Err(GcsError::DiedStarting);
         }
         let Some(r) = t.records.get_mut(id) else {
             return Ok(());
@@ -371,7 +338,7 @@ impl GcsService {
         &self,
         id: &[u8],
         min_incarnation: u64,
-    ) -> Result<ActorInfo, Status> {
+    ) -> Result<ActorInfo, GcsError> {
         loop {
             let notified = self.inner.actors.changed.notified();
             tokio::pin!(notified);
@@ -381,7 +348,7 @@ impl GcsService {
                 let r = t
                     .records
                     .get(id)
-                    .ok_or_else(|| Status::not_found("no such actor"))?;
+                    .ok_or_else(|| GcsError::NotFound("no such actor".into()))?;
                 let ready = r.state == ActorState::Dead
                     || (r.state == ActorState::Alive && r.incarnation >= min_incarnation);
                 if ready {
@@ -392,15 +359,15 @@ impl GcsService {
         }
     }
 
-    pub(crate) fn current_info(&self, id: &[u8]) -> Result<ActorInfo, Status> {
+    pub(crate) fn current_info(&self, id: &[u8]) -> Result<ActorInfo, GcsError> {
         let t = self.inner.actors.table.lock();
         t.records
             .get(id)
             .map(Record::info)
-            .ok_or_else(|| Status::not_found("no such actor"))
+            .ok_or_else(|| GcsError::NotFound("no such actor".into()))
     }
 
-    pub(crate) fn named(&self, namespace: &str, name: &str) -> Result<ActorInfo, Status> {
+    pub(crate) fn named(&self, namespace: &str, name: &str) -> Result<ActorInfo, GcsError> {
         let t = self.inner.actors.table.lock();
         t.names
             .lookup(namespace, name)
@@ -408,7 +375,7 @@ impl GcsService {
             .filter(|r| r.state != ActorState::Dead)
             .map(Record::info)
             .ok_or_else(|| {
-                Status::not_found(format!(
+                GcsError::NotFound(format!(
                     "no actor named '{name}' in namespace '{namespace}'"
                 ))
             })

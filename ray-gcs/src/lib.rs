@@ -6,6 +6,7 @@
 //! and callers ask it where an actor lives only when they first call it or after it restarts.
 
 mod actors;
+mod error;
 
 use parking_lot::Mutex;
 use ray_common::rpc::Connect;
@@ -14,6 +15,7 @@ use ray_proto::*;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
+pub use error::GcsError;
 pub use ray_proto::gcs_server::GcsServer;
 
 /// The GCS service. Cheap to clone; state behind short locks, never held across an await.
@@ -32,6 +34,9 @@ struct Inner {
 #[derive(Default)]
 struct State {
     nodes: Vec<NodeInfo>,
+    /// The nodes as the scheduler sees them, `NodeId(i)` for `nodes[i]`.
+    view: ray_scheduler::ClusterView,
+    scheduler: ray_scheduler::Scheduler,
     next_job_id: u32,
     jobs: std::collections::HashMap<u32, JobConfig>,
 }
@@ -48,14 +53,30 @@ impl GcsService {
         }
     }
 
-    fn alive_node_manager(&self) -> Option<String> {
-        self.inner
-            .state
-            .lock()
-            .nodes
-            .iter()
-            .find(|n| n.alive)
-            .map(|n| n.node_manager_address.clone())
+    /// The node manager to lease a worker for an actor of `shape` from, as the scheduler's
+    /// default policy picks it; a node busy now but able to hold it if none is free (its node
+    /// manager queues the lease). `Err` with the reason if no node could ever hold it.
+    fn place(&self, shape: &ray_scheduler::ResourceSet) -> Result<Option<String>, String> {
+        let mut state = self.inner.state.lock();
+        let State {
+            nodes,
+            view,
+            scheduler,
+            ..
+        } = &mut *state;
+        let req = ray_scheduler::SchedulingRequest::new(shape.clone());
+        let node = match scheduler.schedule(view, &req, &mut rand::rng()) {
+            Ok(node) => node,
+            Err(pending) if pending.is_infeasible() => return Err(pending.to_string()),
+            Err(pending) => match pending.nodes.first().filter(|_| pending.feasible_nodes > 0) {
+                Some(busy) => busy.node,
+                None => return Ok(None),
+            },
+        };
+        Ok(nodes
+            .get(node.0 as usize)
+            .filter(|n| n.alive)
+            .map(|n| n.node_manager_address.clone()))
     }
 }
 
@@ -72,10 +93,29 @@ impl Gcs for GcsService {
         if node.node_id.len() != 16 {
             return Err(Status::invalid_argument("node id must be 16 bytes"));
         }
+        let total = ray_common::resources::to_resource_set(node.total.clone())
+            .map_err(|e| Status::invalid_argument(format!("node resources: {e}")))?;
         tracing::info!(address = %node.node_manager_address, "node registered");
         let mut state = self.inner.state.lock();
-        state.nodes.retain(|n| n.node_id != node.node_id);
-        state.nodes.push(node);
+        let index = match state.nodes.iter().position(|n| n.node_id == node.node_id) {
+            Some(i) => {
+                state.nodes[i] = node;
+                i
+            }
+            None => {
+                state.nodes.push(node);
+                state.nodes.len() - 1
+            }
+        };
+        let id = ray_scheduler::NodeId(index as u64);
+        let view = &mut state.view;
+        let known = view.node(id).is_some();
+        let updated = if known {
+            view.set_total(id, total).map(|_| view.set_alive(id, true))
+        } else {
+            view.add_node(id, total).map(|_| true)
+        };
+        updated.map_err(|e| Status::invalid_argument(format!("node resources: {e}")))?;
         Ok(Response::new(RegisterNodeReply { cluster_id: 1 }))
     }
 
@@ -90,12 +130,17 @@ impl Gcs for GcsService {
     ) -> Result<Response<Empty>, Status> {
         let req = req.into_inner();
         let mut state = self.inner.state.lock();
-        let node = state
+        let index = state
             .nodes
-            .iter_mut()
-            .find(|n| n.node_id == req.node_id)
+            .iter()
+            .position(|n| n.node_id == req.node_id)
             .ok_or_else(|| Status::not_found("unknown node"))?;
-        node.available = req.available;
+        if let Ok(available) = ray_common::resources::to_resource_set(req.available.clone()) {
+            let _ = state
+                .view
+                .set_available(ray_scheduler::NodeId(index as u64), available);
+        }
+        state.nodes[index].available = req.available;
         Ok(Response::new(Empty {}))
     }
 
@@ -130,7 +175,9 @@ impl Gcs for GcsService {
         &self,
         req: Request<ActorSpec>,
     ) -> Result<Response<RegisterActorReply>, Status> {
-        self.register(req.into_inner()).map(Response::new)
+        self.register(req.into_inner())
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn get_actor_info(
@@ -140,12 +187,15 @@ impl Gcs for GcsService {
         let req = req.into_inner();
         let wait = self.wait_info(&req.actor_id, req.min_incarnation);
         if req.wait_ms == 0 {
-            return wait.await.map(Response::new);
+            return wait.await.map(Response::new).map_err(Status::from);
         }
         match tokio::time::timeout(std::time::Duration::from_millis(req.wait_ms.into()), wait).await
         {
-            Ok(r) => r.map(Response::new),
-            Err(_) => self.current_info(&req.actor_id).map(Response::new),
+            Ok(r) => r.map(Response::new).map_err(Status::from),
+            Err(_) => self
+                .current_info(&req.actor_id)
+                .map(Response::new)
+                .map_err(Status::from),
         }
     }
 
@@ -154,7 +204,9 @@ impl Gcs for GcsService {
         req: Request<GetNamedActorRequest>,
     ) -> Result<Response<ActorInfo>, Status> {
         let req = req.into_inner();
-        self.named(&req.namespace, &req.name).map(Response::new)
+        self.named(&req.namespace, &req.name)
+            .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn kill_actor(&self, req: Request<KillActorRequest>) -> Result<Response<Empty>, Status> {
