@@ -635,31 +635,37 @@ impl CoreWorker {
 
     pub fn put<T: Serialize>(self: &Arc<Self>, value: &T) -> Result<Arc<RefInner>> {
         let id = self.own.ids.next();
-        // Refs inside the value are held with it, not pinned (see `Ownership::contain`).
-        let (stored, inner) = collect_serialized_refs(|| self.store_value(id, value));
-        stored?;
+        let inner = self.store_value(id, value)?;
         let r = self.own.new_ref(id);
+        // Refs inside the value are held with it, not pinned (see `Ownership::contain`).
         self.own.contain(id, inner);
         Ok(r)
     }
 
-    fn store_value<T: Serialize>(&self, id: ObjectId, value: &T) -> Result<()> {
+    /// Stores `value` as object `id`; the refs found inside it.
+    fn store_value<T: Serialize>(&self, id: ObjectId, value: &T) -> Result<Vec<Arc<RefInner>>> {
         if let Some(c) = &self.own.link {
-            // Measured first (collecting nothing): a large value is encoded straight into
-            // shared memory, so a put costs the value plus its one copy there.
-            let (len, _) = collect_serialized_refs(|| codec::encoded_len(value));
-            let len = len?;
+            // Measured first: a large value is encoded straight into shared memory, so a put
+            // costs the value plus its one copy there. The measuring pass also says whether
+            // the value holds refs at all (most do not: then nothing needs collecting).
+            let (len, found) = collect_serialized_refs(|| codec::encoded_len(value));
+            let (len, has_refs) = (len?, !found.is_empty());
             if len > INLINE_MAX {
-                let stored = c
-                    .store
-                    .put_plasma_with(id, len as u64, 0, |buf| codec::encode_into(value, buf))?;
-                self.own.store.put(id, stored);
-                return Ok(());
+                let (stored, inner) = collect_serialized_refs(|| {
+                    c.store
+                        .put_plasma_with(id, len as u64, 0, |buf| codec::encode_into(value, buf))
+                });
+                self.own.store.put(id, stored?);
+                return Ok(inner);
+            }
+            if !has_refs {
+                self.own.store_owned_bytes(id, codec::encode(value)?)?;
+                return Ok(Vec::new());
             }
         }
-        let bytes = codec::encode(value)?;
-        self.own.store_owned_bytes(id, bytes)?;
-        Ok(())
+        let (bytes, inner) = collect_serialized_refs(|| codec::encode(value));
+        self.own.store_owned_bytes(id, bytes?)?;
+        Ok(inner)
     }
 }
 

@@ -487,27 +487,30 @@ fn finish(
         _ => hand_over(own, done.returned, &frame.owner_address),
     };
     let borrowed = own.refs.still_borrowed(&done.decoded);
+    let value = ray_proto::ObjectValue {
+        contained,
+        ..stored.to_proto()
+    };
     ray_proto::ReplyFrame {
         seq: frame.seq,
-        value: Some(stored.to_proto()),
+        value: Some(value),
         borrowed_ids: borrowed
             .into_iter()
             .map(|id| id.0.to_vec().into())
             .collect(),
         exec_micros: start.elapsed().as_micros() as u64,
         requeue: false,
-        contained,
     }
 }
 
 /// Hands the refs inside a result over to the result's owner, `caller`: it becomes a
 /// borrower of those this process owns, and of those owned elsewhere (whose owners are told
-/// before this process lets go of them). What the reply lists as contained.
+/// before this process lets go of them). What the reply's value lists as contained.
 fn hand_over(
     own: &Ownership,
     returned: Vec<Arc<RefInner>>,
     caller: &str,
-) -> Vec<ray_proto::ContainedRef> {
+) -> Vec<ray_proto::ObjectRefProto> {
     if returned.is_empty() {
         return Vec::new();
     }
@@ -524,9 +527,9 @@ fn hand_over(
             Some(owner) if **owner != *caller => foreign.push((r.id, owner.clone())),
             Some(_) => {} // The caller's own object.
         }
-        contained.push(ray_proto::ContainedRef {
+        contained.push(ray_proto::ObjectRefProto {
             object_id: r.id.0.to_vec().into(),
-            owner: r.owner.as_deref().unwrap_or(&own.me.address).to_string(),
+            owner_address: r.owner.as_deref().unwrap_or(&own.me.address).to_string(),
         });
     }
     own.register_borrows(foreign, caller, returned);

@@ -43,6 +43,7 @@ fn lease_request(cpus: f64, job_id: u32) -> ray_proto::LeaseRequest {
         requester_id: Default::default(),
         for_actor: false,
         job_id,
+        request_id: 0,
     }
 }
 
@@ -290,4 +291,58 @@ fn gcs_places_actors_where_their_resources_are_and_buries_the_unplaceable() {
         }
         other => panic!("expected ActorDied, got {other:?}"),
     }
+}
+
+#[test]
+fn node_manager_gives_a_retried_lease_request_the_lease_it_granted() {
+    let cluster = TestCluster::start(1, 2.0);
+    let node = &cluster.nodes[0].manager;
+    let nm = cluster.node_manager_client(0, "test");
+    let cpus = || node.resources().1.get(ray_scheduler::CPU);
+    cluster
+        .filters
+        .install(OnMethod::new("RequestWorkerLease", Verdict::DropResponse).times(1));
+    let ask = ray_proto::LeaseRequest {
+        request_id: 7,
+        ..lease_request(1.0, JOB)
+    };
+    let lost = cluster.block_on(nm.request_worker_lease(ask.clone()));
+    assert_eq!(lost.unwrap_err().kind, RpcErrorKind::Unreachable);
+    // Granted all the same: the node holds it.
+    assert_eq!(cpus(), 1.0);
+    let again = granted(
+        cluster
+            .block_on(nm.request_worker_lease(ask.clone()))
+            .unwrap(),
+    );
+    assert_eq!(
+        cpus(),
+        1.0,
+        "the retry got the lease granted first, not a second one"
+    );
+    cluster.block_on(return_lease(&*nm, again.lease_id, false));
+    assert_eq!(cpus(), 2.0);
+    // Returned, the name is free: the same id now asks for a new lease.
+    let fresh = granted(cluster.block_on(nm.request_worker_lease(ask)).unwrap());
+    assert_ne!(fresh.lease_id, again.lease_id);
+}
+
+#[test]
+fn a_task_whose_lease_answer_was_lost_runs_and_leaks_no_lease() {
+    let cluster = TestCluster::start(1, 2.0);
+    let driver = cluster.driver(0, "driver");
+    let node = &cluster.nodes[0].manager;
+    cluster
+        .filters
+        .install(OnMethod::new("RequestWorkerLease", Verdict::DropResponse).times(1));
+    let r = driver.submit(
+        name("square"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&9u64)],
+    );
+    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 81);
+    // The idle lease goes back; nothing else holds the node's CPUs.
+    eventually(WAIT, "every CPU is free again", || {
+        node.resources().1.get(ray_scheduler::CPU) == 2.0
+    });
 }

@@ -151,8 +151,16 @@ impl GcsService {
             let deadline = Instant::now() + PLACEMENT_RETRY_DEADLINE;
             let mut delay = Duration::from_millis(50);
             let mut attempts = 1u32;
+            // One name for the lease request across transient retries: a node manager that
+            // granted it already gives the same lease back.
+            let request_id = u64::from_le_bytes(
+                ray_common::ids::random_bytes()[..8]
+                    .try_into()
+                    .expect("8 bytes"),
+            )
+            .max(1);
             loop {
-                match me.schedule(&id).await {
+                match me.schedule(&id, request_id).await {
                     Ok(()) => return,
                     Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
                         tracing::info!(cause = %e, attempts, "actor placement met a transient error; trying again");
@@ -207,7 +215,7 @@ impl GcsService {
     }
 
     /// Leases a dedicated worker, then asks it to construct the actor.
-    async fn schedule(&self, id: &[u8]) -> Result<(), GcsError> {
+    async fn schedule(&self, id: &[u8], request_id: u64) -> Result<(), GcsError> {
         let spec = match self.inner.actors.table.lock().records.get(id) {
             Some(r) if r.state != ActorState::Dead => r.spec.clone(),
             _ => return Ok(()),
@@ -232,6 +240,7 @@ impl GcsService {
                 requester_id: Default::default(),
                 for_actor: true,
                 job_id: spec.job_id,
+                request_id,
             })
             .await
             .map_err(|e| GcsError::call(step(), e))?;

@@ -15,7 +15,7 @@ mod pool;
 mod service;
 
 pub use launcher::{Killer, LaunchRequest, LaunchedWorker, ProcessLauncher, WorkerLauncher};
-pub use pool::{default_max_workers, Grant, LeaseError, NodeManager, NodeManagerConfig};
+pub use pool::{default_max_workers, Grant, LeaseAsk, LeaseError, NodeManager, NodeManagerConfig};
 pub use ray_proto::node_manager_server::NodeManagerServer;
 
 /// Environment variables a worker process is started with. The session token is not among

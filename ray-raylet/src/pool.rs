@@ -53,6 +53,22 @@ pub fn default_max_workers(store_bytes: u64) -> usize {
     limit.clamp(16, 100_000) as usize
 }
 
+/// One lease request.
+#[derive(Clone, Copy, Debug)]
+pub struct LeaseAsk<'a> {
+    /// The resources the lease holds.
+    pub shape: &'a ResourceSet,
+    /// The worker asking (its leases are taken back if its process dies); empty for a
+    /// driver or the GCS.
+    pub lessee: &'a [u8],
+    /// A worker an actor will hold for its life (actors may not take every worker).
+    pub for_actor: bool,
+    /// The job whose worker is wanted.
+    pub job_id: u32,
+    /// The requester's name for the request, the same on each retry (0: none).
+    pub request_id: u64,
+}
+
 /// A granted lease, as the pool sees it.
 #[derive(Clone, Debug)]
 pub struct Grant {
@@ -123,6 +139,8 @@ impl WorkerRecord {
 }
 
 struct LeaseRecord {
+    /// The request that asked for it (0: unnamed).
+    request_id: u64,
     worker: [u8; 16],
     /// The worker process holding the lease (empty: a driver or the GCS). When it dies, its
     /// leases come back.
@@ -141,6 +159,9 @@ struct PoolState {
     starting: usize,
     waiting: usize,
     leases: HashMap<u64, LeaseRecord>,
+    /// Granted leases by the request that asked for them: a retried request (its answer was
+    /// lost) gets the same lease again rather than a second one that nobody holds.
+    granted: HashMap<u64, Grant>,
     next_lease: u64,
     shutting_down: bool,
     /// Workers leased for actors.
@@ -178,6 +199,9 @@ impl PoolState {
     fn remove_lease(&mut self, lease_id: u64) -> Option<LeaseRecord> {
         let lease = self.leases.remove(&lease_id)?;
         self.actor_workers -= usize::from(lease.for_actor);
+        if lease.request_id != 0 {
+            self.granted.remove(&lease.request_id);
+        }
         Some(lease)
     }
 }
@@ -232,6 +256,7 @@ impl NodeManager {
                     starting: 0,
                     waiting: 0,
                     leases: HashMap::new(),
+                    granted: HashMap::new(),
                     next_lease: 1,
                     actor_workers: 0,
                     shutting_down: false,
@@ -335,20 +360,21 @@ impl NodeManager {
         }
     }
 
-    /// Waits until `shape` fits and a worker of job `job_id` is idle, then leases that
-    /// worker, on behalf of `lessee` (a worker id, whose leases are taken back if its process
-    /// dies; empty for a driver or the GCS). Starts workers on demand. `for_actor`: a worker
-    /// an actor will hold for its life.
-    pub async fn lease_for(
-        &self,
-        shape: &ResourceSet,
-        lessee: &[u8],
-        for_actor: bool,
-        job_id: u32,
-    ) -> Result<Grant, LeaseError> {
-        let job = self.job(job_id).await?;
+    /// Waits until the shape fits and a worker of the job is idle, then leases that worker
+    /// (see [`LeaseAsk`]). Starts workers on demand. A request already granted (its answer
+    /// was lost, and it is asked again) gets the same lease.
+    pub async fn lease_for(&self, ask: &LeaseAsk<'_>) -> Result<Grant, LeaseError> {
+        let shape = ask.shape;
+        let job = self.job(ask.job_id).await?;
         {
             let state = self.inner.state.lock();
+            if let Some(g) = state
+                .granted
+                .get(&ask.request_id)
+                .filter(|_| ask.request_id != 0)
+            {
+                return Ok(g.clone());
+            }
             if !state.resources.is_feasible(shape) {
                 let why = state
                     .resources
@@ -372,7 +398,7 @@ impl NodeManager {
         self.inner.state.lock().waiting += 1;
         let _waiting = Waiting(self);
         tracing::debug!(shape = ?shape.to_map(), "lease requested");
-        let r = self.lease_loop(shape, lessee, for_actor, &job).await;
+        let r = self.lease_loop(ask, &job).await;
         tracing::debug!(shape = ?shape.to_map(), granted = r.is_ok(), "lease answered");
         r
     }
@@ -384,13 +410,13 @@ impl NodeManager {
         cpus.max(2).min(self.inner.config.max_workers / 2)
     }
 
-    async fn lease_loop(
-        &self,
-        shape: &ResourceSet,
-        lessee: &[u8],
-        for_actor: bool,
-        job: &JobConfig,
-    ) -> Result<Grant, LeaseError> {
+    async fn lease_loop(&self, ask: &LeaseAsk<'_>, job: &JobConfig) -> Result<Grant, LeaseError> {
+        let LeaseAsk {
+            shape,
+            lessee,
+            for_actor,
+            ..
+        } = *ask;
         let max_workers = self.inner.config.max_workers;
         let max_actors = max_workers - self.task_reserve();
         // Since when this request waits on the worker limit (not on resources).
@@ -428,7 +454,7 @@ impl NodeManager {
                 let actors_full = for_actor && state.actor_workers >= max_actors;
                 if fits && !actors_full {
                     if let Some(worker) = state.take_idle(job.job_id) {
-                        return Ok(grant(&mut state, worker, shape, lessee, for_actor));
+                        return Ok(grant(&mut state, worker, ask));
                     }
                 }
                 // Starting workers are in the table from the moment they are decided on.
@@ -740,40 +766,39 @@ impl NodeManager {
     }
 }
 
-fn grant(
-    state: &mut PoolState,
-    worker: [u8; 16],
-    shape: &ResourceSet,
-    lessee: &[u8],
-    for_actor: bool,
-) -> Grant {
+fn grant(state: &mut PoolState, worker: [u8; 16], ask: &LeaseAsk<'_>) -> Grant {
     // Checked by the caller: the shape is available.
-    let _ = state.resources.try_allocate(shape);
+    let _ = state.resources.try_allocate(ask.shape);
     let lease_id = state.next_lease;
     state.next_lease += 1;
     state.leases.insert(
         lease_id,
         LeaseRecord {
+            request_id: ask.request_id,
             worker,
-            lessee: lessee.to_vec(),
-            held: shape.clone(),
-            shape: shape.clone(),
-            for_actor,
+            lessee: ask.lessee.to_vec(),
+            held: ask.shape.clone(),
+            shape: ask.shape.clone(),
+            for_actor: ask.for_actor,
         },
     );
-    state.actor_workers += usize::from(for_actor);
+    state.actor_workers += usize::from(ask.for_actor);
     let w = state
         .workers
         .get_mut(&worker)
         .expect("idle workers are registered workers");
     w.lease = Some(lease_id);
-    Grant {
+    let g = Grant {
         lease_id,
         worker_id: worker,
         task_socket: w.task_socket.clone(),
         core_worker_address: w.core_worker_address.clone(),
         pid: w.pid,
+    };
+    if ask.request_id != 0 {
+        state.granted.insert(ask.request_id, g.clone());
     }
+    g
 }
 
 fn cpu_part(shape: &ResourceSet) -> ResourceSet {

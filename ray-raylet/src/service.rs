@@ -1,6 +1,6 @@
 //! The node manager's gRPC service: thin translation between wire messages and [`NodeManager`].
 
-use crate::pool::{LeaseError, NodeManager};
+use crate::pool::{LeaseAsk, LeaseError, NodeManager};
 use ray_common::resources::to_resources;
 use ray_object_store::{ObjectId, StoreError};
 use ray_proto::node_manager_server::NodeManager as NodeManagerRpc;
@@ -66,7 +66,13 @@ impl NodeManagerRpc for NodeManager {
         let req = req.into_inner();
         let shape = to_resource_set(req.shape)?;
         let result = match self
-            .lease_for(&shape, &req.requester_id, req.for_actor, req.job_id)
+            .lease_for(&LeaseAsk {
+                shape: &shape,
+                lessee: &req.requester_id,
+                for_actor: req.for_actor,
+                job_id: req.job_id,
+                request_id: req.request_id,
+            })
             .await
         {
             Ok(g) => lease_reply::Result::Granted(Lease {

@@ -178,11 +178,17 @@ impl Submitter {
         let Some(call) = q.in_flight.remove(&frame.seq) else {
             return;
         };
-        let stored = match frame.value {
-            Some(v) => Stored::from_proto(v),
-            None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+        let (stored, contained) = match frame.value {
+            Some(mut v) => {
+                let contained = std::mem::take(&mut v.contained);
+                (Stored::from_proto(v), contained)
+            }
+            None => (
+                Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+                Vec::new(),
+            ),
         };
-        own.adopt_contained(call.return_id, &frame.contained);
+        own.adopt_contained(call.return_id, &contained);
         own.complete(call.return_id, stored);
         register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }

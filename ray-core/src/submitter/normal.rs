@@ -17,6 +17,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// How long a lease request is asked again after transport failures before it fails.
+const LEASE_RETRY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A fresh name for a lease request (never 0, which names none).
+pub(crate) fn request_id() -> u64 {
+    let bytes = ray_common::ids::random_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 of 16 bytes")).max(1)
+}
+
 /// Leases requested at once per resource shape (Ray caps pending lease requests too).
 const MAX_LEASE_REQUESTS: usize = 4;
 /// A lease with nothing to do for this long goes back to the node manager.
@@ -202,11 +211,17 @@ impl Submitter {
         if let Some(q) = self.queues.get_mut(&key) {
             q.avg_exec_micros = 0.8 * q.avg_exec_micros + 0.2 * frame.exec_micros as f64;
         }
-        let stored = match frame.value {
-            Some(v) => Stored::from_proto(v),
-            None => Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+        let (stored, contained) = match frame.value {
+            Some(mut v) => {
+                let contained = std::mem::take(&mut v.contained);
+                (Stored::from_proto(v), contained)
+            }
+            None => (
+                Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+                Vec::new(),
+            ),
         };
-        own.adopt_contained(task.return_id, &frame.contained);
+        own.adopt_contained(task.return_id, &contained);
         own.complete(task.return_id, stored);
         register_borrowers(own, &frame.borrowed_ids, borrower, task);
         self.dispatch(own, &key);
@@ -345,8 +360,23 @@ fn request_lease(
             requester_id: requester.into(),
             for_actor: false,
             job_id,
+            request_id: request_id(),
         };
-        let ev = match raylet.request_worker_lease(req).await {
+        // A request whose answer was lost is asked again under the same id: the node manager
+        // gives a lease it granted already back, rather than a second one nobody holds.
+        let deadline = Instant::now() + LEASE_RETRY_DEADLINE;
+        let mut backoff = Duration::from_millis(20);
+        let answer = loop {
+            match raylet.request_worker_lease(req.clone()).await {
+                Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
+                    tracing::debug!(error = %e, "lease request failed; asking again");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                answer => break answer,
+            }
+        };
+        let ev = match answer {
             // The node's worker limit held the request past its deadline.
             Err(e) if e.kind == RpcErrorKind::Exhausted => Event::LeaseFailed(
                 key,
