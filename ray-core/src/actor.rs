@@ -96,7 +96,7 @@ impl<A: ActorClass> Serialize for ActorHandle<A> {
             )));
         }
         let lifetime = c.lifetime.clone().map(ObjectRef::<()>::from_inner);
-        (c.actor_id, c.max_task_retries, lifetime).serialize(s)
+        (c.actor_id.0, c.max_task_retries, lifetime).serialize(s)
     }
 }
 
@@ -105,7 +105,7 @@ impl<'de, A: ActorClass> Deserialize<'de> for ActorHandle<A> {
         let (actor_id, max_task_retries, lifetime): ([u8; 16], i32, Option<ObjectRef<()>>) =
             Deserialize::deserialize(d)?;
         Ok(Self::from_core(ActorCore {
-            actor_id,
+            actor_id: ray_common::ActorId(actor_id),
             class: A::CLASS.into(),
             max_task_retries,
             lifetime: lifetime.map(|r| r.inner),
@@ -160,7 +160,7 @@ pub fn try_create_actor<A: ActorClass>(
 pub fn create_actor<A: ActorClass>(opts: ActorOptions, args: Vec<ArgSpec>) -> ActorHandle<A> {
     try_create_actor(opts, args).unwrap_or_else(|e| {
         ActorHandle::from_core(ActorCore {
-            actor_id: [0; 16],
+            actor_id: Default::default(),
             class: A::CLASS.into(),
             max_task_retries: 0,
             lifetime: None,

@@ -6,11 +6,11 @@
 use crate::core_worker::CoreWorker;
 use crate::error::{Error, Result};
 use crate::executor::{serve_task_socket, Executor, TaskQueue};
-use crate::ids::id16;
 use crate::link::{Clients, Link};
 use crate::ownership::Identity;
 use crate::service::{Served, Slot};
 use ray_common::rpc::Connect;
+use ray_common::{NodeId, WorkerId};
 use std::any::Any;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub(crate) type OpenClients<'a> = Box<dyn FnOnce(&str) -> Arc<dyn Connect> + 'a>
 
 /// What a worker is started with.
 pub(crate) struct WorkerBoot<'a> {
-    pub worker_id: [u8; 16],
+    pub worker_id: WorkerId,
     /// The node manager that started it, where it registers.
     pub node_manager: &'a str,
     /// The session's unique name (its task socket's name starts with it).
@@ -75,7 +75,7 @@ pub(crate) fn boot_worker(
         runtime,
         crate::service::core_worker_routes(&token, slot.clone()),
     )?;
-    let worker_hex = ray_common::ids::hex(&worker_id);
+    let worker_hex = worker_id.to_hex();
     let socket_name = format!("{session}-{worker_hex}");
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket_name.as_bytes())
         .map_err(Error::runtime)?;
@@ -139,7 +139,7 @@ pub(crate) fn boot_worker(
         Identity {
             address: core_address.into(),
             worker_id,
-            node_id: id16(&registered.node_id, "node id")?,
+            node_id: NodeId::from_wire(&registered.node_id).map_err(Error::runtime)?,
             job_id: registered.job_id,
             namespace: registered.namespace.clone(),
             is_worker: true,

@@ -19,6 +19,7 @@ use crate::registry::{ArgReader, MethodCall};
 use crate::submitter::{self, ActorCall};
 use bytes::Bytes;
 use ray_common::rpc::RpcErrorKind;
+use ray_common::ActorId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -41,7 +42,7 @@ pub(crate) struct CoreWorker {
 /// The untyped part of an actor handle.
 #[derive(Clone, Debug)]
 pub struct ActorCore {
-    pub(crate) actor_id: [u8; 16],
+    pub(crate) actor_id: ActorId,
     pub(crate) class: Arc<str>,
     pub(crate) max_task_retries: i32,
     /// Keeps an owner-scoped actor alive (a ref the reference table counts); `None` for
@@ -54,7 +55,7 @@ pub struct ActorCore {
 impl ActorCore {
     /// The actor's id, 32 hex digits.
     pub fn id(&self) -> String {
-        ObjectId(self.actor_id).to_hex()
+        self.actor_id.to_hex()
     }
 }
 
@@ -371,7 +372,7 @@ impl CoreWorker {
             .namespace
             .clone()
             .unwrap_or_else(|| self.own.me.namespace.clone());
-        let actor_id = ray_common::ids::random_bytes();
+        let actor_id = ActorId::random();
         let mut core = ActorCore {
             actor_id,
             class: class.into(),
@@ -463,7 +464,7 @@ impl CoreWorker {
             }
         };
         if reply.existed {
-            core.actor_id = crate::ids::id16(&reply.actor_id, "actor id")?;
+            core.actor_id = ActorId::from_wire(&reply.actor_id).map_err(Error::runtime)?;
             core.max_task_retries = reply.max_task_retries;
             return Ok(core);
         }
@@ -550,7 +551,7 @@ impl CoreWorker {
     }
 
     /// Kills an actor for good and returns once its process is dead.
-    pub fn kill_actor(&self, actor_id: [u8; 16], cause: &str) -> Result<()> {
+    pub fn kill_actor(&self, actor_id: ActorId, cause: &str) -> Result<()> {
         let Some(c) = &self.own.link else {
             self.own.end_actor(actor_id, cause);
             return Ok(());
@@ -579,7 +580,7 @@ impl CoreWorker {
         &self,
         name: &str,
         namespace: &str,
-    ) -> Result<([u8; 16], String, i32)> {
+    ) -> Result<(ActorId, String, i32)> {
         let not_found = || {
             Error::InvalidArgument(format!(
                 "no actor named '{name}' in namespace '{namespace}'"
@@ -604,7 +605,7 @@ impl CoreWorker {
         };
         match c.call(async move { gcs.get_named_actor(req).await })? {
             Ok(info) => Ok((
-                crate::ids::id16(&info.actor_id, "actor id")?,
+                ActorId::from_wire(&info.actor_id).map_err(Error::runtime)?,
                 info.class_name,
                 info.max_task_retries,
             )),

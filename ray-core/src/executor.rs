@@ -211,7 +211,7 @@ impl Executor {
         let ((result, returned), decoded) = collect_deserialized_refs(|| {
             collect_serialized_refs(|| {
                 let slices = arg_slices(&self.own, &args)?;
-                let task = id16(&frame.task_id, "task id").ok();
+                let task = ray_common::TaskId::from_wire(&frame.task_id).ok();
                 task_context::as_task(task, shape, || {
                     crate::registry::execute(&frame.function, &slices, self.location())
                 })
@@ -419,11 +419,15 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         .map(Stored::from_proto)
         .collect();
     let (result, returned) = collect_serialized_refs(|| {
-        task_context::as_inline_task(task.return_id.0, task.shape.clone(), || {
-            arg_slices(own, &args).and_then(|slices| {
-                crate::registry::execute(task.function, &slices, &own.me.location)
-            })
-        })
+        task_context::as_inline_task(
+            ray_common::TaskId(task.return_id.0),
+            task.shape.clone(),
+            || {
+                arg_slices(own, &args).and_then(|slices| {
+                    crate::registry::execute(task.function, &slices, &own.me.location)
+                })
+            },
+        )
     });
     drop(args);
     // This process owns the result: it holds the refs inside it itself.

@@ -129,7 +129,7 @@ impl TestCluster {
                 let store_path = store.path().display().to_string();
                 let manager = NodeManager::new(
                     NodeManagerConfig {
-                        node_id: ray_common::NodeId::random().0,
+                        node_id: ray_common::NodeId::random(),
                         resources: resources.clone(),
                         token: token.to_string(),
                         session: session.clone(),
@@ -234,7 +234,7 @@ impl TestCluster {
         };
         let arena = ArenaMapping::open(std::path::Path::new(&n.store_path)).expect("the arena");
         let link = Link::new(handle, self.token.clone(), clients, arena, None);
-        let worker_id = ray_common::ids::random_bytes();
+        let worker_id = ray_common::WorkerId::random();
         let cw = CoreWorker::new(
             Identity {
                 address: name.into(),
@@ -325,7 +325,7 @@ impl WorkerLauncher for InProcessLauncher {
         let (exited_tx, exited) = tokio::sync::oneshot::channel();
         let network = self.network.clone();
         let filters = self.filters.clone();
-        let worker_id = request.worker_id.0;
+        let worker_id = request.worker_id;
         let node_manager = request.node_manager.to_string();
         let session = request.session.to_string();
         let start = move |token: String| {
@@ -360,7 +360,7 @@ impl WorkerLauncher for InProcessLauncher {
 
 /// Boots a worker, runs its tasks until it is killed, and says how it ended.
 fn run_in_process(
-    worker_id: [u8; 16],
+    worker_id: ray_common::WorkerId,
     node_manager: &str,
     session: &str,
     token: Arc<str>,
@@ -377,7 +377,7 @@ fn run_in_process(
         Ok(r) => r,
         Err(e) => return format!("no runtime: {e}"),
     };
-    let address = format!("worker-{}", ray_common::ids::hex(&worker_id));
+    let address = format!("worker-{worker_id}");
     let booted = boot_worker(
         &runtime,
         WorkerBoot {

@@ -15,6 +15,7 @@ use crate::service::{self, Served, Slot};
 use ray_common::ids::{hex, random_bytes as random_id};
 use ray_common::resources::to_resources;
 use ray_common::rpc::{Connect, TonicConnect};
+use ray_common::{NodeId, WorkerId};
 use ray_gcs::{GcsServer, GcsService};
 use ray_object_store::{ArenaMapping, ObjectStore, StoreConfig};
 use ray_proto::auth::CheckToken;
@@ -40,14 +41,14 @@ const PREFIX: &str = "rayrs-";
 
 pub(crate) fn start(config: &Config) -> Result<Session> {
     let resources = config.node_resources()?;
-    let worker_id = random_id();
+    let worker_id = WorkerId::random();
     match &config.mode {
         Mode::Sync => Ok(Session {
             rt: CoreWorker::new(
                 Identity {
                     address: format!("sync:{}", std::process::id()).into(),
                     worker_id,
-                    node_id: random_id(),
+                    node_id: NodeId::random(),
                     job_id: JOB_ID,
                     namespace: config.namespace.clone().unwrap_or_default(),
                     is_worker: false,
@@ -70,7 +71,7 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
 fn start_local(
     config: &Config,
     resources: ray_scheduler::ResourceSet,
-    worker_id: [u8; 16],
+    worker_id: WorkerId,
 ) -> Result<Session> {
     static SESSIONS: AtomicU32 = AtomicU32::new(0);
     sweep_stale_files();
@@ -99,7 +100,7 @@ fn start_local(
         .build()
         .map_err(Error::runtime)?;
     let handle = tokio_rt.handle().clone();
-    let node_id = random_id();
+    let node_id = NodeId::random();
     let program = std::env::current_exe().map_err(Error::runtime)?;
     let namespace = config.namespace.clone().unwrap_or_default();
     let mut stops = Vec::new();

@@ -14,9 +14,9 @@ pub(crate) struct IdGen {
 }
 
 impl IdGen {
-    pub fn new(worker_id: &[u8; 16]) -> Self {
+    pub fn new(worker_id: &ray_common::WorkerId) -> Self {
         let mut prefix = [0u8; 8];
-        prefix.copy_from_slice(&worker_id[..8]);
+        prefix.copy_from_slice(&worker_id.0[..8]);
         IdGen {
             prefix,
             next: AtomicU64::new(1),

@@ -334,7 +334,7 @@ fn node_views() -> Result<Vec<NodeView>> {
         let total = rt.node_total.to_map();
         return Ok(vec![NodeView {
             info: NodeInfo {
-                node_id: ray_common::ids::hex(&rt.me().node_id),
+                node_id: rt.me().node_id.to_hex(),
                 alive: true,
                 address: "sync".into(),
                 resources: total.clone(),
@@ -426,9 +426,9 @@ pub fn get_runtime_context() -> Result<RuntimeContext> {
     let rt = current::current()?;
     Ok(RuntimeContext {
         job_id: rt.me().job_id,
-        task_id: task_context::current_task().map(|t| ray_common::ids::hex(&t)),
-        node_id: ray_common::ids::hex(&rt.me().node_id),
-        worker_id: ray_common::ids::hex(&rt.me().worker_id),
+        task_id: task_context::current_task().map(|t| t.to_hex()),
+        node_id: rt.me().node_id.to_hex(),
+        worker_id: rt.me().worker_id.to_hex(),
         is_worker: rt.me().is_worker,
         namespace: rt.me().namespace.clone(),
     })

@@ -14,6 +14,7 @@ use crate::memory_store::{MemoryStore, Stored, Subscribed, Waiter};
 use crate::reference::{ReferenceTable, Release};
 use crate::registry::ActorInstance;
 use bytes::Bytes;
+use ray_common::{ActorId, NodeId, WorkerId};
 use serde::de::DeserializeOwned;
 use std::cell::RefCell;
 use std::sync::atomic::Ordering;
@@ -28,8 +29,8 @@ pub(crate) const INLINE_MAX: usize = 100 * 1024;
 pub(crate) struct Identity {
     /// Owner address: its core-worker endpoint (or "sync:<pid>").
     pub address: Arc<str>,
-    pub worker_id: [u8; 16],
-    pub node_id: [u8; 16],
+    pub worker_id: WorkerId,
+    pub node_id: NodeId,
     pub job_id: u32,
     pub namespace: String,
     /// A worker process (which names itself in lease requests), not a driver.
@@ -52,7 +53,7 @@ pub(crate) struct Ownership {
     pub actor_lifetimes: dashmap::DashMap<ObjectId, ()>,
     /// Refs inside the constructor arguments of actors this process created, kept while the
     /// actor may be (re)constructed: they stay valid for its whole life.
-    pub actor_args: dashmap::DashMap<[u8; 16], Vec<Arc<RefInner>>>,
+    pub actor_args: dashmap::DashMap<ActorId, Vec<Arc<RefInner>>>,
     /// Refs inside values this process owns (a `put` value, a task's result), held while
     /// the value is (Ray's "contained in" references): freeing the value lets them go.
     pub contained: dashmap::DashMap<ObjectId, Vec<Arc<RefInner>>>,
@@ -60,8 +61,8 @@ pub(crate) struct Ownership {
     /// lookup per freed object costs small puts a tenth of their rate).
     pub contained_len: std::sync::atomic::AtomicUsize,
     /// Sync mode: actors live in this process.
-    pub sync_actors: dashmap::DashMap<[u8; 16], SyncActor>,
-    pub sync_names: dashmap::DashMap<(String, String), [u8; 16]>,
+    pub sync_actors: dashmap::DashMap<ActorId, SyncActor>,
+    pub sync_names: dashmap::DashMap<(String, String), ActorId>,
 }
 
 /// An actor hosted in the driver (sync mode).
@@ -277,8 +278,8 @@ impl Ownership {
         match release {
             Release::FreeOwned(id) => {
                 if self.actor_lifetimes.remove(&id).is_some() {
-                    self.actor_args.remove(&id.0);
-                    self.end_actor(id.0, "all handles to the actor went out of scope");
+                    self.actor_args.remove(&ActorId(id.0));
+                    self.end_actor(ActorId(id.0), "all handles to the actor went out of scope");
                     return;
                 }
                 let value = self.store.remove(&id);
@@ -300,7 +301,7 @@ impl Ownership {
 
     /// Ends an actor for good without waiting (a drop must not block): asks the GCS, or in
     /// sync mode fails the instance here.
-    pub fn end_actor(&self, actor_id: [u8; 16], cause: &str) {
+    pub fn end_actor(&self, actor_id: ActorId, cause: &str) {
         let Some(link) = &self.link else {
             if let Some(mut a) = self.sync_actors.get_mut(&actor_id) {
                 a.instance = Err(Error::ActorDied {
@@ -325,8 +326,8 @@ impl Ownership {
 
     /// Scopes the actor `actor_id` by a ref this process owns: when the last handle holding
     /// it goes, the actor is killed. Returns that ref.
-    pub fn track_actor_lifetime(self: &Arc<Self>, actor_id: [u8; 16]) -> Arc<RefInner> {
-        let id = ObjectId(actor_id);
+    pub fn track_actor_lifetime(self: &Arc<Self>, actor_id: ActorId) -> Arc<RefInner> {
+        let id = ObjectId(actor_id.0);
         self.actor_lifetimes.insert(id, ());
         self.new_ref(id)
     }

@@ -5,12 +5,13 @@
 //! context, not process state. Two core workers in one process each run tasks on their own
 //! threads, so each sees its own.
 
+use ray_common::TaskId;
 use ray_scheduler::ResourceSet;
 use std::cell::{Cell, RefCell};
 
 thread_local! {
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
-    static CURRENT_TASK: Cell<Option<[u8; 16]>> = const { Cell::new(None) };
+    static CURRENT_TASK: Cell<Option<TaskId>> = const { Cell::new(None) };
     /// Resources of the task running on this thread (normal tasks only).
     static CURRENT_SHAPE: RefCell<Option<Shape>> = const { RefCell::new(None) };
     /// Tasks run inline on this thread, one inside the other.
@@ -33,7 +34,7 @@ pub(crate) fn in_task() -> bool {
 }
 
 /// The id of the task running on this thread, if any.
-pub(crate) fn current_task() -> Option<[u8; 16]> {
+pub(crate) fn current_task() -> Option<TaskId> {
     CURRENT_TASK.with(|t| t.get())
 }
 
@@ -54,7 +55,7 @@ pub(crate) fn can_help() -> Option<ResourceSet> {
 }
 
 /// Runs `f` as the worker's task `task` with resources `shape` (a task taken from a frame).
-pub(crate) fn as_task<R>(task: Option<[u8; 16]>, shape: Option<Shape>, f: impl FnOnce() -> R) -> R {
+pub(crate) fn as_task<R>(task: Option<TaskId>, shape: Option<Shape>, f: impl FnOnce() -> R) -> R {
     CURRENT_TASK.with(|t| t.set(task));
     CURRENT_SHAPE.with(|s| s.replace(shape));
     IN_TASK.with(|t| t.set(true));
@@ -67,7 +68,7 @@ pub(crate) fn as_task<R>(task: Option<[u8; 16]>, shape: Option<Shape>, f: impl F
 
 /// Runs `f` as task `task` inline inside the task already running on this thread, which
 /// stays current around it.
-pub(crate) fn as_inline_task<R>(task: [u8; 16], shape: ResourceSet, f: impl FnOnce() -> R) -> R {
+pub(crate) fn as_inline_task<R>(task: TaskId, shape: ResourceSet, f: impl FnOnce() -> R) -> R {
     let outer_task = CURRENT_TASK.with(|t| t.replace(Some(task)));
     let outer_shape = CURRENT_SHAPE.with(|s| s.replace(Some(Shape::Known(shape))));
     INLINE_DEPTH.with(|d| d.set(d.get() + 1));

@@ -41,8 +41,8 @@ fn run_worker() -> Result<()> {
     let worker_hex = env(worker_env::WORKER_ID)?;
     let session = env(worker_env::SESSION)?;
     let worker_id = ray_object_store::ObjectId::from_hex(&worker_hex)
-        .ok_or_else(|| Error::Runtime("malformed worker id".into()))?
-        .0;
+        .map(|id| ray_common::WorkerId(id.0))
+        .ok_or_else(|| Error::Runtime("malformed worker id".into()))?;
     let mut token = String::new();
     std::io::stdin()
         .lock()

@@ -5,7 +5,7 @@ use parking_lot::Mutex;
 use ray_common::limits::{available_memory, fd_limit};
 use ray_common::rpc::RpcErrorKind;
 use ray_common::rpc::{Connect, GcsApi};
-use ray_common::{Throttle, WorkerId};
+use ray_common::{NodeId, Throttle, WorkerId};
 use ray_object_store::ObjectStore;
 use ray_proto::JobConfig;
 use ray_scheduler::{NodeResources, ResourceSet, CPU};
@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 /// What a node manager is started with.
 pub struct NodeManagerConfig {
     /// 16 bytes naming this node.
-    pub node_id: [u8; 16],
+    pub node_id: NodeId,
     /// The node's total resources.
     pub resources: ResourceSet,
     /// The per-session token, handed to workers on their stdin.
@@ -58,9 +58,9 @@ pub fn default_max_workers(store_bytes: u64) -> usize {
 pub struct LeaseAsk<'a> {
     /// The resources the lease holds.
     pub shape: &'a ResourceSet,
-    /// The worker asking (its leases are taken back if its process dies); empty for a
+    /// The worker asking (its leases are taken back if its process dies); `None` for a
     /// driver or the GCS.
-    pub lessee: &'a [u8],
+    pub lessee: Option<WorkerId>,
     /// A worker an actor will hold for its life (actors may not take every worker).
     pub for_actor: bool,
     /// The job whose worker is wanted.
@@ -75,7 +75,7 @@ pub struct Grant {
     /// Lease id, given back on return.
     pub lease_id: u64,
     /// The worker leased.
-    pub worker_id: [u8; 16],
+    pub worker_id: WorkerId,
     /// Its task socket.
     pub task_socket: String,
     /// Its core-worker endpoint.
@@ -141,10 +141,10 @@ impl WorkerRecord {
 struct LeaseRecord {
     /// The request that asked for it (0: unnamed).
     request_id: u64,
-    worker: [u8; 16],
+    worker: WorkerId,
     /// The worker process holding the lease (empty: a driver or the GCS). When it dies, its
     /// leases come back.
-    lessee: Vec<u8>,
+    lessee: Option<WorkerId>,
     /// What the lease holds right now (the CPU part goes back while its worker is blocked).
     held: ResourceSet,
     shape: ResourceSet,
@@ -154,8 +154,8 @@ struct LeaseRecord {
 
 struct PoolState {
     resources: NodeResources,
-    workers: HashMap<[u8; 16], WorkerRecord>,
-    idle: Vec<[u8; 16]>,
+    workers: HashMap<WorkerId, WorkerRecord>,
+    idle: Vec<WorkerId>,
     starting: usize,
     waiting: usize,
     leases: HashMap<u64, LeaseRecord>,
@@ -173,7 +173,7 @@ struct PoolState {
 
 impl PoolState {
     /// An idle worker of job `job_id`, taken off the idle list.
-    fn take_idle(&mut self, job_id: u32) -> Option<[u8; 16]> {
+    fn take_idle(&mut self, job_id: u32) -> Option<WorkerId> {
         let workers = &self.workers;
         let at = self
             .idle
@@ -285,7 +285,7 @@ impl NodeManager {
     }
 
     /// The node's id.
-    pub fn node_id(&self) -> [u8; 16] {
+    pub fn node_id(&self) -> NodeId {
         self.inner.config.node_id
     }
 
@@ -299,14 +299,14 @@ impl NodeManager {
     }
 
     /// The workers alive or starting.
-    pub fn worker_ids(&self) -> Vec<[u8; 16]> {
+    pub fn worker_ids(&self) -> Vec<WorkerId> {
         self.inner.state.lock().workers.keys().copied().collect()
     }
 
     /// Kills worker `worker_id`, as the kernel's out-of-memory killer or an operator might:
     /// its leases come back and the GCS hears of its death once it is reaped. False if
     /// there is no such worker (or it is not started yet).
-    pub fn kill_worker(&self, worker_id: [u8; 16]) -> bool {
+    pub fn kill_worker(&self, worker_id: WorkerId) -> bool {
         let kill = self
             .inner
             .state
@@ -443,7 +443,7 @@ impl NodeManager {
                         state.startup_failures
                     )));
                 }
-                if let Ok(requester) = <[u8; 16]>::try_from(lessee) {
+                if let Some(requester) = lessee {
                     // A request from a worker that died while it waited: granting it would
                     // hold resources for nobody, forever.
                     if !state.workers.contains_key(&requester) {
@@ -501,7 +501,7 @@ impl NodeManager {
                 }
                 if fits && state.starting < state.waiting && !at_limit {
                     state.starting += 1;
-                    let worker_id = WorkerId::random().0;
+                    let worker_id = WorkerId::random();
                     state
                         .workers
                         .insert(worker_id, WorkerRecord::starting(job.job_id));
@@ -566,7 +566,7 @@ impl NodeManager {
 
     /// A worker blocked in `get` gives its CPU back (so nested tasks can run); when it
     /// resumes it takes it again if free, and otherwise runs over the limit, as Ray does.
-    pub fn set_blocked(&self, worker_id: [u8; 16], blocked: bool) {
+    pub fn set_blocked(&self, worker_id: WorkerId, blocked: bool) {
         let mut state = self.inner.state.lock();
         let Some(lease_id) = state.workers.get(&worker_id).and_then(|w| w.lease) else {
             return;
@@ -598,7 +598,7 @@ impl NodeManager {
     /// is not one this node is waiting for.
     pub(crate) fn register_worker(
         &self,
-        worker_id: [u8; 16],
+        worker_id: WorkerId,
         pid: u32,
         task_socket: String,
         core_worker_address: String,
@@ -631,7 +631,7 @@ impl NodeManager {
     }
 
     /// Starts worker `worker_id` of `job`, whose record is in the table already.
-    fn spawn_worker(&self, worker_id: [u8; 16], job: &JobConfig) -> Result<(), LeaseError> {
+    fn spawn_worker(&self, worker_id: WorkerId, job: &JobConfig) -> Result<(), LeaseError> {
         let config = &self.inner.config;
         if self.inner.state.lock().shutting_down {
             return Err(LeaseError::ShuttingDown);
@@ -641,7 +641,7 @@ impl NodeManager {
             .inner
             .launcher
             .launch(&LaunchRequest {
-                worker_id: WorkerId(worker_id),
+                worker_id,
                 job,
                 node_manager: &node_manager,
                 session: &config.session,
@@ -678,7 +678,7 @@ impl NodeManager {
         Ok(())
     }
 
-    fn worker_exited(&self, worker_id: [u8; 16], pid: u32, status: String) {
+    fn worker_exited(&self, worker_id: WorkerId, pid: u32, status: String) {
         let mut state = self.inner.state.lock();
         if !state.shutting_down {
             tracing::debug!(pid, %status, "worker exited");
@@ -703,7 +703,7 @@ impl NodeManager {
         let orphaned: Vec<u64> = state
             .leases
             .iter()
-            .filter(|(_, l)| l.lessee == worker_id)
+            .filter(|(_, l)| l.lessee == Some(worker_id))
             .map(|(id, _)| *id)
             .collect();
         for lease_id in orphaned {
@@ -721,7 +721,7 @@ impl NodeManager {
     }
 
     /// Tells the GCS, which restarts or buries the worker's actor and the actors it owned.
-    fn report_failure(&self, worker_id: [u8; 16]) {
+    fn report_failure(&self, worker_id: WorkerId) {
         let Some(gcs) = self.gcs() else {
             return;
         };
@@ -766,7 +766,7 @@ impl NodeManager {
     }
 }
 
-fn grant(state: &mut PoolState, worker: [u8; 16], ask: &LeaseAsk<'_>) -> Grant {
+fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>) -> Grant {
     // Checked by the caller: the shape is available.
     let _ = state.resources.try_allocate(ask.shape);
     let lease_id = state.next_lease;
@@ -776,7 +776,7 @@ fn grant(state: &mut PoolState, worker: [u8; 16], ask: &LeaseAsk<'_>) -> Grant {
         LeaseRecord {
             request_id: ask.request_id,
             worker,
-            lessee: ask.lessee.to_vec(),
+            lessee: ask.lessee,
             held: ask.shape.clone(),
             shape: ask.shape.clone(),
             for_actor: ask.for_actor,

@@ -2,6 +2,7 @@
 
 use crate::pool::{LeaseAsk, LeaseError, NodeManager};
 use ray_common::resources::to_resources;
+use ray_common::WorkerId;
 use ray_object_store::{ObjectId, StoreError};
 use ray_proto::node_manager_server::NodeManager as NodeManagerRpc;
 use ray_proto::*;
@@ -15,10 +16,8 @@ fn object_id(bytes: &[u8]) -> Result<ObjectId, Status> {
     Ok(ObjectId(arr))
 }
 
-fn id16(bytes: &[u8], what: &str) -> Result<[u8; 16], Status> {
-    bytes
-        .try_into()
-        .map_err(|_| Status::invalid_argument(format!("{what} must be 16 bytes")))
+fn worker_id(bytes: &[u8]) -> Result<WorkerId, Status> {
+    WorkerId::from_wire(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn to_resource_set(r: Option<Resources>) -> Result<ResourceSet, Status> {
@@ -43,7 +42,7 @@ impl NodeManagerRpc for NodeManager {
         req: Request<RegisterWorkerRequest>,
     ) -> Result<Response<RegisterWorkerReply>, Status> {
         let req = req.into_inner();
-        let worker_id = id16(&req.worker_id, "worker id")?;
+        let worker_id = worker_id(&req.worker_id)?;
         let Some(job) =
             self.register_worker(worker_id, req.pid, req.task_socket, req.core_worker_address)
         else {
@@ -68,7 +67,10 @@ impl NodeManagerRpc for NodeManager {
         let result = match self
             .lease_for(&LeaseAsk {
                 shape: &shape,
-                lessee: &req.requester_id,
+                // Empty: a driver or the GCS asks.
+                lessee: (!req.requester_id.is_empty())
+                    .then(|| worker_id(&req.requester_id))
+                    .transpose()?,
                 for_actor: req.for_actor,
                 job_id: req.job_id,
                 request_id: req.request_id,
@@ -114,7 +116,7 @@ impl NodeManagerRpc for NodeManager {
         req: Request<BlockedRequest>,
     ) -> Result<Response<Empty>, Status> {
         let req = req.into_inner();
-        self.set_blocked(id16(&req.worker_id, "worker id")?, req.blocked);
+        self.set_blocked(worker_id(&req.worker_id)?, req.blocked);
         Ok(Response::new(Empty {}))
     }
 

@@ -17,7 +17,7 @@ async fn node_manager(
     connect: Arc<dyn Connect>,
 ) -> (String, NodeManager, tokio::sync::oneshot::Sender<()>) {
     let config = NodeManagerConfig {
-        node_id: ray_common::NodeId::random().0,
+        node_id: ray_common::NodeId::random(),
         resources: ray_scheduler::ResourceSet::cpus(1.0).unwrap(),
         token: TOKEN.into(),
         session: "rpc-seam-test".into(),

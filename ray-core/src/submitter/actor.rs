@@ -10,6 +10,7 @@ use crate::ids::ObjectId;
 use crate::memory_store::Stored;
 use crate::ownership::Ownership;
 use crate::ownership::RefInner;
+use ray_common::ActorId;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 
 /// A method call waiting to run, owned by the submitter.
 pub(crate) struct ActorCall {
-    pub actor_id: [u8; 16],
+    pub actor_id: ActorId,
     pub class: Arc<str>,
     pub method: &'static str,
     pub args: Vec<ArgSpec>,
@@ -68,7 +69,7 @@ const LOST_CALL_WAIT: Duration = Duration::from_secs(2);
 impl Submitter {
     /// Sends the actor's calls, in order, as far as their arguments are ready and a
     /// connection is open; connects (after a restart: to the next incarnation) if needed.
-    pub(super) fn pump_actor(&mut self, own: &Arc<Ownership>, id: [u8; 16]) {
+    pub(super) fn pump_actor(&mut self, own: &Arc<Ownership>, id: ActorId) {
         let Some(q) = self.actors.get_mut(&id) else {
             return;
         };
@@ -250,7 +251,7 @@ pub(super) fn fail_lost(own: &Ownership, q: &mut ActorQueue, now: &str) {
 fn connect_actor(
     own: &Arc<Ownership>,
     events: &mpsc::UnboundedSender<Event>,
-    id: [u8; 16],
+    id: ActorId,
     class: Arc<str>,
     min_incarnation: u64,
     bounded: bool,

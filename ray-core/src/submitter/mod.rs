@@ -17,6 +17,7 @@ use crate::memory_store::Stored;
 use crate::ownership::Ownership;
 use actor::{fail_lost, ActorQueue};
 use normal::{return_lease, Lease, ShapeQueue, IDLE_LEASE_RETURN};
+use ray_common::ActorId;
 use ray_common::LeaseId;
 use ray_scheduler::ResourceSet;
 use std::collections::{HashMap, HashSet};
@@ -33,18 +34,18 @@ enum Event {
     /// A task connection (a lease's or an actor's) replied or closed.
     Conn(ConnEvent),
     ActorCall(ActorCall),
-    ActorResolved([u8; 16]),
+    ActorResolved(ActorId),
     /// A connection to the actor at `incarnation` is open, its process serving borrowers
     /// at `address`.
     ActorConnected {
-        actor: [u8; 16],
+        actor: ActorId,
         incarnation: u64,
         conn: u64,
         tx: FrameSender,
         address: Arc<str>,
     },
     /// The actor could not be reached at this incarnation (`None`) or is dead (`Some`).
-    ActorUnreachable([u8; 16], u64, Option<Error>),
+    ActorUnreachable(ActorId, u64, Option<Error>),
     /// Try the queue of this shape again (after a failed lease request).
     Redispatch(Arc<str>),
     /// A task blocked in `get` on this worker asks for one of its own queued tasks to run
@@ -61,10 +62,10 @@ enum Event {
     /// own children and everyone else's wait for.
     Blocked(bool),
     /// This process killed the actor: fail its queued calls and every later one.
-    ActorKilled([u8; 16], String),
+    ActorKilled(ActorId, String),
     /// Calls lost with this actor's process have waited [`LOST_CALL_WAIT`] for word of its
     /// fate: they fail as unavailable (it is restarting, or the GCS is slow to say).
-    LostCallsDue([u8; 16]),
+    LostCallsDue(ActorId),
     Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -126,7 +127,7 @@ impl Handle {
     }
 
     /// This process killed the actor: its calls fail from now on.
-    pub fn actor_killed(&self, actor_id: [u8; 16], cause: String) {
+    pub fn actor_killed(&self, actor_id: ActorId, cause: String) {
         let _ = self.0.send(Event::ActorKilled(actor_id, cause));
     }
 
@@ -196,8 +197,8 @@ struct Submitter {
     events: mpsc::UnboundedSender<Event>,
     queues: HashMap<Arc<str>, ShapeQueue>,
     leases: HashMap<LeaseId, (Arc<str>, Lease)>,
-    actors: HashMap<[u8; 16], ActorQueue>,
-    actor_conns: HashMap<u64, [u8; 16]>,
+    actors: HashMap<ActorId, ActorQueue>,
+    actor_conns: HashMap<u64, ActorId>,
     next_conn: u64,
     /// This worker's task is blocked in `get` (see [`Event::Blocked`]).
     blocked: bool,
