@@ -99,6 +99,7 @@ pub(crate) fn boot_worker(
     };
     let arena = ray_object_store::ArenaMapping::open(std::path::Path::new(&registered.store_path))
         .map_err(Error::runtime)?;
+    let node_id = NodeId::from_wire(&registered.node_id).map_err(Error::runtime)?;
 
     let queue = TaskQueue::new();
     let hook = {
@@ -132,6 +133,7 @@ pub(crate) fn boot_worker(
             connect,
             raylet,
         },
+        node_id,
         arena,
         Some(Box::new(hook)),
     );
@@ -139,7 +141,7 @@ pub(crate) fn boot_worker(
         Identity {
             address: core_address.into(),
             worker_id,
-            node_id: NodeId::from_wire(&registered.node_id).map_err(Error::runtime)?,
+            node_id,
             job_id: registered.job_id,
             namespace: registered.namespace.clone(),
             is_worker: true,

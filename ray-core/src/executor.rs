@@ -443,12 +443,17 @@ fn arg_slices<'a>(own: &'a Ownership, args: &'a [Stored]) -> Result<Vec<ArgBytes
     args.iter()
         .map(|a| match a {
             Stored::Inline(b) => Ok(ArgBytes::encoded(b)),
-            Stored::Plasma { offset, size, raw } => {
+            Stored::Plasma {
+                node,
+                offset,
+                size,
+                raw,
+            } => {
                 let link = own.link.as_ref().ok_or(Error::Runtime(
                     "a shared-memory argument in a process without a store".into(),
                 ))?;
                 Ok(ArgBytes {
-                    bytes: link.store.plasma_bytes(*offset, *size)?,
+                    bytes: link.store.plasma_bytes(*node, *offset, *size)?,
                     raw: *raw,
                 })
             }

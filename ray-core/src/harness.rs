@@ -233,7 +233,14 @@ impl TestCluster {
             connect,
         };
         let arena = ArenaMapping::open(std::path::Path::new(&n.store_path)).expect("the arena");
-        let link = Link::new(handle, self.token.clone(), clients, arena, None);
+        let link = Link::new(
+            handle,
+            self.token.clone(),
+            clients,
+            n.manager.node_id(),
+            arena,
+            None,
+        );
         let worker_id = ray_common::WorkerId::random();
         let cw = CoreWorker::new(
             Identity {

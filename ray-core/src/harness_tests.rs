@@ -346,3 +346,28 @@ fn a_task_whose_lease_answer_was_lost_runs_and_leaks_no_lease() {
         node.resources().1.get(ray_scheduler::CPU) == 2.0
     });
 }
+
+#[test]
+fn a_borrower_on_another_node_reads_inline_values_and_is_told_where_shared_ones_are() {
+    let cluster = TestCluster::start(2, 1.0);
+    let owner = cluster.driver(0, "owner");
+    let borrower = cluster.driver(1, "borrower");
+    let small = owner.put(&vec![7u8; 16]).unwrap();
+    let large = owner.put(&vec![7u8; 1 << 20]).unwrap();
+    // The refs as another process decodes them: borrowed from `owner`.
+    let lend = |r: &std::sync::Arc<crate::ownership::RefInner>| {
+        let at = crate::ownership::ref_to_wire(r).unwrap();
+        borrower.own.decoded_ref(r.id, at.to_string())
+    };
+    let (small_b, large_b) = (lend(&small), lend(&large));
+    let v: Vec<u8> = TestCluster::get(&borrower, &small_b, WAIT).unwrap();
+    assert_eq!(v, vec![7u8; 16]);
+    // An arena offset means nothing on another node: a clear error, never another object's
+    // bytes.
+    match TestCluster::get::<Vec<u8>>(&borrower, &large_b, WAIT) {
+        Err(crate::Error::Runtime(m)) => assert!(m.contains("not of this node"), "{m}"),
+        other => panic!("expected an error naming the node, got {other:?}"),
+    }
+    let v: Vec<u8> = TestCluster::get(&owner, &large, WAIT).unwrap();
+    assert_eq!(v.len(), 1 << 20);
+}

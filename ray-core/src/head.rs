@@ -176,7 +176,7 @@ fn start_local(
         gcs: connect.gcs(&gcs_address)?,
         connect,
     };
-    let link = Link::new(handle.clone(), token, clients, arena, None);
+    let link = Link::new(handle.clone(), token, clients, node_id, arena, None);
     let rt = CoreWorker::new(
         Identity {
             address: core_address.into(),

@@ -209,6 +209,7 @@ pub struct SliceView<T: bytemuck::Pod> {
 enum ViewInner<T: bytemuck::Pod> {
     Mapped {
         link: Arc<link::Link>,
+        node: ray_common::NodeId,
         offset: u64,
         size: u64,
         _keep: ObjectRef<Vec<T>>,
@@ -229,10 +230,17 @@ impl<T: bytemuck::Pod> std::ops::Deref for SliceView<T> {
         match &self.inner {
             ViewInner::Owned(v) => v,
             ViewInner::Mapped {
-                link, offset, size, ..
+                link,
+                node,
+                offset,
+                size,
+                ..
             } => {
                 // Checked when the view was made: in bounds, aligned, a whole number of T.
-                let bytes = link.store.plasma_bytes(*offset, *size).unwrap_or(&[]);
+                let bytes = link
+                    .store
+                    .plasma_bytes(*node, *offset, *size)
+                    .unwrap_or(&[]);
                 bytemuck::try_cast_slice(bytes).unwrap_or(&[])
             }
         }
@@ -245,13 +253,23 @@ pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
 ) -> Result<SliceView<T>> {
     let rt = current::current()?;
     let stored = rt.get_stored(&r.inner, None)?;
-    if let (memory_store::Stored::Plasma { offset, size, raw }, Some(c)) = (&stored, rt.link()) {
+    if let (
+        memory_store::Stored::Plasma {
+            node,
+            offset,
+            size,
+            raw,
+        },
+        Some(c),
+    ) = (&stored, rt.link())
+    {
         if *raw as usize == std::mem::size_of::<T>() {
-            let bytes = c.store.plasma_bytes(*offset, *size)?;
+            let bytes = c.store.plasma_bytes(*node, *offset, *size)?;
             if bytemuck::try_cast_slice::<u8, T>(bytes).is_ok() {
                 return Ok(SliceView {
                     inner: ViewInner::Mapped {
                         link: c.clone(),
+                        node: *node,
                         offset: *offset,
                         size: *size,
                         _keep: r.clone(),

@@ -51,6 +51,7 @@ impl Link {
         handle: tokio::runtime::Handle,
         token: Arc<str>,
         clients: Clients,
+        node: ray_common::NodeId,
         arena: ArenaMapping,
         blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
     ) -> (Self, mpsc::UnboundedReceiver<FetchRequest>) {
@@ -65,7 +66,7 @@ impl Link {
         let filters = connect.filters();
         let link = Link {
             filters,
-            store: StoreProvider::new(handle.clone(), raylet.clone(), arena),
+            store: StoreProvider::new(node, handle.clone(), raylet.clone(), arena),
             handle,
             token,
             connect,

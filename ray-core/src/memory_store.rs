@@ -11,9 +11,15 @@ use std::sync::Arc;
 pub(crate) enum Stored {
     /// Encoded bytes held in this process.
     Inline(Bytes),
-    /// An allocation in the node's shared-memory arena. `raw`: 0 for codec bytes, else the
-    /// element size of a plain array (`ray::put_slice`).
-    Plasma { offset: u64, size: u64, raw: u32 },
+    /// An allocation in the shared-memory arena of node `node`. `offset` means something on
+    /// that node only: a process elsewhere must fetch the object by id. `raw`: 0 for codec
+    /// bytes, else the element size of a plain array (`ray::put_slice`).
+    Plasma {
+        node: ray_common::NodeId,
+        offset: u64,
+        size: u64,
+        raw: u32,
+    },
     /// The task that makes it failed.
     Failed(Arc<crate::Error>),
 }
@@ -23,8 +29,13 @@ impl Stored {
         use ray_proto::object_value::Kind;
         let kind = match self {
             Stored::Inline(b) => Kind::Inline(b.clone()),
-            Stored::Plasma { offset, size, raw } => Kind::Plasma(ray_proto::PlasmaLocation {
-                node_id: Default::default(),
+            Stored::Plasma {
+                node,
+                offset,
+                size,
+                raw,
+            } => Kind::Plasma(ray_proto::PlasmaLocation {
+                node_id: node.to_vec().into(),
                 offset: *offset,
                 size: *size,
                 raw_elem_size: *raw,
@@ -42,6 +53,8 @@ impl Stored {
         match v.kind {
             Some(Kind::Inline(b)) => Stored::Inline(b),
             Some(Kind::Plasma(p)) => Stored::Plasma {
+                // A malformed node id names no node: reading it fails as another node's.
+                node: ray_common::NodeId::from_wire(&p.node_id).unwrap_or_default(),
                 offset: p.offset,
                 size: p.size,
                 raw: p.raw_elem_size,

@@ -357,11 +357,16 @@ impl Ownership {
     fn decode_here<T: DeserializeOwned>(self: &Arc<Self>, stored: &Stored) -> Result<T> {
         with_decoder(self, || match stored {
             Stored::Inline(b) => codec::decode(b),
-            Stored::Plasma { offset, size, raw } => {
+            Stored::Plasma {
+                node,
+                offset,
+                size,
+                raw,
+            } => {
                 let link = self.link.as_ref().ok_or(Error::Runtime(
                     "a shared-memory object in a process without a store".into(),
                 ))?;
-                let bytes = link.store.plasma_bytes(*offset, *size)?;
+                let bytes = link.store.plasma_bytes(*node, *offset, *size)?;
                 if *raw == 0 {
                     codec::decode(bytes)
                 } else {

@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
 use ray_common::rpc::{NodeManagerApi, RpcErrorKind};
+use ray_common::NodeId;
 use ray_object_store::{Allocation, ArenaMapping};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub(crate) fn run_on<T: Send + 'static>(
 
 /// Puts, reads and deletes objects in this node's store.
 pub(crate) struct StoreProvider {
+    /// The node whose store this is: locations name it.
+    node: NodeId,
     handle: tokio::runtime::Handle,
     raylet: Arc<dyn NodeManagerApi>,
     arena: ArenaMapping,
@@ -35,11 +38,13 @@ pub(crate) struct StoreProvider {
 
 impl StoreProvider {
     pub fn new(
+        node: NodeId,
         handle: tokio::runtime::Handle,
         raylet: Arc<dyn NodeManagerApi>,
         arena: ArenaMapping,
     ) -> Self {
         StoreProvider {
+            node,
             handle,
             raylet,
             arena,
@@ -152,14 +157,23 @@ impl StoreProvider {
         self.run(async move { raylet.seal_object(oid).await })?
             .map_err(|e| Error::Runtime(format!("seal object: {}", e.message)))?;
         Ok(Stored::Plasma {
+            node: self.node,
             offset: created.offset,
             size,
             raw,
         })
     }
 
-    /// The bytes of a sealed shared-memory object, read in place.
-    pub fn plasma_bytes(&self, offset: u64, size: u64) -> Result<&[u8]> {
+    /// The bytes of a sealed shared-memory object on node `node`, read in place (if that is
+    /// this node: objects do not move between nodes yet).
+    pub fn plasma_bytes(&self, node: NodeId, offset: u64, size: u64) -> Result<&[u8]> {
+        if node != self.node {
+            return Err(Error::Runtime(format!(
+                "the object is in the store of node {node}, not of this node ({}); objects \
+                 are not transferred between nodes yet",
+                self.node
+            )));
+        }
         self.arena
             .bytes(Allocation { offset, len: size })
             .map_err(Error::runtime)
