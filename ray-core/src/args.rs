@@ -50,6 +50,20 @@ impl ArgSpec {
     }
 }
 
+impl From<&ArgSpec> for crate::task_manager::SpecArg {
+    fn from(a: &ArgSpec) -> Self {
+        use crate::task_manager::SpecArg;
+        match &a.0 {
+            ArgKind::Value(b, _) => SpecArg::Value(b.clone()),
+            ArgKind::Ref(r) => SpecArg::Object {
+                id: r.id,
+                owner: r.owner.clone(),
+            },
+            ArgKind::Unencodable(_) => SpecArg::Unencodable,
+        }
+    }
+}
+
 /// The value of each argument, reading a ref's value with `value_of` (which may wait, or
 /// fail if it is missing). A ref whose task failed fails the call with `ArgumentFailed`
 /// naming `function`; an argument that could not be encoded fails it with its own error.

@@ -17,6 +17,7 @@ use crate::ownership::{
 };
 use crate::registry::{ArgReader, MethodCall};
 use crate::submitter::{self, ActorCall};
+use crate::task_manager::{SpecArg, TaskSpec};
 use bytes::Bytes;
 use ray_common::rpc::RpcErrorKind;
 use ray_common::ActorId;
@@ -301,7 +302,14 @@ impl CoreWorker {
         args: Vec<ArgSpec>,
     ) -> Arc<RefInner> {
         let return_id = self.own.ids.next();
-        self.own.store.expect(return_id);
+        // The task manager's record, kept with the result while refs to it live.
+        let spec = TaskSpec {
+            function,
+            args: args.iter().map(SpecArg::from).collect(),
+            shape_key: opts.shape_key.clone(),
+            max_retries: opts.max_retries,
+        };
+        self.own.store.expect_task(return_id, spec);
         let out = self.own.new_ref(return_id);
         if let Some(e) = args.iter().find_map(|a| match &a.0 {
             ArgKind::Unencodable(e) => Some(e.clone()),

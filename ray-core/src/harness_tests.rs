@@ -371,3 +371,51 @@ fn a_borrower_on_another_node_reads_inline_values_and_is_told_where_shared_ones_
     let v: Vec<u8> = TestCluster::get(&owner, &large, WAIT).unwrap();
     assert_eq!(v.len(), 1 << 20);
 }
+
+#[test]
+fn the_task_manager_keeps_a_tasks_spec_while_refs_to_its_result_live() {
+    let cluster = TestCluster::start(1, 1.0);
+    let driver = cluster.driver(0, "driver");
+    let arg = driver.put(&3u64).unwrap();
+    let r = driver.submit(
+        name("square"),
+        &TaskOptions::default().max_retries(2),
+        vec![ArgSpec::by_ref(arg.clone())],
+    );
+    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 9);
+    let spec = driver
+        .own
+        .store
+        .task_of(&r.id)
+        .expect("kept while the ref lives");
+    assert_eq!(spec.function, name("square"));
+    assert_eq!(spec.max_retries, 2);
+    assert_eq!(spec.shape_key, TaskOptions::default().shape_key);
+    let by_value = driver.submit(
+        name("square"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&4u64)],
+    );
+    let encoded = crate::codec::encode(&4u64).unwrap();
+    assert!(matches!(
+        &driver.own.store.task_of(&by_value.id).unwrap().args[..],
+        [crate::task_manager::SpecArg::Value(b)] if b[..] == encoded[..]
+    ));
+    assert!(
+        matches!(&spec.args[..], [crate::task_manager::SpecArg::Object { id, owner: None }] if *id == arg.id),
+        "{:?}",
+        spec.args
+    );
+    // The record holds no ref: the argument goes when its last ref does.
+    let arg_id = arg.id;
+    drop(arg);
+    eventually(WAIT, "the argument is freed", || {
+        !driver.own.store.contains(&arg_id)
+    });
+    assert!(driver.own.store.task_of(&r.id).is_some());
+    let id = r.id;
+    drop(r);
+    eventually(WAIT, "the record goes with the result", || {
+        driver.own.store.task_of(&id).is_none()
+    });
+}

@@ -62,6 +62,7 @@ mod store_provider;
 mod submitter;
 mod tables;
 mod task_context;
+mod task_manager;
 
 pub use actor::{get_actor, kill, ActorClass, ActorHandle};
 pub use bytemuck;

@@ -2,6 +2,7 @@
 //! every object this process owns or has fetched, and who is waiting for it.
 
 use crate::ids::ObjectId;
+use crate::task_manager::TaskSpec;
 use bytes::Bytes;
 use dashmap::DashMap;
 use std::sync::Arc;
@@ -88,6 +89,9 @@ struct Slot {
     value: Option<Stored>,
     waiters: Vec<Waiter>,
     fetching: bool,
+    /// The task that makes the object (owned results of normal tasks only), kept while the
+    /// slot is: as long as refs to the object live.
+    task: Option<TaskSpec>,
 }
 
 /// Values by object id. Each operation holds one shard lock briefly and never across a wait.
@@ -111,6 +115,17 @@ impl MemoryStore {
     /// Creates the empty slot of an object about to be made here.
     pub fn expect(&self, id: ObjectId) {
         self.slots.entry(id).or_default();
+    }
+
+    /// Creates the empty slot of the result of `task`, which keeps the task's spec.
+    pub fn expect_task(&self, id: ObjectId, task: TaskSpec) {
+        self.slots.entry(id).or_default().task = Some(task);
+    }
+
+    /// The spec of the task that makes `id`, while refs to it live.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn task_of(&self, id: &ObjectId) -> Option<TaskSpec> {
+        self.slots.get(id).and_then(|s| s.task.clone())
     }
 
     /// Records the value and wakes every waiter.

@@ -1,0 +1,39 @@
+//! The task manager's record of a task: what it ran (its function, its arguments as values or
+//! object ids, its resources and retries), kept in its return object's slot for as long as
+//! refs to that object live (see `MemoryStore::expect_task`). Lineage reconstruction replays
+//! it; until then it is what a lost object's story would be told from.
+//!
+//! Plain data: it holds no ref, so it keeps no argument's value alive.
+
+use crate::ids::ObjectId;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// A normal task as it was submitted.
+// Read by tests now, and by lineage reconstruction when objects can be lost with a node (the
+// cluster issue); recorded and freed with its object already.
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Debug)]
+pub(crate) struct TaskSpec {
+    pub function: &'static str,
+    pub args: Vec<SpecArg>,
+    /// Its resource shape, as the submitter's queues name it.
+    pub shape_key: Arc<str>,
+    /// Retries it was submitted with (-1: forever).
+    pub max_retries: i32,
+}
+
+/// One argument of a [`TaskSpec`].
+#[cfg_attr(not(test), allow(dead_code))]
+#[derive(Clone, Debug)]
+pub(crate) enum SpecArg {
+    /// Passed by value: its encoded bytes (shared with the pending task, not copied).
+    Value(Bytes),
+    /// Passed by ref: the object, and its owner (`None`: the submitter).
+    Object {
+        id: ObjectId,
+        owner: Option<Arc<str>>,
+    },
+    /// Could not be encoded: the task failed without running.
+    Unencodable,
+}
