@@ -374,3 +374,43 @@ fn refs_found_inside_an_awaited_value_are_borrowed_until_released() {
         eventually("the parts after the actor let go", |u| u == 0);
     });
 }
+
+/// An actor that puts an object and a list holding it, and returns a ref to the list: it
+/// owns both.
+#[ray::actor]
+pub struct Maker {
+    value: f64,
+}
+
+#[ray::actor]
+impl Maker {
+    pub fn new(value: f64) -> Self {
+        Maker { value }
+    }
+
+    pub fn make(&self) -> ObjectRef<Vec<ObjectRef<Vec<f64>>>> {
+        let part = ray::put(&vec![self.value; BIG]).unwrap();
+        ray::put(&vec![part]).unwrap()
+    }
+}
+
+/// A task that reads a list with `get` in its body and keeps what it found borrows it from
+/// the list's owner (a third process, neither the driver nor the worker), which keeps it
+/// after the list itself is gone.
+#[test]
+fn refs_a_task_finds_with_get_are_borrowed_from_their_owner() {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let maker = Maker::remote(5.0);
+        let list = ray::get(&maker.make()).unwrap();
+        assert_eq!(
+            ray::get(&keep_from_list::remote(vec![list.clone()])).unwrap(),
+            1
+        );
+        drop(list);
+        std::thread::sleep(Duration::from_millis(300));
+        // The list is gone from its owner; the part it held lives on for the task's worker.
+        assert_eq!(ray::get(&sum_held::remote()).unwrap(), 5.0 * BIG as f64);
+        assert_eq!(ray::get(&release_held::remote()).unwrap(), 1);
+        eventually("the part after the borrower let go", |u| u == 0);
+    });
+}

@@ -193,6 +193,18 @@ fn ray_core_is_layered_and_only_its_facade_holds_globals() {
         for up in graph[m.as_str()].iter().filter(|d| FACADE.contains(d)) {
             problems.push(format!("{m}: imports the facade module {up}"));
         }
+        // The crate root's functions are the facade too (`crate::put` reads the current core
+        // worker); its re-exported types (`crate::Error`) are not.
+        for (i, _) in code.match_indices("crate::") {
+            let ident: String = code[i + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let lower = ident.starts_with(|c: char| c.is_ascii_lowercase());
+            if lower && !names.contains(&ident) {
+                problems.push(format!("{m}: calls the crate root's crate::{ident}"));
+            }
+        }
         if code.contains(current.as_str()) {
             problems.push(format!("{m}: reads the current core worker"));
         }

@@ -54,6 +54,9 @@ impl From<&ArgSpec> for crate::task_manager::SpecArg {
     fn from(a: &ArgSpec) -> Self {
         use crate::task_manager::SpecArg;
         match &a.0 {
+            ArgKind::Value(b, _) if b.len() > crate::task_manager::MAX_KEPT_ARG_BYTES => {
+                SpecArg::LargeValue(b.len())
+            }
             ArgKind::Value(b, _) => SpecArg::Value(b.clone()),
             ArgKind::Ref(r) => SpecArg::Object {
                 id: r.id,

@@ -103,6 +103,10 @@ pub enum Error {
     Runtime(String),
 }
 
+/// Causes of an `ArgumentFailed` chain sent typed; deeper ones are sent as text (protobuf
+/// decoders refuse messages nested about 100 deep).
+pub(crate) const MAX_WIRE_CAUSES: usize = 32;
+
 /// Longest task error message sent back whole; a longer one (a user's `Err` or panic text)
 /// is cut, so that a reply always fits its frame and is never mistaken for a dead worker.
 pub(crate) const MAX_ERROR_MESSAGE: usize = 1 << 20;
@@ -151,8 +155,13 @@ impl Error {
     }
 
     /// Wire form, stored in an object's slot and sent between processes: the kind and every
-    /// field typed, a nested cause as a message of its own.
+    /// field typed, a nested cause as a message of its own (to [`MAX_WIRE_CAUSES`] levels;
+    /// deeper causes travel as text, since decoders limit nesting).
     pub(crate) fn to_proto(&self) -> ray_proto::TaskError {
+        self.to_proto_at(0)
+    }
+
+    fn to_proto_at(&self, depth: usize) -> ray_proto::TaskError {
         use ray_proto::ErrorKind as K;
         let wire = |kind: K, function: &str, message: &str| ray_proto::TaskError {
             kind: kind as i32,
@@ -170,8 +179,15 @@ impl Error {
                 ..wire(K::Task, function, message)
             },
             Error::WorkerDied { function, message } => wire(K::WorkerDied, function, message),
+            Error::ArgumentFailed { function, cause } if depth >= MAX_WIRE_CAUSES => {
+                let rest = Error::Runtime(cause.to_string());
+                ray_proto::TaskError {
+                    cause: Some(Box::new(rest.to_proto_at(depth + 1))),
+                    ..wire(K::ArgumentFailed, function, "")
+                }
+            }
             Error::ArgumentFailed { function, cause } => ray_proto::TaskError {
-                cause: Some(Box::new(cause.to_proto())),
+                cause: Some(Box::new(cause.to_proto_at(depth + 1))),
                 ..wire(K::ArgumentFailed, function, "")
             },
             Error::ActorDied { class, cause } => wire(K::ActorDied, class, cause),
@@ -195,50 +211,49 @@ impl Error {
 
     pub(crate) fn from_proto(e: &ray_proto::TaskError) -> Self {
         use ray_proto::ErrorKind as K;
-        let e = e.clone();
         // An unknown kind (a newer peer) is still an error, with its message.
         match K::try_from(e.kind).unwrap_or(K::Runtime) {
             K::Task => Error::Task {
-                function: e.function,
-                message: e.message,
-                location: e.location,
+                function: e.function.clone(),
+                message: e.message.clone(),
+                location: e.location.clone(),
             },
             K::WorkerDied => Error::WorkerDied {
-                function: e.function,
-                message: e.message,
+                function: e.function.clone(),
+                message: e.message.clone(),
             },
             K::ArgumentFailed => Error::ArgumentFailed {
-                function: e.function,
+                function: e.function.clone(),
                 cause: Box::new(match &e.cause {
                     Some(cause) => Error::from_proto(cause),
                     None => Error::Runtime("an argument failed for an unknown cause".into()),
                 }),
             },
             K::ActorDied => Error::ActorDied {
-                class: e.function,
-                cause: e.message,
+                class: e.function.clone(),
+                cause: e.message.clone(),
             },
             K::ActorUnavailable => Error::ActorUnavailable {
-                class: e.function,
-                cause: e.message,
+                class: e.function.clone(),
+                cause: e.message.clone(),
             },
-            K::ObjectLost => Error::ObjectLost(e.message),
-            K::OwnerDied => Error::OwnerDied(e.message),
+            K::ObjectLost => Error::ObjectLost(e.message.clone()),
+            K::OwnerDied => Error::OwnerDied(e.message.clone()),
             K::Unschedulable => Error::Unschedulable {
-                function: e.function,
-                reason: e.message,
+                function: e.function.clone(),
+                reason: e.message.clone(),
             },
-            K::ObjectStoreFull => Error::ObjectStoreFull(e.message),
-            K::Serialization => Error::Serialization(e.message),
-            K::InvalidArgument => Error::InvalidArgument(e.message),
+            K::ObjectStoreFull => Error::ObjectStoreFull(e.message.clone()),
+            K::Serialization => Error::Serialization(e.message.clone()),
+            K::InvalidArgument => Error::InvalidArgument(e.message.clone()),
             K::NotInitialized => Error::NotInitialized,
             K::AlreadyInitialized => Error::AlreadyInitialized,
             K::GetTimeout => Error::GetTimeout(Duration::from_micros(e.timeout_micros)),
             K::NodeDied => Error::NodeDied {
-                node: e.function,
-                cause: e.message,
+                node: e.function.clone(),
+                cause: e.message.clone(),
             },
-            K::Runtime => Error::Runtime(e.message),
+            K::Runtime => Error::Runtime(e.message.clone()),
         }
     }
 }
@@ -274,6 +289,19 @@ mod tests {
         ] {
             assert_eq!(Error::from_proto(&e.to_proto()), e);
         }
+        // A chain deeper than the wire nests still decodes, its tail as text.
+        let mut deep = Error::ObjectLost("ab".into());
+        for i in 0..200 {
+            deep = Error::ArgumentFailed {
+                function: format!("f{i}"),
+                cause: Box::new(deep),
+            };
+        }
+        let bytes = prost::Message::encode_to_vec(&deep.to_proto());
+        let wire: ray_proto::TaskError = prost::Message::decode(&bytes[..]).unwrap();
+        let back = Error::from_proto(&wire);
+        assert!(matches!(back, Error::ArgumentFailed { .. }));
+        assert!(back.to_string().contains("object ab was lost"), "{back}");
         let w = Error::WorkerDied {
             function: "h".into(),
             message: "killed".into(),

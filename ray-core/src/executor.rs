@@ -513,8 +513,9 @@ fn finish(
 }
 
 /// Hands the refs inside a result over to the result's owner, `caller`: it becomes a
-/// borrower of those this process owns, and of those owned elsewhere (whose owners are told
-/// before this process lets go of them). What the reply's value lists as contained.
+/// borrower of those this process owns, and of those owned elsewhere (whose owners have
+/// answered before this returns, and before this process lets go of them). What the reply's
+/// value lists as contained.
 fn hand_over(
     own: &Ownership,
     returned: Vec<Arc<RefInner>>,
@@ -541,7 +542,10 @@ fn hand_over(
             owner_address: r.owner.as_deref().unwrap_or(&own.me.address).to_string(),
         });
     }
-    own.register_borrows(foreign, caller, returned);
+    // Before the reply goes: the owner's release of a ref (or its give-back of one it held
+    // already) must not overtake the borrow registered here for it.
+    own.register_borrows_now(foreign, caller);
+    drop(returned);
     contained
 }
 

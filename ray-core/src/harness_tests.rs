@@ -31,6 +31,11 @@ fn square(x: u64) -> u64 {
     x * x
 }
 
+#[crate::remote]
+fn byte_len(v: Vec<u8>) -> usize {
+    v.len()
+}
+
 fn name(function: &str) -> &'static str {
     Box::leak(format!("{}::{function}", module_path!()).into_boxed_str())
 }
@@ -400,6 +405,20 @@ fn the_task_manager_keeps_a_tasks_spec_while_refs_to_its_result_live() {
     assert!(matches!(
         &driver.own.store.task_of(&by_value.id).unwrap().args[..],
         [crate::task_manager::SpecArg::Value(b)] if b[..] == encoded[..]
+    ));
+    // A large value is not kept with the result: only its length is.
+    let big = driver.submit(
+        name("byte_len"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&vec![1u8; 200_000])],
+    );
+    assert_eq!(
+        TestCluster::get::<usize>(&driver, &big, WAIT).unwrap(),
+        200_000
+    );
+    assert!(matches!(
+        &driver.own.store.task_of(&big.id).unwrap().args[..],
+        [crate::task_manager::SpecArg::LargeValue(n)] if *n > 200_000
     ));
     assert!(
         matches!(&spec.args[..], [crate::task_manager::SpecArg::Object { id, owner: None }] if *id == arg.id),

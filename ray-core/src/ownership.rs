@@ -161,12 +161,13 @@ impl Ownership {
     /// A handle to `id` met while decoding a value: owned here if `owner` is this process's
     /// address, borrowed otherwise.
     pub fn decoded_ref(self: &Arc<Self>, id: ObjectId, owner: String) -> Arc<RefInner> {
-        let in_task = DECODING_ARGS.with(|c| c.borrow_mut().as_mut().map(|v| v.push(id)).is_some());
+        let in_task = crate::task_context::decoding_args()
+            && DECODING_ARGS.with(|c| c.borrow_mut().as_mut().map(|v| v.push(id)).is_some());
         let owner = (*owner != *self.me.address).then(|| Arc::<str>::from(owner));
-        let created = self
+        let fresh = self
             .refs
             .add_local(id, owner.clone(), in_task && owner.is_some());
-        if let (false, true, Some(owner)) = (in_task, created, &owner) {
+        if let (false, true, Some(owner)) = (in_task, fresh, &owner) {
             // Met outside a task's arguments (whose borrows the reply reports): the owner
             // must learn of this borrow while the value it came in still holds the object.
             NEW_BORROWS.with(|c| {
@@ -225,8 +226,8 @@ impl Ownership {
             };
             let owner = (*c.owner_address != *self.me.address)
                 .then(|| Arc::<str>::from(c.owner_address.as_str()));
-            let created = self.refs.add_local(id, owner.clone(), false);
-            if let (false, Some(owner), Some(link)) = (created, &owner, &self.link) {
+            let fresh = self.refs.add_local(id, owner.clone(), false);
+            if let (false, Some(owner), Some(link)) = (fresh, &owner, &self.link) {
                 link.remove_borrower(id, owner.clone(), self.me.address.clone());
             }
             held.push(Arc::new(RefInner {
@@ -237,6 +238,31 @@ impl Ownership {
             }));
         }
         self.contain(outer, held);
+    }
+
+    /// Tells each owner in `borrows` that `borrower` holds its object, and waits for their
+    /// answers (a call from a task's thread, never a runtime's).
+    pub fn register_borrows_now(&self, borrows: Vec<Borrow>, borrower: Arc<str>) {
+        let Some(link) = self.link.as_ref().filter(|_| !borrows.is_empty()) else {
+            return;
+        };
+        let peers: Vec<_> = borrows
+            .into_iter()
+            .filter_map(|(id, owner)| link.peer(&owner).ok().map(|p| (id, p)))
+            .collect();
+        let registered = link.call(async move {
+            for (id, peer) in peers {
+                let req = ray_proto::AddBorrowerRequest {
+                    object_id: id.0.to_vec().into(),
+                    borrower_address: borrower.to_string(),
+                };
+                // An owner that is gone has lost the object anyway.
+                let _ = peer.add_borrower(req).await;
+            }
+        });
+        if let Err(e) = registered {
+            tracing::warn!(error = %e, "could not register a borrower of refs in a result");
+        }
     }
 
     /// Tells each owner in `borrows` that `borrower` holds its object, then lets `hold` go
@@ -411,10 +437,14 @@ pub(crate) fn collect_serialized_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<Arc<R
     (r, found.unwrap_or_default())
 }
 
-/// Runs `f` collecting the ids of refs deserialized inside it.
+/// Runs `f`, a task, collecting the ids of refs deserialized in its arguments (until the
+/// argument reader says they are all decoded: refs its body meets are borrowed as any
+/// process's are).
 pub(crate) fn collect_deserialized_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<ObjectId>) {
     let outer = DECODING_ARGS.with(|c| c.borrow_mut().replace(Vec::new()));
+    let was = crate::task_context::set_decoding_args(true);
     let r = f();
+    crate::task_context::set_decoding_args(was);
     let found = DECODING_ARGS.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
     (r, found.unwrap_or_default())
 }

@@ -18,8 +18,10 @@ struct Entry {
     /// `None`: owned by this process.
     owner: Option<Arc<str>>,
     local: u32,
-    /// Owner side: each process's number of borrows not yet released (counted, because a
-    /// release and a new borrow by the same process can arrive in either order).
+    /// Owner side: each process's number of borrows not yet released (counted: a process may
+    /// be registered more than once, and releases once per registration). A release must
+    /// not overtake the registration it ends: registrations are sent before what lets the
+    /// borrower release (a reply, a value) is.
     borrowers: HashMap<Arc<str>, u32>,
     pinned: bool,
     /// A borrowed entry made while decoding a running task's arguments, not yet reported to
@@ -45,11 +47,13 @@ pub(crate) struct ReferenceTable {
 }
 
 impl ReferenceTable {
-    /// A handle to `id` came to life in this process. True if `id` was not tracked before.
+    /// A handle to `id` came to life in this process. True if the owner did not count this
+    /// process before: `id` was not tracked here, or only provisionally (met while decoding a
+    /// task's arguments, not reported yet).
     pub fn add_local(&self, id: ObjectId, owner: Option<Arc<str>>, provisional: bool) -> bool {
-        let mut created = false;
+        let mut fresh = false;
         let mut e = self.entries.entry(id).or_insert_with(|| {
-            created = true;
+            fresh = true;
             Entry {
                 owner,
                 local: 0,
@@ -60,9 +64,10 @@ impl ReferenceTable {
         });
         e.local += 1;
         if !provisional {
+            fresh |= e.provisional;
             e.provisional = false;
         }
-        created
+        fresh
     }
 
     /// A handle died. Returns what to do if that was the last reason to keep the object.

@@ -99,6 +99,8 @@ impl<'a> ArgReader<'a> {
 
     /// Fails if arguments are left over (a caller of another signature).
     pub fn finish(&self) -> Result<(), TaskFailure> {
+        // The body runs next: refs it decodes are no longer its arguments'.
+        crate::task_context::set_decoding_args(false);
         if self.pos == self.args.len() {
             Ok(())
         } else {

@@ -16,6 +16,18 @@ thread_local! {
     static CURRENT_SHAPE: RefCell<Option<Shape>> = const { RefCell::new(None) };
     /// Tasks run inline on this thread, one inside the other.
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// A task's arguments are being decoded (not yet its body running).
+    static DECODING_ARGS: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the decoding of a task's arguments begun (`true`) or over; returns the old mark.
+pub(crate) fn set_decoding_args(on: bool) -> bool {
+    DECODING_ARGS.with(|d| d.replace(on))
+}
+
+/// True while a task's arguments are decoded: refs met then are reported in its reply.
+pub(crate) fn decoding_args() -> bool {
+    DECODING_ARGS.with(|d| d.get())
 }
 
 /// Most tasks run inline one inside the other (each is a few stack frames deep; the task

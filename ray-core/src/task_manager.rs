@@ -23,12 +23,18 @@ pub(crate) struct TaskSpec {
     pub max_retries: i32,
 }
 
+/// By-value arguments larger than this are not kept (their length is): a large value would
+/// otherwise live as long as the task's result (Ray caps lineage bytes too).
+pub(crate) const MAX_KEPT_ARG_BYTES: usize = 100 * 1024;
+
 /// One argument of a [`TaskSpec`].
 #[cfg_attr(not(test), allow(dead_code))]
 #[derive(Clone, Debug)]
 pub(crate) enum SpecArg {
     /// Passed by value: its encoded bytes (shared with the pending task, not copied).
     Value(Bytes),
+    /// Passed by value, too large to keep: its length.
+    LargeValue(usize),
     /// Passed by ref: the object, and its owner (`None`: the submitter).
     Object {
         id: ObjectId,

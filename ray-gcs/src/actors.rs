@@ -240,7 +240,8 @@ impl GcsService {
                 requester_id: Default::default(),
                 for_actor: true,
                 job_id: spec.job_id,
-                request_id,
+                // Named per node too: a retry that goes to another node asks afresh.
+                request_id: per_node(request_id, &node),
             })
             .await
             .map_err(|e| GcsError::call(step(), e))?;
@@ -481,6 +482,15 @@ impl GcsService {
 }
 
 /// Gives a leased worker back to its node manager, killing it (it may hold a half-built actor).
+/// `request_id` made distinct per node: a node manager remembers the requests it granted.
+fn per_node(request_id: u64, node: &str) -> u64 {
+    // FNV-1a: stable, and plenty to tell a few node addresses apart.
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    (request_id ^ hash).max(1)
+}
+
 fn return_worker(nm: &Arc<dyn NodeManagerApi>, lease_id: u64) {
     let nm = nm.clone();
     tokio::spawn(async move {
