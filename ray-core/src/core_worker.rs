@@ -158,9 +158,16 @@ impl CoreWorker {
         self.own.store.fail_all_pending(&Error::NotInitialized);
     }
 
-    /// Decodes `r`'s value (see [`Ownership::decode`]).
+    /// Decodes `r`'s value. The owners of refs it holds that this process did not hold
+    /// before hear of the borrow before this returns: no release of them can overtake that.
     pub fn decode<T: DeserializeOwned>(&self, r: &Arc<RefInner>, stored: &Stored) -> Result<T> {
-        self.own.decode(r, stored)
+        let (value, borrows) = self.own.decode(stored);
+        if !borrows.is_empty() {
+            let _held = r; // The value keeps them alive at their owners meanwhile.
+            self.own
+                .register_borrows_now(borrows, self.own.me.address.clone());
+        }
+        value
     }
 
     /// Waits until `num` of `refs` are ready here, or the timeout passes. Returns which are.
@@ -702,6 +709,11 @@ impl CoreWorker {
             return Err(e.clone());
         }
         let value = self.own.value(r).await?;
-        self.decode(r, &value)
+        let (value, borrows) = self.own.decode(&value);
+        // Held meanwhile: `r`, whose value keeps them alive at their owners.
+        self.own
+            .register_borrows_async(borrows, self.own.me.address.clone())
+            .await;
+        value
     }
 }

@@ -271,7 +271,8 @@ impl TestCluster {
         timeout: Duration,
     ) -> crate::Result<T> {
         let stored = cw.get_stored(r, Some(timeout))?;
-        cw.decode(r, &stored)
+        // The test's thread decodes for several core workers: say which.
+        crate::ownership::with_decoder(&cw.own, || cw.decode(r, &stored))
     }
 }
 

@@ -16,7 +16,7 @@ use crate::registry::ActorInstance;
 use bytes::Bytes;
 use ray_common::{ActorId, NodeId, WorkerId};
 use serde::de::DeserializeOwned;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
@@ -170,11 +170,10 @@ impl Ownership {
         if let (false, true, Some(owner)) = (in_task, fresh, &owner) {
             // Met outside a task's arguments (whose borrows the reply reports): the owner
             // must learn of this borrow while the value it came in still holds the object.
-            NEW_BORROWS.with(|c| {
-                if let Some(v) = c.borrow_mut().as_mut() {
-                    v.push((id, owner.clone()));
-                }
-            });
+            if COLLECTING.with(|c| c.get()) != Collecting::Off {
+                NEW_BORROWS.with(|b| b.borrow_mut().push((id, owner.clone())));
+                COLLECTING.with(|c| c.set(Collecting::Found));
+            }
         }
         Arc::new(RefInner {
             id,
@@ -241,16 +240,37 @@ impl Ownership {
     }
 
     /// Tells each owner in `borrows` that `borrower` holds its object, and waits for their
-    /// answers (a call from a task's thread, never a runtime's).
+    /// answers (a call from a task's or a program's thread, never a runtime's).
     pub fn register_borrows_now(&self, borrows: Vec<Borrow>, borrower: Arc<str>) {
         let Some(link) = self.link.as_ref().filter(|_| !borrows.is_empty()) else {
             return;
         };
-        let peers: Vec<_> = borrows
-            .into_iter()
-            .filter_map(|(id, owner)| link.peer(&owner).ok().map(|p| (id, p)))
-            .collect();
-        let registered = link.call(async move {
+        if let Err(e) = link.call(self.registered(borrows, borrower)) {
+            tracing::warn!(error = %e, "could not register a borrower");
+        }
+    }
+
+    /// [`Ownership::register_borrows_now`] for async callers.
+    pub async fn register_borrows_async(&self, borrows: Vec<Borrow>, borrower: Arc<str>) {
+        if self.link.is_some() && !borrows.is_empty() {
+            self.registered(borrows, borrower).await;
+        }
+    }
+
+    /// The registrations of `borrower` with the owners in `borrows`, done.
+    fn registered(
+        &self,
+        borrows: Vec<Borrow>,
+        borrower: Arc<str>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let peers: Vec<_> = match &self.link {
+            Some(link) => borrows
+                .into_iter()
+                .filter_map(|(id, owner)| link.peer(&owner).ok().map(|p| (id, p)))
+                .collect(),
+            None => Vec::new(),
+        };
+        async move {
             for (id, peer) in peers {
                 let req = ray_proto::AddBorrowerRequest {
                     object_id: id.0.to_vec().into(),
@@ -259,9 +279,6 @@ impl Ownership {
                 // An owner that is gone has lost the object anyway.
                 let _ = peer.add_borrower(req).await;
             }
-        });
-        if let Err(e) = registered {
-            tracing::warn!(error = %e, "could not register a borrower of refs in a result");
         }
     }
 
@@ -368,20 +385,27 @@ impl Ownership {
         Ok(stored)
     }
 
-    /// Decodes `r`'s value, held here; refs inside it are this core worker's, and the owners
-    /// of those it newly borrows hear of it while `r` still holds them.
+    /// Decodes a value held here, and the borrowed refs first met in it (with their owners,
+    /// who must hear of them before the caller may let them go). Refs decoded belong to this
+    /// thread's decoder (`with_decoder`), or else to the process's core worker.
     pub fn decode<T: DeserializeOwned>(
         self: &Arc<Self>,
-        r: &Arc<RefInner>,
         stored: &Stored,
-    ) -> Result<T> {
-        let (value, borrows) = collect_new_borrows(|| self.decode_here(stored));
-        self.register_borrows(borrows, self.me.address.clone(), r.clone());
-        value
+    ) -> (Result<T>, Vec<Borrow>) {
+        // Two accesses to a plain flag: a `get` costs tens of nanoseconds, and most values
+        // hold no ref.
+        let outer = COLLECTING.with(|c| c.replace(Collecting::On));
+        let value = self.decode_here(stored);
+        let found = COLLECTING.with(|c| c.replace(outer));
+        let borrows = match (found, outer) {
+            (Collecting::Found, Collecting::Off) => NEW_BORROWS.with(|b| b.take()),
+            _ => Vec::new(), // Nothing met, or an outer decode takes them.
+        };
+        (value, borrows)
     }
 
     fn decode_here<T: DeserializeOwned>(self: &Arc<Self>, stored: &Stored) -> Result<T> {
-        with_decoder(self, || match stored {
+        match stored {
             Stored::Inline(b) => codec::decode(b),
             Stored::Plasma {
                 node,
@@ -400,7 +424,7 @@ impl Ownership {
                 }
             }
             Stored::Failed(e) => Err((**e).clone()),
-        })
+        }
     }
 }
 
@@ -411,23 +435,26 @@ thread_local! {
     /// While decoding a task's arguments in a worker: the refs met, reported back to their
     /// owners if the worker still holds them when the task ends.
     static DECODING_ARGS: RefCell<Option<Vec<ObjectId>>> = const { RefCell::new(None) };
-    /// The core worker whose values are being decoded on this thread: refs met belong to it.
-    static DECODER: RefCell<Option<Arc<Ownership>>> = const { RefCell::new(None) };
-    /// While decoding a value outside task arguments: the borrowed refs first met, with
-    /// their owners, who must be told.
-    static NEW_BORROWS: RefCell<Option<Vec<Borrow>>> = const { RefCell::new(None) };
+    /// The core worker that decodes on this thread: refs met belong to it. Set by whoever
+    /// decodes for a core worker that may not be the process's (an executor's threads, a
+    /// test's); weak: it keeps no core worker alive.
+    static DECODER: RefCell<Weak<Ownership>> = const { RefCell::new(Weak::new()) };
+    /// Whether a value is being decoded outside task arguments, and if a new borrow was met.
+    static COLLECTING: Cell<Collecting> = const { Cell::new(Collecting::Off) };
+    /// The borrowed refs first met while `COLLECTING`, with their owners, who must be told.
+    static NEW_BORROWS: RefCell<Vec<Borrow>> = const { RefCell::new(Vec::new()) };
+}
+
+/// See `COLLECTING`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Collecting {
+    Off,
+    On,
+    Found,
 }
 
 /// A borrowed object and its owner.
-type Borrow = (ObjectId, Arc<str>);
-
-/// Runs `f` collecting the borrowed refs it decodes that this process did not hold before.
-fn collect_new_borrows<R>(f: impl FnOnce() -> R) -> (R, Vec<Borrow>) {
-    let outer = NEW_BORROWS.with(|c| c.borrow_mut().replace(Vec::new()));
-    let r = f();
-    let found = NEW_BORROWS.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
-    (r, found.unwrap_or_default())
-}
+pub(crate) type Borrow = (ObjectId, Arc<str>);
 
 /// Runs `f` collecting the refs serialized inside it.
 pub(crate) fn collect_serialized_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<Arc<RefInner>>) {
@@ -449,17 +476,20 @@ pub(crate) fn collect_deserialized_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<Obj
     (r, found.unwrap_or_default())
 }
 
-/// Runs `f` with refs decoded on this thread belonging to `own`.
+/// Runs `f` with refs decoded on this thread belonging to `own` (and later ones too, until
+/// another core worker says so here).
 pub(crate) fn with_decoder<R>(own: &Arc<Ownership>, f: impl FnOnce() -> R) -> R {
-    let outer = DECODER.with(|d| d.borrow_mut().replace(own.clone()));
-    let r = f();
-    DECODER.with(|d| *d.borrow_mut() = outer);
-    r
+    DECODER.with(|d| {
+        if !std::ptr::eq(d.borrow().as_ptr(), Arc::as_ptr(own)) {
+            *d.borrow_mut() = Arc::downgrade(own);
+        }
+    });
+    f()
 }
 
-/// The core worker decoding on this thread, if one said so ([`with_decoder`]).
+/// The core worker that decodes on this thread, if one said so and is still alive.
 pub(crate) fn decoder() -> Option<Arc<Ownership>> {
-    DECODER.with(|d| d.borrow().clone())
+    DECODER.with(|d| d.borrow().upgrade())
 }
 
 /// What a serialized ref carries: its id and its owner's address. Inside task arguments
