@@ -438,3 +438,47 @@ fn the_task_manager_keeps_a_tasks_spec_while_refs_to_its_result_live() {
         driver.own.store.task_of(&id).is_none()
     });
 }
+
+#[test]
+fn the_submitter_reconnects_to_a_live_actor_and_resends_or_fails_a_lost_call() {
+    let cluster = TestCluster::start(1, 1.0);
+    let driver = cluster.driver(0, "driver");
+    let create = |retries: i32| {
+        driver
+            .create_actor(
+                <Tally as crate::ActorClass>::CLASS,
+                ActorOptions::default().max_task_retries(retries),
+                vec![ArgSpec::value(&10u64)],
+            )
+            .unwrap()
+    };
+    let call = |core: &crate::core_worker::ActorCore, by: u64| {
+        let r = driver.call_actor(core, "add", vec![ArgSpec::value(&by)]);
+        TestCluster::get::<u64>(&driver, &r, WAIT)
+    };
+    // With a resend allowed: the call ran, its answer was lost with the connection, and it
+    // runs again on the new one (at least once, as in Ray).
+    let resent = create(1);
+    assert_eq!(call(&resent, 0).unwrap(), 10);
+    cluster
+        .filters
+        .install(OnMethod::new("PushTask", Verdict::DropResponse).times(1));
+    assert_eq!(call(&resent, 1).unwrap(), 12);
+    assert_eq!(
+        call(&resent, 1).unwrap(),
+        13,
+        "the new connection serves later calls"
+    );
+
+    // Without: the call fails as unavailable (it may have run), and the actor serves on.
+    let strict = create(0);
+    assert_eq!(call(&strict, 0).unwrap(), 10);
+    cluster
+        .filters
+        .install(OnMethod::new("PushTask", Verdict::DropResponse).times(1));
+    match call(&strict, 1) {
+        Err(crate::Error::ActorUnavailable { .. }) => {}
+        other => panic!("expected ActorUnavailable, got {other:?}"),
+    }
+    assert_eq!(call(&strict, 1).unwrap(), 12);
+}
