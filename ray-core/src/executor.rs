@@ -448,15 +448,10 @@ fn arg_slices<'a>(own: &'a Ownership, args: &'a [Stored]) -> Result<Vec<ArgBytes
                 offset,
                 size,
                 raw,
-            } => {
-                let link = own.link.as_ref().ok_or(Error::Runtime(
-                    "a shared-memory argument in a process without a store".into(),
-                ))?;
-                Ok(ArgBytes {
-                    bytes: link.store.plasma_bytes(*node, *offset, *size)?,
-                    raw: *raw,
-                })
-            }
+            } => Ok(ArgBytes {
+                bytes: own.plasma_bytes(*node, *offset, *size)?,
+                raw: *raw,
+            }),
             Stored::Failed(e) => Err((**e).clone()),
         })
         .collect()

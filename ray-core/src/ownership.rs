@@ -385,6 +385,14 @@ impl Ownership {
         Ok(stored)
     }
 
+    /// The bytes of a shared-memory object on node `node`, read in place.
+    pub fn plasma_bytes(&self, node: NodeId, offset: u64, size: u64) -> Result<&[u8]> {
+        let link = self.link.as_ref().ok_or(Error::Runtime(
+            "a shared-memory object in a process without a store".into(),
+        ))?;
+        link.store.plasma_bytes(node, offset, size)
+    }
+
     /// Decodes a value held here, and the borrowed refs first met in it (with their owners,
     /// who must hear of them before the caller may let them go). Refs decoded belong to this
     /// thread's decoder (`with_decoder`), or else to the process's core worker.
@@ -413,10 +421,7 @@ impl Ownership {
                 size,
                 raw,
             } => {
-                let link = self.link.as_ref().ok_or(Error::Runtime(
-                    "a shared-memory object in a process without a store".into(),
-                ))?;
-                let bytes = link.store.plasma_bytes(*node, *offset, *size)?;
+                let bytes = self.plasma_bytes(*node, *offset, *size)?;
                 if *raw == 0 {
                     codec::decode(bytes)
                 } else {

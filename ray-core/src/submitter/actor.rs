@@ -2,7 +2,7 @@
 //! the actor's process (found through the GCS), resent or failed when that process dies.
 
 use super::resolver::{resolve_args, wait_ready_async};
-use super::{register_borrowers, Event, Submitter};
+use super::{complete_from_reply, register_borrowers, Event, Submitter};
 use crate::args::{ArgKind, ArgSpec};
 use crate::data_plane::{self, ConnId, FrameSender};
 use crate::error::Error;
@@ -179,18 +179,7 @@ impl Submitter {
         let Some(call) = q.in_flight.remove(&frame.seq) else {
             return;
         };
-        let (stored, contained) = match frame.value {
-            Some(mut v) => {
-                let contained = std::mem::take(&mut v.contained);
-                (Stored::from_proto(v), contained)
-            }
-            None => (
-                Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
-                Vec::new(),
-            ),
-        };
-        own.adopt_contained(call.return_id, &contained);
-        own.complete(call.return_id, stored);
+        complete_from_reply(own, call.return_id, frame.value);
         register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }
 

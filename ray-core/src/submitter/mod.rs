@@ -140,6 +140,26 @@ impl Handle {
     }
 }
 
+/// Stores a task's result from its reply, with the refs it contains held by it.
+fn complete_from_reply(
+    own: &Arc<Ownership>,
+    return_id: ObjectId,
+    value: Option<ray_proto::ObjectValue>,
+) {
+    let (stored, contained) = match value {
+        Some(mut v) => {
+            let contained = std::mem::take(&mut v.contained);
+            (Stored::from_proto(v), contained)
+        }
+        None => (
+            Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
+            Vec::new(),
+        ),
+    };
+    own.adopt_contained(return_id, &contained);
+    own.complete(return_id, stored);
+}
+
 fn fail_task(own: Option<&Ownership>, task: &PendingTask, error: Error) {
     let own = match own {
         Some(own) => own,

@@ -2,12 +2,11 @@
 //! stream of task frames to each leased worker; retries when a leased worker dies.
 
 use super::resolver::{resolve_now, wait_ready_async};
-use super::{fail_task, register_borrowers, Event, Submitter};
+use super::{complete_from_reply, fail_task, register_borrowers, Event, Submitter};
 use crate::args::{ArgKind, ArgSpec};
 use crate::data_plane::{self, ConnId, FrameSender};
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
-use crate::memory_store::Stored;
 use crate::ownership::Ownership;
 use ray_common::rpc::RpcErrorKind;
 use ray_common::LeaseId;
@@ -211,18 +210,7 @@ impl Submitter {
         if let Some(q) = self.queues.get_mut(&key) {
             q.avg_exec_micros = 0.8 * q.avg_exec_micros + 0.2 * frame.exec_micros as f64;
         }
-        let (stored, contained) = match frame.value {
-            Some(mut v) => {
-                let contained = std::mem::take(&mut v.contained);
-                (Stored::from_proto(v), contained)
-            }
-            None => (
-                Stored::Failed(Arc::new(Error::Runtime("reply without a value".into()))),
-                Vec::new(),
-            ),
-        };
-        own.adopt_contained(task.return_id, &contained);
-        own.complete(task.return_id, stored);
+        complete_from_reply(own, task.return_id, frame.value);
         register_borrowers(own, &frame.borrowed_ids, borrower, task);
         self.dispatch(own, &key);
         if self.blocked {
