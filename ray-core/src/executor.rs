@@ -208,21 +208,14 @@ impl Executor {
             .map(Stored::from_proto)
             .collect();
         let shape = (!frame.shape.is_empty()).then(|| Shape::Wire(frame.shape.clone()));
-        let ((result, returned), decoded) = collect_deserialized_refs(|| {
-            collect_serialized_refs(|| {
-                let slices = arg_slices(&self.own, &args)?;
-                let task = ray_common::TaskId::from_wire(&frame.task_id).ok();
-                task_context::as_task(task, shape, || {
-                    crate::registry::execute(&frame.function, &slices, self.location())
-                })
+        let done = Done::run(|| {
+            let slices = arg_slices(&self.own, &args)?;
+            let task = ray_common::TaskId::from_wire(&frame.task_id).ok();
+            task_context::as_task(task, shape, || {
+                crate::registry::execute(&frame.function, &slices, self.location())
             })
         });
         drop(args);
-        let done = Done {
-            result,
-            decoded,
-            returned,
-        };
         finish(&self.own, &frame, done, start)
     }
 
@@ -380,29 +373,20 @@ impl Executor {
             .into_iter()
             .map(Stored::from_proto)
             .collect();
-        let ((result, returned), decoded) = collect_deserialized_refs(|| {
-            collect_serialized_refs(|| {
-                let slices = arg_slices(&self.own, &args)?;
-                let call = crate::registry::run_guarded(&label, location, || {
-                    host.instance
-                        .call(&frame.function, &mut ArgReader::new(&slices))
-                })?;
-                match call {
-                    MethodCall::Done(r) => {
-                        crate::registry::outcome_to_result(&label, location, Ok(r))
-                    }
-                    MethodCall::Future(_) => Err(Error::Runtime(
-                        "an async method on a thread-based actor".into(),
-                    )),
-                }
-            })
+        let done = Done::run(|| {
+            let slices = arg_slices(&self.own, &args)?;
+            let call = crate::registry::run_guarded(&label, location, || {
+                host.instance
+                    .call(&frame.function, &mut ArgReader::new(&slices))
+            })?;
+            match call {
+                MethodCall::Done(r) => crate::registry::outcome_to_result(&label, location, Ok(r)),
+                MethodCall::Future(_) => Err(Error::Runtime(
+                    "an async method on a thread-based actor".into(),
+                )),
+            }
         });
         drop(args);
-        let done = Done {
-            result,
-            decoded,
-            returned,
-        };
         finish(&self.own, &frame, done, start)
     }
 }
@@ -467,6 +451,18 @@ struct Done {
 }
 
 impl Done {
+    /// Runs `f`, a task or method, collecting the refs decoded in its arguments and those
+    /// serialized while it ran.
+    fn run(f: impl FnOnce() -> Result<Vec<u8>>) -> Self {
+        let ((result, returned), decoded) =
+            collect_deserialized_refs(|| collect_serialized_refs(f));
+        Done {
+            result,
+            decoded,
+            returned,
+        }
+    }
+
     fn failed(e: Error) -> Self {
         Done {
             result: Err(e),
