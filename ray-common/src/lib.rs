@@ -7,11 +7,13 @@
 
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod ids;
 pub mod limits;
 pub mod resources;
 pub mod rpc;
 mod throttle;
 
+pub use clock::{Clock, ManualClock};
 pub use ids::{ActorId, IdError, JobId, LeaseId, NodeId, ObjectId, TaskId, WorkerId};
 pub use throttle::Throttle;

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::frames::{encode_frame, read_frames};
 use parking_lot::Mutex;
 use ray_common::rpc::{Call, Filters, Service, Verdict};
-use ray_common::LeaseId;
+use ray_common::{Clock, LeaseId};
 use std::collections::HashSet;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
@@ -48,8 +48,9 @@ pub(crate) fn connect_task_socket(name: &str) -> Result<tokio::net::UnixStream> 
     tokio::net::UnixStream::from_std(std_stream).map_err(Error::runtime)
 }
 
-/// The filters a test installed, and the label of the process whose connections pass them.
-pub(crate) type DataPlaneFilters = Option<(Arc<Filters>, Arc<str>)>;
+/// The filters a test installed, the label of the process whose connections pass them, and
+/// the clock their delays run on.
+pub(crate) type DataPlaneFilters = Option<(Arc<Filters>, Arc<str>, Clock)>;
 
 /// Connects to the task socket `socket`, greets it with the session `token`, and starts the
 /// connection's writer and reader. Replies and the connection's end come back on `events`,
@@ -75,10 +76,17 @@ pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
     let (tx, rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
     let (rx, doomed) = match filters {
         None => (rx, None),
-        Some((filters, from)) => {
+        Some((filters, from, clock)) => {
             let doomed = Arc::new(Mutex::new(HashSet::new()));
             let to: Arc<str> = socket.into();
-            let rx = filtered(rx, filters, from, to, conn, events.clone(), doomed.clone());
+            let rx = filtered(
+                rx,
+                (filters, from, clock),
+                to,
+                conn,
+                events.clone(),
+                doomed.clone(),
+            );
             (rx, Some(doomed))
         }
     };
@@ -115,8 +123,7 @@ pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
 /// the end of the connection (reported on `events`), as a lost message on a stream is.
 fn filtered<E: From<ConnEvent> + Send + 'static>(
     mut frames: mpsc::UnboundedReceiver<ray_proto::TaskFrame>,
-    filters: Arc<Filters>,
-    from: Arc<str>,
+    (filters, from, clock): (Arc<Filters>, Arc<str>, Clock),
     to: Arc<str>,
     conn: ConnId,
     events: mpsc::UnboundedSender<E>,
@@ -134,7 +141,7 @@ fn filtered<E: From<ConnEvent> + Send + 'static>(
             let why = match filters.verdict(&call) {
                 Verdict::Pass => None,
                 Verdict::Delay(d) => {
-                    tokio::time::sleep(d).await;
+                    clock.sleep(d).await;
                     None
                 }
                 Verdict::DropResponse => {

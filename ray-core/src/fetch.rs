@@ -62,10 +62,16 @@ enum Attempt {
 /// object came or the owner has been unreachable for [`OWNER_UNREACHABLE`].
 async fn fetch(rt: Weak<Ownership>, owner: Arc<str>, ids: Vec<ObjectId>) {
     let mut left: HashSet<ObjectId> = ids.into_iter().collect();
+    let Some(clock) = rt
+        .upgrade()
+        .and_then(|o| Some(o.link.as_ref()?.clock.clone()))
+    else {
+        return;
+    };
     let mut failing_since: Option<Instant> = None;
     let mut backoff = Duration::from_millis(20);
     while !left.is_empty() {
-        let failure = match attempt(&rt, &owner, &mut left).await {
+        let failure = match attempt(&rt, &clock, &owner, &mut left).await {
             None => return, // The runtime is gone.
             // Every object came.
             Some(Attempt::Ended) if left.is_empty() => return,
@@ -87,8 +93,8 @@ async fn fetch(rt: Weak<Ownership>, owner: Arc<str>, ids: Vec<ObjectId>) {
             failure.kind,
             RpcErrorKind::Unauthenticated | RpcErrorKind::InvalidArgument
         );
-        let since = *failing_since.get_or_insert_with(Instant::now);
-        if permanent || since.elapsed() >= OWNER_UNREACHABLE {
+        let since = *failing_since.get_or_insert_with(|| clock.now());
+        if permanent || clock.now() - since >= OWNER_UNREACHABLE {
             let error = if failure.kind == RpcErrorKind::Unreachable {
                 tracing::warn!(%owner, error = %failure.message, "owner unreachable; its objects are lost");
                 None
@@ -117,6 +123,7 @@ async fn fetch(rt: Weak<Ownership>, owner: Arc<str>, ids: Vec<ObjectId>) {
 /// `left`. `None` if the runtime is gone.
 async fn attempt(
     rt: &Weak<Ownership>,
+    clock: &ray_common::Clock,
     owner: &Arc<str>,
     left: &mut HashSet<ObjectId>,
 ) -> Option<Attempt> {
@@ -137,7 +144,7 @@ async fn attempt(
     let req = ray_proto::GetObjectsRequest {
         object_ids: left.iter().map(|id| id.0.to_vec().into()).collect(),
     };
-    let mut stream = match tokio::time::timeout(OPEN_DEADLINE, peer.get_objects(req)).await {
+    let mut stream = match clock.timeout(OPEN_DEADLINE, peer.get_objects(req)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(error)) => {
             return Some(Attempt::Failed {
@@ -159,7 +166,7 @@ async fn attempt(
     };
     let mut progress = false;
     loop {
-        let message = match tokio::time::timeout(SILENCE_DEADLINE, stream.next()).await {
+        let message = match clock.timeout(SILENCE_DEADLINE, stream.next()).await {
             Ok(Some(Ok(m))) => m,
             Ok(None) => return Some(Attempt::Ended),
             Ok(Some(Err(error))) => return Some(Attempt::Failed { error, progress }),

@@ -6,7 +6,9 @@
 //!
 //! The seed (`RAY_TEST_SEED`, printed at start) drives the harness's random choices
 //! ([`RandomDrops`]); thread timing is not under its control, so a replay repeats the same
-//! faults, not necessarily the same interleaving. Workers launched here have no current core
+//! faults, not necessarily the same interleaving. Deadlines are: a cluster started
+//! [`on`](TestCluster::start_on) a [`ray_common::ManualClock`] gives up on an owner, a node
+//! manager or a delayed message only when the test moves time. Workers launched here have no current core
 //! worker: tasks that call `ray::get` themselves need a real worker process.
 
 use crate::boot::{boot_worker, WorkerBoot};
@@ -19,6 +21,7 @@ use ray_common::rpc::{
     Call, Connect, Filter, Filters, GcsApi, MemNetwork, MemServer, NodeManagerApi, Service,
     TonicConnect, Verdict,
 };
+use ray_common::Clock;
 use ray_gcs::{GcsServer, GcsService};
 use ray_object_store::{ArenaMapping, ObjectStore, StoreConfig};
 use ray_proto::auth::CheckToken;
@@ -44,6 +47,9 @@ pub(crate) struct TestCluster {
     pub network: MemNetwork,
     /// Every call and task connection of the cluster passes these.
     pub filters: Arc<Filters>,
+    /// Every component's deadlines run on it: [`Clock::Real`] unless the test chose
+    /// [`TestCluster::start_on`] with a [`ray_common::ManualClock`].
+    pub clock: Clock,
     pub seed: u64,
     token: Arc<str>,
     runtime: Option<tokio::runtime::Runtime>,
@@ -80,6 +86,11 @@ impl TestCluster {
 
     /// A GCS and one node manager per entry of `nodes`, with those resources.
     pub fn start_with(nodes: Vec<ray_scheduler::ResourceSet>) -> TestCluster {
+        TestCluster::start_on(nodes, Clock::Real)
+    }
+
+    /// As [`TestCluster::start_with`], every deadline and filter delay on `clock`.
+    pub fn start_on(nodes: Vec<ray_scheduler::ResourceSet>, clock: Clock) -> TestCluster {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-cluster")
@@ -94,14 +105,12 @@ impl TestCluster {
             std::process::id(),
             &ray_common::ids::hex(&ray_common::ids::random_bytes())[..8]
         );
-        let connect = |label: &str| -> Arc<dyn Connect> {
-            Arc::new(
-                TonicConnect::new(&token)
-                    .labelled(label)
-                    .over(network.clone())
-                    .with_filters(filters.clone()),
-            )
+        let wires = Wires {
+            network: network.clone(),
+            filters: filters.clone(),
+            clock: clock.clone(),
         };
+        let connect = |label: &str| wires.connect(&token, label);
         let mut servers = Vec::new();
         let mut test_nodes = Vec::new();
         runtime.block_on(async {
@@ -140,8 +149,7 @@ impl TestCluster {
                     store,
                     connect(&address),
                     Arc::new(InProcessLauncher {
-                        network: network.clone(),
-                        filters: filters.clone(),
+                        wires: wires.clone(),
                     }),
                 );
                 manager.set_address(address.clone());
@@ -174,6 +182,7 @@ impl TestCluster {
         TestCluster {
             network,
             filters,
+            clock,
             seed: seed(),
             token,
             runtime: Some(runtime),
@@ -194,12 +203,12 @@ impl TestCluster {
 
     /// Clients labelled `label` over the cluster's network, passing its filters.
     pub fn connect(&self, label: &str) -> Arc<dyn Connect> {
-        Arc::new(
-            TonicConnect::new(&self.token)
-                .labelled(label)
-                .over(self.network.clone())
-                .with_filters(self.filters.clone()),
-        )
+        Wires {
+            network: self.network.clone(),
+            filters: self.filters.clone(),
+            clock: self.clock.clone(),
+        }
+        .connect(&self.token, label)
     }
 
     /// A client of node `node`'s node manager, labelled `label`.
@@ -313,12 +322,32 @@ impl Drop for TestCluster {
     }
 }
 
+/// What every component of a test cluster talks over: its network, filters and clock.
+#[derive(Clone)]
+struct Wires {
+    network: MemNetwork,
+    filters: Arc<Filters>,
+    clock: Clock,
+}
+
+impl Wires {
+    /// Clients labelled `label`, calling with `token`.
+    fn connect(&self, token: &str, label: &str) -> Arc<dyn Connect> {
+        Arc::new(
+            TonicConnect::new(token)
+                .labelled(label)
+                .over(self.network.clone())
+                .with_filters(self.filters.clone())
+                .with_clock(self.clock.clone()),
+        )
+    }
+}
+
 /// Launches each worker inside this process: a thread that boots a core worker on a tokio
 /// runtime of its own (serving on the cluster's network, passing its filters) and runs its
 /// tasks. Killing it closes its connections and ends its runtime, as a process's death would.
 pub(crate) struct InProcessLauncher {
-    network: MemNetwork,
-    filters: Arc<Filters>,
+    wires: Wires,
 }
 
 struct InProcessWorker {
@@ -331,8 +360,7 @@ impl WorkerLauncher for InProcessLauncher {
     fn launch(&self, request: &LaunchRequest<'_>) -> Result<Box<dyn LaunchedWorker>, String> {
         let (kill_tx, kill_rx) = std::sync::mpsc::sync_channel::<()>(1);
         let (exited_tx, exited) = tokio::sync::oneshot::channel();
-        let network = self.network.clone();
-        let filters = self.filters.clone();
+        let wires = self.wires.clone();
         let worker_id = request.worker_id;
         let node_manager = request.node_manager.to_string();
         let session = request.session.to_string();
@@ -345,8 +373,7 @@ impl WorkerLauncher for InProcessLauncher {
                         &node_manager,
                         &session,
                         token.into(),
-                        network,
-                        filters,
+                        wires,
                         kill_rx,
                     );
                     let _ = exited_tx.send(why);
@@ -372,8 +399,7 @@ fn run_in_process(
     node_manager: &str,
     session: &str,
     token: Arc<str>,
-    network: MemNetwork,
-    filters: Arc<Filters>,
+    wires: Wires,
     killed: std::sync::mpsc::Receiver<()>,
 ) -> String {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -394,17 +420,10 @@ fn run_in_process(
             session,
             token: token.clone(),
             serve: Box::new(|_, routes| {
-                let server = network.serve(&address, routes);
+                let server = wires.network.serve(&address, routes);
                 Ok((address.clone(), Box::new(server)))
             }),
-            connect: Box::new(|me| {
-                Arc::new(
-                    TonicConnect::new(&token)
-                        .labelled(me)
-                        .over(network.clone())
-                        .with_filters(filters.clone()),
-                )
-            }),
+            connect: Box::new(|me| wires.connect(&token, me)),
         },
     );
     let booted = match booted {

@@ -7,6 +7,7 @@ use crate::args::ArgSpec;
 use crate::harness::{eventually, RandomDrops, TestCluster, JOB};
 use crate::options::{ActorOptions, TaskOptions};
 use ray_common::rpc::{NodeManagerApi, OnMethod, RpcErrorKind, Service, Verdict};
+use ray_common::{Clock, ManualClock};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -481,4 +482,131 @@ fn the_submitter_reconnects_to_a_live_actor_and_resends_or_fails_a_lost_call() {
         other => panic!("expected ActorUnavailable, got {other:?}"),
     }
     assert_eq!(call(&strict, 1).unwrap(), 12);
+}
+
+/// A filter failing every call of `method` from `from` as unreachable, counting them.
+fn unreachable_for(
+    from: &'static str,
+    method: &'static str,
+) -> (impl ray_common::rpc::Filter, std::sync::Arc<AtomicUsize>) {
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = seen.clone();
+    let filter = move |call: &ray_common::rpc::Call<'_>| {
+        if call.from == from && call.method == method {
+            count.fetch_add(1, Ordering::SeqCst);
+            Verdict::Fail(RpcErrorKind::Unreachable, "cut off by the test".into())
+        } else {
+            Verdict::Pass
+        }
+    };
+    (filter, seen)
+}
+
+/// Shorter than the deadlines the manual-clock tests move past (10 s, 30 s, an hour): an
+/// outcome seen within it came from the test's clock, not from real time passing.
+const SOONER_THAN_REAL: Duration = Duration::from_secs(8);
+
+/// A cluster of one node whose deadlines run on a clock the test moves.
+fn on_manual_clock(cpus: f64) -> (TestCluster, std::sync::Arc<ManualClock>) {
+    let clock = ManualClock::new();
+    let cluster = TestCluster::start_on(
+        vec![ray_scheduler::ResourceSet::cpus(cpus).unwrap()],
+        Clock::Manual(clock.clone()),
+    );
+    (cluster, clock)
+}
+
+#[test]
+fn a_borrower_gives_up_an_unreachable_owner_when_the_test_moves_time_past_the_deadline() {
+    let (cluster, clock) = on_manual_clock(1.0);
+    let owner = cluster.driver(0, "owner");
+    let borrower = cluster.driver(0, "borrower");
+    let r = owner.put(&7u64).unwrap();
+    let at = crate::ownership::ref_to_wire(&r).unwrap();
+    let lent = borrower.own.decoded_ref(r.id, at.to_string());
+    let (cut, tries) = unreachable_for("borrower", "GetObjects");
+    cluster.filters.install(cut);
+    std::thread::scope(|s| {
+        let get = s.spawn(|| TestCluster::get::<u64>(&borrower, &lent, SOONER_THAN_REAL));
+        // The fetcher keeps asking at its own pace; the clock stands still, so it never
+        // gives up by itself.
+        eventually(WAIT, "the borrower asked the owner three times", || {
+            tries.load(Ordering::SeqCst) >= 3
+        });
+        assert!(!get.is_finished(), "gave up before the clock moved");
+        clock.advance(Duration::from_secs(11));
+        match get.join().unwrap() {
+            Err(crate::Error::OwnerDied(id)) => assert_eq!(id, r.id.to_hex()),
+            other => panic!("expected OwnerDied, got {other:?}"),
+        }
+    });
+    assert_eq!(TestCluster::get::<u64>(&owner, &r, WAIT).unwrap(), 7);
+}
+
+#[test]
+fn tasks_fail_as_their_node_died_when_the_node_manager_stays_unreachable_past_the_deadline() {
+    let (cluster, clock) = on_manual_clock(1.0);
+    let driver = cluster.driver(0, "driver");
+    let (cut, tries) = unreachable_for("driver", "RequestWorkerLease");
+    let cut = cluster.filters.install(cut);
+    let r = driver.submit(
+        name("add"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&1i64), ArgSpec::value(&2i64)],
+    );
+    eventually(WAIT, "the lease was asked for three times", || {
+        tries.load(Ordering::SeqCst) >= 3
+    });
+    assert!(
+        TestCluster::get::<i64>(&driver, &r, Duration::from_millis(1))
+            .is_err_and(|e| matches!(e, crate::Error::GetTimeout(_))),
+        "the task failed before the clock moved"
+    );
+    clock.advance(Duration::from_secs(31));
+    match TestCluster::get::<i64>(&driver, &r, SOONER_THAN_REAL) {
+        Err(crate::Error::NodeDied { node, cause }) => {
+            assert_eq!(node, cluster.nodes[0].manager.node_id().to_string());
+            assert!(cause.contains("lease"), "{cause}");
+        }
+        other => panic!("expected NodeDied, got {other:?}"),
+    }
+    // The node manager answers again: new work runs.
+    cluster.filters.remove(cut);
+    let r = driver.submit(
+        name("add"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&1i64), ArgSpec::value(&2i64)],
+    );
+    assert_eq!(TestCluster::get::<i64>(&driver, &r, WAIT).unwrap(), 3);
+}
+
+#[test]
+fn a_task_frame_delayed_by_a_filter_arrives_when_the_test_moves_time() {
+    let (cluster, clock) = on_manual_clock(1.0);
+    let driver = cluster.driver(0, "driver");
+    // Warm a lease first, so the one sleeper the test waits for is the delayed frame.
+    let r = driver.submit(
+        name("square"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&3u64)],
+    );
+    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 9);
+    let sleepers = clock.sleepers();
+    cluster
+        .filters
+        .install(OnMethod::new("PushTask", Verdict::Delay(Duration::from_secs(3600))).times(1));
+    let r = driver.submit(
+        name("square"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&4u64)],
+    );
+    eventually(WAIT, "the frame waits on the clock", || {
+        clock.sleepers() > sleepers
+    });
+    assert!(TestCluster::get::<u64>(&driver, &r, Duration::from_millis(50)).is_err());
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        TestCluster::get::<u64>(&driver, &r, SOONER_THAN_REAL).unwrap(),
+        16
+    );
 }

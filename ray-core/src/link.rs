@@ -40,6 +40,8 @@ pub(crate) struct Link {
     fetches: mpsc::UnboundedSender<FetchRequest>,
     /// Filters a test installed on this core worker's calls, for its task connections too.
     pub filters: crate::data_plane::DataPlaneFilters,
+    /// The connector's clock: the deadlines of failure paths run on it.
+    pub clock: ray_common::Clock,
     /// Workers only: tells the node manager this worker blocks or resumes.
     pub blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
 }
@@ -63,9 +65,11 @@ impl Link {
         let (releases, pending_releases) = mpsc::unbounded_channel();
         let (fetches, fetch_queue) = mpsc::unbounded_channel();
         handle.spawn(send_releases(pending_releases, connect.clone()));
-        let filters = connect.filters();
+        let clock = connect.clock();
+        let filters = connect.filters().map(|(f, from)| (f, from, clock.clone()));
         let link = Link {
             filters,
+            clock,
             store: StoreProvider::new(node, handle.clone(), raylet.clone(), arena),
             handle,
             token,

@@ -8,7 +8,7 @@ use ray_common::rpc::{NodeManagerApi, RpcError};
 use ray_proto::*;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 struct Record {
@@ -147,8 +147,9 @@ impl GcsService {
 
     fn spawn_schedule(&self, id: Vec<u8>) {
         let me = self.clone();
+        let clock = self.inner.connect.clock();
         tokio::spawn(async move {
-            let deadline = Instant::now() + PLACEMENT_RETRY_DEADLINE;
+            let deadline = clock.now() + PLACEMENT_RETRY_DEADLINE;
             let mut delay = Duration::from_millis(50);
             let mut attempts = 1u32;
             // One name for the lease request across transient retries: a node manager that
@@ -162,7 +163,7 @@ impl GcsService {
             loop {
                 match me.schedule(&id, request_id).await {
                     Ok(()) => return,
-                    Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
+                    Err(e) if e.is_transient() && clock.now() + delay < deadline => {
                         tracing::info!(cause = %e, attempts, "actor placement met a transient error; trying again");
                         tokio::time::sleep(delay).await;
                         delay = (delay * 2).min(Duration::from_secs(2));

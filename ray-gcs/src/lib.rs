@@ -189,7 +189,10 @@ impl Gcs for GcsService {
         if req.wait_ms == 0 {
             return wait.await.map(Response::new).map_err(Status::from);
         }
-        match tokio::time::timeout(std::time::Duration::from_millis(req.wait_ms.into()), wait).await
+        let clock = self.inner.connect.clock();
+        match clock
+            .timeout(std::time::Duration::from_millis(req.wait_ms.into()), wait)
+            .await
         {
             Ok(r) => r.map(Response::new).map_err(Status::from),
             Err(_) => self

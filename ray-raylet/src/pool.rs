@@ -421,6 +421,7 @@ impl NodeManager {
         let max_actors = max_workers - self.task_reserve();
         // Since when this request waits on the worker limit (not on resources).
         let mut limited_since: Option<std::time::Instant> = None;
+        let clock = self.inner.connect.clock();
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
@@ -432,7 +433,7 @@ impl NodeManager {
                 }
                 let recent = state
                     .last_startup_failure
-                    .is_some_and(|t| t.elapsed() < std::time::Duration::from_secs(10));
+                    .is_some_and(|t| clock.now() - t < std::time::Duration::from_secs(10));
                 if state.startup_failures >= MAX_STARTUP_FAILURES && !recent {
                     // A quiet spell since: give starting workers another chance.
                     state.startup_failures = 0;
@@ -468,8 +469,8 @@ impl NodeManager {
                 }
                 let at_limit = actors_full || alive >= max_workers;
                 if fits && at_limit {
-                    let since = *limited_since.get_or_insert_with(std::time::Instant::now);
-                    let waited = since.elapsed();
+                    let since = *limited_since.get_or_insert_with(|| clock.now());
+                    let waited = clock.now() - since;
                     let why = if actors_full {
                         format!(
                             "{} of the node's {max_workers} worker processes host actors, \
@@ -531,9 +532,8 @@ impl NodeManager {
             match limited_since {
                 // Wake for the deadline even if nothing changes.
                 Some(since) => {
-                    let deadline =
-                        tokio::time::Instant::from_std(since + self.inner.config.limit_wait);
-                    let _ = tokio::time::timeout_at(deadline, notified).await;
+                    let deadline = since + self.inner.config.limit_wait;
+                    let _ = clock.timeout_at(deadline, notified).await;
                 }
                 None => notified.await,
             }
@@ -689,7 +689,7 @@ impl NodeManager {
                 state.starting = state.starting.saturating_sub(1);
                 if !state.shutting_down {
                     state.startup_failures += 1;
-                    state.last_startup_failure = Some(std::time::Instant::now());
+                    state.last_startup_failure = Some(self.inner.connect.clock().now());
                 }
             }
             state.idle.retain(|id| *id != worker_id);

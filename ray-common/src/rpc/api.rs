@@ -6,6 +6,7 @@
 
 use super::filter::{Call, Filters, Service, Verdict};
 use super::{RpcError, RpcErrorKind};
+use crate::Clock;
 use ray_proto::*;
 use std::future::Future;
 use std::pin::Pin;
@@ -25,6 +26,7 @@ pub(crate) struct Link {
     pub to: Arc<str>,
     pub from: Arc<str>,
     pub filters: Option<Arc<Filters>>,
+    pub clock: Clock,
 }
 
 impl Link {
@@ -43,11 +45,11 @@ impl Link {
             Verdict::Fail(kind, message) => {
                 return Err(RpcError::new(*kind, method, &self.to, message.clone()))
             }
-            Verdict::Delay(d) => tokio::time::sleep(*d).await,
+            Verdict::Delay(d) => self.clock.sleep(*d).await,
             Verdict::Pass | Verdict::DropResponse => {}
         }
         let result = match deadline {
-            Some(d) => match tokio::time::timeout(d, call).await {
+            Some(d) => match self.clock.timeout(d, call).await {
                 Ok(r) => r,
                 Err(_) => {
                     return Err(RpcError::new(

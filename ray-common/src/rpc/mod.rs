@@ -20,6 +20,7 @@ pub use error::{RpcError, RpcErrorKind};
 pub use filter::{Call, Filter, FilterId, Filters, OnMethod, Partition, Service, Verdict};
 pub use mem::{MemNetwork, MemServer, MemStream};
 
+use crate::Clock;
 use api::Link;
 use ray_proto::MAX_MESSAGE_BYTES;
 use std::sync::Arc;
@@ -37,6 +38,11 @@ pub trait Connect: Send + Sync + 'static {
     /// outside gRPC (the data plane) to pass them too.
     fn filters(&self) -> Option<(Arc<Filters>, Arc<str>)> {
         None
+    }
+    /// The clock its clients' deadlines run on: the components built on this connector run
+    /// their own deadlines and backoffs on it too (see [`crate::clock`]).
+    fn clock(&self) -> Clock {
+        Clock::Real
     }
 }
 
@@ -58,6 +64,7 @@ pub struct TonicConnect {
     filters: Option<Arc<Filters>>,
     /// Dial over this in-memory network instead of TCP.
     network: Option<MemNetwork>,
+    clock: Clock,
 }
 
 impl TonicConnect {
@@ -68,6 +75,7 @@ impl TonicConnect {
             from: "".into(),
             filters: None,
             network: None,
+            clock: Clock::Real,
         }
     }
 
@@ -89,6 +97,12 @@ impl TonicConnect {
         self
     }
 
+    /// Deadlines and filter delays run on `clock` (a test's [`crate::ManualClock`]).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
     fn open(&self, address: &str) -> Result<(AuthedChannel, Link), RpcError> {
         let to: Arc<str> = address.into();
         let ch = match &self.network {
@@ -100,6 +114,7 @@ impl TonicConnect {
             to,
             from: self.from.clone(),
             filters: self.filters.clone(),
+            clock: self.clock.clone(),
         };
         Ok((ch, link))
     }
@@ -132,5 +147,9 @@ impl Connect for TonicConnect {
 
     fn filters(&self) -> Option<(Arc<Filters>, Arc<str>)> {
         self.filters.clone().map(|f| (f, self.from.clone()))
+    }
+
+    fn clock(&self) -> Clock {
+        self.clock.clone()
     }
 }

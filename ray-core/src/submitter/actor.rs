@@ -208,8 +208,13 @@ impl Submitter {
         }
         if !q.lost.is_empty() {
             let events = self.events.clone();
+            let clock = own
+                .link
+                .as_ref()
+                .map(|l| l.clock.clone())
+                .unwrap_or_default();
             tokio::spawn(async move {
-                tokio::time::sleep(LOST_CALL_WAIT).await;
+                clock.sleep(LOST_CALL_WAIT).await;
                 let _ = events.send(Event::LostCallsDue(id));
             });
         }

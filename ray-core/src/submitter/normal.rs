@@ -335,8 +335,10 @@ fn request_lease(
     let events = events.clone();
     let token = c.token.clone();
     let filters = c.filters.clone();
+    let clock = c.clock.clone();
     // Workers name themselves, so their leases come back if they die; a driver's die with it.
     let job_id = own.me.job_id;
+    let node = own.me.node_id;
     let requester: Vec<u8> = if own.me.is_worker {
         own.me.worker_id.to_vec()
     } else {
@@ -352,11 +354,11 @@ fn request_lease(
         };
         // A request whose answer was lost is asked again under the same id: the node manager
         // gives a lease it granted already back, rather than a second one nobody holds.
-        let deadline = Instant::now() + LEASE_RETRY_DEADLINE;
+        let deadline = clock.now() + LEASE_RETRY_DEADLINE;
         let mut backoff = Duration::from_millis(20);
         let answer = loop {
             match raylet.request_worker_lease(req.clone()).await {
-                Err(e) if e.is_transient() && Instant::now() + backoff < deadline => {
+                Err(e) if e.is_transient() && clock.now() + backoff < deadline => {
                     tracing::debug!(error = %e, "lease request failed; asking again");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -371,6 +373,18 @@ fn request_lease(
                 Error::Unschedulable {
                     function: String::new(),
                     reason: e.message,
+                },
+            ),
+            // The node manager stayed unreachable past the deadline: to this process its
+            // node is gone (Ray's driver dies with its raylet; here its tasks fail).
+            Err(e) if e.is_transient() => Event::LeaseFailed(
+                key,
+                Error::NodeDied {
+                    node: node.to_string(),
+                    cause: format!(
+                        "its node manager answered no lease request for {LEASE_RETRY_DEADLINE:?} ({})",
+                        e.message
+                    ),
                 },
             ),
             Err(e) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", e.message))),
