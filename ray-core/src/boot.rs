@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::executor::{serve_task_socket, Executor, TaskQueue};
 use crate::link::{Clients, Link};
 use crate::ownership::Identity;
+use crate::registry::Functions;
 use crate::service::{Served, Slot};
 use ray_common::rpc::Connect;
 use ray_common::{NodeId, WorkerId};
@@ -34,6 +35,8 @@ pub(crate) struct WorkerBoot<'a> {
     pub serve: ServeRoutes<'a>,
     /// Opens clients, labelled with the worker's own address.
     pub connect: OpenClients<'a>,
+    /// What it runs.
+    pub functions: Functions,
 }
 
 /// A worker's parts, running on the runtime it was booted on; its tasks run once the caller
@@ -67,6 +70,7 @@ pub(crate) fn boot_worker(
         token,
         serve,
         connect,
+        functions,
     } = boot;
     let handle = runtime.handle().clone();
     let _enter = runtime.enter();
@@ -148,6 +152,7 @@ pub(crate) fn boot_worker(
             location: format!("worker {} (pid {})", &worker_hex[..8], std::process::id()),
         },
         Some(link),
+        functions,
         Default::default(),
     );
     let executor = Executor::new(core_worker.own.clone(), queue.clone());

@@ -1,5 +1,6 @@
 //! The core worker: one driver's or worker's part of a session, built as a value
-//! ([`CoreWorker::new`]) from its identity and its link, with the mechanics of get, put,
+//! ([`CoreWorker::new`]) from its identity, its link (clients and clock) and the functions it
+//! runs, with the mechanics of get, put,
 //! wait, submit and actors that the public API wraps.
 //!
 //! Knows no global: the facade holds the process's current core worker; several can live
@@ -15,7 +16,7 @@ use crate::options::{ActorOptions, TaskOptions};
 use crate::ownership::{
     collect_serialized_refs, Identity, Ownership, RefInner, SyncActor, INLINE_MAX,
 };
-use crate::registry::{ArgReader, MethodCall};
+use crate::registry::{ArgReader, Functions, MethodCall};
 use crate::submitter::{self, ActorCall};
 use crate::task_manager::{SpecArg, TaskSpec};
 use bytes::Bytes;
@@ -106,6 +107,7 @@ impl CoreWorker {
     pub fn new(
         me: Identity,
         link: Option<(Link, mpsc::UnboundedReceiver<FetchRequest>)>,
+        functions: Functions,
         node_total: ray_scheduler::ResourceSet,
     ) -> Arc<Self> {
         let (link, fetches) = match link {
@@ -116,6 +118,7 @@ impl CoreWorker {
             ids: crate::ids::IdGen::new(&me.worker_id),
             me,
             link,
+            functions,
             ..Default::default()
         });
         let submitter = match (&own.link, fetches) {
@@ -357,7 +360,11 @@ impl CoreWorker {
                 Err(e) => Stored::Failed(Arc::new(e)),
                 Ok(values) => {
                     let slices = inline_slices(&values);
-                    match crate::registry::execute(function, &slices, &self.own.me.location) {
+                    match self
+                        .own
+                        .functions
+                        .execute(function, &slices, &self.own.me.location)
+                    {
                         Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
                         Err(e) => Stored::Failed(Arc::new(e)),
                     }
@@ -376,7 +383,7 @@ impl CoreWorker {
         opts: ActorOptions,
         args: Vec<ArgSpec>,
     ) -> Result<ActorCore> {
-        let entry = crate::registry::lookup_actor_class(class).ok_or_else(|| {
+        let entry = self.own.functions.actor_class(class).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "actor class {class} is not registered in this binary"
             ))

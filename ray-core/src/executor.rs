@@ -212,7 +212,9 @@ impl Executor {
             let slices = arg_slices(&self.own, &args)?;
             let task = ray_common::TaskId::from_wire(&frame.task_id).ok();
             task_context::as_task(task, shape, || {
-                crate::registry::execute(&frame.function, &slices, self.location())
+                self.own
+                    .functions
+                    .execute(&frame.function, &slices, self.location())
             })
         });
         drop(args);
@@ -227,12 +229,16 @@ impl Executor {
         if self.host.get().is_some() {
             return Err(Error::Runtime("this worker already hosts an actor".into()));
         }
-        let entry = crate::registry::lookup_actor_class(&spec.class_name).ok_or_else(|| {
-            Error::Runtime(format!(
-                "actor class {} is not registered in this binary",
-                spec.class_name
-            ))
-        })?;
+        let entry = self
+            .own
+            .functions
+            .actor_class(&spec.class_name)
+            .ok_or_else(|| {
+                Error::Runtime(format!(
+                    "actor class {} is not registered in this binary",
+                    spec.class_name
+                ))
+            })?;
         let own = self.own.clone();
         let args: Vec<Stored> = spec.args.into_iter().map(Stored::from_proto).collect();
         let built = tokio::task::spawn_blocking(move || {
@@ -408,7 +414,8 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
             task.shape.clone(),
             || {
                 arg_slices(own, &args).and_then(|slices| {
-                    crate::registry::execute(task.function, &slices, &own.me.location)
+                    own.functions
+                        .execute(task.function, &slices, &own.me.location)
                 })
             },
         )

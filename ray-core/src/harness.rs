@@ -15,6 +15,7 @@ use crate::boot::{boot_worker, WorkerBoot};
 use crate::core_worker::CoreWorker;
 use crate::link::{Clients, Link};
 use crate::ownership::{Identity, RefInner};
+use crate::registry::Functions;
 use crate::service::{Served, Slot};
 use parking_lot::Mutex;
 use ray_common::rpc::{
@@ -91,6 +92,15 @@ impl TestCluster {
 
     /// As [`TestCluster::start_with`], every deadline and filter delay on `clock`.
     pub fn start_on(nodes: Vec<ray_scheduler::ResourceSet>, clock: Clock) -> TestCluster {
+        TestCluster::start_full(nodes, clock, Functions::linked())
+    }
+
+    /// As [`TestCluster::start_on`], its workers running only `worker_functions`.
+    pub fn start_full(
+        nodes: Vec<ray_scheduler::ResourceSet>,
+        clock: Clock,
+        worker_functions: Functions,
+    ) -> TestCluster {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-cluster")
@@ -109,6 +119,7 @@ impl TestCluster {
             network: network.clone(),
             filters: filters.clone(),
             clock: clock.clone(),
+            functions: worker_functions,
         };
         let connect = |label: &str| wires.connect(&token, label);
         let mut servers = Vec::new();
@@ -207,6 +218,7 @@ impl TestCluster {
             network: self.network.clone(),
             filters: self.filters.clone(),
             clock: self.clock.clone(),
+            functions: Functions::default(),
         }
         .connect(&self.token, label)
     }
@@ -262,6 +274,7 @@ impl TestCluster {
                 location: format!("driver {name}"),
             },
             Some(link),
+            Functions::linked(),
             Default::default(),
         );
         slot.fill(Served {
@@ -322,12 +335,15 @@ impl Drop for TestCluster {
     }
 }
 
-/// What every component of a test cluster talks over: its network, filters and clock.
+/// What every component of a test cluster talks over (its network, filters and clock), and
+/// what its workers run.
 #[derive(Clone)]
 struct Wires {
     network: MemNetwork,
     filters: Arc<Filters>,
     clock: Clock,
+    /// What workers launched in-process run.
+    functions: Functions,
 }
 
 impl Wires {
@@ -424,6 +440,7 @@ fn run_in_process(
                 Ok((address.clone(), Box::new(server)))
             }),
             connect: Box::new(|me| wires.connect(&token, me)),
+            functions: wires.functions,
         },
     );
     let booted = match booted {

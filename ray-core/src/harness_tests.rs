@@ -610,3 +610,30 @@ fn a_task_frame_delayed_by_a_filter_arrives_when_the_test_moves_time() {
         16
     );
 }
+
+#[test]
+fn a_worker_runs_only_the_functions_it_was_built_with_and_names_the_missing_one() {
+    let cluster = TestCluster::start_full(
+        vec![ray_scheduler::ResourceSet::cpus(1.0).unwrap()],
+        Clock::Real,
+        crate::registry::Functions::only(&[name("add")]),
+    );
+    let driver = cluster.driver(0, "driver");
+    let opts = TaskOptions::default();
+    let sum = driver.submit(
+        name("add"),
+        &opts,
+        vec![ArgSpec::value(&1i64), ArgSpec::value(&2i64)],
+    );
+    assert_eq!(TestCluster::get::<i64>(&driver, &sum, WAIT).unwrap(), 3);
+    let missing = driver.submit(name("square"), &opts, vec![ArgSpec::value(&3u64)]);
+    match TestCluster::get::<u64>(&driver, &missing, WAIT) {
+        Err(crate::Error::Task {
+            function, message, ..
+        }) => {
+            assert_eq!(function, name("square"));
+            assert!(message.contains("no remote function"), "{message}");
+        }
+        other => panic!("expected a task error naming the function, got {other:?}"),
+    }
+}

@@ -10,6 +10,7 @@ use crate::core_worker::CoreWorker;
 use crate::error::{Error, Result};
 use crate::link::{Clients, Link};
 use crate::ownership::Identity;
+use crate::registry::Functions;
 use crate::server::{logged, serve};
 use crate::service::{self, Served, Slot};
 use ray_common::ids::{hex, random_bytes as random_id};
@@ -55,6 +56,7 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
                     location: format!("sync mode, pid {}", std::process::id()),
                 },
                 None,
+                Functions::linked(),
                 resources,
             ),
             tokio: None,
@@ -188,6 +190,7 @@ fn start_local(
             location: format!("driver (pid {})", std::process::id()),
         },
         Some(link),
+        Functions::linked(),
         resources,
     );
     slot.fill(Served {

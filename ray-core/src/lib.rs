@@ -462,9 +462,7 @@ pub mod __private {
     pub use crate::registry::{
         encode_result, encode_return, ArgReader, RemoteFunction, TaskFailure, REMOTE_FUNCTIONS,
     };
-    pub use crate::registry::{
-        lookup_actor_class, ActorClassEntry, ActorInstance, MethodCall, ACTOR_CLASSES,
-    };
+    pub use crate::registry::{ActorClassEntry, ActorInstance, MethodCall, ACTOR_CLASSES};
     pub use linkme;
     pub use tokio;
 

@@ -49,6 +49,8 @@ pub(crate) struct Ownership {
     pub ids: IdGen,
     /// Present in local and cluster mode; `None` in sync mode.
     pub link: Option<Arc<Link>>,
+    /// The functions and actor classes this process runs.
+    pub functions: crate::registry::Functions,
     /// Owner-scoped actors this process created: freeing the id kills the actor.
     pub actor_lifetimes: dashmap::DashMap<ObjectId, ()>,
     /// Refs inside the constructor arguments of actors this process created, kept while the

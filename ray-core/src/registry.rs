@@ -48,11 +48,6 @@ fn table() -> &'static HashMap<&'static str, &'static RemoteFunction> {
     })
 }
 
-/// The function registered under `name`.
-pub fn lookup(name: &str) -> Option<&'static RemoteFunction> {
-    table().get(name).copied()
-}
-
 /// One argument's bytes: codec-encoded, or (`raw` > 0) a plain array of `raw`-byte elements.
 #[derive(Clone, Copy)]
 pub struct ArgBytes<'a> {
@@ -152,22 +147,6 @@ fn install_panic_hook() {
     });
 }
 
-/// Runs the function `name` on encoded `args`. A panic becomes [`Error::Task`] with its
-/// message and source location; `where_` says which worker ran it.
-pub(crate) fn execute(name: &str, args: &[ArgBytes<'_>], where_: &str) -> Result<Vec<u8>, Error> {
-    let Some(f) = lookup(name) else {
-        return Err(Error::Task {
-            function: name.to_string(),
-            message: "no remote function of this name is registered in this binary".into(),
-            location: where_.to_string(),
-        });
-    };
-    run_guarded(name, where_, || {
-        let mut reader = ArgReader::new(args);
-        (f.invoke)(&mut reader)
-    })
-}
-
 /// One actor class, as registered by `#[ray::actor]` on its `impl` block.
 pub struct ActorClassEntry {
     /// Stable name: module path and type name.
@@ -182,9 +161,64 @@ pub struct ActorClassEntry {
 #[linkme::distributed_slice]
 pub static ACTOR_CLASSES: [ActorClassEntry];
 
-/// The actor class registered under `name`.
-pub fn lookup_actor_class(name: &str) -> Option<&'static ActorClassEntry> {
-    ACTOR_CLASSES.iter().find(|c| c.name == name)
+/// The remote functions and actor classes a core worker runs, by name: handed to it when it
+/// is built ([`Functions::linked`] in every process the facade starts; a test may hand a
+/// smaller set). The default knows none.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Functions {
+    tasks: Option<&'static HashMap<&'static str, &'static RemoteFunction>>,
+    classes: &'static [ActorClassEntry],
+}
+
+impl Functions {
+    /// Everything `#[ray::remote]` and `#[ray::actor]` registered in this binary.
+    pub fn linked() -> Functions {
+        Functions {
+            tasks: Some(table()),
+            classes: ACTOR_CLASSES.static_slice(),
+        }
+    }
+
+    /// Only the linked functions named in `names` (and no actor class): a process built
+    /// without the others, as a worker of an older binary would be.
+    #[cfg(test)]
+    pub fn only(names: &[&str]) -> Functions {
+        let kept = table()
+            .iter()
+            .filter(|(name, _)| names.contains(name))
+            .map(|(name, f)| (*name, *f))
+            .collect();
+        Functions {
+            tasks: Some(Box::leak(Box::new(kept))),
+            classes: &[],
+        }
+    }
+
+    /// The actor class registered under `name`.
+    pub fn actor_class(&self, name: &str) -> Option<&'static ActorClassEntry> {
+        self.classes.iter().find(|c| c.name == name)
+    }
+
+    /// Runs the function `name` on encoded `args`. A panic becomes [`Error::Task`] with its
+    /// message and source location; `where_` says which worker ran it.
+    pub fn execute(
+        &self,
+        name: &str,
+        args: &[ArgBytes<'_>],
+        where_: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let Some(f) = self.tasks.and_then(|t| t.get(name).copied()) else {
+            return Err(Error::Task {
+                function: name.to_string(),
+                message: "no remote function of this name is registered in this binary".into(),
+                location: where_.to_string(),
+            });
+        };
+        run_guarded(name, where_, || {
+            let mut reader = ArgReader::new(args);
+            (f.invoke)(&mut reader)
+        })
+    }
 }
 
 /// A future of a method's encoded result.

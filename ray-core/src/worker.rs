@@ -72,6 +72,7 @@ fn run_worker() -> Result<()> {
                 Ok((address, Box::new(stop)))
             }),
             connect: Box::new(|me| Arc::new(TonicConnect::new(&token).labelled(me))),
+            functions: crate::registry::Functions::linked(),
         },
     )?;
     crate::current::set_current(Some(booted.core_worker.clone()));
