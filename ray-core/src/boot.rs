@@ -5,7 +5,7 @@
 
 use crate::core_worker::CoreWorker;
 use crate::error::{Error, Result};
-use crate::executor::{serve_task_socket, Executor, TaskQueue};
+use crate::executor::{serve_task_socket, Executor, TaskListener, TaskQueue};
 use crate::link::{Clients, Link};
 use crate::ownership::Identity;
 use crate::registry::Functions;
@@ -13,7 +13,6 @@ use crate::service::{Served, Slot};
 use ray_common::rpc::Connect;
 use ray_common::{NodeId, WorkerId};
 use std::any::Any;
-use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
 use tonic::service::Routes;
 
@@ -81,14 +80,10 @@ pub(crate) fn boot_worker(
     )?;
     let worker_hex = worker_id.to_hex();
     let socket_name = format!("{session}-{worker_hex}");
-    let addr = std::os::unix::net::SocketAddr::from_abstract_name(socket_name.as_bytes())
-        .map_err(Error::runtime)?;
-    let std_listener =
-        std::os::unix::net::UnixListener::bind_addr(&addr).map_err(Error::runtime)?;
-    std_listener.set_nonblocking(true).map_err(Error::runtime)?;
-    let listener = tokio::net::UnixListener::from_std(std_listener).map_err(Error::runtime)?;
-
     let connect = connect(&core_address);
+    // Task connections come over the network the worker's clients use.
+    let listener = TaskListener::bind(connect.network().as_ref(), &socket_name)?;
+
     let raylet = connect.node_manager(node_manager)?;
     let registered = {
         let req = ray_proto::RegisterWorkerRequest {

@@ -1,5 +1,6 @@
 //! The owner's end of the data plane: a connection to a leased worker's (or an actor's) task
-//! socket, the token greeting, a writer that batches task frames, and a reader whose replies
+//! socket (an abstract Unix socket, or a name on a test's in-memory network), the token
+//! greeting, a writer that batches task frames, and a reader whose replies
 //! and end come back as [`ConnEvent`]s to whoever opened the connection.
 //!
 //! It knows nothing of the submitter: events go to any channel whose messages can be made
@@ -8,12 +9,12 @@
 use crate::error::{Error, Result};
 use crate::frames::{encode_frame, read_frames};
 use parking_lot::Mutex;
-use ray_common::rpc::{Call, Filters, Service, Verdict};
+use ray_common::rpc::{Call, Connect, Filters, MemNetwork, Service, Verdict};
 use ray_common::{Clock, LeaseId};
 use std::collections::HashSet;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// Which connection an event is about.
@@ -50,21 +51,86 @@ pub(crate) fn connect_task_socket(name: &str) -> Result<tokio::net::UnixStream> 
 
 /// The filters a test installed, the label of the process whose connections pass them, and
 /// the clock their delays run on.
-pub(crate) type DataPlaneFilters = Option<(Arc<Filters>, Arc<str>, Clock)>;
+type TestFilters = (Arc<Filters>, Arc<str>, Clock);
 
-/// Connects to the task socket `socket`, greets it with the session `token`, and starts the
-/// connection's writer and reader. Replies and the connection's end come back on `events`,
-/// tagged `conn`. With `filters`, each task frame passes them (see [`Service::DataPlane`]);
-/// without, nothing is checked per frame.
-pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
-    socket: &str,
-    token: &str,
+/// How this process opens task connections: over which network (abstract Unix sockets, or a
+/// test's in-memory network), passing which filters. Chosen once, from the process's
+/// connector; each connection is typed by its stream, so a frame costs no dynamic call.
+#[derive(Clone, Default)]
+pub(crate) struct Dialer {
+    network: Option<MemNetwork>,
+    filters: Option<TestFilters>,
+}
+
+impl Dialer {
+    /// Task connections the way `connect`'s clients go: over its network, passing its
+    /// filters, their delays on its clock.
+    pub fn new(connect: &dyn Connect) -> Dialer {
+        Dialer {
+            network: connect.network(),
+            filters: connect
+                .filters()
+                .map(|(f, from)| (f, from, connect.clock())),
+        }
+    }
+
+    /// Connects to the task socket `socket`, greets it with the session `token`, and starts
+    /// the connection's writer and reader. Replies and the connection's end come back on
+    /// `events`, tagged `conn`. With filters, each task frame passes them (see
+    /// [`Service::DataPlane`]); without, nothing is checked per frame.
+    pub async fn connect<E: From<ConnEvent> + Send + 'static>(
+        &self,
+        socket: &str,
+        token: &str,
+        conn: ConnId,
+        events: mpsc::UnboundedSender<E>,
+    ) -> Result<FrameSender> {
+        let ends = Ends {
+            socket,
+            token,
+            conn,
+            filters: self.filters.clone(),
+        };
+        match &self.network {
+            None => {
+                let (read, write) = connect_task_socket(socket)?.into_split();
+                start(read, write, ends, events).await
+            }
+            Some(network) => {
+                let stream = network.dial(socket).map_err(Error::runtime)?;
+                let (read, write) = tokio::io::split(stream);
+                start(read, write, ends, events).await
+            }
+        }
+    }
+}
+
+/// What a connection is to, and what its frames pass.
+struct Ends<'a> {
+    socket: &'a str,
+    token: &'a str,
     conn: ConnId,
+    filters: Option<TestFilters>,
+}
+
+/// Greets over `write` and starts the connection's writer and reader.
+async fn start<E, R, W>(
+    read: R,
+    mut write: W,
+    ends: Ends<'_>,
     events: mpsc::UnboundedSender<E>,
-    filters: DataPlaneFilters,
-) -> Result<FrameSender> {
-    let stream = connect_task_socket(socket)?;
-    let (read, mut write) = stream.into_split();
+) -> Result<FrameSender>
+where
+    E: From<ConnEvent> + Send + 'static,
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let Ends {
+        socket,
+        token,
+        conn,
+        filters,
+    } = ends;
     let mut hello = Vec::new();
     encode_frame(
         &ray_proto::Hello {
@@ -76,17 +142,10 @@ pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
     let (tx, rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
     let (rx, doomed) = match filters {
         None => (rx, None),
-        Some((filters, from, clock)) => {
+        Some(filters) => {
             let doomed = Arc::new(Mutex::new(HashSet::new()));
             let to: Arc<str> = socket.into();
-            let rx = filtered(
-                rx,
-                (filters, from, clock),
-                to,
-                conn,
-                events.clone(),
-                doomed.clone(),
-            );
+            let rx = filtered(rx, filters, to, conn, events.clone(), doomed.clone());
             (rx, Some(doomed))
         }
     };
@@ -123,7 +182,7 @@ pub(crate) async fn connect<E: From<ConnEvent> + Send + 'static>(
 /// the end of the connection (reported on `events`), as a lost message on a stream is.
 fn filtered<E: From<ConnEvent> + Send + 'static>(
     mut frames: mpsc::UnboundedReceiver<ray_proto::TaskFrame>,
-    (filters, from, clock): (Arc<Filters>, Arc<str>, Clock),
+    (filters, from, clock): TestFilters,
     to: Arc<str>,
     conn: ConnId,
     events: mpsc::UnboundedSender<E>,

@@ -18,9 +18,10 @@ use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::submitter::PendingTask;
 use crate::task_context::{self, Shape};
 use parking_lot::Mutex;
+use std::os::linux::net::SocketAddrExt;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::BufReader;
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
 
 /// Largest greeting accepted before the token is checked.
@@ -94,54 +95,95 @@ fn requeue(job: Job) {
     });
 }
 
+/// Where a worker's task connections come in: its abstract Unix socket, or a name on a
+/// test's in-memory network.
+pub(crate) enum TaskListener {
+    Unix(tokio::net::UnixListener),
+    Mem(ray_common::rpc::MemListener),
+}
+
+impl TaskListener {
+    /// Listens under `name`: on `network` if given, else on the abstract Unix socket `name`
+    /// (no file, gone with the process).
+    pub fn bind(network: Option<&ray_common::rpc::MemNetwork>, name: &str) -> Result<Self> {
+        if let Some(network) = network {
+            return network
+                .listen(name)
+                .map(TaskListener::Mem)
+                .map_err(Error::runtime);
+        }
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
+            .map_err(Error::runtime)?;
+        let listener =
+            std::os::unix::net::UnixListener::bind_addr(&addr).map_err(Error::runtime)?;
+        listener.set_nonblocking(true).map_err(Error::runtime)?;
+        tokio::net::UnixListener::from_std(listener)
+            .map(TaskListener::Unix)
+            .map_err(Error::runtime)
+    }
+}
+
 /// Accepts owners' connections on the task socket: each greets with the session `token`,
 /// then sends task frames, which go to `queue`.
 pub(crate) async fn serve_task_socket(
-    listener: tokio::net::UnixListener,
+    listener: TaskListener,
     token: Arc<str>,
     queue: Arc<TaskQueue>,
 ) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of descriptors, say: back off instead of spinning.
-                tracing::warn!(error = %e, "accepting a task connection failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
+    match listener {
+        TaskListener::Unix(listener) => loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    let (read, write) = stream.into_split();
+                    tokio::spawn(serve_connection(read, write, token.clone(), queue.clone()));
+                }
+                Err(e) => {
+                    // Out of descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a task connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
-        };
-        let token = token.clone();
-        let queue = queue.clone();
-        tokio::spawn(async move {
-            let (read, write) = stream.into_split();
-            let mut r = BufReader::with_capacity(64 * 1024, read);
-            let mut scratch = Vec::new();
-            let hello = tokio::time::timeout(
-                Duration::from_secs(10),
-                read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch, HELLO_MAX),
-            )
-            .await;
-            let ok = matches!(&hello, Ok(Ok(Some(h))) if ray_proto::auth::constant_time_eq(h.token.as_bytes(), token.as_bytes()));
-            if !ok {
-                tracing::warn!("refused a task connection without the session token");
-                return;
+        },
+        TaskListener::Mem(mut listener) => {
+            while let Some(stream) = listener.accept().await {
+                let (read, write) = tokio::io::split(stream);
+                tokio::spawn(serve_connection(read, write, token.clone(), queue.clone()));
             }
-            let (tx, rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
-            // A write error means the owner went away; its reader sees that too.
-            tokio::spawn(crate::frames::write_frames(rx, write));
-            let read = read_frames(&mut r, &mut scratch, |frame: ray_proto::TaskFrame| {
-                queue.offer(Job {
-                    frame,
-                    reply: tx.clone(),
-                });
-                true
-            })
-            .await;
-            if let Err(e) = read {
-                tracing::warn!(error = %e, "malformed task frame; closing the connection");
-            }
+        }
+    }
+}
+
+/// One owner's task connection: the greeting, then its frames into `queue`, replies back.
+async fn serve_connection<R, W>(read: R, write: W, token: Arc<str>, queue: Arc<TaskQueue>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut r = BufReader::with_capacity(64 * 1024, read);
+    let mut scratch = Vec::new();
+    let hello = tokio::time::timeout(
+        Duration::from_secs(10),
+        read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch, HELLO_MAX),
+    )
+    .await;
+    let ok = matches!(&hello, Ok(Ok(Some(h))) if ray_proto::auth::constant_time_eq(h.token.as_bytes(), token.as_bytes()));
+    if !ok {
+        tracing::warn!("refused a task connection without the session token");
+        return;
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
+    // A write error means the owner went away; its reader sees that too.
+    tokio::spawn(crate::frames::write_frames(rx, write));
+    let read = read_frames(&mut r, &mut scratch, |frame: ray_proto::TaskFrame| {
+        queue.offer(Job {
+            frame,
+            reply: tx.clone(),
         });
+        true
+    })
+    .await;
+    if let Err(e) = read {
+        tracing::warn!(error = %e, "malformed task frame; closing the connection");
     }
 }
 

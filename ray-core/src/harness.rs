@@ -1,15 +1,15 @@
 //! An in-process cluster for tests: a GCS, node managers and core workers in one process,
-//! over an in-memory gRPC network ([`MemNetwork`]), every call and task connection passing
-//! one set of fault [`Filters`], workers launched in-process by [`InProcessLauncher`]. The
-//! services, node managers, submitters and executors are the real ones, each built as a
-//! value; only the processes are shared.
+//! over an in-memory network ([`MemNetwork`]: gRPC and task connections), every call and
+//! task connection passing one set of fault [`Filters`], workers launched in-process by
+//! [`InProcessLauncher`]. The services, node managers, submitters and executors are the real
+//! ones, each built as a value; only the processes are shared.
 //!
 //! The seed (`RAY_TEST_SEED`, printed at start) drives the harness's random choices
 //! ([`RandomDrops`]); thread timing is not under its control, so a replay repeats the same
 //! faults, not necessarily the same interleaving. Deadlines are: a cluster started
 //! [`on`](TestCluster::start_on) a [`ray_common::ManualClock`] gives up on an owner, a node
-//! manager or a delayed message only when the test moves time. Workers launched here have no current core
-//! worker: tasks that call `ray::get` themselves need a real worker process.
+//! manager or a delayed message only when the test moves time. Workers launched here have no
+//! current core worker: tasks that call `ray::get` themselves need a real worker process.
 
 use crate::boot::{boot_worker, WorkerBoot};
 use crate::core_worker::CoreWorker;
@@ -52,6 +52,8 @@ pub(crate) struct TestCluster {
     /// [`TestCluster::start_on`] with a [`ray_common::ManualClock`].
     pub clock: Clock,
     pub seed: u64,
+    /// The session's name: it starts every store's and task socket's name.
+    pub session: String,
     token: Arc<str>,
     runtime: Option<tokio::runtime::Runtime>,
     servers: Mutex<Vec<MemServer>>,
@@ -195,6 +197,7 @@ impl TestCluster {
             filters,
             clock,
             seed: seed(),
+            session,
             token,
             runtime: Some(runtime),
             servers: Mutex::new(servers),

@@ -116,6 +116,12 @@ fn pipelined_tasks_all_complete_under_random_task_connection_faults() {
         assert_eq!(v, (i * i) as u64);
     }
     assert!(dropped.load(Ordering::SeqCst) > 0, "no fault was injected");
+    // The task connections went over the in-memory network: no socket of the session's.
+    let sockets = std::fs::read_to_string("/proc/net/unix").unwrap();
+    assert!(
+        !sockets.contains(&cluster.session),
+        "a task socket of the harness"
+    );
 }
 
 #[test]

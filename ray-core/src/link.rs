@@ -38,8 +38,8 @@ pub(crate) struct Link {
     peers: DashMap<Arc<str>, Arc<dyn CoreWorkerApi>>,
     releases: mpsc::UnboundedSender<(Arc<str>, ObjectId, Arc<str>)>,
     fetches: mpsc::UnboundedSender<FetchRequest>,
-    /// Filters a test installed on this core worker's calls, for its task connections too.
-    pub filters: crate::data_plane::DataPlaneFilters,
+    /// Opens task connections: over the connector's network, passing its filters.
+    pub dialer: crate::data_plane::Dialer,
     /// The connector's clock: the deadlines of failure paths run on it.
     pub clock: ray_common::Clock,
     /// Workers only: tells the node manager this worker blocks or resumes.
@@ -65,11 +65,9 @@ impl Link {
         let (releases, pending_releases) = mpsc::unbounded_channel();
         let (fetches, fetch_queue) = mpsc::unbounded_channel();
         handle.spawn(send_releases(pending_releases, connect.clone()));
-        let clock = connect.clock();
-        let filters = connect.filters().map(|(f, from)| (f, from, clock.clone()));
         let link = Link {
-            filters,
-            clock,
+            dialer: crate::data_plane::Dialer::new(&*connect),
+            clock: connect.clock(),
             store: StoreProvider::new(node, handle.clone(), raylet.clone(), arena),
             handle,
             token,

@@ -18,6 +18,29 @@ const PIPE_BYTES: usize = 1 << 20;
 #[derive(Clone, Default)]
 pub struct MemNetwork {
     servers: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<MemStream>>>>,
+    /// Byte-stream listeners (the data plane's task sockets), by name.
+    listeners: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<MemStream>>>>,
+}
+
+/// A byte-stream listener of the in-memory network; its name is free again when it is
+/// dropped, and connections to it fail from then on.
+pub struct MemListener {
+    network: MemNetwork,
+    name: String,
+    incoming: mpsc::UnboundedReceiver<MemStream>,
+}
+
+impl MemListener {
+    /// The next connection; `None` never comes while the listener lives.
+    pub async fn accept(&mut self) -> Option<MemStream> {
+        self.incoming.recv().await
+    }
+}
+
+impl Drop for MemListener {
+    fn drop(&mut self) {
+        self.network.listeners.lock().remove(&self.name);
+    }
 }
 
 /// One end of a connection of the in-memory network.
@@ -105,6 +128,43 @@ impl MemNetwork {
         }
     }
 
+    /// Listens for byte streams under `name` (unique in this network).
+    pub fn listen(&self, name: &str) -> std::io::Result<MemListener> {
+        let (tx, incoming) = mpsc::unbounded_channel();
+        let mut listeners = self.listeners.lock();
+        if listeners.contains_key(name) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{name} is taken"),
+            ));
+        }
+        listeners.insert(name.to_string(), tx);
+        Ok(MemListener {
+            network: self.clone(),
+            name: name.to_string(),
+            incoming,
+        })
+    }
+
+    /// A byte stream to the listener `name`; refused while nothing listens there.
+    pub fn dial(&self, name: &str) -> std::io::Result<MemStream> {
+        let refused = || {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                format!("nothing listens at {name}"),
+            )
+        };
+        let listener = self
+            .listeners
+            .lock()
+            .get(name)
+            .cloned()
+            .ok_or_else(refused)?;
+        let (mine, theirs) = tokio::io::duplex(PIPE_BYTES);
+        listener.send(MemStream(theirs)).map_err(|_| refused())?;
+        Ok(MemStream(mine))
+    }
+
     /// A lazy channel to the server at `address`: each connection attempt opens a pipe to
     /// it, and fails while nothing serves there.
     pub(crate) fn channel(&self, address: &str) -> tonic::transport::Channel {
@@ -132,5 +192,32 @@ impl MemNetwork {
         });
         tonic::transport::Endpoint::from_static("http://in-memory")
             .connect_with_connector_lazy(connector)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_dialed_stream_reaches_its_listener_until_the_listener_is_dropped() {
+        let network = MemNetwork::default();
+        let mut listener = network.listen("tasks").unwrap();
+        assert!(network.listen("tasks").is_err(), "a name is taken once");
+        let mut dialed = network.dial("tasks").unwrap();
+        let mut accepted = listener.accept().await.unwrap();
+        dialed.write_all(b"hello").await.unwrap();
+        let mut got = [0u8; 5];
+        accepted.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        drop(listener);
+        let refused = network.dial("tasks").err().expect("refused");
+        assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+        // A connection made before lives on its own.
+        accepted.write_all(b"bye").await.unwrap();
+        let mut got = [0u8; 3];
+        dialed.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"bye");
     }
 }

@@ -18,7 +18,7 @@ pub use api::{
 pub use channel::{channel, AuthedChannel};
 pub use error::{RpcError, RpcErrorKind};
 pub use filter::{Call, Filter, FilterId, Filters, OnMethod, Partition, Service, Verdict};
-pub use mem::{MemNetwork, MemServer, MemStream};
+pub use mem::{MemListener, MemNetwork, MemServer, MemStream};
 
 use crate::Clock;
 use api::Link;
@@ -37,6 +37,11 @@ pub trait Connect: Send + Sync + 'static {
     /// The filters its clients' calls pass, and the caller's label, for connections made
     /// outside gRPC (the data plane) to pass them too.
     fn filters(&self) -> Option<(Arc<Filters>, Arc<str>)> {
+        None
+    }
+    /// The in-memory network its clients dial, if not TCP: byte streams made outside gRPC
+    /// (the data plane's task connections) go over it too.
+    fn network(&self) -> Option<MemNetwork> {
         None
     }
     /// The clock its clients' deadlines run on: the components built on this connector run
@@ -151,5 +156,9 @@ impl Connect for TonicConnect {
 
     fn clock(&self) -> Clock {
         self.clock.clone()
+    }
+
+    fn network(&self) -> Option<MemNetwork> {
+        self.network.clone()
     }
 }

@@ -4,7 +4,7 @@
 use super::resolver::{resolve_args, wait_ready_async};
 use super::{complete_from_reply, register_borrowers, Event, Submitter};
 use crate::args::{ArgKind, ArgSpec};
-use crate::data_plane::{self, ConnId, FrameSender};
+use crate::data_plane::{ConnId, FrameSender};
 use crate::error::Error;
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
@@ -257,7 +257,7 @@ fn connect_actor(
     let gcs = c.gcs.clone();
     let events = events.clone();
     let token = c.token.clone();
-    let filters = c.filters.clone();
+    let dialer = c.dialer.clone();
     tokio::spawn(async move {
         let req = ray_proto::GetActorInfoRequest {
             actor_id: id.to_vec().into(),
@@ -284,7 +284,10 @@ fn connect_actor(
             return;
         }
         let conn = ConnId::Actor(conn_id);
-        match data_plane::connect(&info.task_socket, &token, conn, events.clone(), filters).await {
+        match dialer
+            .connect(&info.task_socket, &token, conn, events.clone())
+            .await
+        {
             Ok(tx) => {
                 let _ = events.send(Event::ActorConnected {
                     actor: id,

@@ -334,7 +334,7 @@ fn request_lease(
     let raylet = c.raylet.clone();
     let events = events.clone();
     let token = c.token.clone();
-    let filters = c.filters.clone();
+    let dialer = c.dialer.clone();
     let clock = c.clock.clone();
     // Workers name themselves, so their leases come back if they die; a driver's die with it.
     let job_id = own.me.job_id;
@@ -390,7 +390,7 @@ fn request_lease(
             Err(e) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", e.message))),
             Ok(reply) => match reply.result {
                 Some(ray_proto::lease_reply::Result::Granted(g)) => {
-                    match connect_lease(&g, &token, events.clone(), filters).await {
+                    match connect_lease(&g, &token, events.clone(), &dialer).await {
                         Ok(lease) => Event::LeaseGranted(key, lease),
                         Err(e) => {
                             let _ = raylet
@@ -422,10 +422,12 @@ async fn connect_lease(
     g: &ray_proto::Lease,
     token: &str,
     events: mpsc::UnboundedSender<Event>,
-    filters: data_plane::DataPlaneFilters,
+    dialer: &data_plane::Dialer,
 ) -> Result<Lease> {
     let id = LeaseId(g.lease_id);
-    let tx = data_plane::connect(&g.task_socket, token, ConnId::Lease(id), events, filters).await?;
+    let tx = dialer
+        .connect(&g.task_socket, token, ConnId::Lease(id), events)
+        .await?;
     Ok(Lease {
         id,
         pid: g.pid,
