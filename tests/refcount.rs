@@ -349,6 +349,14 @@ impl Hoarder {
         held.clear();
         n
     }
+
+    /// Puts `n` partitions and returns refs to them (this actor owns them).
+    pub async fn partitions(&self, n: usize, value: f64) -> Vec<ObjectRef<Vec<f64>>> {
+        tokio::task::yield_now().await;
+        (0..n)
+            .map(|_| ray::put(&vec![value; BIG]).unwrap())
+            .collect()
+    }
 }
 
 /// A process that finds refs inside a value it awaits outside a task's arguments borrows
@@ -372,6 +380,24 @@ fn refs_found_inside_an_awaited_value_are_borrowed_until_released() {
         assert_eq!(ray::get(&hoarder.total()).unwrap(), 3.0 * BIG as f64);
         assert_eq!(ray::get(&hoarder.release()).unwrap(), 2);
         eventually("the parts after the actor let go", |u| u == 0);
+    });
+}
+
+/// Refs an async actor method returns inside its result are held by that result, as a
+/// task's are: freed with it, round after round.
+#[test]
+fn refs_returned_inside_async_method_results_are_freed_with_the_results() {
+    with_ray(ray::Config::local(), || {
+        let hoarder = Hoarder::remote();
+        for round in 0..3 {
+            let parts = ray::get(&hoarder.partitions(2, round as f64)).unwrap();
+            let sums: Vec<f64> = parts
+                .iter()
+                .map(|p| ray::get(p).unwrap().iter().sum())
+                .collect();
+            assert_eq!(sums, vec![round as f64 * BIG as f64; 2]);
+        }
+        eventually("every round's partitions are freed", |used| used == 0);
     });
 }
 

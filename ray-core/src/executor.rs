@@ -11,8 +11,8 @@ use crate::frames::{read_frame, read_frames};
 use crate::ids::{id16, ObjectId};
 use crate::memory_store::Stored;
 use crate::ownership::{
-    collect_deserialized_refs, collect_serialized_refs, with_decoder, Ownership, RefInner,
-    INLINE_MAX,
+    collect_deserialized_refs, collect_serialized_refs, with_decoder, CollectingRefs, Ownership,
+    RefInner, INLINE_MAX,
 };
 use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::submitter::PendingTask;
@@ -384,6 +384,7 @@ impl Executor {
                 let own = self.own.clone();
                 let permits = permits.clone();
                 let _ = calls.send(Box::pin(async move {
+                    let mut returned = returned;
                     let result = match call {
                         Err(e) => Err(e),
                         Ok(MethodCall::Done(r)) => {
@@ -391,11 +392,14 @@ impl Executor {
                         }
                         Ok(MethodCall::Future(f)) => {
                             let _permit = permits.acquire_owned().await;
-                            let outcome = crate::registry::CatchUnwind(f).await;
+                            // Its result is encoded in its last poll, on this loop: the refs
+                            // inside it are the result's, as a sync method's are.
+                            let (outcome, found) =
+                                CollectingRefs::new(crate::registry::CatchUnwind(f)).await;
+                            returned.extend(found);
                             crate::registry::outcome_to_result(&label, &location, outcome)
                         }
                     };
-                    // Refs serialized while the future ran (on this loop) are pinned.
                     let done = Done {
                         result,
                         decoded,

@@ -471,6 +471,38 @@ pub(crate) fn collect_serialized_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<Arc<R
     (r, found.unwrap_or_default())
 }
 
+/// A future collecting the refs serialized while it is polled: each poll collects into its
+/// own list (an async actor's loop interleaves many calls on one thread), handed out with
+/// the output.
+pub(crate) struct CollectingRefs<F> {
+    inner: F,
+    found: Vec<Arc<RefInner>>,
+}
+
+impl<F> CollectingRefs<F> {
+    pub fn new(inner: F) -> Self {
+        CollectingRefs {
+            inner,
+            found: Vec::new(),
+        }
+    }
+}
+
+impl<F: std::future::Future + Unpin> std::future::Future for CollectingRefs<F> {
+    type Output = (F::Output, Vec<Arc<RefInner>>);
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.get_mut();
+        let (polled, found) =
+            collect_serialized_refs(|| std::pin::Pin::new(&mut this.inner).poll(cx));
+        this.found.extend(found);
+        polled.map(|out| (out, std::mem::take(&mut this.found)))
+    }
+}
+
 /// Runs `f`, a task, collecting the ids of refs deserialized in its arguments (until the
 /// argument reader says they are all decoded: refs its body meets are borrowed as any
 /// process's are).
