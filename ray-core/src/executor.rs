@@ -535,8 +535,8 @@ fn finish(
     start: Instant,
 ) -> ray_proto::ReplyFrame {
     let stored = result_to_stored(own, &frame.return_id, done.result);
-    let contained = match &stored {
-        Stored::Failed(_) => Vec::new(),
+    let (contained, released) = match &stored {
+        Stored::Failed(_) => Default::default(),
         _ => hand_over(own, done.returned, &frame.owner_address),
     };
     let borrowed = own.refs.still_borrowed(&done.decoded);
@@ -551,6 +551,10 @@ fn finish(
             .into_iter()
             .map(|id| id.0.to_vec().into())
             .collect(),
+        released_ids: released
+            .into_iter()
+            .map(|id| id.0.to_vec().into())
+            .collect(),
         exec_micros: start.elapsed().as_micros() as u64,
         requeue: false,
     }
@@ -559,14 +563,15 @@ fn finish(
 /// Hands the refs inside a result over to the result's owner, `caller`: it becomes a
 /// borrower of those this process owns, and of those owned elsewhere (whose owners have
 /// answered before this returns, and before this process lets go of them). What the reply's
-/// value lists as contained.
+/// value lists as contained, and the caller's own objects this process let go of (released
+/// in the reply, after the hand-over: see [`crate::ownership::releasing_in_band`]).
 fn hand_over(
     own: &Ownership,
     returned: Vec<Arc<RefInner>>,
     caller: &str,
-) -> Vec<ray_proto::ObjectRefProto> {
+) -> (Vec<ray_proto::ObjectRefProto>, Vec<ObjectId>) {
     if returned.is_empty() {
-        return Vec::new();
+        return Default::default();
     }
     let caller: Arc<str> = caller.into();
     let mut seen = std::collections::HashSet::new();
@@ -588,9 +593,9 @@ fn hand_over(
     }
     // Before the reply goes: the owner's release of a ref (or its give-back of one it held
     // already) must not overtake the borrow registered here for it.
-    own.register_borrows_now(foreign, caller);
-    drop(returned);
-    contained
+    own.register_borrows_now(foreign, caller.clone());
+    let released = crate::ownership::releasing_in_band(caller, || drop(returned));
+    (contained, released)
 }
 
 /// A task's outcome as its object: large values go to shared memory under the return id.

@@ -643,3 +643,59 @@ fn a_worker_runs_only_the_functions_it_was_built_with_and_names_the_missing_one(
         other => panic!("expected a task error naming the function, got {other:?}"),
     }
 }
+
+/// Refs [`stash`] keeps across tasks (only one test uses it).
+static STASHED: parking_lot::Mutex<Vec<crate::ObjectRef<u64>>> =
+    parking_lot::Mutex::new(Vec::new());
+
+#[crate::remote]
+fn stash(refs: Vec<crate::ObjectRef<u64>>) -> usize {
+    let mut stashed = STASHED.lock();
+    stashed.extend(refs);
+    stashed.len()
+}
+
+#[crate::remote]
+fn give_back() -> Vec<crate::ObjectRef<u64>> {
+    std::mem::take(&mut *STASHED.lock())
+}
+
+#[test]
+fn a_worker_returning_the_callers_own_object_releases_its_borrow_in_the_reply() {
+    let cluster = TestCluster::start(1, 1.0);
+    let driver = cluster.driver(0, "driver");
+    let y = driver.put(&7u64).unwrap();
+    let y_id = y.id;
+    let held = driver.submit(
+        name("stash"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&vec![crate::ObjectRef::<u64>::from_inner(
+            y,
+        )])],
+    );
+    assert_eq!(TestCluster::get::<usize>(&driver, &held, WAIT).unwrap(), 1);
+    drop(held);
+    // Only the worker's borrow keeps the object now.
+    assert!(driver.own.store.contains(&y_id), "freed while borrowed");
+    let releases = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = releases.clone();
+    cluster
+        .filters
+        .install(move |call: &ray_common::rpc::Call<'_>| {
+            if call.method == "RemoveBorrower" && call.from.starts_with("worker-") {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            Verdict::Pass
+        });
+    let back = driver.submit(name("give_back"), &TaskOptions::default(), vec![]);
+    let list: Vec<crate::ObjectRef<u64>> = TestCluster::get(&driver, &back, WAIT).unwrap();
+    assert_eq!(list.len(), 1);
+    // The release came with the reply, after the reply's hand-over: no call could overtake it.
+    assert_eq!(releases.load(Ordering::SeqCst), 0, "released out of band");
+    let inner = list[0].inner.clone();
+    assert_eq!(TestCluster::get::<u64>(&driver, &inner, WAIT).unwrap(), 7);
+    drop((list, inner, back));
+    eventually(WAIT, "the object is freed with the last ref", || {
+        !driver.own.store.contains(&y_id)
+    });
+}

@@ -335,7 +335,7 @@ impl Ownership {
             }
             Release::DropBorrowed { id, owner, notify } => {
                 self.store.remove(&id);
-                if notify {
+                if notify && !released_in_band(id, &owner) {
                     if let Some(link) = &self.link {
                         link.remove_borrower(id, owner, self.me.address.clone());
                     }
@@ -450,6 +450,9 @@ thread_local! {
     static COLLECTING: Cell<Collecting> = const { Cell::new(Collecting::Off) };
     /// The borrowed refs first met while `COLLECTING`, with their owners, who must be told.
     static NEW_BORROWS: RefCell<Vec<Borrow>> = const { RefCell::new(Vec::new()) };
+    /// While a worker lets go of the refs inside a result it replies with: the owner (the
+    /// result's) whose borrows are released in the reply, and the ids released.
+    static IN_BAND: RefCell<Option<(Arc<str>, Vec<ObjectId>)>> = const { RefCell::new(None) };
 }
 
 /// See `COLLECTING`.
@@ -501,6 +504,28 @@ impl<F: std::future::Future + Unpin> std::future::Future for CollectingRefs<F> {
         this.found.extend(found);
         polled.map(|out| (out, std::mem::take(&mut this.found)))
     }
+}
+
+/// Runs `f` (which lets go of refs) with the releases of borrows owned by `owner` collected
+/// instead of sent: a worker replying to `owner` sends them in the reply, after the refs the
+/// reply hands over, so that a release can never reach the owner before the reply that
+/// gives the same object back (and free it in between).
+pub(crate) fn releasing_in_band(owner: Arc<str>, f: impl FnOnce()) -> Vec<ObjectId> {
+    let outer = IN_BAND.with(|c| c.borrow_mut().replace((owner, Vec::new())));
+    f();
+    let mine = IN_BAND.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
+    mine.map(|(_, ids)| ids).unwrap_or_default()
+}
+
+/// Whether the release of `id` to `owner` was taken for a reply (see [`releasing_in_band`]).
+fn released_in_band(id: ObjectId, owner: &str) -> bool {
+    IN_BAND.with(|c| match &mut *c.borrow_mut() {
+        Some((to, ids)) if **to == *owner => {
+            ids.push(id);
+            true
+        }
+        _ => false,
+    })
 }
 
 /// Runs `f`, a task, collecting the ids of refs deserialized in its arguments (until the

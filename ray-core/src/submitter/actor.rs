@@ -2,7 +2,7 @@
 //! the actor's process (found through the GCS), resent or failed when that process dies.
 
 use super::resolver::{resolve_args, wait_ready_async};
-use super::{complete_from_reply, register_borrowers, Event, Submitter};
+use super::{complete_from_reply, register_borrowers, release_in_band, Event, Submitter};
 use crate::args::{ArgKind, ArgSpec};
 use crate::data_plane::{ConnId, FrameSender};
 use crate::error::Error;
@@ -180,6 +180,7 @@ impl Submitter {
             return;
         };
         complete_from_reply(own, call.return_id, frame.value);
+        release_in_band(own, &frame.released_ids, &q.address);
         register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }
 

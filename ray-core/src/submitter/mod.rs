@@ -160,6 +160,19 @@ fn complete_from_reply(
     own.complete(return_id, stored);
 }
 
+/// Applies the releases a worker sent in its reply (after the reply's contained refs were
+/// adopted): `borrower` no longer borrows these objects of ours.
+fn release_in_band(own: &Ownership, ids: &[bytes::Bytes], borrower: &str) {
+    for raw in ids {
+        let Ok(id) = crate::ids::id16(raw, "object id").map(ObjectId) else {
+            continue;
+        };
+        if let Some(release) = own.refs.remove_borrower(id, borrower) {
+            own.apply_release(release);
+        }
+    }
+}
+
 fn fail_task(own: Option<&Ownership>, task: &PendingTask, error: Error) {
     let own = match own {
         Some(own) => own,

@@ -2,7 +2,9 @@
 //! stream of task frames to each leased worker; retries when a leased worker dies.
 
 use super::resolver::{resolve_now, wait_ready_async};
-use super::{complete_from_reply, fail_task, register_borrowers, Event, Submitter};
+use super::{
+    complete_from_reply, fail_task, register_borrowers, release_in_band, Event, Submitter,
+};
 use crate::args::{ArgKind, ArgSpec};
 use crate::data_plane::{self, ConnId, FrameSender};
 use crate::error::{Error, Result};
@@ -211,6 +213,7 @@ impl Submitter {
             q.avg_exec_micros = 0.8 * q.avg_exec_micros + 0.2 * frame.exec_micros as f64;
         }
         complete_from_reply(own, task.return_id, frame.value);
+        release_in_band(own, &frame.released_ids, &borrower);
         register_borrowers(own, &frame.borrowed_ids, borrower, task);
         self.dispatch(own, &key);
         if self.blocked {
