@@ -699,3 +699,42 @@ fn a_worker_returning_the_callers_own_object_releases_its_borrow_in_the_reply() 
         !driver.own.store.contains(&y_id)
     });
 }
+
+#[test]
+fn a_borrow_whose_registration_was_lost_is_registered_again_before_the_get_returns() {
+    let cluster = TestCluster::start(1, 1.0);
+    let owner = cluster.driver(0, "owner");
+    let borrower = cluster.driver(0, "borrower");
+    let y = owner.put(&7u64).unwrap();
+    let y_id = y.id;
+    let list = owner
+        .put(&vec![crate::ObjectRef::<u64>::from_inner(y.clone())])
+        .unwrap();
+    // The list as the borrower decodes a ref to it (serializing it here would pin it).
+    let lent = borrower
+        .own
+        .decoded_ref(list.id, owner.own.me.address.to_string());
+    // The borrower's first registration with the owner is lost on the way.
+    cluster.filters.install(
+        OnMethod::new(
+            "AddBorrower",
+            Verdict::Fail(RpcErrorKind::Unreachable, "lost".into()),
+        )
+        .times(1),
+    );
+    let found: Vec<crate::ObjectRef<u64>> = TestCluster::get(&borrower, &lent, WAIT).unwrap();
+    // The owner lets go of everything it held: only the borrow keeps the object.
+    drop((y, list));
+    assert!(
+        owner.own.store.contains(&y_id),
+        "freed although a borrower holds it"
+    );
+    let inner = found[0].inner.clone();
+    assert_eq!(TestCluster::get::<u64>(&borrower, &inner, WAIT).unwrap(), 7);
+    drop((found, inner, lent));
+    eventually(
+        WAIT,
+        "the object is freed after the borrower let go",
+        || !owner.own.store.contains(&y_id),
+    );
+}

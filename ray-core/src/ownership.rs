@@ -17,8 +17,10 @@ use bytes::Bytes;
 use ray_common::{ActorId, NodeId, WorkerId};
 use serde::de::DeserializeOwned;
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 /// Objects larger than this go to the shared-memory store; smaller ones stay inline in the
 /// owner's memory and travel inside replies (Ray's `max_direct_call_object_size`).
@@ -259,28 +261,43 @@ impl Ownership {
         }
     }
 
-    /// The registrations of `borrower` with the owners in `borrows`, done.
+    /// The registrations of `borrower` with the owners in `borrows`, done: one call per
+    /// owner, owners at once, each asked again on transient failures until
+    /// [`BORROW_DEADLINE`] (an owner unreachable that long has lost its objects anyway).
     fn registered(
         &self,
         borrows: Vec<Borrow>,
         borrower: Arc<str>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let peers: Vec<_> = match &self.link {
-            Some(link) => borrows
-                .into_iter()
-                .filter_map(|(id, owner)| link.peer(&owner).ok().map(|p| (id, p)))
-                .collect(),
-            None => Vec::new(),
+        let mut by_owner: HashMap<Arc<str>, Vec<Bytes>> = HashMap::new();
+        for (id, owner) in borrows {
+            by_owner
+                .entry(owner)
+                .or_default()
+                .push(id.0.to_vec().into());
+        }
+        let (calls, clock): (Vec<_>, _) = match &self.link {
+            Some(link) => (
+                by_owner
+                    .into_iter()
+                    .filter_map(|(owner, ids)| link.peer(&owner).ok().map(|p| (owner, p, ids)))
+                    .collect(),
+                link.clock.clone(),
+            ),
+            None => (Vec::new(), Default::default()),
         };
         async move {
-            for (id, peer) in peers {
-                let req = ray_proto::AddBorrowerRequest {
-                    object_id: id.0.to_vec().into(),
-                    borrower_address: borrower.to_string(),
-                };
-                // An owner that is gone has lost the object anyway.
-                let _ = peer.add_borrower(req).await;
-            }
+            let mut calls: tokio::task::JoinSet<()> = calls
+                .into_iter()
+                .map(|(owner, peer, object_ids)| {
+                    let req = ray_proto::AddBorrowerRequest {
+                        object_ids,
+                        borrower_address: borrower.to_string(),
+                    };
+                    tell_owner(peer, owner, req, clock.clone())
+                })
+                .collect();
+            while calls.join_next().await.is_some() {}
         }
     }
 
@@ -296,19 +313,9 @@ impl Ownership {
             drop(hold);
             return;
         };
-        let peers: Vec<_> = borrows
-            .into_iter()
-            .filter_map(|(id, owner)| link.peer(&owner).ok().map(|p| (id, p)))
-            .collect();
+        let registered = self.registered(borrows, borrower);
         link.handle.spawn(async move {
-            for (id, peer) in peers {
-                let req = ray_proto::AddBorrowerRequest {
-                    object_id: id.0.to_vec().into(),
-                    borrower_address: borrower.to_string(),
-                };
-                // An owner that is gone has lost the object anyway.
-                let _ = peer.add_borrower(req).await;
-            }
+            registered.await;
             drop(hold);
         });
     }
@@ -461,6 +468,34 @@ enum Collecting {
     Off,
     On,
     Found,
+}
+
+/// How long a borrower asks an unreachable owner to count its borrow.
+const BORROW_DEADLINE: Duration = Duration::from_secs(10);
+
+/// One `AddBorrower` call, asked again on transient failures until [`BORROW_DEADLINE`].
+async fn tell_owner(
+    peer: Arc<dyn ray_common::rpc::CoreWorkerApi>,
+    owner: Arc<str>,
+    req: ray_proto::AddBorrowerRequest,
+    clock: ray_common::Clock,
+) {
+    let deadline = clock.now() + BORROW_DEADLINE;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match peer.add_borrower(req.clone()).await {
+            Ok(_) => return,
+            Err(e) if e.is_transient() && clock.now() + backoff < deadline => {
+                tracing::debug!(%owner, error = %e, "registering a borrow failed; asking again");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            Err(e) => {
+                tracing::warn!(%owner, error = %e, "the owner did not count a borrow; its objects may be lost");
+                return;
+            }
+        }
+    }
 }
 
 /// A borrowed object and its owner.

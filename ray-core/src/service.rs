@@ -132,9 +132,16 @@ impl CoreWorker for CoreWorkerService {
         req: Request<ray_proto::AddBorrowerRequest>,
     ) -> std::result::Result<Response<Empty>, Status> {
         let req = req.into_inner();
-        let id = object_id(&req.object_id)?;
+        let ids = req
+            .object_ids
+            .iter()
+            .map(|raw| object_id(raw))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         let rt = self.slot.own()?;
-        rt.refs.add_borrower(id, req.borrower_address.into());
+        let borrower: Arc<str> = req.borrower_address.into();
+        for id in ids {
+            rt.refs.add_borrower(id, borrower.clone());
+        }
         Ok(Response::new(Empty {}))
     }
 
