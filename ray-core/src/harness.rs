@@ -296,8 +296,7 @@ impl TestCluster {
         timeout: Duration,
     ) -> crate::Result<T> {
         let stored = cw.get_stored(r, Some(timeout))?;
-        // The test's thread decodes for several core workers: say which.
-        crate::ownership::with_decoder(&cw.own, || cw.decode(r, &stored))
+        cw.decode(r, &stored)
     }
 }
 

@@ -738,3 +738,30 @@ fn a_borrow_whose_registration_was_lost_is_registered_again_before_the_get_retur
         || !owner.own.store.contains(&y_id),
     );
 }
+
+#[test]
+fn refs_decoded_by_one_of_two_core_workers_on_a_thread_belong_to_that_one() {
+    let cluster = TestCluster::start(1, 1.0);
+    let a = cluster.driver(0, "a");
+    let b = cluster.driver(0, "b");
+    let y = a.put(&1u64).unwrap();
+    let list_a = a
+        .put(&vec![crate::ObjectRef::<u64>::from_inner(y.clone())])
+        .unwrap();
+    let list_b = b
+        .put(&vec![crate::ObjectRef::<u64>::from_inner(
+            b.put(&2u64).unwrap(),
+        )])
+        .unwrap();
+    // This thread decodes for b, then for a, then for b again.
+    for (cw, list, owner) in [(&b, &list_b, &b), (&a, &list_a, &a), (&b, &list_b, &b)] {
+        let found: Vec<crate::ObjectRef<u64>> = TestCluster::get(cw, list, WAIT).unwrap();
+        let inner = &found[0].inner;
+        assert!(
+            std::sync::Weak::ptr_eq(&inner.own, &std::sync::Arc::downgrade(&owner.own)),
+            "a ref decoded by {} belongs to another core worker",
+            owner.own.me.address
+        );
+        assert!(inner.owner.is_none(), "its own object seen as borrowed");
+    }
+}

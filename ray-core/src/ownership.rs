@@ -404,7 +404,7 @@ impl Ownership {
 
     /// Decodes a value held here, and the borrowed refs first met in it (with their owners,
     /// who must hear of them before the caller may let them go). Refs decoded belong to this
-    /// thread's decoder (`with_decoder`), or else to the process's core worker.
+    /// core worker, whichever thread decodes (several may share one).
     pub fn decode<T: DeserializeOwned>(
         self: &Arc<Self>,
         stored: &Stored,
@@ -412,7 +412,8 @@ impl Ownership {
         // Two accesses to a plain flag: a `get` costs tens of nanoseconds, and most values
         // hold no ref.
         let outer = COLLECTING.with(|c| c.replace(Collecting::On));
-        let value = self.decode_here(stored);
+        // Refs met belong to this core worker, whichever thread decodes.
+        let value = with_decoder(self, || self.decode_here(stored));
         let found = COLLECTING.with(|c| c.replace(outer));
         let borrows = match (found, outer) {
             (Collecting::Found, Collecting::Off) => NEW_BORROWS.with(|b| b.take()),
@@ -575,14 +576,21 @@ pub(crate) fn collect_deserialized_refs<R>(f: impl FnOnce() -> R) -> (R, Vec<Obj
     (r, found.unwrap_or_default())
 }
 
-/// Runs `f` with refs decoded on this thread belonging to `own` (and later ones too, until
-/// another core worker says so here).
+/// Runs `f` with refs decoded on this thread belonging to `own`; the thread's decoder before
+/// is back afterwards (a panic in `f` too).
 pub(crate) fn with_decoder<R>(own: &Arc<Ownership>, f: impl FnOnce() -> R) -> R {
-    DECODER.with(|d| {
-        if !std::ptr::eq(d.borrow().as_ptr(), Arc::as_ptr(own)) {
-            *d.borrow_mut() = Arc::downgrade(own);
+    if DECODER.with(|d| std::ptr::eq(d.borrow().as_ptr(), Arc::as_ptr(own))) {
+        return f(); // Already `own`'s: nothing to set or restore.
+    }
+    struct Restore(Option<Weak<Ownership>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                DECODER.with(|d| *d.borrow_mut() = outer);
+            }
         }
-    });
+    }
+    let _restore = Restore(Some(DECODER.with(|d| d.replace(Arc::downgrade(own)))));
     f()
 }
 
