@@ -765,3 +765,37 @@ fn refs_decoded_by_one_of_two_core_workers_on_a_thread_belong_to_that_one() {
         assert!(inner.owner.is_none(), "its own object seen as borrowed");
     }
 }
+
+#[test]
+fn an_actor_whose_gcs_answers_fail_for_a_while_is_reached_again_not_buried() {
+    let cluster = TestCluster::start(1, 1.0);
+    let driver = cluster.driver(0, "driver");
+    let actor = driver
+        .create_actor(
+            <Tally as crate::ActorClass>::CLASS,
+            ActorOptions::default().max_task_retries(1),
+            vec![ArgSpec::value(&10u64)],
+        )
+        .unwrap();
+    let call = |by: u64| {
+        let r = driver.call_actor(&actor, "add", vec![ArgSpec::value(&by)]);
+        TestCluster::get::<u64>(&driver, &r, WAIT)
+    };
+    assert_eq!(call(0).unwrap(), 10);
+    // The connection breaks, and the GCS's first answers about the actor are lost.
+    let gcs_lost = OnMethod::new(
+        "GetActorInfo",
+        Verdict::Fail(RpcErrorKind::Unreachable, "lost".into()),
+    )
+    .times(3);
+    cluster.filters.install(gcs_lost);
+    cluster
+        .filters
+        .install(OnMethod::new("PushTask", Verdict::DropResponse).times(1));
+    assert_eq!(
+        call(1).unwrap(),
+        12,
+        "the lost call is resent once reconnected"
+    );
+    assert_eq!(call(1).unwrap(), 13);
+}

@@ -220,7 +220,8 @@ impl MemoryStore {
             .map(|s| *s.key())
             .collect();
         for id in ids {
-            self.put(id, Stored::Failed(Arc::new(error.clone())));
+            // A slot freed meanwhile stays freed.
+            let _ = self.put_if_present(id, Stored::Failed(Arc::new(error.clone())));
         }
     }
 }

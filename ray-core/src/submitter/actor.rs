@@ -65,6 +65,9 @@ pub(super) struct ActorQueue {
 /// (`ActorDied`) before they fail as `ActorUnavailable`: a restart may take long, and the
 /// caller should not wait for it to hear that its call is lost.
 const LOST_CALL_WAIT: Duration = Duration::from_secs(2);
+/// How long a GCS that does not answer is asked again about an actor before its calls fail
+/// (Ray's `gcs_rpc_server_reconnect_timeout_s`).
+const GCS_UNREACHABLE: Duration = Duration::from_secs(60);
 
 impl Submitter {
     /// Sends the actor's calls, in order, as far as their arguments are ready and a
@@ -259,14 +262,40 @@ fn connect_actor(
     let events = events.clone();
     let token = c.token.clone();
     let dialer = c.dialer.clone();
+    let clock = c.clock.clone();
     tokio::spawn(async move {
         let req = ray_proto::GetActorInfoRequest {
             actor_id: id.to_vec().into(),
             min_incarnation,
             wait_ms: if bounded { 3_000 } else { 0 },
         };
-        let info = match gcs.get_actor_info(req).await {
+        // The GCS unreachable for a while is not the actor's death: ask again.
+        let mut backoff = Duration::from_millis(50);
+        let deadline = clock.now() + GCS_UNREACHABLE;
+        let answer = loop {
+            match gcs.get_actor_info(req.clone()).await {
+                Err(e) if e.is_transient() && clock.now() + backoff < deadline => {
+                    tracing::debug!(actor = %id, error = %e, "asking the GCS again for an actor");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                answer => break answer,
+            }
+        };
+        let info = match answer {
             Ok(i) => i,
+            Err(e) if e.is_transient() => {
+                // As Ray's core worker gives up on a GCS gone past its reconnect timeout.
+                let e = Error::ActorDied {
+                    class: class.to_string(),
+                    cause: format!(
+                        "the GCS could not be reached for {GCS_UNREACHABLE:?}: {}",
+                        e.message
+                    ),
+                };
+                let _ = events.send(Event::ActorUnreachable(id, 0, Some(e)));
+                return;
+            }
             Err(e) => {
                 let e = Error::ActorDied {
                     class: class.to_string(),

@@ -97,7 +97,7 @@ impl Handle {
         if let Err(mpsc::error::SendError(Event::ActorCall(call))) =
             self.0.send(Event::ActorCall(call))
         {
-            own.store.put(
+            own.complete(
                 call.return_id,
                 Stored::Failed(Arc::new(Error::NotInitialized)),
             );
@@ -178,8 +178,8 @@ fn fail_task(own: Option<&Ownership>, task: &PendingTask, error: Error) {
         Some(own) => own,
         None => return,
     };
-    own.store
-        .put(task.return_id, Stored::Failed(Arc::new(error)));
+    // Not `put`: a result nobody holds any more stays gone.
+    own.complete(task.return_id, Stored::Failed(Arc::new(error)));
 }
 
 /// The submitter: runs until shutdown on the session's runtime.
@@ -399,7 +399,7 @@ impl Submitter {
         if let Some(own) = &own {
             for (_, q) in self.actors.drain() {
                 for call in q.pending.into_iter().chain(q.in_flight.into_values()) {
-                    own.store.put(
+                    own.complete(
                         call.return_id,
                         Stored::Failed(Arc::new(Error::NotInitialized)),
                     );
