@@ -340,6 +340,28 @@ fn node_manager_gives_a_retried_lease_request_the_lease_it_granted() {
 }
 
 #[test]
+fn node_manager_grants_two_copies_of_one_request_in_flight_at_once_one_lease() {
+    let cluster = TestCluster::start(1, 2.0);
+    let node = &cluster.nodes[0].manager;
+    let nm = cluster.node_manager_client(0, "test");
+    let ask = ray_proto::LeaseRequest {
+        request_id: 8,
+        ..lease_request(1.0, JOB)
+    };
+    // Both wait for the worker the first starts; both wake when it registers.
+    let (a, b) = cluster.block_on(async {
+        tokio::join!(
+            nm.request_worker_lease(ask.clone()),
+            nm.request_worker_lease(ask.clone())
+        )
+    });
+    let (a, b) = (granted(a.unwrap()), granted(b.unwrap()));
+    assert_eq!(a.lease_id, b.lease_id, "two leases for one request");
+    assert_eq!(node.resources().1.get(ray_scheduler::CPU), 1.0);
+    cluster.block_on(return_lease(&*nm, a.lease_id, false));
+}
+
+#[test]
 fn a_task_whose_lease_answer_was_lost_runs_and_leaks_no_lease() {
     let cluster = TestCluster::start(1, 2.0);
     let driver = cluster.driver(0, "driver");

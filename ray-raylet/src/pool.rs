@@ -368,13 +368,6 @@ impl NodeManager {
         let job = self.job(ask.job_id).await?;
         {
             let state = self.inner.state.lock();
-            if let Some(g) = state
-                .granted
-                .get(&ask.request_id)
-                .filter(|_| ask.request_id != 0)
-            {
-                return Ok(g.clone());
-            }
             if !state.resources.is_feasible(shape) {
                 let why = state
                     .resources
@@ -430,6 +423,15 @@ impl NodeManager {
                 let mut state = self.inner.state.lock();
                 if state.shutting_down {
                     return Err(LeaseError::ShuttingDown);
+                }
+                // Checked on every pass, under the lock that grants: a copy of this request
+                // granted meanwhile (its first answer was lost) is the lease, not a second.
+                if let Some(g) = state
+                    .granted
+                    .get(&ask.request_id)
+                    .filter(|_| ask.request_id != 0)
+                {
+                    return Ok(g.clone());
                 }
                 let recent = state
                     .last_startup_failure
