@@ -20,7 +20,7 @@ use crate::registry::{ArgReader, Functions, MethodCall};
 use crate::submitter::{self, ActorCall};
 use crate::task_manager::{SpecArg, TaskSpec};
 use bytes::Bytes;
-use ray_common::rpc::RpcErrorKind;
+use ray_common::rpc::{with_retries, RpcErrorKind, CONTROL_DEADLINE};
 use ray_common::ActorId;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -472,7 +472,14 @@ impl CoreWorker {
             job_id: self.own.me.job_id,
         };
         let gcs = c.gcs.clone();
-        let reply = c.call(async move { gcs.register_actor(spec).await })?;
+        let clock = c.clock.clone();
+        // Asked again under the same actor id if the answer is lost: the GCS registers it once.
+        let reply = c.call(async move {
+            with_retries(&clock, CONTROL_DEADLINE, || {
+                gcs.register_actor(spec.clone())
+            })
+            .await
+        })?;
         let reply = match reply {
             Ok(r) => r,
             Err(e) if e.kind == RpcErrorKind::AlreadyExists => {

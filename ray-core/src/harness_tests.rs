@@ -821,3 +821,37 @@ fn an_actor_whose_gcs_answers_fail_for_a_while_is_reached_again_not_buried() {
     );
     assert_eq!(call(1).unwrap(), 13);
 }
+
+#[test]
+fn an_actor_whose_registration_answer_was_lost_is_registered_and_placed_once() {
+    let cluster = TestCluster::start(1, 2.0);
+    let driver = cluster.driver(0, "driver");
+    let placements = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = placements.clone();
+    cluster
+        .filters
+        .install(move |call: &ray_common::rpc::Call<'_>| {
+            if call.method == "CreateActor" {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            Verdict::Pass
+        });
+    cluster
+        .filters
+        .install(OnMethod::new("RegisterActor", Verdict::DropResponse).times(1));
+    let actor = driver
+        .create_actor(
+            <Tally as crate::ActorClass>::CLASS,
+            ActorOptions::default(),
+            vec![ArgSpec::value(&10u64)],
+        )
+        .expect("registered on the second try");
+    let r = driver.call_actor(&actor, "add", vec![ArgSpec::value(&1u64)]);
+    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 11);
+    assert_eq!(placements.load(Ordering::SeqCst), 1, "placed twice");
+    assert_eq!(
+        cluster.nodes[0].manager.worker_ids().len(),
+        1,
+        "a second worker for a second copy of the actor"
+    );
+}

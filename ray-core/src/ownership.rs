@@ -14,6 +14,7 @@ use crate::memory_store::{MemoryStore, Stored, Subscribed, Waiter};
 use crate::reference::{ReferenceTable, Release};
 use crate::registry::ActorInstance;
 use bytes::Bytes;
+use ray_common::rpc::{with_retries, CONTROL_DEADLINE};
 use ray_common::{ActorId, NodeId, WorkerId};
 use serde::de::DeserializeOwned;
 use std::cell::{Cell, RefCell};
@@ -369,8 +370,10 @@ impl Ownership {
             no_restart: true,
             cause: cause.to_string(),
         };
+        let clock = link.clock.clone();
         link.handle.spawn(async move {
-            if let Err(e) = gcs.kill_actor(req).await {
+            let killed = with_retries(&clock, CONTROL_DEADLINE, || gcs.kill_actor(req.clone()));
+            if let Err(e) = killed.await {
                 tracing::warn!(error = %e, "could not kill an actor");
             }
         });
@@ -481,21 +484,9 @@ async fn tell_owner(
     req: ray_proto::AddBorrowerRequest,
     clock: ray_common::Clock,
 ) {
-    let deadline = clock.now() + BORROW_DEADLINE;
-    let mut backoff = Duration::from_millis(20);
-    loop {
-        match peer.add_borrower(req.clone()).await {
-            Ok(_) => return,
-            Err(e) if e.is_transient() && clock.now() + backoff < deadline => {
-                tracing::debug!(%owner, error = %e, "registering a borrow failed; asking again");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-            Err(e) => {
-                tracing::warn!(%owner, error = %e, "the owner did not count a borrow; its objects may be lost");
-                return;
-            }
-        }
+    let told = with_retries(&clock, BORROW_DEADLINE, || peer.add_borrower(req.clone())).await;
+    if let Err(e) = told {
+        tracing::warn!(%owner, error = %e, "the owner did not count a borrow; its objects may be lost");
     }
 }
 

@@ -74,6 +74,15 @@ impl GcsService {
         }
         let actors = &self.inner.actors;
         let mut t = actors.table.lock();
+        if let Some(r) = t.records.get(&spec.actor_id[..]) {
+            // Asked again (the first answer was lost): the same registration, not a second
+            // actor and not a name conflict with itself.
+            return Ok(RegisterActorReply {
+                actor_id: spec.actor_id.clone(),
+                existed: false,
+                max_task_retries: r.spec.max_task_retries,
+            });
+        }
         if !spec.name.is_empty() {
             if let Some(holder) = t.names.lookup(&spec.namespace, &spec.name) {
                 let live = t

@@ -10,6 +10,7 @@ mod channel;
 mod error;
 mod filter;
 mod mem;
+mod retry;
 
 pub use api::{
     CoreWorkerApi, GcsApi, NodeManagerApi, ReplyStream, TonicCoreWorker, TonicGcs,
@@ -19,6 +20,7 @@ pub use channel::{channel, AuthedChannel};
 pub use error::{RpcError, RpcErrorKind};
 pub use filter::{Call, Filter, FilterId, Filters, OnMethod, Partition, Service, Verdict};
 pub use mem::{MemListener, MemNetwork, MemServer, MemStream};
+pub use retry::with_retries;
 
 use crate::Clock;
 use api::Link;

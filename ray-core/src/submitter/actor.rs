@@ -10,6 +10,7 @@ use crate::ids::ObjectId;
 use crate::memory_store::Stored;
 use crate::ownership::Ownership;
 use crate::ownership::RefInner;
+use ray_common::rpc::with_retries;
 use ray_common::ActorId;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -270,18 +271,8 @@ fn connect_actor(
             wait_ms: if bounded { 3_000 } else { 0 },
         };
         // The GCS unreachable for a while is not the actor's death: ask again.
-        let mut backoff = Duration::from_millis(50);
-        let deadline = clock.now() + GCS_UNREACHABLE;
-        let answer = loop {
-            match gcs.get_actor_info(req.clone()).await {
-                Err(e) if e.is_transient() && clock.now() + backoff < deadline => {
-                    tracing::debug!(actor = %id, error = %e, "asking the GCS again for an actor");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                answer => break answer,
-            }
-        };
+        let answer =
+            with_retries(&clock, GCS_UNREACHABLE, || gcs.get_actor_info(req.clone())).await;
         let info = match answer {
             Ok(i) => i,
             Err(e) if e.is_transient() => {

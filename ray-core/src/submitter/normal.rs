@@ -10,6 +10,7 @@ use crate::data_plane::{self, ConnId, FrameSender};
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::ownership::Ownership;
+use ray_common::rpc::with_retries;
 use ray_common::rpc::RpcErrorKind;
 use ray_common::LeaseId;
 use ray_scheduler::ResourceSet;
@@ -357,18 +358,10 @@ fn request_lease(
         };
         // A request whose answer was lost is asked again under the same id: the node manager
         // gives a lease it granted already back, rather than a second one nobody holds.
-        let deadline = clock.now() + LEASE_RETRY_DEADLINE;
-        let mut backoff = Duration::from_millis(20);
-        let answer = loop {
-            match raylet.request_worker_lease(req.clone()).await {
-                Err(e) if e.is_transient() && clock.now() + backoff < deadline => {
-                    tracing::debug!(error = %e, "lease request failed; asking again");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-                answer => break answer,
-            }
-        };
+        let answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
+            raylet.request_worker_lease(req.clone())
+        })
+        .await;
         let ev = match answer {
             // The node's worker limit held the request past its deadline.
             Err(e) if e.kind == RpcErrorKind::Exhausted => Event::LeaseFailed(
