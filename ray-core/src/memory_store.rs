@@ -5,6 +5,7 @@ use crate::ids::ObjectId;
 use crate::task_manager::TaskSpec;
 use bytes::Bytes;
 use dashmap::DashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Where an object's value is.
@@ -95,9 +96,21 @@ struct Slot {
 }
 
 /// Values by object id. Each operation holds one shard lock briefly and never across a wait.
-#[derive(Default)]
 pub(crate) struct MemoryStore {
     slots: DashMap<ObjectId, Slot>,
+    /// Argument bytes the kept task specs hold, and the most they may (Ray's
+    /// `max_lineage_bytes`): past it, new specs keep their values' lengths only.
+    lineage_bytes: AtomicUsize,
+    lineage_budget: usize,
+}
+
+/// The default of [`MemoryStore`]'s lineage budget (Ray's `max_lineage_bytes`: 1 GiB).
+pub(crate) const MAX_LINEAGE_BYTES: usize = 1 << 30;
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::with_lineage_budget(MAX_LINEAGE_BYTES)
+    }
 }
 
 /// What `subscribe` found.
@@ -117,9 +130,33 @@ impl MemoryStore {
         self.slots.entry(id).or_default();
     }
 
-    /// Creates the empty slot of the result of `task`, which keeps the task's spec.
-    pub fn expect_task(&self, id: ObjectId, task: TaskSpec) {
+    /// A store whose kept task specs hold at most `budget` argument bytes.
+    pub fn with_lineage_budget(budget: usize) -> Self {
+        MemoryStore {
+            slots: DashMap::new(),
+            lineage_bytes: AtomicUsize::new(0),
+            lineage_budget: budget,
+        }
+    }
+
+    /// Creates the empty slot of the result of `task`, which keeps the task's spec (its
+    /// argument values only while the lineage budget has room).
+    pub fn expect_task(&self, id: ObjectId, mut task: TaskSpec) {
+        let bytes = task.value_bytes();
+        if bytes > 0 {
+            let kept = self.lineage_bytes.fetch_add(bytes, Ordering::Relaxed);
+            if kept + bytes > self.lineage_budget {
+                self.lineage_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                task.forget_values();
+            }
+        }
         self.slots.entry(id).or_default().task = Some(task);
+    }
+
+    /// Argument bytes the kept specs hold.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn lineage_bytes(&self) -> usize {
+        self.lineage_bytes.load(Ordering::Relaxed)
     }
 
     /// The spec of the task that makes `id`, while refs to it live.
@@ -198,7 +235,12 @@ impl MemoryStore {
 
     /// Forgets the object (its last reference is gone). Returns the value it had.
     pub fn remove(&self, id: &ObjectId) -> Option<Stored> {
-        self.slots.remove(id).and_then(|(_, s)| s.value)
+        let (_, slot) = self.slots.remove(id)?;
+        if let Some(task) = &slot.task {
+            self.lineage_bytes
+                .fetch_sub(task.value_bytes(), Ordering::Relaxed);
+        }
+        slot.value
     }
 
     /// Shrinks the table if it is mostly empty (after a burst); true if it did.
@@ -223,5 +265,44 @@ impl MemoryStore {
             // A slot freed meanwhile stays freed.
             let _ = self.put_if_present(id, Stored::Failed(Arc::new(error.clone())));
         }
+    }
+}
+
+#[cfg(test)]
+mod lineage_tests {
+    use super::*;
+    use crate::task_manager::{SpecArg, TaskSpec};
+
+    fn spec(bytes: usize) -> TaskSpec {
+        TaskSpec {
+            function: "f",
+            args: vec![SpecArg::Value(vec![0u8; bytes].into())],
+            shape_key: "CPU=1".into(),
+            max_retries: 0,
+        }
+    }
+
+    #[test]
+    fn kept_argument_values_stay_within_the_lineage_budget_and_come_back_with_their_slots() {
+        let store = MemoryStore::with_lineage_budget(250);
+        let ids: Vec<ObjectId> = (0u8..3).map(|i| ObjectId([i; 16])).collect();
+        for id in &ids {
+            store.expect_task(*id, spec(100));
+        }
+        // Two fit; the third keeps its value's length only.
+        assert_eq!(store.lineage_bytes(), 200);
+        assert!(matches!(
+            &store.task_of(&ids[2]).unwrap().args[..],
+            [SpecArg::LargeValue(100)]
+        ));
+        assert!(matches!(
+            &store.task_of(&ids[0]).unwrap().args[..],
+            [SpecArg::Value(b)] if b.len() == 100
+        ));
+        store.remove(&ids[0]);
+        store.remove(&ids[2]);
+        assert_eq!(store.lineage_bytes(), 100);
+        store.expect_task(ObjectId([9; 16]), spec(100));
+        assert_eq!(store.lineage_bytes(), 200, "room again once a slot went");
     }
 }

@@ -23,6 +23,28 @@ pub(crate) struct TaskSpec {
     pub max_retries: i32,
 }
 
+impl TaskSpec {
+    /// Bytes of the argument values it keeps.
+    pub fn value_bytes(&self) -> usize {
+        self.args
+            .iter()
+            .map(|a| match a {
+                SpecArg::Value(b) => b.len(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    /// Keeps only the lengths of its argument values.
+    pub fn forget_values(&mut self) {
+        for a in &mut self.args {
+            if let SpecArg::Value(b) = a {
+                *a = SpecArg::LargeValue(b.len());
+            }
+        }
+    }
+}
+
 /// By-value arguments larger than this are not kept (their length is): a large value would
 /// otherwise live as long as the task's result (Ray caps lineage bytes too).
 pub(crate) const MAX_KEPT_ARG_BYTES: usize = 100 * 1024;
