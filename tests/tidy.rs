@@ -118,20 +118,54 @@ fn ray_core_modules(root: &Path) -> std::collections::BTreeMap<String, String> {
     modules
 }
 
-/// The `crate::x` paths in `code` that name one of `modules`.
+/// The `crate::x` paths in `code` (grouped ones too: `crate::{x, y::z}`) that name one of
+/// `modules`.
 fn imports<'a>(code: &str, modules: &'a [String]) -> std::collections::BTreeSet<&'a str> {
-    let mut found = std::collections::BTreeSet::new();
-    for (i, _) in code.match_indices("crate::") {
-        let rest = &code[i + "crate::".len()..];
-        let ident: String = rest
+    let ident = |s: &str| -> String {
+        s.trim_start()
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        if let Some(m) = modules.iter().find(|m| **m == ident) {
-            found.insert(m.as_str());
+            .collect()
+    };
+    let mut named = Vec::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            named.push(ident(rest));
+            continue;
+        };
+        // Each top-level item of the group starts with a module's name.
+        let mut depth = 0;
+        let mut start = 0;
+        for (j, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    named.push(ident(&group[start..j]));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    named.push(ident(&group[start..j]));
+                    start = j + 1;
+                }
+                _ => {}
+            }
         }
     }
-    found
+    named
+        .iter()
+        .filter_map(|n| modules.iter().find(|m| *m == n))
+        .map(|m| m.as_str())
+        .collect()
+}
+
+#[test]
+fn the_layering_check_sees_grouped_imports() {
+    let modules: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+    let code = "use crate::{a, b::{X, Y}, c::Z};\nuse crate::d::W;\n";
+    let found: Vec<&str> = imports(code, &modules).into_iter().collect();
+    assert_eq!(found, ["a", "b", "c", "d"]);
 }
 
 /// The core worker's modules import one another one way (no circle), the layers below the
