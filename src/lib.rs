@@ -32,16 +32,10 @@ pub fn with_ray<R>(config: ray::Config, f: impl FnOnce() -> R) -> R {
     }
 }
 
-/// Polls until `f` is true, or fails the test after 10 s: tests wait on events, not sleeps.
-pub fn eventually(what: &str, f: impl Fn() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what} did not happen"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+/// Polls until `f` is true, or fails the test after 10 s: tests wait on events, not sleeps
+/// (`ray::__private::eventually` with the usual patience).
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    ray::__private::eventually(std::time::Duration::from_secs(10), what, f);
 }
 
 /// Pids of live (not zombie) child processes of this process.

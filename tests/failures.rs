@@ -199,14 +199,9 @@ fn leases_of_a_dead_owner_come_back() {
             ray::get(&parent_dies::remote()),
             Err(Error::WorkerDied { .. })
         ));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while ray::available_resources().unwrap().get("CPU") != Some(&2.0) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the dead owner's lease was never returned"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        ray_rs::eventually("the dead owner's lease is returned", || {
+            ray::available_resources().unwrap().get("CPU") == Some(&2.0)
+        });
         // Both CPUs are usable by one task again.
         assert_eq!(
             ray::get(&sleeper::options().num_cpus(2.0).remote(1)).unwrap(),

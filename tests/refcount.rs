@@ -6,7 +6,7 @@
 use ray::ObjectRef;
 use ray_rs::with_ray;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Refs a worker keeps after its task returned (a borrower beyond the task).
 static HELD: Mutex<Vec<ObjectRef<Vec<f64>>>> = Mutex::new(Vec::new());
@@ -53,18 +53,7 @@ fn store_used() -> u64 {
 
 /// Waits until the store's usage satisfies `ok`, or fails the test after 10 s.
 fn eventually(what: &str, ok: impl Fn(u64) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let used = store_used();
-        if ok(used) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: store still holds {used} bytes"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ray_rs::eventually(what, || ok(store_used()));
 }
 
 const BIG: usize = 200_000; // 1.6 MB of f64: lives in shared memory
@@ -143,19 +132,16 @@ fn a_ref_owned_by_a_worker_can_be_read_and_dropped_by_the_driver() {
 
 #[test]
 fn a_result_nobody_waits_for_is_freed_when_it_arrives() {
-    with_ray(ray::Config::local(), || {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
         drop(make_big::remote(BIG));
-        // Let it run and reply, then nothing may hold it.
-        std::thread::sleep(Duration::from_millis(300));
+        // One CPU: the next task runs on the same lease, and its reply comes after the
+        // first's on the same connection. Once it is here, the dropped result was written to
+        // shared memory and arrived: nothing may hold it.
+        assert_eq!(ray::get(&make_big::remote(1)).unwrap(), vec![1.0]);
         eventually("a dropped task result", |u| u == 0);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while ray::__private::object_counts().unwrap() != (0, 0) {
-            assert!(
-                Instant::now() < deadline,
-                "the driver still tracks the dropped result"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        ray_rs::eventually("the driver forgets the dropped result", || {
+            ray::__private::object_counts().unwrap() == (0, 0)
+        });
     });
 }
 

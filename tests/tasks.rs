@@ -272,25 +272,14 @@ fn introspection_and_util_helpers() {
         assert!(ray::util::num_workers().unwrap() >= 1);
         // A slot-consuming task holds its resources while it runs.
         let busy = sleep_ms::options().resources("slot", 2.0).remote(3_000);
-        let deadline = std::time::Instant::now() + Duration::from_millis(2_500);
-        loop {
-            let avail = ray::available_resources().unwrap();
-            if avail.get("slot") == Some(&1.0) {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "slot never taken: {avail:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        ray_rs::eventually("the slot is taken", || {
+            ray::available_resources().unwrap().get("slot") == Some(&1.0)
+        });
         ray::get(&busy).unwrap();
         // The idle lease goes back within a moment of the task's end.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while ray::available_resources().unwrap().get("slot") != Some(&3.0) {
-            assert!(std::time::Instant::now() < deadline, "slot never returned");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        ray_rs::eventually("the slot is returned", || {
+            ray::available_resources().unwrap().get("slot") == Some(&3.0)
+        });
     });
 }
 

@@ -300,18 +300,7 @@ impl TestCluster {
     }
 }
 
-/// Waits until `condition` holds, checking every few milliseconds; fails the test after
-/// `within`. Tests wait on events, not for fixed times.
-pub(crate) fn eventually(within: Duration, what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + within;
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not within {within:?}: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
+pub(crate) use crate::__private::eventually;
 
 impl Drop for TestCluster {
     /// Stops the drivers (their pending work fails), kills every worker and stops the

@@ -61,7 +61,7 @@ fn granted(reply: ray_proto::LeaseReply) -> ray_proto::Lease {
 }
 
 #[test]
-fn a_lost_task_reply_is_retried_on_another_worker_to_the_right_result() {
+fn a_lost_task_reply_is_retried_to_the_right_result() {
     let cluster = TestCluster::start(1, 2.0);
     let driver = cluster.driver(0, "driver");
     // The first task frame's reply is lost: its connection breaks, as on a real network.

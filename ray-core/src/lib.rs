@@ -466,6 +466,24 @@ pub mod __private {
     pub use linkme;
     pub use tokio;
 
+    /// Waits until `condition` holds, checking every few milliseconds; fails the test after
+    /// `within`. The one polling helper of the workspace's tests: they wait on events, never
+    /// for fixed times.
+    pub fn eventually(
+        within: std::time::Duration,
+        what: &str,
+        mut condition: impl FnMut() -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + within;
+        while !condition() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "not within {within:?}: {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Objects this process holds values for, and refs it tracks: for tests of reference
     /// counting (Ray shows the same through `ray memory`).
     pub fn object_counts() -> crate::Result<(usize, usize)> {
