@@ -322,12 +322,16 @@ impl Executor {
             let (tx, rx) = crossbeam_channel::unbounded::<Job>();
             for i in 0..n {
                 let rx = rx.clone();
-                let me = self.clone();
+                // Weak: the executor holds the queue's sender, so a strong ref here would keep
+                // both alive and these threads waiting forever; they end with the executor.
+                let me = Arc::downgrade(self);
+                let own = self.own.clone();
                 std::thread::Builder::new()
                     .name(format!("ray-actor-{i}"))
                     .spawn(move || {
-                        with_decoder(&me.own, || {
+                        with_decoder(&own, || {
                             while let Ok(job) = rx.recv() {
+                                let Some(me) = me.upgrade() else { return };
                                 let host = me.host.get().expect("set before calls arrive");
                                 let reply = me.run_method(host, job.frame);
                                 let _ = job.reply.send(reply);

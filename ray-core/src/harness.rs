@@ -443,13 +443,23 @@ fn run_in_process(
         .name("in-process-task".into())
         .stack_size(64 << 20)
         .spawn(move || executor.run());
-    if let Err(e) = tasks {
-        return format!("no task thread: {e}");
-    }
+    let tasks = match tasks {
+        Ok(t) => t,
+        Err(e) => return format!("no task thread: {e}"),
+    };
     // Until killed (or the node manager, holding the killer, is gone).
     let _ = killed.recv();
     booted.stop();
     runtime.shutdown_background();
+    // The task thread ends with its queue (a task it runs fails on the stopped runtime).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !tasks.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !tasks.is_finished() {
+        return "killed; its task thread still runs a task".to_string();
+    }
+    let _ = tasks.join();
     "killed".to_string()
 }
 

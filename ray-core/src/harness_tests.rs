@@ -855,3 +855,41 @@ fn an_actor_whose_registration_answer_was_lost_is_registered_and_placed_once() {
         "a second worker for a second copy of the actor"
     );
 }
+
+/// Names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+#[test]
+fn a_stopped_cluster_leaves_no_worker_thread_behind() {
+    let cluster = TestCluster::start(1, 2.0);
+    let driver = cluster.driver(0, "driver");
+    let actor = driver
+        .create_actor(
+            <Tally as crate::ActorClass>::CLASS,
+            ActorOptions::default().max_concurrency(2),
+            vec![ArgSpec::value(&1u64)],
+        )
+        .unwrap();
+    let r = driver.call_actor(&actor, "add", vec![ArgSpec::value(&1u64)]);
+    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 2);
+    let r = driver.submit(
+        name("square"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&3u64)],
+    );
+    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 9);
+    let ours = |n: &String| n.starts_with("ray-actor") || n.starts_with("in-process");
+    assert!(thread_names().iter().any(ours), "no worker thread seen");
+    drop((r, actor, driver));
+    drop(cluster);
+    eventually(WAIT, "every worker thread ended", || {
+        !thread_names().iter().any(ours)
+    });
+}
