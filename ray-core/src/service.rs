@@ -11,14 +11,21 @@ use ray_proto::auth::CheckToken;
 use ray_proto::core_worker_server::{CoreWorker, CoreWorkerServer};
 use ray_proto::{Empty, GetObjectsReply, GetObjectsRequest, ObjectStatus, RemoveBorrowerRequest};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::service::Routes;
 use tonic::{Request, Response, Status};
 
 /// What the service serves: filled once the core worker is built (the service listens
 /// first, since the core worker's address is the service's).
 #[derive(Clone, Default)]
-pub(crate) struct Slot(Arc<OnceLock<Served>>);
+pub(crate) struct Slot(Arc<Filled>);
+
+#[derive(Default)]
+pub(crate) struct Filled {
+    served: OnceLock<Served>,
+    /// Woken when `served` is set.
+    now: tokio::sync::Notify,
+}
 
 /// A core worker as its service sees it.
 pub(crate) struct Served {
@@ -29,11 +36,13 @@ pub(crate) struct Served {
 
 impl Slot {
     pub fn fill(&self, served: Served) {
-        let _ = self.0.set(served);
+        let _ = self.0.served.set(served);
+        self.0.now.notify_waiters();
     }
 
     fn own(&self) -> std::result::Result<Arc<Ownership>, Status> {
         self.0
+            .served
             .get()
             .and_then(|s| s.own.upgrade())
             .ok_or_else(|| Status::unavailable(Error::NotInitialized.to_string()))
@@ -42,19 +51,25 @@ impl Slot {
     /// The executor, once filled: the GCS may call as soon as the node manager has the
     /// worker's registration, a moment before the worker has built its core worker.
     async fn executor(&self) -> crate::error::Result<Arc<Executor>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(served) = self.0.get() {
-                return served
-                    .executor
-                    .clone()
-                    .ok_or_else(|| Error::Runtime("only a worker process hosts actors".into()));
+        let Filled { served, now } = &*self.0;
+        let wait = async {
+            loop {
+                let notified = now.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if let Some(served) = served.get() {
+                    return served;
+                }
+                notified.await;
             }
-            if Instant::now() > deadline {
-                return Err(Error::NotInitialized);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        };
+        let served = tokio::time::timeout(Duration::from_secs(10), wait)
+            .await
+            .map_err(|_| Error::NotInitialized)?;
+        served
+            .executor
+            .clone()
+            .ok_or_else(|| Error::Runtime("only a worker process hosts actors".into()))
     }
 }
 
