@@ -415,8 +415,16 @@ impl Ownership {
         // Two accesses to a plain flag: a `get` costs tens of nanoseconds, and most values
         // hold no ref.
         let outer = COLLECTING.with(|c| c.replace(Collecting::On));
-        // Refs met belong to this core worker, whichever thread decodes.
-        let value = with_decoder(self, || self.decode_here(stored));
+        // Refs met belong to this core worker, whichever thread decodes: a plain pointer,
+        // set for the call and restored after it (on unwind too), so a `get` pays no count.
+        struct Restore(*const Ownership);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                DECODING_FOR.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(DECODING_FOR.with(|c| c.replace(Arc::as_ptr(self))));
+        let value = self.decode_here(stored);
         let found = COLLECTING.with(|c| c.replace(outer));
         let borrows = match (found, outer) {
             (Collecting::Found, Collecting::Off) => NEW_BORROWS.with(|b| b.take()),
@@ -457,6 +465,9 @@ thread_local! {
     /// decodes for a core worker that may not be the process's (an executor's threads, a
     /// test's); weak: it keeps no core worker alive.
     static DECODER: RefCell<Weak<Ownership>> = const { RefCell::new(Weak::new()) };
+    /// The core worker whose [`Ownership::decode`] runs on this thread now, if any: it comes
+    /// before `DECODER`.
+    static DECODING_FOR: Cell<*const Ownership> = const { Cell::new(std::ptr::null()) };
     /// Whether a value is being decoded outside task arguments, and if a new borrow was met.
     static COLLECTING: Cell<Collecting> = const { Cell::new(Collecting::Off) };
     /// The borrowed refs first met while `COLLECTING`, with their owners, who must be told.
@@ -587,6 +598,17 @@ pub(crate) fn with_decoder<R>(own: &Arc<Ownership>, f: impl FnOnce() -> R) -> R 
 
 /// The core worker that decodes on this thread, if one said so and is still alive.
 pub(crate) fn decoder() -> Option<Arc<Ownership>> {
+    let decoding = DECODING_FOR.with(|c| c.get());
+    if !decoding.is_null() {
+        // SAFETY: `DECODING_FOR` holds a pointer only while `Ownership::decode` runs on this
+        // thread, whose `self: &Arc<Ownership>` keeps a strong count for all of that time; it
+        // is restored before `decode` returns or unwinds. Counting one more strong ref makes
+        // the `Arc` built here an owned one of its own.
+        unsafe {
+            Arc::increment_strong_count(decoding);
+            return Some(Arc::from_raw(decoding));
+        }
+    }
     DECODER.with(|d| d.borrow().upgrade())
 }
 
