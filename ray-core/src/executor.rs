@@ -421,9 +421,7 @@ impl Executor {
                             .await
                             .unwrap_or_else(|e| ray_proto::ReplyFrame {
                                 seq,
-                                value: Some(
-                                    Stored::Failed(Arc::new(Error::runtime(e))).to_proto(),
-                                ),
+                                value: Some(Stored::Failed(Arc::new(Error::runtime(e))).to_proto()),
                                 ..Default::default()
                             })
                     } else {

@@ -6,6 +6,10 @@
 pub use ray_object_store::ObjectId;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A concurrent map keyed by object id. Ids are not chosen by an adversary (a process's
+/// prefix and a counter), so a fast hash does: SipHash was a fifth of a `put`'s time.
+pub(crate) type IdMap<V> = dashmap::DashMap<ObjectId, V, foldhash::fast::RandomState>;
+
 /// Makes object ids for one process.
 #[derive(Default)]
 pub(crate) struct IdGen {

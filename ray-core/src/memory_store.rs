@@ -4,7 +4,6 @@
 use crate::ids::ObjectId;
 use crate::task_manager::TaskSpec;
 use bytes::Bytes;
-use dashmap::DashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -97,7 +96,7 @@ struct Slot {
 
 /// Values by object id. Each operation holds one shard lock briefly and never across a wait.
 pub(crate) struct MemoryStore {
-    slots: DashMap<ObjectId, Slot>,
+    slots: crate::ids::IdMap<Slot>,
     /// Argument bytes the kept task specs hold, and the most they may (Ray's
     /// `max_lineage_bytes`): past it, new specs keep their values' lengths only.
     lineage_bytes: AtomicUsize,
@@ -133,7 +132,7 @@ impl MemoryStore {
     /// A store whose kept task specs hold at most `budget` argument bytes.
     pub fn with_lineage_budget(budget: usize) -> Self {
         MemoryStore {
-            slots: DashMap::new(),
+            slots: Default::default(),
             lineage_bytes: AtomicUsize::new(0),
             lineage_budget: budget,
         }

@@ -55,13 +55,15 @@ pub(crate) struct Ownership {
     /// The functions and actor classes this process runs.
     pub functions: crate::registry::Functions,
     /// Owner-scoped actors this process created: freeing the id kills the actor.
-    pub actor_lifetimes: dashmap::DashMap<ObjectId, ()>,
+    pub actor_lifetimes: crate::ids::IdMap<()>,
+    /// Entries in `actor_lifetimes`: freeing an object looks there only if there are any.
+    pub actor_lifetimes_len: std::sync::atomic::AtomicUsize,
     /// Refs inside the constructor arguments of actors this process created, kept while the
     /// actor may be (re)constructed: they stay valid for its whole life.
     pub actor_args: dashmap::DashMap<ActorId, Vec<Arc<RefInner>>>,
     /// Refs inside values this process owns (a `put` value, a task's result), held while
     /// the value is (Ray's "contained in" references): freeing the value lets them go.
-    pub contained: dashmap::DashMap<ObjectId, Vec<Arc<RefInner>>>,
+    pub contained: crate::ids::IdMap<Vec<Arc<RefInner>>>,
     /// Entries in `contained`: freeing an object looks there only if there are any (a
     /// lookup per freed object costs small puts a tenth of their rate).
     pub contained_len: std::sync::atomic::AtomicUsize,
@@ -330,7 +332,10 @@ impl Ownership {
     pub fn apply_release(&self, release: Release) {
         match release {
             Release::FreeOwned(id) => {
-                if self.actor_lifetimes.remove(&id).is_some() {
+                let scoped_actor = self.actor_lifetimes_len.load(Ordering::Relaxed) > 0
+                    && self.actor_lifetimes.remove(&id).is_some();
+                if scoped_actor {
+                    self.actor_lifetimes_len.fetch_sub(1, Ordering::Relaxed);
                     self.actor_args.remove(&ActorId(id.0));
                     self.end_actor(ActorId(id.0), "all handles to the actor went out of scope");
                     return;
@@ -383,7 +388,9 @@ impl Ownership {
     /// it goes, the actor is killed. Returns that ref.
     pub fn track_actor_lifetime(self: &Arc<Self>, actor_id: ActorId) -> Arc<RefInner> {
         let id = ObjectId(actor_id.0);
-        self.actor_lifetimes.insert(id, ());
+        if self.actor_lifetimes.insert(id, ()).is_none() {
+            self.actor_lifetimes_len.fetch_add(1, Ordering::Relaxed);
+        }
         self.new_ref(id)
     }
 

@@ -9,7 +9,6 @@
 //! is done.
 
 use crate::ids::ObjectId;
-use dashmap::DashMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -43,7 +42,7 @@ pub(crate) enum Release {
 
 #[derive(Default)]
 pub(crate) struct ReferenceTable {
-    entries: DashMap<ObjectId, Entry>,
+    entries: crate::ids::IdMap<Entry>,
 }
 
 impl ReferenceTable {

@@ -49,7 +49,9 @@ pub(crate) async fn housekeeping<T: Tidy>(rt: Weak<T>) {
 }
 
 /// Shrinks `map` if it uses under a quarter of its capacity; true if it did.
-pub(crate) fn shrink_sparse<K: Eq + Hash + Clone, V>(map: &DashMap<K, V>) -> bool {
+pub(crate) fn shrink_sparse<K: Eq + Hash + Clone, V, S: std::hash::BuildHasher + Clone>(
+    map: &DashMap<K, V, S>,
+) -> bool {
     let sparse = map.capacity() > 1024 && map.len() * 4 < map.capacity();
     if sparse {
         map.shrink_to_fit();
