@@ -66,12 +66,12 @@ impl Clock {
         }
     }
 
-    /// Waits `duration`.
-    pub async fn sleep(&self, duration: Duration) {
-        match self {
-            Clock::Real => tokio::time::sleep(duration).await,
-            Clock::Manual(m) => m.sleep_until(m.now() + duration).await,
-        }
+    /// Waits `duration` from now: the deadline is fixed when this is called, not when the
+    /// future is first polled (time a test moves meanwhile counts).
+    pub fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let clock = self.clone();
+        let deadline = self.now() + duration;
+        async move { clock.sleep_until(deadline).await }
     }
 
     /// `f`'s output, or [`Elapsed`] if `duration` passes first.
@@ -114,6 +114,8 @@ pub struct ManualClock {
     start: Instant,
     /// How far the test moved time; each sleeper watches it.
     moved: watch::Sender<Duration>,
+    /// The deadlines of the sleeps waiting now.
+    waiting: std::sync::Mutex<Vec<Instant>>,
 }
 
 impl ManualClock {
@@ -122,6 +124,7 @@ impl ManualClock {
         Arc::new(ManualClock {
             start: Instant::now(),
             moved: watch::Sender::new(Duration::ZERO),
+            waiting: std::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -141,7 +144,34 @@ impl ManualClock {
         self.moved.receiver_count()
     }
 
+    /// How many sleeps and timeouts wait for a deadline at least `beyond` from now: a test
+    /// tells the one it means (an hour's delay) from the RPC deadlines in flight.
+    pub fn sleepers_beyond(&self, beyond: Duration) -> usize {
+        let now = self.now();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|d| **d >= now + beyond)
+            .count()
+    }
+
     async fn sleep_until(&self, deadline: Instant) {
+        /// Lists the deadline while the sleep waits (it may be dropped before it ends).
+        struct Listed<'a>(&'a ManualClock, Instant);
+        impl Drop for Listed<'_> {
+            fn drop(&mut self) {
+                let mut waiting = self.0.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(i) = waiting.iter().position(|d| *d == self.1) {
+                    waiting.swap_remove(i);
+                }
+            }
+        }
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(deadline);
+        let _listed = Listed(self, deadline);
         let mut moved = self.moved.subscribe();
         while self.start + *moved.borrow_and_update() < deadline {
             if moved.changed().await.is_err() {

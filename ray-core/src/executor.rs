@@ -409,24 +409,10 @@ impl Executor {
                         decoded,
                         returned,
                     };
-                    // Writing a large result to shared memory, or registering refs with their
-                    // owners, waits on other processes: off the loop, which serves the
-                    // actor's other calls meanwhile.
-                    let waits = !done.returned.is_empty()
-                        || done.result.as_ref().is_ok_and(|b| b.len() > INLINE_MAX);
-                    let seq = job.frame.seq;
-                    let reply = if waits {
-                        let frame = job.frame;
-                        tokio::task::spawn_blocking(move || finish(&own, &frame, done, start))
-                            .await
-                            .unwrap_or_else(|e| ray_proto::ReplyFrame {
-                                seq,
-                                value: Some(Stored::Failed(Arc::new(Error::runtime(e))).to_proto()),
-                                ..Default::default()
-                            })
-                    } else {
-                        finish(&own, &job.frame, done, start)
-                    };
+                    // Finished here, on the loop, in call order: replies on a connection
+                    // must leave in the order their borrow reports were taken (a reply that
+                    // writes shared memory or registers refs holds the loop meanwhile).
+                    let reply = finish(&own, &job.frame, done, start);
                     let _ = job.reply.send(reply);
                 }));
             }

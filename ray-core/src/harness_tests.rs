@@ -612,27 +612,21 @@ fn tasks_fail_as_their_node_died_when_the_node_manager_stays_unreachable_past_th
 fn a_task_frame_delayed_by_a_filter_arrives_when_the_test_moves_time() {
     let (cluster, clock) = on_manual_clock(1.0);
     let driver = cluster.driver(0, "driver");
-    // Warm a lease first, so the one sleeper the test waits for is the delayed frame.
-    let r = driver.submit(
-        name("square"),
-        &TaskOptions::default(),
-        vec![ArgSpec::value(&3u64)],
-    );
-    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 9);
-    let sleepers = clock.sleepers();
+    let hour = Duration::from_secs(3600);
     cluster
         .filters
-        .install(OnMethod::new("PushTask", Verdict::Delay(Duration::from_secs(3600))).times(1));
+        .install(OnMethod::new("PushTask", Verdict::Delay(hour)).times(1));
     let r = driver.submit(
         name("square"),
         &TaskOptions::default(),
         vec![ArgSpec::value(&4u64)],
     );
+    // The frame's hour is the one sleep that long (RPC deadlines in flight are 30 s).
     eventually(WAIT, "the frame waits on the clock", || {
-        clock.sleepers() > sleepers
+        clock.sleepers_beyond(Duration::from_secs(3000)) == 1
     });
     assert!(TestCluster::get::<u64>(&driver, &r, Duration::from_millis(50)).is_err());
-    clock.advance(Duration::from_secs(3600));
+    clock.advance(hour);
     assert_eq!(
         TestCluster::get::<u64>(&driver, &r, SOONER_THAN_REAL).unwrap(),
         16
@@ -720,10 +714,19 @@ fn a_worker_returning_the_callers_own_object_releases_its_borrow_in_the_reply() 
     eventually(WAIT, "the object is freed with the last ref", || {
         !driver.own.store.contains(&y_id)
     });
+    // Nothing went out of band meanwhile either.
+    assert_eq!(releases.load(Ordering::SeqCst), 0, "released out of band");
 }
 
 #[test]
 fn a_borrow_whose_registration_was_lost_is_registered_again_before_the_get_returns() {
+    // The request lost on its way, then the answer lost after the owner counted it.
+    borrow_registered_once_despite(Verdict::Fail(RpcErrorKind::Unreachable, "lost".into()));
+    borrow_registered_once_despite(Verdict::DropResponse);
+}
+
+/// A borrower's first registration with the owner meets `fault`; the borrow counts once.
+fn borrow_registered_once_despite(fault: Verdict) {
     let cluster = TestCluster::start(1, 1.0);
     let owner = cluster.driver(0, "owner");
     let borrower = cluster.driver(0, "borrower");
@@ -736,14 +739,9 @@ fn a_borrow_whose_registration_was_lost_is_registered_again_before_the_get_retur
     let lent = borrower
         .own
         .decoded_ref(list.id, owner.own.me.address.to_string());
-    // The borrower's first registration with the owner is lost on the way.
-    cluster.filters.install(
-        OnMethod::new(
-            "AddBorrower",
-            Verdict::Fail(RpcErrorKind::Unreachable, "lost".into()),
-        )
-        .times(1),
-    );
+    cluster
+        .filters
+        .install(OnMethod::new("AddBorrower", fault).times(1));
     let found: Vec<crate::ObjectRef<u64>> = TestCluster::get(&borrower, &lent, WAIT).unwrap();
     // The owner lets go of everything it held: only the borrow keeps the object.
     drop((y, list));
@@ -866,6 +864,7 @@ fn thread_names() -> Vec<String> {
         .collect()
 }
 
+/// Reads the whole process's threads: meant for nextest's process per test (CI's runner).
 #[test]
 fn a_stopped_cluster_leaves_no_worker_thread_behind() {
     let cluster = TestCluster::start(1, 2.0);

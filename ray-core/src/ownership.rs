@@ -67,9 +67,37 @@ pub(crate) struct Ownership {
     /// Entries in `contained`: freeing an object looks there only if there are any (a
     /// lookup per freed object costs small puts a tenth of their rate).
     pub contained_len: std::sync::atomic::AtomicUsize,
+    /// The latest borrow registrations applied (their ids), so that a retried one counts once.
+    pub registrations: parking_lot::Mutex<RecentIds>,
     /// Sync mode: actors live in this process.
     pub sync_actors: dashmap::DashMap<ActorId, SyncActor>,
     pub sync_names: dashmap::DashMap<(String, String), ActorId>,
+}
+
+/// The last [`RecentIds::KEPT`] ids seen, in order.
+#[derive(Default)]
+pub(crate) struct RecentIds {
+    order: std::collections::VecDeque<u64>,
+    seen: std::collections::HashSet<u64>,
+}
+
+impl RecentIds {
+    /// Retries come within [`BORROW_DEADLINE`]; this many registrations cover it.
+    const KEPT: usize = 1 << 16;
+
+    /// True the first time `id` is seen (among the last [`RecentIds::KEPT`]).
+    fn first(&mut self, id: u64) -> bool {
+        if !self.seen.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > Self::KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// An actor hosted in the driver (sync mode).
@@ -296,6 +324,13 @@ impl Ownership {
                     let req = ray_proto::AddBorrowerRequest {
                         object_ids,
                         borrower_address: borrower.to_string(),
+                        // One name for all its tries: the owner counts it once.
+                        registration: u64::from_le_bytes(
+                            ray_common::ids::random_bytes()[..8]
+                                .try_into()
+                                .expect("8 bytes"),
+                        )
+                        .max(1),
                     };
                     tell_owner(peer, owner, req, clock.clone())
                 })
@@ -321,6 +356,11 @@ impl Ownership {
             registered.await;
             drop(hold);
         });
+    }
+
+    /// Whether the borrow registration `id` is new here (0 names none: always new).
+    pub fn first_time(&self, registration: u64) -> bool {
+        registration == 0 || self.registrations.lock().first(registration)
     }
 
     pub fn drop_local_ref(&self, id: ObjectId) {
@@ -421,21 +461,39 @@ impl Ownership {
     ) -> (Result<T>, Vec<Borrow>) {
         // Two accesses to a plain flag: a `get` costs tens of nanoseconds, and most values
         // hold no ref.
-        let outer = COLLECTING.with(|c| c.replace(Collecting::On));
         // Refs met belong to this core worker, whichever thread decodes: a plain pointer,
-        // set for the call and restored after it (on unwind too), so a `get` pays no count.
-        struct Restore(*const Ownership);
+        // set for the call and restored after it, so a `get` pays no count. A panic in a
+        // value's `Deserialize` restores both flags too (the thread decodes on afterwards).
+        struct Restore {
+            decoding_for: *const Ownership,
+            collecting: Option<Collecting>,
+        }
         impl Drop for Restore {
             fn drop(&mut self) {
-                DECODING_FOR.with(|c| c.set(self.0));
+                DECODING_FOR.with(|c| c.set(self.decoding_for));
+                if let Some(outer) = self.collecting {
+                    COLLECTING.with(|c| c.set(outer));
+                    if outer == Collecting::Off {
+                        NEW_BORROWS.with(|b| b.borrow_mut().clear());
+                    }
+                }
             }
         }
-        let _restore = Restore(DECODING_FOR.with(|c| c.replace(Arc::as_ptr(self))));
+        let mut restore = Restore {
+            decoding_for: DECODING_FOR.with(|c| c.replace(Arc::as_ptr(self))),
+            collecting: Some(COLLECTING.with(|c| c.replace(Collecting::On))),
+        };
         let value = self.decode_here(stored);
+        let outer = restore.collecting.take().expect("set above");
         let found = COLLECTING.with(|c| c.replace(outer));
         let borrows = match (found, outer) {
             (Collecting::Found, Collecting::Off) => NEW_BORROWS.with(|b| b.take()),
-            _ => Vec::new(), // Nothing met, or an outer decode takes them.
+            // Met inside an outer decode: it takes them.
+            (Collecting::Found, _) => {
+                COLLECTING.with(|c| c.set(Collecting::Found));
+                Vec::new()
+            }
+            _ => Vec::new(),
         };
         (value, borrows)
     }
@@ -556,8 +614,21 @@ impl<F: std::future::Future + Unpin> std::future::Future for CollectingRefs<F> {
 /// reply hands over, so that a release can never reach the owner before the reply that
 /// gives the same object back (and free it in between).
 pub(crate) fn releasing_in_band(owner: Arc<str>, f: impl FnOnce()) -> Vec<ObjectId> {
-    let outer = IN_BAND.with(|c| c.borrow_mut().replace((owner, Vec::new())));
+    type InBand = Option<(Arc<str>, Vec<ObjectId>)>;
+    /// Puts the outer state back, on unwind too (else later releases would vanish).
+    struct Restore(Option<InBand>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                IN_BAND.with(|c| *c.borrow_mut() = outer);
+            }
+        }
+    }
+    let mut restore = Restore(Some(
+        IN_BAND.with(|c| c.borrow_mut().replace((owner, Vec::new()))),
+    ));
     f();
+    let outer = restore.0.take().expect("set above");
     let mine = IN_BAND.with(|c| std::mem::replace(&mut *c.borrow_mut(), outer));
     mine.map(|(_, ids)| ids).unwrap_or_default()
 }

@@ -153,6 +153,10 @@ impl CoreWorker for CoreWorkerService {
             .map(|raw| object_id(raw))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let rt = self.slot.own()?;
+        if !rt.first_time(req.registration) {
+            // A retry of a registration applied already (its answer was lost).
+            return Ok(Response::new(Empty {}));
+        }
         let borrower: Arc<str> = req.borrower_address.into();
         for id in ids {
             rt.refs.add_borrower(id, borrower.clone());

@@ -75,6 +75,12 @@ impl GcsService {
         let actors = &self.inner.actors;
         let mut t = actors.table.lock();
         if let Some(r) = t.records.get(&spec.actor_id[..]) {
+            if r.spec.owner_address != spec.owner_address || r.spec.class_name != spec.class_name {
+                return Err(GcsError::AlreadyExists(format!(
+                    "actor id {} is registered already, by another owner or class",
+                    ray_common::ids::hex(&spec.actor_id)
+                )));
+            }
             // Asked again (the first answer was lost): the same registration, not a second
             // actor and not a name conflict with itself.
             return Ok(RegisterActorReply {

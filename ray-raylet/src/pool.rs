@@ -457,7 +457,12 @@ impl NodeManager {
                 let actors_full = for_actor && state.actor_workers >= max_actors;
                 if fits && !actors_full {
                     if let Some(worker) = state.take_idle(job.job_id) {
-                        return Ok(grant(&mut state, worker, ask));
+                        let granted = grant(&mut state, worker, ask);
+                        // A copy of this request waiting meanwhile gets the same lease now.
+                        if ask.request_id != 0 {
+                            self.inner.changed.notify_waiters();
+                        }
+                        return Ok(granted);
                     }
                 }
                 // Starting workers are in the table from the moment they are decided on.
