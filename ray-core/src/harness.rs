@@ -166,6 +166,7 @@ impl TestCluster {
                     }),
                 );
                 manager.set_address(address.clone());
+                manager.report_resources();
                 let routes = Routes::new(InterceptedService::new(
                     NodeManagerServer::new(manager.clone())
                         .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES),

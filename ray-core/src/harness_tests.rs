@@ -892,3 +892,82 @@ fn a_stopped_cluster_leaves_no_worker_thread_behind() {
         !thread_names().iter().any(ours)
     });
 }
+
+#[test]
+fn gcs_places_an_actor_on_the_node_whose_resources_are_free_as_nodes_report_them() {
+    let cluster = TestCluster::start(2, 2.0);
+    let driver = cluster.driver(0, "driver");
+    let nm = cluster.node_manager_client(0, "test");
+    let gcs = cluster.gcs_client("test");
+    // Node 0's CPUs are all leased: only its reports can tell the GCS.
+    let leases: Vec<_> = (0..2)
+        .map(|_| {
+            granted(
+                cluster
+                    .block_on(nm.request_worker_lease(lease_request(1.0, JOB)))
+                    .unwrap(),
+            )
+        })
+        .collect();
+    eventually(WAIT, "the GCS sees node 0 full", || {
+        let nodes = cluster
+            .block_on(gcs.get_all_nodes(ray_proto::Empty {}))
+            .unwrap()
+            .nodes;
+        let free = ray_common::resources::to_resource_set(nodes[0].available.clone()).unwrap();
+        free.get(ray_scheduler::CPU) == 0.0
+    });
+    let actor = driver
+        .create_actor(
+            <Tally as crate::ActorClass>::CLASS,
+            ActorOptions::default().num_cpus(1.0),
+            vec![ArgSpec::value(&1u64)],
+        )
+        .unwrap();
+    let r = driver.call_actor(&actor, "add", vec![ArgSpec::value(&1u64)]);
+    assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 2);
+    assert_eq!(
+        cluster.nodes[1].manager.num_workers(),
+        1,
+        "placed on the full node (by totals)"
+    );
+    for lease in leases {
+        cluster.block_on(return_lease(&*nm, lease.lease_id, false));
+    }
+}
+
+#[test]
+fn gcs_ignores_a_resource_report_older_than_one_it_applied() {
+    let cluster = TestCluster::start(1, 2.0);
+    let gcs = cluster.gcs_client("test");
+    let node_id = cluster.nodes[0].manager.node_id().to_vec();
+    let report = |version: u64, cpus: f64| ray_proto::ReportResourcesRequest {
+        node_id: node_id.clone().into(),
+        available: Some(ray_common::resources::to_resources(
+            &ray_scheduler::ResourceSet::cpus(cpus).unwrap(),
+        )),
+        version,
+    };
+    let free_cpus = || {
+        let nodes = cluster
+            .block_on(gcs.get_all_nodes(ray_proto::Empty {}))
+            .unwrap()
+            .nodes;
+        ray_common::resources::to_resource_set(nodes[0].available.clone())
+            .unwrap()
+            .get(ray_scheduler::CPU)
+    };
+    // Far above the node's own reports, which are ignored from now on.
+    cluster
+        .block_on(gcs.report_resources(report(1_000_000, 0.5)))
+        .unwrap();
+    assert_eq!(free_cpus(), 0.5);
+    cluster
+        .block_on(gcs.report_resources(report(999_999, 2.0)))
+        .unwrap();
+    assert_eq!(free_cpus(), 0.5, "a late, older report was applied");
+    cluster
+        .block_on(gcs.report_resources(report(1_000_001, 1.0)))
+        .unwrap();
+    assert_eq!(free_cpus(), 1.0);
+}

@@ -139,6 +139,7 @@ fn start_local(
         let (nm_address, stop) = serve(nm_routes).await?;
         stops.push(stop);
         node.set_address(nm_address.clone());
+        node.report_resources();
         let gcs = connect.gcs(&gcs_address)?;
         gcs.register_job(ray_proto::JobConfig {
             job_id: JOB_ID,

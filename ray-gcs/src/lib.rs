@@ -39,6 +39,9 @@ struct State {
     scheduler: ray_scheduler::Scheduler,
     next_job_id: u32,
     jobs: std::collections::HashMap<u32, JobConfig>,
+    /// The latest resource report applied, per node index: an older one arriving late is
+    /// ignored.
+    report_versions: std::collections::HashMap<usize, u64>,
 }
 
 impl GcsService {
@@ -100,6 +103,8 @@ impl Gcs for GcsService {
         let index = match state.nodes.iter().position(|n| n.node_id == node.node_id) {
             Some(i) => {
                 state.nodes[i] = node;
+                // Registered anew: its reports count from the start again.
+                state.report_versions.remove(&i);
                 i
             }
             None => {
@@ -135,6 +140,11 @@ impl Gcs for GcsService {
             .iter()
             .position(|n| n.node_id == req.node_id)
             .ok_or_else(|| Status::not_found("unknown node"))?;
+        let latest = state.report_versions.entry(index).or_default();
+        if req.version != 0 && req.version <= *latest {
+            return Ok(Response::new(Empty {}));
+        }
+        *latest = req.version;
         if let Ok(available) = ray_common::resources::to_resource_set(req.available.clone()) {
             let _ = state
                 .view

@@ -13,6 +13,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+/// How soon a change of what is free on a node reaches the GCS (Ray's
+/// `raylet_report_resources_period_milliseconds`).
+pub const REPORT_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+/// How often a node tells the GCS what is free even if nothing changed (Ray's
+/// `ray_syncer_message_refresh_interval_ms`).
+pub const REPORT_REFRESH: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// What a node manager is started with.
 pub struct NodeManagerConfig {
     /// 16 bytes naming this node.
@@ -296,6 +303,50 @@ impl NodeManager {
             state.resources.total.clone(),
             state.resources.available.clone(),
         )
+    }
+
+    /// Tells the GCS what is free on this node: within [`REPORT_PERIOD`] of a change, and
+    /// every [`REPORT_REFRESH`] regardless (Ray's syncer does the same), so that the GCS
+    /// places actors by what is free, not by totals. Runs until the node manager shuts down
+    /// or is dropped; call it once, on the runtime that serves the node manager.
+    pub fn report_resources(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut sent: Option<(ResourceSet, std::time::Instant)> = None;
+            let mut version = 0u64;
+            let mut tick = tokio::time::interval(REPORT_PERIOD);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                let me = NodeManager { inner };
+                let available = {
+                    let state = me.inner.state.lock();
+                    if state.shutting_down {
+                        return;
+                    }
+                    state.resources.available.clone()
+                };
+                let due = match &sent {
+                    None => true,
+                    Some((last, at)) => *last != available || at.elapsed() >= REPORT_REFRESH,
+                };
+                let Some(gcs) = me.gcs().filter(|_| due) else {
+                    continue;
+                };
+                version += 1;
+                let req = ray_proto::ReportResourcesRequest {
+                    node_id: me.node_id().to_vec().into(),
+                    available: Some(ray_common::resources::to_resources(&available)),
+                    version,
+                };
+                drop(me);
+                match gcs.report_resources(req).await {
+                    Ok(_) => sent = Some((available, std::time::Instant::now())),
+                    Err(e) => tracing::debug!(error = %e, "reporting resources failed; again soon"),
+                }
+            }
+        });
     }
 
     /// The workers alive or starting.
