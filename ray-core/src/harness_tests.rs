@@ -234,21 +234,37 @@ impl Tally {
     }
 }
 
+/// A [`Tally`] starting at `start`, created by `driver` with `opts`.
+fn tally(
+    driver: &std::sync::Arc<crate::core_worker::CoreWorker>,
+    opts: ActorOptions,
+    start: u64,
+) -> crate::core_worker::ActorCore {
+    driver
+        .create_actor(
+            <Tally as crate::ActorClass>::CLASS,
+            opts,
+            vec![ArgSpec::value(&start)],
+        )
+        .unwrap()
+}
+
+/// `actor.add(by)`, called by `driver`, waited for.
+fn add_to(
+    driver: &std::sync::Arc<crate::core_worker::CoreWorker>,
+    actor: &crate::core_worker::ActorCore,
+    by: u64,
+) -> crate::Result<u64> {
+    let r = driver.call_actor(actor, "add", vec![ArgSpec::value(&by)]);
+    TestCluster::get::<u64>(driver, &r, WAIT)
+}
+
 #[test]
 fn gcs_places_an_actor_and_restarts_it_after_its_worker_dies() {
     let cluster = TestCluster::start(1, 1.0);
     let driver = cluster.driver(0, "driver");
-    let core = driver
-        .create_actor(
-            <Tally as crate::ActorClass>::CLASS,
-            ActorOptions::default().max_restarts(1),
-            vec![ArgSpec::value(&10u64)],
-        )
-        .unwrap();
-    let call = |by: u64| {
-        let r = driver.call_actor(&core, "add", vec![ArgSpec::value(&by)]);
-        TestCluster::get::<u64>(&driver, &r, WAIT)
-    };
+    let core = tally(&driver, ActorOptions::default().max_restarts(1), 10);
+    let call = |by: u64| add_to(&driver, &core, by);
     assert_eq!(call(1).unwrap(), 11);
     assert_eq!(call(1).unwrap(), 12);
     // Its worker dies: the GCS restarts it (state starts over from the constructor).
@@ -270,13 +286,11 @@ fn gcs_places_actors_where_their_resources_are_and_buries_the_unplaceable() {
     .unwrap();
     let cluster = TestCluster::start_with(vec![plain, special]);
     let driver = cluster.driver(0, "driver");
-    let core = driver
-        .create_actor(
-            <Tally as crate::ActorClass>::CLASS,
-            ActorOptions::default().resources("special", 1.0),
-            vec![ArgSpec::value(&1u64)],
-        )
-        .unwrap();
+    let core = tally(
+        &driver,
+        ActorOptions::default().resources("special", 1.0),
+        1,
+    );
     let r = driver.call_actor(&core, "add", vec![ArgSpec::value(&1u64)]);
     assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 2);
     assert_eq!(cluster.nodes[0].manager.num_workers(), 0);
@@ -286,13 +300,11 @@ fn gcs_places_actors_where_their_resources_are_and_buries_the_unplaceable() {
         "placed on the node with the resource"
     );
 
-    let nowhere = driver
-        .create_actor(
-            <Tally as crate::ActorClass>::CLASS,
-            ActorOptions::default().resources("missing", 1.0),
-            vec![ArgSpec::value(&1u64)],
-        )
-        .unwrap();
+    let nowhere = tally(
+        &driver,
+        ActorOptions::default().resources("missing", 1.0),
+        1,
+    );
     let r = driver.call_actor(&nowhere, "add", vec![ArgSpec::value(&1u64)]);
     match TestCluster::get::<u64>(&driver, &r, WAIT) {
         Err(crate::Error::ActorDied { cause, .. }) => {
@@ -473,13 +485,11 @@ fn the_submitter_reconnects_to_a_live_actor_and_resends_or_fails_a_lost_call() {
     let cluster = TestCluster::start(1, 1.0);
     let driver = cluster.driver(0, "driver");
     let create = |retries: i32| {
-        driver
-            .create_actor(
-                <Tally as crate::ActorClass>::CLASS,
-                ActorOptions::default().max_task_retries(retries),
-                vec![ArgSpec::value(&10u64)],
-            )
-            .unwrap()
+        tally(
+            &driver,
+            ActorOptions::default().max_task_retries(retries),
+            10,
+        )
     };
     let call = |core: &crate::core_worker::ActorCore, by: u64| {
         let r = driver.call_actor(core, "add", vec![ArgSpec::value(&by)]);
@@ -790,17 +800,8 @@ fn refs_decoded_by_one_of_two_core_workers_on_a_thread_belong_to_that_one() {
 fn an_actor_whose_gcs_answers_fail_for_a_while_is_reached_again_not_buried() {
     let cluster = TestCluster::start(1, 1.0);
     let driver = cluster.driver(0, "driver");
-    let actor = driver
-        .create_actor(
-            <Tally as crate::ActorClass>::CLASS,
-            ActorOptions::default().max_task_retries(1),
-            vec![ArgSpec::value(&10u64)],
-        )
-        .unwrap();
-    let call = |by: u64| {
-        let r = driver.call_actor(&actor, "add", vec![ArgSpec::value(&by)]);
-        TestCluster::get::<u64>(&driver, &r, WAIT)
-    };
+    let actor = tally(&driver, ActorOptions::default().max_task_retries(1), 10);
+    let call = |by: u64| add_to(&driver, &actor, by);
     assert_eq!(call(0).unwrap(), 10);
     // The connection breaks, and the GCS's first answers about the actor are lost.
     let gcs_lost = OnMethod::new(
@@ -869,13 +870,7 @@ fn thread_names() -> Vec<String> {
 fn a_stopped_cluster_leaves_no_worker_thread_behind() {
     let cluster = TestCluster::start(1, 2.0);
     let driver = cluster.driver(0, "driver");
-    let actor = driver
-        .create_actor(
-            <Tally as crate::ActorClass>::CLASS,
-            ActorOptions::default().max_concurrency(2),
-            vec![ArgSpec::value(&1u64)],
-        )
-        .unwrap();
+    let actor = tally(&driver, ActorOptions::default().max_concurrency(2), 1);
     let r = driver.call_actor(&actor, "add", vec![ArgSpec::value(&1u64)]);
     assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 2);
     let r = driver.submit(
@@ -917,13 +912,7 @@ fn gcs_places_an_actor_on_the_node_whose_resources_are_free_as_nodes_report_them
         let free = ray_common::resources::to_resource_set(nodes[0].available.clone()).unwrap();
         free.get(ray_scheduler::CPU) == 0.0
     });
-    let actor = driver
-        .create_actor(
-            <Tally as crate::ActorClass>::CLASS,
-            ActorOptions::default().num_cpus(1.0),
-            vec![ArgSpec::value(&1u64)],
-        )
-        .unwrap();
+    let actor = tally(&driver, ActorOptions::default().num_cpus(1.0), 1);
     let r = driver.call_actor(&actor, "add", vec![ArgSpec::value(&1u64)]);
     assert_eq!(TestCluster::get::<u64>(&driver, &r, WAIT).unwrap(), 2);
     assert_eq!(
