@@ -34,6 +34,13 @@ pub fn random_bytes() -> [u8; 16] {
     id
 }
 
+/// A random name for a request that may be sent more than once (a lease request, a borrow
+/// registration): never 0, which means "no name" on the wire.
+pub fn request_id() -> u64 {
+    let bytes = random_bytes();
+    u64::from_le_bytes(bytes[..8].try_into().expect("8 of 16 bytes")).max(1)
+}
+
 /// Lowercase hex of any bytes (ids print this way in logs and in the state API).
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;

@@ -325,12 +325,7 @@ impl Ownership {
                         object_ids,
                         borrower_address: borrower.to_string(),
                         // One name for all its tries: the owner counts it once.
-                        registration: u64::from_le_bytes(
-                            ray_common::ids::random_bytes()[..8]
-                                .try_into()
-                                .expect("8 bytes"),
-                        )
-                        .max(1),
+                        registration: ray_common::ids::request_id(),
                     };
                     tell_owner(peer, owner, req, clock.clone())
                 })

@@ -169,12 +169,7 @@ impl GcsService {
             let mut attempts = 1u32;
             // One name for the lease request across transient retries: a node manager that
             // granted it already gives the same lease back.
-            let request_id = u64::from_le_bytes(
-                ray_common::ids::random_bytes()[..8]
-                    .try_into()
-                    .expect("8 bytes"),
-            )
-            .max(1);
+            let request_id = ray_common::ids::request_id();
             loop {
                 match me.schedule(&id, request_id).await {
                     Ok(()) => return,

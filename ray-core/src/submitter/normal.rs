@@ -22,12 +22,6 @@ use tokio::sync::mpsc;
 /// How long a lease request is asked again after transport failures before it fails.
 const LEASE_RETRY_DEADLINE: Duration = Duration::from_secs(30);
 
-/// A fresh name for a lease request (never 0, which names none).
-pub(crate) fn request_id() -> u64 {
-    let bytes = ray_common::ids::random_bytes();
-    u64::from_le_bytes(bytes[..8].try_into().expect("8 of 16 bytes")).max(1)
-}
-
 /// Leases requested at once per resource shape (Ray caps pending lease requests too).
 const MAX_LEASE_REQUESTS: usize = 4;
 /// A lease with nothing to do for this long goes back to the node manager.
@@ -354,7 +348,7 @@ fn request_lease(
             requester_id: requester.into(),
             for_actor: false,
             job_id,
-            request_id: request_id(),
+            request_id: ray_common::ids::request_id(),
         };
         // A request whose answer was lost is asked again under the same id: the node manager
         // gives a lease it granted already back, rather than a second one nobody holds.
