@@ -6,6 +6,8 @@
 
 pub use ray;
 
+pub mod cluster;
+
 use std::sync::Mutex;
 
 /// Runs `f` inside a fresh session started with `config`, then shuts the session down and
@@ -40,7 +42,11 @@ pub fn eventually(what: &str, f: impl FnMut() -> bool) {
 
 /// Pids of live (not zombie) child processes of this process.
 pub fn child_processes() -> Vec<u32> {
-    let me = std::process::id();
+    children_of(std::process::id())
+}
+
+/// Pids of live (not zombie) child processes of process `parent`.
+pub fn children_of(parent: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
@@ -63,7 +69,7 @@ pub fn child_processes() -> Vec<u32> {
         let mut fields = rest.split_whitespace();
         let state = fields.next();
         let ppid = fields.next().and_then(|p| p.parse::<u32>().ok());
-        if ppid == Some(me) && state != Some("Z") {
+        if ppid == Some(parent) && state != Some("Z") {
             out.push(pid);
         }
     }

@@ -1,8 +1,9 @@
 //! The per-session token that every connection between the runtime's processes carries.
 //!
 //! gRPC calls carry it as `authorization: Bearer <token>` metadata (as Ray does since 2.52); the
-//! data plane sends it in a [`crate::Hello`] frame first. A call without it, or with a wrong one,
-//! is refused with `UNAUTHENTICATED` and logged by the server.
+//! data plane sends it in a [`crate::Hello`] frame first. A call without it is refused with
+//! `UNAUTHENTICATED`, one with a wrong one with `PERMISSION_DENIED` (as Ray answers 401 and
+//! 403), and the server logs the peer.
 
 use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
@@ -56,7 +57,7 @@ impl Interceptor for CheckToken {
     fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
         match req.metadata().get(crate::TOKEN_METADATA_KEY) {
             Some(v) if self.accepts(v.as_bytes()) => Ok(req),
-            Some(_) => Err(Status::unauthenticated("wrong session token")),
+            Some(_) => Err(Status::permission_denied("wrong session token")),
             None => Err(Status::unauthenticated("missing session token")),
         }
     }
@@ -78,14 +79,17 @@ mod tests {
     #[test]
     fn check_token_refuses_missing_and_wrong_tokens() {
         let mut check = CheckToken::new("s3cret");
-        assert!(check.call(Request::new(())).is_err());
+        assert_eq!(
+            check.call(Request::new(())).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
         let mut wrong = Request::new(());
         wrong
             .metadata_mut()
             .insert(crate::TOKEN_METADATA_KEY, "Bearer nope".parse().unwrap());
         assert_eq!(
             check.call(wrong).unwrap_err().code(),
-            tonic::Code::Unauthenticated
+            tonic::Code::PermissionDenied
         );
         let mut attach = AttachToken::new("s3cret").unwrap();
         let good = attach.call(Request::new(())).unwrap();

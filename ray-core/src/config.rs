@@ -36,6 +36,7 @@ pub struct Config {
     pub(crate) ignore_reinit_error: bool,
     pub(crate) max_workers: Option<usize>,
     pub(crate) worker_limit_wait: std::time::Duration,
+    pub(crate) auth_token: Option<String>,
 }
 
 impl Config {
@@ -50,6 +51,7 @@ impl Config {
             ignore_reinit_error: false,
             max_workers: None,
             worker_limit_wait: std::time::Duration::from_secs(30),
+            auth_token: None,
         }
     }
 
@@ -67,6 +69,30 @@ impl Config {
     /// [`Error::ActorDied`] (an actor) naming the limit (default 30 s).
     pub fn worker_limit_wait(mut self, wait: std::time::Duration) -> Self {
         self.worker_limit_wait = wait;
+        self
+    }
+
+    /// Cluster mode: attach to the cluster whose head's GCS is at `address` (`HOST:PORT`, as
+    /// `rayrs start --head` printed it, or `auto` for the head started on this machine).
+    /// The driver attaches to a node on its own machine. Same as `RAY_ADDRESS=address` with
+    /// [`Config::from_env`].
+    ///
+    /// ```no_run
+    /// ray::init(ray::Config::cluster("127.0.0.1:6379"))?;
+    /// # Ok::<(), ray::Error>(())
+    /// ```
+    pub fn cluster(address: impl Into<String>) -> Self {
+        Self::with_mode(Mode::Cluster(address.into()))
+    }
+
+    /// The cluster's auth token (cluster mode), instead of `RAY_AUTH_TOKEN` or the file
+    /// `~/.rayrs/auth_token` where a driver finds it otherwise.
+    ///
+    /// ```no_run
+    /// let config = ray::Config::cluster("10.0.0.1:6379").auth_token("the-token-the-head-printed");
+    /// ```
+    pub fn auth_token(mut self, token: impl Into<String>) -> Self {
+        self.auth_token = Some(token.into());
         self
     }
 

@@ -98,6 +98,18 @@ pub enum Error {
     /// A value could not be encoded or decoded.
     #[error("serialization failed: {0}")]
     Serialization(String),
+    /// `init` could not reach the cluster at `address` (nothing listens there, or the head
+    /// did not answer in time).
+    #[error("cannot connect to the cluster at {address}: {reason}")]
+    ClusterUnreachable {
+        /// The address given.
+        address: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The cluster refused this process's auth token (missing or wrong), or there is none.
+    #[error("authentication failed: {0}")]
+    Unauthenticated(String),
     /// The runtime itself failed (a process, socket or RPC), with the cause.
     #[error("runtime failure: {0}")]
     Runtime(String),
@@ -205,6 +217,10 @@ impl Error {
                 ..wire(K::GetTimeout, "", "")
             },
             Error::NodeDied { node, cause } => wire(K::NodeDied, node, cause),
+            Error::ClusterUnreachable { address, reason } => {
+                wire(K::ClusterUnreachable, address, reason)
+            }
+            Error::Unauthenticated(m) => wire(K::Unauthenticated, "", m),
             Error::Runtime(m) => wire(K::Runtime, "", m),
         }
     }
@@ -253,6 +269,11 @@ impl Error {
                 node: e.function.clone(),
                 cause: e.message.clone(),
             },
+            K::ClusterUnreachable => Error::ClusterUnreachable {
+                address: e.function.clone(),
+                reason: e.message.clone(),
+            },
+            K::Unauthenticated => Error::Unauthenticated(e.message.clone()),
             K::Runtime => Error::Runtime(e.message.clone()),
         }
     }
@@ -286,6 +307,11 @@ mod tests {
             Error::NotInitialized,
             Error::InvalidArgument("bad".into()),
             Error::ObjectLost("ff".into()),
+            Error::ClusterUnreachable {
+                address: "10.0.0.1:6379".into(),
+                reason: "connection refused".into(),
+            },
+            Error::Unauthenticated("wrong token".into()),
         ] {
             assert_eq!(Error::from_proto(&e.to_proto()), e);
         }

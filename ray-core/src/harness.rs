@@ -182,6 +182,8 @@ impl TestCluster {
                         available: Some(total),
                         alive: true,
                         store_path: store_path.clone(),
+                        is_head: test_nodes.is_empty(),
+                        ..Default::default()
                     }),
                 })
                 .await

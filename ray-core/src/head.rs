@@ -1,9 +1,11 @@
-//! Starting and stopping a session in the driver: sync mode, or local mode with an embedded
-//! head (GCS and node manager with its shared-memory store) on loopback.
+//! Starting and stopping a session in the driver: sync mode; local mode with an embedded
+//! head (a `ray_node::Node` serving the GCS and a node manager with its shared-memory store)
+//! on loopback; cluster mode, attached to a node of a running cluster on this machine.
 //!
-//! Shutdown order: stop submitting (pending tasks fail with `NotInitialized`), kill and reap
-//! every worker, stop the servers, stop the runtime, then drop the store, which removes its
-//! shared-memory file.
+//! Shutdown order: stop submitting (pending tasks fail with `NotInitialized`), tell the
+//! cluster the job is over (cluster mode: every node stops its workers) or kill and reap
+//! every worker (local mode), stop the servers, stop the runtime, then drop the store, which
+//! goes with the embedded node's last handle.
 
 use crate::config::{Config, Mode};
 use crate::core_worker::CoreWorker;
@@ -11,26 +13,27 @@ use crate::error::{Error, Result};
 use crate::link::{Clients, Link};
 use crate::ownership::Identity;
 use crate::registry::Functions;
-use crate::server::{logged, serve};
 use crate::service::{self, Served, Slot};
 use ray_common::ids::{hex, random_bytes as random_id};
-use ray_common::resources::to_resources;
-use ray_common::rpc::{Connect, TonicConnect};
+use ray_common::rpc::server::{serve, LOOPBACK};
+use ray_common::rpc::{Connect, GcsApi, RpcErrorKind, TonicConnect};
 use ray_common::{NodeId, WorkerId};
-use ray_gcs::{GcsServer, GcsService};
-use ray_object_store::{ArenaMapping, ObjectStore, StoreConfig};
-use ray_proto::auth::CheckToken;
-use ray_raylet::{NodeManager, NodeManagerConfig, NodeManagerServer, ProcessLauncher};
+use ray_node::{Node, NodeOptions};
+use ray_object_store::{ArenaMapping, StoreConfig};
+use ray_raylet::ProcessLauncher;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use tonic::service::interceptor::InterceptedService;
-use tonic::service::Routes;
+use std::time::Duration;
 
 /// A running session of this driver.
 pub(crate) struct Session {
     pub rt: Arc<CoreWorker>,
     tokio: Option<tokio::runtime::Runtime>,
-    node: Option<NodeManager>,
+    /// The embedded node (local mode).
+    node: Option<Node>,
+    /// The cluster's GCS and this driver's job there (cluster mode).
+    job: Option<(Arc<dyn GcsApi>, u32)>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -40,8 +43,14 @@ const JOB_ID: u32 = 1;
 /// Prefix of every shared-memory file and socket name of this runtime.
 const PREFIX: &str = "rayrs-";
 
+/// How long `init` waits for the cluster's head to answer (Ray's
+/// `gcs_rpc_server_connect_timeout_s`).
+const CONNECT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for the cluster to stop the job's workers.
+const FINISH_JOB_DEADLINE: Duration = Duration::from_secs(10);
+
 pub(crate) fn start(config: &Config) -> Result<Session> {
-    let resources = config.node_resources()?;
     let worker_id = WorkerId::random();
     match &config.mode {
         Mode::Sync => Ok(Session {
@@ -57,25 +66,45 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
                 },
                 None,
                 Functions::linked(),
-                resources,
+                config.node_resources()?,
             ),
             tokio: None,
             node: None,
+            job: None,
             stops: Vec::new(),
         }),
-        Mode::Cluster(addr) => Err(Error::InvalidArgument(format!(
-            "cluster mode (RAY_ADDRESS={addr}) is not available yet: use local mode"
-        ))),
-        Mode::Local => start_local(config, resources, worker_id),
+        Mode::Cluster(addr) => start_cluster(config, addr, worker_id),
+        Mode::Local => start_local(config, worker_id),
     }
 }
 
-fn start_local(
-    config: &Config,
-    resources: ray_scheduler::ResourceSet,
-    worker_id: WorkerId,
-) -> Result<Session> {
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ray-runtime")
+        .on_thread_start(crate::log_runtime_thread)
+        .enable_all()
+        .build()
+        .map_err(Error::runtime)
+}
+
+/// What a driver attaches to: a node manager on this machine and its store.
+struct Attach {
+    token: Arc<str>,
+    connect: Arc<dyn Connect>,
+    gcs_address: String,
+    node_manager_address: String,
+    node_id: NodeId,
+    store_path: String,
+    job_id: u32,
+    namespace: String,
+    /// Where the driver's core-worker server listens.
+    bind: SocketAddr,
+}
+
+fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
     static SESSIONS: AtomicU32 = AtomicU32::new(0);
+    let resources = config.node_resources()?;
     sweep_stale_files();
     ray_common::limits::raise_fd_limit();
     let session = format!(
@@ -86,107 +115,234 @@ fn start_local(
     );
     let token: Arc<str> = hex(&random_id()).into();
     let connect: Arc<dyn Connect> = Arc::new(TonicConnect::new(&token).labelled("driver"));
-    let capacity = config
-        .object_store_memory
-        .unwrap_or_else(StoreConfig::default_capacity);
-    // Anonymous: the arena goes with the last process that holds it, however the driver ends.
-    let store =
-        ObjectStore::create_anonymous(StoreConfig::new(session.clone()).with_capacity(capacity))
-            .map_err(|e| Error::Runtime(format!("creating the object store: {e}")))?;
-    let store_path = store.path().to_path_buf();
-    let tokio_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ray-runtime")
-        .on_thread_start(crate::log_runtime_thread)
-        .enable_all()
-        .build()
-        .map_err(Error::runtime)?;
-    let handle = tokio_rt.handle().clone();
-    let node_id = NodeId::random();
-    let program = std::env::current_exe().map_err(Error::runtime)?;
+    let tokio_rt = tokio_runtime()?;
     let namespace = config.namespace.clone().unwrap_or_default();
-    let mut stops = Vec::new();
-    let slot = Slot::default();
-
+    let program = std::env::current_exe().map_err(Error::runtime)?;
     let started = tokio_rt.block_on(async {
-        let gcs_routes = Routes::new(InterceptedService::new(
-            GcsServer::new(GcsService::new(connect.clone())),
-            logged(CheckToken::new(&token)),
+        let options = NodeOptions {
+            head: Some(LOOPBACK),
+            gcs_address: None,
+            ip: LOOPBACK.ip(),
+            resources: resources.clone(),
+            object_store_memory: config.object_store_memory,
+            max_workers: config.max_workers,
+            limit_wait: config.worker_limit_wait,
+            token: token.clone(),
+            session,
+        };
+        let mut node = Node::start(options, connect.clone(), Arc::new(ProcessLauncher))
+            .await
+            .map_err(|e| Error::Runtime(e.to_string()))?;
+        let registered = connect
+            .gcs(&node.gcs_address)?
+            .register_job(ray_proto::JobConfig {
+                job_id: JOB_ID,
+                program: program.display().to_string(),
+                env: Vec::new(),
+                namespace: namespace.clone(),
+            })
+            .await;
+        if let Err(e) = registered {
+            node.shutdown().await;
+            return Err(Error::Runtime(format!(
+                "registering the job: {}",
+                e.message
+            )));
+        }
+        Ok(node)
+    });
+    let node = match started {
+        Ok(node) => node,
+        Err(e) => {
+            tokio_rt.shutdown_timeout(Duration::from_secs(1));
+            return Err(e);
+        }
+    };
+    let attach = Attach {
+        token,
+        connect,
+        gcs_address: node.gcs_address.clone(),
+        node_manager_address: node.node_manager_address.clone(),
+        node_id: node.node_id,
+        store_path: node.store_path.display().to_string(),
+        job_id: JOB_ID,
+        namespace,
+        bind: LOOPBACK,
+    };
+    attach_driver(tokio_rt, attach, worker_id, resources, Some(node), None)
+}
+
+fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<Session> {
+    if config.num_cpus.is_some() || config.num_gpus.is_some() || !config.resources.is_empty() {
+        return Err(Error::InvalidArgument(
+            "a driver joining a cluster brings no resources: num_cpus, num_gpus and resources              are given to `rayrs start`, not to init"
+                .into(),
         ));
-        let (gcs_address, stop) = serve(gcs_routes).await?;
-        stops.push(stop);
-        let node = NodeManager::new(
-            NodeManagerConfig {
-                node_id,
-                resources: resources.clone(),
-                token: token.to_string(),
-                session: session.clone(),
-                gcs_address: gcs_address.clone(),
-                max_workers: config
-                    .max_workers
-                    .unwrap_or_else(|| ray_raylet::default_max_workers(capacity)),
-                limit_wait: config.worker_limit_wait,
-            },
-            store,
-            connect.clone(),
-            Arc::new(ProcessLauncher),
-        );
-        let nm_routes = Routes::new(InterceptedService::new(
-            NodeManagerServer::new(node.clone())
-                .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES),
-            logged(CheckToken::new(&token)),
-        ));
-        let (nm_address, stop) = serve(nm_routes).await?;
-        stops.push(stop);
-        node.set_address(nm_address.clone());
-        node.report_resources();
-        let gcs = connect.gcs(&gcs_address)?;
+    }
+    let address = if address == "auto" {
+        let dir = ray_node::records::default_temp_dir();
+        ray_node::records::head_address(&dir).ok_or_else(|| Error::ClusterUnreachable {
+            address: "auto".into(),
+            reason: format!(
+                "no head runs on this machine (none recorded under {}): start one with                  `rayrs start --head`",
+                dir.display()
+            ),
+        })?
+    } else {
+        address.to_string()
+    };
+    let token: Arc<str> = match &config.auth_token {
+        Some(token) => token.as_str().into(),
+        None => ray_node::token::required()
+            .map_err(|e| Error::Unauthenticated(e.to_string()))?
+            .into(),
+    };
+    ray_common::limits::raise_fd_limit();
+    let connect: Arc<dyn Connect> = Arc::new(TonicConnect::new(&token).labelled("driver"));
+    let tokio_rt = tokio_runtime()?;
+    let namespace = config.namespace.clone().unwrap_or_default();
+    let program = std::env::current_exe().map_err(Error::runtime)?;
+    let unreachable = |reason: String| Error::ClusterUnreachable {
+        address: address.clone(),
+        reason,
+    };
+    let joined = tokio_rt.block_on(async {
+        let gcs = connect.gcs(&address).map_err(|e| unreachable(e.to_string()))?;
+        let nodes = match connect
+            .clock()
+            .timeout(CONNECT_DEADLINE, gcs.get_all_nodes(ray_proto::Empty {}))
+            .await
+        {
+            Ok(Ok(reply)) => reply.nodes,
+            Ok(Err(e)) if e.kind == RpcErrorKind::Unauthenticated => {
+                return Err(Error::Unauthenticated(format!(
+                    "the cluster at {address} refused this driver's auth token ({}): use the                      head's token (RAY_AUTH_TOKEN, or ~/.rayrs/auth_token; `rayrs                      get-auth-token` on the head prints it)",
+                    e.message
+                )))
+            }
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Err(_) => return Err(unreachable(format!("no answer within {CONNECT_DEADLINE:?}"))),
+        };
+        let here = ray_node::host_id();
+        // The head's node first, as Ray's driver attaches to its own machine's raylet.
+        let node = nodes
+            .iter()
+            .filter(|n| n.alive && !here.is_empty() && n.host_id == here)
+            .max_by_key(|n| n.is_head)
+            .cloned()
+            .ok_or_else(|| {
+                unreachable(format!(
+                    "none of its {} node(s) runs on this machine; a driver attaches to a node                      on its own machine (start one with `rayrs start --address {address}`)",
+                    nodes.len()
+                ))
+            })?;
+        let job_id = gcs.next_job_id(ray_proto::Empty {}).await?.job_id;
         gcs.register_job(ray_proto::JobConfig {
-            job_id: JOB_ID,
+            job_id,
             program: program.display().to_string(),
             env: Vec::new(),
             namespace: namespace.clone(),
         })
         .await
         .map_err(|e| Error::Runtime(format!("registering the job: {}", e.message)))?;
-        gcs.register_node(ray_proto::RegisterNodeRequest {
-            node: Some(ray_proto::NodeInfo {
-                node_id: node_id.to_vec().into(),
-                node_manager_address: nm_address.clone(),
-                total: Some(to_resources(&resources)),
-                available: Some(to_resources(&resources)),
-                alive: true,
-                store_path: store_path.display().to_string(),
-            }),
-        })
-        .await
-        .map_err(|e| Error::Runtime(format!("registering the node: {}", e.message)))?;
-        let (core_address, stop) = serve(service::core_worker_routes(&token, slot.clone())).await?;
-        stops.push(stop);
-        Ok::<_, Error>((gcs_address, nm_address, core_address, node))
+        // However this process ends, its node finishes the job (no worker of it lingers).
+        connect
+            .node_manager(&node.node_manager_address)?
+            .watch_driver(ray_proto::WatchDriverRequest {
+                job_id,
+                pid: std::process::id(),
+            })
+            .await
+            .map_err(|e| Error::Runtime(format!("attaching to the node: {}", e.message)))?;
+        Ok((node, job_id, gcs))
     });
-    let (gcs_address, nm_address, core_address, node) = match started {
+    let (node, job_id, gcs) = match joined {
         Ok(v) => v,
         Err(e) => {
-            tokio_rt.shutdown_timeout(std::time::Duration::from_secs(1));
+            tokio_rt.shutdown_timeout(Duration::from_secs(1));
+            return Err(e);
+        }
+    };
+    // The driver listens where its node does: workers on other machines call it back.
+    let ip = node
+        .node_manager_address
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .unwrap_or(LOOPBACK.ip());
+    let node_id = NodeId::from_wire(&node.node_id).map_err(Error::runtime)?;
+    let resources = ray_common::resources::to_resource_set(node.total.clone())
+        .map_err(|e| Error::Runtime(format!("the node's resources: {e}")))?;
+    let attach = Attach {
+        token,
+        connect,
+        gcs_address: address,
+        node_manager_address: node.node_manager_address,
+        node_id,
+        store_path: node.store_path,
+        job_id,
+        namespace,
+        bind: SocketAddr::new(ip, 0),
+    };
+    attach_driver(
+        tokio_rt,
+        attach,
+        worker_id,
+        resources,
+        None,
+        Some((gcs, job_id)),
+    )
+}
+
+/// The driver's core worker, attached to the node `attach` names: its server, its link to
+/// the node manager and the GCS, its view of the node's store.
+fn attach_driver(
+    tokio_rt: tokio::runtime::Runtime,
+    attach: Attach,
+    worker_id: WorkerId,
+    resources: ray_scheduler::ResourceSet,
+    mut node: Option<Node>,
+    job: Option<(Arc<dyn GcsApi>, u32)>,
+) -> Result<Session> {
+    let handle = tokio_rt.handle().clone();
+    let slot = Slot::default();
+    let attached = (|| {
+        let routes = service::core_worker_routes(&attach.token, slot.clone());
+        let (core_address, stop) = tokio_rt
+            .block_on(serve(attach.bind, routes))
+            .map_err(|e| Error::Runtime(format!("the driver cannot listen: {e}")))?;
+        let _enter = tokio_rt.enter();
+        let arena = ArenaMapping::open(std::path::Path::new(&attach.store_path)).map_err(|e| {
+            Error::Runtime(format!(
+                "mapping the node's store {}: {e}",
+                attach.store_path
+            ))
+        })?;
+        let clients = Clients {
+            raylet: attach.connect.node_manager(&attach.node_manager_address)?,
+            gcs: attach.connect.gcs(&attach.gcs_address)?,
+            connect: attach.connect.clone(),
+        };
+        Ok::<_, Error>((core_address, stop, arena, clients))
+    })();
+    let (core_address, stop, arena, clients) = match attached {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(node) = &mut node {
+                tokio_rt.block_on(node.shutdown());
+            }
+            tokio_rt.shutdown_timeout(Duration::from_secs(1));
             return Err(e);
         }
     };
     let _enter = tokio_rt.enter();
-    let arena = ArenaMapping::open(&store_path).map_err(Error::runtime)?;
-    let clients = Clients {
-        raylet: connect.node_manager(&nm_address)?,
-        gcs: connect.gcs(&gcs_address)?,
-        connect,
-    };
-    let link = Link::new(handle.clone(), token, clients, node_id, arena, None);
+    let link = Link::new(handle, attach.token, clients, attach.node_id, arena, None);
     let rt = CoreWorker::new(
         Identity {
             address: core_address.into(),
             worker_id,
-            node_id,
-            job_id: JOB_ID,
-            namespace,
+            node_id: attach.node_id,
+            job_id: attach.job_id,
+            namespace: attach.namespace,
             is_worker: false,
             location: format!("driver (pid {})", std::process::id()),
         },
@@ -198,12 +354,12 @@ fn start_local(
         own: Arc::downgrade(&rt.own),
         executor: None,
     });
-    handle.spawn(discard_idle_memory(node.clone()));
     Ok(Session {
         rt,
         tokio: Some(tokio_rt),
-        node: Some(node),
-        stops,
+        node,
+        job,
+        stops: vec![stop],
     })
 }
 
@@ -215,8 +371,19 @@ impl Session {
         if let Some(tokio_rt) = self.tokio.take() {
             tokio_rt.block_on(async {
                 rt.stop().await;
-                if let Some(node) = &self.node {
+                if let Some(node) = &mut self.node {
                     node.shutdown().await;
+                }
+                if let Some((gcs, job_id)) = self.job.take() {
+                    let finish = gcs.finish_job(ray_proto::FinishJobRequest {
+                        job_id,
+                        keep_workers: Vec::new(),
+                    });
+                    match tokio::time::timeout(FINISH_JOB_DEADLINE, finish).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => tracing::warn!(error = %e, "the cluster did not hear that this job ended; its workers may linger"),
+                        Err(_) => tracing::warn!("the cluster did not confirm this job's end within {FINISH_JOB_DEADLINE:?}"),
+                    }
                 }
                 for stop in self.stops.drain(..) {
                     let _ = stop.send(());
@@ -225,24 +392,8 @@ impl Session {
             tokio_rt.shutdown_timeout(std::time::Duration::from_secs(2));
         }
         rt.fail_pending();
-        // Last: the store's file goes with the node manager's last handle.
+        // Last: the store goes with the node manager's last handle.
         drop(self.node.take());
-    }
-}
-
-/// Every second, the node's store gives back the memory of large objects freed a while ago
-/// (off the runtime's threads: that can take a few milliseconds a gigabyte).
-async fn discard_idle_memory(node: NodeManager) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let node = node.clone();
-        if tokio::task::spawn_blocking(move || node.store().discard_idle())
-            .await
-            .is_err()
-        {
-            return; // The runtime is shutting down.
-        }
     }
 }
 

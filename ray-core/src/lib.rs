@@ -56,7 +56,6 @@ mod options;
 mod ownership;
 mod reference;
 mod registry;
-mod server;
 mod service;
 mod store_provider;
 mod submitter;
@@ -367,24 +366,35 @@ fn node_views() -> Result<Vec<NodeView>> {
     let connect = c.connect.clone();
     let nodes = c.call(async move {
         let nodes = gcs.get_all_nodes(ray_proto::Empty {}).await?.nodes;
+        let map = |r: Option<ray_proto::Resources>| -> BTreeMap<String, f64> {
+            r.map(|r| r.amounts.into_iter().collect())
+                .unwrap_or_default()
+        };
         let mut out = Vec::new();
         for n in nodes {
-            let nm = connect.node_manager(&n.node_manager_address)?;
-            let r = nm.get_node_resources(ray_proto::Empty {}).await?;
-            let map = |r: Option<ray_proto::Resources>| -> BTreeMap<String, f64> {
-                r.map(|r| r.amounts.into_iter().collect())
-                    .unwrap_or_default()
+            // A live node answers for itself; a dead one (or one that cannot answer now) is
+            // shown as the GCS last saw it.
+            let live = match n.alive {
+                true => match connect.node_manager(&n.node_manager_address) {
+                    Ok(nm) => nm.get_node_resources(ray_proto::Empty {}).await.ok(),
+                    Err(_) => None,
+                },
+                false => None,
+            };
+            let (total, available, num_workers, store_used) = match live {
+                Some(r) => (r.total, r.available, r.num_workers, r.store_used),
+                None => (n.total, n.available, 0, 0),
             };
             out.push(NodeView {
                 info: NodeInfo {
                     node_id: ray_common::ids::hex(&n.node_id),
                     alive: n.alive,
                     address: n.node_manager_address,
-                    resources: map(r.total),
+                    resources: map(total),
                 },
-                available: map(r.available),
-                num_workers: r.num_workers,
-                store_used: r.store_used,
+                available: map(available),
+                num_workers,
+                store_used,
             });
         }
         Ok::<_, Error>(out)

@@ -80,7 +80,7 @@ pub(crate) fn core_worker_routes(token: &str, slot: Slot) -> Routes {
         .max_encoding_message_size(ray_proto::MAX_MESSAGE_BYTES);
     Routes::new(tonic::service::interceptor::InterceptedService::new(
         server,
-        crate::server::logged(CheckToken::new(token)),
+        ray_common::rpc::server::logged(CheckToken::new(token)),
     ))
 }
 

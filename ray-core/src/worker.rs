@@ -53,6 +53,11 @@ fn run_worker() -> Result<()> {
         return Err(Error::Runtime("no session token on stdin".into()));
     }
 
+    // A worker listens where its node manager does: owners on other nodes call it there.
+    let bind = node_manager
+        .parse::<std::net::SocketAddr>()
+        .map(|a| std::net::SocketAddr::new(a.ip(), 0))
+        .unwrap_or(ray_common::rpc::server::LOOPBACK);
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ray-worker-io")
@@ -68,7 +73,10 @@ fn run_worker() -> Result<()> {
             session: &session,
             token: token.clone(),
             serve: Box::new(|runtime, routes| {
-                let (address, stop) = runtime.block_on(crate::server::serve(routes))?;
+                let serving = ray_common::rpc::server::serve(bind, routes);
+                let (address, stop) = runtime
+                    .block_on(serving)
+                    .map_err(|e| Error::Runtime(format!("the worker cannot listen: {e}")))?;
                 Ok((address, Box::new(stop)))
             }),
             connect: Box::new(|me| Arc::new(TonicConnect::new(&token).labelled(me))),

@@ -150,7 +150,7 @@ impl GcsService {
     }
 
     /// The client for the node manager at `address`, shared by all calls to it.
-    fn node_manager(&self, address: &str) -> Result<Arc<dyn NodeManagerApi>, RpcError> {
+    pub(crate) fn node_manager(&self, address: &str) -> Result<Arc<dyn NodeManagerApi>, RpcError> {
         let mut cache = self.inner.actors.node_managers.lock();
         if let Some(nm) = cache.get(address) {
             return Ok(nm.clone());
@@ -448,6 +448,24 @@ impl GcsService {
         if let Ok(nm) = self.node_manager(&node) {
             return_worker(&nm, lease_id);
         }
+    }
+
+    /// A job's driver left: its actors die for good, except detached ones, whose workers
+    /// are returned (to be kept alive).
+    pub(crate) fn job_finished(&self, job_id: u32) -> Vec<Vec<u8>> {
+        let (ending, detached): (Vec<_>, Vec<_>) = {
+            let t = self.inner.actors.table.lock();
+            t.records
+                .iter()
+                .filter(|(_, r)| r.spec.job_id == job_id && r.state != ActorState::Dead)
+                .map(|(id, r)| (id.clone(), r.spec.detached, r.worker_id.clone()))
+                .partition(|(_, detached, _)| !detached)
+        };
+        for (id, _, _) in ending {
+            self.mark_killed(&id, true, "its job's driver exited");
+        }
+        self.inner.actors.changed.notify_waiters();
+        detached.into_iter().map(|(_, _, worker)| worker).collect()
     }
 
     /// A worker process died: its actor restarts or dies, and actors it owned (not detached)

@@ -368,6 +368,25 @@ impl NodeManager {
         kill.map(|k| k()).is_some()
     }
 
+    /// The job's driver left: kills the job's workers but those in `keep` (hosts of its
+    /// detached actors) and forgets the job. The number of workers killed.
+    pub fn finish_job(&self, job_id: u32, keep: &[WorkerId]) -> usize {
+        self.inner.jobs.lock().remove(&job_id);
+        let kills: Vec<Killer> = self
+            .inner
+            .state
+            .lock()
+            .workers
+            .iter()
+            .filter(|(id, w)| w.job_id == job_id && !keep.contains(id))
+            .filter_map(|(_, w)| w.kill.clone())
+            .collect();
+        for kill in &kills {
+            kill();
+        }
+        kills.len()
+    }
+
     /// Number of worker processes alive or starting.
     pub fn num_workers(&self) -> usize {
         self.inner.state.lock().workers.len()
@@ -375,7 +394,7 @@ impl NodeManager {
 
     /// The client of the GCS, opened once: a connection per report meant hundreds of
     /// connects at once when many workers died together.
-    fn gcs(&self) -> Option<Arc<dyn GcsApi>> {
+    pub(crate) fn gcs(&self) -> Option<Arc<dyn GcsApi>> {
         self.inner
             .gcs
             .get_or_init(|| {

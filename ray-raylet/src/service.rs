@@ -193,4 +193,31 @@ impl NodeManagerRpc for NodeManager {
             store_used: self.store().used(),
         }))
     }
+
+    async fn finish_job(&self, req: Request<FinishJobRequest>) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        let keep = req
+            .keep_workers
+            .iter()
+            .map(|w| worker_id(w))
+            .collect::<Result<Vec<_>, _>>()?;
+        let killed = NodeManager::finish_job(self, req.job_id, &keep);
+        tracing::info!(
+            job = req.job_id,
+            killed,
+            "job finished; its workers stopped"
+        );
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn watch_driver(
+        &self,
+        req: Request<WatchDriverRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        NodeManager::watch_driver(self, req.job_id, req.pid).map_err(|e| {
+            Status::invalid_argument(format!("cannot watch process {}: {e}", req.pid))
+        })?;
+        Ok(Response::new(Empty {}))
+    }
 }

@@ -1,51 +1,117 @@
 //! `rayrs`: the command-line tool of the Rust Ray runtime.
 //!
 //! ```text
+//! rayrs start --head [--port 6379] [--node-ip-address IP] [resources] [--temp-dir DIR] [--block]
+//! rayrs start --address HOST:PORT [resources] [--temp-dir DIR] [--block]
+//! rayrs stop [--temp-dir DIR] [--force]
+//! rayrs status [--address HOST:PORT]
+//! rayrs get-auth-token [--generate]
 //! rayrs microbenchmark [--filter PATTERN] [--json] [--quick]
 //! rayrs report --ray RAY.jsonl --ours OURS.jsonl [--machine TEXT] [--markdown FILE] [--svg FILE]
 //! ```
 //!
-//! `microbenchmark` is Ray's `ray microbenchmark` (python/ray/_private/ray_perf.py), workload
-//! for workload, with the same metric names, so the two print comparable lines. `report` turns
-//! one JSON-lines run of each into the side-by-side table and the chart of ratios
-//! (benches/compare-with-ray.sh calls it).
+//! `start`, `stop`, `status` and `get-auth-token` run the nodes of a cluster on this machine
+//! (`node.rs`), as Ray's commands of the same names do. `microbenchmark` is Ray's
+//! `ray microbenchmark` (python/ray/_private/ray_perf.py), workload for workload, with the same
+//! metric names, so the two print comparable lines. `report` turns one JSON-lines run of each
+//! into the side-by-side table and the chart of ratios (benches/compare-with-ray.sh calls it).
 //!
-//! Worker processes are this binary re-executed: the runtime takes them over before `main`.
+//! Worker processes are the job's binary (a driver's), never this one.
 #![allow(clippy::print_stdout)] // a command-line tool: printing is its output
 
 mod microbenchmark;
+mod node;
 mod report;
 
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-usage:
-  rayrs microbenchmark [--filter PATTERN] [--json] [--quick]
-      Ray's microbenchmark on this machine (local mode). --filter runs only the metrics whose
-      name contains PATTERN; --json prints one {\"name\",\"per_second\",\"sd\"} object per line;
-      --quick runs one short round per metric with small sizes (a smoke test, for CI).
-  rayrs report --ray RAY.jsonl --ours OURS.jsonl [--machine TEXT] [--markdown FILE] [--svg FILE]
-      The side-by-side table of two JSON-lines runs (Ray's and ours) with the ratios; writes it
-      as Markdown and the ratios as an SVG bar chart when asked.";
+/// The Rust Ray runtime's command-line tool.
+#[derive(Parser)]
+#[command(name = "rayrs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Starts a node of a cluster on this machine: the head (`--head`) or a node that joins
+    /// one (`--address`). In the background unless `--block`.
+    Start(node::StartArgs),
+    /// Stops every node started on this machine (under the temp dir).
+    Stop(node::StopArgs),
+    /// The cluster's nodes and resources.
+    Status(node::StatusArgs),
+    /// Prints the cluster's auth token (RAY_AUTH_TOKEN, else ~/.rayrs/auth_token).
+    GetAuthToken {
+        /// Creates the token file with a fresh token if there is no token.
+        #[arg(long)]
+        generate: bool,
+    },
+    /// Ray's microbenchmark on this machine (local mode, or the cluster in RAY_ADDRESS).
+    Microbenchmark {
+        /// Runs only the metrics whose name contains PATTERN.
+        #[arg(long, value_name = "PATTERN")]
+        filter: Option<String>,
+        /// Prints one {"name","per_second","sd"} object per line.
+        #[arg(long)]
+        json: bool,
+        /// One short round per metric with small sizes (a smoke test, for CI).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// The side-by-side table of two JSON-lines runs (Ray's and ours) with the ratios.
+    Report {
+        /// Ray's run.
+        #[arg(long, value_name = "RAY.jsonl")]
+        ray: String,
+        /// Our run.
+        #[arg(long, value_name = "OURS.jsonl")]
+        ours: String,
+        /// A line describing the machine.
+        #[arg(long, default_value = "")]
+        machine: String,
+        /// Also writes the table as Markdown.
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<String>,
+        /// Also writes the ratios as an SVG bar chart.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<String>,
+    },
+}
 
 fn main() -> ExitCode {
-    // RUST_LOG=ray=debug shows the runtime's own logs (the driver's) on stderr.
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .init();
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("microbenchmark") => microbenchmark::main(&args[1..]),
-        Some("report") => report::main(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => Err(format!("unknown command `{other}`\n{USAGE}")),
-        None => Err(USAGE.to_string()),
+    let cli = Cli::parse();
+    // RUST_LOG=ray=debug shows the runtime's own logs on stderr (a node's go to its log file
+    // when it runs in the background).
+    let default_filter = match &cli.command {
+        Command::Start(_) => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Start(args) => node::start(args),
+        Command::Stop(args) => node::stop(args),
+        Command::Status(args) => node::status(args),
+        Command::GetAuthToken { generate } => node::get_auth_token(generate),
+        Command::Microbenchmark {
+            filter,
+            json,
+            quick,
+        } => microbenchmark::main(filter, json, quick),
+        Command::Report {
+            ray,
+            ours,
+            machine,
+            markdown,
+            svg,
+        } => report::main(ray, ours, machine, markdown, svg),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,33 +119,5 @@ fn main() -> ExitCode {
             eprintln!("rayrs: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// The value of `--flag VALUE` (or `--flag=VALUE`) in `args`, removing both.
-pub(crate) fn take_value(args: &mut Vec<String>, flag: &str) -> Result<Option<String>, String> {
-    let prefix = format!("{flag}=");
-    if let Some(i) = args.iter().position(|a| a.starts_with(&prefix)) {
-        let a = args.remove(i);
-        return Ok(Some(a[prefix.len()..].to_string()));
-    }
-    match args.iter().position(|a| a == flag) {
-        None => Ok(None),
-        Some(i) if i + 1 < args.len() => {
-            args.remove(i);
-            Ok(Some(args.remove(i)))
-        }
-        Some(_) => Err(format!("{flag} needs a value")),
-    }
-}
-
-/// Whether `--flag` is in `args`, removing it.
-pub(crate) fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
-    match args.iter().position(|a| a == flag) {
-        Some(i) => {
-            args.remove(i);
-            true
-        }
-        None => false,
     }
 }

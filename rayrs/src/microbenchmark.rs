@@ -473,14 +473,7 @@ fn create_call_kill(k: u32) -> R<()> {
 }
 
 /// `rayrs microbenchmark [--filter PATTERN] [--json] [--quick]`.
-pub fn main(args: &[String]) -> R<()> {
-    let mut args = args.to_vec();
-    let filter = crate::take_value(&mut args, "--filter")?;
-    let json = crate::take_flag(&mut args, "--json");
-    let quick = crate::take_flag(&mut args, "--quick");
-    if let Some(a) = args.first() {
-        return Err(format!("microbenchmark: unexpected argument `{a}`"));
-    }
+pub fn main(filter: Option<String>, json: bool, quick: bool) -> R<()> {
     let mut h = Harness {
         filter,
         json,

@@ -279,16 +279,13 @@ fn chart(path: &str, rows: &[Row]) -> R<()> {
 }
 
 /// `rayrs report --ray F --ours F [--machine TEXT] [--markdown FILE] [--svg FILE]`.
-pub fn main(args: &[String]) -> R<()> {
-    let mut args = args.to_vec();
-    let ray = crate::take_value(&mut args, "--ray")?.ok_or("report: --ray FILE is required")?;
-    let ours = crate::take_value(&mut args, "--ours")?.ok_or("report: --ours FILE is required")?;
-    let machine = crate::take_value(&mut args, "--machine")?.unwrap_or_default();
-    let markdown = crate::take_value(&mut args, "--markdown")?;
-    let svg = crate::take_value(&mut args, "--svg")?;
-    if let Some(a) = args.first() {
-        return Err(format!("report: unexpected argument `{a}`"));
-    }
+pub fn main(
+    ray: String,
+    ours: String,
+    machine: String,
+    markdown: Option<String>,
+    svg: Option<String>,
+) -> R<()> {
     let rows = rows(&read_lines(&ray)?, &read_lines(&ours)?);
     print!("{}", text_table(&rows));
     if let Some(svg) = &svg {

@@ -173,6 +173,8 @@ client_api! {
     fn register_job(JobConfig) -> Empty, "RegisterJob", Some(CONTROL_DEADLINE);
     /// A job registered before (`NotFound` otherwise).
     fn get_job(GetJobRequest) -> JobConfig, "GetJob", Some(CONTROL_DEADLINE);
+    /// The job's driver left: its workers stop on every node.
+    fn finish_job(FinishJobRequest) -> Empty, "FinishJob", Some(CONTROL_DEADLINE);
 }
 
 client_api! {
@@ -201,6 +203,10 @@ client_api! {
     fn delete_objects(DeleteObjectsRequest) -> Empty, "DeleteObjects", Some(CONTROL_DEADLINE);
     /// The node's resources and counters.
     fn get_node_resources(Empty) -> NodeResourcesReply, "GetNodeResources", Some(CONTROL_DEADLINE);
+    /// Kills the job's workers here and forgets the job.
+    fn finish_job(FinishJobRequest) -> Empty, "FinishJob", Some(CONTROL_DEADLINE);
+    /// Watches a driver of this machine: its job ends with its process.
+    fn watch_driver(WatchDriverRequest) -> Empty, "WatchDriver", Some(CONTROL_DEADLINE);
 }
 
 client_api! {

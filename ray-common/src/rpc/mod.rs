@@ -11,6 +11,7 @@ mod error;
 mod filter;
 mod mem;
 mod retry;
+pub mod server;
 
 pub use api::{
     CoreWorkerApi, GcsApi, NodeManagerApi, ReplyStream, TonicCoreWorker, TonicGcs,

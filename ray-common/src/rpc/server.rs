@@ -1,10 +1,10 @@
 //! Starting the runtime's gRPC servers (GCS, node manager, core worker) on guarded listeners:
 //! a cap on open connections, a deadline for a new connection's first bytes, keepalive pings
-//! that close dead peers, and token refusals logged without flooding the log.
+//! that close dead peers, and token refusals logged, with the peer, without flooding the log.
 
-use crate::error::{Error, Result};
-use ray_common::Throttle;
+use crate::Throttle;
 use ray_proto::auth::CheckToken;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,29 +27,30 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Connections one server keeps open at once: a quarter of this process's descriptor limit
 /// (three servers share a driver), within [256, 65,536].
 fn max_connections() -> usize {
-    let mut fds = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes into the struct we pass.
-    let limit = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut fds) } == 0 {
-        fds.rlim_cur / 4
-    } else {
-        1024
-    };
+    let limit = crate::limits::fd_limit().map_or(1024, |fds| fds / 4);
     limit.clamp(256, 65_536) as usize
 }
 
-/// Starts `routes` on a fresh loopback port. Returns the address and a sender that stops it.
-pub(crate) async fn serve(routes: Routes) -> Result<(String, tokio::sync::oneshot::Sender<()>)> {
+/// A fresh loopback port: where a server listens unless told an address.
+pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+
+/// Starts `routes` on `bind` (port 0: a free one). Returns the address it listens on and a
+/// sender that stops it. Must be called inside a tokio runtime.
+pub async fn serve(
+    bind: SocketAddr,
+    routes: Routes,
+) -> std::io::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     // A deeper accept queue than the usual 128: hundreds of workers (or placements) may
     // connect in the same instant, and an overflowing queue resets connections.
-    let socket = tokio::net::TcpSocket::new_v4().map_err(Error::runtime)?;
-    socket
-        .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
-        .map_err(Error::runtime)?;
-    let listener = socket.listen(4096).map_err(Error::runtime)?;
-    let address = listener.local_addr().map_err(Error::runtime)?.to_string();
+    let socket = match bind {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // A head restarted on its port must not wait for the old connections' TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(bind)?;
+    let listener = socket.listen(4096)?;
+    let address = listener.local_addr()?.to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (accepted, incoming) = mpsc::channel(64);
     tokio::spawn(accept(listener, accepted, max_connections()));
@@ -193,18 +194,17 @@ impl AsyncWrite for Guarded {
     }
 }
 
-/// Wraps a token check so that refusals are logged (throttled).
-pub(crate) fn logged(
+/// Wraps a token check so that refusals are logged with the peer's address (throttled).
+pub fn logged(
     mut check: CheckToken,
 ) -> impl FnMut(Request<()>) -> std::result::Result<Request<()>, Status> + Clone {
     let refusals = Arc::new(Throttle::default());
     move |req: Request<()>| {
         use tonic::service::Interceptor;
+        let peer = req.remote_addr();
         check.call(req).inspect_err(|s| {
-            refusals.warn(&format!(
-                "refused a request without the session token: {}",
-                s.message()
-            ));
+            let peer = peer.map_or_else(|| "an unknown peer".to_string(), |p| p.to_string());
+            refusals.warn(&format!("refused a request from {peer}: {}", s.message()));
         })
     }
 }

@@ -1,0 +1,168 @@
+//! What a node started by `rayrs start` leaves in its temp dir while it runs: one record per
+//! node process (`<temp>/nodes/<pid>.json`), which `rayrs stop` stops, `rayrs status` and
+//! `RAY_ADDRESS=auto` read the head's address from, and the node removes as it stops.
+//!
+//! A record names its process by pid and start time, so a pid reused by another process is
+//! never taken for the node (nor signalled by `rayrs stop`).
+
+use crate::NodeError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The environment variable that moves the default temp dir.
+pub const TEMP_DIR_ENV: &str = "RAYRS_TEMP_DIR";
+
+/// The temp dir nodes of this machine use unless told another: `$RAYRS_TEMP_DIR`, else
+/// `/tmp/rayrs` (Ray's is `/tmp/ray`).
+pub fn default_temp_dir() -> PathBuf {
+    std::env::var_os(TEMP_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("rayrs"))
+}
+
+/// One running node, as its process recorded itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// The node's process.
+    pub pid: u32,
+    /// When that process started (clock ticks after boot): tells it from a reused pid.
+    pub start_time: u64,
+    /// Whether it is the head (serves the GCS).
+    pub head: bool,
+    /// The GCS it belongs to (its own, on the head).
+    pub gcs_address: String,
+    /// Its node manager.
+    pub node_manager_address: String,
+    /// Its node id (hex).
+    pub node_id: String,
+}
+
+impl NodeRecord {
+    /// A record of this process.
+    pub fn of_this_process(
+        head: bool,
+        gcs_address: String,
+        node_manager_address: String,
+        node_id: String,
+    ) -> Self {
+        let pid = std::process::id();
+        NodeRecord {
+            pid,
+            start_time: start_time(pid).unwrap_or_default(),
+            head,
+            gcs_address,
+            node_manager_address,
+            node_id,
+        }
+    }
+
+    /// Writes it into `temp_dir` (atomically: a reader never sees half of it).
+    pub fn write(&self, temp_dir: &Path) -> Result<PathBuf, NodeError> {
+        let dir = temp_dir.join("nodes");
+        let io = |e: std::io::Error| NodeError::Records(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let path = dir.join(format!("{}.json", self.pid));
+        let partial = dir.join(format!(".{}.json.partial", self.pid));
+        let text = serde_json::to_string(self).map_err(|e| NodeError::Records(e.to_string()))?;
+        std::fs::write(&partial, text).map_err(io)?;
+        std::fs::rename(&partial, &path).map_err(io)?;
+        Ok(path)
+    }
+
+    /// Removes this process's record from `temp_dir`.
+    pub fn remove(temp_dir: &Path, pid: u32) {
+        let _ = std::fs::remove_file(temp_dir.join("nodes").join(format!("{pid}.json")));
+    }
+
+    /// True while the process it names runs (the same process, not a reused pid).
+    pub fn is_running(&self) -> bool {
+        start_time(self.pid).is_some_and(|t| t == self.start_time) && !is_zombie(self.pid)
+    }
+}
+
+/// The records of nodes running under `temp_dir`, heads last; records of processes gone
+/// are removed.
+pub fn running(temp_dir: &Path) -> Vec<NodeRecord> {
+    let dir = temp_dir.join("nodes");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let record = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<NodeRecord>(&t).ok());
+        match record {
+            Some(r) if r.is_running() => out.push(r),
+            _ => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    out.sort_by_key(|r| (r.head, r.pid));
+    out
+}
+
+/// The GCS address of the head running under `temp_dir`, for `RAY_ADDRESS=auto`.
+pub fn head_address(temp_dir: &Path) -> Option<String> {
+    running(temp_dir)
+        .into_iter()
+        .find(|r| r.head)
+        .map(|r| r.gcs_address)
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_found_while_its_process_runs_and_dropped_after() {
+        let dir = std::env::temp_dir().join(format!("rayrs-records-{}", std::process::id()));
+        let me = NodeRecord::of_this_process(
+            true,
+            "127.0.0.1:1".into(),
+            "127.0.0.1:2".into(),
+            "ab".into(),
+        );
+        me.write(&dir).unwrap();
+        // A record of a pid that runs something else (start time differs) is stale.
+        let stale = NodeRecord {
+            pid: 1,
+            start_time: u64::MAX,
+            ..me.clone()
+        };
+        stale.write(&dir).unwrap();
+        assert_eq!(running(&dir), vec![me.clone()]);
+        assert_eq!(head_address(&dir).as_deref(), Some("127.0.0.1:1"));
+        assert!(
+            !dir.join("nodes/1.json").exists(),
+            "the stale record is removed"
+        );
+        NodeRecord::remove(&dir, me.pid);
+        assert!(running(&dir).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,288 @@
+//! The cluster on real processes: a head and nodes started as `rayrs start` processes
+//! (`ray_rs::cluster::Cluster`), drivers attached with `Config::cluster`, the CLI's `status`
+//! and `stop`, and the token every server asks for.
+
+use ray::Error;
+use ray_rs::children_of;
+use ray_rs::cluster::Cluster;
+use std::time::{Duration, Instant};
+
+const RAYRS: &str = env!("CARGO_BIN_EXE_rayrs");
+
+#[ray::remote]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[ray::remote]
+fn where_am_i() -> (String, u32) {
+    let c = ray::get_runtime_context().unwrap();
+    (c.node_id, std::process::id())
+}
+
+/// Runs `f` in a driver session on `cluster`, shutting it down even if `f` panics.
+fn with_driver<R>(cluster: &Cluster, f: impl FnOnce() -> R) -> R {
+    ray::init(cluster.config()).expect("init on the cluster");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    ray::shutdown();
+    result.unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+fn output(mut cmd: std::process::Command) -> (bool, String) {
+    let out = cmd.output().expect("running rayrs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn a_node_joins_and_a_driver_runs_tasks_on_the_cluster() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let node = cluster.add_node(&["--num-cpus", "2", "--resources", r#"{"node1": 1}"#]);
+    let node_id = cluster.nodes[node].as_ref().unwrap().node_id.clone();
+    let head_id = cluster.nodes[0].as_ref().unwrap().node_id.clone();
+
+    // A node that has started is a member: registration comes before its first line.
+    let (ok, status) = output(cluster.rayrs(&["status", "--address", &cluster.address]));
+    assert!(ok, "{status}");
+    assert!(status.contains(&format!("node_{head_id}")), "{status}");
+    assert!(status.contains(&format!("node_{node_id}")), "{status}");
+    assert!(status.contains("(head)"), "{status}");
+    assert!(status.contains("0.0/3.0 CPU"), "{status}");
+    assert!(status.contains("0.0/1.0 node1"), "{status}");
+
+    with_driver(&cluster, || {
+        let nodes = ray::nodes().unwrap();
+        let alive: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.alive)
+            .map(|n| n.node_id.as_str())
+            .collect();
+        assert_eq!(alive.len(), 2, "{nodes:?}");
+        assert!(alive.contains(&node_id.as_str()) && alive.contains(&head_id.as_str()));
+        assert_eq!(ray::cluster_resources().unwrap().get("CPU"), Some(&3.0));
+
+        let refs: Vec<_> = (0..20).map(|i| add::remote(i, 1)).collect();
+        assert_eq!(ray::get_all(&refs).unwrap(), (1..21).collect::<Vec<i64>>());
+        // The driver attached to the head's node (on this machine); its tasks run there.
+        let (ran_on, pid) = ray::get(&where_am_i::remote()).unwrap();
+        assert_eq!(ran_on, head_id);
+        assert_ne!(pid, std::process::id());
+        assert_eq!(ray::get_runtime_context().unwrap().node_id, head_id);
+    });
+}
+
+#[test]
+fn a_wrong_head_address_fails_at_once_naming_it() {
+    let cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    // A port nothing listens on: the head's, once its listener is gone, is not knowable; a
+    // bound and closed socket's is.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let started = Instant::now();
+    let (ok, text) = output(cluster.rayrs(&["start", "--address", &closed, "--block"]));
+    assert!(!ok, "{text}");
+    assert!(text.contains(&closed), "names the address: {text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "hung for {:?}",
+        started.elapsed()
+    );
+
+    match ray::init(ray::Config::cluster(closed.clone()).auth_token(cluster.token())) {
+        Err(Error::ClusterUnreachable { address, reason }) => {
+            assert_eq!(address, closed);
+            assert!(!reason.is_empty());
+        }
+        other => {
+            ray::shutdown();
+            panic!("expected ClusterUnreachable, got {other:?}");
+        }
+    }
+}
+
+#[test]
+fn nodes_and_drivers_without_the_token_are_refused() {
+    let cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let wrong = "a-wrong-token-of-enough-length";
+    let mut cmd = cluster.rayrs(&["start", "--address", &cluster.address, "--block"]);
+    cmd.env("RAY_AUTH_TOKEN", wrong);
+    let (ok, text) = output(cmd);
+    assert!(!ok, "{text}");
+    assert!(text.contains("refused this node's auth token"), "{text}");
+
+    // No token at all (no variable, no file in the home dir).
+    let mut cmd = cluster.rayrs(&["start", "--address", &cluster.address, "--block"]);
+    cmd.env_remove("RAY_AUTH_TOKEN");
+    let (ok, text) = output(cmd);
+    assert!(!ok, "{text}");
+    assert!(text.contains("no auth token"), "{text}");
+
+    match ray::init(ray::Config::cluster(cluster.address.clone()).auth_token(wrong)) {
+        Err(Error::Unauthenticated(message)) => {
+            assert!(message.contains(&cluster.address), "{message}")
+        }
+        other => {
+            ray::shutdown();
+            panic!("expected Unauthenticated, got {other:?}");
+        }
+    }
+
+    // Raw gRPC: missing is Unauthenticated, wrong is PermissionDenied, on the GCS and on a
+    // node manager.
+    let node_manager = cluster.nodes[0]
+        .as_ref()
+        .unwrap()
+        .node_manager_address
+        .clone();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = |address: &str| {
+            tonic::transport::Channel::from_shared(format!("http://{address}"))
+                .unwrap()
+                .connect_lazy()
+        };
+        let mut gcs = ray_proto::gcs_client::GcsClient::new(channel(&cluster.address));
+        let err = gcs.get_all_nodes(ray_proto::Empty {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+        let mut gcs = ray_proto::gcs_client::GcsClient::with_interceptor(
+            channel(&cluster.address),
+            ray_proto::auth::AttachToken::new(wrong).unwrap(),
+        );
+        let err = gcs.get_all_nodes(ray_proto::Empty {}).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        let mut nm = ray_proto::node_manager_client::NodeManagerClient::with_interceptor(
+            channel(&node_manager),
+            ray_proto::auth::AttachToken::new(wrong).unwrap(),
+        );
+        let err = nm
+            .get_node_resources(ray_proto::Empty {})
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        let mut right = ray_proto::gcs_client::GcsClient::with_interceptor(
+            channel(&cluster.address),
+            ray_proto::auth::AttachToken::new(cluster.token()).unwrap(),
+        );
+        assert_eq!(
+            right
+                .get_all_nodes(ray_proto::Empty {})
+                .await
+                .unwrap()
+                .into_inner()
+                .nodes
+                .len(),
+            1
+        );
+    });
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_drivers_workers_stop_with_its_job_on_every_node() {
+    let cluster = Cluster::start(RAYRS, &["--num-cpus", "2"]);
+    let head_pid = cluster.nodes[0].as_ref().unwrap().pid();
+    with_driver(&cluster, || {
+        let refs: Vec<_> = (0..4).map(|i| add::remote(i, i)).collect();
+        ray::get_all(&refs).unwrap();
+        assert!(
+            !children_of(head_pid).is_empty(),
+            "the node started workers"
+        );
+    });
+    // The driver finished its job: the node stopped its workers.
+    ray_rs::eventually("the job's workers stopped", || {
+        children_of(head_pid).is_empty()
+    });
+}
+
+#[test]
+fn rayrs_stop_leaves_no_process_or_port_behind() {
+    let cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let dir = cluster.dir().join("background");
+    let dir_arg = dir.display().to_string();
+    let (ok, text) = output(cluster.rayrs(&[
+        "start",
+        "--head",
+        "--port",
+        "0",
+        "--num-cpus",
+        "1",
+        "--temp-dir",
+        &dir_arg,
+    ]));
+    assert!(ok, "{text}");
+    let address = text
+        .lines()
+        .find_map(|l| l.strip_prefix("RAY_ADDRESS="))
+        .expect("the head prints RAY_ADDRESS")
+        .trim()
+        .to_string();
+    let (ok, text) = output(cluster.rayrs(&[
+        "start",
+        "--address",
+        &address,
+        "--num-cpus",
+        "1",
+        "--temp-dir",
+        &dir_arg,
+    ]));
+    assert!(ok, "{text}");
+    let records: Vec<serde_json::Value> = std::fs::read_dir(dir.join("nodes"))
+        .unwrap()
+        .flatten()
+        .map(|e| serde_json::from_str(&std::fs::read_to_string(e.path()).unwrap()).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{records:?}");
+    let pids: Vec<u32> = records
+        .iter()
+        .map(|r| r["pid"].as_u64().unwrap() as u32)
+        .collect();
+    let ports: Vec<String> = records
+        .iter()
+        .flat_map(|r| {
+            [
+                r["gcs_address"].as_str().unwrap(),
+                r["node_manager_address"].as_str().unwrap(),
+            ]
+        })
+        .map(str::to_string)
+        .collect();
+    // A driver on the background cluster starts workers (children of the head's node).
+    ray::init(ray::Config::cluster(address.clone()).auth_token(cluster.token())).unwrap();
+    let outcome = std::panic::catch_unwind(|| ray::get(&where_am_i::remote()).unwrap());
+    let workers: Vec<u32> = pids.iter().flat_map(|p| children_of(*p)).collect();
+    // Stop the nodes under the driver's feet: `rayrs stop` must not wait for it.
+    let (ok, text) = output(cluster.rayrs(&["stop", "--temp-dir", &dir_arg]));
+    ray::shutdown();
+    outcome.unwrap();
+    assert!(ok, "{text}");
+    assert!(!workers.is_empty());
+    for pid in pids.iter().chain(&workers) {
+        assert!(!alive(*pid), "process {pid} left running");
+    }
+    for address in &ports {
+        assert!(
+            std::net::TcpStream::connect(address).is_err(),
+            "{address} still listens"
+        );
+    }
+    let (ok, text) = output(cluster.rayrs(&["stop", "--temp-dir", &dir_arg]));
+    assert!(ok && text.contains("No rayrs node"), "{text}");
+}

@@ -1,0 +1,200 @@
+//! A real cluster on this machine for tests, like Ray's `cluster_utils.Cluster`: a head and
+//! nodes as separate `rayrs start --block` processes, each with its own ports and store,
+//! sharing a temp dir and a fresh auth token. Dropping the [`Cluster`] stops every node
+//! (SIGTERM, then SIGKILL after a grace period) and removes the temp dir, even when the test
+//! failed.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to start.
+const START_PATIENCE: Duration = Duration::from_secs(30);
+/// How long a node may take to stop cleanly before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// One node process of a [`Cluster`].
+pub struct NodeProcess {
+    /// Its node id (32 hex digits, as `ray::nodes()` prints it).
+    pub node_id: String,
+    /// Its node manager's address.
+    pub node_manager_address: String,
+    child: Child,
+}
+
+impl NodeProcess {
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops it: SIGTERM and a wait (clean), or SIGKILL (a crash). Returns once it is reaped.
+    fn stop(&mut self, clean: bool) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        // SAFETY: a plain syscall on our own child, not yet reaped (so its pid is not reused).
+        unsafe {
+            libc::kill(
+                self.child.id() as libc::pid_t,
+                if clean { libc::SIGTERM } else { libc::SIGKILL },
+            );
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A head and nodes, each a `rayrs` process. See the module's doc.
+pub struct Cluster {
+    rayrs: PathBuf,
+    dir: PathBuf,
+    token: String,
+    /// The head's GCS address (what `RAY_ADDRESS` is set to).
+    pub address: String,
+    /// The head, then the nodes added, in order (`None` once removed).
+    pub nodes: Vec<Option<NodeProcess>>,
+}
+
+impl Cluster {
+    /// Starts the head with `args` (resource flags: `--num-cpus 1`, ...) using the `rayrs`
+    /// binary at `rayrs`.
+    pub fn start(rayrs: impl Into<PathBuf>, args: &[&str]) -> Cluster {
+        let dir = std::env::temp_dir().join(format!(
+            "rayrs-cluster-{}-{}",
+            std::process::id(),
+            &random_hex()[..8]
+        ));
+        std::fs::create_dir_all(dir.join("home")).expect("the cluster's temp dir");
+        let mut cluster = Cluster {
+            rayrs: rayrs.into(),
+            dir,
+            token: random_hex(),
+            address: String::new(),
+            nodes: Vec::new(),
+        };
+        let head = cluster.spawn(&[&["--head", "--port", "0"], args].concat());
+        cluster.nodes.push(Some(head));
+        cluster
+    }
+
+    /// The cluster's auth token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The temp dir the nodes share (records, logs, the home of their token).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A driver's config for this cluster.
+    pub fn config(&self) -> ray::Config {
+        ray::Config::cluster(self.address.clone()).auth_token(self.token.clone())
+    }
+
+    /// Adds a node with `args`; returns its index in [`Cluster::nodes`].
+    pub fn add_node(&mut self, args: &[&str]) -> usize {
+        let address = self.address.clone();
+        let node = self.spawn(&[&["--address", address.as_str()], args].concat());
+        self.nodes.push(Some(node));
+        self.nodes.len() - 1
+    }
+
+    /// Removes node `index`: cleanly (SIGTERM) or as a crash (SIGKILL).
+    pub fn remove_node(&mut self, index: usize, clean: bool) {
+        if let Some(mut node) = self.nodes.get_mut(index).and_then(Option::take) {
+            node.stop(clean);
+        }
+    }
+
+    /// A `rayrs` command with this cluster's token, home and temp dir.
+    pub fn rayrs(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.rayrs);
+        cmd.args(args)
+            .env("RAY_AUTH_TOKEN", &self.token)
+            .env("HOME", self.dir.join("home"))
+            .env("RAYRS_TEMP_DIR", &self.dir)
+            .env_remove("RAY_ADDRESS");
+        cmd
+    }
+
+    fn spawn(&mut self, args: &[&str]) -> NodeProcess {
+        let mut cmd = self.rayrs(&[&["start", "--block"], args].concat());
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting rayrs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (lines, read) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if lines.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = Instant::now() + START_PATIENCE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match read.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait();
+                    panic!("rayrs start {args:?} did not start ({status:?})");
+                }
+            };
+            if let Some(address) = line.strip_prefix("RAY_ADDRESS=") {
+                self.address = address.trim().to_string();
+            }
+            // "Node <id> started[ as the head] (pid <pid>, node manager at <address>)."
+            if let Some(rest) = line.strip_prefix("Node ") {
+                let node_id = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let node_manager_address = rest
+                    .rsplit_once("node manager at ")
+                    .map(|(_, a)| a.trim_end_matches(").").to_string())
+                    .unwrap_or_default();
+                return NodeProcess {
+                    node_id,
+                    node_manager_address,
+                    child,
+                };
+            }
+        }
+    }
+}
+
+/// 32 random hex digits.
+fn random_hex() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("reading /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Nodes first, the head last, as `rayrs stop` does.
+        for node in self.nodes.iter_mut().rev().flatten() {
+            node.stop(true);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
