@@ -137,11 +137,10 @@ impl Cluster {
         let stdout = child.stdout.take().expect("piped stdout");
         let (lines, read) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            // Read to the end: a node writing to a closed pipe would get EPIPE.
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
-                if lines.send(line).is_err() {
-                    return;
-                }
+                let _ = lines.send(line);
             }
         });
         let deadline = Instant::now() + START_PATIENCE;

@@ -98,6 +98,20 @@ macro_rules! id16 {
             pub fn to_hex(&self) -> String {
                 hex(&self.0)
             }
+
+            /// Parses 32 hex digits (either case); `None` if that is not what `text` is.
+            pub fn from_hex(text: &str) -> Option<Self> {
+                let text = text.as_bytes();
+                if text.len() != 32 {
+                    return None;
+                }
+                let digit = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+                let mut out = [0u8; 16];
+                for (i, pair) in text.chunks(2).enumerate() {
+                    out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+                }
+                Some($name(out))
+            }
         }
 
         impl fmt::Display for $name {

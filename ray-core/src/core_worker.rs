@@ -334,6 +334,7 @@ impl CoreWorker {
                 function,
                 shape: opts.shape.clone(),
                 shape_key: opts.shape_key.clone(),
+                strategy: opts.strategy.clone(),
                 args,
                 return_id,
                 retries_left: opts.max_retries,

@@ -158,6 +158,7 @@ impl TestCluster {
                         gcs_address: GCS.into(),
                         max_workers: 16,
                         limit_wait: Duration::from_secs(10),
+                        infeasible_waits: false,
                     },
                     store,
                     connect(&address),

@@ -50,6 +50,7 @@ fn lease_request(cpus: f64, job_id: u32) -> ray_proto::LeaseRequest {
         for_actor: false,
         job_id,
         request_id: 0,
+        ..Default::default()
     }
 }
 

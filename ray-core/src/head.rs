@@ -127,6 +127,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
             object_store_memory: config.object_store_memory,
             max_workers: config.max_workers,
             limit_wait: config.worker_limit_wait,
+            infeasible_waits: false,
             token: token.clone(),
             session,
         };

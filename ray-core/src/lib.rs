@@ -68,7 +68,7 @@ pub use bytemuck;
 pub use config::{Config, Mode};
 pub use error::{Error, Result};
 pub use object_ref::{Arg, ObjectRef};
-pub use options::{ActorOptions, TaskOptions};
+pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};
 pub use ray_macros::{actor, remote};
 
 use parking_lot::Mutex;

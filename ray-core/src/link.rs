@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::ids::ObjectId;
 use crate::store_provider::{run_on, StoreProvider};
 use dashmap::DashMap;
-use ray_common::rpc::{Connect, CoreWorkerApi, GcsApi, NodeManagerApi};
+use ray_common::rpc::{Connect, CoreWorkerApi, GcsApi, NodeManagerApi, RpcError};
 use ray_object_store::ArenaMapping;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +25,26 @@ pub(crate) struct Clients {
     pub gcs: Arc<dyn GcsApi>,
 }
 
+/// Clients of other nodes' node managers (where lease requests spill), one per address,
+/// kept: each holds a channel.
+#[derive(Clone)]
+pub(crate) struct NodeManagers {
+    connect: Arc<dyn Connect>,
+    open: Arc<DashMap<String, Arc<dyn NodeManagerApi>>>,
+}
+
+impl NodeManagers {
+    /// The client of the node manager at `address`.
+    pub fn get(&self, address: &str) -> Result<Arc<dyn NodeManagerApi>, RpcError> {
+        if let Some(nm) = self.open.get(address) {
+            return Ok(nm.clone());
+        }
+        let nm = self.connect.node_manager(address)?;
+        self.open.insert(address.to_string(), nm.clone());
+        Ok(nm)
+    }
+}
+
 /// A core worker's link to its node and to other core workers.
 pub(crate) struct Link {
     pub handle: tokio::runtime::Handle,
@@ -32,6 +52,8 @@ pub(crate) struct Link {
     /// Opens clients of other processes (owners, the GCS).
     pub connect: Arc<dyn Connect>,
     pub raylet: Arc<dyn NodeManagerApi>,
+    /// Other nodes' node managers.
+    pub node_managers: NodeManagers,
     pub gcs: Arc<dyn GcsApi>,
     /// Objects in this node's shared-memory store.
     pub store: StoreProvider,
@@ -71,6 +93,10 @@ impl Link {
             store: StoreProvider::new(node, handle.clone(), raylet.clone(), arena),
             handle,
             token,
+            node_managers: NodeManagers {
+                connect: connect.clone(),
+                open: Arc::new(DashMap::new()),
+            },
             connect,
             raylet,
             gcs,

@@ -5,6 +5,68 @@ use crate::error::Error;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Where a task runs (Ray's `scheduling_strategy`): the default hybrid policy (this node
+/// until it is half busy, then the least loaded), spread over the nodes, or a given node.
+///
+/// ```no_run
+/// # #[ray::remote] fn work() -> u8 { 1 }
+/// # fn main() -> ray::Result<()> {
+/// let node = ray::get_runtime_context()?.node_id;
+/// let here = work::options()
+///     .scheduling_strategy(ray::SchedulingStrategy::node_affinity(node, false))
+///     .remote();
+/// let anywhere = work::options().scheduling_strategy(ray::SchedulingStrategy::Spread).remote();
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SchedulingStrategy {
+    /// Ray's hybrid policy (and locality).
+    #[default]
+    Default,
+    /// Round robin over the nodes that can hold it.
+    Spread,
+    /// On node `node_id` (hex, as [`crate::nodes`] and the runtime context print it). If it
+    /// is dead or can never hold the task, `soft` lets it run elsewhere; otherwise it fails
+    /// with [`Error::Unschedulable`].
+    NodeAffinity {
+        /// The node (32 hex digits).
+        node_id: String,
+        /// Whether another node may be used.
+        soft: bool,
+    },
+}
+
+impl SchedulingStrategy {
+    /// [`SchedulingStrategy::NodeAffinity`] to `node_id`.
+    pub fn node_affinity(node_id: impl Into<String>, soft: bool) -> Self {
+        SchedulingStrategy::NodeAffinity {
+            node_id: node_id.into(),
+            soft,
+        }
+    }
+
+    /// The wire form (`None`: the default policy).
+    pub(crate) fn to_proto(&self) -> Result<Option<ray_proto::Strategy>, Error> {
+        use ray_proto::strategy::Kind;
+        let kind = match self {
+            SchedulingStrategy::Default => return Ok(None),
+            SchedulingStrategy::Spread => Kind::Spread(ray_proto::Empty {}),
+            SchedulingStrategy::NodeAffinity { node_id, soft } => {
+                let node = ray_common::NodeId::from_hex(node_id).ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "node affinity: `{node_id}` is not a node id (32 hex digits)"
+                    ))
+                })?;
+                Kind::NodeAffinity(ray_proto::NodeAffinity {
+                    node_id: node.to_vec().into(),
+                    soft: *soft,
+                })
+            }
+        };
+        Ok(Some(ray_proto::Strategy { kind: Some(kind) }))
+    }
+}
+
 /// How to create an actor: `Counter::options().name("hits").max_restarts(2).remote(0)`.
 #[derive(Clone, Debug, Default)]
 pub struct ActorOptions {
@@ -78,7 +140,11 @@ impl ActorOptions {
 #[derive(Clone, Debug)]
 pub struct TaskOptions {
     pub(crate) shape: ray_scheduler::ResourceSet,
+    /// Names the submitter's queue: the shape and the strategy (tasks of one queue share
+    /// leases).
     pub(crate) shape_key: Arc<str>,
+    pub(crate) strategy: Option<ray_proto::Strategy>,
+    strategy_key: String,
     pub(crate) max_retries: i32,
     amounts: BTreeMap<String, f64>,
     pub(crate) error: Option<Error>,
@@ -89,6 +155,8 @@ impl Default for TaskOptions {
         let mut o = TaskOptions {
             shape: Default::default(),
             shape_key: "".into(),
+            strategy: None,
+            strategy_key: String::new(),
             max_retries: 3,
             amounts: BTreeMap::new(),
             error: None,
@@ -103,11 +171,31 @@ impl TaskOptions {
         self.amounts.insert(name.to_string(), amount);
         match ray_scheduler::ResourceSet::from_pairs(self.amounts.clone()) {
             Ok(shape) => {
-                self.shape_key = format!("{:?}", shape.to_map()).into();
                 self.shape = shape;
+                self.rekey();
             }
             Err(e) => self.error = Some(Error::InvalidArgument(format!("task resources: {e}"))),
         }
+    }
+
+    fn rekey(&mut self) {
+        self.shape_key = format!("{:?}{}", self.shape.to_map(), self.strategy_key).into();
+    }
+
+    /// Where the task may run (default: [`SchedulingStrategy::Default`]).
+    pub fn scheduling_strategy(mut self, strategy: SchedulingStrategy) -> Self {
+        match strategy.to_proto() {
+            Ok(wire) => {
+                self.strategy = wire;
+                self.strategy_key = match &strategy {
+                    SchedulingStrategy::Default => String::new(),
+                    other => format!(" {other:?}"),
+                };
+                self.rekey();
+            }
+            Err(e) => self.error = Some(e),
+        }
+        self
     }
 
     /// CPUs the task needs (default 1; fractions allowed).

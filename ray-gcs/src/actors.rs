@@ -253,6 +253,9 @@ impl GcsService {
                 job_id: spec.job_id,
                 // Named per node too: a retry that goes to another node asks afresh.
                 request_id: per_node(request_id, &node),
+                // The GCS placed it: the node grants or refuses, never spills.
+                grant_or_reject: true,
+                strategy: None,
             })
             .await
             .map_err(|e| GcsError::call(step(), e))?;
@@ -262,7 +265,11 @@ impl GcsService {
                 self.mark_dead(id, &format!("unschedulable: {why}"), None);
                 return Ok(());
             }
-            None => return Err(GcsError::BadReply("an empty lease reply".into())),
+            Some(lease_reply::Result::Spillback(_)) | None => {
+                return Err(GcsError::BadReply(
+                    "a lease reply neither granted nor refused".into(),
+                ))
+            }
         };
         {
             // Killed while waiting for the lease: do not run the constructor at all.

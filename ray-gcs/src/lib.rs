@@ -29,6 +29,8 @@ struct Inner {
     connect: Arc<dyn Connect>,
     state: Mutex<State>,
     actors: actors::Actors,
+    /// Woken when the cluster view's version moves.
+    view_changed: tokio::sync::Notify,
 }
 
 #[derive(Default)]
@@ -42,9 +44,18 @@ struct State {
     /// The latest resource report applied, per node index: an older one arriving late is
     /// ignored.
     report_versions: std::collections::HashMap<usize, u64>,
+    /// Moves with every change of `nodes` node managers follow (membership, liveness,
+    /// resources).
+    view_version: u64,
 }
 
 impl GcsService {
+    /// Records that the cluster view changed, waking the node managers' long polls.
+    fn view_moved(&self, state: &mut State) {
+        state.view_version += 1;
+        self.inner.view_changed.notify_waiters();
+    }
+
     /// An empty GCS, calling node managers and workers through clients `connect` opens.
     pub fn new(connect: Arc<dyn Connect>) -> Self {
         GcsService {
@@ -52,6 +63,7 @@ impl GcsService {
                 connect,
                 state: Mutex::new(State::default()),
                 actors: actors::Actors::default(),
+                view_changed: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -121,12 +133,44 @@ impl Gcs for GcsService {
             view.add_node(id, total).map(|_| true)
         };
         updated.map_err(|e| Status::invalid_argument(format!("node resources: {e}")))?;
+        self.view_moved(&mut state);
         Ok(Response::new(RegisterNodeReply { cluster_id: 1 }))
     }
 
     async fn get_all_nodes(&self, _: Request<Empty>) -> Result<Response<GetAllNodesReply>, Status> {
         let nodes = self.inner.state.lock().nodes.clone();
         Ok(Response::new(GetAllNodesReply { nodes }))
+    }
+
+    async fn get_cluster_view(
+        &self,
+        req: Request<ClusterViewRequest>,
+    ) -> Result<Response<ClusterViewReply>, Status> {
+        let req = req.into_inner();
+        let wait = std::time::Duration::from_millis(req.wait_ms.into());
+        let deadline = self.inner.connect.clock().now() + wait;
+        loop {
+            let changed = self.inner.view_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let state = self.inner.state.lock();
+                if state.view_version > req.known_version
+                    || self.inner.connect.clock().now() >= deadline
+                {
+                    return Ok(Response::new(ClusterViewReply {
+                        version: state.view_version,
+                        nodes: state.nodes.clone(),
+                    }));
+                }
+            }
+            let _ = self
+                .inner
+                .connect
+                .clock()
+                .timeout_at(deadline, changed)
+                .await;
+        }
     }
 
     async fn report_resources(
@@ -150,7 +194,10 @@ impl Gcs for GcsService {
                 .view
                 .set_available(ray_scheduler::NodeId(index as u64), available);
         }
-        state.nodes[index].available = req.available;
+        if state.nodes[index].available != req.available {
+            state.nodes[index].available = req.available;
+            self.view_moved(&mut state);
+        }
         Ok(Response::new(Empty {}))
     }
 

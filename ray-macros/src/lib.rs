@@ -130,6 +130,8 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 pub fn resources(self, name: &str, amount: f64) -> Self { Options(self.0.resources(name, amount)) }
                 /// Retries if the worker dies.
                 pub fn max_retries(self, n: i32) -> Self { Options(self.0.max_retries(n)) }
+                /// Where the call may run.
+                pub fn scheduling_strategy(self, strategy: ::ray::SchedulingStrategy) -> Self { Options(self.0.scheduling_strategy(strategy)) }
                 /// Submits the call.
                 pub fn remote(self, #( #params: impl ::core::convert::Into<::ray::Arg<#arg_types>> ),*) -> ::ray::ObjectRef<#ret_type> {
                     ::ray::__private::submit(NAME, &self.0, ::std::vec![

@@ -53,6 +53,9 @@ pub struct NodeOptions {
     pub max_workers: Option<usize>,
     /// How long a lease request may wait on the worker limit.
     pub limit_wait: Duration,
+    /// Whether a request no node can hold waits for one that can join (a cluster's nodes)
+    /// rather than failing at once (a local session, which cannot grow).
+    pub infeasible_waits: bool,
     /// The cluster's token: every server of the node refuses calls without it.
     pub token: Arc<str>,
     /// A name unique to this node's session (its workers' socket names start with it).
@@ -148,6 +151,7 @@ impl Node {
                     .max_workers
                     .unwrap_or_else(|| ray_raylet::default_max_workers(capacity)),
                 limit_wait: options.limit_wait,
+                infeasible_waits: options.infeasible_waits,
             },
             store,
             connect.clone(),
@@ -209,6 +213,7 @@ impl Node {
             }
         }
         manager.report_resources();
+        manager.follow_cluster_view();
         tokio::spawn(discard_idle_memory(manager.clone()));
         tracing::info!(node = %node_id, %node_manager_address, %gcs_address, "node started");
         Ok(Node {

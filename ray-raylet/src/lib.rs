@@ -10,11 +10,13 @@
 //! [`NodeManager::shutdown`], and dies with this process (parent-death signal) if shutdown never
 //! runs.
 
+mod cluster_view;
 mod drivers;
 mod launcher;
 mod pool;
 mod service;
 
+pub use cluster_view::{scheduler_id, Placement};
 pub use launcher::{Killer, LaunchRequest, LaunchedWorker, ProcessLauncher, WorkerLauncher};
 pub use pool::{default_max_workers, Grant, LeaseAsk, LeaseError, NodeManager, NodeManagerConfig};
 pub use ray_proto::node_manager_server::NodeManagerServer;

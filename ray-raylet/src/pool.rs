@@ -38,6 +38,9 @@ pub struct NodeManagerConfig {
     /// How long a lease request may wait on that limit before it fails (with the limit
     /// named), rather than hang.
     pub limit_wait: std::time::Duration,
+    /// A request no node of the cluster can hold waits for one that can join (a cluster's
+    /// nodes); otherwise it is refused at once (a local session, which cannot grow).
+    pub infeasible_waits: bool,
 }
 
 /// Private memory a worker process is budgeted (an idle one uses 6-12 MiB).
@@ -232,12 +235,17 @@ pub(crate) struct Inner {
     /// The GCS client for worker-failure reports, made once: a connection per report meant
     /// hundreds of connects at once when many workers died together.
     gcs: std::sync::OnceLock<Option<Arc<dyn GcsApi>>>,
-    connect: Arc<dyn Connect>,
-    /// Warns that a request waits on the worker limit, at most every few seconds.
-    limit_warning: Throttle,
+    pub(crate) connect: Arc<dyn Connect>,
+    /// Warns that a request waits (on the worker limit, or for a node that fits), at most
+    /// every few seconds.
+    pub(crate) limit_warning: Throttle,
     launcher: Arc<dyn WorkerLauncher>,
     /// Jobs seen, as the GCS described them.
     jobs: Mutex<HashMap<u32, Arc<JobConfig>>>,
+    /// The cluster as this node last heard of it from the GCS.
+    pub(crate) cluster: Mutex<crate::cluster_view::ClusterState>,
+    /// Woken when a new cluster view arrives (infeasible requests look again).
+    pub(crate) view_changed: Notify,
 }
 
 impl NodeManager {
@@ -264,7 +272,9 @@ impl NodeManager {
                     waiting: 0,
                     leases: HashMap::new(),
                     granted: HashMap::new(),
-                    next_lease: 1,
+                    // Lease ids differ between nodes (an owner holds leases of several):
+                    // a random start, 2^32 leases apart.
+                    next_lease: (u64::from(rand::random::<u32>()) << 32) | 1,
                     actor_workers: 0,
                     shutting_down: false,
                     startup_failures: 0,
@@ -277,8 +287,15 @@ impl NodeManager {
                 limit_warning: Throttle::default(),
                 launcher,
                 jobs: Mutex::new(HashMap::new()),
+                cluster: Mutex::new(Default::default()),
+                view_changed: Notify::new(),
             }),
         }
+    }
+
+    /// Whether shutdown has begun.
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.inner.state.lock().shutting_down
     }
 
     /// Records the gRPC endpoint workers are told to register with.

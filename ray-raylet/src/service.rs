@@ -1,5 +1,6 @@
 //! The node manager's gRPC service: thin translation between wire messages and [`NodeManager`].
 
+use crate::cluster_view::Placement;
 use crate::pool::{LeaseAsk, LeaseError, NodeManager};
 use ray_common::resources::to_resources;
 use ray_common::WorkerId;
@@ -18,6 +19,22 @@ fn object_id(bytes: &[u8]) -> Result<ObjectId, Status> {
 
 fn worker_id(bytes: &[u8]) -> Result<WorkerId, Status> {
     WorkerId::from_wire(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// A strategy off the wire (none: the default policy).
+fn strategy(s: Option<Strategy>) -> Result<ray_scheduler::SchedulingStrategy, Status> {
+    use ray_scheduler::SchedulingStrategy as S;
+    Ok(match s.and_then(|s| s.kind) {
+        None => S::Default,
+        Some(strategy::Kind::Spread(_)) => S::Spread,
+        Some(strategy::Kind::NodeAffinity(a)) => S::NodeAffinity {
+            node: crate::scheduler_id(
+                ray_common::NodeId::from_wire(&a.node_id)
+                    .map_err(|e| Status::invalid_argument(format!("affinity node: {e}")))?,
+            ),
+            soft: a.soft,
+        },
+    })
 }
 
 fn to_resource_set(r: Option<Resources>) -> Result<ResourceSet, Status> {
@@ -64,19 +81,53 @@ impl NodeManagerRpc for NodeManager {
     ) -> Result<Response<LeaseReply>, Status> {
         let req = req.into_inner();
         let shape = to_resource_set(req.shape)?;
-        let result = match self
-            .lease_for(&LeaseAsk {
-                shape: &shape,
-                // Empty: a driver or the GCS asks.
-                lessee: (!req.requester_id.is_empty())
-                    .then(|| worker_id(&req.requester_id))
-                    .transpose()?,
-                for_actor: req.for_actor,
-                job_id: req.job_id,
-                request_id: req.request_id,
-            })
-            .await
-        {
+        let strategy = strategy(req.strategy)?;
+        let ask = LeaseAsk {
+            shape: &shape,
+            // Empty: a driver or the GCS asks.
+            lessee: (!req.requester_id.is_empty())
+                .then(|| worker_id(&req.requester_id))
+                .transpose()?,
+            for_actor: req.for_actor,
+            job_id: req.job_id,
+            request_id: req.request_id,
+        };
+        let granted = loop {
+            let refused = |result| {
+                Ok(Response::new(LeaseReply {
+                    result: Some(result),
+                }))
+            };
+            match self
+                .place_or_wait(&shape, &strategy, req.grant_or_reject)
+                .await
+            {
+                Placement::Here => {}
+                Placement::Spill { address, node_id } => {
+                    return refused(lease_reply::Result::Spillback(Spillback {
+                        node_manager_address: address,
+                        node_id: node_id.to_vec().into(),
+                    }))
+                }
+                Placement::Infeasible(why) | Placement::Unschedulable(why) => {
+                    return refused(lease_reply::Result::Infeasible(why))
+                }
+            }
+            if req.grant_or_reject {
+                break self.lease_for(&ask).await;
+            }
+            // Waiting here for resources, the request looks again when the cluster view
+            // changes: another node may now be the better place.
+            let changed = self.inner.view_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            tokio::select! {
+                biased;
+                granted = self.lease_for(&ask) => break granted,
+                _ = changed => {}
+            }
+        };
+        let result = match granted {
             Ok(g) => lease_reply::Result::Granted(Lease {
                 lease_id: g.lease_id,
                 worker_id: g.worker_id.to_vec().into(),

@@ -24,6 +24,7 @@ async fn node_manager(
         gcs_address: "127.0.0.1:1".into(),
         max_workers: 4,
         limit_wait: std::time::Duration::from_secs(1),
+        infeasible_waits: false,
     };
     let store =
         ObjectStore::create_anonymous(StoreConfig::new("rpc-seam-test").with_capacity(1 << 20))

@@ -222,6 +222,7 @@ fn run_node(
         object_store_memory: args.object_store_memory,
         max_workers: None,
         limit_wait: Duration::from_secs(30),
+        infeasible_waits: true,
         token: token.clone(),
         session,
     };
@@ -266,13 +267,23 @@ async fn wait_for_stop_signal() -> &'static str {
     }
 }
 
+/// What a started node prints. A node whose output is gone (a closed pipe, a closed
+/// terminal) keeps running: the lines are lost, not the node.
 fn print_started(record: &NodeRecord, ip: IpAddr, temp_dir: &Path) {
-    let address = &record.gcs_address;
-    println!("Local node IP: {ip}");
-    if record.head {
-        println!("RAY_ADDRESS={address}");
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    macro_rules! say {
+        ($out:ident, $($arg:tt)*) => {
+            let _ = writeln!($out, $($arg)*);
+        };
     }
-    println!(
+    let address = &record.gcs_address;
+    say!(out, "Local node IP: {ip}");
+    if record.head {
+        say!(out, "RAY_ADDRESS={address}");
+    }
+    say!(
+        out,
         "Node {} started{} (pid {}, node manager at {}).",
         &record.node_id,
         if record.head { " as the head" } else { "" },
@@ -285,16 +296,20 @@ fn print_started(record: &NodeRecord, ip: IpAddr, temp_dir: &Path) {
         format!(" --temp-dir {}", temp_dir.display())
     };
     if record.head {
-        println!("Next steps");
-        println!("  To add another node to this cluster, run");
-        println!("    rayrs start --address {address}");
-        println!("  To run a driver on this cluster, run it with");
-        println!("    RAY_ADDRESS={address}   (or RAY_ADDRESS=auto on this machine)");
-        println!("  To see the cluster, run");
-        println!("    rayrs status --address {address}");
+        say!(out, "Next steps");
+        say!(out, "  To add another node to this cluster, run");
+        say!(out, "    rayrs start --address {address}");
+        say!(out, "  To run a driver on this cluster, run it with");
+        say!(
+            out,
+            "    RAY_ADDRESS={address}   (or RAY_ADDRESS=auto on this machine)"
+        );
+        say!(out, "  To see the cluster, run");
+        say!(out, "    rayrs status --address {address}");
     }
-    println!("  To stop the nodes started on this machine, run");
-    println!("    rayrs stop{dir}");
+    say!(out, "  To stop the nodes started on this machine, run");
+    say!(out, "    rayrs stop{dir}");
+    let _ = out.flush();
 }
 
 pub fn stop(args: StopArgs) -> R<()> {

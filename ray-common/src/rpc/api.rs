@@ -165,6 +165,9 @@ client_api! {
     fn report_worker_failure(WorkerFailure) -> Empty, "ReportWorkerFailure", Some(CONTROL_DEADLINE);
     /// Every node the GCS knows.
     fn get_all_nodes(Empty) -> GetAllNodesReply, "GetAllNodes", Some(CONTROL_DEADLINE);
+    /// Long poll: the cluster's resource view once newer than the version known (or after
+    /// the request's `wait_ms`).
+    fn get_cluster_view(ClusterViewRequest) -> ClusterViewReply, "GetClusterView", None;
     /// A node's available resources changed.
     fn report_resources(ReportResourcesRequest) -> Empty, "ReportResources", Some(CONTROL_DEADLINE);
     /// A fresh job id.

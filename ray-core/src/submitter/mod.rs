@@ -246,7 +246,11 @@ impl Submitter {
             Event::Submit(task) => self.resolve(&own, task),
             Event::Resolved(task) => {
                 let key = task.shape_key.clone();
-                self.queue(&key, &task.shape).tasks.push_back(task);
+                let q = self.queue(&key, &task.shape);
+                if q.strategy.is_none() {
+                    q.strategy = task.strategy.clone();
+                }
+                q.tasks.push_back(task);
                 self.dispatch(&own, &key);
             }
             Event::LeaseGranted(key, lease) => {
@@ -256,7 +260,7 @@ impl Submitter {
                 if q.tasks.is_empty() {
                     // Requested for tasks that ran elsewhere meanwhile: give it straight back
                     // rather than hold resources others may wait for.
-                    return_lease(&own, lease.id, false);
+                    return_lease(&lease, false);
                     return;
                 }
                 q.leases.push(lease.id);

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::ids::ObjectId;
 use crate::ownership::Ownership;
 use ray_common::rpc::with_retries;
+use ray_common::rpc::NodeManagerApi;
 use ray_common::rpc::RpcErrorKind;
 use ray_common::LeaseId;
 use ray_scheduler::ResourceSet;
@@ -36,6 +37,8 @@ pub(crate) struct PendingTask {
     pub function: &'static str,
     pub shape: ResourceSet,
     pub shape_key: Arc<str>,
+    /// Where it may run (`None`: the default policy).
+    pub strategy: Option<ray_proto::Strategy>,
     pub args: Vec<ArgSpec>,
     pub return_id: ObjectId,
     /// Retries left after a worker dies: -1 means forever.
@@ -46,6 +49,8 @@ pub(crate) struct PendingTask {
 
 pub(crate) struct Lease {
     pub(super) id: LeaseId,
+    /// The node manager that granted it (this node's, or the one the request spilled to).
+    pub(super) raylet: Arc<dyn NodeManagerApi>,
     pub(super) pid: u32,
     pub(super) core_worker_address: Arc<str>,
     pub(super) tx: FrameSender,
@@ -58,6 +63,8 @@ pub(crate) struct Lease {
 
 pub(super) struct ShapeQueue {
     pub(super) shape: ResourceSet,
+    /// Its tasks' strategy (the queue's key includes it).
+    pub(super) strategy: Option<ray_proto::Strategy>,
     /// `shape` as task frames carry it, encoded once.
     pub(super) shape_wire: bytes::Bytes,
     pub(super) tasks: VecDeque<PendingTask>,
@@ -72,6 +79,7 @@ impl Submitter {
             .entry(key.clone())
             .or_insert_with(|| ShapeQueue {
                 shape: shape.clone(),
+                strategy: None,
                 shape_wire: prost::Message::encode_to_vec(&ray_common::resources::to_resources(
                     shape,
                 ))
@@ -141,7 +149,13 @@ impl Submitter {
                     && q.leases.len() + q.requesting < q.tasks.len() + q.leases.len()
                 {
                     q.requesting += 1;
-                    request_lease(own, &self.events, key.clone(), q.shape.clone());
+                    request_lease(
+                        own,
+                        &self.events,
+                        key.clone(),
+                        q.shape.clone(),
+                        q.strategy.clone(),
+                    );
                 }
                 break;
             };
@@ -220,7 +234,7 @@ impl Submitter {
         let Some((key, lease)) = self.leases.remove(&lease_id) else {
             return;
         };
-        return_lease(own, lease_id, true);
+        return_lease(&lease, true);
         let q = self.queue(&key, &ResourceSet::new());
         q.leases.retain(|l| *l != lease_id);
         let mut in_flight: Vec<(u64, PendingTask)> = lease.in_flight.into_iter().collect();
@@ -280,9 +294,6 @@ impl Submitter {
 
     /// Gives back leases idle for longer than `hold` whose queue is empty.
     pub(super) fn return_idle_leases(&mut self, hold: Duration) {
-        let Some(own) = self.own.upgrade() else {
-            return;
-        };
         let now = Instant::now();
         let idle: Vec<LeaseId> = self
             .leases
@@ -295,25 +306,24 @@ impl Submitter {
             .map(|(id, _)| *id)
             .collect();
         for id in idle {
-            if let Some((key, _lease)) = self.leases.remove(&id) {
+            if let Some((key, lease)) = self.leases.remove(&id) {
                 if let Some(q) = self.queues.get_mut(&key) {
                     q.leases.retain(|l| *l != id);
                 }
-                return_lease(&own, id, false);
+                return_lease(&lease, false);
             }
         }
     }
 }
 
-pub(super) fn return_lease(own: &Ownership, lease_id: LeaseId, worker_failed: bool) {
-    let Some(c) = &own.link else {
-        return;
-    };
-    let raylet = c.raylet.clone();
+/// Gives `lease` back to the node manager that granted it.
+pub(super) fn return_lease(lease: &Lease, worker_failed: bool) {
+    let raylet = lease.raylet.clone();
+    let lease_id = lease.id.0;
     tokio::spawn(async move {
         let _ = raylet
             .return_worker(ray_proto::ReturnWorkerRequest {
-                lease_id: lease_id.0,
+                lease_id,
                 worker_failed,
             })
             .await;
@@ -325,6 +335,7 @@ fn request_lease(
     events: &mpsc::UnboundedSender<Event>,
     key: Arc<str>,
     shape: ResourceSet,
+    strategy: Option<ray_proto::Strategy>,
 ) {
     let Some(c) = &own.link else {
         return;
@@ -342,20 +353,43 @@ fn request_lease(
     } else {
         Vec::new()
     };
+    let node_managers = c.node_managers.clone();
     tokio::spawn(async move {
-        let req = ray_proto::LeaseRequest {
+        let mut req = ray_proto::LeaseRequest {
             shape: Some(ray_common::resources::to_resources(&shape)),
             requester_id: requester.into(),
             for_actor: false,
             job_id,
             request_id: ray_common::ids::request_id(),
+            grant_or_reject: false,
+            strategy,
         };
+        let mut raylet = raylet;
         // A request whose answer was lost is asked again under the same id: the node manager
         // gives a lease it granted already back, rather than a second one nobody holds.
-        let answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
+        let mut answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
             raylet.request_worker_lease(req.clone())
         })
         .await;
+        // Spilled to another node: asked there once more, where it is granted or refused
+        // (never spilled again).
+        if let Ok(ray_proto::LeaseReply {
+            result: Some(ray_proto::lease_reply::Result::Spillback(to)),
+        }) = &answer
+        {
+            match node_managers.get(&to.node_manager_address) {
+                Ok(there) => {
+                    raylet = there;
+                    req.grant_or_reject = true;
+                    req.request_id = ray_common::ids::request_id();
+                    answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
+                        raylet.request_worker_lease(req.clone())
+                    })
+                    .await;
+                }
+                Err(e) => answer = Err(e),
+            }
+        }
         let ev = match answer {
             // The node's worker limit held the request past its deadline.
             Err(e) if e.kind == RpcErrorKind::Exhausted => Event::LeaseFailed(
@@ -380,7 +414,8 @@ fn request_lease(
             Err(e) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", e.message))),
             Ok(reply) => match reply.result {
                 Some(ray_proto::lease_reply::Result::Granted(g)) => {
-                    match connect_lease(&g, &token, events.clone(), &dialer).await {
+                    match connect_lease(&g, raylet.clone(), &token, events.clone(), &dialer).await
+                    {
                         Ok(lease) => Event::LeaseGranted(key, lease),
                         Err(e) => {
                             let _ = raylet
@@ -400,6 +435,10 @@ fn request_lease(
                         reason,
                     },
                 ),
+                Some(ray_proto::lease_reply::Result::Spillback(_)) => Event::LeaseFailed(
+                    key,
+                    Error::Runtime("a lease request spilled twice".into()),
+                ),
                 None => Event::LeaseFailed(key, Error::Runtime("empty lease reply".into())),
             },
         };
@@ -410,6 +449,7 @@ fn request_lease(
 /// Connects to a leased worker's task socket.
 async fn connect_lease(
     g: &ray_proto::Lease,
+    raylet: Arc<dyn NodeManagerApi>,
     token: &str,
     events: mpsc::UnboundedSender<Event>,
     dialer: &data_plane::Dialer,
@@ -420,6 +460,7 @@ async fn connect_lease(
         .await?;
     Ok(Lease {
         id,
+        raylet,
         pid: g.pid,
         core_worker_address: g.core_worker_address.as_str().into(),
         tx,
