@@ -9,6 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Health checks as Ray's tests shrink them: a killed node is declared dead within about
+/// half a second (five refused checks 100 ms apart); one answer may take a second (a loaded
+/// machine).
+pub const HEALTH_CHECKS: [(&str, &str); 4] = [
+    ("RAY_health_check_initial_delay_ms", "0"),
+    ("RAY_health_check_period_ms", "100"),
+    ("RAY_health_check_timeout_ms", "1000"),
+    ("RAY_health_check_failure_threshold", "5"),
+];
+
 /// How long a node may take to start.
 const START_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a node may take to stop cleanly before it is killed.
@@ -109,6 +119,11 @@ impl Cluster {
         self.nodes.len() - 1
     }
 
+    /// The node `index`'s process (panics if it was removed).
+    pub fn node(&self, index: usize) -> &NodeProcess {
+        self.nodes[index].as_ref().expect("a node not removed")
+    }
+
     /// Removes node `index`: cleanly (SIGTERM) or as a crash (SIGKILL).
     pub fn remove_node(&mut self, index: usize, clean: bool) {
         if let Some(mut node) = self.nodes.get_mut(index).and_then(Option::take) {
@@ -123,7 +138,8 @@ impl Cluster {
             .env("RAY_AUTH_TOKEN", &self.token)
             .env("HOME", self.dir.join("home"))
             .env("RAYRS_TEMP_DIR", &self.dir)
-            .env_remove("RAY_ADDRESS");
+            .env_remove("RAY_ADDRESS")
+            .envs(HEALTH_CHECKS.iter().copied());
         cmd
     }
 

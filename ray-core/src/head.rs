@@ -128,6 +128,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
             max_workers: config.max_workers,
             limit_wait: config.worker_limit_wait,
             infeasible_waits: false,
+            health: None,
             token: token.clone(),
             session,
         };

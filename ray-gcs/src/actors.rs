@@ -475,6 +475,23 @@ impl GcsService {
         detached.into_iter().map(|(_, _, worker)| worker).collect()
     }
 
+    /// Node manager `address` is gone with its node: its actors restart elsewhere or die
+    /// (as if their workers had died), and so do actors owned by them.
+    pub(crate) fn actors_lost_with_node(&self, address: &str) {
+        let workers: Vec<Vec<u8>> = {
+            let t = self.inner.actors.table.lock();
+            t.records
+                .values()
+                .filter(|r| r.state != ActorState::Dead)
+                .filter(|r| r.lease.as_ref().is_some_and(|(node, _)| node == address))
+                .map(|r| r.worker_id.clone())
+                .collect()
+        };
+        for worker in workers {
+            self.worker_failed(&worker);
+        }
+    }
+
     /// A worker process died: its actor restarts or dies, and actors it owned (not detached)
     /// die with it.
     pub(crate) fn worker_failed(&self, worker_id: &[u8]) {

@@ -7,6 +7,7 @@
 
 mod actors;
 mod error;
+mod health;
 
 use parking_lot::Mutex;
 use ray_common::rpc::Connect;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 pub use error::GcsError;
+pub use health::HealthConfig;
 pub use ray_proto::gcs_server::GcsServer;
 
 /// The GCS service. Cheap to clone; state behind short locks, never held across an await.
@@ -31,6 +33,8 @@ struct Inner {
     actors: actors::Actors,
     /// Woken when the cluster view's version moves.
     view_changed: tokio::sync::Notify,
+    /// How nodes are checked (`None`: they are not).
+    health: Option<HealthConfig>,
 }
 
 #[derive(Default)]
@@ -56,14 +60,25 @@ impl GcsService {
         self.inner.view_changed.notify_waiters();
     }
 
-    /// An empty GCS, calling node managers and workers through clients `connect` opens.
+    /// An empty GCS, calling node managers and workers through clients `connect` opens. It
+    /// does not check its nodes' health (an embedded head's node is its own process).
     pub fn new(connect: Arc<dyn Connect>) -> Self {
+        Self::build(connect, None)
+    }
+
+    /// An empty GCS that checks its nodes' health as `health` says (see [`HealthConfig`]).
+    pub fn with_health_checks(connect: Arc<dyn Connect>, health: HealthConfig) -> Self {
+        Self::build(connect, Some(health))
+    }
+
+    fn build(connect: Arc<dyn Connect>, health: Option<HealthConfig>) -> Self {
         GcsService {
             inner: Arc::new(Inner {
                 connect,
                 state: Mutex::new(State::default()),
                 actors: actors::Actors::default(),
                 view_changed: tokio::sync::Notify::new(),
+                health,
             }),
         }
     }
@@ -113,6 +128,13 @@ impl Gcs for GcsService {
         tracing::info!(address = %node.node_manager_address, "node registered");
         let mut state = self.inner.state.lock();
         let index = match state.nodes.iter().position(|n| n.node_id == node.node_id) {
+            Some(i) if !state.nodes[i].alive => {
+                return Err(Status::failed_precondition(format!(
+                    "node {} was declared dead ({}); a node that restarts joins with a new id",
+                    ray_common::ids::hex(&node.node_id),
+                    state.nodes[i].death_reason
+                )))
+            }
             Some(i) => {
                 state.nodes[i] = node;
                 // Registered anew: its reports count from the start again.
@@ -134,6 +156,10 @@ impl Gcs for GcsService {
         };
         updated.map_err(|e| Status::invalid_argument(format!("node resources: {e}")))?;
         self.view_moved(&mut state);
+        let node = &state.nodes[index];
+        let (node_id, address) = (node.node_id.to_vec(), node.node_manager_address.clone());
+        drop(state);
+        self.watch_health(node_id, address);
         Ok(Response::new(RegisterNodeReply { cluster_id: 1 }))
     }
 

@@ -53,6 +53,8 @@ pub struct NodeOptions {
     pub max_workers: Option<usize>,
     /// How long a lease request may wait on the worker limit.
     pub limit_wait: Duration,
+    /// On the head: how the GCS checks its nodes' health (`None`: it does not).
+    pub health: Option<ray_gcs::HealthConfig>,
     /// Whether a request no node can hold waits for one that can join (a cluster's nodes)
     /// rather than failing at once (a local session, which cannot grow).
     pub infeasible_waits: bool,
@@ -109,7 +111,12 @@ impl Node {
         let gcs_address = match (options.head, &options.gcs_address) {
             (Some(bind), _) => {
                 let routes = Routes::new(InterceptedService::new(
-                    GcsServer::new(GcsService::new(connect.clone())),
+                    GcsServer::new(match &options.health {
+                        Some(health) => {
+                            GcsService::with_health_checks(connect.clone(), health.clone())
+                        }
+                        None => GcsService::new(connect.clone()),
+                    }),
                     logged(CheckToken::new(token)),
                 ));
                 let (address, stop) =

@@ -58,6 +58,10 @@ pub(crate) struct ClusterState {
     /// Each node's node manager address and id.
     nodes: HashMap<ray_scheduler::NodeId, (String, NodeId)>,
     version: u64,
+    /// When the GCS last answered a view poll (`None`: not yet).
+    last_heard: Option<std::time::Instant>,
+    /// The GCS declared this node dead: why.
+    declared_dead: Option<String>,
 }
 
 impl NodeManager {
@@ -88,7 +92,9 @@ impl NodeManager {
                 let pause = match answer {
                     Ok(Ok(view)) => {
                         let Some(inner) = weak.upgrade() else { return };
-                        NodeManager { inner }.apply_view(view.version, &view.nodes);
+                        let me = NodeManager { inner };
+                        me.inner.cluster.lock().last_heard = Some(clock.now());
+                        me.apply_view(view.version, &view.nodes);
                         VIEW_PERIOD
                     }
                     Ok(Err(e)) => {
@@ -100,6 +106,27 @@ impl NodeManager {
                 tokio::time::sleep(pause).await;
             }
         });
+    }
+
+    /// Resolves when this node should end: the GCS declared it dead (a node it cannot reach
+    /// is lost to the cluster, as in Ray, even if it runs), or the GCS has not answered for
+    /// `grace` (the head is gone). Says which.
+    pub async fn cut_off(&self, grace: Duration) -> String {
+        let clock = self.inner.connect.clock();
+        let started = clock.now();
+        loop {
+            {
+                let cs = self.inner.cluster.lock();
+                if let Some(reason) = &cs.declared_dead {
+                    return format!("the GCS declared this node dead: {reason}");
+                }
+                let heard = cs.last_heard.unwrap_or(started);
+                if clock.now().saturating_duration_since(heard) >= grace {
+                    return format!("no answer from the GCS for {grace:?}");
+                }
+            }
+            clock.sleep(VIEW_PERIOD * 2).await;
+        }
     }
 
     /// Takes the GCS's view (version `version`): every node's totals, what it last reported
@@ -116,6 +143,9 @@ impl NodeManager {
                 continue;
             };
             if node_id == me {
+                if !n.alive && cs.declared_dead.is_none() {
+                    cs.declared_dead = Some(n.death_reason.clone());
+                }
                 continue;
             }
             let id = scheduler_id(node_id);
@@ -160,13 +190,18 @@ impl NodeManager {
             let changed = self.inner.view_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            // A node named by id may have joined a moment ago: a view or two later, this node
+            // knows it (soft affinity too would go elsewhere without waiting).
+            if let SchedulingStrategy::NodeAffinity { node, .. } = strategy {
+                let known = self.inner.cluster.lock().view.node(*node).is_some()
+                    || *node == scheduler_id(self.node_id());
+                if !known && !grant_or_reject && asked.elapsed() < FRESH_NODE_WAIT {
+                    let _ = tokio::time::timeout(VIEW_PERIOD, changed).await;
+                    continue;
+                }
+            }
             let placement = self.place(shape, strategy, grant_or_reject);
             match &placement {
-                // A node named by id may have joined a moment ago: a view or two later, this
-                // node knows it.
-                Placement::Unschedulable(_) if asked.elapsed() < FRESH_NODE_WAIT => {
-                    let _ = tokio::time::timeout(VIEW_PERIOD, changed).await;
-                }
                 Placement::Infeasible(why)
                     if self.inner.config.infeasible_waits && !self.is_shutting_down() =>
                 {

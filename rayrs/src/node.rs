@@ -223,6 +223,7 @@ fn run_node(
         max_workers: None,
         limit_wait: Duration::from_secs(30),
         infeasible_waits: true,
+        health: Some(ray_gcs::HealthConfig::from_vars(|k| std::env::var(k).ok())?),
         token: token.clone(),
         session,
     };
@@ -243,12 +244,38 @@ fn run_node(
             return Err(e.to_string());
         }
         print_started(&record, args.node_ip_address, temp_dir);
-        let stopped = wait_for_stop_signal().await;
-        tracing::info!(signal = stopped, "stopping the node");
+        let grace = head_lost_grace()?;
+        let manager = node.manager().clone();
+        let outcome = tokio::select! {
+            signal = wait_for_stop_signal() => {
+                tracing::info!(signal, "stopping the node");
+                Ok(())
+            }
+            why = manager.cut_off(grace) => {
+                tracing::error!(%why, "this node leaves the cluster");
+                Err(format!("the node stopped: {why}"))
+            }
+        };
         node.shutdown().await;
         NodeRecord::remove(temp_dir, record.pid);
-        Ok(())
+        outcome
     })
+}
+
+/// How long a node keeps running without an answer from the GCS (Ray's
+/// `RAY_gcs_rpc_server_reconnect_timeout_s`, 60 s by default).
+fn head_lost_grace() -> R<Duration> {
+    const NAME: &str = "RAY_gcs_rpc_server_reconnect_timeout_s";
+    match std::env::var(NAME) {
+        Err(_) => Ok(Duration::from_secs(60)),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| format!("{NAME}={v} is not a positive number of seconds")),
+    }
 }
 
 async fn wait_for_stop_signal() -> &'static str {

@@ -398,3 +398,161 @@ fn node_affinity_hard_and_soft() {
         assert!(matches!(ray::get(&bad), Err(Error::InvalidArgument(_))));
     });
 }
+
+#[ray::remote(max_retries = 3)]
+fn sleepy_where_am_i(ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(ms));
+    ray::get_runtime_context().unwrap().node_id
+}
+
+fn node_alive(node_id: &str) -> Option<bool> {
+    ray::nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.node_id == node_id)
+        .map(|n| n.alive)
+}
+
+#[test]
+fn a_killed_node_is_declared_dead_and_its_tasks_run_elsewhere() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let doomed = cluster.add_node(&["--num-cpus", "1"]);
+    let doomed_id = cluster.node(doomed).node_id.clone();
+    let doomed_pid = cluster.node(doomed).pid();
+    let head_id = cluster.node(0).node_id.clone();
+    ray::init(cluster.config()).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        use ray::SchedulingStrategy;
+        let there = SchedulingStrategy::node_affinity(&doomed_id, true);
+        let task = sleepy_where_am_i::options()
+            .scheduling_strategy(there.clone())
+            .remote(3_000);
+        ray_rs::eventually("the task's worker started on the doomed node", || {
+            !children_of(doomed_pid).is_empty()
+        });
+        cluster.remove_node(doomed, false);
+        // Retried on the node that is left, once the head no longer sends work to the dead
+        // one.
+        let ran_on = ray::get_timeout(&task, Duration::from_secs(60)).unwrap();
+        assert_eq!(ran_on, head_id);
+        ray_rs::eventually("the killed node is dead in ray::nodes()", || {
+            node_alive(&doomed_id) == Some(false)
+        });
+        let (ok, status) = output(cluster.rayrs(&["status", "--address", &cluster.address]));
+        assert!(ok, "{status}");
+        let dead = status.split("Dead:").nth(1).unwrap_or_default();
+        assert!(
+            dead.contains(&doomed_id) && dead.contains("health checks"),
+            "{status}"
+        );
+        // Hard affinity to a dead node fails; soft runs elsewhere.
+        let hard = where_am_i::options()
+            .scheduling_strategy(SchedulingStrategy::node_affinity(&doomed_id, false))
+            .remote();
+        match ray::get(&hard) {
+            Err(Error::Unschedulable { reason, .. }) => {
+                assert!(reason.contains("dead"), "{reason}")
+            }
+            other => panic!("expected Unschedulable, got {other:?}"),
+        }
+        let soft = where_am_i::options().scheduling_strategy(there).remote();
+        assert_eq!(ray::get(&soft).unwrap().0, head_id);
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}
+
+#[test]
+fn a_node_that_loses_the_head_leaves_after_the_grace_period() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let mut cmd = cluster.rayrs(&["start", "--address", &cluster.address, "--block"]);
+    cmd.env("RAY_gcs_rpc_server_reconnect_timeout_s", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut node = cmd.spawn().unwrap();
+    ray_rs::eventually("the node registered", || {
+        std::fs::read_dir(cluster.dir().join("nodes"))
+            .map(|d| d.count() == 2)
+            .unwrap_or(false)
+    });
+    cluster.remove_node(0, false);
+    let status = node.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(node.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("no answer from the GCS"), "{stderr}");
+}
+
+/// Where an actor lives, and a count that tells a restart.
+#[ray::actor]
+#[derive(Default)]
+pub struct Placed {
+    calls: u64,
+}
+
+#[ray::actor]
+impl Placed {
+    pub fn new() -> Self {
+        Placed::default()
+    }
+    pub fn node(&mut self) -> (String, u64) {
+        self.calls += 1;
+        (ray::get_runtime_context().unwrap().node_id, self.calls)
+    }
+}
+
+#[ray::remote]
+fn call_actor_from_a_task(actor: ray::ActorHandle<Placed>) -> (String, String) {
+    let here = ray::get_runtime_context().unwrap().node_id;
+    (here, ray::get(&actor.node()).unwrap().0)
+}
+
+#[test]
+fn an_actor_on_another_node_is_called_from_a_third_and_restarts_when_its_node_dies() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let a = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"slot": 1, "a": 1}"#]);
+    let b = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"slot": 1, "b": 1}"#]);
+    let ids = [a, b].map(|i| cluster.node(i).node_id.clone());
+    ray::init(cluster.config()).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let actor = Placed::options()
+            .resources("slot", 1.0)
+            .num_cpus(0.0)
+            .max_restarts(1)
+            .remote();
+        let (first, calls) = ray::get(&actor.node()).unwrap();
+        assert_eq!(calls, 1);
+        assert!(ids.contains(&first), "{first} is not a slot node");
+        // Its handle passed to a task on the other slot node.
+        let other = if first == ids[0] { "b" } else { "a" };
+        let (task_node, actor_node) = ray::get(
+            &call_actor_from_a_task::options()
+                .resources(other, 1.0)
+                .num_cpus(0.0)
+                .remote(actor.clone()),
+        )
+        .unwrap();
+        assert_ne!(task_node, actor_node);
+        assert_eq!(actor_node, first);
+        // Its node dies: it restarts on the other slot node.
+        let dying = if first == ids[0] { a } else { b };
+        cluster.remove_node(dying, false);
+        let mut moved = None;
+        ray_rs::eventually("the actor answers from its new node", || {
+            match ray::get(&actor.node()) {
+                Ok((node, calls)) => {
+                    moved = Some((node, calls));
+                    true
+                }
+                Err(Error::ActorUnavailable { .. }) => false,
+                Err(e) => panic!("the actor failed: {e}"),
+            }
+        });
+        let (node, calls) = moved.unwrap();
+        assert_ne!(node, first);
+        assert!(ids.contains(&node));
+        assert_eq!(calls, 1, "a restarted actor starts afresh");
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}

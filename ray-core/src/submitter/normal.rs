@@ -23,6 +23,10 @@ use tokio::sync::mpsc;
 /// How long a lease request is asked again after transport failures before it fails.
 const LEASE_RETRY_DEADLINE: Duration = Duration::from_secs(30);
 
+/// How long a lease request spilled to another node retries that node before this node is
+/// asked again where to go.
+const SPILL_PATIENCE: Duration = Duration::from_millis(500);
+
 /// Leases requested at once per resource shape (Ray caps pending lease requests too).
 const MAX_LEASE_REQUESTS: usize = 4;
 /// A lease with nothing to do for this long goes back to the node manager.
@@ -364,32 +368,47 @@ fn request_lease(
             grant_or_reject: false,
             strategy,
         };
-        let mut raylet = raylet;
-        // A request whose answer was lost is asked again under the same id: the node manager
-        // gives a lease it granted already back, rather than a second one nobody holds.
-        let mut answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
-            raylet.request_worker_lease(req.clone())
-        })
-        .await;
-        // Spilled to another node: asked there once more, where it is granted or refused
-        // (never spilled again).
-        if let Ok(ray_proto::LeaseReply {
-            result: Some(ray_proto::lease_reply::Result::Spillback(to)),
-        }) = &answer
-        {
-            match node_managers.get(&to.node_manager_address) {
-                Ok(there) => {
-                    raylet = there;
-                    req.grant_or_reject = true;
+        let local = raylet;
+        let mut raylet: Arc<dyn NodeManagerApi>;
+        let asked = clock.now();
+        let answer = loop {
+            // A request whose answer was lost is asked again under the same id: the node
+            // manager gives a lease it granted already back, rather than a second one.
+            raylet = local.clone();
+            req.grant_or_reject = false;
+            let answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
+                raylet.request_worker_lease(req.clone())
+            })
+            .await;
+            // Spilled to another node: asked there, where it is granted or refused (never
+            // spilled again).
+            let to = match &answer {
+                Ok(ray_proto::LeaseReply {
+                    result: Some(ray_proto::lease_reply::Result::Spillback(to)),
+                }) => to.node_manager_address.clone(),
+                _ => break answer,
+            };
+            raylet = match node_managers.get(&to) {
+                Ok(there) => there,
+                Err(e) => break Err(e),
+            };
+            req.grant_or_reject = true;
+            req.request_id = ray_common::ids::request_id();
+            let there = with_retries(&clock, SPILL_PATIENCE, || {
+                raylet.request_worker_lease(req.clone())
+            })
+            .await;
+            match there {
+                // That node is unreachable (dying, say): this node's view moves on, so ask
+                // it again where to go.
+                Err(e) if e.is_transient() && clock.now() - asked < LEASE_RETRY_DEADLINE => {
+                    tracing::debug!(node = %to, error = %e, "the node a lease spilled to does not answer; placing it again");
                     req.request_id = ray_common::ids::request_id();
-                    answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
-                        raylet.request_worker_lease(req.clone())
-                    })
-                    .await;
+                    clock.sleep(SPILL_PATIENCE).await;
                 }
-                Err(e) => answer = Err(e),
+                other => break other,
             }
-        }
+        };
         let ev = match answer {
             // The node's worker limit held the request past its deadline.
             Err(e) if e.kind == RpcErrorKind::Exhausted => Event::LeaseFailed(
