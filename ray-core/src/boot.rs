@@ -36,6 +36,9 @@ pub(crate) struct WorkerBoot<'a> {
     pub connect: OpenClients<'a>,
     /// What it runs.
     pub functions: Functions,
+    /// The address its task socket also listens on over TCP, for owners on other nodes
+    /// (`None`: a test's in-memory network, where every node is reached by name).
+    pub task_ip: Option<std::net::IpAddr>,
 }
 
 /// A worker's parts, running on the runtime it was booted on; its tasks run once the caller
@@ -70,6 +73,7 @@ pub(crate) fn boot_worker(
         serve,
         connect,
         functions,
+        task_ip,
     } = boot;
     let handle = runtime.handle().clone();
     let _enter = runtime.enter();
@@ -83,6 +87,13 @@ pub(crate) fn boot_worker(
     let connect = connect(&core_address);
     // Task connections come over the network the worker's clients use.
     let listener = TaskListener::bind(connect.network().as_ref(), &socket_name)?;
+    let (tcp_listener, task_address) = match task_ip {
+        Some(ip) => {
+            let (listener, address) = TaskListener::bind_tcp(ip)?;
+            (Some(listener), address)
+        }
+        None => (None, String::new()),
+    };
 
     let raylet = connect.node_manager(node_manager)?;
     let registered = {
@@ -90,6 +101,7 @@ pub(crate) fn boot_worker(
             worker_id: worker_id.to_vec().into(),
             pid: std::process::id(),
             task_socket: socket_name,
+            task_address,
             core_worker_address: core_address.clone(),
         };
         runtime.block_on(raylet.register_worker(req)).map_err(|e| {
@@ -155,6 +167,9 @@ pub(crate) fn boot_worker(
         own: Arc::downgrade(&core_worker.own),
         executor: Some(executor.clone()),
     });
+    if let Some(tcp) = tcp_listener {
+        handle.spawn(serve_task_socket(tcp, token.clone(), queue.clone()));
+    }
     handle.spawn(serve_task_socket(listener, token, queue.clone()));
     Ok(BootedWorker {
         core_worker,

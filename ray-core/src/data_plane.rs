@@ -1,6 +1,6 @@
 //! The owner's end of the data plane: a connection to a leased worker's (or an actor's) task
-//! socket (an abstract Unix socket, or a name on a test's in-memory network), the token
-//! greeting, a writer that batches task frames, and a reader whose replies
+//! socket (an abstract Unix socket on the same node, TCP to another node, or a name on a
+//! test's in-memory network), the token greeting, a writer that batches task frames, and a reader whose replies
 //! and end come back as [`ConnEvent`]s to whoever opened the connection.
 //!
 //! It knows nothing of the submitter: events go to any channel whose messages can be made
@@ -35,6 +35,24 @@ pub(crate) enum ConnEvent {
     },
     /// The connection ended (the worker died, or wrote garbage); why, in words.
     Closed { conn: ConnId, why: String },
+}
+
+/// How long a TCP connection to another node's task socket may take to open.
+const TCP_CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Which of a worker's task sockets an owner on node `here` dials: the abstract Unix socket
+/// on its own node, TCP to another (when the worker listens on TCP).
+pub(crate) fn task_target<'a>(
+    here: ray_common::NodeId,
+    worker_node: &[u8],
+    socket: &'a str,
+    tcp: &'a str,
+) -> &'a str {
+    if tcp.is_empty() || worker_node.is_empty() || worker_node == here.as_bytes() {
+        socket
+    } else {
+        tcp
+    }
 }
 
 /// Where task frames for one connection go.
@@ -92,6 +110,24 @@ impl Dialer {
             filters: self.filters.clone(),
         };
         match &self.network {
+            // Another node's worker: over TCP.
+            None if socket.parse::<std::net::SocketAddr>().is_ok() => {
+                let stream = tokio::time::timeout(
+                    TCP_CONNECT_DEADLINE,
+                    tokio::net::TcpStream::connect(socket),
+                )
+                .await
+                .map_err(|_| {
+                    Error::Runtime(format!(
+                        "connecting to task socket {socket}: no answer within {TCP_CONNECT_DEADLINE:?}"
+                    ))
+                })?
+                .map_err(|e| Error::Runtime(format!("connecting to task socket {socket}: {e}")))?;
+                // Nagle off: small frames must not wait for a delayed ACK.
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                start(read, write, ends, events).await
+            }
             None => {
                 let (read, write) = connect_task_socket(socket)?.into_split();
                 start(read, write, ends, events).await

@@ -99,6 +99,8 @@ fn requeue(job: Job) {
 /// test's in-memory network.
 pub(crate) enum TaskListener {
     Unix(tokio::net::UnixListener),
+    /// The same socket over TCP, for owners on other nodes.
+    Tcp(tokio::net::TcpListener),
     Mem(ray_common::rpc::MemListener),
 }
 
@@ -121,6 +123,16 @@ impl TaskListener {
             .map(TaskListener::Unix)
             .map_err(Error::runtime)
     }
+
+    /// Listens on a fresh TCP port of `ip` (owners on other nodes connect there); the
+    /// listener and its address.
+    pub fn bind_tcp(ip: std::net::IpAddr) -> Result<(Self, String)> {
+        let listener = std::net::TcpListener::bind((ip, 0)).map_err(Error::runtime)?;
+        let address = listener.local_addr().map_err(Error::runtime)?.to_string();
+        listener.set_nonblocking(true).map_err(Error::runtime)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(Error::runtime)?;
+        Ok((TaskListener::Tcp(listener), address))
+    }
 }
 
 /// Accepts owners' connections on the task socket: each greets with the session `token`,
@@ -139,6 +151,20 @@ pub(crate) async fn serve_task_socket(
                 }
                 Err(e) => {
                     // Out of descriptors, say: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting a task connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        },
+        TaskListener::Tcp(listener) => loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    // Nagle off: a reply must not wait for a delayed ACK.
+                    let _ = stream.set_nodelay(true);
+                    let (read, write) = stream.into_split();
+                    tokio::spawn(serve_connection(read, write, token.clone(), queue.clone()));
+                }
+                Err(e) => {
                     tracing::warn!(error = %e, "accepting a task connection failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

@@ -436,6 +436,7 @@ fn run_in_process(
             }),
             connect: Box::new(|me| wires.connect(&token, me)),
             functions: wires.functions,
+            task_ip: None,
         },
     );
     let booted = match booted {

@@ -81,6 +81,7 @@ fn run_worker() -> Result<()> {
             }),
             connect: Box::new(|me| Arc::new(TonicConnect::new(&token).labelled(me))),
             functions: crate::registry::Functions::linked(),
+            task_ip: Some(bind.ip()),
         },
     )?;
     crate::current::set_current(Some(booted.core_worker.clone()));

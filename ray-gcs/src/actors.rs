@@ -20,6 +20,8 @@ struct Record {
     death_cause: String,
     creation_error: Option<TaskError>,
     task_socket: String,
+    task_address: String,
+    node_id: Vec<u8>,
     core_worker_address: String,
     worker_id: Vec<u8>,
     lease: Option<(String, u64)>,
@@ -31,6 +33,8 @@ impl Record {
             actor_id: self.spec.actor_id.clone(),
             state: self.state.as_str().into(),
             task_socket: self.task_socket.clone(),
+            task_address: self.task_address.clone(),
+            node_id: self.node_id.clone().into(),
             core_worker_address: self.core_worker_address.clone(),
             death_cause: self.death_cause.clone(),
             num_restarts: self.budget.used(),
@@ -135,6 +139,8 @@ impl GcsService {
                 death_cause: String::new(),
                 creation_error: None,
                 task_socket: String::new(),
+                task_address: String::new(),
+                node_id: Vec::new(),
                 core_worker_address: String::new(),
                 worker_id: Vec::new(),
                 lease: None,
@@ -339,6 +345,8 @@ impl GcsService {
         r.state = ActorState::Alive;
         r.incarnation += 1;
         r.task_socket = lease.task_socket;
+        r.task_address = lease.task_address;
+        r.node_id = lease.node_id.to_vec();
         r.core_worker_address = lease.core_worker_address;
         r.worker_id = lease.worker_id.to_vec();
         r.lease = Some((node, lease.lease_id));

@@ -88,6 +88,8 @@ pub struct Grant {
     pub worker_id: WorkerId,
     /// Its task socket.
     pub task_socket: String,
+    /// Its task socket over TCP (empty on a test's in-memory network).
+    pub task_address: String,
     /// Its core-worker endpoint.
     pub core_worker_address: String,
     /// Its process id.
@@ -128,6 +130,7 @@ pub(crate) struct WorkerRecord {
     /// Kills it; `None` until it is launched.
     pub kill: Option<Killer>,
     pub task_socket: String,
+    pub task_address: String,
     pub core_worker_address: String,
     pub registered: bool,
     pub lease: Option<u64>,
@@ -141,6 +144,7 @@ impl WorkerRecord {
             pid: 0,
             kill: None,
             task_socket: String::new(),
+            task_address: String::new(),
             core_worker_address: String::new(),
             registered: false,
             lease: None,
@@ -695,6 +699,7 @@ impl NodeManager {
         worker_id: WorkerId,
         pid: u32,
         task_socket: String,
+        task_address: String,
         core_worker_address: String,
     ) -> Option<Arc<JobConfig>> {
         let mut state = self.inner.state.lock();
@@ -715,6 +720,7 @@ impl NodeManager {
         let job = self.inner.jobs.lock().get(&w.job_id).cloned()?;
         w.registered = true;
         w.task_socket = task_socket;
+        w.task_address = task_address;
         w.core_worker_address = core_worker_address;
         state.starting = state.starting.saturating_sub(1);
         state.startup_failures = 0;
@@ -886,6 +892,7 @@ fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>) -> Grant {
         lease_id,
         worker_id: worker,
         task_socket: w.task_socket.clone(),
+        task_address: w.task_address.clone(),
         core_worker_address: w.core_worker_address.clone(),
         pid: w.pid,
     };

@@ -61,7 +61,13 @@ impl NodeManagerRpc for NodeManager {
         let req = req.into_inner();
         let worker_id = worker_id(&req.worker_id)?;
         let Some(job) =
-            self.register_worker(worker_id, req.pid, req.task_socket, req.core_worker_address)
+            self.register_worker(
+                worker_id,
+                req.pid,
+                req.task_socket,
+                req.task_address,
+                req.core_worker_address,
+            )
         else {
             return Err(Status::permission_denied("unknown or duplicate worker"));
         };
@@ -132,8 +138,10 @@ impl NodeManagerRpc for NodeManager {
                 lease_id: g.lease_id,
                 worker_id: g.worker_id.to_vec().into(),
                 task_socket: g.task_socket,
+                task_address: g.task_address,
                 core_worker_address: g.core_worker_address,
                 pid: g.pid,
+                node_id: self.node_id().to_vec().into(),
             }),
             Err(LeaseError::Infeasible(why)) => lease_reply::Result::Infeasible(why),
             Err(e @ (LeaseError::ShuttingDown | LeaseError::RequesterGone)) => {

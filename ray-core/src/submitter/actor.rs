@@ -264,6 +264,7 @@ fn connect_actor(
     let token = c.token.clone();
     let dialer = c.dialer.clone();
     let clock = c.clock.clone();
+    let here = own.me.node_id;
     tokio::spawn(async move {
         let req = ray_proto::GetActorInfoRequest {
             actor_id: id.to_vec().into(),
@@ -305,9 +306,13 @@ fn connect_actor(
             return;
         }
         let conn = ConnId::Actor(conn_id);
-        match dialer
-            .connect(&info.task_socket, &token, conn, events.clone())
-            .await
+        let target = crate::data_plane::task_target(
+            here,
+            &info.node_id,
+            &info.task_socket,
+            &info.task_address,
+        );
+        match dialer.connect(target, &token, conn, events.clone()).await
         {
             Ok(tx) => {
                 let _ = events.send(Event::ActorConnected {

@@ -433,7 +433,8 @@ fn request_lease(
             Err(e) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", e.message))),
             Ok(reply) => match reply.result {
                 Some(ray_proto::lease_reply::Result::Granted(g)) => {
-                    match connect_lease(&g, raylet.clone(), &token, events.clone(), &dialer).await
+                    match connect_lease(&g, raylet.clone(), node, &token, events.clone(), &dialer)
+                        .await
                     {
                         Ok(lease) => Event::LeaseGranted(key, lease),
                         Err(e) => {
@@ -469,13 +470,15 @@ fn request_lease(
 async fn connect_lease(
     g: &ray_proto::Lease,
     raylet: Arc<dyn NodeManagerApi>,
+    here: ray_common::NodeId,
     token: &str,
     events: mpsc::UnboundedSender<Event>,
     dialer: &data_plane::Dialer,
 ) -> Result<Lease> {
     let id = LeaseId(g.lease_id);
+    let target = data_plane::task_target(here, &g.node_id, &g.task_socket, &g.task_address);
     let tx = dialer
-        .connect(&g.task_socket, token, ConnId::Lease(id), events)
+        .connect(target, token, ConnId::Lease(id), events)
         .await?;
     Ok(Lease {
         id,
