@@ -60,15 +60,13 @@ impl NodeManagerRpc for NodeManager {
     ) -> Result<Response<RegisterWorkerReply>, Status> {
         let req = req.into_inner();
         let worker_id = worker_id(&req.worker_id)?;
-        let Some(job) =
-            self.register_worker(
-                worker_id,
-                req.pid,
-                req.task_socket,
-                req.task_address,
-                req.core_worker_address,
-            )
-        else {
+        let Some(job) = self.register_worker(
+            worker_id,
+            req.pid,
+            req.task_socket,
+            req.task_address,
+            req.core_worker_address,
+        ) else {
             return Err(Status::permission_denied("unknown or duplicate worker"));
         };
         let config = &self.inner.config;

@@ -312,8 +312,7 @@ fn connect_actor(
             &info.task_socket,
             &info.task_address,
         );
-        match dialer.connect(target, &token, conn, events.clone()).await
-        {
+        match dialer.connect(target, &token, conn, events.clone()).await {
             Ok(tx) => {
                 let _ = events.send(Event::ActorConnected {
                     actor: id,

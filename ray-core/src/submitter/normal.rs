@@ -27,6 +27,9 @@ const LEASE_RETRY_DEADLINE: Duration = Duration::from_secs(30);
 /// asked again where to go.
 const SPILL_PATIENCE: Duration = Duration::from_millis(500);
 
+/// Granted workers that cannot be reached, in a row, before a lease request fails.
+const MAX_UNREACHABLE_GRANTS: u32 = 3;
+
 /// Leases requested at once per resource shape (Ray caps pending lease requests too).
 const MAX_LEASE_REQUESTS: usize = 4;
 /// A lease with nothing to do for this long goes back to the node manager.
@@ -370,46 +373,51 @@ fn request_lease(
         };
         let local = raylet;
         let mut raylet: Arc<dyn NodeManagerApi>;
-        let asked = clock.now();
-        let answer = loop {
-            // A request whose answer was lost is asked again under the same id: the node
-            // manager gives a lease it granted already back, rather than a second one.
-            raylet = local.clone();
-            req.grant_or_reject = false;
-            let answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
-                raylet.request_worker_lease(req.clone())
-            })
-            .await;
-            // Spilled to another node: asked there, where it is granted or refused (never
-            // spilled again).
-            let to = match &answer {
-                Ok(ray_proto::LeaseReply {
-                    result: Some(ray_proto::lease_reply::Result::Spillback(to)),
-                }) => to.node_manager_address.clone(),
-                _ => break answer,
-            };
-            raylet = match node_managers.get(&to) {
-                Ok(there) => there,
-                Err(e) => break Err(e),
-            };
-            req.grant_or_reject = true;
+        // A granted worker that cannot be reached (it died meanwhile) costs a lease, not the
+        // queued tasks: the request is asked again, a few times.
+        let mut unreachable_grants = 0;
+        let ev = 'lease: loop {
             req.request_id = ray_common::ids::request_id();
-            let there = with_retries(&clock, SPILL_PATIENCE, || {
-                raylet.request_worker_lease(req.clone())
-            })
-            .await;
-            match there {
-                // That node is unreachable (dying, say): this node's view moves on, so ask
-                // it again where to go.
-                Err(e) if e.is_transient() && clock.now() - asked < LEASE_RETRY_DEADLINE => {
-                    tracing::debug!(node = %to, error = %e, "the node a lease spilled to does not answer; placing it again");
-                    req.request_id = ray_common::ids::request_id();
-                    clock.sleep(SPILL_PATIENCE).await;
+            let asked = clock.now();
+            let answer = loop {
+                // A request whose answer was lost is asked again under the same id: the node
+                // manager gives a lease it granted already back, rather than a second one.
+                raylet = local.clone();
+                req.grant_or_reject = false;
+                let answer = with_retries(&clock, LEASE_RETRY_DEADLINE, || {
+                    raylet.request_worker_lease(req.clone())
+                })
+                .await;
+                // Spilled to another node: asked there, where it is granted or refused (never
+                // spilled again).
+                let to = match &answer {
+                    Ok(ray_proto::LeaseReply {
+                        result: Some(ray_proto::lease_reply::Result::Spillback(to)),
+                    }) => to.node_manager_address.clone(),
+                    _ => break answer,
+                };
+                raylet = match node_managers.get(&to) {
+                    Ok(there) => there,
+                    Err(e) => break Err(e),
+                };
+                req.grant_or_reject = true;
+                req.request_id = ray_common::ids::request_id();
+                let there = with_retries(&clock, SPILL_PATIENCE, || {
+                    raylet.request_worker_lease(req.clone())
+                })
+                .await;
+                match there {
+                    // That node is unreachable (dying, say): this node's view moves on, so ask
+                    // it again where to go.
+                    Err(e) if e.is_transient() && clock.now() - asked < LEASE_RETRY_DEADLINE => {
+                        tracing::debug!(node = %to, error = %e, "the node a lease spilled to does not answer; placing it again");
+                        req.request_id = ray_common::ids::request_id();
+                        clock.sleep(SPILL_PATIENCE).await;
+                    }
+                    other => break other,
                 }
-                other => break other,
-            }
-        };
-        let ev = match answer {
+            };
+            let ev = match answer {
             // The node's worker limit held the request past its deadline.
             Err(e) if e.kind == RpcErrorKind::Exhausted => Event::LeaseFailed(
                 key,
@@ -444,6 +452,12 @@ fn request_lease(
                                     worker_failed: true,
                                 })
                                 .await;
+                            unreachable_grants += 1;
+                            if unreachable_grants < MAX_UNREACHABLE_GRANTS {
+                                tracing::debug!(error = %e, "a granted worker cannot be reached; asking again");
+                                clock.sleep(SPILL_PATIENCE).await;
+                                continue 'lease;
+                            }
                             Event::LeaseFailed(key, e)
                         }
                     }
@@ -461,6 +475,8 @@ fn request_lease(
                 ),
                 None => Event::LeaseFailed(key, Error::Runtime("empty lease reply".into())),
             },
+        };
+            break ev;
         };
         let _ = events.send(ev);
     });
