@@ -514,12 +514,13 @@ fn arg_slices<'a>(own: &'a Ownership, args: &'a [Stored]) -> Result<Vec<ArgBytes
         .map(|a| match a {
             Stored::Inline(b) => Ok(ArgBytes::encoded(b)),
             Stored::Plasma {
+                id,
                 node,
                 offset,
                 size,
                 raw,
             } => Ok(ArgBytes {
-                bytes: own.plasma_bytes(*node, *offset, *size)?,
+                bytes: own.plasma_bytes(*id, *node, *offset, *size)?,
                 raw: *raw,
             }),
             Stored::Failed(e) => Err((**e).clone()),

@@ -209,6 +209,7 @@ pub struct SliceView<T: bytemuck::Pod> {
 enum ViewInner<T: bytemuck::Pod> {
     Mapped {
         link: Arc<link::Link>,
+        id: ids::ObjectId,
         node: ray_common::NodeId,
         offset: u64,
         size: u64,
@@ -231,15 +232,17 @@ impl<T: bytemuck::Pod> std::ops::Deref for SliceView<T> {
             ViewInner::Owned(v) => v,
             ViewInner::Mapped {
                 link,
+                id,
                 node,
                 offset,
                 size,
                 ..
             } => {
-                // Checked when the view was made: in bounds, aligned, a whole number of T.
+                // Checked when the view was made: in bounds, aligned, a whole number of T
+                // (and another node's object pulled here, pinned while the ref lives).
                 let bytes = link
                     .store
-                    .plasma_bytes(*node, *offset, *size)
+                    .plasma_bytes(*id, *node, *offset, *size)
                     .unwrap_or(&[]);
                 bytemuck::try_cast_slice(bytes).unwrap_or(&[])
             }
@@ -255,6 +258,7 @@ pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
     let stored = rt.get_stored(&r.inner, None)?;
     if let (
         memory_store::Stored::Plasma {
+            id,
             node,
             offset,
             size,
@@ -264,11 +268,12 @@ pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
     ) = (&stored, rt.link())
     {
         if *raw as usize == std::mem::size_of::<T>() {
-            let bytes = c.store.plasma_bytes(*node, *offset, *size)?;
+            let bytes = c.store.plasma_bytes(*id, *node, *offset, *size)?;
             if bytemuck::try_cast_slice::<u8, T>(bytes).is_ok() {
                 return Ok(SliceView {
                     inner: ViewInner::Mapped {
                         link: c.clone(),
+                        id: *id,
                         node: *node,
                         offset: *offset,
                         size: *size,

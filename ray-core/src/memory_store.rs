@@ -13,9 +13,10 @@ pub(crate) enum Stored {
     /// Encoded bytes held in this process.
     Inline(Bytes),
     /// An allocation in the shared-memory arena of node `node`. `offset` means something on
-    /// that node only: a process elsewhere must fetch the object by id. `raw`: 0 for codec
-    /// bytes, else the element size of a plain array (`ray::put_slice`).
+    /// that node only: a process elsewhere has its node pull the object by `id`. `raw`: 0
+    /// for codec bytes, else the element size of a plain array (`ray::put_slice`).
     Plasma {
+        id: ObjectId,
         node: ray_common::NodeId,
         offset: u64,
         size: u64,
@@ -31,6 +32,7 @@ impl Stored {
         let kind = match self {
             Stored::Inline(b) => Kind::Inline(b.clone()),
             Stored::Plasma {
+                id,
                 node,
                 offset,
                 size,
@@ -40,6 +42,7 @@ impl Stored {
                 offset: *offset,
                 size: *size,
                 raw_elem_size: *raw,
+                object_id: id.0.to_vec().into(),
             }),
             Stored::Failed(e) => Kind::Error(e.to_proto()),
         };
@@ -54,7 +57,8 @@ impl Stored {
         match v.kind {
             Some(Kind::Inline(b)) => Stored::Inline(b),
             Some(Kind::Plasma(p)) => Stored::Plasma {
-                // A malformed node id names no node: reading it fails as another node's.
+                // A malformed id names no object (and no node): reading it fails as lost.
+                id: ray_common::ids::object_id(&p.object_id).unwrap_or(ObjectId([0; 16])),
                 node: ray_common::NodeId::from_wire(&p.node_id).unwrap_or_default(),
                 offset: p.offset,
                 size: p.size,

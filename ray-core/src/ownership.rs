@@ -223,8 +223,8 @@ impl Ownership {
     pub fn complete(&self, id: ObjectId, value: Stored) {
         if let Some(orphan) = self.store.put_if_present(id, value) {
             self.release_contained(id);
-            if let (Stored::Plasma { .. }, Some(link)) = (orphan, &self.link) {
-                link.store.delete_plasma(id);
+            if let (Stored::Plasma { node, .. }, Some(link)) = (orphan, &self.link) {
+                link.store.delete_plasma(id, node);
             }
         }
     }
@@ -377,12 +377,18 @@ impl Ownership {
                 }
                 let value = self.store.remove(&id);
                 self.release_contained(id);
-                if let (Some(Stored::Plasma { .. }), Some(link)) = (value, &self.link) {
-                    link.store.delete_plasma(id);
+                if let Some(link) = &self.link {
+                    link.store.drop_copy(id);
+                    if let Some(Stored::Plasma { node, .. }) = value {
+                        link.store.delete_plasma(id, node);
+                    }
                 }
             }
             Release::DropBorrowed { id, owner, notify } => {
                 self.store.remove(&id);
+                if let Some(link) = &self.link {
+                    link.store.drop_copy(id);
+                }
                 if notify && !released_in_band(id, &owner) {
                     if let Some(link) = &self.link {
                         link.remove_borrower(id, owner, self.me.address.clone());
@@ -439,12 +445,19 @@ impl Ownership {
         Ok(stored)
     }
 
-    /// The bytes of a shared-memory object on node `node`, read in place.
-    pub fn plasma_bytes(&self, node: NodeId, offset: u64, size: u64) -> Result<&[u8]> {
+    /// The bytes of shared-memory object `id` on node `node`, read in place (another
+    /// node's pulled into this node's store first).
+    pub fn plasma_bytes(
+        &self,
+        id: ObjectId,
+        node: NodeId,
+        offset: u64,
+        size: u64,
+    ) -> Result<&[u8]> {
         let link = self.link.as_ref().ok_or(Error::Runtime(
             "a shared-memory object in a process without a store".into(),
         ))?;
-        link.store.plasma_bytes(node, offset, size)
+        link.store.plasma_bytes(id, node, offset, size)
     }
 
     /// Decodes a value held here, and the borrowed refs first met in it (with their owners,
@@ -497,12 +510,13 @@ impl Ownership {
         match stored {
             Stored::Inline(b) => codec::decode(b),
             Stored::Plasma {
+                id,
                 node,
                 offset,
                 size,
                 raw,
             } => {
-                let bytes = self.plasma_bytes(*node, *offset, *size)?;
+                let bytes = self.plasma_bytes(*id, *node, *offset, *size)?;
                 if *raw == 0 {
                     codec::decode(bytes)
                 } else {

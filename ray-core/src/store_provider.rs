@@ -12,6 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Pulls of one object cut off in transfer, in a row, before it counts as lost.
+const FETCH_ATTEMPTS: usize = 3;
+
 /// Runs `f` on `handle`'s runtime and waits for it from this (non-async) thread.
 pub(crate) fn run_on<T: Send + 'static>(
     handle: &tokio::runtime::Handle,
@@ -34,6 +37,11 @@ pub(crate) struct StoreProvider {
     arena: ArenaMapping,
     /// Deletes sent and not yet answered: a create that finds the store full waits for them.
     pending_deletes: Arc<AtomicUsize>,
+    /// Other nodes' objects this process reads, pulled into this node's store and pinned
+    /// for it until it lets the object go ([`StoreProvider::drop_copy`]).
+    copies: dashmap::DashMap<ObjectId, Allocation>,
+    /// `copies.len()`, read without a lock on every free (almost always 0).
+    copies_len: AtomicUsize,
 }
 
 impl StoreProvider {
@@ -49,6 +57,8 @@ impl StoreProvider {
             raylet,
             arena,
             pending_deletes: Arc::new(AtomicUsize::new(0)),
+            copies: dashmap::DashMap::new(),
+            copies_len: AtomicUsize::new(0),
         }
     }
 
@@ -93,6 +103,7 @@ impl StoreProvider {
             };
             let del = ray_proto::DeleteObjectsRequest {
                 object_ids: vec![id.0.to_vec().into()],
+                node_id: Default::default(),
             };
             let req2 = req.clone();
             reply = self.run({
@@ -157,6 +168,7 @@ impl StoreProvider {
         self.run(async move { raylet.seal_object(oid).await })?
             .map_err(|e| Error::Runtime(format!("seal object: {}", e.message)))?;
         Ok(Stored::Plasma {
+            id,
             node: self.node,
             offset: created.offset,
             size,
@@ -164,28 +176,122 @@ impl StoreProvider {
         })
     }
 
-    /// The bytes of a sealed shared-memory object on node `node`, read in place (if that is
-    /// this node: objects do not move between nodes yet).
-    pub fn plasma_bytes(&self, node: NodeId, offset: u64, size: u64) -> Result<&[u8]> {
-        if node != self.node {
-            return Err(Error::Runtime(format!(
-                "the object is in the store of node {node}, not of this node ({}); objects \
-                 are not transferred between nodes yet",
-                self.node
-            )));
-        }
-        self.arena
-            .bytes(Allocation { offset, len: size })
-            .map_err(Error::runtime)
+    /// The bytes of sealed shared-memory object `id` at `offset` on node `node`, read in
+    /// place: on this node directly; another node's is first pulled into this node's store
+    /// (once per process; the copy stays pinned until [`Self::drop_copy`]). Must not be
+    /// called on a thread of the session's runtime (a pull blocks the caller).
+    pub fn plasma_bytes(
+        &self,
+        id: ObjectId,
+        node: NodeId,
+        offset: u64,
+        size: u64,
+    ) -> Result<&[u8]> {
+        let at = if node == self.node {
+            Allocation { offset, len: size }
+        } else {
+            self.copy_of(id, node)?
+        };
+        self.arena.bytes(at).map_err(Error::runtime)
     }
 
-    pub fn delete_plasma(&self, id: ObjectId) {
+    /// This process's pinned copy of another node's object `id`, pulled into this node's
+    /// store if it has none.
+    fn copy_of(&self, id: ObjectId, node: NodeId) -> Result<Allocation> {
+        if let Some(a) = self.copies.get(&id) {
+            return Ok(*a);
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(Error::Runtime(
+                "another node's object read on a runtime thread (it must be fetched first)".into(),
+            ));
+        }
+        let raylet = self.raylet.clone();
+        let req = ray_proto::FetchObjectRequest {
+            object_id: id.0.to_vec().into(),
+            from_node: node.to_vec().into(),
+        };
+        let mut last = None;
+        // A transfer cut off (the source busy, a connection reset) is tried again.
+        for _ in 0..FETCH_ATTEMPTS {
+            let raylet = raylet.clone();
+            let req = req.clone();
+            match self.run(async move { raylet.fetch_object(req).await })? {
+                Ok(reply) => {
+                    let a = Allocation {
+                        offset: reply.offset,
+                        len: reply.size,
+                    };
+                    match self.copies.entry(id) {
+                        dashmap::Entry::Occupied(e) => {
+                            // Another thread pinned it meanwhile: one pin per process.
+                            self.release_pin(id);
+                            return Ok(*e.get());
+                        }
+                        dashmap::Entry::Vacant(v) => {
+                            v.insert(a);
+                            self.copies_len.fetch_add(1, Ordering::Relaxed);
+                            return Ok(a);
+                        }
+                    }
+                }
+                Err(e) if e.kind == RpcErrorKind::Exhausted => {
+                    return Err(Error::ObjectStoreFull(format!(
+                        "pulling object {id} from node {node}: {}",
+                        e.message
+                    )))
+                }
+                Err(e) if e.kind == RpcErrorKind::Unreachable => last = Some(e),
+                Err(e) => {
+                    last = Some(e);
+                    break;
+                }
+            }
+        }
+        let why = last.map(|e| e.message).unwrap_or_default();
+        Err(Error::ObjectLost(format!(
+            "{id} (its copy on node {node} cannot be read: {why})"
+        )))
+    }
+
+    /// This process lets go of object `id`: its pinned copy of another node's object, if
+    /// it has one, is released (the node may evict it when no reader holds it).
+    pub fn drop_copy(&self, id: ObjectId) {
+        if self.copies_len.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        if self.copies.remove(&id).is_some() {
+            self.copies_len.fetch_sub(1, Ordering::Relaxed);
+            self.release_pin(id);
+        }
+    }
+
+    fn release_pin(&self, id: ObjectId) {
+        let raylet = self.raylet.clone();
+        self.handle.spawn(async move {
+            let req = ray_proto::ObjectRequest {
+                object_id: id.0.to_vec().into(),
+            };
+            if let Err(e) = raylet.release_object(req).await {
+                tracing::debug!(%id, error = %e, "releasing a pulled copy failed");
+            }
+        });
+    }
+
+    /// Deletes object `id` from the store of `node` (the owner freed it).
+    pub fn delete_plasma(&self, id: ObjectId, node: NodeId) {
+        let here = self.node;
         let raylet = self.raylet.clone();
         let pending = self.pending_deletes.clone();
         pending.fetch_add(1, Ordering::AcqRel);
         self.handle.spawn(async move {
             let req = ray_proto::DeleteObjectsRequest {
                 object_ids: vec![id.0.to_vec().into()],
+                node_id: if node == here {
+                    Default::default()
+                } else {
+                    node.to_vec().into()
+                },
             };
             if let Err(e) = raylet.delete_objects(req).await {
                 tracing::debug!(%id, error = %e, "deleting a freed object failed");

@@ -64,6 +64,18 @@ pub(crate) struct ClusterState {
     declared_dead: Option<String>,
 }
 
+impl ClusterState {
+    /// The node manager address of alive node `node`.
+    pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
+        let id = scheduler_id(node);
+        let alive = self.view.node(id).is_some_and(|n| n.is_alive());
+        self.nodes
+            .get(&id)
+            .filter(|(_, n)| *n == node && alive)
+            .map(|(address, _)| address.clone())
+    }
+}
+
 impl NodeManager {
     /// Follows the GCS's cluster view until the node manager shuts down. Call once, on the
     /// runtime that serves the node manager.

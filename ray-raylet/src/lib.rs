@@ -13,11 +13,13 @@
 mod cluster_view;
 mod drivers;
 mod launcher;
+mod object_manager;
 mod pool;
 mod service;
 
 pub use cluster_view::{scheduler_id, Placement};
 pub use launcher::{Killer, LaunchRequest, LaunchedWorker, ProcessLauncher, WorkerLauncher};
+pub use object_manager::{FetchError, CHUNK_BYTES};
 pub use pool::{default_max_workers, Grant, LeaseAsk, LeaseError, NodeManager, NodeManagerConfig};
 pub use ray_proto::node_manager_server::NodeManagerServer;
 

@@ -250,6 +250,8 @@ pub(crate) struct Inner {
     pub(crate) cluster: Mutex<crate::cluster_view::ClusterState>,
     /// Woken when a new cluster view arrives (infeasible requests look again).
     pub(crate) view_changed: Notify,
+    /// Objects pulled from other nodes.
+    pub(crate) pulls: crate::object_manager::Pulls,
 }
 
 impl NodeManager {
@@ -293,6 +295,7 @@ impl NodeManager {
                 jobs: Mutex::new(HashMap::new()),
                 cluster: Mutex::new(Default::default()),
                 view_changed: Notify::new(),
+                pulls: Default::default(),
             }),
         }
     }

@@ -231,10 +231,63 @@ impl NodeManagerRpc for NodeManager {
         &self,
         req: Request<DeleteObjectsRequest>,
     ) -> Result<Response<Empty>, Status> {
-        for raw in req.into_inner().object_ids {
-            self.inner.store.delete(object_id(&raw)?);
+        let mut req = req.into_inner();
+        let node = (!req.node_id.is_empty())
+            .then(|| ray_common::NodeId::from_wire(&req.node_id))
+            .transpose()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match node {
+            // Another node's objects: deleted there (a dead node's went with it).
+            Some(node) if node != self.node_id() => {
+                let Some(address) = self.address_of(node) else {
+                    return Ok(Response::new(Empty {}));
+                };
+                let peer = self.peer(&address).map_err(Status::from)?;
+                req.node_id = Default::default();
+                peer.delete_objects(req).await.map_err(Status::from)?;
+            }
+            _ => {
+                for raw in req.object_ids {
+                    self.inner.store.delete(object_id(&raw)?);
+                }
+            }
         }
         Ok(Response::new(Empty {}))
+    }
+
+    async fn fetch_object(
+        &self,
+        req: Request<FetchObjectRequest>,
+    ) -> Result<Response<GetObjectReply>, Status> {
+        let req = req.into_inner();
+        let id = object_id(&req.object_id)?;
+        let from = ray_common::NodeId::from_wire(&req.from_node)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let a = NodeManager::fetch_object(self, id, from)
+            .await
+            .map_err(crate::object_manager::fetch_status)?;
+        Ok(Response::new(GetObjectReply {
+            found: true,
+            offset: a.offset,
+            size: a.len,
+        }))
+    }
+
+    type PullObjectStream = tokio_stream::wrappers::ReceiverStream<Result<ObjectChunk, Status>>;
+
+    async fn pull_object(
+        &self,
+        req: Request<PullObjectRequest>,
+    ) -> Result<Response<Self::PullObjectStream>, Status> {
+        let id = object_id(&req.into_inner().object_id)?;
+        match self.serve_pull(id) {
+            Some(rx) => Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+                rx,
+            ))),
+            None => Err(Status::not_found(format!(
+                "object {id} is not on this node"
+            ))),
+        }
     }
 
     async fn get_node_resources(
@@ -248,6 +301,7 @@ impl NodeManagerRpc for NodeManager {
             node_id: self.node_id().to_vec().into(),
             num_workers: self.num_workers() as u32,
             store_used: self.store().used(),
+            objects_pulled: self.objects_pulled(),
         }))
     }
 

@@ -556,3 +556,92 @@ fn an_actor_on_another_node_is_called_from_a_third_and_restarts_when_its_node_di
     ray::shutdown();
     outcome.unwrap();
 }
+
+/// `n` bytes of a pattern both ends can check.
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect()
+}
+
+#[ray::remote]
+fn make_bytes(n: usize, seed: u8) -> (String, Vec<u8>) {
+    (
+        ray::get_runtime_context().unwrap().node_id,
+        pattern(n, seed),
+    )
+}
+
+#[ray::remote]
+fn make_plain(n: usize, seed: u8) -> Vec<u8> {
+    pattern(n, seed)
+}
+
+#[ray::remote]
+fn check_bytes(data: Vec<u8>, seed: u8) -> (String, bool) {
+    let ok = data == pattern(data.len(), seed);
+    (ray::get_runtime_context().unwrap().node_id, ok)
+}
+
+fn objects_pulled(cluster: &Cluster, node: usize) -> u64 {
+    let address = cluster.node(node).node_manager_address.clone();
+    let token = cluster.token().to_string();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let mut nm = ray_proto::node_manager_client::NodeManagerClient::with_interceptor(
+            channel,
+            ray_proto::auth::AttachToken::new(&token).unwrap(),
+        );
+        nm.get_node_resources(ray_proto::Empty {})
+            .await
+            .unwrap()
+            .into_inner()
+            .objects_pulled
+    })
+}
+
+#[test]
+fn a_large_object_made_on_one_node_is_read_on_others_byte_for_byte() {
+    const SIZE: usize = 100 << 20;
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let a = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    let b = cluster.add_node(&["--num-cpus", "4", "--resources", r#"{"b": 4}"#]);
+    let a_id = cluster.node(a).node_id.clone();
+    let b_id = cluster.node(b).node_id.clone();
+    with_driver(&cluster, || {
+        // Made on node a (its value in a's store), read by the driver on the head.
+        let made = make_bytes::options().resources("a", 1.0).remote(SIZE, 7);
+        let (made_on, data) = ray::get(&made).unwrap();
+        assert_eq!(made_on, a_id);
+        assert_eq!(data.len(), SIZE);
+        assert!(data == pattern(SIZE, 7), "the bytes differ");
+        drop(data);
+        // Passed to tasks on node b: pulled there once, however many tasks read it.
+        let plain = make_plain::options()
+            .resources("a", 1.0)
+            .remote(16 << 20, 9);
+        let before = objects_pulled(&cluster, b);
+        let checks: Vec<_> = (0..4)
+            .map(|_| {
+                check_bytes::options()
+                    .resources("b", 1.0)
+                    .remote(plain.clone(), 9)
+            })
+            .collect();
+        for (ran_on, ok) in ray::get_all(&checks).unwrap() {
+            assert_eq!(ran_on, b_id);
+            assert!(ok, "a reader on node b saw other bytes");
+        }
+        assert_eq!(
+            objects_pulled(&cluster, b) - before,
+            1,
+            "one pull for four readers"
+        );
+    });
+}

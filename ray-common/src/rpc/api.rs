@@ -210,6 +210,23 @@ client_api! {
     fn finish_job(FinishJobRequest) -> Empty, "FinishJob", Some(CONTROL_DEADLINE);
     /// Watches a driver of this machine: its job ends with its process.
     fn watch_driver(WatchDriverRequest) -> Empty, "WatchDriver", Some(CONTROL_DEADLINE);
+    /// Pulls another node's object into this node's store (if not here already) and pins
+    /// it for the caller: as long as the transfer takes (the node manager bounds it).
+    fn fetch_object(FetchObjectRequest) -> GetObjectReply, "FetchObject", None;
+    streams {
+        /// Opens the stream of an object's chunks (another node manager pulling it).
+        async fn pull_object(
+            &self,
+            request: PullObjectRequest,
+        ) -> Result<ReplyStream<ObjectChunk>, RpcError>;
+    } impl {
+        async fn pull_object(
+            &self,
+            request: PullObjectRequest,
+        ) -> Result<ReplyStream<ObjectChunk>, RpcError> {
+            self.open_pull(request).await
+        }
+    }
 }
 
 client_api! {
@@ -235,6 +252,30 @@ client_api! {
         ) -> Result<ReplyStream<GetObjectsReply>, RpcError> {
             self.open_objects(request).await
         }
+    }
+}
+
+// The streaming method, written out: the filters apply to opening the stream.
+impl TonicNodeManager {
+    async fn open_pull(
+        &self,
+        request: PullObjectRequest,
+    ) -> Result<ReplyStream<ObjectChunk>, RpcError> {
+        use tokio_stream::StreamExt;
+        let mut client = self.client.clone();
+        let stream = self
+            .link
+            .unary(
+                Service::NodeManager,
+                "PullObject",
+                Some(CONTROL_DEADLINE),
+                async move { client.pull_object(request).await },
+            )
+            .await?;
+        let to = self.link.to.clone();
+        Ok(Box::pin(stream.map(move |item| {
+            item.map_err(|s| RpcError::from_status(&s, "PullObject", &to))
+        })))
     }
 }
 

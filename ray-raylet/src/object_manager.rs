@@ -1,0 +1,324 @@
+//! Objects between nodes (Ray's object manager): this node serves its sealed objects to other
+//! nodes as a stream of chunks (`PullObject`), and pulls another node's object into its own
+//! store when a process of this node reads it (`FetchObject`): one pull per object at a time
+//! however many readers ask, written chunk by chunk straight into the arena, a bounded
+//! number of bytes in flight, and never more than the store holds (a pull that cannot fit
+//! waits a while for space, then fails as full). A pulled copy is a secondary copy: pinned
+//! while its readers hold it, evictable after.
+//!
+//! Invariant: an object is written into the arena only by the pull that created it, and is
+//! readable (sealed) only once every byte arrived; a failed pull aborts its object.
+
+use crate::pool::NodeManager;
+use ray_common::rpc::{NodeManagerApi, RpcError};
+use ray_common::NodeId;
+use ray_object_store::{Allocation, ObjectId, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_stream::StreamExt;
+
+/// Bytes per chunk on the wire (Ray's `object_manager_default_chunk_size` is 5 MiB).
+pub const CHUNK_BYTES: usize = 4 << 20;
+/// Bytes of pulls in flight at once on this node (larger objects take the whole budget).
+const PULL_BUDGET_BYTES: u64 = 256 << 20;
+/// A pull whose next chunk does not come within this long fails (and may be tried again).
+const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a pull waits for the store to have room before it fails as full.
+const SPACE_WAIT: Duration = Duration::from_secs(10);
+
+/// How a pull ended, once it has (`None` while it runs).
+type PullOutcome = watch::Receiver<Option<Result<(), String>>>;
+
+/// The pulls of one node: in flight by object, and the byte budget they share.
+pub(crate) struct Pulls {
+    inflight: parking_lot::Mutex<HashMap<ObjectId, PullOutcome>>,
+    budget: Arc<tokio::sync::Semaphore>,
+    /// Clients of other nodes' node managers, one each.
+    peers: parking_lot::Mutex<HashMap<String, Arc<dyn NodeManagerApi>>>,
+    /// Objects pulled into this node so far.
+    pulled: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Pulls {
+    fn default() -> Self {
+        Pulls {
+            inflight: Default::default(),
+            budget: Arc::new(tokio::sync::Semaphore::new(
+                (PULL_BUDGET_BYTES >> 20) as usize,
+            )),
+            peers: Default::default(),
+            pulled: Default::default(),
+        }
+    }
+}
+
+/// Why a fetch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The node that holds it is not known to this node (or is dead).
+    #[error("node {0} is not an alive node of this cluster")]
+    UnknownNode(NodeId),
+    /// No room in this node's store.
+    #[error("{0}")]
+    Full(String),
+    /// The transfer failed.
+    #[error("{0}")]
+    Transfer(String),
+}
+
+impl NodeManager {
+    /// The client of another node's node manager.
+    pub(crate) fn peer(&self, address: &str) -> Result<Arc<dyn NodeManagerApi>, RpcError> {
+        let mut peers = self.inner.pulls.peers.lock();
+        if let Some(p) = peers.get(address) {
+            return Ok(p.clone());
+        }
+        let p = self.inner.connect.node_manager(address)?;
+        peers.insert(address.to_string(), p.clone());
+        Ok(p)
+    }
+
+    /// Object `id`, held by node `from`, in this node's store: pulled if not here yet (or
+    /// joining the pull under way), then pinned for the caller, as `GetObject` pins.
+    pub async fn fetch_object(&self, id: ObjectId, from: NodeId) -> Result<Allocation, FetchError> {
+        loop {
+            if let Some(a) = self.store().get(id) {
+                return Ok(a);
+            }
+            let (mut done, leader) = {
+                let mut inflight = self.inner.pulls.inflight.lock();
+                match inflight.get(&id) {
+                    Some(rx) => (rx.clone(), None),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        inflight.insert(id, rx.clone());
+                        (rx, Some(tx))
+                    }
+                }
+            };
+            if let Some(tx) = leader {
+                let me = self.clone();
+                // Its own task: a reader that gives up does not cut the pull short for others.
+                tokio::spawn(async move {
+                    let result = me.pull(id, from).await;
+                    me.inner.pulls.inflight.lock().remove(&id);
+                    let _ = tx.send(Some(result.map_err(|e| e.to_string())));
+                });
+            }
+            let outcome = loop {
+                if let Some(outcome) = done.borrow_and_update().clone() {
+                    break outcome;
+                }
+                if done.changed().await.is_err() {
+                    break Err("the pull ended without a result".into());
+                }
+            };
+            match outcome {
+                // Pinned now, unless it was evicted in between: then pull again.
+                Ok(()) => continue,
+                Err(e) if e.contains("full") => return Err(FetchError::Full(e)),
+                Err(e) => return Err(FetchError::Transfer(e)),
+            }
+        }
+    }
+
+    /// Pulls object `id` from node `from` into this node's store.
+    async fn pull(&self, id: ObjectId, from: NodeId) -> Result<(), FetchError> {
+        let address = match self.address_of(from) {
+            Some(address) => address,
+            None => self.ask_gcs_for(from).await?,
+        };
+        let source = self
+            .peer(&address)
+            .map_err(|e| FetchError::Transfer(e.to_string()))?;
+        let clock = self.inner.connect.clock();
+        let mut stream = source
+            .pull_object(ray_proto::PullObjectRequest {
+                object_id: id.0.to_vec().into(),
+            })
+            .await
+            .map_err(|e| FetchError::Transfer(e.to_string()))?;
+        let first = next_chunk(&mut stream, &clock, &address)
+            .await?
+            .ok_or_else(|| FetchError::Transfer("the source sent nothing".into()))?;
+        let size = first.object_size;
+        let mib = (size.div_ceil(1 << 20)).clamp(1, PULL_BUDGET_BYTES >> 20) as u32;
+        let _budget = self
+            .inner
+            .pulls
+            .budget
+            .clone()
+            .acquire_many_owned(mib)
+            .await
+            .map_err(|_| FetchError::Transfer("shutting down".into()))?;
+        let alloc = self.create_for_pull(id, size).await?;
+        let written = async {
+            let mut received = 0u64;
+            let mut chunk = Some(first);
+            while let Some(c) = chunk {
+                if c.offset != received {
+                    return Err(FetchError::Transfer(format!(
+                        "chunk at {} where {received} was due",
+                        c.offset
+                    )));
+                }
+                self.store()
+                    .arena()
+                    .write(alloc, c.offset, &c.data)
+                    .map_err(|e| FetchError::Transfer(e.to_string()))?;
+                received += c.data.len() as u64;
+                chunk = next_chunk(&mut stream, &clock, &address).await?;
+            }
+            if received != size {
+                return Err(FetchError::Transfer(format!(
+                    "{received} of {size} bytes arrived"
+                )));
+            }
+            Ok(())
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                self.store()
+                    .seal(id)
+                    .map_err(|e| FetchError::Transfer(e.to_string()))?;
+                // A secondary copy: the owner's primary stays where it was made.
+                self.store().set_evictable(id, true);
+                self.inner
+                    .pulls
+                    .pulled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(object = %id, size, from = %address, "object pulled");
+                Ok(())
+            }
+            Err(e) => {
+                self.store().abort(id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Room for a pulled object of `size` bytes: at once, or once frees make it (within
+    /// [`SPACE_WAIT`]), else full.
+    async fn create_for_pull(&self, id: ObjectId, size: u64) -> Result<Allocation, FetchError> {
+        let clock = self.inner.connect.clock();
+        let deadline = clock.now() + SPACE_WAIT;
+        loop {
+            match self.store().create_object(id, size) {
+                Ok(a) => return Ok(a),
+                Err(e @ StoreError::Full { .. }) if clock.now() < deadline => {
+                    tracing::debug!(object = %id, "{e}; the pull waits for room");
+                    clock.sleep(Duration::from_millis(50)).await;
+                }
+                Err(e @ (StoreError::Full { .. } | StoreError::TooLarge { .. })) => {
+                    return Err(FetchError::Full(format!("object store full: {e}")))
+                }
+                Err(e) => return Err(FetchError::Transfer(e.to_string())),
+            }
+        }
+    }
+
+    /// Streams object `id` of this node's store in chunks, pinned while it is sent. `None`
+    /// if it is not here.
+    pub(crate) fn serve_pull(
+        &self,
+        id: ObjectId,
+    ) -> Option<tokio::sync::mpsc::Receiver<Result<ray_proto::ObjectChunk, tonic::Status>>> {
+        let alloc = self.store().get(id)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let size = alloc.len;
+            let mut offset = 0u64;
+            // An empty object still sends one (empty) chunk, which carries the size.
+            loop {
+                let len = (size - offset).min(CHUNK_BYTES as u64);
+                let part = Allocation {
+                    offset: alloc.offset + offset,
+                    len,
+                };
+                let data = match me.store().arena().bytes(part) {
+                    Ok(bytes) => bytes::Bytes::copy_from_slice(bytes),
+                    Err(e) => {
+                        let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                        break;
+                    }
+                };
+                let chunk = ray_proto::ObjectChunk {
+                    object_size: size,
+                    offset,
+                    data,
+                };
+                // The puller went away: stop.
+                if tx.send(Ok(chunk)).await.is_err() {
+                    break;
+                }
+                offset += len;
+                if offset >= size {
+                    break;
+                }
+            }
+            me.store().release(id);
+        });
+        Some(rx)
+    }
+
+    /// The node manager address of alive node `node`, asked of the GCS (a node this node's
+    /// view does not have yet, or a node manager that follows no view).
+    async fn ask_gcs_for(&self, node: NodeId) -> Result<String, FetchError> {
+        let gcs = self
+            .gcs()
+            .ok_or_else(|| FetchError::Transfer("no client of the GCS".into()))?;
+        let nodes = gcs
+            .get_all_nodes(ray_proto::Empty {})
+            .await
+            .map_err(|e| FetchError::Transfer(e.to_string()))?
+            .nodes;
+        nodes
+            .into_iter()
+            .find(|n| n.alive && n.node_id == node.as_bytes()[..])
+            .map(|n| n.node_manager_address)
+            .ok_or(FetchError::UnknownNode(node))
+    }
+
+    /// Objects pulled into this node from others so far.
+    pub fn objects_pulled(&self) -> u64 {
+        self.inner
+            .pulls
+            .pulled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The node manager address of node `node`, from the cluster view (alive nodes only).
+    pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
+        self.inner.cluster.lock().address_of(node)
+    }
+}
+
+/// The next chunk of a pull (`None`: the end), within [`CHUNK_DEADLINE`].
+async fn next_chunk(
+    stream: &mut ray_common::rpc::ReplyStream<ray_proto::ObjectChunk>,
+    clock: &ray_common::Clock,
+    from: &str,
+) -> Result<Option<ray_proto::ObjectChunk>, FetchError> {
+    match clock.timeout(CHUNK_DEADLINE, stream.next()).await {
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+        Ok(Some(Err(e))) => Err(FetchError::Transfer(e.to_string())),
+        Ok(None) => Ok(None),
+        Err(_) => Err(FetchError::Transfer(format!(
+            "no data from {from} within {CHUNK_DEADLINE:?}"
+        ))),
+    }
+}
+
+/// A fetch failure's kind on the wire.
+pub(crate) fn fetch_status(e: FetchError) -> tonic::Status {
+    let message = e.to_string();
+    match e {
+        FetchError::Full(_) => tonic::Status::resource_exhausted(message),
+        FetchError::UnknownNode(_) => tonic::Status::not_found(message),
+        FetchError::Transfer(_) => tonic::Status::unavailable(message),
+    }
+}
