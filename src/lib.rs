@@ -6,7 +6,15 @@
 
 pub use ray;
 
-pub mod cluster;
+/// A real cluster on this machine (`ray_node::local_cluster`), and a driver's config for it.
+pub mod cluster {
+    pub use ray_node::local_cluster::*;
+
+    /// A driver's config for `cluster`: its head's address and its token.
+    pub fn config(cluster: &Cluster) -> ray::Config {
+        ray::Config::cluster(cluster.address.clone()).auth_token(cluster.token())
+    }
+}
 
 use std::sync::Mutex;
 

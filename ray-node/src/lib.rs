@@ -12,6 +12,7 @@
 //! ends, so nothing of it outlives the node.
 
 mod error;
+pub mod local_cluster;
 pub mod records;
 pub mod token;
 

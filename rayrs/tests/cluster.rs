@@ -22,7 +22,7 @@ fn where_am_i() -> (String, u32) {
 
 /// Runs `f` in a driver session on `cluster`, shutting it down even if `f` panics.
 fn with_driver<R>(cluster: &Cluster, f: impl FnOnce() -> R) -> R {
-    ray::init(cluster.config()).expect("init on the cluster");
+    ray::init(ray_rs::cluster::config(cluster)).expect("init on the cluster");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     ray::shutdown();
     result.unwrap_or_else(|p| std::panic::resume_unwind(p))
@@ -313,7 +313,7 @@ fn a_task_needing_another_nodes_resource_spills_there() {
 #[test]
 fn an_infeasible_task_waits_until_a_node_that_fits_joins() {
     let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
-    ray::init(cluster.config()).unwrap();
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let waiting = where_am_i::options().resources("node2", 1.0).remote();
         let ready = |r: &ray::ObjectRef<(String, u32)>| {
@@ -420,7 +420,7 @@ fn a_killed_node_is_declared_dead_and_its_tasks_run_elsewhere() {
     let doomed_id = cluster.node(doomed).node_id.clone();
     let doomed_pid = cluster.node(doomed).pid();
     let head_id = cluster.node(0).node_id.clone();
-    ray::init(cluster.config()).unwrap();
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         use ray::SchedulingStrategy;
         let there = SchedulingStrategy::node_affinity(&doomed_id, true);
@@ -513,7 +513,7 @@ fn an_actor_on_another_node_is_called_from_a_third_and_restarts_when_its_node_di
     let a = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"slot": 1, "a": 1}"#]);
     let b = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"slot": 1, "b": 1}"#]);
     let ids = [a, b].map(|i| cluster.node(i).node_id.clone());
-    ray::init(cluster.config()).unwrap();
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let actor = Placed::options()
             .resources("slot", 1.0)

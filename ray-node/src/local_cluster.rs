@@ -1,8 +1,8 @@
-//! A real cluster on this machine for tests, like Ray's `cluster_utils.Cluster`: a head and
-//! nodes as separate `rayrs start --block` processes, each with its own ports and store,
-//! sharing a temp dir and a fresh auth token. Dropping the [`Cluster`] stops every node
-//! (SIGTERM, then SIGKILL after a grace period) and removes the temp dir, even when the test
-//! failed.
+//! A real cluster on this machine, like Ray's `cluster_utils.Cluster`, for tests and the
+//! cluster benchmark: a head and nodes as separate `rayrs start --block` processes, each with
+//! its own ports and store, sharing a temp dir and a fresh auth token. Dropping the
+//! [`Cluster`] stops every node (SIGTERM, then SIGKILL after a grace period) and removes the
+//! temp dir, even when the test failed.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -81,13 +81,13 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!(
             "rayrs-cluster-{}-{}",
             std::process::id(),
-            &random_hex()[..8]
+            &crate::token::generate()[..8]
         ));
         std::fs::create_dir_all(dir.join("home")).expect("the cluster's temp dir");
         let mut cluster = Cluster {
             rayrs: rayrs.into(),
             dir,
-            token: random_hex(),
+            token: crate::token::generate(),
             address: String::new(),
             nodes: Vec::new(),
         };
@@ -104,11 +104,6 @@ impl Cluster {
     /// The temp dir the nodes share (records, logs, the home of their token).
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// A driver's config for this cluster.
-    pub fn config(&self) -> ray::Config {
-        ray::Config::cluster(self.address.clone()).auth_token(self.token.clone())
     }
 
     /// Adds a node with `args`; returns its index in [`Cluster::nodes`].
@@ -192,16 +187,6 @@ impl Cluster {
             }
         }
     }
-}
-
-/// 32 random hex digits.
-fn random_hex() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("reading /dev/urandom");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Drop for Cluster {
