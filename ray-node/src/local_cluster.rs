@@ -135,6 +135,10 @@ impl Cluster {
             .env("RAYRS_TEMP_DIR", &self.dir)
             .env_remove("RAY_ADDRESS")
             .envs(HEALTH_CHECKS.iter().copied());
+        // A node logs its life at info; here only what goes wrong.
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn");
+        }
         cmd
     }
 

@@ -227,6 +227,10 @@ impl NodeManager {
         id: ObjectId,
     ) -> Option<tokio::sync::mpsc::Receiver<Result<ray_proto::ObjectChunk, tonic::Status>>> {
         let alloc = self.store().get(id)?;
+        let pin = Arc::new(Pin {
+            node: self.clone(),
+            id,
+        });
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let me = self.clone();
         tokio::spawn(async move {
@@ -239,13 +243,16 @@ impl NodeManager {
                     offset: alloc.offset + offset,
                     len,
                 };
-                let data = match me.store().arena().bytes(part) {
-                    Ok(bytes) => bytes::Bytes::copy_from_slice(bytes),
-                    Err(e) => {
-                        let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
-                        break;
-                    }
-                };
+                if let Err(e) = me.store().arena().bytes(part) {
+                    let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                    break;
+                }
+                // No copy here: the chunk reads the arena in place (the object is pinned
+                // until the last chunk is sent).
+                let data = bytes::Bytes::from_owner(ArenaSlice {
+                    pin: pin.clone(),
+                    part,
+                });
                 let chunk = ray_proto::ObjectChunk {
                     object_size: size,
                     offset,
@@ -260,7 +267,8 @@ impl NodeManager {
                     break;
                 }
             }
-            me.store().release(id);
+            // The pin goes with the last chunk still in flight.
+            drop(pin);
         });
         Some(rx)
     }
@@ -294,6 +302,31 @@ impl NodeManager {
     /// The node manager address of node `node`, from the cluster view (alive nodes only).
     pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
         self.inner.cluster.lock().address_of(node)
+    }
+}
+
+/// A pin on an object of this node's store, released when the last holder drops it.
+struct Pin {
+    node: NodeManager,
+    id: ObjectId,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        self.node.store().release(self.id);
+    }
+}
+
+/// A range of a pinned object, read in place as a chunk's bytes (checked in bounds when
+/// made): the object stays pinned while any chunk is still on its way.
+struct ArenaSlice {
+    pin: Arc<Pin>,
+    part: Allocation,
+}
+
+impl AsRef<[u8]> for ArenaSlice {
+    fn as_ref(&self) -> &[u8] {
+        self.pin.node.store().arena().bytes(self.part).unwrap_or(&[])
     }
 }
 

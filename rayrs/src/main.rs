@@ -19,6 +19,7 @@
 //! Worker processes are the job's binary (a driver's), never this one.
 #![allow(clippy::print_stdout)] // a command-line tool: printing is its output
 
+mod cluster_bench;
 mod microbenchmark;
 mod node;
 mod report;
@@ -60,6 +61,9 @@ enum Command {
         /// One short round per metric with small sizes (a smoke test, for CI).
         #[arg(long)]
         quick: bool,
+        /// The cross-node workloads instead, on a head and two nodes started on this machine.
+        #[arg(long)]
+        cluster: bool,
     },
     /// The side-by-side table of two JSON-lines runs (Ray's and ours) with the ratios.
     Report {
@@ -104,7 +108,8 @@ fn main() -> ExitCode {
             filter,
             json,
             quick,
-        } => microbenchmark::main(filter, json, quick),
+            cluster,
+        } => microbenchmark::main(filter, json, quick, cluster),
         Command::Report {
             ray,
             ours,

@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-type R<T> = Result<T, String>;
+pub(crate) type R<T> = Result<T, String>;
 
-fn err(e: ray::Error) -> String {
+pub(crate) fn err(e: ray::Error) -> String {
     e.to_string()
 }
 
@@ -273,10 +273,10 @@ fn gigabytes(elems: u64) -> f64 {
     elems as f64 / (1u64 << 20) as f64 * 0.008
 }
 
-struct Harness {
+pub(crate) struct Harness {
     filter: Option<String>,
     json: bool,
-    quick: bool,
+    pub(crate) quick: bool,
     results: Vec<Stat>,
     failures: Vec<String>,
 }
@@ -287,7 +287,7 @@ impl Harness {
     }
 
     /// Ray's `timeit`: warm-up, then rounds; prints and records the line.
-    fn timeit(&mut self, name: &str, multiplier: f64, mut f: impl FnMut() -> R<()>) -> R<()> {
+    pub(crate) fn timeit(&mut self, name: &str, multiplier: f64, mut f: impl FnMut() -> R<()>) -> R<()> {
         let (warmup, rounds, round_min) = if self.quick {
             (Duration::from_millis(200), 1, Duration::from_millis(200))
         } else {
@@ -335,7 +335,7 @@ impl Harness {
     }
 
     /// Prints and keeps the mean and standard deviation of `stats`.
-    fn record(&mut self, name: &str, stats: &[f64]) -> R<()> {
+    pub(crate) fn record(&mut self, name: &str, stats: &[f64]) -> R<()> {
         let mean = stats.iter().sum::<f64>() / stats.len() as f64;
         let sd =
             (stats.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / stats.len() as f64).sqrt();
@@ -358,7 +358,7 @@ impl Harness {
 
     /// Runs one metric (its setup and its timing) if the filter wants it; a failure is
     /// recorded and the run goes on.
-    fn metric(&mut self, name: &str, body: impl FnOnce(&mut Self, &str) -> R<()>) {
+    pub(crate) fn metric(&mut self, name: &str, body: impl FnOnce(&mut Self, &str) -> R<()>) {
         if !self.wants(name) {
             return;
         }
@@ -405,7 +405,7 @@ fn settle(max_secs: u64) {
     }
 }
 
-fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+pub(crate) fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     let msg = p
         .downcast_ref::<String>()
         .cloned()
@@ -473,7 +473,7 @@ fn create_call_kill(k: u32) -> R<()> {
 }
 
 /// `rayrs microbenchmark [--filter PATTERN] [--json] [--quick]`.
-pub fn main(filter: Option<String>, json: bool, quick: bool) -> R<()> {
+pub fn main(filter: Option<String>, json: bool, quick: bool, cluster: bool) -> R<()> {
     let mut h = Harness {
         filter,
         json,
@@ -482,11 +482,15 @@ pub fn main(filter: Option<String>, json: bool, quick: bool) -> R<()> {
         failures: Vec::new(),
     };
     let started = Instant::now();
-    ray::init(ray::Config::from_env()).map_err(err)?;
-    let outcome =
-        catch_unwind(AssertUnwindSafe(|| run(&mut h))).unwrap_or_else(|p| Err(panic_message(&p)));
-    ray::shutdown();
-    outcome?;
+    if cluster {
+        crate::cluster_bench::main(&mut h)?;
+    } else {
+        ray::init(ray::Config::from_env()).map_err(err)?;
+        let outcome = catch_unwind(AssertUnwindSafe(|| run(&mut h)))
+            .unwrap_or_else(|p| Err(panic_message(&p)));
+        ray::shutdown();
+        outcome?;
+    }
     eprintln!(
         "{} metrics in {:.1} s{}",
         h.results.len(),

@@ -14,6 +14,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// leave it waiting forever.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes a peer may send on one stream, and on one connection, before this end reads them.
+const STREAM_WINDOW: u32 = 16 << 20;
+const CONNECTION_WINDOW: u32 = 32 << 20;
 
 /// A channel to `address` (`host:port`), attaching the session token `token`, Nagle off,
 /// connecting within 10 s. Lazy: it connects on first use (and again after a drop), so it
@@ -24,7 +27,11 @@ pub fn channel(address: &str, token: &str) -> Result<AuthedChannel, String> {
         .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        // HTTP/2's default 64 KiB window holds a stream to a window per round trip: an
+        // object pulled in 4 MiB chunks needs room for a few chunks in flight.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     with_token(endpoint.connect_lazy(), token)
 }
 
