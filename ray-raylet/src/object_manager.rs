@@ -326,7 +326,12 @@ struct ArenaSlice {
 
 impl AsRef<[u8]> for ArenaSlice {
     fn as_ref(&self) -> &[u8] {
-        self.pin.node.store().arena().bytes(self.part).unwrap_or(&[])
+        self.pin
+            .node
+            .store()
+            .arena()
+            .bytes(self.part)
+            .unwrap_or(&[])
     }
 }
 

@@ -67,25 +67,33 @@ fn run(h: &mut Harness) -> R<()> {
         })
     });
 
-    h.metric("cluster: 1:1 actor calls async to another node", |h, name| {
-        let actor = Far::options()
-            .resources("far", 1.0)
-            .try_remote()
-            .map_err(err)?;
-        h.timeit(name, f64::from(batch), || {
-            let refs: Vec<ObjectRef<Vec<u8>>> =
-                (0..batch).map(|_| actor.small_value()).collect();
-            ray::get_all(&refs).map(drop).map_err(err)
-        })
-    });
+    h.metric(
+        "cluster: 1:1 actor calls async to another node",
+        |h, name| {
+            let actor = Far::options()
+                .resources("far", 1.0)
+                .try_remote()
+                .map_err(err)?;
+            h.timeit(name, f64::from(batch), || {
+                let refs: Vec<ObjectRef<Vec<u8>>> =
+                    (0..batch).map(|_| actor.small_value()).collect();
+                ray::get_all(&refs).map(drop).map_err(err)
+            })
+        },
+    );
 
-    h.metric("cluster: 1:1 actor calls sync to another node", |h, name| {
-        let actor = Far::options()
-            .resources("far", 1.0)
-            .try_remote()
-            .map_err(err)?;
-        h.timeit(name, 1.0, || ray::get(&actor.small_value()).map(drop).map_err(err))
-    });
+    h.metric(
+        "cluster: 1:1 actor calls sync to another node",
+        |h, name| {
+            let actor = Far::options()
+                .resources("far", 1.0)
+                .try_remote()
+                .map_err(err)?;
+            h.timeit(name, 1.0, || {
+                ray::get(&actor.small_value()).map(drop).map_err(err)
+            })
+        },
+    );
 
     let size: u64 = if h.quick { 64 << 20 } else { 1 << 30 };
     let label = if h.quick {

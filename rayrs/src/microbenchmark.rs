@@ -287,7 +287,12 @@ impl Harness {
     }
 
     /// Ray's `timeit`: warm-up, then rounds; prints and records the line.
-    pub(crate) fn timeit(&mut self, name: &str, multiplier: f64, mut f: impl FnMut() -> R<()>) -> R<()> {
+    pub(crate) fn timeit(
+        &mut self,
+        name: &str,
+        multiplier: f64,
+        mut f: impl FnMut() -> R<()>,
+    ) -> R<()> {
         let (warmup, rounds, round_min) = if self.quick {
             (Duration::from_millis(200), 1, Duration::from_millis(200))
         } else {

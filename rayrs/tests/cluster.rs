@@ -645,3 +645,24 @@ fn a_large_object_made_on_one_node_is_read_on_others_byte_for_byte() {
         );
     });
 }
+
+#[test]
+fn an_object_only_a_dead_node_held_is_lost() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let doomed = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    let doomed_id = cluster.node(doomed).node_id.clone();
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A large value stays in the store of the node that made it.
+        let made = make_plain::options().resources("a", 1.0).remote(4 << 20, 3);
+        ray::wait(std::slice::from_ref(&made), 1, None).unwrap();
+        cluster.remove_node(doomed, false);
+        ray_rs::eventually("the node is dead", || node_alive(&doomed_id) == Some(false));
+        match ray::get(&made) {
+            Err(Error::ObjectLost(what)) => assert!(what.contains(&doomed_id), "{what}"),
+            other => panic!("expected ObjectLost, got {:?}", other.map(|v| v.len())),
+        }
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}
