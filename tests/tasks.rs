@@ -341,3 +341,68 @@ fn plain_arrays_are_stored_raw_and_read_in_place() {
         assert_eq!(view[1], 1.0);
     });
 }
+
+#[ray::remote]
+fn read_env(names: Vec<String>) -> Vec<Option<String>> {
+    names.iter().map(|n| std::env::var(n).ok()).collect()
+}
+
+#[ray::actor]
+pub struct EnvReader;
+
+#[ray::actor]
+impl EnvReader {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        EnvReader
+    }
+    pub fn read(&self, name: String) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+#[test]
+fn environment_variables_of_the_job_a_task_and_an_actor_reach_their_workers() {
+    let env = ray::RuntimeEnv::new().env_var("RAYRS_TEST_JOB_VAR", "job");
+    with_ray(ray::Config::local().num_cpus(2.0).runtime_env(env), || {
+        let names = || {
+            vec![
+                "RAYRS_TEST_JOB_VAR".to_string(),
+                "RAYRS_TEST_TASK_VAR".to_string(),
+            ]
+        };
+        assert_eq!(
+            ray::get(&read_env::remote(names())).unwrap(),
+            vec![Some("job".to_string()), None]
+        );
+        let with_var = read_env::options()
+            .env_var("RAYRS_TEST_TASK_VAR", "task")
+            .remote(names());
+        assert_eq!(
+            ray::get(&with_var).unwrap(),
+            vec![Some("job".to_string()), Some("task".to_string())]
+        );
+        // A task's variable overrides the job's of the same name, on a worker of its own.
+        let over = read_env::options()
+            .env_var("RAYRS_TEST_JOB_VAR", "mine")
+            .remote(names());
+        assert_eq!(ray::get(&over).unwrap()[0].as_deref(), Some("mine"));
+        // The plain task's workers still lack the task's variable.
+        assert_eq!(ray::get(&read_env::remote(names())).unwrap()[1], None);
+        let actor = EnvReader::options()
+            .env_var("RAYRS_TEST_ACTOR_VAR", "actor")
+            .remote();
+        assert_eq!(
+            ray::get(&actor.read("RAYRS_TEST_ACTOR_VAR".to_string()))
+                .unwrap()
+                .as_deref(),
+            Some("actor")
+        );
+        assert_eq!(
+            ray::get(&actor.read("RAYRS_TEST_JOB_VAR".to_string()))
+                .unwrap()
+                .as_deref(),
+            Some("job")
+        );
+    });
+}

@@ -37,6 +37,43 @@ pub struct Config {
     pub(crate) max_workers: Option<usize>,
     pub(crate) worker_limit_wait: std::time::Duration,
     pub(crate) auth_token: Option<String>,
+    pub(crate) runtime_env: RuntimeEnv,
+}
+
+/// What the job's worker processes run with beyond the driver's program (Ray's
+/// `runtime_env`): environment variables, for now.
+///
+/// ```no_run
+/// let env = ray::RuntimeEnv::new().env_var("MODEL_DIR", "/models");
+/// ray::init(ray::Config::local().runtime_env(env))?;
+/// # Ok::<(), ray::Error>(())
+/// ```
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuntimeEnv {
+    env_vars: BTreeMap<String, String>,
+}
+
+impl RuntimeEnv {
+    /// An empty environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An environment variable every worker of the job is started with.
+    pub fn env_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env_vars.insert(name.into(), value.into());
+        self
+    }
+
+    pub(crate) fn to_proto(&self) -> Vec<ray_proto::EnvVar> {
+        self.env_vars
+            .iter()
+            .map(|(name, value)| ray_proto::EnvVar {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
 }
 
 impl Config {
@@ -52,6 +89,7 @@ impl Config {
             max_workers: None,
             worker_limit_wait: std::time::Duration::from_secs(30),
             auth_token: None,
+            runtime_env: RuntimeEnv::default(),
         }
     }
 
@@ -83,6 +121,12 @@ impl Config {
     /// ```
     pub fn cluster(address: impl Into<String>) -> Self {
         Self::with_mode(Mode::Cluster(address.into()))
+    }
+
+    /// What the job's workers run with (their environment variables): Ray's `runtime_env`.
+    pub fn runtime_env(mut self, env: RuntimeEnv) -> Self {
+        self.runtime_env = env;
+        self
     }
 
     /// The cluster's auth token (cluster mode), instead of `RAY_AUTH_TOKEN` or the file

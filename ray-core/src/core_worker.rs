@@ -335,6 +335,7 @@ impl CoreWorker {
                 shape: opts.shape.clone(),
                 shape_key: opts.shape_key.clone(),
                 strategy: opts.strategy.clone(),
+                env: opts.env.clone(),
                 args,
                 return_id,
                 retries_left: opts.max_retries,
@@ -471,6 +472,7 @@ impl CoreWorker {
             },
             get_if_exists: opts.get_if_exists,
             job_id: self.own.me.job_id,
+            env: opts.env.clone(),
         };
         let gcs = c.gcs.clone();
         let clock = c.clock.clone();

@@ -140,7 +140,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
             .register_job(ray_proto::JobConfig {
                 job_id: JOB_ID,
                 program: program.display().to_string(),
-                env: Vec::new(),
+                env: config.runtime_env.to_proto(),
                 namespace: namespace.clone(),
             })
             .await;
@@ -242,7 +242,7 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
         gcs.register_job(ray_proto::JobConfig {
             job_id,
             program: program.display().to_string(),
-            env: Vec::new(),
+            env: config.runtime_env.to_proto(),
             namespace: namespace.clone(),
         })
         .await

@@ -65,7 +65,7 @@ mod task_manager;
 
 pub use actor::{get_actor, kill, ActorClass, ActorHandle};
 pub use bytemuck;
-pub use config::{Config, Mode};
+pub use config::{Config, Mode, RuntimeEnv};
 pub use error::{Error, Result};
 pub use object_ref::{Arg, ObjectRef};
 pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};

@@ -78,9 +78,22 @@ pub struct ActorOptions {
     pub(crate) detached: bool,
     pub(crate) resources: BTreeMap<String, f64>,
     pub(crate) get_if_exists: bool,
+    pub(crate) env: Vec<ray_proto::EnvVar>,
 }
 
 impl ActorOptions {
+    /// An environment variable for the actor's worker process (Ray's
+    /// `runtime_env={"env_vars": ..}`).
+    pub fn env_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.env.retain(|v| v.name != name);
+        self.env.push(ray_proto::EnvVar {
+            name,
+            value: value.into(),
+        });
+        self
+    }
+
     /// A name, unique in its namespace; find the actor with [`crate::get_actor`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -145,6 +158,8 @@ pub struct TaskOptions {
     pub(crate) shape_key: Arc<str>,
     pub(crate) strategy: Option<ray_proto::Strategy>,
     strategy_key: String,
+    /// Environment variables of the worker that runs it, beyond the job's.
+    pub(crate) env: Vec<ray_proto::EnvVar>,
     pub(crate) max_retries: i32,
     amounts: BTreeMap<String, f64>,
     pub(crate) error: Option<Error>,
@@ -157,6 +172,7 @@ impl Default for TaskOptions {
             shape_key: "".into(),
             strategy: None,
             strategy_key: String::new(),
+            env: Vec::new(),
             max_retries: 3,
             amounts: BTreeMap::new(),
             error: None,
@@ -179,7 +195,32 @@ impl TaskOptions {
     }
 
     fn rekey(&mut self) {
-        self.shape_key = format!("{:?}{}", self.shape.to_map(), self.strategy_key).into();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|v| (v.name.as_str(), v.value.as_str()))
+            .collect();
+        self.shape_key = if env.is_empty() {
+            format!("{:?}{}", self.shape.to_map(), self.strategy_key)
+        } else {
+            format!("{:?}{} env {env:?}", self.shape.to_map(), self.strategy_key)
+        }
+        .into();
+    }
+
+    /// An environment variable for the worker process that runs the task (Ray's
+    /// `runtime_env={"env_vars": ..}`); such tasks run on workers started with exactly
+    /// their variables.
+    pub fn env_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let name = name.into();
+        self.env.retain(|v| v.name != name);
+        self.env.push(ray_proto::EnvVar {
+            name,
+            value: value.into(),
+        });
+        self.env.sort_by(|a, b| a.name.cmp(&b.name));
+        self.rekey();
+        self
     }
 
     /// Where the task may run (default: [`SchedulingStrategy::Default`]).

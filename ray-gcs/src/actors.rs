@@ -262,6 +262,7 @@ impl GcsService {
                 // The GCS placed it: the node grants or refuses, never spills.
                 grant_or_reject: true,
                 strategy: None,
+                env: spec.env.clone(),
             })
             .await
             .map_err(|e| GcsError::call(step(), e))?;

@@ -132,6 +132,8 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 pub fn max_retries(self, n: i32) -> Self { Options(self.0.max_retries(n)) }
                 /// Where the call may run.
                 pub fn scheduling_strategy(self, strategy: ::ray::SchedulingStrategy) -> Self { Options(self.0.scheduling_strategy(strategy)) }
+                /// An environment variable of the worker process that runs the call.
+                pub fn env_var(self, name: &str, value: &str) -> Self { Options(self.0.env_var(name, value)) }
                 /// Submits the call.
                 pub fn remote(self, #( #params: impl ::core::convert::Into<::ray::Arg<#arg_types>> ),*) -> ::ray::ObjectRef<#ret_type> {
                     ::ray::__private::submit(NAME, &self.0, ::std::vec![
@@ -482,6 +484,8 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
             pub fn resources(self, name: &str, amount: f64) -> Self { #options(self.0.resources(name, amount)) }
             /// Return the existing actor of this name instead of creating one.
             pub fn get_if_exists(self) -> Self { #options(self.0.get_if_exists()) }
+            /// An environment variable of the actor's worker process.
+            pub fn env_var(self, name: &str, value: &str) -> Self { #options(self.0.env_var(name, value)) }
             /// Creates the actor; returns its handle at once. A failure (such as a taken name)
             /// makes every call on the handle fail with it; see `try_remote`.
             pub fn remote(self, #( #cparams: impl ::core::convert::Into<::ray::Arg<#ctor_args>> ),*) -> ::ray::ActorHandle<#ty> {

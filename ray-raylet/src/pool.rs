@@ -77,6 +77,9 @@ pub struct LeaseAsk<'a> {
     pub job_id: u32,
     /// The requester's name for the request, the same on each retry (0: none).
     pub request_id: u64,
+    /// The worker's environment beyond its job's: only a worker started with exactly this
+    /// serves the lease.
+    pub env: &'a [ray_proto::EnvVar],
 }
 
 /// A granted lease, as the pool sees it.
@@ -125,6 +128,9 @@ pub enum LeaseError {
 pub(crate) struct WorkerRecord {
     /// The job whose program it runs; it serves no other.
     pub job_id: u32,
+    /// Names the environment it was started with beyond its job's (0: none); it serves
+    /// only leases that ask for that one.
+    pub env_key: u64,
     /// 0 until the process is spawned.
     pub pid: u32,
     /// Kills it; `None` until it is launched.
@@ -138,9 +144,10 @@ pub(crate) struct WorkerRecord {
 
 impl WorkerRecord {
     /// A worker decided on, its process not yet started.
-    fn starting(job_id: u32) -> Self {
+    fn starting(job_id: u32, env_key: u64) -> Self {
         WorkerRecord {
             job_id,
+            env_key,
             pid: 0,
             kill: None,
             task_socket: String::new(),
@@ -187,23 +194,24 @@ struct PoolState {
 
 impl PoolState {
     /// An idle worker of job `job_id`, taken off the idle list.
-    fn take_idle(&mut self, job_id: u32) -> Option<WorkerId> {
+    fn take_idle(&mut self, job_id: u32, env_key: u64) -> Option<WorkerId> {
         let workers = &self.workers;
-        let at = self
-            .idle
-            .iter()
-            .rposition(|w| workers.get(w).is_some_and(|r| r.job_id == job_id))?;
+        let at = self.idle.iter().rposition(|w| {
+            workers
+                .get(w)
+                .is_some_and(|r| r.job_id == job_id && r.env_key == env_key)
+        })?;
         Some(self.idle.remove(at))
     }
 
     /// Takes an idle worker of another job than `job_id` off the idle list, to be killed
     /// (its exit frees its place); how to kill it.
-    fn evict_idle_of_other_job(&mut self, job_id: u32) -> Option<Killer> {
+    fn evict_idle_of_other_job(&mut self, job_id: u32, env_key: u64) -> Option<Killer> {
         let workers = &self.workers;
         let at = self.idle.iter().position(|w| {
             workers
                 .get(w)
-                .is_some_and(|r| r.job_id != job_id && r.kill.is_some())
+                .is_some_and(|r| (r.job_id != job_id || r.env_key != env_key) && r.kill.is_some())
         })?;
         let worker = self.idle.remove(at);
         self.workers.get(&worker).and_then(|r| r.kill.clone())
@@ -459,7 +467,7 @@ impl NodeManager {
     /// was lost, and it is asked again) gets the same lease.
     pub async fn lease_for(&self, ask: &LeaseAsk<'_>) -> Result<Grant, LeaseError> {
         let shape = ask.shape;
-        let job = self.job(ask.job_id).await?;
+        let job = with_env(self.job(ask.job_id).await?, ask.env);
         {
             let state = self.inner.state.lock();
             if !state.resources.is_feasible(shape) {
@@ -550,7 +558,7 @@ impl NodeManager {
                 let fits = state.resources.is_available(shape);
                 let actors_full = for_actor && state.actor_workers >= max_actors;
                 if fits && !actors_full {
-                    if let Some(worker) = state.take_idle(job.job_id) {
+                    if let Some(worker) = state.take_idle(job.job_id, env_key(ask.env)) {
                         let granted = grant(&mut state, worker, ask);
                         // A copy of this request waiting meanwhile gets the same lease now.
                         if ask.request_id != 0 {
@@ -563,7 +571,8 @@ impl NodeManager {
                 let mut alive = state.workers.len();
                 if fits && !actors_full && alive >= max_workers {
                     // An idle worker of another job makes room (as Ray's pool does).
-                    if let Some(kill) = state.evict_idle_of_other_job(job.job_id) {
+                    if let Some(kill) = state.evict_idle_of_other_job(job.job_id, env_key(ask.env))
+                    {
                         kill();
                         alive -= 1;
                     }
@@ -604,9 +613,10 @@ impl NodeManager {
                 if fits && state.starting < state.waiting && !at_limit {
                     state.starting += 1;
                     let worker_id = WorkerId::random();
-                    state
-                        .workers
-                        .insert(worker_id, WorkerRecord::starting(job.job_id));
+                    state.workers.insert(
+                        worker_id,
+                        WorkerRecord::starting(job.job_id, env_key(ask.env)),
+                    );
                     Some(worker_id)
                 } else {
                     tracing::debug!(
@@ -903,6 +913,37 @@ fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>) -> Grant {
         state.granted.insert(ask.request_id, g.clone());
     }
     g
+}
+
+/// Names an environment (0: none), whatever the order its variables came in.
+fn env_key(env: &[ray_proto::EnvVar]) -> u64 {
+    if env.is_empty() {
+        return 0;
+    }
+    let mut pairs: Vec<(&str, &str)> = env
+        .iter()
+        .map(|v| (v.name.as_str(), v.value.as_str()))
+        .collect();
+    pairs.sort_unstable();
+    // FNV-1a: stable across processes, and plenty to tell a job's environments apart.
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for (name, value) in pairs {
+        for b in name.bytes().chain([0]).chain(value.bytes()).chain([0]) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h.max(1)
+}
+
+/// `job` with `env` on top of its own environment (a variable of `env` wins).
+fn with_env(job: Arc<JobConfig>, env: &[ray_proto::EnvVar]) -> Arc<JobConfig> {
+    if env.is_empty() {
+        return job;
+    }
+    let mut job = (*job).clone();
+    job.env.retain(|v| !env.iter().any(|e| e.name == v.name));
+    job.env.extend(env.iter().cloned());
+    Arc::new(job)
 }
 
 fn cpu_part(shape: &ResourceSet) -> ResourceSet {

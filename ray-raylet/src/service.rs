@@ -95,6 +95,7 @@ impl NodeManagerRpc for NodeManager {
             for_actor: req.for_actor,
             job_id: req.job_id,
             request_id: req.request_id,
+            env: &req.env,
         };
         let granted = loop {
             let refused = |result| {

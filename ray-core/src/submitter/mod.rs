@@ -247,8 +247,9 @@ impl Submitter {
             Event::Resolved(task) => {
                 let key = task.shape_key.clone();
                 let q = self.queue(&key, &task.shape);
-                if q.strategy.is_none() {
+                if q.tasks.is_empty() && q.leases.is_empty() {
                     q.strategy = task.strategy.clone();
+                    q.env = task.env.clone();
                 }
                 q.tasks.push_back(task);
                 self.dispatch(&own, &key);

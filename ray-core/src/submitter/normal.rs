@@ -46,6 +46,8 @@ pub(crate) struct PendingTask {
     pub shape_key: Arc<str>,
     /// Where it may run (`None`: the default policy).
     pub strategy: Option<ray_proto::Strategy>,
+    /// Its worker's environment beyond the job's.
+    pub env: Vec<ray_proto::EnvVar>,
     pub args: Vec<ArgSpec>,
     pub return_id: ObjectId,
     /// Retries left after a worker dies: -1 means forever.
@@ -70,8 +72,9 @@ pub(crate) struct Lease {
 
 pub(super) struct ShapeQueue {
     pub(super) shape: ResourceSet,
-    /// Its tasks' strategy (the queue's key includes it).
+    /// Its tasks' strategy and their worker's environment (the queue's key includes both).
     pub(super) strategy: Option<ray_proto::Strategy>,
+    pub(super) env: Vec<ray_proto::EnvVar>,
     /// `shape` as task frames carry it, encoded once.
     pub(super) shape_wire: bytes::Bytes,
     pub(super) tasks: VecDeque<PendingTask>,
@@ -87,6 +90,7 @@ impl Submitter {
             .or_insert_with(|| ShapeQueue {
                 shape: shape.clone(),
                 strategy: None,
+                env: Vec::new(),
                 shape_wire: prost::Message::encode_to_vec(&ray_common::resources::to_resources(
                     shape,
                 ))
@@ -162,6 +166,7 @@ impl Submitter {
                         key.clone(),
                         q.shape.clone(),
                         q.strategy.clone(),
+                        q.env.clone(),
                     );
                 }
                 break;
@@ -343,6 +348,7 @@ fn request_lease(
     key: Arc<str>,
     shape: ResourceSet,
     strategy: Option<ray_proto::Strategy>,
+    env: Vec<ray_proto::EnvVar>,
 ) {
     let Some(c) = &own.link else {
         return;
@@ -370,6 +376,7 @@ fn request_lease(
             request_id: ray_common::ids::request_id(),
             grant_or_reject: false,
             strategy,
+            env,
         };
         let local = raylet;
         let mut raylet: Arc<dyn NodeManagerApi>;
