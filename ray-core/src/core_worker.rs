@@ -392,6 +392,7 @@ impl CoreWorker {
         })?;
         let shape = ray_scheduler::ResourceSet::from_pairs(opts.resources.clone())
             .map_err(|e| Error::InvalidArgument(format!("actor resources: {e}")))?;
+        let strategy = opts.strategy.to_proto()?;
         let namespace = opts
             .namespace
             .clone()
@@ -473,6 +474,7 @@ impl CoreWorker {
             get_if_exists: opts.get_if_exists,
             job_id: self.own.me.job_id,
             env: opts.env.clone(),
+            strategy,
         };
         let gcs = c.gcs.clone();
         let clock = c.clock.clone();

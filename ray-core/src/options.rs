@@ -79,9 +79,16 @@ pub struct ActorOptions {
     pub(crate) resources: BTreeMap<String, f64>,
     pub(crate) get_if_exists: bool,
     pub(crate) env: Vec<ray_proto::EnvVar>,
+    pub(crate) strategy: SchedulingStrategy,
 }
 
 impl ActorOptions {
+    /// Where the GCS may place the actor (default: [`SchedulingStrategy::Default`]).
+    pub fn scheduling_strategy(mut self, strategy: SchedulingStrategy) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
     /// An environment variable for the actor's worker process (Ray's
     /// `runtime_env={"env_vars": ..}`).
     pub fn env_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

@@ -239,7 +239,7 @@ impl GcsService {
         };
         let shape = ray_common::resources::to_resource_set(spec.shape.clone())
             .map_err(|e| GcsError::InvalidArgument(format!("actor resources: {e}")))?;
-        let node = match self.place(&shape) {
+        let node = match self.place(&shape, spec.strategy.as_ref()) {
             Ok(Some(node)) => node,
             Ok(None) => return Err(GcsError::NoNode),
             Err(why) => {

@@ -86,7 +86,12 @@ impl GcsService {
     /// The node manager to lease a worker for an actor of `shape` from, as the scheduler's
     /// default policy picks it; a node busy now but able to hold it if none is free (its node
     /// manager queues the lease). `Err` with the reason if no node could ever hold it.
-    fn place(&self, shape: &ray_scheduler::ResourceSet) -> Result<Option<String>, String> {
+    fn place(
+        &self,
+        shape: &ray_scheduler::ResourceSet,
+        strategy: Option<&Strategy>,
+    ) -> Result<Option<String>, String> {
+        use ray_scheduler::SchedulingStrategy as S;
         let mut state = self.inner.state.lock();
         let State {
             nodes,
@@ -94,10 +99,31 @@ impl GcsService {
             scheduler,
             ..
         } = &mut *state;
-        let req = ray_scheduler::SchedulingRequest::new(shape.clone());
+        let strategy = match strategy.and_then(|s| s.kind.as_ref()) {
+            None => S::Default,
+            Some(strategy::Kind::Spread(_)) => S::Spread,
+            Some(strategy::Kind::NodeAffinity(a)) => {
+                match nodes.iter().position(|n| n.node_id == a.node_id) {
+                    Some(i) => S::NodeAffinity {
+                        node: ray_scheduler::NodeId(i as u64),
+                        soft: a.soft,
+                    },
+                    None if a.soft => S::Default,
+                    None => {
+                        return Err(format!(
+                            "hard affinity to node {}, which is not in the cluster",
+                            ray_common::ids::hex(&a.node_id)
+                        ))
+                    }
+                }
+            }
+        };
+        let req = ray_scheduler::SchedulingRequest::new(shape.clone()).with_strategy(strategy);
         let node = match scheduler.schedule(view, &req, &mut rand::rng()) {
             Ok(node) => node,
-            Err(pending) if pending.is_infeasible() => return Err(pending.to_string()),
+            Err(pending) if pending.is_infeasible() || pending.is_unschedulable() => {
+                return Err(pending.to_string())
+            }
             Err(pending) => match pending.nodes.first().filter(|_| pending.feasible_nodes > 0) {
                 Some(busy) => busy.node,
                 None => return Ok(None),

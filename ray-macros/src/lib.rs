@@ -484,6 +484,8 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
             pub fn resources(self, name: &str, amount: f64) -> Self { #options(self.0.resources(name, amount)) }
             /// Return the existing actor of this name instead of creating one.
             pub fn get_if_exists(self) -> Self { #options(self.0.get_if_exists()) }
+            /// Where the GCS may place the actor.
+            pub fn scheduling_strategy(self, strategy: ::ray::SchedulingStrategy) -> Self { #options(self.0.scheduling_strategy(strategy)) }
             /// An environment variable of the actor's worker process.
             pub fn env_var(self, name: &str, value: &str) -> Self { #options(self.0.env_var(name, value)) }
             /// Creates the actor; returns its handle at once. A failure (such as a taken name)

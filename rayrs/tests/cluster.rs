@@ -666,3 +666,48 @@ fn an_object_only_a_dead_node_held_is_lost() {
     ray::shutdown();
     outcome.unwrap();
 }
+
+#[test]
+fn actors_are_placed_by_their_scheduling_strategy() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let a = cluster.add_node(&["--num-cpus", "1"]);
+    let b = cluster.add_node(&["--num-cpus", "1"]);
+    let ids = [0, a, b].map(|i| cluster.node(i).node_id.clone());
+    with_driver(&cluster, || {
+        use ray::SchedulingStrategy;
+        for id in &ids {
+            let actor = Placed::options()
+                .num_cpus(0.0)
+                .scheduling_strategy(SchedulingStrategy::node_affinity(id, false))
+                .remote();
+            assert_eq!(&ray::get(&actor.node()).unwrap().0, id);
+        }
+        let spread: std::collections::BTreeSet<String> = (0..3)
+            .map(|_| {
+                Placed::options()
+                    .num_cpus(0.0)
+                    .scheduling_strategy(SchedulingStrategy::Spread)
+                    .remote()
+            })
+            .collect::<Vec<_>>()
+            .iter()
+            .map(|actor| ray::get(&actor.node()).unwrap().0)
+            .collect();
+        assert_eq!(
+            spread.len(),
+            3,
+            "three spread actors on three nodes: {spread:?}"
+        );
+        let nowhere = Placed::options()
+            .num_cpus(0.0)
+            .scheduling_strategy(SchedulingStrategy::node_affinity(
+                "00112233445566778899aabbccddeeff",
+                false,
+            ))
+            .remote();
+        match ray::get(&nowhere.node()) {
+            Err(Error::ActorDied { cause, .. }) => assert!(cause.contains("affinity"), "{cause}"),
+            other => panic!("expected ActorDied, got {other:?}"),
+        }
+    });
+}
