@@ -178,8 +178,8 @@ impl StoreProvider {
 
     /// The bytes of sealed shared-memory object `id` at `offset` on node `node`, read in
     /// place: on this node directly; another node's is first pulled into this node's store
-    /// (once per process; the copy stays pinned until [`Self::drop_copy`]). Must not be
-    /// called on a thread of the session's runtime (a pull blocks the caller).
+    /// (once per process; the copy stays pinned until [`Self::drop_copy`]). A pull blocks
+    /// the calling thread, as a `put` into the store does.
     pub fn plasma_bytes(
         &self,
         id: ObjectId,
@@ -200,11 +200,6 @@ impl StoreProvider {
     fn copy_of(&self, id: ObjectId, node: NodeId) -> Result<Allocation> {
         if let Some(a) = self.copies.get(&id) {
             return Ok(*a);
-        }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(Error::Runtime(
-                "another node's object read on a runtime thread (it must be fetched first)".into(),
-            ));
         }
         let raylet = self.raylet.clone();
         let req = ray_proto::FetchObjectRequest {
