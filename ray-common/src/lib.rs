@@ -12,6 +12,7 @@ pub mod ids;
 pub mod limits;
 pub mod resources;
 pub mod rpc;
+pub mod sha256;
 mod throttle;
 
 pub use clock::{Clock, ManualClock};

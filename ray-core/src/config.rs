@@ -38,6 +38,7 @@ pub struct Config {
     pub(crate) worker_limit_wait: std::time::Duration,
     pub(crate) auth_token: Option<String>,
     pub(crate) runtime_env: RuntimeEnv,
+    pub(crate) ship_binary: bool,
 }
 
 /// What the job's worker processes run with beyond the driver's program (Ray's
@@ -90,6 +91,7 @@ impl Config {
             worker_limit_wait: std::time::Duration::from_secs(30),
             auth_token: None,
             runtime_env: RuntimeEnv::default(),
+            ship_binary: false,
         }
     }
 
@@ -126,6 +128,14 @@ impl Config {
     /// What the job's workers run with (their environment variables): Ray's `runtime_env`.
     pub fn runtime_env(mut self, env: RuntimeEnv) -> Self {
         self.runtime_env = env;
+        self
+    }
+
+    /// Cluster mode: ship this program to the cluster even if every node runs on this
+    /// machine (it is shipped anyway when a node runs on another machine). Nodes then start
+    /// the job's workers from their checked copy. Also `RAYRS_SHIP_BINARY=1`.
+    pub fn ship_binary(mut self, ship: bool) -> Self {
+        self.ship_binary = ship;
         self
     }
 
@@ -171,6 +181,7 @@ impl Config {
         c.object_store_memory =
             get("RAY_OBJECT_STORE_MEMORY").map(|v| v.trim().parse::<u64>().unwrap_or(0));
         c.namespace = get("RAY_NAMESPACE");
+        c.ship_binary = get("RAYRS_SHIP_BINARY").as_deref() == Some("1");
         c.ignore_reinit_error = matches!(
             get("RAY_IGNORE_REINIT_ERROR").as_deref(),
             Some("1") | Some("true")

@@ -139,6 +139,7 @@ impl TestCluster {
                 program: "in-process".into(),
                 env: Vec::new(),
                 namespace: String::new(),
+                binary_sha256: String::new(),
             })
             .await
             .expect("the job registers");
@@ -159,6 +160,7 @@ impl TestCluster {
                         max_workers: 16,
                         limit_wait: Duration::from_secs(10),
                         infeasible_waits: false,
+                        binary_cache: None,
                     },
                     store,
                     connect(&address),

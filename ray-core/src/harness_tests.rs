@@ -137,6 +137,7 @@ fn node_manager_gives_each_job_its_own_workers_and_reuses_them() {
             program: "in-process".into(),
             env: Vec::new(),
             namespace: "second".into(),
+            binary_sha256: String::new(),
         })
         .await
         .unwrap();

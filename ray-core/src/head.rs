@@ -129,6 +129,8 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
             limit_wait: config.worker_limit_wait,
             infeasible_waits: false,
             health: None,
+            binary_dir: None,
+            binary_cache: None,
             token: token.clone(),
             session,
         };
@@ -142,6 +144,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
                 program: program.display().to_string(),
                 env: config.runtime_env.to_proto(),
                 namespace: namespace.clone(),
+                binary_sha256: String::new(),
             })
             .await;
         if let Err(e) = registered {
@@ -238,12 +241,20 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
                     nodes.len()
                 ))
             })?;
+        // Shipped when a node runs on another machine (or when asked): nodes run their
+        // checked copy, content-addressed, uploaded once.
+        let ship = config.ship_binary || nodes.iter().any(|n| n.alive && n.host_id != here);
+        let binary_sha256 = match ship {
+            true => upload_binary(&gcs, &program).await?,
+            false => String::new(),
+        };
         let job_id = gcs.next_job_id(ray_proto::Empty {}).await?.job_id;
         gcs.register_job(ray_proto::JobConfig {
             job_id,
             program: program.display().to_string(),
             env: config.runtime_env.to_proto(),
             namespace: namespace.clone(),
+            binary_sha256,
         })
         .await
         .map_err(|e| Error::Runtime(format!("registering the job: {}", e.message)))?;
@@ -293,6 +304,51 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
         None,
         Some((gcs, job_id)),
     )
+}
+
+/// Bytes per chunk of a binary's upload.
+const UPLOAD_CHUNK: usize = 4 << 20;
+
+/// Uploads `program` to the GCS unless it holds it already; its SHA-256.
+async fn upload_binary(gcs: &Arc<dyn GcsApi>, program: &std::path::Path) -> Result<String> {
+    let path = program.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || {
+        let data = std::fs::read(&path)?;
+        let mut hasher = ray_common::sha256::Hasher::default();
+        hasher.update(&data);
+        Ok::<_, std::io::Error>((hasher.finish(), data))
+    })
+    .await
+    .map_err(Error::runtime)?;
+    let (sha256, data) =
+        read.map_err(|e| Error::Runtime(format!("reading {}: {e}", program.display())))?;
+    let present = gcs
+        .has_binary(ray_proto::BinaryRequest {
+            sha256: sha256.clone(),
+        })
+        .await?
+        .present;
+    if present {
+        return Ok(sha256);
+    }
+    let size = data.len() as u64;
+    let data = bytes::Bytes::from(data);
+    let chunks: Vec<ray_proto::BinaryChunk> = (0..data.len().max(1))
+        .step_by(UPLOAD_CHUNK)
+        .map(|at| ray_proto::BinaryChunk {
+            sha256: sha256.clone(),
+            size,
+            data: data.slice(at..(at + UPLOAD_CHUNK).min(data.len())),
+        })
+        .collect();
+    gcs.upload_binary(chunks).await.map_err(|e| {
+        Error::Runtime(format!(
+            "uploading this program to the cluster: {}",
+            e.message
+        ))
+    })?;
+    tracing::info!(%sha256, size, "program uploaded to the cluster");
+    Ok(sha256)
 }
 
 /// The driver's core worker, attached to the node `attach` names: its server, its link to

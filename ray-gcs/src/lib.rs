@@ -6,6 +6,7 @@
 //! and callers ask it where an actor lives only when they first call it or after it restarts.
 
 mod actors;
+mod binaries;
 mod error;
 mod health;
 
@@ -19,6 +20,15 @@ use tonic::{Request, Response, Status};
 pub use error::GcsError;
 pub use health::HealthConfig;
 pub use ray_proto::gcs_server::GcsServer;
+
+/// What a cluster head's GCS does beyond an embedded one's.
+#[derive(Clone, Debug, Default)]
+pub struct GcsOptions {
+    /// How it checks its nodes' health (`None`: it does not).
+    pub health: Option<HealthConfig>,
+    /// Where it keeps jobs' binaries (`None`: it keeps none).
+    pub binaries: Option<std::path::PathBuf>,
+}
 
 /// The GCS service. Cheap to clone; state behind short locks, never held across an await.
 #[derive(Clone)]
@@ -35,6 +45,8 @@ struct Inner {
     view_changed: tokio::sync::Notify,
     /// How nodes are checked (`None`: they are not).
     health: Option<HealthConfig>,
+    /// Where jobs' binaries are kept (`None`: this GCS keeps none).
+    binaries: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -63,22 +75,23 @@ impl GcsService {
     /// An empty GCS, calling node managers and workers through clients `connect` opens. It
     /// does not check its nodes' health (an embedded head's node is its own process).
     pub fn new(connect: Arc<dyn Connect>) -> Self {
-        Self::build(connect, None)
+        Self::build(connect, GcsOptions::default())
     }
 
-    /// An empty GCS that checks its nodes' health as `health` says (see [`HealthConfig`]).
-    pub fn with_health_checks(connect: Arc<dyn Connect>, health: HealthConfig) -> Self {
-        Self::build(connect, Some(health))
+    /// An empty GCS of a cluster's head, as `options` say.
+    pub fn with_options(connect: Arc<dyn Connect>, options: GcsOptions) -> Self {
+        Self::build(connect, options)
     }
 
-    fn build(connect: Arc<dyn Connect>, health: Option<HealthConfig>) -> Self {
+    fn build(connect: Arc<dyn Connect>, options: GcsOptions) -> Self {
         GcsService {
             inner: Arc::new(Inner {
                 connect,
                 state: Mutex::new(State::default()),
                 actors: actors::Actors::default(),
                 view_changed: tokio::sync::Notify::new(),
-                health,
+                health: options.health,
+                binaries: options.binaries,
             }),
         }
     }
@@ -317,6 +330,32 @@ impl Gcs for GcsService {
         }
         while calls.join_next().await.is_some() {}
         Ok(Response::new(Empty {}))
+    }
+
+    async fn has_binary(
+        &self,
+        req: Request<BinaryRequest>,
+    ) -> Result<Response<HasBinaryReply>, Status> {
+        GcsService::has_binary(self, req.into_inner()).map(Response::new)
+    }
+
+    async fn upload_binary(
+        &self,
+        req: Request<tonic::Streaming<BinaryChunk>>,
+    ) -> Result<Response<Empty>, Status> {
+        GcsService::upload_binary(self, req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type DownloadBinaryStream = tokio_stream::wrappers::ReceiverStream<Result<BinaryChunk, Status>>;
+
+    async fn download_binary(
+        &self,
+        req: Request<BinaryRequest>,
+    ) -> Result<Response<Self::DownloadBinaryStream>, Status> {
+        GcsService::download_binary(self, req.into_inner())
+            .map(|rx| Response::new(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
     async fn register_actor(

@@ -56,6 +56,11 @@ pub struct NodeOptions {
     pub limit_wait: Duration,
     /// On the head: how the GCS checks its nodes' health (`None`: it does not).
     pub health: Option<ray_gcs::HealthConfig>,
+    /// On the head: where the GCS keeps jobs' uploaded binaries (`None`: it keeps none).
+    pub binary_dir: Option<PathBuf>,
+    /// Where this node caches the shipped binaries it runs (`None`: jobs run their driver's
+    /// path, as in a local session).
+    pub binary_cache: Option<PathBuf>,
     /// Whether a request no node can hold waits for one that can join (a cluster's nodes)
     /// rather than failing at once (a local session, which cannot grow).
     pub infeasible_waits: bool,
@@ -112,12 +117,15 @@ impl Node {
         let gcs_address = match (options.head, &options.gcs_address) {
             (Some(bind), _) => {
                 let routes = Routes::new(InterceptedService::new(
-                    GcsServer::new(match &options.health {
-                        Some(health) => {
-                            GcsService::with_health_checks(connect.clone(), health.clone())
-                        }
-                        None => GcsService::new(connect.clone()),
-                    }),
+                    GcsServer::new(GcsService::with_options(
+                        connect.clone(),
+                        ray_gcs::GcsOptions {
+                            health: options.health.clone(),
+                            binaries: options.binary_dir.clone(),
+                        },
+                    ))
+                    // A binary's upload comes in chunks of a few MiB.
+                    .max_decoding_message_size(ray_proto::MAX_MESSAGE_BYTES),
                     logged(CheckToken::new(token)),
                 ));
                 let (address, stop) =
@@ -159,6 +167,7 @@ impl Node {
                     .max_workers
                     .unwrap_or_else(|| ray_raylet::default_max_workers(capacity)),
                 limit_wait: options.limit_wait,
+                binary_cache: options.binary_cache.clone(),
                 infeasible_waits: options.infeasible_waits,
             },
             store,

@@ -10,6 +10,7 @@
 //! [`NodeManager::shutdown`], and dies with this process (parent-death signal) if shutdown never
 //! runs.
 
+mod binaries;
 mod cluster_view;
 mod drivers;
 mod launcher;

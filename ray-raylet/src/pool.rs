@@ -41,6 +41,8 @@ pub struct NodeManagerConfig {
     /// A request no node of the cluster can hold waits for one that can join (a cluster's
     /// nodes); otherwise it is refused at once (a local session, which cannot grow).
     pub infeasible_waits: bool,
+    /// Where shipped job binaries are cached (`None`: jobs run their driver's path).
+    pub binary_cache: Option<std::path::PathBuf>,
 }
 
 /// Private memory a worker process is budgeted (an idle one uses 6-12 MiB).
@@ -260,6 +262,10 @@ pub(crate) struct Inner {
     pub(crate) view_changed: Notify,
     /// Objects pulled from other nodes.
     pub(crate) pulls: crate::object_manager::Pulls,
+    /// Held while a shipped binary is checked or downloaded.
+    pub(crate) downloads: tokio::sync::Mutex<()>,
+    /// Shipped binaries downloaded so far.
+    pub(crate) binaries_fetched: std::sync::atomic::AtomicU64,
 }
 
 impl NodeManager {
@@ -304,6 +310,8 @@ impl NodeManager {
                 cluster: Mutex::new(Default::default()),
                 view_changed: Notify::new(),
                 pulls: Default::default(),
+                downloads: tokio::sync::Mutex::new(()),
+                binaries_fetched: Default::default(),
             }),
         }
     }
@@ -453,7 +461,9 @@ impl NodeManager {
         })?;
         match gcs.get_job(ray_proto::GetJobRequest { job_id }).await {
             Ok(job) => {
-                let job = Arc::new(job);
+                // A shipped binary is fetched (or checked) once per job, before its first
+                // worker starts.
+                let job = self.with_local_program(Arc::new(job)).await?;
                 self.inner.jobs.lock().insert(job_id, job.clone());
                 Ok(job)
             }

@@ -146,7 +146,10 @@ impl NodeManagerRpc for NodeManager {
             Err(e @ (LeaseError::ShuttingDown | LeaseError::RequesterGone)) => {
                 return Err(Status::unavailable(e.to_string()))
             }
-            Err(e @ LeaseError::Spawn(_)) => return Err(Status::internal(e.to_string())),
+            Err(e @ LeaseError::Spawn(_)) => {
+                // Named, so the driver knows where its binary could not run.
+                return Err(Status::internal(format!("node {}: {e}", self.node_id())));
+            }
             Err(e @ LeaseError::WorkerLimit(_)) => {
                 return Err(Status::resource_exhausted(e.to_string()))
             }
@@ -303,6 +306,7 @@ impl NodeManagerRpc for NodeManager {
             num_workers: self.num_workers() as u32,
             store_used: self.store().used(),
             objects_pulled: self.objects_pulled(),
+            binaries_fetched: self.binaries_fetched(),
         }))
     }
 

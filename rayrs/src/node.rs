@@ -207,6 +207,9 @@ fn run_node(
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    // This node's copies of shipped binaries: its own (a node sharing the head's temp dir
+    // still downloads), gone when it stops.
+    let cache_dir = temp_dir.join("cache").join(std::process::id().to_string());
     let session = format!(
         "rayrs-{}-node-{}",
         std::process::id(),
@@ -224,6 +227,8 @@ fn run_node(
         limit_wait: Duration::from_secs(30),
         infeasible_waits: true,
         health: Some(ray_gcs::HealthConfig::from_vars(|k| std::env::var(k).ok())?),
+        binary_dir: Some(temp_dir.join("binaries")),
+        binary_cache: Some(cache_dir.clone()),
         token: token.clone(),
         session,
     };
@@ -258,6 +263,7 @@ fn run_node(
         };
         node.shutdown().await;
         NodeRecord::remove(temp_dir, record.pid);
+        let _ = std::fs::remove_dir_all(&cache_dir);
         outcome
     })
 }

@@ -583,7 +583,7 @@ fn check_bytes(data: Vec<u8>, seed: u8) -> (String, bool) {
     (ray::get_runtime_context().unwrap().node_id, ok)
 }
 
-fn objects_pulled(cluster: &Cluster, node: usize) -> u64 {
+fn node_counters(cluster: &Cluster, node: usize) -> ray_proto::NodeResourcesReply {
     let address = cluster.node(node).node_manager_address.clone();
     let token = cluster.token().to_string();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -602,8 +602,11 @@ fn objects_pulled(cluster: &Cluster, node: usize) -> u64 {
             .await
             .unwrap()
             .into_inner()
-            .objects_pulled
     })
+}
+
+fn objects_pulled(cluster: &Cluster, node: usize) -> u64 {
+    node_counters(cluster, node).objects_pulled
 }
 
 #[test]
@@ -710,4 +713,42 @@ fn actors_are_placed_by_their_scheduling_strategy() {
             other => panic!("expected ActorDied, got {other:?}"),
         }
     });
+}
+
+#[ray::remote]
+fn my_program() -> String {
+    std::env::current_exe().unwrap().display().to_string()
+}
+
+#[test]
+fn the_program_is_shipped_once_and_a_tampered_copy_is_fetched_again() {
+    let cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let me = std::env::current_exe().unwrap();
+    let sha = ray_common::sha256::file(&me).unwrap();
+    let cached = cluster
+        .dir()
+        .join("cache")
+        .join(cluster.node(0).pid().to_string())
+        .join(&sha);
+    let job = || {
+        ray::init(ray_rs::cluster::config(&cluster).ship_binary(true)).unwrap();
+        let ran = std::panic::catch_unwind(|| ray::get(&my_program::remote()).unwrap());
+        ray::shutdown();
+        ran.unwrap()
+    };
+    // The first job uploads the program; the node fetches it and runs its copy.
+    assert_eq!(job(), cached.display().to_string());
+    assert!(
+        cluster.dir().join("binaries").join(&sha).exists(),
+        "the head keeps it"
+    );
+    assert_eq!(node_counters(&cluster, 0).binaries_fetched, 1);
+    // A second job of the same program transfers nothing.
+    assert_eq!(job(), cached.display().to_string());
+    assert_eq!(node_counters(&cluster, 0).binaries_fetched, 1);
+    // A cached copy that no longer matches its hash is refused and fetched again.
+    std::fs::write(&cached, b"not the program").unwrap();
+    assert_eq!(job(), cached.display().to_string());
+    assert_eq!(node_counters(&cluster, 0).binaries_fetched, 2);
+    assert_eq!(ray_common::sha256::file(&cached).unwrap(), sha);
 }

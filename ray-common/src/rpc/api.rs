@@ -178,6 +178,43 @@ client_api! {
     fn get_job(GetJobRequest) -> JobConfig, "GetJob", Some(CONTROL_DEADLINE);
     /// The job's driver left: its workers stop on every node.
     fn finish_job(FinishJobRequest) -> Empty, "FinishJob", Some(CONTROL_DEADLINE);
+    /// Whether the GCS holds the binary of this hash.
+    fn has_binary(BinaryRequest) -> HasBinaryReply, "HasBinary", Some(CONTROL_DEADLINE);
+    streams {
+        /// Uploads a binary, its chunks in order (the first carries the hash and the size).
+        async fn upload_binary(&self, chunks: Vec<BinaryChunk>) -> Result<Empty, RpcError>;
+        /// Opens the stream of a binary's chunks.
+        async fn download_binary(
+            &self,
+            request: BinaryRequest,
+        ) -> Result<ReplyStream<BinaryChunk>, RpcError>;
+    } impl {
+        async fn upload_binary(&self, chunks: Vec<BinaryChunk>) -> Result<Empty, RpcError> {
+            let mut client = self.client.clone();
+            self.link
+                .unary(Service::Gcs, "UploadBinary", Some(CONTROL_DEADLINE), async move {
+                    client.upload_binary(tokio_stream::iter(chunks)).await
+                })
+                .await
+        }
+        async fn download_binary(
+            &self,
+            request: BinaryRequest,
+        ) -> Result<ReplyStream<BinaryChunk>, RpcError> {
+            use tokio_stream::StreamExt;
+            let mut client = self.client.clone();
+            let stream = self
+                .link
+                .unary(Service::Gcs, "DownloadBinary", Some(CONTROL_DEADLINE), async move {
+                    client.download_binary(request).await
+                })
+                .await?;
+            let to = self.link.to.clone();
+            Ok(Box::pin(stream.map(move |item| {
+                item.map_err(|s| RpcError::from_status(&s, "DownloadBinary", &to))
+            })))
+        }
+    }
 }
 
 client_api! {

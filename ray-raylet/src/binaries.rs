@@ -1,0 +1,112 @@
+//! Shipped job binaries on this node: a job whose driver shipped its executable
+//! (`JobConfig.binary_sha256`) runs its workers from this node's copy, downloaded from the
+//! GCS the first time a worker of the job is needed, checked against its SHA-256 before it
+//! is used (a copy that does not match is refused and fetched again), executable, and kept
+//! under its hash, so a second job with the same binary transfers nothing.
+
+use crate::pool::{LeaseError, NodeManager};
+use ray_proto::JobConfig;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio_stream::StreamExt;
+
+impl NodeManager {
+    /// `job` as this node runs it: with its program replaced by this node's checked copy if
+    /// the job's binary is shipped.
+    pub(crate) async fn with_local_program(
+        &self,
+        job: Arc<JobConfig>,
+    ) -> Result<Arc<JobConfig>, LeaseError> {
+        let (Some(cache), false) = (
+            self.inner.config.binary_cache.clone(),
+            job.binary_sha256.is_empty(),
+        ) else {
+            return Ok(job);
+        };
+        let sha = job.binary_sha256.clone();
+        if !ray_common::sha256::is_hash(&sha) {
+            return Err(LeaseError::Spawn(format!("`{sha}` is not a binary's hash")));
+        }
+        // One download at a time: two jobs of one binary fetch it once.
+        let _one = self.inner.downloads.lock().await;
+        let path = cache.join(&sha);
+        let checked = {
+            let (path, sha) = (path.clone(), sha.clone());
+            tokio::task::spawn_blocking(move || matches_hash(&path, &sha))
+                .await
+                .unwrap_or(false)
+        };
+        if !checked {
+            if path.exists() {
+                tracing::warn!(path = %path.display(), "a cached binary does not match its hash; fetching it again");
+                let _ = std::fs::remove_file(&path);
+            }
+            self.download(&sha, &cache, &path).await?;
+        }
+        let mut local = (*job).clone();
+        local.program = path.display().to_string();
+        Ok(Arc::new(local))
+    }
+
+    async fn download(&self, sha: &str, cache: &Path, path: &Path) -> Result<(), LeaseError> {
+        let fail =
+            |why: String| LeaseError::Spawn(format!("fetching the job's binary {sha}: {why}"));
+        let gcs = self
+            .gcs()
+            .ok_or_else(|| fail("no client of the GCS".into()))?;
+        std::fs::create_dir_all(cache).map_err(|e| fail(e.to_string()))?;
+        let mut stream = gcs
+            .download_binary(ray_proto::BinaryRequest {
+                sha256: sha.to_string(),
+            })
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let partial: PathBuf = cache.join(format!(
+            ".{sha}.partial-{}",
+            ray_common::ids::hex(&ray_common::ids::random_bytes())
+        ));
+        let written = async {
+            let mut file = std::fs::File::create(&partial).map_err(|e| fail(e.to_string()))?;
+            let mut hasher = ray_common::sha256::Hasher::default();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| fail(e.to_string()))?;
+                hasher.update(&chunk.data);
+                file.write_all(&chunk.data)
+                    .map_err(|e| fail(e.to_string()))?;
+            }
+            let hash = hasher.finish();
+            if hash != sha {
+                return Err(fail(format!("the bytes received hash to {hash}")));
+            }
+            file.set_permissions(std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| fail(e.to_string()))?;
+            drop(file);
+            std::fs::rename(&partial, path).map_err(|e| fail(e.to_string()))
+        }
+        .await;
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        if written.is_ok() {
+            self.inner
+                .binaries_fetched
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::info!(sha256 = %sha, path = %path.display(), "job binary fetched");
+        }
+        written
+    }
+
+    /// Binaries this node downloaded so far.
+    pub fn binaries_fetched(&self) -> u64 {
+        self.inner
+            .binaries_fetched
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// Whether the file at `path` exists and hashes to `sha`.
+fn matches_hash(path: &Path, sha: &str) -> bool {
+    ray_common::sha256::file(path).is_ok_and(|h| h == sha)
+}
