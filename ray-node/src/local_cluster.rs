@@ -78,6 +78,12 @@ impl Cluster {
     /// Starts the head with `args` (resource flags: `--num-cpus 1`, ...) using the `rayrs`
     /// binary at `rayrs`.
     pub fn start(rayrs: impl Into<PathBuf>, args: &[&str]) -> Cluster {
+        Self::start_in(rayrs, &[], args)
+    }
+
+    /// [`Cluster::start`], the head's process started through `prefix` (a command that runs
+    /// the rest of its arguments, such as `ip netns exec NAME`).
+    pub fn start_in(rayrs: impl Into<PathBuf>, prefix: &[&str], args: &[&str]) -> Cluster {
         let dir = std::env::temp_dir().join(format!(
             "rayrs-cluster-{}-{}",
             std::process::id(),
@@ -91,7 +97,7 @@ impl Cluster {
             address: String::new(),
             nodes: Vec::new(),
         };
-        let head = cluster.spawn(&[&["--head", "--port", "0"], args].concat());
+        let head = cluster.spawn(prefix, &[&["--head", "--port", "0"], args].concat());
         cluster.nodes.push(Some(head));
         cluster
     }
@@ -108,8 +114,14 @@ impl Cluster {
 
     /// Adds a node with `args`; returns its index in [`Cluster::nodes`].
     pub fn add_node(&mut self, args: &[&str]) -> usize {
+        self.add_node_in(&[], args)
+    }
+
+    /// [`Cluster::add_node`], its process started through `prefix` (see
+    /// [`Cluster::start_in`]).
+    pub fn add_node_in(&mut self, prefix: &[&str], args: &[&str]) -> usize {
         let address = self.address.clone();
-        let node = self.spawn(&[&["--address", address.as_str()], args].concat());
+        let node = self.spawn(prefix, &[&["--address", address.as_str()], args].concat());
         self.nodes.push(Some(node));
         self.nodes.len() - 1
     }
@@ -128,7 +140,19 @@ impl Cluster {
 
     /// A `rayrs` command with this cluster's token, home and temp dir.
     pub fn rayrs(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.rayrs);
+        self.rayrs_in(&[], args)
+    }
+
+    /// [`Cluster::rayrs`] run through `prefix`.
+    pub fn rayrs_in(&self, prefix: &[&str], args: &[&str]) -> Command {
+        let mut cmd = match prefix.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(&self.rayrs);
+                cmd
+            }
+            None => Command::new(&self.rayrs),
+        };
         cmd.args(args)
             .env("RAY_AUTH_TOKEN", &self.token)
             .env("HOME", self.dir.join("home"))
@@ -142,8 +166,8 @@ impl Cluster {
         cmd
     }
 
-    fn spawn(&mut self, args: &[&str]) -> NodeProcess {
-        let mut cmd = self.rayrs(&[&["start", "--block"], args].concat());
+    fn spawn(&mut self, prefix: &[&str], args: &[&str]) -> NodeProcess {
+        let mut cmd = self.rayrs_in(prefix, &[&["start", "--block"], args].concat());
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
