@@ -940,6 +940,7 @@ fn gcs_ignores_a_resource_report_older_than_one_it_applied() {
             &ray_scheduler::ResourceSet::cpus(cpus).unwrap(),
         )),
         version,
+        demands: Vec::new(),
     };
     let free_cpus = || {
         let nodes = cluster

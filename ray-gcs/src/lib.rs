@@ -259,6 +259,7 @@ impl Gcs for GcsService {
                 .view
                 .set_available(ray_scheduler::NodeId(index as u64), available);
         }
+        state.nodes[index].demands = req.demands;
         if state.nodes[index].available != req.available {
             state.nodes[index].available = req.available;
             self.view_moved(&mut state);

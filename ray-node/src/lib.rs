@@ -204,6 +204,7 @@ impl Node {
                     is_head: options.head.is_some(),
                     host_id: host_id(),
                     death_reason: String::new(),
+                    demands: Vec::new(),
                 }),
             })
             .await

@@ -32,6 +32,65 @@ pub fn scheduler_id(node: NodeId) -> ray_scheduler::NodeId {
     ray_scheduler::NodeId(u64::from_le_bytes(first))
 }
 
+/// Requests waiting here for a node that can hold them, by shape: what this node reports
+/// as its demand.
+#[derive(Default)]
+pub(crate) struct Demands {
+    by_shape: HashMap<String, (ResourceSet, u32, String)>,
+}
+
+impl Demands {
+    /// The demands as the GCS takes them.
+    pub(crate) fn to_proto(&self) -> Vec<ray_proto::Demand> {
+        let mut out: Vec<ray_proto::Demand> = self
+            .by_shape
+            .values()
+            .map(|(shape, count, reason)| ray_proto::Demand {
+                shape: Some(ray_common::resources::to_resources(shape)),
+                count: *count,
+                reason: reason.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.reason.cmp(&b.reason));
+        out
+    }
+}
+
+/// One request counted in [`Demands`] while it lives.
+struct Waiting<'a> {
+    node: &'a NodeManager,
+    key: String,
+}
+
+impl<'a> Waiting<'a> {
+    fn new(node: &'a NodeManager, shape: &ResourceSet, reason: &str) -> Self {
+        let key = format!("{:?}", shape.to_map());
+        node.inner
+            .demands
+            .lock()
+            .by_shape
+            .entry(key.clone())
+            .and_modify(|(_, count, why)| {
+                *count += 1;
+                *why = reason.to_string();
+            })
+            .or_insert_with(|| (shape.clone(), 1, reason.to_string()));
+        Waiting { node, key }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut demands = self.node.inner.demands.lock();
+        if let Some((_, count, _)) = demands.by_shape.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                demands.by_shape.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Where a lease request goes.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Placement {
@@ -198,6 +257,7 @@ impl NodeManager {
         grant_or_reject: bool,
     ) -> Placement {
         let asked = std::time::Instant::now();
+        let mut waiting: Option<Waiting<'_>> = None;
         loop {
             let changed = self.inner.view_changed.notified();
             tokio::pin!(changed);
@@ -221,6 +281,10 @@ impl NodeManager {
                         "a request for {:?} waits for a node that can hold it ({why})",
                         shape.to_map()
                     ));
+                    // Listed (in reports, then `rayrs status`) while it waits.
+                    if waiting.is_none() {
+                        waiting = Some(Waiting::new(self, shape, why));
+                    }
                     // A new view, or a look again now and then (shutdown, missed wakes).
                     let _ = tokio::time::timeout(VIEW_POLL, changed).await;
                 }

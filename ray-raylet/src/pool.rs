@@ -266,6 +266,8 @@ pub(crate) struct Inner {
     pub(crate) downloads: tokio::sync::Mutex<()>,
     /// Shipped binaries downloaded so far.
     pub(crate) binaries_fetched: std::sync::atomic::AtomicU64,
+    /// Requests waiting here for a node that can hold them.
+    pub(crate) demands: Mutex<crate::cluster_view::Demands>,
 }
 
 impl NodeManager {
@@ -312,6 +314,7 @@ impl NodeManager {
                 pulls: Default::default(),
                 downloads: tokio::sync::Mutex::new(()),
                 binaries_fetched: Default::default(),
+                demands: Default::default(),
             }),
         }
     }
@@ -352,7 +355,7 @@ impl NodeManager {
     pub fn report_resources(&self) {
         let inner = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
-            let mut sent: Option<(ResourceSet, std::time::Instant)> = None;
+            let mut sent: Option<(ResourceSet, Vec<ray_proto::Demand>, std::time::Instant)> = None;
             let mut version = 0u64;
             let mut tick = tokio::time::interval(REPORT_PERIOD);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -367,9 +370,14 @@ impl NodeManager {
                     }
                     state.resources.available.clone()
                 };
+                let demands = me.inner.demands.lock().to_proto();
                 let due = match &sent {
                     None => true,
-                    Some((last, at)) => *last != available || at.elapsed() >= REPORT_REFRESH,
+                    Some((last, last_demands, at)) => {
+                        *last != available
+                            || *last_demands != demands
+                            || at.elapsed() >= REPORT_REFRESH
+                    }
                 };
                 let Some(gcs) = me.gcs().filter(|_| due) else {
                     continue;
@@ -379,10 +387,11 @@ impl NodeManager {
                     node_id: me.node_id().to_vec().into(),
                     available: Some(ray_common::resources::to_resources(&available)),
                     version,
+                    demands: demands.clone(),
                 };
                 drop(me);
                 match gcs.report_resources(req).await {
-                    Ok(_) => sent = Some((available, std::time::Instant::now())),
+                    Ok(_) => sent = Some((available, demands, std::time::Instant::now())),
                     Err(e) => tracing::debug!(error = %e, "reporting resources failed; again soon"),
                 }
             }

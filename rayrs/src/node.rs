@@ -545,6 +545,21 @@ fn status_text(address: &str, nodes: &[ray_proto::NodeInfo]) -> String {
     for line in usage(&total, &available) {
         let _ = writeln!(out, " {line}");
     }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "Demands:");
+    let demands: Vec<&ray_proto::Demand> = alive.iter().flat_map(|n| &n.demands).collect();
+    if demands.is_empty() {
+        let _ = writeln!(out, " (no resource demands)");
+    }
+    for d in demands {
+        let _ = writeln!(
+            out,
+            " {:?}: {} pending, no alive node can hold it ({})",
+            amounts(&d.shape),
+            d.count,
+            d.reason
+        );
+    }
     out
 }
 

@@ -53,6 +53,7 @@ fn a_node_joins_and_a_driver_runs_tasks_on_the_cluster() {
     assert!(status.contains("(head)"), "{status}");
     assert!(status.contains("0.0/3.0 CPU"), "{status}");
     assert!(status.contains("0.0/1.0 node1"), "{status}");
+    assert!(status.contains("(no resource demands)"), "{status}");
 
     with_driver(&cluster, || {
         let nodes = ray::nodes().unwrap();
@@ -323,7 +324,18 @@ fn an_infeasible_task_waits_until_a_node_that_fits_joins() {
                 .len()
                 == 1
         };
-        // Not refused: it waits (the head's node manager warns of it meanwhile).
+        // Not refused: it waits (the head's node manager warns of it meanwhile), and
+        // `rayrs status` lists it among the demands, with the reason.
+        assert!(!ready(&waiting));
+        ray_rs::eventually("rayrs status lists the waiting shape", || {
+            let (ok, status) = output(cluster.rayrs(&["status", "--address", &cluster.address]));
+            let demands = status
+                .split("Demands:")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            ok && demands.contains("node2") && demands.contains("1 pending")
+        });
         assert!(!ready(&waiting));
         let node = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"node2": 1}"#]);
         let node_id = cluster.nodes[node].as_ref().unwrap().node_id.clone();
