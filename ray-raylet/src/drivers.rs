@@ -1,7 +1,8 @@
 //! Drivers attached to this node: when a driver's process ends (returned without
 //! `shutdown`, crashed, killed), its job is finished on every node through the GCS, so none
-//! of its workers is left running. A driver that shuts down finishes its job itself; the
-//! second finish is harmless.
+//! of its workers is left running (the hosts of its detached actors excepted, as the GCS
+//! keeps them). A driver that shuts down finishes its job itself; the second finish finds
+//! nothing left to stop.
 
 use crate::pool::NodeManager;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -21,14 +22,20 @@ impl NodeManager {
                 pid,
                 "the job's driver ended; finishing the job"
             );
-            me.finish_job(job_id, &[]);
-            let Some(gcs) = me.gcs() else { return };
+            // Through the GCS, which keeps the hosts of the job's detached actors and tells
+            // every node (this one included).
             let req = ray_proto::FinishJobRequest {
                 job_id,
                 keep_workers: Vec::new(),
             };
-            if let Err(e) = gcs.finish_job(req).await {
+            let told = match me.gcs() {
+                Some(gcs) => gcs.finish_job(req).await.map_err(|e| e.to_string()),
+                None => Err("no client of the GCS".to_string()),
+            };
+            if let Err(e) = told {
+                // Without the GCS, this node at least stops the job's workers here.
                 tracing::warn!(job = job_id, error = %e, "could not tell the GCS that a job ended");
+                me.finish_job(job_id, &[]);
             }
         });
         Ok(())

@@ -436,6 +436,11 @@ impl NodeManager {
         kills.len()
     }
 
+    /// Whether `worker` is a worker process of this node (alive or starting).
+    pub fn has_worker(&self, worker: WorkerId) -> bool {
+        self.inner.state.lock().workers.contains_key(&worker)
+    }
+
     /// Number of worker processes alive or starting.
     pub fn num_workers(&self) -> usize {
         self.inner.state.lock().workers.len()

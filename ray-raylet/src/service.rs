@@ -89,14 +89,26 @@ impl NodeManagerRpc for NodeManager {
         let ask = LeaseAsk {
             shape: &shape,
             // Empty: a driver or the GCS asks.
+            // A requester this node did not start (a worker of another node whose request
+            // spilled here) is not watched here: its owner returns the lease.
             lessee: (!req.requester_id.is_empty())
                 .then(|| worker_id(&req.requester_id))
-                .transpose()?,
+                .transpose()?
+                .filter(|w| self.has_worker(*w)),
             for_actor: req.for_actor,
             job_id: req.job_id,
             request_id: req.request_id,
             env: &req.env,
         };
+        // The job (and a shipped binary's download) first, outside the wait below that a new
+        // view cancels: a download is never cut off and started again.
+        if let Err(e) = self.job(req.job_id).await {
+            return Err(match e {
+                LeaseError::UnknownJob(_) => Status::not_found(e.to_string()),
+                LeaseError::Spawn(_) => Status::internal(format!("node {}: {e}", self.node_id())),
+                _ => Status::unavailable(e.to_string()),
+            });
+        }
         let granted = loop {
             let refused = |result| {
                 Ok(Response::new(LeaseReply {

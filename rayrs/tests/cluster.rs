@@ -764,3 +764,27 @@ fn the_program_is_shipped_once_and_a_tampered_copy_is_fetched_again() {
     assert_eq!(node_counters(&cluster, 0).binaries_fetched, 2);
     assert_eq!(ray_common::sha256::file(&cached).unwrap(), sha);
 }
+
+#[ray::remote]
+fn ask_node1_from_a_task() -> (String, String) {
+    let here = ray::get_runtime_context().unwrap().node_id;
+    let there = ray::get(&where_am_i::options().resources("node1", 1.0).remote()).unwrap();
+    (here, there.0)
+}
+
+#[test]
+fn a_task_of_a_worker_spills_to_another_node_too() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let node = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"node1": 1}"#]);
+    let node_id = cluster.node(node).node_id.clone();
+    let head_id = cluster.node(0).node_id.clone();
+    with_driver(&cluster, || {
+        // The outer task runs on the head (no node1 needed); its child needs node1, so the
+        // head's node manager spills the worker's request there.
+        let outer = ask_node1_from_a_task::options()
+            .scheduling_strategy(ray::SchedulingStrategy::node_affinity(&head_id, false))
+            .remote();
+        let (here, there) = ray::get_timeout(&outer, Duration::from_secs(60)).unwrap();
+        assert_eq!((here, there), (head_id.clone(), node_id.clone()));
+    });
+}
