@@ -275,6 +275,7 @@ impl Executor {
             .into_iter()
             .map(Stored::from_proto)
             .collect();
+        let _copies = ArgCopies::of(&self.own, &args);
         let shape = (!frame.shape.is_empty()).then(|| Shape::Wire(frame.shape.clone()));
         let done = Done::run(|| {
             let slices = arg_slices(&self.own, &args)?;
@@ -311,6 +312,7 @@ impl Executor {
         let args: Vec<Stored> = spec.args.into_iter().map(Stored::from_proto).collect();
         let built = tokio::task::spawn_blocking(move || {
             with_decoder(&own, || {
+                let _copies = ArgCopies::of(&own, &args);
                 let slices = arg_slices(&own, &args)?;
                 crate::registry::run_guarded(entry.name, &own.me.location, || {
                     (entry.construct)(&mut ArgReader::new(&slices))
@@ -400,6 +402,7 @@ impl Executor {
                     .into_iter()
                     .map(Stored::from_proto)
                     .collect();
+                let _copies = ArgCopies::of(&self.own, &args);
                 let location = self.location().to_string();
                 let ((call, returned), decoded) = collect_deserialized_refs(|| {
                     collect_serialized_refs(|| {
@@ -458,6 +461,7 @@ impl Executor {
             .into_iter()
             .map(Stored::from_proto)
             .collect();
+        let _copies = ArgCopies::of(&self.own, &args);
         let done = Done::run(|| {
             let slices = arg_slices(&self.own, &args)?;
             let call = crate::registry::run_guarded(&label, location, || {
@@ -487,6 +491,7 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         .cloned()
         .map(Stored::from_proto)
         .collect();
+    let _copies = ArgCopies::of(own, &args);
     let (result, returned) = collect_serialized_refs(|| {
         task_context::as_inline_task(
             ray_common::TaskId(task.return_id.0),
@@ -506,6 +511,39 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         task.return_id,
         result_to_stored(own, &task.return_id.0, result),
     );
+}
+
+/// The copies of other nodes' objects that a task's arguments are read from (pulled into this
+/// node's store and pinned for this process): let go when the task is done with its
+/// arguments, which it decodes into values of its own. (A ref this process holds to the same
+/// object pins it again when read.)
+struct ArgCopies<'a> {
+    own: &'a Ownership,
+    ids: Vec<ObjectId>,
+}
+
+impl<'a> ArgCopies<'a> {
+    fn of(own: &'a Ownership, args: &[Stored]) -> Self {
+        let here = own.me.node_id;
+        let ids = args
+            .iter()
+            .filter_map(|a| match a {
+                Stored::Plasma { id, node, .. } if *node != here => Some(*id),
+                _ => None,
+            })
+            .collect();
+        ArgCopies { own, ids }
+    }
+}
+
+impl Drop for ArgCopies<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = &self.own.link {
+            for id in &self.ids {
+                link.store.drop_copy(*id);
+            }
+        }
+    }
 }
 
 /// The byte views of a task's arguments: inline, or read in place from shared memory.

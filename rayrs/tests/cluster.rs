@@ -788,3 +788,44 @@ fn a_task_of_a_worker_spills_to_another_node_too() {
         assert_eq!((here, there), (head_id.clone(), node_id.clone()));
     });
 }
+
+/// An actor that reads the byte arrays it is given.
+#[ray::actor]
+#[derive(Default)]
+pub struct Reader;
+
+#[ray::actor]
+impl Reader {
+    pub fn new() -> Self {
+        Reader
+    }
+    pub fn len(&self, data: Vec<u8>) -> usize {
+        data.len()
+    }
+}
+
+#[test]
+fn copies_pulled_for_arguments_are_let_go_after_the_call() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 10}"#]);
+    // A store that holds three of the arrays at most: copies kept pinned would fill it.
+    cluster.add_node(&[
+        "--num-cpus",
+        "1",
+        "--resources",
+        r#"{"b": 10}"#,
+        "--object-store-memory",
+        &(56u64 << 20).to_string(),
+    ]);
+    with_driver(&cluster, || {
+        let reader = Reader::options().resources("b", 1.0).num_cpus(0.0).remote();
+        for round in 0..8u8 {
+            let data = make_plain::options()
+                .resources("a", 1.0)
+                .remote(16 << 20, round);
+            let n = ray::get_timeout(&reader.len(data), Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert_eq!(n, 16 << 20);
+        }
+    });
+}
