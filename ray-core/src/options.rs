@@ -67,6 +67,14 @@ impl SchedulingStrategy {
     }
 }
 
+/// Sets variable `name` in `env` (replacing its value), kept sorted by name so that one
+/// environment always reads the same.
+fn set_env(env: &mut Vec<ray_proto::EnvVar>, name: String, value: String) {
+    env.retain(|v| v.name != name);
+    env.push(ray_proto::EnvVar { name, value });
+    env.sort_by(|a, b| a.name.cmp(&b.name));
+}
+
 /// How to create an actor: `Counter::options().name("hits").max_restarts(2).remote(0)`.
 #[derive(Clone, Debug, Default)]
 pub struct ActorOptions {
@@ -92,12 +100,7 @@ impl ActorOptions {
     /// An environment variable for the actor's worker process (Ray's
     /// `runtime_env={"env_vars": ..}`).
     pub fn env_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        let name = name.into();
-        self.env.retain(|v| v.name != name);
-        self.env.push(ray_proto::EnvVar {
-            name,
-            value: value.into(),
-        });
+        set_env(&mut self.env, name.into(), value.into());
         self
     }
 
@@ -219,13 +222,7 @@ impl TaskOptions {
     /// `runtime_env={"env_vars": ..}`); such tasks run on workers started with exactly
     /// their variables.
     pub fn env_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        let name = name.into();
-        self.env.retain(|v| v.name != name);
-        self.env.push(ray_proto::EnvVar {
-            name,
-            value: value.into(),
-        });
-        self.env.sort_by(|a, b| a.name.cmp(&b.name));
+        set_env(&mut self.env, name.into(), value.into());
         self.rekey();
         self
     }
