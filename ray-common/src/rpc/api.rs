@@ -30,6 +30,24 @@ pub(crate) struct Link {
 }
 
 impl Link {
+    /// Opens a server stream with [`Link::unary`] (the filters and the deadline apply to
+    /// opening it), its items' errors made [`RpcError`]s naming `method`.
+    pub async fn server_stream<T: Send + 'static>(
+        &self,
+        service: Service,
+        method: &'static str,
+        call: impl Future<Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>>,
+    ) -> Result<ReplyStream<T>, RpcError> {
+        use tokio_stream::StreamExt;
+        let stream = self
+            .unary(service, method, Some(CONTROL_DEADLINE), call)
+            .await?;
+        let to = self.to.clone();
+        Ok(Box::pin(stream.map(move |item| {
+            item.map_err(|s| RpcError::from_status(&s, method, &to))
+        })))
+    }
+
     /// Runs one call: the filters' verdict, then `call` within `deadline` (`None`: a long
     /// poll, bounded by the channel's keepalive instead).
     pub async fn unary<T>(
@@ -201,18 +219,12 @@ client_api! {
             &self,
             request: BinaryRequest,
         ) -> Result<ReplyStream<BinaryChunk>, RpcError> {
-            use tokio_stream::StreamExt;
             let mut client = self.client.clone();
-            let stream = self
-                .link
-                .unary(Service::Gcs, "DownloadBinary", Some(CONTROL_DEADLINE), async move {
+            self.link
+                .server_stream(Service::Gcs, "DownloadBinary", async move {
                     client.download_binary(request).await
                 })
-                .await?;
-            let to = self.link.to.clone();
-            Ok(Box::pin(stream.map(move |item| {
-                item.map_err(|s| RpcError::from_status(&s, "DownloadBinary", &to))
-            })))
+                .await
         }
     }
 }
@@ -261,7 +273,12 @@ client_api! {
             &self,
             request: PullObjectRequest,
         ) -> Result<ReplyStream<ObjectChunk>, RpcError> {
-            self.open_pull(request).await
+            let mut client = self.client.clone();
+            self.link
+                .server_stream(Service::NodeManager, "PullObject", async move {
+                    client.pull_object(request).await
+                })
+                .await
         }
     }
 }
@@ -287,55 +304,12 @@ client_api! {
             &self,
             request: GetObjectsRequest,
         ) -> Result<ReplyStream<GetObjectsReply>, RpcError> {
-            self.open_objects(request).await
+            let mut client = self.client.clone();
+            self.link
+                .server_stream(Service::CoreWorker, "GetObjects", async move {
+                    client.get_objects(request).await
+                })
+                .await
         }
-    }
-}
-
-// The streaming method, written out: the filters apply to opening the stream.
-impl TonicNodeManager {
-    async fn open_pull(
-        &self,
-        request: PullObjectRequest,
-    ) -> Result<ReplyStream<ObjectChunk>, RpcError> {
-        use tokio_stream::StreamExt;
-        let mut client = self.client.clone();
-        let stream = self
-            .link
-            .unary(
-                Service::NodeManager,
-                "PullObject",
-                Some(CONTROL_DEADLINE),
-                async move { client.pull_object(request).await },
-            )
-            .await?;
-        let to = self.link.to.clone();
-        Ok(Box::pin(stream.map(move |item| {
-            item.map_err(|s| RpcError::from_status(&s, "PullObject", &to))
-        })))
-    }
-}
-
-// The streaming method, written out: the filters apply to opening the stream.
-impl TonicCoreWorker {
-    async fn open_objects(
-        &self,
-        request: GetObjectsRequest,
-    ) -> Result<ReplyStream<GetObjectsReply>, RpcError> {
-        use tokio_stream::StreamExt;
-        let mut client = self.client.clone();
-        let stream = self
-            .link
-            .unary(
-                Service::CoreWorker,
-                "GetObjects",
-                Some(CONTROL_DEADLINE),
-                async move { client.get_objects(request).await },
-            )
-            .await?;
-        let to = self.link.to.clone();
-        Ok(Box::pin(stream.map(move |item| {
-            item.map_err(|s| RpcError::from_status(&s, "GetObjects", &to))
-        })))
     }
 }
