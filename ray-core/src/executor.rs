@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 
 /// Largest greeting accepted before the token is checked.
 const HELLO_MAX: usize = 4096;
+/// A new task connection that has not greeted with the token within this long is closed.
+const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 
 /// A task frame to run, and where its reply goes.
 pub(crate) struct Job {
@@ -136,65 +138,99 @@ impl TaskListener {
 }
 
 /// Accepts owners' connections on the task socket: each greets with the session `token`,
-/// then sends task frames, which go to `queue`.
+/// then sends task frames, which go to `queue`. Connections are capped as the gRPC servers
+/// cap theirs: a flood of connects (without the token, say) cannot take every descriptor.
 pub(crate) async fn serve_task_socket(
     listener: TaskListener,
     token: Arc<str>,
     queue: Arc<TaskQueue>,
 ) {
-    match listener {
-        TaskListener::Unix(listener) => loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    let (read, write) = stream.into_split();
-                    tokio::spawn(serve_connection(read, write, token.clone(), queue.clone()));
+    let cap = ray_common::rpc::server::max_connections();
+    let permits = Arc::new(tokio::sync::Semaphore::new(cap));
+    let over_cap = ray_common::Throttle::default();
+    let mut listener = listener;
+    loop {
+        let accepted = match &mut listener {
+            TaskListener::Unix(l) => l.accept().await.map(|(stream, _)| {
+                let (read, write) = stream.into_split();
+                (Conn::boxed(read, write), "a local process".to_string())
+            }),
+            TaskListener::Tcp(l) => l.accept().await.map(|(stream, peer)| {
+                // Nagle off: a reply must not wait for a delayed ACK.
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                (Conn::boxed(read, write), peer.to_string())
+            }),
+            TaskListener::Mem(l) => match l.accept().await {
+                Some(stream) => {
+                    let (read, write) = tokio::io::split(stream);
+                    Ok((Conn::boxed(read, write), "a peer in memory".to_string()))
                 }
-                Err(e) => {
-                    // Out of descriptors, say: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting a task connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                None => return,
+            },
+        };
+        let (conn, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, say: back off instead of spinning.
+                tracing::warn!(error = %e, "accepting a task connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        },
-        TaskListener::Tcp(listener) => loop {
-            match listener.accept().await {
-                Ok((stream, _)) => {
-                    // Nagle off: a reply must not wait for a delayed ACK.
-                    let _ = stream.set_nodelay(true);
-                    let (read, write) = stream.into_split();
-                    tokio::spawn(serve_connection(read, write, token.clone(), queue.clone()));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accepting a task connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        },
-        TaskListener::Mem(mut listener) => {
-            while let Some(stream) = listener.accept().await {
-                let (read, write) = tokio::io::split(stream);
-                tokio::spawn(serve_connection(read, write, token.clone(), queue.clone()));
-            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            over_cap.warn(&format!(
+                "refused a task connection from {peer}: {cap} connections are open (the cap)"
+            ));
+            continue;
+        };
+        let (token, queue) = (token.clone(), queue.clone());
+        tokio::spawn(async move {
+            serve_connection(conn.read, conn.write, &peer, token, queue).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Both halves of an accepted connection, whatever its kind.
+struct Conn {
+    read: Box<dyn AsyncRead + Unpin + Send>,
+    write: Box<dyn AsyncWrite + Unpin + Send>,
+}
+
+impl Conn {
+    fn boxed(
+        read: impl AsyncRead + Unpin + Send + 'static,
+        write: impl AsyncWrite + Unpin + Send + 'static,
+    ) -> Self {
+        Conn {
+            read: Box::new(read),
+            write: Box::new(write),
         }
     }
 }
 
 /// One owner's task connection: the greeting, then its frames into `queue`, replies back.
-async fn serve_connection<R, W>(read: R, write: W, token: Arc<str>, queue: Arc<TaskQueue>)
-where
+async fn serve_connection<R, W>(
+    read: R,
+    write: W,
+    peer: &str,
+    token: Arc<str>,
+    queue: Arc<TaskQueue>,
+) where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let mut r = BufReader::with_capacity(64 * 1024, read);
     let mut scratch = Vec::new();
     let hello = tokio::time::timeout(
-        Duration::from_secs(10),
+        HELLO_DEADLINE,
         read_frame::<ray_proto::Hello, _>(&mut r, &mut scratch, HELLO_MAX),
     )
     .await;
     let ok = matches!(&hello, Ok(Ok(Some(h))) if ray_proto::auth::constant_time_eq(h.token.as_bytes(), token.as_bytes()));
     if !ok {
-        tracing::warn!("refused a task connection without the session token");
+        tracing::warn!(peer, "refused a task connection without the session token");
         return;
     }
     let (tx, rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
@@ -209,7 +245,7 @@ where
     })
     .await;
     if let Err(e) = read {
-        tracing::warn!(error = %e, "malformed task frame; closing the connection");
+        tracing::warn!(peer, error = %e, "malformed task frame; closing the connection");
     }
 }
 

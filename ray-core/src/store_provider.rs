@@ -100,6 +100,7 @@ impl StoreProvider {
             // Left by an earlier attempt of the same task whose worker died: clear it.
             let oid = ray_proto::ObjectRequest {
                 object_id: id.0.to_vec().into(),
+                client_pid: 0,
             };
             let del = ray_proto::DeleteObjectsRequest {
                 object_ids: vec![id.0.to_vec().into()],
@@ -150,6 +151,7 @@ impl StoreProvider {
             Err(panic) => {
                 let oid = ray_proto::ObjectRequest {
                     object_id: id.0.to_vec().into(),
+                    client_pid: 0,
                 };
                 let _ = self.run(async move { raylet.abort_object(oid).await });
                 std::panic::resume_unwind(panic);
@@ -158,12 +160,14 @@ impl StoreProvider {
         if let Err(e) = written {
             let oid = ray_proto::ObjectRequest {
                 object_id: id.0.to_vec().into(),
+                client_pid: 0,
             };
             let _ = self.run(async move { raylet.abort_object(oid).await });
             return Err(e);
         }
         let oid = ray_proto::ObjectRequest {
             object_id: id.0.to_vec().into(),
+            client_pid: 0,
         };
         self.run(async move { raylet.seal_object(oid).await })?
             .map_err(|e| Error::Runtime(format!("seal object: {}", e.message)))?;
@@ -204,6 +208,7 @@ impl StoreProvider {
         let raylet = self.raylet.clone();
         let req = ray_proto::FetchObjectRequest {
             object_id: id.0.to_vec().into(),
+            client_pid: std::process::id(),
             from_node: node.to_vec().into(),
         };
         let mut last = None;
@@ -266,6 +271,7 @@ impl StoreProvider {
         self.handle.spawn(async move {
             let req = ray_proto::ObjectRequest {
                 object_id: id.0.to_vec().into(),
+                client_pid: std::process::id(),
             };
             if let Err(e) = raylet.release_object(req).await {
                 tracing::debug!(%id, error = %e, "releasing a pulled copy failed");

@@ -66,9 +66,10 @@ impl HealthConfig {
 }
 
 impl GcsService {
-    /// Checks node `node_id` (its node manager at `address`) until it is dead or the GCS is
-    /// dropped.
-    pub(crate) fn watch_health(&self, node_id: Vec<u8>, address: String) {
+    /// Checks node `node_id` (at the node manager address it last registered) until it is
+    /// dead or the GCS is dropped. Once per node: a node registering again under its id
+    /// keeps its watch.
+    pub(crate) fn watch_health(&self, node_id: Vec<u8>) {
         let Some(config) = self.inner.health.clone() else {
             return;
         };
@@ -81,9 +82,9 @@ impl GcsService {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let gcs = GcsService { inner };
-                if !gcs.is_alive(&node_id) {
-                    return; // Registered anew under this id, or declared dead already.
-                }
+                let Some(address) = gcs.alive_address(&node_id) else {
+                    return; // Declared dead already.
+                };
                 let nm = gcs.node_manager(&address);
                 drop(gcs);
                 let answer = match nm {
@@ -117,9 +118,10 @@ impl GcsService {
         });
     }
 
-    fn is_alive(&self, node_id: &[u8]) -> bool {
+    fn alive_address(&self, node_id: &[u8]) -> Option<String> {
         let state = self.inner.state.lock();
-        state.nodes.iter().any(|n| n.node_id == node_id && n.alive)
+        let node = state.nodes.iter().find(|n| n.node_id == node_id && n.alive)?;
+        Some(node.node_manager_address.clone())
     }
 
     /// Declares node `node_id` dead for `reason`: out of the view, its actors restarted

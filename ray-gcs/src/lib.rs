@@ -166,7 +166,7 @@ impl Gcs for GcsService {
             .map_err(|e| Status::invalid_argument(format!("node resources: {e}")))?;
         tracing::info!(address = %node.node_manager_address, "node registered");
         let mut state = self.inner.state.lock();
-        let index = match state.nodes.iter().position(|n| n.node_id == node.node_id) {
+        let (index, fresh) = match state.nodes.iter().position(|n| n.node_id == node.node_id) {
             Some(i) if !state.nodes[i].alive => {
                 return Err(Status::failed_precondition(format!(
                     "node {} was declared dead ({}); a node that restarts joins with a new id",
@@ -178,11 +178,11 @@ impl Gcs for GcsService {
                 state.nodes[i] = node;
                 // Registered anew: its reports count from the start again.
                 state.report_versions.remove(&i);
-                i
+                (i, false)
             }
             None => {
                 state.nodes.push(node);
-                state.nodes.len() - 1
+                (state.nodes.len() - 1, true)
             }
         };
         let id = ray_scheduler::NodeId(index as u64);
@@ -195,10 +195,11 @@ impl Gcs for GcsService {
         };
         updated.map_err(|e| Status::invalid_argument(format!("node resources: {e}")))?;
         self.view_moved(&mut state);
-        let node = &state.nodes[index];
-        let (node_id, address) = (node.node_id.to_vec(), node.node_manager_address.clone());
+        let node_id = state.nodes[index].node_id.to_vec();
         drop(state);
-        self.watch_health(node_id, address);
+        if fresh {
+            self.watch_health(node_id);
+        }
         Ok(Response::new(RegisterNodeReply { cluster_id: 1 }))
     }
 

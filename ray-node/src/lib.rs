@@ -275,10 +275,18 @@ async fn discard_idle_memory(node: NodeManager) {
     }
 }
 
-/// This machine's identity: processes that share it share `/proc` and `/dev/shm`, so one may
-/// map another's store. The kernel's boot id (fresh at each boot).
+/// This machine's identity as its processes see it: processes that share it may map one
+/// another's store (through `/proc/<pid>/fd`), watch one another's pids and reach one
+/// another's abstract Unix sockets. The kernel's boot id (fresh at each boot) with the pid
+/// and network namespaces: containers of one host share the boot id, not those.
 pub fn host_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    let Ok(boot) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") else {
+        return String::new();
+    };
+    let ns = |kind: &str| {
+        std::fs::read_link(format!("/proc/self/ns/{kind}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    format!("{}/{}/{}", boot.trim(), ns("pid"), ns("net"))
 }

@@ -21,6 +21,51 @@ pub fn default_temp_dir() -> PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("rayrs"))
 }
 
+/// Makes `temp_dir` ready for a node: created private to this user (0700) if absent, and
+/// refused if it is another user's or a symbolic link (its records name the pids `rayrs
+/// stop` signals and the address `RAY_ADDRESS=auto` connects to: only its owner may write
+/// them).
+pub fn prepare_temp_dir(temp_dir: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(temp_dir)
+        .map_err(|e| NodeError::Records(format!("{}: {e}", temp_dir.display())))?;
+    check_owned(temp_dir)
+}
+
+/// `Ok` if `dir` is a directory of this user that no one else may write to.
+fn check_owned(dir: &Path) -> Result<(), NodeError> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: &str| {
+        Err(NodeError::Records(format!(
+            "{} {why}; choose another with --temp-dir or ${TEMP_DIR_ENV}",
+            dir.display()
+        )))
+    };
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| NodeError::Records(format!("{}: {e}", dir.display())))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() {
+        return refuse("is not a directory");
+    }
+    if meta.uid() != me {
+        return refuse(&format!(
+            "belongs to user {}, not to this user ({me})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(&format!(
+            "may be written by other users (mode {:o})",
+            meta.mode() & 0o777
+        ));
+    }
+    Ok(())
+}
+
 /// One running node, as its process recorded itself.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeRecord {
@@ -84,6 +129,12 @@ impl NodeRecord {
 /// The records of nodes running under `temp_dir`, heads last; records of processes gone
 /// are removed.
 pub fn running(temp_dir: &Path) -> Vec<NodeRecord> {
+    if let Err(e) = check_owned(temp_dir) {
+        if temp_dir.exists() {
+            tracing::warn!("not reading node records: {e}");
+        }
+        return Vec::new();
+    }
     let dir = temp_dir.join("nodes");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         return Vec::new();
@@ -164,5 +215,32 @@ mod tests {
         NodeRecord::remove(&dir, me.pid);
         assert!(running(&dir).is_empty());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_temp_dir_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("rayrs-trust-{}", std::process::id()));
+        let fresh = root.join("fresh");
+        prepare_temp_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "created private");
+
+        let open = root.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = prepare_temp_dir(&open).unwrap_err().to_string();
+        assert!(err.contains("written by other users"), "{err}");
+        // A planted record there is not read either.
+        let planted =
+            NodeRecord::of_this_process(true, "10.0.0.1:1".into(), "x".into(), "ab".into());
+        planted.write(&open).unwrap();
+        assert!(running(&open).is_empty());
+
+        let link = root.join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        let err = prepare_temp_dir(&link).unwrap_err().to_string();
+        assert!(err.contains("not a directory"), "{err}");
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }

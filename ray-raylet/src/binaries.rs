@@ -6,11 +6,15 @@
 
 use crate::pool::{LeaseError, NodeManager};
 use ray_proto::JobConfig;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
+
+/// A download whose next chunk does not come within this long fails.
+const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
 
 impl NodeManager {
     /// `job` as this node runs it: with its program replaced by this node's checked copy if
@@ -39,9 +43,9 @@ impl NodeManager {
                 .unwrap_or(false)
         };
         if !checked {
-            if path.exists() {
+            if tokio::fs::try_exists(&path).await.unwrap_or(false) {
                 tracing::warn!(path = %path.display(), "a cached binary does not match its hash; fetching it again");
-                let _ = std::fs::remove_file(&path);
+                let _ = tokio::fs::remove_file(&path).await;
             }
             self.download(&sha, &cache, &path).await?;
         }
@@ -56,7 +60,9 @@ impl NodeManager {
         let gcs = self
             .gcs()
             .ok_or_else(|| fail("no client of the GCS".into()))?;
-        std::fs::create_dir_all(cache).map_err(|e| fail(e.to_string()))?;
+        tokio::fs::create_dir_all(cache)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
         let mut stream = gcs
             .download_binary(ray_proto::BinaryRequest {
                 sha256: sha.to_string(),
@@ -67,13 +73,24 @@ impl NodeManager {
             ".{sha}.partial-{}",
             ray_common::ids::hex(&ray_common::ids::random_bytes())
         ));
+        let clock = self.inner.connect.clock();
+        // File I/O through tokio's blocking pool: a large binary must not hold a runtime
+        // thread that lease requests and pulls share.
         let written = async {
-            let mut file = std::fs::File::create(&partial).map_err(|e| fail(e.to_string()))?;
+            let mut file = tokio::fs::File::create(&partial)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
             let mut hasher = ray_common::sha256::Hasher::default();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| fail(e.to_string()))?;
+            loop {
+                let next = clock.timeout(CHUNK_DEADLINE, stream.next()).await;
+                let chunk = match next {
+                    Ok(Some(chunk)) => chunk.map_err(|e| fail(e.to_string()))?,
+                    Ok(None) => break,
+                    Err(_) => return Err(fail(format!("no chunk came within {CHUNK_DEADLINE:?}"))),
+                };
                 hasher.update(&chunk.data);
                 file.write_all(&chunk.data)
+                    .await
                     .map_err(|e| fail(e.to_string()))?;
             }
             let hash = hasher.finish();
@@ -81,13 +98,17 @@ impl NodeManager {
                 return Err(fail(format!("the bytes received hash to {hash}")));
             }
             file.set_permissions(std::fs::Permissions::from_mode(0o755))
+                .await
                 .map_err(|e| fail(e.to_string()))?;
+            file.sync_all().await.map_err(|e| fail(e.to_string()))?;
             drop(file);
-            std::fs::rename(&partial, path).map_err(|e| fail(e.to_string()))
+            tokio::fs::rename(&partial, path)
+                .await
+                .map_err(|e| fail(e.to_string()))
         }
         .await;
         if written.is_err() {
-            let _ = std::fs::remove_file(&partial);
+            let _ = tokio::fs::remove_file(&partial).await;
         }
         if written.is_ok() {
             self.inner

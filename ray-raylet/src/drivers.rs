@@ -44,7 +44,7 @@ impl NodeManager {
 
 /// A descriptor that becomes readable when process `pid` ends (Linux's pidfd: no polling,
 /// and never confused with a later process of the same pid).
-fn process_exit(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn process_exit(pid: u32) -> std::io::Result<AsyncFd<OwnedFd>> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     if fd < 0 {

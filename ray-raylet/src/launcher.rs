@@ -56,11 +56,12 @@ impl WorkerLauncher for ProcessLauncher {
     fn launch(&self, request: &LaunchRequest<'_>) -> Result<Box<dyn LaunchedWorker>, String> {
         let job = request.job;
         let mut cmd = tokio::process::Command::new(&job.program);
-        cmd.env(worker_env::WORKER_MODE, "1")
+        // The job's variables first: a user's `RAYRS_*` never overrides the worker's own.
+        cmd.envs(job.env.iter().map(|v| (&v.name, &v.value)))
+            .env(worker_env::WORKER_MODE, "1")
             .env(worker_env::NODE_MANAGER, request.node_manager)
             .env(worker_env::WORKER_ID, request.worker_id.to_string())
             .env(worker_env::SESSION, request.session)
-            .envs(job.env.iter().map(|v| (&v.name, &v.value)))
             .stdin(std::process::Stdio::piped())
             .kill_on_drop(true);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child when

@@ -25,6 +25,9 @@ pub const CHUNK_BYTES: usize = 4 << 20;
 const PULL_BUDGET_BYTES: u64 = 256 << 20;
 /// A pull whose next chunk does not come within this long fails (and may be tried again).
 const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
+/// How long a pull waits for its share of the byte budget (other pulls finishing) before it
+/// fails (and may be tried again).
+const BUDGET_WAIT: Duration = Duration::from_secs(60);
 /// How long a pull waits for the store to have room before it fails as full.
 const SPACE_WAIT: Duration = Duration::from_secs(10);
 
@@ -145,14 +148,16 @@ impl NodeManager {
             .ok_or_else(|| FetchError::Transfer("the source sent nothing".into()))?;
         let size = first.object_size;
         let mib = (size.div_ceil(1 << 20)).clamp(1, PULL_BUDGET_BYTES >> 20) as u32;
-        let _budget = self
-            .inner
-            .pulls
-            .budget
-            .clone()
-            .acquire_many_owned(mib)
-            .await
-            .map_err(|_| FetchError::Transfer("shutting down".into()))?;
+        let budget = self.inner.pulls.budget.clone().acquire_many_owned(mib);
+        let _budget = match clock.timeout(BUDGET_WAIT, budget).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(FetchError::Transfer("shutting down".into())),
+            Err(_) => {
+                return Err(FetchError::Transfer(format!(
+                    "other pulls kept this node's transfer budget for {BUDGET_WAIT:?}"
+                )))
+            }
+        };
         let alloc = self.create_for_pull(id, size).await?;
         let written = async {
             let mut received = 0u64;

@@ -268,6 +268,8 @@ pub(crate) struct Inner {
     pub(crate) binaries_fetched: std::sync::atomic::AtomicU64,
     /// Requests waiting here for a node that can hold them.
     pub(crate) demands: Mutex<crate::cluster_view::Demands>,
+    /// Pins of pulled copies, by the reading process.
+    pub(crate) client_pins: crate::client_pins::ClientPins,
 }
 
 impl NodeManager {
@@ -315,6 +317,7 @@ impl NodeManager {
                 downloads: tokio::sync::Mutex::new(()),
                 binaries_fetched: Default::default(),
                 demands: Default::default(),
+                client_pins: Default::default(),
             }),
         }
     }

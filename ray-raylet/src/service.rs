@@ -238,8 +238,9 @@ impl NodeManagerRpc for NodeManager {
     }
 
     async fn release_object(&self, req: Request<ObjectRequest>) -> Result<Response<Empty>, Status> {
-        let id = object_id(&req.into_inner().object_id)?;
-        self.inner.store.release(id);
+        let req = req.into_inner();
+        let id = object_id(&req.object_id)?;
+        self.release_for(req.client_pid, id);
         Ok(Response::new(Empty {}))
     }
 
@@ -282,6 +283,7 @@ impl NodeManagerRpc for NodeManager {
         let a = NodeManager::fetch_object(self, id, from)
             .await
             .map_err(crate::object_manager::fetch_status)?;
+        self.pinned_for(req.client_pid, id);
         Ok(Response::new(GetObjectReply {
             found: true,
             offset: a.offset,

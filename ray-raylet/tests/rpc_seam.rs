@@ -71,6 +71,7 @@ async fn a_lost_response_leaves_the_call_done_and_a_lost_request_leaves_it_undon
         size: 64,
     };
     let seal = |id: u8| ObjectRequest {
+        client_pid: 0,
         object_id: object(id).into(),
     };
 

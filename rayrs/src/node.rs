@@ -90,6 +90,7 @@ pub fn start(args: StartArgs) -> R<()> {
         .temp_dir
         .clone()
         .unwrap_or_else(records::default_temp_dir);
+    records::prepare_temp_dir(&temp_dir).map_err(|e| e.to_string())?;
     let token = if args.head {
         let (token, created) = token::find_or_create().map_err(|e| e.to_string())?;
         if created && !args.block {

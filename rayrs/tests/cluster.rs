@@ -759,7 +759,10 @@ fn the_program_is_shipped_once_and_a_tampered_copy_is_fetched_again() {
     assert_eq!(job(), cached.display().to_string());
     assert_eq!(node_counters(&cluster, 0).binaries_fetched, 1);
     // A cached copy that no longer matches its hash is refused and fetched again.
-    std::fs::write(&cached, b"not the program").unwrap();
+    // (Replaced, not written over: the last job's workers may still be running it.)
+    let forged = cached.with_extension("forged");
+    std::fs::write(&forged, b"not the program").unwrap();
+    std::fs::rename(&forged, &cached).unwrap();
     assert_eq!(job(), cached.display().to_string());
     assert_eq!(node_counters(&cluster, 0).binaries_fetched, 2);
     assert_eq!(ray_common::sha256::file(&cached).unwrap(), sha);
@@ -787,6 +790,29 @@ fn a_task_of_a_worker_spills_to_another_node_too() {
         let (here, there) = ray::get_timeout(&outer, Duration::from_secs(60)).unwrap();
         assert_eq!((here, there), (head_id.clone(), node_id.clone()));
     });
+}
+
+/// An actor that reads the byte arrays it is handed by reference and keeps the references
+/// (so its process holds their copies pinned).
+#[ray::actor]
+#[derive(Default)]
+pub struct Keeper {
+    kept: Vec<ray::ObjectRef<Vec<u8>>>,
+}
+
+#[ray::actor]
+impl Keeper {
+    pub fn new() -> Self {
+        Keeper::default()
+    }
+    pub fn keep(&mut self, refs: Vec<ray::ObjectRef<Vec<u8>>>) -> usize {
+        let n = refs
+            .iter()
+            .map(|r| ray::get(r).expect("a kept array").len())
+            .sum();
+        self.kept.extend(refs);
+        n
+    }
 }
 
 /// An actor that reads the byte arrays it is given.
@@ -827,5 +853,49 @@ fn copies_pulled_for_arguments_are_let_go_after_the_call() {
                 .unwrap_or_else(|e| panic!("round {round}: {e}"));
             assert_eq!(n, 16 << 20);
         }
+    });
+}
+
+#[test]
+fn copies_pinned_by_a_killed_process_are_let_go() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 10}"#]);
+    // A store that holds three of the arrays at most.
+    cluster.add_node(&[
+        "--num-cpus",
+        "1",
+        "--resources",
+        r#"{"b": 10}"#,
+        "--object-store-memory",
+        &(56u64 << 20).to_string(),
+    ]);
+    with_driver(&cluster, || {
+        let arrays = |first: u8| -> Vec<ray::ObjectRef<Vec<u8>>> {
+            (first..first + 3)
+                .map(|i| {
+                    make_plain::options()
+                        .resources("a", 1.0)
+                        .remote(16 << 20, i)
+                })
+                .collect()
+        };
+        let keep = |refs: Vec<ray::ObjectRef<Vec<u8>>>| {
+            let keeper = Keeper::options().resources("b", 1.0).num_cpus(0.0).remote();
+            let n = ray::get_timeout(&keeper.keep(refs), Duration::from_secs(60));
+            (keeper, n)
+        };
+        // The driver keeps owning the first three: only the dead reader's pins hold them.
+        let first = arrays(0);
+        let (keeper, n) = keep(first.clone());
+        assert_eq!(n.unwrap(), 3 * (16 << 20));
+        ray::kill(&keeper).unwrap();
+        // Three more fit only once the dead process's copies are let go (else the pulls
+        // wait for room, then fail as full).
+        let (_keeper, n) = keep(arrays(3));
+        assert_eq!(
+            n.expect("room once the killed reader's pins are released"),
+            3 * (16 << 20)
+        );
+        drop(first);
     });
 }

@@ -209,8 +209,11 @@ client_api! {
     } impl {
         async fn upload_binary(&self, chunks: Vec<BinaryChunk>) -> Result<Empty, RpcError> {
             let mut client = self.client.clone();
+            // The whole upload's deadline grows with its size (at least 8 MiB/s).
+            let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+            let deadline = CONTROL_DEADLINE + Duration::from_secs((bytes >> 23) as u64);
             self.link
-                .unary(Service::Gcs, "UploadBinary", Some(CONTROL_DEADLINE), async move {
+                .unary(Service::Gcs, "UploadBinary", Some(deadline), async move {
                     client.upload_binary(tokio_stream::iter(chunks)).await
                 })
                 .await

@@ -25,8 +25,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Connections one server keeps open at once: a quarter of this process's descriptor limit
-/// (three servers share a driver), within [256, 65,536].
-fn max_connections() -> usize {
+/// (three servers share a driver), within [256, 65,536]. A worker's task socket holds to
+/// the same cap.
+pub fn max_connections() -> usize {
     let limit = crate::limits::fd_limit().map_or(1024, |fds| fds / 4);
     limit.clamp(256, 65_536) as usize
 }
