@@ -263,6 +263,7 @@ impl GcsService {
                 grant_or_reject: true,
                 strategy: None,
                 env: spec.env.clone(),
+                locality: Vec::new(),
             })
             .await
             .map_err(|e| GcsError::call(step(), e))?;

@@ -254,6 +254,7 @@ impl NodeManager {
         &self,
         shape: &ResourceSet,
         strategy: &SchedulingStrategy,
+        locality: &[(ray_scheduler::NodeId, u64)],
         grant_or_reject: bool,
     ) -> Placement {
         let asked = std::time::Instant::now();
@@ -272,7 +273,7 @@ impl NodeManager {
                     continue;
                 }
             }
-            let placement = self.place(shape, strategy, grant_or_reject);
+            let placement = self.place(shape, strategy, locality, grant_or_reject);
             match &placement {
                 Placement::Infeasible(why)
                     if self.inner.config.infeasible_waits && !self.is_shutting_down() =>
@@ -293,12 +294,14 @@ impl NodeManager {
         }
     }
 
-    /// Where a lease request for `shape` under `strategy` should run. `grant_or_reject`:
-    /// it was spilled (or placed) here already, so it stays.
+    /// Where a lease request for `shape` under `strategy` should run (`locality`: bytes of
+    /// its arguments per node, which the default strategy prefers). `grant_or_reject`: it
+    /// was spilled (or placed) here already, so it stays.
     pub fn place(
         &self,
         shape: &ResourceSet,
         strategy: &SchedulingStrategy,
+        locality: &[(ray_scheduler::NodeId, u64)],
         grant_or_reject: bool,
     ) -> Placement {
         if grant_or_reject {
@@ -335,7 +338,8 @@ impl NodeManager {
         }
         let req = SchedulingRequest::new(shape.clone())
             .with_local_node(me)
-            .with_strategy(strategy.clone());
+            .with_strategy(strategy.clone())
+            .with_locality(locality.to_vec());
         let chosen = match cs.scheduler.schedule(&cs.view, &req, &mut rand::rng()) {
             Ok(node) => node,
             Err(pending) if pending.is_busy() => {

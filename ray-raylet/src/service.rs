@@ -86,6 +86,15 @@ impl NodeManagerRpc for NodeManager {
         let req = req.into_inner();
         let shape = to_resource_set(req.shape)?;
         let strategy = strategy(req.strategy)?;
+        let locality = req
+            .locality
+            .iter()
+            .map(|n| {
+                ray_common::NodeId::from_wire(&n.node_id)
+                    .map(|id| (crate::cluster_view::scheduler_id(id), n.bytes))
+                    .map_err(|e| Status::invalid_argument(e.to_string()))
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
         let ask = LeaseAsk {
             shape: &shape,
             // Empty: a driver or the GCS asks.
@@ -116,7 +125,7 @@ impl NodeManagerRpc for NodeManager {
                 }))
             };
             match self
-                .place_or_wait(&shape, &strategy, req.grant_or_reject)
+                .place_or_wait(&shape, &strategy, &locality, req.grant_or_reject)
                 .await
             {
                 Placement::Here => {}

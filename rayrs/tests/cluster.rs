@@ -899,3 +899,33 @@ fn copies_pinned_by_a_killed_process_are_let_go() {
         drop(first);
     });
 }
+
+#[test]
+fn a_task_is_leased_where_its_argument_bytes_are() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "2"]);
+    // Four CPUs: the driver's idle lease of the task that made the data (one CPU) keeps
+    // node 1 under half used, where the default policy packs.
+    cluster.add_node(&["--num-cpus", "4", "--resources", r#"{"a": 1}"#]);
+    let node1 = cluster.node(1).node_id.clone();
+    with_driver(&cluster, || {
+        // 8 MiB made on node 1, owned by the driver (on the head).
+        let data = make_plain::options()
+            .resources("a", 1.0)
+            .remote(8 << 20, 7);
+        ray::wait(&[data.clone()], 1, Some(Duration::from_secs(60))).unwrap();
+        // The head is idle and would run it itself; the bytes are on node 1, so it runs there
+        // and nothing is pulled.
+        for _ in 0..3 {
+            let (node, ok) =
+                ray::get_timeout(&check_bytes::remote(data.clone(), 7), Duration::from_secs(60))
+                    .unwrap();
+            assert!(ok);
+            assert_eq!(node, node1, "leased where the argument is");
+        }
+        assert_eq!(node_counters(&cluster, 0).objects_pulled, 0);
+        assert_eq!(node_counters(&cluster, 1).objects_pulled, 0);
+        // A task with no such argument stays on the driver's node.
+        let (here, _) = ray::get(&where_am_i::remote()).unwrap();
+        assert_eq!(here, cluster.node(0).node_id);
+    });
+}

@@ -245,11 +245,21 @@ impl Submitter {
         match ev {
             Event::Submit(task) => self.resolve(&own, task),
             Event::Resolved(task) => {
-                let key = task.shape_key.clone();
+                let (key, locality) = match normal::locality(&own, &task) {
+                    Some((node, bytes)) => (
+                        Arc::from(format!("{}@{node}", task.shape_key)),
+                        vec![ray_proto::NodeBytes {
+                            node_id: node.to_vec().into(),
+                            bytes,
+                        }],
+                    ),
+                    None => (task.shape_key.clone(), Vec::new()),
+                };
                 let q = self.queue(&key, &task.shape);
                 if q.tasks.is_empty() && q.leases.is_empty() {
                     q.strategy = task.strategy.clone();
                     q.env = task.env.clone();
+                    q.locality = locality;
                 }
                 q.tasks.push_back(task);
                 self.dispatch(&own, &key);

@@ -75,6 +75,8 @@ pub(super) struct ShapeQueue {
     /// Its tasks' strategy and their worker's environment (the queue's key includes both).
     pub(super) strategy: Option<ray_proto::Strategy>,
     pub(super) env: Vec<ray_proto::EnvVar>,
+    /// The node its tasks' arguments mostly sit on, when it is another (the key names it).
+    pub(super) locality: Vec<ray_proto::NodeBytes>,
     /// `shape` as task frames carry it, encoded once.
     pub(super) shape_wire: bytes::Bytes,
     pub(super) tasks: VecDeque<PendingTask>,
@@ -91,6 +93,7 @@ impl Submitter {
                 shape: shape.clone(),
                 strategy: None,
                 env: Vec::new(),
+                locality: Vec::new(),
                 shape_wire: prost::Message::encode_to_vec(&ray_common::resources::to_resources(
                     shape,
                 ))
@@ -167,6 +170,7 @@ impl Submitter {
                         q.shape.clone(),
                         q.strategy.clone(),
                         q.env.clone(),
+                        q.locality.clone(),
                     );
                 }
                 break;
@@ -342,6 +346,34 @@ pub(super) fn return_lease(lease: &Lease, worker_failed: bool) {
     });
 }
 
+/// The node holding most of `task`'s argument bytes in its store, when that is another
+/// node and the task takes the default strategy (Ray's locality-aware leasing): its lease
+/// is asked with that node preferred, and the arguments need no pull.
+pub(super) fn locality(own: &Ownership, task: &PendingTask) -> Option<(ray_common::NodeId, u64)> {
+    if task.strategy.is_some() {
+        return None;
+    }
+    let mut by_node: Vec<(ray_common::NodeId, u64)> = Vec::new();
+    for v in &task.resolved {
+        let Some(ray_proto::object_value::Kind::Plasma(p)) = &v.kind else {
+            continue;
+        };
+        let Ok(node) = ray_common::NodeId::from_wire(&p.node_id) else {
+            continue;
+        };
+        match by_node.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, bytes)) => *bytes += p.size,
+            None => by_node.push((node, p.size)),
+        }
+    }
+    // Most bytes first; ties to this node (no preference needed then).
+    let here = own.me.node_id;
+    by_node
+        .into_iter()
+        .max_by_key(|(n, bytes)| (*bytes, *n == here))
+        .filter(|(n, _)| *n != here)
+}
+
 fn request_lease(
     own: &Arc<Ownership>,
     events: &mpsc::UnboundedSender<Event>,
@@ -349,6 +381,7 @@ fn request_lease(
     shape: ResourceSet,
     strategy: Option<ray_proto::Strategy>,
     env: Vec<ray_proto::EnvVar>,
+    locality: Vec<ray_proto::NodeBytes>,
 ) {
     let Some(c) = &own.link else {
         return;
@@ -377,6 +410,7 @@ fn request_lease(
             grant_or_reject: false,
             strategy,
             env,
+            locality,
         };
         let local = raylet;
         let mut raylet: Arc<dyn NodeManagerApi>;
