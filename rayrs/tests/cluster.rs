@@ -311,8 +311,35 @@ fn a_task_needing_another_nodes_resource_spills_there() {
     });
 }
 
+/// A log written to memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 #[test]
 fn an_infeasible_task_waits_until_a_node_that_fits_joins() {
+    // The driver's log, kept to look for its warning (this process's first subscriber).
+    let log = Captured::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter("warn")
+        .init();
     let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
     ray::init(ray_rs::cluster::config(&cluster)).unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -335,6 +362,11 @@ fn an_infeasible_task_waits_until_a_node_that_fits_joins() {
                 .unwrap_or_default()
                 .to_string();
             ok && demands.contains("node2") && demands.contains("1 pending")
+        });
+        // The driver warns, naming the shape and why no node holds it.
+        ray_rs::eventually("the driver warns of the shape", || {
+            let text = log.text();
+            text.contains("cannot be scheduled") && text.contains("node2")
         });
         assert!(!ready(&waiting));
         let node = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"node2": 1}"#]);

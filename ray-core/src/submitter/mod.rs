@@ -4,6 +4,7 @@
 //! [`actor`], argument resolution in [`resolver`]; the connections are the data plane's.
 
 mod actor;
+mod infeasible;
 mod normal;
 mod resolver;
 

@@ -400,7 +400,10 @@ fn request_lease(
         Vec::new()
     };
     let node_managers = c.node_managers.clone();
+    let gcs = c.gcs.clone();
     tokio::spawn(async move {
+        // A warning here if it waits for a shape no node can hold, until it is answered.
+        let _notice = super::infeasible::watch(gcs, clock.clone(), shape.clone());
         let mut req = ray_proto::LeaseRequest {
             shape: Some(ray_common::resources::to_resources(&shape)),
             requester_id: requester.into(),
