@@ -1,7 +1,7 @@
 //! The actor directory: registration, placement on a leased worker, the lifecycle, restarts.
 
 use crate::GcsError;
-use crate::GcsService;
+use crate::{GcsService, Refusal};
 use parking_lot::Mutex;
 use ray_actor::{ActorState, Names, RestartBudget};
 use ray_common::rpc::{NodeManagerApi, RpcError};
@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// How often an actor waiting for a node that can hold it looks again without a new view.
+const FIT_POLL: Duration = Duration::from_secs(2);
 
 struct Record {
     spec: ActorSpec,
@@ -25,6 +28,8 @@ struct Record {
     core_worker_address: String,
     worker_id: Vec<u8>,
     lease: Option<(String, u64)>,
+    /// While it waits for a node that can hold it: why none can.
+    waiting: String,
 }
 
 impl Record {
@@ -44,6 +49,7 @@ impl Record {
             creation_error: self.creation_error.clone(),
             detached: self.spec.detached,
             max_task_retries: self.spec.max_task_retries,
+            pending_reason: self.waiting.clone(),
         }
     }
 }
@@ -144,6 +150,7 @@ impl GcsService {
                 core_worker_address: String::new(),
                 worker_id: Vec::new(),
                 lease: None,
+                waiting: String::new(),
             },
         );
         drop(t);
@@ -179,6 +186,13 @@ impl GcsService {
             loop {
                 match me.schedule(&id, request_id).await {
                     Ok(()) => return,
+                    // No alive node can hold it: it waits (listed as a demand, and in its
+                    // info for the driver's warning) until one that can joins.
+                    Err(GcsError::NoFit(why)) => {
+                        if !me.wait_for_fit(&id, why).await {
+                            return;
+                        }
+                    }
                     Err(e) if e.is_transient() && clock.now() + delay < deadline => {
                         tracing::info!(cause = %e, attempts, "actor placement met a transient error; trying again");
                         tokio::time::sleep(delay).await;
@@ -197,6 +211,58 @@ impl GcsService {
                 }
             }
         });
+    }
+
+    /// Marks actor `id` as waiting for a node that can hold it, for `why`, and waits for the
+    /// cluster's view to move (a node joining or reporting). `false` if it was killed or
+    /// died meanwhile (nothing left to place).
+    async fn wait_for_fit(&self, id: &[u8], why: String) -> bool {
+        let changed = self.inner.view_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        {
+            let mut t = self.inner.actors.table.lock();
+            match t.records.get_mut(id) {
+                Some(r) if r.state != ActorState::Dead => {
+                    if r.waiting.is_empty() {
+                        tracing::warn!(class = %r.spec.class_name, "an actor waits for a node that can hold it: {why}");
+                    }
+                    r.waiting = why;
+                }
+                _ => return false,
+            }
+        }
+        // A new view, or a look again now and then (a missed wake).
+        let _ = self.inner.connect.clock().timeout(FIT_POLL, changed).await;
+        let mut t = self.inner.actors.table.lock();
+        match t.records.get_mut(id) {
+            Some(r) if r.state != ActorState::Dead => {
+                r.waiting.clear();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Actors waiting for a node that can hold them, counted by shape (what `rayrs status`
+    /// lists beside the nodes' own demands).
+    pub(crate) fn actor_demands(&self) -> Vec<Demand> {
+        let t = self.inner.actors.table.lock();
+        let mut out: Vec<Demand> = Vec::new();
+        for r in t.records.values() {
+            if r.waiting.is_empty() || r.state == ActorState::Dead {
+                continue;
+            }
+            match out.iter_mut().find(|d| d.shape == r.spec.shape) {
+                Some(d) => d.count += 1,
+                None => out.push(Demand {
+                    shape: r.spec.shape.clone(),
+                    count: 1,
+                    reason: r.waiting.clone(),
+                }),
+            }
+        }
+        out
     }
 
     /// Placing or constructing failed for a reason other than the constructor's own error
@@ -242,7 +308,10 @@ impl GcsService {
         let node = match self.place(&shape, spec.strategy.as_ref()) {
             Ok(Some(node)) => node,
             Ok(None) => return Err(GcsError::NoNode),
-            Err(why) => {
+            Err(Refusal::Infeasible(why)) if self.inner.infeasible_waits => {
+                return Err(GcsError::NoFit(why))
+            }
+            Err(Refusal::Unschedulable(why) | Refusal::Infeasible(why)) => {
                 self.mark_dead(id, &format!("unschedulable: {why}"), None);
                 return Ok(());
             }
@@ -269,6 +338,11 @@ impl GcsService {
             .map_err(|e| GcsError::call(step(), e))?;
         let lease = match reply.result {
             Some(lease_reply::Result::Granted(l)) => l,
+            // The node cannot hold it after all (the GCS's view of it was stale): placed
+            // again once the view moves.
+            Some(lease_reply::Result::Infeasible(why)) if self.inner.infeasible_waits => {
+                return Err(GcsError::NoFit(why))
+            }
             Some(lease_reply::Result::Infeasible(why)) => {
                 self.mark_dead(id, &format!("unschedulable: {why}"), None);
                 return Ok(());

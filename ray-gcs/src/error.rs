@@ -19,6 +19,9 @@ pub enum GcsError {
     /// No alive node can take the actor now.
     #[error("no alive node can host the actor now")]
     NoNode,
+    /// No alive node can ever hold the actor's shape (until one that can joins): the reason.
+    #[error("no alive node can hold it: {0}")]
+    NoFit(String),
     /// A call to a node manager or a worker failed at `step`. `last`: the step cannot be
     /// repeated (what it held is given back), so the attempt is over whatever the kind.
     #[error("{step}: {source}")]
@@ -73,6 +76,7 @@ impl From<GcsError> for Status {
             GcsError::AlreadyExists(_) => Status::already_exists(message),
             GcsError::NotFound(_) => Status::not_found(message),
             GcsError::NoNode | GcsError::DiedStarting => Status::unavailable(message),
+            GcsError::NoFit(_) => Status::resource_exhausted(message),
             // The kind survives the wire; the message says which step failed.
             GcsError::Call { source, .. } => Status::from(RpcError { message, ..source }),
             GcsError::BadReply(_) => Status::internal(message),

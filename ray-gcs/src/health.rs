@@ -120,7 +120,10 @@ impl GcsService {
 
     fn alive_address(&self, node_id: &[u8]) -> Option<String> {
         let state = self.inner.state.lock();
-        let node = state.nodes.iter().find(|n| n.node_id == node_id && n.alive)?;
+        let node = state
+            .nodes
+            .iter()
+            .find(|n| n.node_id == node_id && n.alive)?;
         Some(node.node_manager_address.clone())
     }
 

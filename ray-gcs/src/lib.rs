@@ -28,6 +28,9 @@ pub struct GcsOptions {
     pub health: Option<HealthConfig>,
     /// Where it keeps jobs' binaries (`None`: it keeps none).
     pub binaries: Option<std::path::PathBuf>,
+    /// Whether an actor no alive node can hold waits for one that can (a cluster, where
+    /// nodes join) or dies unschedulable at once (a runtime of one machine).
+    pub infeasible_waits: bool,
 }
 
 /// The GCS service. Cheap to clone; state behind short locks, never held across an await.
@@ -45,6 +48,8 @@ struct Inner {
     view_changed: tokio::sync::Notify,
     /// How nodes are checked (`None`: they are not).
     health: Option<HealthConfig>,
+    /// Actors no node can hold wait for one (else they die unschedulable).
+    infeasible_waits: bool,
     /// Where jobs' binaries are kept (`None`: this GCS keeps none).
     binaries: Option<std::path::PathBuf>,
 }
@@ -92,18 +97,20 @@ impl GcsService {
                 view_changed: tokio::sync::Notify::new(),
                 health: options.health,
                 binaries: options.binaries,
+                infeasible_waits: options.infeasible_waits,
             }),
         }
     }
 
     /// The node manager to lease a worker for an actor of `shape` from, as the scheduler's
     /// default policy picks it; a node busy now but able to hold it if none is free (its node
-    /// manager queues the lease). `Err` with the reason if no node could ever hold it.
+    /// manager queues the lease). `Err` with the reason if no alive node can hold it, or if
+    /// its strategy rules every node out.
     fn place(
         &self,
         shape: &ray_scheduler::ResourceSet,
         strategy: Option<&Strategy>,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, Refusal> {
         use ray_scheduler::SchedulingStrategy as S;
         let mut state = self.inner.state.lock();
         let State {
@@ -123,10 +130,10 @@ impl GcsService {
                     },
                     None if a.soft => S::Default,
                     None => {
-                        return Err(format!(
+                        return Err(Refusal::Unschedulable(format!(
                             "hard affinity to node {}, which is not in the cluster",
                             ray_common::ids::hex(&a.node_id)
-                        ))
+                        )))
                     }
                 }
             }
@@ -134,8 +141,11 @@ impl GcsService {
         let req = ray_scheduler::SchedulingRequest::new(shape.clone()).with_strategy(strategy);
         let node = match scheduler.schedule(view, &req, &mut rand::rng()) {
             Ok(node) => node,
-            Err(pending) if pending.is_infeasible() || pending.is_unschedulable() => {
-                return Err(pending.to_string())
+            Err(pending) if pending.is_unschedulable() => {
+                return Err(Refusal::Unschedulable(pending.to_string()))
+            }
+            Err(pending) if pending.is_infeasible() => {
+                return Err(Refusal::Infeasible(pending.to_string()))
             }
             Err(pending) => match pending.nodes.first().filter(|_| pending.feasible_nodes > 0) {
                 Some(busy) => busy.node,
@@ -147,6 +157,14 @@ impl GcsService {
             .filter(|n| n.alive)
             .map(|n| n.node_manager_address.clone()))
     }
+}
+
+/// Why an actor cannot be placed.
+pub(crate) enum Refusal {
+    /// No alive node can hold its shape (one may join).
+    Infeasible(String),
+    /// Its strategy rules out every node (hard affinity to a dead or unknown node).
+    Unschedulable(String),
 }
 
 #[tonic::async_trait]
@@ -205,7 +223,10 @@ impl Gcs for GcsService {
 
     async fn get_all_nodes(&self, _: Request<Empty>) -> Result<Response<GetAllNodesReply>, Status> {
         let nodes = self.inner.state.lock().nodes.clone();
-        Ok(Response::new(GetAllNodesReply { nodes }))
+        Ok(Response::new(GetAllNodesReply {
+            nodes,
+            actor_demands: self.actor_demands(),
+        }))
     }
 
     async fn get_cluster_view(

@@ -122,6 +122,7 @@ impl Node {
                         ray_gcs::GcsOptions {
                             health: options.health.clone(),
                             binaries: options.binary_dir.clone(),
+                            infeasible_waits: options.infeasible_waits,
                         },
                     ))
                     // A binary's upload comes in chunks of a few MiB.

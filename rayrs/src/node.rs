@@ -436,11 +436,11 @@ pub fn status(args: StatusArgs) -> R<()> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let nodes = runtime.block_on(async {
+    let reply = runtime.block_on(async {
         let connect = TonicConnect::new(&token).labelled("rayrs status");
         let gcs = connect.gcs(&address).map_err(|e| e.to_string())?;
         match tokio::time::timeout(STATUS_DEADLINE, gcs.get_all_nodes(ray_proto::Empty {})).await {
-            Ok(Ok(reply)) => Ok(reply.nodes),
+            Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) if e.kind == RpcErrorKind::Unauthenticated => Err(format!(
                 "the head at {address} refused this token ({}): use the head's token",
                 e.message
@@ -451,7 +451,7 @@ pub fn status(args: StatusArgs) -> R<()> {
             )),
         }
     })?;
-    print!("{}", status_text(&address, &nodes));
+    print!("{}", status_text(&address, &reply));
     Ok(())
 }
 
@@ -486,8 +486,9 @@ fn bytes(n: f64) -> String {
 }
 
 /// What `rayrs status` prints, in the shape of Ray's.
-fn status_text(address: &str, nodes: &[ray_proto::NodeInfo]) -> String {
+fn status_text(address: &str, reply: &ray_proto::GetAllNodesReply) -> String {
     use std::fmt::Write;
+    let (nodes, actor_demands) = (&reply.nodes, &reply.actor_demands);
     let mut out = String::new();
     let _ = writeln!(out, "======== Cluster status: {address} ========");
     let (alive, dead): (Vec<_>, Vec<_>) = nodes.iter().partition(|n| n.alive);
@@ -549,13 +550,17 @@ fn status_text(address: &str, nodes: &[ray_proto::NodeInfo]) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "Demands:");
     let demands: Vec<&ray_proto::Demand> = alive.iter().flat_map(|n| &n.demands).collect();
-    if demands.is_empty() {
+    if demands.is_empty() && actor_demands.is_empty() {
         let _ = writeln!(out, " (no resource demands)");
     }
-    for d in demands {
+    for (d, what) in demands
+        .into_iter()
+        .map(|d| (d, "pending"))
+        .chain(actor_demands.iter().map(|d| (d, "actors pending")))
+    {
         let _ = writeln!(
             out,
-            " {:?}: {} pending, no alive node can hold it ({})",
+            " {:?}: {} {what}, no alive node can hold it ({})",
             amounts(&d.shape),
             d.count,
             d.reason

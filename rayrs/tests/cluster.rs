@@ -379,6 +379,48 @@ fn an_infeasible_task_waits_until_a_node_that_fits_joins() {
 }
 
 #[test]
+fn an_infeasible_actor_waits_until_a_node_that_fits_joins() {
+    let log = Captured::default();
+    let writer = log.clone();
+    tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_env_filter("warn")
+        .init();
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let actor = Placed::options().resources("big", 1.0).remote();
+        let call = actor.node();
+        // Not dead: the GCS holds it back, `rayrs status` lists it, the driver warns.
+        ray_rs::eventually("rayrs status lists the waiting actor", || {
+            let (ok, status) = output(cluster.rayrs(&["status", "--address", &cluster.address]));
+            let demands = status
+                .split("Demands:")
+                .nth(1)
+                .unwrap_or_default()
+                .to_string();
+            ok && demands.contains("big") && demands.contains("1 actors pending")
+        });
+        ray_rs::eventually("the driver warns of the actor", || {
+            let text = log.text();
+            text.contains("actor") && text.contains("cannot be scheduled") && text.contains("big")
+        });
+        assert!(
+            ray::wait(std::slice::from_ref(&call), 1, Some(Duration::ZERO))
+                .unwrap()
+                .0
+                .is_empty()
+        );
+        let node = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"big": 1}"#]);
+        let node_id = cluster.node(node).node_id.clone();
+        let (ran_on, calls) = ray::get_timeout(&call, Duration::from_secs(30)).unwrap();
+        assert_eq!((ran_on, calls), (node_id, 1));
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}
+
+#[test]
 fn spread_uses_every_node() {
     let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
     cluster.add_node(&["--num-cpus", "1"]);
@@ -941,16 +983,16 @@ fn a_task_is_leased_where_its_argument_bytes_are() {
     let node1 = cluster.node(1).node_id.clone();
     with_driver(&cluster, || {
         // 8 MiB made on node 1, owned by the driver (on the head).
-        let data = make_plain::options()
-            .resources("a", 1.0)
-            .remote(8 << 20, 7);
-        ray::wait(&[data.clone()], 1, Some(Duration::from_secs(60))).unwrap();
+        let data = make_plain::options().resources("a", 1.0).remote(8 << 20, 7);
+        ray::wait(std::slice::from_ref(&data), 1, Some(Duration::from_secs(60))).unwrap();
         // The head is idle and would run it itself; the bytes are on node 1, so it runs there
         // and nothing is pulled.
         for _ in 0..3 {
-            let (node, ok) =
-                ray::get_timeout(&check_bytes::remote(data.clone(), 7), Duration::from_secs(60))
-                    .unwrap();
+            let (node, ok) = ray::get_timeout(
+                &check_bytes::remote(data.clone(), 7),
+                Duration::from_secs(60),
+            )
+            .unwrap();
             assert!(ok);
             assert_eq!(node, node1, "leased where the argument is");
         }

@@ -266,6 +266,8 @@ fn connect_actor(
     let clock = c.clock.clone();
     let here = own.me.node_id;
     tokio::spawn(async move {
+        // A warning here while the GCS holds it back for want of a node that can hold it.
+        let _notice = super::infeasible::watch_actor(gcs.clone(), clock.clone(), id, &class);
         let req = ray_proto::GetActorInfoRequest {
             actor_id: id.to_vec().into(),
             min_incarnation,

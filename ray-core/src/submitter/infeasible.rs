@@ -1,44 +1,82 @@
 //! The warning a Ray user sees on the driver when work waits for a shape no alive node can
-//! hold: a lease request still unanswered after a while is looked up among the demands the
-//! cluster reports (`rayrs status` lists the same), and a match is logged with its reason.
+//! hold: a lease request or an actor still waiting after a while is looked up in what the
+//! cluster reports (the node managers' demands, which `rayrs status` lists too, or the
+//! actor's pending reason), and a match is logged with its reason.
 
 use ray_common::rpc::GcsApi;
+use ray_common::ActorId;
 use ray_common::Clock;
 use ray_scheduler::ResourceSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long a lease request waits before the cluster is asked whether its shape fits at all.
+/// How long work waits before the cluster is asked whether it can be placed at all.
 const NOTICE_AFTER: Duration = Duration::from_secs(3);
 /// Between two looks (and warnings) while it still waits.
 const NOTICE_EVERY: Duration = Duration::from_secs(30);
 
-/// Watches a lease request for `shape` until dropped (aborted when answered),
-/// warning while the cluster reports the shape as one no alive node can hold.
-pub(super) fn watch(gcs: Arc<dyn GcsApi>, clock: Clock, shape: ResourceSet) -> WatchGuard {
-    let task = tokio::spawn(async move {
-        clock.sleep(NOTICE_AFTER).await;
-        loop {
-            if let Some(reason) = reported_infeasible(&gcs, &shape).await {
-                tracing::warn!(
-                    "a task or actor needing {:?} cannot be scheduled: {reason}. It waits for a \
-                     node that can hold it (see `rayrs status`)",
-                    shape.to_map()
-                );
-            }
-            clock.sleep(NOTICE_EVERY).await;
-        }
-    });
-    WatchGuard(task.abort_handle())
-}
-
-/// Stops the watch when dropped.
+/// Stops a watch when dropped.
 pub(super) struct WatchGuard(tokio::task::AbortHandle);
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// Watches a lease request for `shape` until dropped (when it is answered), warning while
+/// the cluster reports the shape as one no alive node can hold.
+pub(super) fn watch_lease(gcs: Arc<dyn GcsApi>, clock: Clock, shape: ResourceSet) -> WatchGuard {
+    let what = format!("a task or actor needing {:?}", shape.to_map());
+    watch(clock, what, move || {
+        let (gcs, shape) = (gcs.clone(), shape.clone());
+        async move { reported_infeasible(&gcs, &shape).await }
+    })
+}
+
+/// Watches the placement of actor `id` of `class` until dropped (when it is resolved),
+/// warning while the GCS holds it back for want of a node that can hold it.
+pub(super) fn watch_actor(
+    gcs: Arc<dyn GcsApi>,
+    clock: Clock,
+    id: ActorId,
+    class: &str,
+) -> WatchGuard {
+    let what = format!("actor {class} ({id})");
+    watch(clock, what, move || {
+        let gcs = gcs.clone();
+        async move {
+            let req = ray_proto::GetActorInfoRequest {
+                actor_id: id.to_vec().into(),
+                min_incarnation: 0,
+                // At once, as it is.
+                wait_ms: 1,
+            };
+            let info = gcs.get_actor_info(req).await.ok()?;
+            (!info.pending_reason.is_empty()).then_some(info.pending_reason)
+        }
+    })
+}
+
+fn watch<F, Fut>(clock: Clock, what: String, reason: F) -> WatchGuard
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Option<String>> + Send,
+{
+    let task = tokio::spawn(async move {
+        clock.sleep(NOTICE_AFTER).await;
+        loop {
+            if let Some(reason) = reason().await {
+                tracing::warn!(
+                    "{what} cannot be scheduled: {reason}. It waits for a node that can hold \
+                     it (see `rayrs status`)"
+                );
+            }
+            clock.sleep(NOTICE_EVERY).await;
+        }
+    });
+    WatchGuard(task.abort_handle())
 }
 
 /// The reason a node gives for holding `shape` as infeasible, if any does.

@@ -403,7 +403,7 @@ fn request_lease(
     let gcs = c.gcs.clone();
     tokio::spawn(async move {
         // A warning here if it waits for a shape no node can hold, until it is answered.
-        let _notice = super::infeasible::watch(gcs, clock.clone(), shape.clone());
+        let _notice = super::infeasible::watch_lease(gcs, clock.clone(), shape.clone());
         let mut req = ray_proto::LeaseRequest {
             shape: Some(ray_common::resources::to_resources(&shape)),
             requester_id: requester.into(),
