@@ -585,6 +585,12 @@ impl Placed {
         self.calls += 1;
         (ray::get_runtime_context().unwrap().node_id, self.calls)
     }
+    pub fn pid(&self) -> (String, u32) {
+        (
+            ray::get_runtime_context().unwrap().node_id,
+            std::process::id(),
+        )
+    }
 }
 
 #[ray::remote]
@@ -984,7 +990,12 @@ fn a_task_is_leased_where_its_argument_bytes_are() {
     with_driver(&cluster, || {
         // 8 MiB made on node 1, owned by the driver (on the head).
         let data = make_plain::options().resources("a", 1.0).remote(8 << 20, 7);
-        ray::wait(std::slice::from_ref(&data), 1, Some(Duration::from_secs(60))).unwrap();
+        ray::wait(
+            std::slice::from_ref(&data),
+            1,
+            Some(Duration::from_secs(60)),
+        )
+        .unwrap();
         // The head is idle and would run it itself; the bytes are on node 1, so it runs there
         // and nothing is pulled.
         for _ in 0..3 {
@@ -1001,5 +1012,116 @@ fn a_task_is_leased_where_its_argument_bytes_are() {
         // A task with no such argument stays on the driver's node.
         let (here, _) = ray::get(&where_am_i::remote()).unwrap();
         assert_eq!(here, cluster.node(0).node_id);
+    });
+}
+
+/// Set in a second driver: this test binary run again by a test, as another job.
+const SECOND_DRIVER: &str = "RAYRS_SECOND_DRIVER";
+
+/// Runs test `name` of this binary again as a second driver of `cluster`, with `role`; its
+/// output, after asserting it passed.
+fn second_driver(cluster: &Cluster, name: &str, role: &str) -> String {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads", "1"])
+        .env(SECOND_DRIVER, role)
+        .env("RAY_ADDRESS", &cluster.address)
+        .env("RAY_AUTH_TOKEN", cluster.token())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "the second driver failed:\n{text}");
+    text
+}
+
+#[test]
+fn a_named_actor_is_found_by_a_second_driver() {
+    const NAME: &str = "a_named_actor_is_found_by_a_second_driver";
+    if std::env::var_os(SECOND_DRIVER).is_some() {
+        ray::init(ray::Config::from_env()).unwrap();
+        let actor: ray::ActorHandle<Placed> = ray::get_actor("shared", None).unwrap();
+        let (node, calls) = ray::get_timeout(&actor.node(), Duration::from_secs(30)).unwrap();
+        // What the first driver reads (a driver's own line, not a log).
+        std::io::Write::write_all(
+            &mut std::io::stdout(),
+            format!("SECOND {node} {calls}\n").as_bytes(),
+        )
+        .unwrap();
+        ray::shutdown();
+        return;
+    }
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    let node1 = cluster.node(1).node_id.clone();
+    with_driver(&cluster, || {
+        let actor = Placed::options()
+            .name("shared")
+            .resources("a", 1.0)
+            .remote();
+        assert_eq!(ray::get(&actor.node()).unwrap(), (node1.clone(), 1));
+        // Another job, in another process, calls the same actor (on node 1) by its name.
+        let text = second_driver(&cluster, NAME, "call");
+        assert!(text.contains(&format!("SECOND {node1} 2")), "{text}");
+        assert_eq!(ray::get(&actor.node()).unwrap(), (node1.clone(), 3));
+    });
+}
+
+#[test]
+fn a_killed_driver_finishes_its_job_but_its_detached_actor_lives_on() {
+    const NAME: &str = "a_killed_driver_finishes_its_job_but_its_detached_actor_lives_on";
+    if std::env::var_os(SECOND_DRIVER).is_some() {
+        // A driver that dies without `shutdown`: a detached actor on node 1, a plain one on
+        // node 2, then SIGKILL.
+        ray::init(ray::Config::from_env()).unwrap();
+        let kept = Placed::options()
+            .name("kept")
+            .lifetime_detached()
+            .resources("a", 1.0)
+            .remote();
+        let plain = Placed::options().resources("b", 1.0).remote();
+        let (_, kept_pid) = ray::get(&kept.pid()).unwrap();
+        let (_, plain_pid) = ray::get(&plain.pid()).unwrap();
+        std::io::Write::write_all(
+            &mut std::io::stdout(),
+            format!("PIDS {kept_pid} {plain_pid}\n").as_bytes(),
+        )
+        .unwrap();
+        unsafe { libc::kill(std::process::id() as i32, libc::SIGKILL) };
+        unreachable!("killed");
+    }
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"b": 1}"#]);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+        .env(SECOND_DRIVER, "die")
+        .env("RAY_ADDRESS", &cluster.address)
+        .env("RAY_AUTH_TOKEN", cluster.token())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let pids: Vec<u32> = text
+        .split("PIDS ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_else(|| panic!("no pids from the driver:\n{text}"))
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let [kept_pid, plain_pid] = pids[..] else {
+        panic!("{pids:?}")
+    };
+    // The job finished on every node: its plain actor's process is gone...
+    ray_rs::eventually("the killed driver's plain actor stops", || {
+        !alive(plain_pid)
+    });
+    // ...and its detached actor is not, and answers a later driver.
+    assert!(alive(kept_pid));
+    with_driver(&cluster, || {
+        let kept: ray::ActorHandle<Placed> = ray::get_actor("kept", None).unwrap();
+        assert_eq!(ray::get(&kept.pid()).unwrap().1, kept_pid);
     });
 }
