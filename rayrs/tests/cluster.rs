@@ -1125,3 +1125,54 @@ fn a_killed_driver_finishes_its_job_but_its_detached_actor_lives_on() {
         assert_eq!(ray::get(&kept.pid()).unwrap().1, kept_pid);
     });
 }
+
+#[test]
+fn a_shipped_binary_that_cannot_run_on_a_node_is_an_error_naming_it() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    // A node whose temp dir (where shipped binaries are cached) is mounted noexec, in a
+    // mount namespace of its own that ends with it: the job's binary arrives intact and
+    // cannot be run there, as a binary built for another machine.
+    let dir = cluster.dir().join("noexec");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir = dir.display().to_string();
+    let node = cluster.add_node_in(
+        &[
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            r#"mount -t tmpfs -o noexec,mode=0700 rayrs-noexec "$0" && exec "$@""#,
+            &dir,
+        ],
+        &[
+            "--num-cpus",
+            "1",
+            "--resources",
+            r#"{"x": 1}"#,
+            "--temp-dir",
+            &dir,
+        ],
+    );
+    let node_id = cluster.node(node).node_id.clone();
+    ray::init(ray_rs::cluster::config(&cluster).ship_binary(true)).unwrap();
+    let outcome = std::panic::catch_unwind(|| {
+        let r = where_am_i::options().resources("x", 1.0).remote();
+        match ray::get_timeout(&r, Duration::from_secs(60)) {
+            Ok(v) => panic!("ran on a node that cannot run it: {v:?}"),
+            Err(e) => {
+                let text = e.to_string();
+                assert!(text.contains(&node_id), "the error names the node: {text}");
+                assert!(text.contains("ermission denied"), "and what failed: {text}");
+            }
+        }
+        // The rest of the cluster runs the job.
+        assert_eq!(
+            ray::get(&where_am_i::remote()).unwrap().0,
+            cluster.node(0).node_id
+        );
+    });
+    ray::shutdown();
+    outcome.unwrap();
+}
