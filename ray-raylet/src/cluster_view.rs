@@ -133,6 +133,17 @@ impl ClusterState {
             .filter(|(_, n)| *n == node && alive)
             .map(|(address, _)| address.clone())
     }
+
+    /// Every alive node but `except`, with its node manager address.
+    pub(crate) fn alive_nodes(&self, except: &[NodeId]) -> Vec<(NodeId, String)> {
+        self.nodes
+            .iter()
+            .filter(|(id, (_, node))| {
+                !except.contains(node) && self.view.node(**id).is_some_and(|n| n.is_alive())
+            })
+            .map(|(_, (address, node))| (*node, address.clone()))
+            .collect()
+    }
 }
 
 impl NodeManager {

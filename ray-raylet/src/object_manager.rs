@@ -127,12 +127,45 @@ impl NodeManager {
         }
     }
 
-    /// Pulls object `id` from node `from` into this node's store.
+    /// Pulls object `id` from node `from` into this node's store; if that fails (the node
+    /// died, the transfer broke), from another node that holds a copy (one an earlier pull
+    /// made), if any does.
     async fn pull(&self, id: ObjectId, from: NodeId) -> Result<(), FetchError> {
+        let first = match self.pull_from(id, from).await {
+            Ok(()) => return Ok(()),
+            Err(e @ FetchError::Full(_)) => return Err(e),
+            Err(e) => e,
+        };
+        let others = self
+            .inner
+            .cluster
+            .lock()
+            .alive_nodes(&[from, self.node_id()]);
+        for (node, address) in others {
+            match self.pull_from_address(id, &address).await {
+                Ok(()) => {
+                    tracing::info!(object = %id, %from, copy_on = %node, "pulled from another copy after: {first}");
+                    return Ok(());
+                }
+                Err(e @ FetchError::Full(_)) => return Err(e),
+                Err(_) => continue,
+            }
+        }
+        Err(first)
+    }
+
+    /// Pulls object `id` from node `from` into this node's store.
+    async fn pull_from(&self, id: ObjectId, from: NodeId) -> Result<(), FetchError> {
         let address = match self.address_of(from) {
             Some(address) => address,
             None => self.ask_gcs_for(from).await?,
         };
+        self.pull_from_address(id, &address).await
+    }
+
+    /// Pulls object `id` from the node manager at `address` into this node's store.
+    async fn pull_from_address(&self, id: ObjectId, address: &str) -> Result<(), FetchError> {
+        let address = address.to_string();
         let source = self
             .peer(&address)
             .map_err(|e| FetchError::Transfer(e.to_string()))?;

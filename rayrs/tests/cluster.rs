@@ -742,6 +742,34 @@ fn a_large_object_made_on_one_node_is_read_on_others_byte_for_byte() {
 }
 
 #[test]
+fn an_object_whose_node_died_is_pulled_from_another_copy() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let doomed = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"b": 1}"#]);
+    let c = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"c": 1}"#]);
+    let doomed_id = cluster.node(doomed).node_id.clone();
+    let c_id = cluster.node(c).node_id.clone();
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let made = make_plain::options().resources("a", 1.0).remote(16 << 20, 5);
+        // Node b reads it: a copy there, kept by the reader.
+        let keeper = Keeper::options().resources("b", 1.0).num_cpus(0.0).remote();
+        let kept = ray::get_timeout(&keeper.keep(vec![made.clone()]), Duration::from_secs(60));
+        assert_eq!(kept.unwrap(), 16 << 20);
+        cluster.remove_node(doomed, false);
+        ray_rs::eventually("the node is dead", || node_alive(&doomed_id) == Some(false));
+        // The owner still names the dead node; node c finds the copy on node b.
+        let read = check_bytes::options().resources("c", 1.0).remote(made.clone(), 5);
+        let (ran_on, ok) = ray::get_timeout(&read, Duration::from_secs(60)).unwrap();
+        assert_eq!(ran_on, c_id);
+        assert!(ok, "the bytes of the copy are the object's");
+        assert_eq!(objects_pulled(&cluster, c), 1);
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}
+
+#[test]
 fn an_object_only_a_dead_node_held_is_lost() {
     let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
     let doomed = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
