@@ -21,6 +21,8 @@ use tokio_stream::StreamExt;
 
 /// Bytes per chunk on the wire (Ray's `object_manager_default_chunk_size` is 5 MiB).
 pub const CHUNK_BYTES: usize = 4 << 20;
+/// Streams one large pull runs at once, each a range of the object.
+const PULL_STREAMS: usize = 4;
 /// Bytes of pulls in flight at once on this node (larger objects take the whole budget).
 const PULL_BUDGET_BYTES: u64 = 256 << 20;
 /// A pull whose next chunk does not come within this long fails (and may be tried again).
@@ -163,20 +165,16 @@ impl NodeManager {
         self.pull_from_address(id, &address).await
     }
 
-    /// Pulls object `id` from the node manager at `address` into this node's store.
+    /// Pulls object `id` from the node manager at `address` into this node's store: its
+    /// first chunk (which tells the size), then the rest as up to [`PULL_STREAMS`] ranges
+    /// at once (one stream alone is bound by one core on each side).
     async fn pull_from_address(&self, id: ObjectId, address: &str) -> Result<(), FetchError> {
-        let address = address.to_string();
         let source = self
-            .peer(&address)
+            .peer(address)
             .map_err(|e| FetchError::Transfer(e.to_string()))?;
         let clock = self.inner.connect.clock();
-        let mut stream = source
-            .pull_object(ray_proto::PullObjectRequest {
-                object_id: id.0.to_vec().into(),
-            })
-            .await
-            .map_err(|e| FetchError::Transfer(e.to_string()))?;
-        let first = next_chunk(&mut stream, &clock, &address)
+        let mut stream = open_range(&source, id, 0, CHUNK_BYTES as u64).await?;
+        let first = next_chunk(&mut stream, &clock, address)
             .await?
             .ok_or_else(|| FetchError::Transfer("the source sent nothing".into()))?;
         let size = first.object_size;
@@ -193,26 +191,31 @@ impl NodeManager {
         };
         let alloc = self.create_for_pull(id, size).await?;
         let written = async {
-            let mut received = 0u64;
-            let mut chunk = Some(first);
-            while let Some(c) = chunk {
-                if c.offset != received {
-                    return Err(FetchError::Transfer(format!(
-                        "chunk at {} where {received} was due",
-                        c.offset
-                    )));
-                }
-                self.store()
-                    .arena()
-                    .write(alloc, c.offset, &c.data)
-                    .map_err(|e| FetchError::Transfer(e.to_string()))?;
-                received += c.data.len() as u64;
-                chunk = next_chunk(&mut stream, &clock, &address).await?;
+            let head = size.min(CHUNK_BYTES as u64);
+            let into = Range {
+                alloc,
+                start: 0,
+                end: head,
+            };
+            self.receive(into, Some(first), stream, address).await?;
+            // The ranges in tasks of their own. On the first failure the others are stopped,
+            // and waited for, before the object is aborted: no write may land in its space
+            // after it is freed.
+            let mut pulls = tokio::task::JoinSet::new();
+            for (start, end) in ranges(head, size, PULL_STREAMS) {
+                let (me, source, from) = (self.clone(), source.clone(), address.to_string());
+                pulls.spawn(async move {
+                    let stream = open_range(&source, id, start, end - start).await?;
+                    me.receive(Range { alloc, start, end }, None, stream, &from)
+                        .await
+                });
             }
-            if received != size {
-                return Err(FetchError::Transfer(format!(
-                    "{received} of {size} bytes arrived"
-                )));
+            while let Some(done) = pulls.join_next().await {
+                let done = done.map_err(|e| FetchError::Transfer(e.to_string()));
+                if let Err(e) = done.and_then(|r| r) {
+                    pulls.shutdown().await;
+                    return Err(e);
+                }
             }
             Ok(())
         }
@@ -258,25 +261,45 @@ impl NodeManager {
         }
     }
 
-    /// Streams object `id` of this node's store in chunks, pinned while it is sent. `None`
-    /// if it is not here.
+    /// Streams bytes `offset..offset + length` (length 0: to the end) of object `id` of
+    /// this node's store in chunks, pinned while it is sent. `None` if it is not here;
+    /// `Err` for a range outside it.
     pub(crate) fn serve_pull(
         &self,
         id: ObjectId,
-    ) -> Option<tokio::sync::mpsc::Receiver<Result<ray_proto::ObjectChunk, tonic::Status>>> {
-        let alloc = self.store().get(id)?;
+        offset: u64,
+        length: u64,
+    ) -> Result<
+        Option<tokio::sync::mpsc::Receiver<Result<ray_proto::ObjectChunk, tonic::Status>>>,
+        tonic::Status,
+    > {
+        let Some(alloc) = self.store().get(id) else {
+            return Ok(None);
+        };
         let pin = Arc::new(Pin {
             node: self.clone(),
             id,
         });
+        let size = alloc.len;
+        let end = match length {
+            0 => Some(size),
+            n => offset.checked_add(n),
+        };
+        let end = match end {
+            Some(end) if offset <= end && end <= size => end,
+            _ => {
+                return Err(tonic::Status::out_of_range(format!(
+                    "bytes {offset}+{length} of a {size}-byte object"
+                )))
+            }
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let me = self.clone();
         tokio::spawn(async move {
-            let size = alloc.len;
-            let mut offset = 0u64;
+            let mut offset = offset;
             // An empty object still sends one (empty) chunk, which carries the size.
             loop {
-                let len = (size - offset).min(CHUNK_BYTES as u64);
+                let len = (end - offset).min(CHUNK_BYTES as u64);
                 let part = Allocation {
                     offset: alloc.offset + offset,
                     len,
@@ -301,14 +324,14 @@ impl NodeManager {
                     break;
                 }
                 offset += len;
-                if offset >= size {
+                if offset >= end {
                     break;
                 }
             }
             // The pin goes with the last chunk still in flight.
             drop(pin);
         });
-        Some(rx)
+        Ok(Some(rx))
     }
 
     /// The node manager address of alive node `node`, asked of the GCS (a node this node's
@@ -341,6 +364,91 @@ impl NodeManager {
     pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
         self.inner.cluster.lock().address_of(node)
     }
+}
+
+/// Bytes `start..end` of a pull's allocation.
+#[derive(Clone, Copy)]
+struct Range {
+    alloc: Allocation,
+    start: u64,
+    end: u64,
+}
+
+impl NodeManager {
+    /// Writes the chunks of `stream` (after `first`, if given) into `into`, checking that
+    /// they come in order and fill it exactly.
+    async fn receive(
+        &self,
+        into: Range,
+        first: Option<ray_proto::ObjectChunk>,
+        mut stream: ray_common::rpc::ReplyStream<ray_proto::ObjectChunk>,
+        from: &str,
+    ) -> Result<(), FetchError> {
+        let clock = self.inner.connect.clock();
+        let mut at = into.start;
+        let mut chunk = match first {
+            Some(c) => Some(c),
+            None => next_chunk(&mut stream, &clock, from).await?,
+        };
+        while let Some(c) = chunk {
+            if c.offset != at || at + c.data.len() as u64 > into.end {
+                return Err(FetchError::Transfer(format!(
+                    "{} bytes at {} where {at}..{} was due",
+                    c.data.len(),
+                    c.offset,
+                    into.end
+                )));
+            }
+            self.store()
+                .arena()
+                .write(into.alloc, c.offset, &c.data)
+                .map_err(|e| FetchError::Transfer(e.to_string()))?;
+            at += c.data.len() as u64;
+            chunk = next_chunk(&mut stream, &clock, from).await?;
+        }
+        if at != into.end {
+            return Err(FetchError::Transfer(format!(
+                "bytes {}..{at} of {}..{} arrived",
+                into.start, into.start, into.end
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Opens the stream of bytes `offset..offset + length` of object `id` at `source`.
+async fn open_range(
+    source: &Arc<dyn NodeManagerApi>,
+    id: ObjectId,
+    offset: u64,
+    length: u64,
+) -> Result<ray_common::rpc::ReplyStream<ray_proto::ObjectChunk>, FetchError> {
+    source
+        .pull_object(ray_proto::PullObjectRequest {
+            object_id: id.0.to_vec().into(),
+            offset,
+            length,
+        })
+        .await
+        .map_err(|e| FetchError::Transfer(e.to_string()))
+}
+
+/// `start..end` cut into at most `n` ranges of whole chunks (the last takes the rest).
+fn ranges(start: u64, end: u64, n: usize) -> Vec<(u64, u64)> {
+    let chunk = CHUNK_BYTES as u64;
+    let chunks = (end.saturating_sub(start)).div_ceil(chunk);
+    if chunks == 0 {
+        return Vec::new();
+    }
+    let per = chunks.div_ceil(n as u64) * chunk;
+    let mut out = Vec::new();
+    let mut at = start;
+    while at < end {
+        let next = (at + per).min(end);
+        out.push((at, next));
+        at = next;
+    }
+    out
 }
 
 /// A pin on an object of this node's store, released when the last holder drops it.
@@ -396,5 +504,25 @@ pub(crate) fn fetch_status(e: FetchError) -> tonic::Status {
         FetchError::Full(_) => tonic::Status::resource_exhausted(message),
         FetchError::UnknownNode(_) => tonic::Status::not_found(message),
         FetchError::Transfer(_) => tonic::Status::unavailable(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_cover_the_rest_in_whole_chunks() {
+        let c = CHUNK_BYTES as u64;
+        assert_eq!(ranges(c, c, 4), vec![]);
+        assert_eq!(ranges(c, c + 1, 4), vec![(c, c + 1)]);
+        // 9 chunks and a bit over 4 streams: 3 chunks each, the last takes what is left.
+        let end = 10 * c + 7;
+        let r = ranges(c, end, 4);
+        assert_eq!(
+            r,
+            vec![(c, 4 * c), (4 * c, 7 * c), (7 * c, 10 * c), (10 * c, end)]
+        );
+        assert!(r.windows(2).all(|w| w[0].1 == w[1].0));
     }
 }

@@ -306,8 +306,9 @@ impl NodeManagerRpc for NodeManager {
         &self,
         req: Request<PullObjectRequest>,
     ) -> Result<Response<Self::PullObjectStream>, Status> {
-        let id = object_id(&req.into_inner().object_id)?;
-        match self.serve_pull(id) {
+        let req = req.into_inner();
+        let id = object_id(&req.object_id)?;
+        match self.serve_pull(id, req.offset, req.length)? {
             Some(rx) => Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
                 rx,
             ))),

@@ -751,7 +751,9 @@ fn an_object_whose_node_died_is_pulled_from_another_copy() {
     let c_id = cluster.node(c).node_id.clone();
     ray::init(ray_rs::cluster::config(&cluster)).unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let made = make_plain::options().resources("a", 1.0).remote(16 << 20, 5);
+        let made = make_plain::options()
+            .resources("a", 1.0)
+            .remote(16 << 20, 5);
         // Node b reads it: a copy there, kept by the reader.
         let keeper = Keeper::options().resources("b", 1.0).num_cpus(0.0).remote();
         let kept = ray::get_timeout(&keeper.keep(vec![made.clone()]), Duration::from_secs(60));
@@ -759,7 +761,9 @@ fn an_object_whose_node_died_is_pulled_from_another_copy() {
         cluster.remove_node(doomed, false);
         ray_rs::eventually("the node is dead", || node_alive(&doomed_id) == Some(false));
         // The owner still names the dead node; node c finds the copy on node b.
-        let read = check_bytes::options().resources("c", 1.0).remote(made.clone(), 5);
+        let read = check_bytes::options()
+            .resources("c", 1.0)
+            .remote(made.clone(), 5);
         let (ran_on, ok) = ray::get_timeout(&read, Duration::from_secs(60)).unwrap();
         assert_eq!(ran_on, c_id);
         assert!(ok, "the bytes of the copy are the object's");
