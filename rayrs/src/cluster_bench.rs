@@ -14,10 +14,11 @@ fn small_value() -> Vec<u8> {
     b"ok".to_vec()
 }
 
-/// A plain array of `bytes` bytes, made where the task runs.
+/// A plain array of `bytes` bytes, put where the task runs (readable in place, as Ray's
+/// numpy arrays are), and its ref.
 #[ray::remote]
-fn make_array(bytes: u64) -> Vec<u64> {
-    vec![7u64; (bytes / 8) as usize]
+fn make_array(bytes: u64) -> ray::ObjectRef<Vec<u64>> {
+    ray::put_slice(&vec![7u64; (bytes / 8) as usize]).expect("a plain array put")
 }
 
 /// An actor on the node with resource `far`.
@@ -107,7 +108,7 @@ fn run(h: &mut Harness) -> R<()> {
         for _ in 0..rounds {
             // Made (untimed) on a node; the driver's node pulls it when the driver reads it.
             let made = make_array::options().resources("far", 1.0).remote(size);
-            ray::wait(std::slice::from_ref(&made), 1, None).map_err(err)?;
+            let made = ray::get(&made).map_err(err)?;
             let start = Instant::now();
             let view = ray::get_slice(&made).map_err(err)?;
             let elapsed = start.elapsed().as_secs_f64();
