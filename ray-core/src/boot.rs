@@ -145,7 +145,7 @@ pub(crate) fn boot_worker(
             raylet,
         },
         node_id,
-        arena,
+        Some(arena),
         Some(Box::new(hook)),
     );
     let core_worker = CoreWorker::new(

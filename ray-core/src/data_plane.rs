@@ -41,14 +41,20 @@ pub(crate) enum ConnEvent {
 const TCP_CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Which of a worker's task sockets an owner on node `here` dials: the abstract Unix socket
-/// on its own node, TCP to another (when the worker listens on TCP).
+/// on its own node, TCP to another (when the worker listens on TCP); `here` is `None` for
+/// an owner on a machine that runs no node.
 pub(crate) fn task_target<'a>(
-    here: ray_common::NodeId,
+    here: Option<ray_common::NodeId>,
     worker_node: &[u8],
     socket: &'a str,
     tcp: &'a str,
 ) -> &'a str {
-    if tcp.is_empty() || worker_node.is_empty() || worker_node == here.as_bytes() {
+    let same_node = match here {
+        Some(here) => worker_node.is_empty() || worker_node == here.as_bytes(),
+        // This process runs on no node of the cluster: every worker is on another machine.
+        None => false,
+    };
+    if tcp.is_empty() || same_node {
         socket
     } else {
         tcp

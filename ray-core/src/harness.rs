@@ -268,7 +268,7 @@ impl TestCluster {
             self.token.clone(),
             clients,
             n.manager.node_id(),
-            arena,
+            Some(arena),
             None,
         );
         let worker_id = ray_common::WorkerId::random();

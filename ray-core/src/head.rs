@@ -95,7 +95,8 @@ struct Attach {
     gcs_address: String,
     node_manager_address: String,
     node_id: NodeId,
-    store_path: String,
+    /// The node's arena, mapped by the driver (`None`: the node is on another machine).
+    store_path: Option<String>,
     job_id: u32,
     namespace: String,
     /// Where the driver's core-worker server listens.
@@ -169,7 +170,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
         gcs_address: node.gcs_address.clone(),
         node_manager_address: node.node_manager_address.clone(),
         node_id: node.node_id,
-        store_path: node.store_path.display().to_string(),
+        store_path: Some(node.store_path.display().to_string()),
         job_id: JOB_ID,
         namespace,
         bind: LOOPBACK,
@@ -229,18 +230,28 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
             Err(_) => return Err(unreachable(format!("no answer within {CONNECT_DEADLINE:?}"))),
         };
         let here = ray_node::host_id();
-        // The head's node first, as Ray's driver attaches to its own machine's raylet.
-        let node = nodes
+        // A node of this machine, the head's first, as Ray's driver attaches to its own
+        // machine's raylet. Else the head, from afar: without a mapping of its store (puts
+        // and reads stream through its node manager) and with every worker over TCP.
+        let local = nodes
             .iter()
             .filter(|n| n.alive && !here.is_empty() && n.host_id == here)
             .max_by_key(|n| n.is_head)
-            .cloned()
-            .ok_or_else(|| {
-                unreachable(format!(
-                    "none of its {} node(s) runs on this machine; a driver attaches to a node                      on its own machine (start one with `rayrs start --address {address}`)",
-                    nodes.len()
-                ))
-            })?;
+            .cloned();
+        let remote = local.is_none();
+        let node = local
+            .or_else(|| nodes.iter().filter(|n| n.alive).max_by_key(|n| n.is_head).cloned())
+            .ok_or_else(|| unreachable("it has no alive node".into()))?;
+        if remote {
+            let node = ray_common::ids::hex(&node.node_id);
+            // Logged from the runtime's threads (this one is the user's).
+            tokio::spawn(async move {
+                tracing::info!(
+                    %node,
+                    "no node of the cluster runs on this machine: attached to the head from afar"
+                );
+            });
+        }
         // Shipped when a node runs on another machine (or when asked): nodes run their
         // checked copy, content-addressed, uploaded once.
         let ship = config.ship_binary || nodes.iter().any(|n| n.alive && n.host_id != here);
@@ -259,29 +270,34 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
         .await
         .map_err(|e| Error::Runtime(format!("registering the job: {}", e.message)))?;
         // However this process ends, its node finishes the job (no worker of it lingers).
-        connect
-            .node_manager(&node.node_manager_address)?
-            .watch_driver(ray_proto::WatchDriverRequest {
-                job_id,
-                pid: std::process::id(),
-            })
-            .await
-            .map_err(|e| Error::Runtime(format!("attaching to the node: {}", e.message)))?;
-        Ok((node, job_id, gcs))
+        // From afar its process cannot be watched: its `shutdown` finishes the job.
+        if !remote {
+            connect
+                .node_manager(&node.node_manager_address)?
+                .watch_driver(ray_proto::WatchDriverRequest {
+                    job_id,
+                    pid: std::process::id(),
+                })
+                .await
+                .map_err(|e| Error::Runtime(format!("attaching to the node: {}", e.message)))?;
+        }
+        Ok((node, job_id, gcs, remote))
     });
-    let (node, job_id, gcs) = match joined {
+    let (node, job_id, gcs, remote) = match joined {
         Ok(v) => v,
         Err(e) => {
             tokio_rt.shutdown_timeout(Duration::from_secs(1));
             return Err(e);
         }
     };
-    // The driver listens where its node does: workers on other machines call it back.
-    let ip = node
-        .node_manager_address
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .unwrap_or(LOOPBACK.ip());
+    // The driver listens where its node does (workers on other machines call it back);
+    // from afar, on the address this machine reaches the node from.
+    let node_address = node.node_manager_address.parse::<SocketAddr>().ok();
+    let ip = match (node_address, remote) {
+        (Some(a), false) => a.ip(),
+        (Some(a), true) => route_to(a).unwrap_or(a.ip()),
+        (None, _) => LOOPBACK.ip(),
+    };
     let node_id = NodeId::from_wire(&node.node_id).map_err(Error::runtime)?;
     let resources = ray_common::resources::to_resource_set(node.total.clone())
         .map_err(|e| Error::Runtime(format!("the node's resources: {e}")))?;
@@ -291,7 +307,7 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
         gcs_address: address,
         node_manager_address: node.node_manager_address,
         node_id,
-        store_path: node.store_path,
+        store_path: (!remote).then_some(node.store_path),
         job_id,
         namespace,
         bind: SocketAddr::new(ip, 0),
@@ -304,6 +320,21 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
         None,
         Some((gcs, job_id)),
     )
+}
+
+/// The address of this machine that traffic to `peer` leaves from (no packet is sent: a
+/// UDP socket's connect only picks the route).
+fn route_to(peer: SocketAddr) -> Option<std::net::IpAddr> {
+    let any = SocketAddr::new(
+        match peer {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        },
+        0,
+    );
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(peer).ok()?;
+    socket.local_addr().ok().map(|a| a.ip())
 }
 
 /// Bytes per chunk of a binary's upload.
@@ -369,12 +400,13 @@ fn attach_driver(
             .block_on(serve(attach.bind, routes))
             .map_err(|e| Error::Runtime(format!("the driver cannot listen: {e}")))?;
         let _enter = tokio_rt.enter();
-        let arena = ArenaMapping::open(std::path::Path::new(&attach.store_path)).map_err(|e| {
-            Error::Runtime(format!(
-                "mapping the node's store {}: {e}",
-                attach.store_path
-            ))
-        })?;
+        let arena = match &attach.store_path {
+            Some(path) => Some(
+                ArenaMapping::open(std::path::Path::new(path))
+                    .map_err(|e| Error::Runtime(format!("mapping the node's store {path}: {e}")))?,
+            ),
+            None => None,
+        };
         let clients = Clients {
             raylet: attach.connect.node_manager(&attach.node_manager_address)?,
             gcs: attach.connect.gcs(&attach.gcs_address)?,

@@ -76,7 +76,7 @@ impl Link {
         token: Arc<str>,
         clients: Clients,
         node: ray_common::NodeId,
-        arena: ArenaMapping,
+        arena: Option<ArenaMapping>,
         blocked_hook: Option<Box<dyn Fn(bool) + Send + Sync>>,
     ) -> (Self, mpsc::UnboundedReceiver<FetchRequest>) {
         let Clients {

@@ -1,6 +1,8 @@
 //! The node's shared-memory store as a core worker uses it: objects created, written in
 //! place and sealed through the local node manager, read in place from this process's
-//! mapping of the arena, and deleted when freed.
+//! mapping of the arena, and deleted when freed. A driver on a machine that runs no node
+//! has no mapping: its puts stream into the store of the node it attaches to, and its reads
+//! stream out of it into the driver's memory.
 
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
@@ -12,6 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Bytes per chunk of a put streamed into another machine's store.
+const REMOTE_CHUNK: usize = 4 << 20;
 /// Pulls of one object cut off in transfer, in a row, before it counts as lost.
 const FETCH_ATTEMPTS: usize = 3;
 
@@ -34,32 +38,45 @@ pub(crate) struct StoreProvider {
     node: NodeId,
     handle: tokio::runtime::Handle,
     raylet: Arc<dyn NodeManagerApi>,
-    arena: ArenaMapping,
+    /// This process's mapping of the node's store (`None`: the node is on another machine).
+    arena: Option<ArenaMapping>,
+    /// Without a mapping: the objects this process read, in its own memory, until it lets
+    /// them go ([`StoreProvider::drop_copy`]).
+    held: dashmap::DashMap<ObjectId, Box<[u8]>>,
     /// Deletes sent and not yet answered: a create that finds the store full waits for them.
     pending_deletes: Arc<AtomicUsize>,
     /// Other nodes' objects this process reads, pulled into this node's store and pinned
     /// for it until it lets the object go ([`StoreProvider::drop_copy`]).
     copies: dashmap::DashMap<ObjectId, Allocation>,
-    /// `copies.len()`, read without a lock on every free (almost always 0).
+    /// `copies.len() + held.len()`, read without a lock on every free (almost always 0).
     copies_len: AtomicUsize,
 }
 
 impl StoreProvider {
+    /// The store of `node`, through its node manager `raylet`, mapped at `arena` (`None`
+    /// for a process on another machine).
     pub fn new(
         node: NodeId,
         handle: tokio::runtime::Handle,
         raylet: Arc<dyn NodeManagerApi>,
-        arena: ArenaMapping,
+        arena: Option<ArenaMapping>,
     ) -> Self {
         StoreProvider {
             node,
             handle,
             raylet,
             arena,
+            held: dashmap::DashMap::new(),
             pending_deletes: Arc::new(AtomicUsize::new(0)),
             copies: dashmap::DashMap::new(),
             copies_len: AtomicUsize::new(0),
         }
+    }
+
+    /// The node this process runs on and maps the store of (`None`: its node is on another
+    /// machine, and every worker is reached over TCP).
+    pub fn local_node(&self) -> Option<NodeId> {
+        self.arena.as_ref().map(|_| self.node)
     }
 
     fn run<T: Send + 'static>(
@@ -86,6 +103,9 @@ impl StoreProvider {
         raw: u32,
         write: impl FnOnce(&mut [u8]) -> Result<()>,
     ) -> Result<Stored> {
+        let Some(arena) = &self.arena else {
+            return self.put_remote(id, size, raw, write);
+        };
         let raylet = self.raylet.clone();
         let req = ray_proto::CreateObjectRequest {
             object_id: id.0.to_vec().into(),
@@ -142,7 +162,7 @@ impl StoreProvider {
         let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // SAFETY: this process created the allocation and writes it alone until the seal
             // below (the store's access protocol); the slice does not outlive this closure.
-            unsafe { self.arena.bytes_mut(alloc) }
+            unsafe { arena.bytes_mut(alloc) }
                 .map_err(Error::runtime)
                 .and_then(write)
         }));
@@ -191,12 +211,117 @@ impl StoreProvider {
         offset: u64,
         size: u64,
     ) -> Result<&[u8]> {
+        let Some(arena) = &self.arena else {
+            return self.held_copy(id, node);
+        };
         let at = if node == self.node {
             Allocation { offset, len: size }
         } else {
             self.copy_of(id, node)?
         };
-        self.arena.bytes(at).map_err(Error::runtime)
+        arena.bytes(at).map_err(Error::runtime)
+    }
+
+    /// [`Self::put_plasma_with`] without a mapping: written in this process's memory, then
+    /// streamed into the node's store.
+    fn put_remote(
+        &self,
+        id: ObjectId,
+        size: u64,
+        raw: u32,
+        write: impl FnOnce(&mut [u8]) -> Result<()>,
+    ) -> Result<Stored> {
+        let mut buf = vec![0u8; size as usize];
+        write(&mut buf)?;
+        let data = bytes::Bytes::from(buf);
+        let chunks: Vec<ray_proto::PutChunk> = (0..data.len().max(1))
+            .step_by(REMOTE_CHUNK)
+            .map(|at| ray_proto::PutChunk {
+                object_id: id.0.to_vec().into(),
+                object_size: size,
+                offset: at as u64,
+                data: data.slice(at..(at + REMOTE_CHUNK).min(data.len())),
+            })
+            .collect();
+        let raylet = self.raylet.clone();
+        let placed = match self.run(async move { raylet.put_object(chunks).await })? {
+            Ok(r) => r,
+            Err(e) if e.kind == RpcErrorKind::Exhausted => {
+                return Err(Error::ObjectStoreFull(e.message))
+            }
+            Err(e) => return Err(Error::Runtime(format!("put object: {}", e.message))),
+        };
+        Ok(Stored::Plasma {
+            id,
+            node: self.node,
+            offset: placed.offset,
+            size,
+            raw,
+        })
+    }
+
+    /// Without a mapping: object `id` (held by `node`) in this process's memory, fetched
+    /// into the attached node's store first (if another node holds it), then streamed out.
+    fn held_copy(&self, id: ObjectId, node: NodeId) -> Result<&[u8]> {
+        if let Some(b) = self.held.get(&id) {
+            // SAFETY: the boxed bytes do not move while the map entry lives (the map moves
+            // the box, not its heap block), and the entry lives until `drop_copy`, which the
+            // caller's ref holds off while it reads (as it holds off the release of a pinned
+            // copy in the arena).
+            return Ok(unsafe { std::slice::from_raw_parts(b.as_ptr(), b.len()) });
+        }
+        let raylet = self.raylet.clone();
+        let fetch = ray_proto::FetchObjectRequest {
+            object_id: id.0.to_vec().into(),
+            from_node: node.to_vec().into(),
+            // Not a process of that machine: its pin is let go below, not watched.
+            client_pid: 0,
+        };
+        let read = self.run(async move {
+            let placed = raylet.fetch_object(fetch).await?;
+            let whole = ray_proto::PullObjectRequest {
+                object_id: id.0.to_vec().into(),
+                offset: 0,
+                length: 0,
+            };
+            let mut buf = Vec::with_capacity(placed.size as usize);
+            let streamed = async {
+                use tokio_stream::StreamExt;
+                let mut stream = raylet.pull_object(whole).await?;
+                while let Some(chunk) = stream.next().await {
+                    buf.extend_from_slice(&chunk?.data);
+                }
+                Ok::<_, ray_common::rpc::RpcError>(())
+            }
+            .await;
+            let release = ray_proto::ObjectRequest {
+                object_id: id.0.to_vec().into(),
+                client_pid: 0,
+            };
+            let _ = raylet.release_object(release).await;
+            streamed.map(|()| buf)
+        })?;
+        let buf = match read {
+            Ok(buf) => buf.into_boxed_slice(),
+            Err(e) if e.kind == RpcErrorKind::Exhausted => {
+                return Err(Error::ObjectStoreFull(format!(
+                    "pulling object {id} from node {node}: {}",
+                    e.message
+                )))
+            }
+            Err(e) => {
+                return Err(Error::ObjectLost(format!(
+                    "{id} (its copy on node {node} cannot be read: {})",
+                    e.message
+                )))
+            }
+        };
+        let entry = self.held.entry(id).or_insert_with(|| {
+            self.copies_len.fetch_add(1, Ordering::Relaxed);
+            buf
+        });
+        // SAFETY: as above.
+        Ok(unsafe { std::slice::from_raw_parts(entry.as_ptr(), entry.len()) })
     }
 
     /// This process's pinned copy of another node's object `id`, pulled into this node's
@@ -263,6 +388,9 @@ impl StoreProvider {
         if self.copies.remove(&id).is_some() {
             self.copies_len.fetch_sub(1, Ordering::Relaxed);
             self.release_pin(id);
+        }
+        if self.held.remove(&id).is_some() {
+            self.copies_len.fetch_sub(1, Ordering::Relaxed);
         }
     }
 

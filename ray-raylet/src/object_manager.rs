@@ -262,8 +262,8 @@ impl NodeManager {
     }
 
     /// Streams bytes `offset..offset + length` (length 0: to the end) of object `id` of
-    /// this node's store in chunks, pinned while it is sent. `None` if it is not here;
-    /// `Err` for a range outside it.
+    /// this node's store in chunks, pinned while it is sent (a range past its end stops
+    /// there). `None` if it is not here; `Err` for a range that starts past its end.
     pub(crate) fn serve_pull(
         &self,
         id: ObjectId,
@@ -281,17 +281,16 @@ impl NodeManager {
             id,
         });
         let size = alloc.len;
+        if offset > size {
+            return Err(tonic::Status::out_of_range(format!(
+                "bytes from {offset} of a {size}-byte object"
+            )));
+        }
+        // A range past the end stops at the end (the first range asked is one chunk,
+        // before the size is known).
         let end = match length {
-            0 => Some(size),
-            n => offset.checked_add(n),
-        };
-        let end = match end {
-            Some(end) if offset <= end && end <= size => end,
-            _ => {
-                return Err(tonic::Status::out_of_range(format!(
-                    "bytes {offset}+{length} of a {size}-byte object"
-                )))
-            }
+            0 => size,
+            n => offset.saturating_add(n).min(size),
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let me = self.clone();
@@ -363,6 +362,70 @@ impl NodeManager {
     /// The node manager address of node `node`, from the cluster view (alive nodes only).
     pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
         self.inner.cluster.lock().address_of(node)
+    }
+}
+
+impl NodeManager {
+    /// An object put from its chunks (`PutObject`, from a process that does not map this
+    /// store): created, written in order and sealed, or aborted if the chunks stop short,
+    /// break their order or stop coming for [`CHUNK_DEADLINE`].
+    pub(crate) async fn receive_put(
+        &self,
+        mut chunks: tonic::Streaming<ray_proto::PutChunk>,
+    ) -> Result<Allocation, FetchError> {
+        let clock = self.inner.connect.clock();
+        let mut next = async || match clock.timeout(CHUNK_DEADLINE, chunks.next()).await {
+            Ok(Some(Ok(c))) => Ok(Some(c)),
+            Ok(Some(Err(e))) => Err(FetchError::Transfer(e.to_string())),
+            Ok(None) => Ok(None),
+            Err(_) => Err(FetchError::Transfer(format!(
+                "no chunk of the put within {CHUNK_DEADLINE:?}"
+            ))),
+        };
+        let first = next()
+            .await?
+            .ok_or_else(|| FetchError::Transfer("a put without chunks".into()))?;
+        let id = <[u8; ObjectId::SIZE]>::try_from(&first.object_id[..])
+            .map(ObjectId)
+            .map_err(|_| FetchError::Transfer("a put's object id must be 16 bytes".into()))?;
+        let size = first.object_size;
+        let alloc = self.create_for_pull(id, size).await?;
+        let written = async {
+            let mut at = 0u64;
+            let mut chunk = Some(first);
+            while let Some(c) = chunk {
+                if c.offset != at || at + c.data.len() as u64 > size {
+                    return Err(FetchError::Transfer(format!(
+                        "{} bytes at {} where {at}..{size} was due",
+                        c.data.len(),
+                        c.offset
+                    )));
+                }
+                self.store()
+                    .arena()
+                    .write(alloc, c.offset, &c.data)
+                    .map_err(|e| FetchError::Transfer(e.to_string()))?;
+                at += c.data.len() as u64;
+                chunk = next().await?;
+            }
+            if at != size {
+                return Err(FetchError::Transfer(format!("{at} of {size} bytes came")));
+            }
+            Ok(())
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                self.store()
+                    .seal(id)
+                    .map_err(|e| FetchError::Transfer(e.to_string()))?;
+                Ok(alloc)
+            }
+            Err(e) => {
+                self.store().abort(id);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -318,6 +318,21 @@ impl NodeManagerRpc for NodeManager {
         }
     }
 
+    async fn put_object(
+        &self,
+        req: Request<tonic::Streaming<PutChunk>>,
+    ) -> Result<Response<GetObjectReply>, Status> {
+        let a = self
+            .receive_put(req.into_inner())
+            .await
+            .map_err(crate::object_manager::fetch_status)?;
+        Ok(Response::new(GetObjectReply {
+            found: true,
+            offset: a.offset,
+            size: a.len,
+        }))
+    }
+
     async fn get_node_resources(
         &self,
         _: Request<Empty>,

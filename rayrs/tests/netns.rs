@@ -124,7 +124,8 @@ fn head_and_nodes_in_their_own_network_namespaces() {
         return drive(&spec);
     }
     let subnet = format!("10.231.{}", std::process::id() % 250);
-    let net = Net::new(3, &subnet);
+    // Namespace 3 runs no node: a driver there is on a machine of its own.
+    let net = Net::new(4, &subnet);
     let exec = |i: usize| ["ip", "netns", "exec", net.namespaces[i].as_str()];
     let ip = |i: usize| format!("{subnet}.{}", i + 1);
     let head_ip = ip(0);
@@ -149,37 +150,50 @@ fn head_and_nodes_in_their_own_network_namespaces() {
         );
     }
     let ids: Vec<String> = (0..3).map(|i| cluster.node(i).node_id.clone()).collect();
-    // The driver: this test again, inside the head's namespace.
+    // The driver: this test again, inside the head's namespace; then again in a namespace
+    // that runs no node (another machine, as far as the cluster can tell).
     let me = std::env::current_exe().unwrap();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &net.namespaces[0]])
-        .arg(me)
-        .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
-        .env(
-            DRIVER_ENV,
-            format!(
-                "{} {} {} {}",
-                cluster.address,
-                cluster.token(),
-                ids[1],
-                ids[2]
-            ),
-        )
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "the driver failed:\n{text}");
-    assert!(text.contains("1 passed"), "{text}");
+    for (driver_ns, place) in [
+        (0, "on the head's machine"),
+        (3, "on a machine without a node"),
+    ] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &net.namespaces[driver_ns]])
+            .arg(&me)
+            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+            // Its log says how it attached.
+            .env("RUST_LOG", "ray::head=info")
+            .env(
+                DRIVER_ENV,
+                format!(
+                    "{} {} {} {}",
+                    cluster.address,
+                    cluster.token(),
+                    ids[1],
+                    ids[2]
+                ),
+            )
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "the driver {place} failed:\n{text}");
+        assert!(text.contains("1 passed"), "{text}");
+        assert_eq!(
+            text.contains("attached to the head from afar"),
+            driver_ns == 3,
+            "a driver maps the store of a node of its own machine, and only then:\n{text}"
+        );
+    }
     drop(cluster);
     drop(net);
 }
 
-/// The driver's part, in the head's namespace: tasks, an object and an actor that must cross
-/// the bridge.
+/// The driver's part (in the head's namespace, or one with no node): tasks, objects and an
+/// actor that must cross the bridge.
 fn drive(spec: &str) {
     let parts: Vec<&str> = spec.split(' ').collect();
     let [address, token, n1, n2] = parts[..] else {
@@ -203,6 +217,15 @@ fn drive(spec: &str) {
         assert_eq!(ran_on, n2);
         assert!(ok, "node 2 read other bytes");
         assert_eq!(ray::get(&data).unwrap().len(), 8 << 20);
+        // A large value the driver puts (into its node's store, streamed there when the
+        // driver maps no store) read by a task on node 2, and read back by the driver.
+        let mine: Vec<u8> = (0..(6usize << 20)).map(|i| (i % 251) as u8).collect();
+        let put = ray::put(&mine).unwrap();
+        let (ran_on, ok) =
+            ray::get(&check::options().resources("n2", 1.0).remote(put.clone())).unwrap();
+        assert_eq!(ran_on, n2);
+        assert!(ok, "node 2 read other bytes than the driver put");
+        assert_eq!(ray::get(&put).unwrap(), mine);
         // An actor on node 2, called by the driver and by a task on node 1.
         let counter = Counter::options()
             .resources("n2", 1.0)

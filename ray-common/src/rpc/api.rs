@@ -271,7 +271,21 @@ client_api! {
             &self,
             request: PullObjectRequest,
         ) -> Result<ReplyStream<ObjectChunk>, RpcError>;
+        /// Puts an object into the node's store from its chunks, in order (a process that
+        /// does not map the store); sealed when every byte arrived.
+        async fn put_object(&self, chunks: Vec<PutChunk>) -> Result<GetObjectReply, RpcError>;
     } impl {
+        async fn put_object(&self, chunks: Vec<PutChunk>) -> Result<GetObjectReply, RpcError> {
+            let mut client = self.client.clone();
+            // The deadline grows with the size (at least 8 MiB/s), as an upload's.
+            let bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+            let deadline = CONTROL_DEADLINE + Duration::from_secs((bytes >> 23) as u64);
+            self.link
+                .unary(Service::NodeManager, "PutObject", Some(deadline), async move {
+                    client.put_object(tokio_stream::iter(chunks)).await
+                })
+                .await
+        }
         async fn pull_object(
             &self,
             request: PullObjectRequest,

@@ -264,7 +264,7 @@ fn connect_actor(
     let token = c.token.clone();
     let dialer = c.dialer.clone();
     let clock = c.clock.clone();
-    let here = own.me.node_id;
+    let here = c.store.local_node();
     tokio::spawn(async move {
         // A warning here while the GCS holds it back for want of a node that can hold it.
         let _notice = super::infeasible::watch_actor(gcs.clone(), clock.clone(), id, &class);

@@ -394,6 +394,7 @@ fn request_lease(
     // Workers name themselves, so their leases come back if they die; a driver's die with it.
     let job_id = own.me.job_id;
     let node = own.me.node_id;
+    let local_node = c.store.local_node();
     let requester: Vec<u8> = if own.me.is_worker {
         own.me.worker_id.to_vec()
     } else {
@@ -485,7 +486,7 @@ fn request_lease(
             Err(e) => Event::LeaseFailed(key, Error::Runtime(format!("lease: {}", e.message))),
             Ok(reply) => match reply.result {
                 Some(ray_proto::lease_reply::Result::Granted(g)) => {
-                    match connect_lease(&g, raylet.clone(), node, &token, events.clone(), &dialer)
+                    match connect_lease(&g, raylet.clone(), local_node, &token, events.clone(), &dialer)
                         .await
                     {
                         Ok(lease) => Event::LeaseGranted(key, lease),
@@ -530,7 +531,7 @@ fn request_lease(
 async fn connect_lease(
     g: &ray_proto::Lease,
     raylet: Arc<dyn NodeManagerApi>,
-    here: ray_common::NodeId,
+    here: Option<ray_common::NodeId>,
     token: &str,
     events: mpsc::UnboundedSender<Event>,
     dialer: &data_plane::Dialer,
