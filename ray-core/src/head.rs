@@ -269,9 +269,30 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
         })
         .await
         .map_err(|e| Error::Runtime(format!("registering the job: {}", e.message)))?;
-        // However this process ends, its node finishes the job (no worker of it lingers).
-        // From afar its process cannot be watched: its `shutdown` finishes the job.
-        if !remote {
+        // However this process ends, its node finishes the job (no worker of it lingers):
+        // it watches this process, or from afar the stream this process holds open.
+        if remote {
+            let mut held = connect
+                .node_manager(&node.node_manager_address)?
+                .hold_driver(ray_proto::WatchDriverRequest { job_id, pid: 0 })
+                .await
+                .map_err(|e| Error::Runtime(format!("attaching to the node: {}", e.message)))?;
+            tokio::spawn(async move {
+                use tokio_stream::StreamExt;
+                let ended = loop {
+                    match held.next().await {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => break e.to_string(),
+                        None => break "the node closed it".to_string(),
+                    }
+                };
+                // (At shutdown the runtime drops this task first: no warning then.)
+                tracing::warn!(
+                    "the stream that keeps this driver's job alive on the cluster ended \
+                     ({ended}): the cluster has finished the job"
+                );
+            });
+        } else {
             connect
                 .node_manager(&node.node_manager_address)?
                 .watch_driver(ray_proto::WatchDriverRequest {

@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 /// Bytes per chunk of a put streamed into another machine's store.
 const REMOTE_CHUNK: usize = 4 << 20;
+/// A read streamed from another machine's store whose next chunk does not come within this
+/// long fails.
+const REMOTE_CHUNK_DEADLINE: Duration = Duration::from_secs(30);
 /// Pulls of one object cut off in transfer, in a row, before it counts as lost.
 const FETCH_ATTEMPTS: usize = 3;
 
@@ -278,41 +281,53 @@ impl StoreProvider {
             client_pid: 0,
         };
         let read = self.run(async move {
-            let placed = raylet.fetch_object(fetch).await?;
+            let fail = |e: ray_common::rpc::RpcError| (e.kind, e.message);
+            let placed = raylet.fetch_object(fetch).await.map_err(fail)?;
             let whole = ray_proto::PullObjectRequest {
                 object_id: id.0.to_vec().into(),
                 offset: 0,
                 length: 0,
             };
-            let mut buf = Vec::with_capacity(placed.size as usize);
-            let streamed = async {
-                use tokio_stream::StreamExt;
-                let mut stream = raylet.pull_object(whole).await?;
-                while let Some(chunk) = stream.next().await {
-                    buf.extend_from_slice(&chunk?.data);
-                }
-                Ok::<_, ray_common::rpc::RpcError>(())
-            }
-            .await;
+            let stream = raylet.pull_object(whole).await;
+            // The stream pins the object while it is sent: this pin can go now.
             let release = ray_proto::ObjectRequest {
                 object_id: id.0.to_vec().into(),
                 client_pid: 0,
             };
             let _ = raylet.release_object(release).await;
-            streamed.map(|()| buf)
+            let mut stream = stream.map_err(fail)?;
+            let mut buf = Vec::with_capacity(placed.size as usize);
+            loop {
+                use tokio_stream::StreamExt;
+                match tokio::time::timeout(REMOTE_CHUNK_DEADLINE, stream.next()).await {
+                    Ok(Some(chunk)) => buf.extend_from_slice(&chunk.map_err(fail)?.data),
+                    Ok(None) => break,
+                    Err(_) => {
+                        return Err((
+                            RpcErrorKind::DeadlineExceeded,
+                            format!("no chunk within {REMOTE_CHUNK_DEADLINE:?}"),
+                        ))
+                    }
+                }
+            }
+            if buf.len() as u64 != placed.size {
+                return Err((
+                    RpcErrorKind::Unreachable,
+                    format!("{} of {} bytes came", buf.len(), placed.size),
+                ));
+            }
+            Ok(buf)
         })?;
         let buf = match read {
             Ok(buf) => buf.into_boxed_slice(),
-            Err(e) if e.kind == RpcErrorKind::Exhausted => {
+            Err((RpcErrorKind::Exhausted, message)) => {
                 return Err(Error::ObjectStoreFull(format!(
-                    "pulling object {id} from node {node}: {}",
-                    e.message
+                    "pulling object {id} from node {node}: {message}"
                 )))
             }
-            Err(e) => {
+            Err((_, message)) => {
                 return Err(Error::ObjectLost(format!(
-                    "{id} (its copy on node {node} cannot be read: {})",
-                    e.message
+                    "{id} (its copy on node {node} cannot be read: {message})"
                 )))
             }
         };

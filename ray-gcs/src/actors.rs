@@ -177,7 +177,7 @@ impl GcsService {
         let me = self.clone();
         let clock = self.inner.connect.clock();
         tokio::spawn(async move {
-            let deadline = clock.now() + PLACEMENT_RETRY_DEADLINE;
+            let mut deadline = clock.now() + PLACEMENT_RETRY_DEADLINE;
             let mut delay = Duration::from_millis(50);
             let mut attempts = 1u32;
             // One name for the lease request across transient retries: a node manager that
@@ -192,6 +192,11 @@ impl GcsService {
                         if !me.wait_for_fit(&id, why).await {
                             return;
                         }
+                        // A fresh start for transient errors: the node that fits may have
+                        // only just joined.
+                        deadline = clock.now() + PLACEMENT_RETRY_DEADLINE;
+                        delay = Duration::from_millis(50);
+                        attempts = 1;
                     }
                     Err(e) if e.is_transient() && clock.now() + delay < deadline => {
                         tracing::info!(cause = %e, attempts, "actor placement met a transient error; trying again");
@@ -234,14 +239,11 @@ impl GcsService {
         }
         // A new view, or a look again now and then (a missed wake).
         let _ = self.inner.connect.clock().timeout(FIT_POLL, changed).await;
-        let mut t = self.inner.actors.table.lock();
-        match t.records.get_mut(id) {
-            Some(r) if r.state != ActorState::Dead => {
-                r.waiting.clear();
-                true
-            }
-            _ => false,
-        }
+        // Still listed as waiting while it is placed again (cleared once it is leased).
+        let t = self.inner.actors.table.lock();
+        t.records
+            .get(id)
+            .is_some_and(|r| r.state != ActorState::Dead)
     }
 
     /// Actors waiting for a node that can hold them, counted by shape (what `rayrs status`
@@ -360,6 +362,7 @@ impl GcsService {
                 Some(r) if r.state != ActorState::Dead => {
                     r.worker_id = lease.worker_id.to_vec();
                     r.lease = Some((node.clone(), lease.lease_id));
+                    r.waiting.clear();
                 }
                 _ => {
                     drop(t);
@@ -439,6 +442,7 @@ impl GcsService {
                 r.state = ActorState::Dead;
                 r.death_cause = cause.to_string();
                 r.creation_error = creation_error;
+                r.waiting.clear();
                 t.names.release(id);
             }
         }

@@ -4,7 +4,8 @@
 //! asks of whoever pins for a client.
 //!
 //! Invariant: every pin recorded here was taken by one `FetchObject` and is released once,
-//! by the process's `ReleaseObject` or by its end, never both.
+//! by the process's `ReleaseObject` or by its end, never both. The pid is the caller's word
+//! (a token holder of this machine), as the rest of the node's store protocol trusts it.
 
 use crate::drivers::process_exit;
 use crate::pool::NodeManager;
@@ -66,11 +67,18 @@ impl NodeManager {
     fn release_pins_at_exit(&self, pid: u32) {
         let exited = match process_exit(pid) {
             Ok(exited) => exited,
-            Err(e) => {
-                // Already gone (or not of this machine's pid namespace): nothing will let
-                // its pins go but this.
-                tracing::debug!(pid, error = %e, "cannot watch a reading process");
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                // Already gone: nothing will let its pins go but this.
                 self.release_all_for(pid);
+                return;
+            }
+            Err(e) => {
+                // Cannot watch (no pidfd on this kernel, a sandbox): its pins stay until it
+                // lets them go (a leak if it dies first, never a copy freed under a reader).
+                self.inner.limit_warning.warn(&format!(
+                    "cannot watch reading process {pid} ({e}): its pins on pulled copies are \
+                     released only when it lets them go"
+                ));
                 return;
             }
         };

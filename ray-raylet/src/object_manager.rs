@@ -27,9 +27,6 @@ const PULL_STREAMS: usize = 4;
 const PULL_BUDGET_BYTES: u64 = 256 << 20;
 /// A pull whose next chunk does not come within this long fails (and may be tried again).
 const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
-/// How long a pull waits for its share of the byte budget (other pulls finishing) before it
-/// fails (and may be tried again).
-const BUDGET_WAIT: Duration = Duration::from_secs(60);
 /// How long a pull waits for the store to have room before it fails as full.
 const SPACE_WAIT: Duration = Duration::from_secs(10);
 
@@ -150,7 +147,9 @@ impl NodeManager {
                     return Ok(());
                 }
                 Err(e @ FetchError::Full(_)) => return Err(e),
-                Err(_) => continue,
+                Err(e) => {
+                    tracing::debug!(object = %id, node = %node, error = %e, "no copy to pull there");
+                }
             }
         }
         Err(first)
@@ -179,16 +178,17 @@ impl NodeManager {
             .ok_or_else(|| FetchError::Transfer("the source sent nothing".into()))?;
         let size = first.object_size;
         let mib = (size.div_ceil(1 << 20)).clamp(1, PULL_BUDGET_BYTES >> 20) as u32;
-        let budget = self.inner.pulls.budget.clone().acquire_many_owned(mib);
-        let _budget = match clock.timeout(BUDGET_WAIT, budget).await {
-            Ok(Ok(permit)) => permit,
-            Ok(Err(_)) => return Err(FetchError::Transfer("shutting down".into())),
-            Err(_) => {
-                return Err(FetchError::Transfer(format!(
-                    "other pulls kept this node's transfer budget for {BUDGET_WAIT:?}"
-                )))
-            }
-        };
+        // No deadline of its own: the budget is held by pulls that each make progress or
+        // fail within their chunk deadlines, and a busy node is not a failed source (it
+        // must not send the reader to other copies, nor report the object lost).
+        let _budget = self
+            .inner
+            .pulls
+            .budget
+            .clone()
+            .acquire_many_owned(mib)
+            .await
+            .map_err(|_| FetchError::Transfer("shutting down".into()))?;
         let alloc = self.create_for_pull(id, size).await?;
         let written = async {
             let head = size.min(CHUNK_BYTES as u64);
@@ -370,6 +370,19 @@ impl NodeManager {
     /// store): created, written in order and sealed, or aborted if the chunks stop short,
     /// break their order or stop coming for [`CHUNK_DEADLINE`].
     pub(crate) async fn receive_put(
+        &self,
+        chunks: tonic::Streaming<ray_proto::PutChunk>,
+    ) -> Result<Allocation, FetchError> {
+        // In a task of its own: a caller that goes away mid-put drops the request's future,
+        // and the object must still be aborted (its chunks stop coming), never left half
+        // written.
+        let me = self.clone();
+        tokio::spawn(async move { me.put_from(chunks).await })
+            .await
+            .map_err(|e| FetchError::Transfer(e.to_string()))?
+    }
+
+    async fn put_from(
         &self,
         mut chunks: tonic::Streaming<ray_proto::PutChunk>,
     ) -> Result<Allocation, FetchError> {

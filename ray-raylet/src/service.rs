@@ -365,6 +365,18 @@ impl NodeManagerRpc for NodeManager {
         Ok(Response::new(Empty {}))
     }
 
+    type HoldDriverStream = tokio_stream::wrappers::ReceiverStream<Result<Empty, Status>>;
+
+    async fn hold_driver(
+        &self,
+        req: Request<WatchDriverRequest>,
+    ) -> Result<Response<Self::HoldDriverStream>, Status> {
+        let rx = self.watch_driver_stream(req.into_inner().job_id);
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     async fn watch_driver(
         &self,
         req: Request<WatchDriverRequest>,

@@ -339,7 +339,8 @@ fn an_infeasible_task_waits_until_a_node_that_fits_joins() {
     tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_env_filter("warn")
-        .init();
+        .try_init()
+        .expect("the first subscriber of this process (a test process of its own)");
     let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
     ray::init(ray_rs::cluster::config(&cluster)).unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -385,7 +386,8 @@ fn an_infeasible_actor_waits_until_a_node_that_fits_joins() {
     tracing_subscriber::fmt()
         .with_writer(move || writer.clone())
         .with_env_filter("warn")
-        .init();
+        .try_init()
+        .expect("the first subscriber of this process (a test process of its own)");
     let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
     ray::init(ray_rs::cluster::config(&cluster)).unwrap();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -403,7 +405,7 @@ fn an_infeasible_actor_waits_until_a_node_that_fits_joins() {
         });
         ray_rs::eventually("the driver warns of the actor", || {
             let text = log.text();
-            text.contains("actor") && text.contains("cannot be scheduled") && text.contains("big")
+            text.contains("Placed") && text.contains("cannot be scheduled") && text.contains("big")
         });
         assert!(
             ray::wait(std::slice::from_ref(&call), 1, Some(Duration::ZERO))

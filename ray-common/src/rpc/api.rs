@@ -274,7 +274,23 @@ client_api! {
         /// Puts an object into the node's store from its chunks, in order (a process that
         /// does not map the store); sealed when every byte arrived.
         async fn put_object(&self, chunks: Vec<PutChunk>) -> Result<GetObjectReply, RpcError>;
+        /// Opens the stream a driver on another machine holds while it runs.
+        async fn hold_driver(
+            &self,
+            request: WatchDriverRequest,
+        ) -> Result<ReplyStream<Empty>, RpcError>;
     } impl {
+        async fn hold_driver(
+            &self,
+            request: WatchDriverRequest,
+        ) -> Result<ReplyStream<Empty>, RpcError> {
+            let mut client = self.client.clone();
+            self.link
+                .server_stream(Service::NodeManager, "HoldDriver", async move {
+                    client.hold_driver(request).await
+                })
+                .await
+        }
         async fn put_object(&self, chunks: Vec<PutChunk>) -> Result<GetObjectReply, RpcError> {
             let mut client = self.client.clone();
             // The deadline grows with the size (at least 8 MiB/s), as an upload's.

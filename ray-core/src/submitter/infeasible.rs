@@ -28,7 +28,10 @@ impl Drop for WatchGuard {
 /// Watches a lease request for `shape` until dropped (when it is answered), warning while
 /// the cluster reports the shape as one no alive node can hold.
 pub(super) fn watch_lease(gcs: Arc<dyn GcsApi>, clock: Clock, shape: ResourceSet) -> WatchGuard {
-    let what = format!("a task or actor needing {:?}", shape.to_map());
+    let what = {
+        let shape = shape.clone();
+        move || format!("a task or actor needing {:?}", shape.to_map())
+    };
     watch(clock, what, move || {
         let (gcs, shape) = (gcs.clone(), shape.clone());
         async move { reported_infeasible(&gcs, &shape).await }
@@ -43,7 +46,8 @@ pub(super) fn watch_actor(
     id: ActorId,
     class: &str,
 ) -> WatchGuard {
-    let what = format!("actor {class} ({id})");
+    let class = class.to_string();
+    let what = move || format!("actor {class} ({id})");
     watch(clock, what, move || {
         let gcs = gcs.clone();
         async move {
@@ -59,8 +63,11 @@ pub(super) fn watch_actor(
     })
 }
 
-fn watch<F, Fut>(clock: Clock, what: String, reason: F) -> WatchGuard
+/// Warns, after [`NOTICE_AFTER`] and then every [`NOTICE_EVERY`], while `reason` finds
+/// one; `what` names the work (formatted only then: most requests are answered sooner).
+fn watch<W, F, Fut>(clock: Clock, what: W, reason: F) -> WatchGuard
 where
+    W: Fn() -> String + Send + 'static,
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = Option<String>> + Send,
 {
@@ -69,8 +76,9 @@ where
         loop {
             if let Some(reason) = reason().await {
                 tracing::warn!(
-                    "{what} cannot be scheduled: {reason}. It waits for a node that can hold \
-                     it (see `rayrs status`)"
+                    "{} cannot be scheduled: {reason}. It waits for a node that can hold \
+                     it (see `rayrs status`)",
+                    what()
                 );
             }
             clock.sleep(NOTICE_EVERY).await;
