@@ -6,8 +6,9 @@
 //! Knows no global: an [`Executor`] is built with the core worker's tables, and the task
 //! context of each run is a call-scoped thread-local ([`crate::task_context`]).
 
+use crate::data_plane::IntoSink;
 use crate::error::{Error, Result};
-use crate::frames::{read_frame, read_frames};
+use crate::frames::{read_frame, read_frames, Flush, FrameSink, Socket};
 use crate::ids::{id16, ObjectId};
 use crate::memory_store::Stored;
 use crate::ownership::{
@@ -19,9 +20,10 @@ use crate::submitter::PendingTask;
 use crate::task_context::{self, Shape};
 use parking_lot::Mutex;
 use std::os::linux::net::SocketAddrExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
 /// Largest greeting accepted before the token is checked.
@@ -30,7 +32,7 @@ const HELLO_MAX: usize = 4096;
 /// A task frame to run, and where its reply goes.
 pub(crate) struct Job {
     frame: ray_proto::TaskFrame,
-    reply: mpsc::UnboundedSender<ray_proto::ReplyFrame>,
+    reply: FrameSink<ray_proto::ReplyFrame>,
 }
 
 /// The task queue of a worker and whether its task is blocked.
@@ -69,6 +71,16 @@ impl TaskQueue {
         }
     }
 
+    /// How a reply to a call just finished is written: at once by the thread that ran it
+    /// when nothing else is queued (its caller likely waits for it alone), else batched
+    /// with the replies of what follows by the connection's flusher.
+    fn flush(&self) -> Flush {
+        match self.rx.is_empty() {
+            true => Flush::Now,
+            false => Flush::Soon,
+        }
+    }
+
     /// Takes no more tasks: [`Executor::run`] returns once the queued ones ran.
     pub fn close(&self) {
         self.state.lock().tx = None;
@@ -88,11 +100,12 @@ impl TaskQueue {
 }
 
 fn requeue(job: Job) {
-    let _ = job.reply.send(ray_proto::ReplyFrame {
+    let reply = ray_proto::ReplyFrame {
         seq: job.frame.seq,
         requeue: true,
         ..Default::default()
-    });
+    };
+    let _ = job.reply.send(reply, Flush::Soon);
 }
 
 /// Where a worker's task connections come in: its abstract Unix socket, or a name on a
@@ -146,8 +159,14 @@ pub(crate) async fn serve_task_socket(
         TaskListener::Unix(listener) => loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let (read, write) = stream.into_split();
-                    tokio::spawn(serve_connection(read, write, token.clone(), queue.clone()));
+                    let split = stream.into_std().and_then(|s| Socket::Unix(s).split());
+                    match split {
+                        Ok((read, write)) => {
+                            let (token, queue) = (token.clone(), queue.clone());
+                            tokio::spawn(serve_connection(read, write, token, queue));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "setting up a task connection failed"),
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors, say: back off instead of spinning.
@@ -161,8 +180,14 @@ pub(crate) async fn serve_task_socket(
                 Ok((stream, _)) => {
                     // Nagle off: a reply must not wait for a delayed ACK.
                     let _ = stream.set_nodelay(true);
-                    let (read, write) = stream.into_split();
-                    tokio::spawn(serve_connection(read, write, token.clone(), queue.clone()));
+                    let split = stream.into_std().and_then(|s| Socket::Tcp(s).split());
+                    match split {
+                        Ok((read, write)) => {
+                            let (token, queue) = (token.clone(), queue.clone());
+                            tokio::spawn(serve_connection(read, write, token, queue));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "setting up a task connection failed"),
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting a task connection failed");
@@ -183,7 +208,7 @@ pub(crate) async fn serve_task_socket(
 async fn serve_connection<R, W>(read: R, write: W, token: Arc<str>, queue: Arc<TaskQueue>)
 where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: IntoSink,
 {
     let mut r = BufReader::with_capacity(64 * 1024, read);
     let mut scratch = Vec::new();
@@ -197,9 +222,9 @@ where
         tracing::warn!("refused a task connection without the session token");
         return;
     }
-    let (tx, rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
-    // A write error means the owner went away; its reader sees that too.
-    tokio::spawn(crate::frames::write_frames(rx, write));
+    // A write error means the owner went away; its reader sees that too. Replies are
+    // written by the thread that ran the task when the socket takes them at once.
+    let tx = write.into_sink::<ray_proto::ReplyFrame>(drop);
     let read = read_frames(&mut r, &mut scratch, |frame: ray_proto::TaskFrame| {
         queue.offer(Job {
             frame,
@@ -238,6 +263,8 @@ enum HostMode {
         calls:
             mpsc::UnboundedSender<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
         permits: Arc<tokio::sync::Semaphore>,
+        /// Calls sent to the loop and not answered yet.
+        running: Arc<AtomicUsize>,
     },
 }
 
@@ -257,7 +284,7 @@ impl Executor {
             while let Ok(job) = self.queue.rx.recv() {
                 if job.frame.actor_id.is_empty() {
                     let reply = self.run_task(job.frame);
-                    let _ = job.reply.send(reply);
+                    let _ = job.reply.send(reply, self.queue.flush());
                 } else {
                     self.dispatch_actor_call(job);
                 }
@@ -345,6 +372,7 @@ impl Executor {
             HostMode::Async {
                 calls,
                 permits: Arc::new(tokio::sync::Semaphore::new(n)),
+                running: Arc::new(AtomicUsize::new(0)),
             }
         } else if n > 1 {
             let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -362,7 +390,11 @@ impl Executor {
                                 let Some(me) = me.upgrade() else { return };
                                 let host = me.host.get().expect("set before calls arrive");
                                 let reply = me.run_method(host, job.frame);
-                                let _ = job.reply.send(reply);
+                                let flush = match rx.is_empty() {
+                                    true => me.queue.flush(),
+                                    false => Flush::Soon,
+                                };
+                                let _ = job.reply.send(reply, flush);
                             }
                         })
                     })
@@ -384,18 +416,22 @@ impl Executor {
         let Some(host) = self.host.get() else {
             let e = Error::Runtime("this worker hosts no actor".into());
             let reply = finish(&self.own, &job.frame, Done::failed(e), Instant::now());
-            let _ = job.reply.send(reply);
+            let _ = job.reply.send(reply, self.queue.flush());
             return;
         };
         match &host.mode {
             HostMode::Sequential => {
                 let reply = self.run_method(host, job.frame);
-                let _ = job.reply.send(reply);
+                let _ = job.reply.send(reply, self.queue.flush());
             }
             HostMode::Threaded(tx) => {
                 let _ = tx.send(job);
             }
-            HostMode::Async { calls, permits } => {
+            HostMode::Async {
+                calls,
+                permits,
+                running,
+            } => {
                 let start = Instant::now();
                 let label = format!("{}.{}", host.class, job.frame.function);
                 let args: Vec<Stored> = std::mem::take(&mut job.frame.args)
@@ -416,6 +452,8 @@ impl Executor {
                 drop(args);
                 let own = self.own.clone();
                 let permits = permits.clone();
+                let (running, queue) = (running.clone(), self.queue.clone());
+                running.fetch_add(1, Ordering::SeqCst);
                 let _ = calls.send(Box::pin(async move {
                     let mut returned = returned;
                     let result = match call {
@@ -442,7 +480,11 @@ impl Executor {
                     // must leave in the order their borrow reports were taken (a reply that
                     // writes shared memory or registers refs holds the loop meanwhile).
                     let reply = finish(&own, &job.frame, done, start);
-                    let _ = job.reply.send(reply);
+                    let flush = match running.fetch_sub(1, Ordering::SeqCst) {
+                        1 => queue.flush(),
+                        _ => Flush::Soon,
+                    };
+                    let _ = job.reply.send(reply, flush);
                 }));
             }
         }

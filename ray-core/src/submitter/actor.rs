@@ -6,6 +6,7 @@ use super::{complete_from_reply, register_borrowers, release_in_band, Event, Sub
 use crate::args::{ArgKind, ArgSpec};
 use crate::data_plane::{ConnId, FrameSender};
 use crate::error::Error;
+use crate::frames::Flush;
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
 use crate::ownership::Ownership;
@@ -147,7 +148,7 @@ impl Submitter {
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.
-            let _ = tx.send(frame);
+            let _ = tx.send(frame, Flush::Soon);
             q.in_flight.insert(seq, call);
         }
         // Calls wait for a connection, or lost calls for word of the actor's fate: ask the
