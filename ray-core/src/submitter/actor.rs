@@ -6,7 +6,6 @@ use super::{complete_from_reply, register_borrowers, release_in_band, Event, Sub
 use crate::args::{ArgKind, ArgSpec};
 use crate::data_plane::{ConnId, FrameSender};
 use crate::error::Error;
-use crate::frames::Flush;
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
 use crate::ownership::Ownership;
@@ -75,6 +74,7 @@ impl Submitter {
     /// Sends the actor's calls, in order, as far as their arguments are ready and a
     /// connection is open; connects (after a restart: to the next incarnation) if needed.
     pub(super) fn pump_actor(&mut self, own: &Arc<Ownership>, id: ActorId) {
+        let flush = self.flush;
         let Some(q) = self.actors.get_mut(&id) else {
             return;
         };
@@ -148,7 +148,7 @@ impl Submitter {
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.
-            let _ = tx.send(frame, Flush::Soon);
+            let _ = tx.send(frame, flush);
             q.in_flight.insert(seq, call);
         }
         // Calls wait for a connection, or lost calls for word of the actor's fate: ask the

@@ -8,7 +8,6 @@ use super::{
 use crate::args::{ArgKind, ArgSpec};
 use crate::data_plane::{self, ConnId, FrameSender};
 use crate::error::{Error, Result};
-use crate::frames::Flush;
 use crate::ids::ObjectId;
 use crate::ownership::Ownership;
 use ray_common::rpc::with_retries;
@@ -192,7 +191,7 @@ impl Submitter {
                 actor_id: Default::default(),
                 shape: q.shape_wire.clone(),
             };
-            if lease.tx.send(frame, Flush::Soon).is_err() {
+            if lease.tx.send(frame, self.flush).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
                 // tasks, this one included.
             }
