@@ -7,14 +7,14 @@
 //! from a [`ConnEvent`] (the submitter's `Event` wraps it).
 
 use crate::error::{Error, Result};
-use crate::frames::{encode_frame, read_frames};
+use crate::frames::{encode_frame, read_frames, Flush, FrameSink, Socket, WriteHalf};
 use parking_lot::Mutex;
 use ray_common::rpc::{Call, Connect, Filters, MemNetwork, Service, Verdict};
 use ray_common::{Clock, LeaseId};
 use std::collections::HashSet;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// Which connection an event is about.
@@ -62,15 +62,62 @@ pub(crate) fn task_target<'a>(
 }
 
 /// Where task frames for one connection go.
-pub(crate) type FrameSender = mpsc::UnboundedSender<ray_proto::TaskFrame>;
+pub(crate) type FrameSender = FrameSink<ray_proto::TaskFrame>;
+
+/// The write half of a task connection, made into the sink of its frames: a socket is
+/// written by the sending thread itself when it can ([`FrameSink::direct`]), a test's
+/// in-memory stream through a writer task.
+pub(crate) trait IntoSink: Send + Sized + 'static {
+    /// Writes `bytes` (the greeting, before any frame) and returns once they are written.
+    fn greet<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a;
+
+    fn into_sink<M: prost::Message + Send + 'static>(
+        self,
+        on_error: impl FnOnce(std::io::Error) + Send + 'static,
+    ) -> FrameSink<M>;
+}
+
+impl IntoSink for WriteHalf {
+    fn greet<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a {
+        self.write_all(bytes)
+    }
+
+    fn into_sink<M: prost::Message + Send + 'static>(
+        self,
+        on_error: impl FnOnce(std::io::Error) + Send + 'static,
+    ) -> FrameSink<M> {
+        FrameSink::direct(self, on_error)
+    }
+}
+
+impl IntoSink for tokio::io::WriteHalf<ray_common::rpc::MemStream> {
+    fn greet<'a>(
+        &'a mut self,
+        bytes: &'a [u8],
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'a {
+        self.write_all(bytes)
+    }
+
+    fn into_sink<M: prost::Message + Send + 'static>(
+        self,
+        on_error: impl FnOnce(std::io::Error) + Send + 'static,
+    ) -> FrameSink<M> {
+        FrameSink::queued(self, on_error)
+    }
+}
 
 /// A stream to the task socket named `name` (an abstract Unix socket on this node).
-pub(crate) fn connect_task_socket(name: &str) -> Result<tokio::net::UnixStream> {
+pub(crate) fn connect_task_socket(name: &str) -> Result<Socket> {
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
         .map_err(Error::runtime)?;
-    let std_stream = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(Error::runtime)?;
-    std_stream.set_nonblocking(true).map_err(Error::runtime)?;
-    tokio::net::UnixStream::from_std(std_stream).map_err(Error::runtime)
+    let stream = std::os::unix::net::UnixStream::connect_addr(&addr).map_err(Error::runtime)?;
+    Ok(Socket::Unix(stream))
 }
 
 /// The filters a test installed, the label of the process whose connections pass them, and
@@ -131,11 +178,14 @@ impl Dialer {
                 .map_err(|e| Error::Runtime(format!("connecting to task socket {socket}: {e}")))?;
                 // Nagle off: small frames must not wait for a delayed ACK.
                 let _ = stream.set_nodelay(true);
-                let (read, write) = stream.into_split();
+                let stream = stream.into_std().map_err(Error::runtime)?;
+                let (read, write) = Socket::Tcp(stream).split().map_err(Error::runtime)?;
                 start(read, write, ends, events).await
             }
             None => {
-                let (read, write) = connect_task_socket(socket)?.into_split();
+                let (read, write) = connect_task_socket(socket)?
+                    .split()
+                    .map_err(Error::runtime)?;
                 start(read, write, ends, events).await
             }
             Some(network) => {
@@ -165,7 +215,7 @@ async fn start<E, R, W>(
 where
     E: From<ConnEvent> + Send + 'static,
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: IntoSink,
 {
     let Ends {
         socket,
@@ -180,24 +230,21 @@ where
         },
         &mut hello,
     );
-    write.write_all(&hello).await.map_err(Error::runtime)?;
-    let (tx, rx) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
-    let (rx, doomed) = match filters {
-        None => (rx, None),
+    write.greet(&hello).await.map_err(Error::runtime)?;
+    let writer_events = events.clone();
+    let sink = write.into_sink(move |e| {
+        let why = e.to_string();
+        let _ = writer_events.send(ConnEvent::Closed { conn, why }.into());
+    });
+    let (tx, doomed) = match filters {
+        None => (sink, None),
         Some(filters) => {
             let doomed = Arc::new(Mutex::new(HashSet::new()));
             let to: Arc<str> = socket.into();
-            let rx = filtered(rx, filters, to, conn, events.clone(), doomed.clone());
-            (rx, Some(doomed))
+            let tx = filtered(sink, filters, to, conn, events.clone(), doomed.clone());
+            (tx, Some(doomed))
         }
     };
-    let writer_events = events.clone();
-    tokio::spawn(async move {
-        if let Err(e) = crate::frames::write_frames(rx, write).await {
-            let why = e.to_string();
-            let _ = writer_events.send(ConnEvent::Closed { conn, why }.into());
-        }
-    });
     tokio::spawn(async move {
         let mut r = BufReader::with_capacity(64 * 1024, read);
         let mut scratch = Vec::new();
@@ -219,18 +266,19 @@ where
     Ok(tx)
 }
 
-/// Passes each task frame of `frames` through `filters` on its way to the writer: delayed,
-/// sent with its reply doomed (`doomed` holds its sequence number), or, dropped or failed,
-/// the end of the connection (reported on `events`), as a lost message on a stream is.
+/// Passes each task frame sent on the returned sender through `filters` on its way to
+/// `sink`: delayed, sent with its reply doomed (`doomed` holds its sequence number), or,
+/// dropped or failed, the end of the connection (reported on `events`), as a lost message
+/// on a stream is.
 fn filtered<E: From<ConnEvent> + Send + 'static>(
-    mut frames: mpsc::UnboundedReceiver<ray_proto::TaskFrame>,
+    sink: FrameSender,
     (filters, from, clock): TestFilters,
     to: Arc<str>,
     conn: ConnId,
     events: mpsc::UnboundedSender<E>,
     doomed: Arc<Mutex<HashSet<u64>>>,
-) -> mpsc::UnboundedReceiver<ray_proto::TaskFrame> {
-    let (tx, rx) = mpsc::unbounded_channel();
+) -> FrameSender {
+    let (tx, mut frames) = mpsc::unbounded_channel::<ray_proto::TaskFrame>();
     tokio::spawn(async move {
         while let Some(frame) = frames.recv().await {
             let call = Call {
@@ -258,10 +306,10 @@ fn filtered<E: From<ConnEvent> + Send + 'static>(
                 let _ = events.send(ConnEvent::Closed { conn, why }.into());
                 return; // Dropping the writer's queue closes the connection.
             }
-            if tx.send(frame).is_err() {
+            if sink.send(frame, Flush::Soon).is_err() {
                 return;
             }
         }
     });
-    rx
+    FrameSink::Queued(tx)
 }

@@ -6,8 +6,9 @@
 //! Knows no global: an [`Executor`] is built with the core worker's tables, and the task
 //! context of each run is a call-scoped thread-local ([`crate::task_context`]).
 
+use crate::data_plane::IntoSink;
 use crate::error::{Error, Result};
-use crate::frames::{read_frame, read_frames};
+use crate::frames::{read_frame, read_frames, Flush, FrameSink, Socket};
 use crate::ids::{id16, ObjectId};
 use crate::memory_store::Stored;
 use crate::ownership::{
@@ -19,9 +20,10 @@ use crate::submitter::PendingTask;
 use crate::task_context::{self, Shape};
 use parking_lot::Mutex;
 use std::os::linux::net::SocketAddrExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
 /// Largest greeting accepted before the token is checked.
@@ -32,7 +34,7 @@ const HELLO_DEADLINE: Duration = Duration::from_secs(5);
 /// A task frame to run, and where its reply goes.
 pub(crate) struct Job {
     frame: ray_proto::TaskFrame,
-    reply: mpsc::UnboundedSender<ray_proto::ReplyFrame>,
+    reply: FrameSink<ray_proto::ReplyFrame>,
 }
 
 /// The task queue of a worker and whether its task is blocked.
@@ -71,6 +73,16 @@ impl TaskQueue {
         }
     }
 
+    /// How a reply to a call just finished is written: at once by the thread that ran it
+    /// when nothing else is queued (its caller likely waits for it alone), else batched
+    /// with the replies of what follows by the connection's flusher.
+    fn flush(&self) -> Flush {
+        match self.rx.is_empty() {
+            true => Flush::Now,
+            false => Flush::Soon,
+        }
+    }
+
     /// Takes no more tasks: [`Executor::run`] returns once the queued ones ran.
     pub fn close(&self) {
         self.state.lock().tx = None;
@@ -90,11 +102,12 @@ impl TaskQueue {
 }
 
 fn requeue(job: Job) {
-    let _ = job.reply.send(ray_proto::ReplyFrame {
+    let reply = ray_proto::ReplyFrame {
         seq: job.frame.seq,
         requeue: true,
         ..Default::default()
-    });
+    };
+    let _ = job.reply.send(reply, Flush::Soon);
 }
 
 /// Where a worker's task connections come in: its abstract Unix socket, or a name on a
@@ -137,6 +150,9 @@ impl TaskListener {
     }
 }
 
+/// The future that serves one accepted task connection.
+type Serving = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Accepts owners' connections on the task socket: each greets with the session `token`,
 /// then sends task frames, which go to `queue`. Connections are capped as the gRPC servers
 /// cap theirs: a flood of connects (without the token, say) cannot take every descriptor.
@@ -150,26 +166,36 @@ pub(crate) async fn serve_task_socket(
     let over_cap = ray_common::Throttle::default();
     let mut listener = listener;
     loop {
-        let accepted = match &mut listener {
-            TaskListener::Unix(l) => l.accept().await.map(|(stream, _)| {
-                let (read, write) = stream.into_split();
-                (Conn::boxed(read, write), "a local process".to_string())
+        // Each accepted connection becomes the future that serves it.
+        let accepted: std::io::Result<(Serving, String)> = match &mut listener {
+            TaskListener::Unix(l) => l.accept().await.and_then(|(stream, _)| {
+                let peer = "a local process".to_string();
+                let (read, write) = stream.into_std().and_then(|s| Socket::Unix(s).split())?;
+                let serve =
+                    serve_connection(read, write, peer.clone(), token.clone(), queue.clone());
+                Ok((Box::pin(serve) as _, peer))
             }),
-            TaskListener::Tcp(l) => l.accept().await.map(|(stream, peer)| {
+            TaskListener::Tcp(l) => l.accept().await.and_then(|(stream, peer)| {
                 // Nagle off: a reply must not wait for a delayed ACK.
                 let _ = stream.set_nodelay(true);
-                let (read, write) = stream.into_split();
-                (Conn::boxed(read, write), peer.to_string())
+                let peer = peer.to_string();
+                let (read, write) = stream.into_std().and_then(|s| Socket::Tcp(s).split())?;
+                let serve =
+                    serve_connection(read, write, peer.clone(), token.clone(), queue.clone());
+                Ok((Box::pin(serve) as _, peer))
             }),
             TaskListener::Mem(l) => match l.accept().await {
                 Some(stream) => {
+                    let peer = "a peer in memory".to_string();
                     let (read, write) = tokio::io::split(stream);
-                    Ok((Conn::boxed(read, write), "a peer in memory".to_string()))
+                    let serve =
+                        serve_connection(read, write, peer.clone(), token.clone(), queue.clone());
+                    Ok((Box::pin(serve) as _, peer))
                 }
                 None => return,
             },
         };
-        let (conn, peer) = match accepted {
+        let (serve, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors, say: back off instead of spinning.
@@ -184,29 +210,10 @@ pub(crate) async fn serve_task_socket(
             ));
             continue;
         };
-        let (token, queue) = (token.clone(), queue.clone());
         tokio::spawn(async move {
-            serve_connection(conn.read, conn.write, &peer, token, queue).await;
+            serve.await;
             drop(permit);
         });
-    }
-}
-
-/// Both halves of an accepted connection, whatever its kind.
-struct Conn {
-    read: Box<dyn AsyncRead + Unpin + Send>,
-    write: Box<dyn AsyncWrite + Unpin + Send>,
-}
-
-impl Conn {
-    fn boxed(
-        read: impl AsyncRead + Unpin + Send + 'static,
-        write: impl AsyncWrite + Unpin + Send + 'static,
-    ) -> Self {
-        Conn {
-            read: Box::new(read),
-            write: Box::new(write),
-        }
     }
 }
 
@@ -214,12 +221,12 @@ impl Conn {
 async fn serve_connection<R, W>(
     read: R,
     write: W,
-    peer: &str,
+    peer: String,
     token: Arc<str>,
     queue: Arc<TaskQueue>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
+    W: IntoSink,
 {
     let mut r = BufReader::with_capacity(64 * 1024, read);
     let mut scratch = Vec::new();
@@ -230,12 +237,12 @@ async fn serve_connection<R, W>(
     .await;
     let ok = matches!(&hello, Ok(Ok(Some(h))) if ray_proto::auth::constant_time_eq(h.token.as_bytes(), token.as_bytes()));
     if !ok {
-        tracing::warn!(peer, "refused a task connection without the session token");
+        tracing::warn!(%peer, "refused a task connection without the session token");
         return;
     }
-    let (tx, rx) = mpsc::unbounded_channel::<ray_proto::ReplyFrame>();
-    // A write error means the owner went away; its reader sees that too.
-    tokio::spawn(crate::frames::write_frames(rx, write));
+    // A write error means the owner went away; its reader sees that too. Replies are
+    // written by the thread that ran the task when the socket takes them at once.
+    let tx = write.into_sink::<ray_proto::ReplyFrame>(drop);
     let read = read_frames(&mut r, &mut scratch, |frame: ray_proto::TaskFrame| {
         queue.offer(Job {
             frame,
@@ -245,7 +252,7 @@ async fn serve_connection<R, W>(
     })
     .await;
     if let Err(e) = read {
-        tracing::warn!(peer, error = %e, "malformed task frame; closing the connection");
+        tracing::warn!(%peer, error = %e, "malformed task frame; closing the connection");
     }
 }
 
@@ -274,6 +281,8 @@ enum HostMode {
         calls:
             mpsc::UnboundedSender<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
         permits: Arc<tokio::sync::Semaphore>,
+        /// Calls sent to the loop and not answered yet.
+        running: Arc<AtomicUsize>,
     },
 }
 
@@ -293,7 +302,7 @@ impl Executor {
             while let Ok(job) = self.queue.rx.recv() {
                 if job.frame.actor_id.is_empty() {
                     let reply = self.run_task(job.frame);
-                    let _ = job.reply.send(reply);
+                    let _ = job.reply.send(reply, self.queue.flush());
                 } else {
                     self.dispatch_actor_call(job);
                 }
@@ -381,6 +390,7 @@ impl Executor {
             HostMode::Async {
                 calls,
                 permits: Arc::new(tokio::sync::Semaphore::new(n)),
+                running: Arc::new(AtomicUsize::new(0)),
             }
         } else if n > 1 {
             let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -398,7 +408,11 @@ impl Executor {
                                 let Some(me) = me.upgrade() else { return };
                                 let host = me.host.get().expect("set before calls arrive");
                                 let reply = me.run_method(host, job.frame);
-                                let _ = job.reply.send(reply);
+                                let flush = match rx.is_empty() {
+                                    true => me.queue.flush(),
+                                    false => Flush::Soon,
+                                };
+                                let _ = job.reply.send(reply, flush);
                             }
                         })
                     })
@@ -420,18 +434,22 @@ impl Executor {
         let Some(host) = self.host.get() else {
             let e = Error::Runtime("this worker hosts no actor".into());
             let reply = finish(&self.own, &job.frame, Done::failed(e), Instant::now());
-            let _ = job.reply.send(reply);
+            let _ = job.reply.send(reply, self.queue.flush());
             return;
         };
         match &host.mode {
             HostMode::Sequential => {
                 let reply = self.run_method(host, job.frame);
-                let _ = job.reply.send(reply);
+                let _ = job.reply.send(reply, self.queue.flush());
             }
             HostMode::Threaded(tx) => {
                 let _ = tx.send(job);
             }
-            HostMode::Async { calls, permits } => {
+            HostMode::Async {
+                calls,
+                permits,
+                running,
+            } => {
                 let start = Instant::now();
                 let label = format!("{}.{}", host.class, job.frame.function);
                 let args: Vec<Stored> = std::mem::take(&mut job.frame.args)
@@ -452,6 +470,8 @@ impl Executor {
                 drop(args);
                 let own = self.own.clone();
                 let permits = permits.clone();
+                let (running, queue) = (running.clone(), self.queue.clone());
+                running.fetch_add(1, Ordering::SeqCst);
                 let _ = calls.send(Box::pin(async move {
                     let mut returned = returned;
                     let result = match call {
@@ -478,7 +498,11 @@ impl Executor {
                     // must leave in the order their borrow reports were taken (a reply that
                     // writes shared memory or registers refs holds the loop meanwhile).
                     let reply = finish(&own, &job.frame, done, start);
-                    let _ = job.reply.send(reply);
+                    let flush = match running.fetch_sub(1, Ordering::SeqCst) {
+                        1 => queue.flush(),
+                        _ => Flush::Soon,
+                    };
+                    let _ = job.reply.send(reply, flush);
                 }));
             }
         }

@@ -74,6 +74,7 @@ impl Submitter {
     /// Sends the actor's calls, in order, as far as their arguments are ready and a
     /// connection is open; connects (after a restart: to the next incarnation) if needed.
     pub(super) fn pump_actor(&mut self, own: &Arc<Ownership>, id: ActorId) {
+        let flush = self.flush;
         let Some(q) = self.actors.get_mut(&id) else {
             return;
         };
@@ -147,7 +148,7 @@ impl Submitter {
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.
-            let _ = tx.send(frame);
+            let _ = tx.send(frame, flush);
             q.in_flight.insert(seq, call);
         }
         // Calls wait for a connection, or lost calls for word of the actor's fate: ask the

@@ -1,7 +1,10 @@
-//! The task submitter: one tokio task that owns every queue, lease and actor connection of
-//! this process and reads a closed [`Event`] enum, so no lock guards submission state and
-//! nothing is held across an await. Normal tasks are in [`normal`], actor calls in
-//! [`actor`], argument resolution in [`resolver`]; the connections are the data plane's.
+//! The task submitter: the state of every queue, lease and actor connection of this
+//! process, changed only by handling a closed [`Event`] enum. A tokio task reads the events;
+//! a thread that submits a task or an actor call while no event waits handles its own event
+//! itself, then and there (see [`Handle::submit`]). One lock guards the state, taken by
+//! whoever handles an event and never held across an await. Normal tasks are in [`normal`],
+//! actor calls in [`actor`], argument resolution in [`resolver`]; the connections are the
+//! data plane's.
 
 mod actor;
 mod infeasible;
@@ -13,15 +16,18 @@ pub(crate) use normal::PendingTask;
 
 use crate::data_plane::{ConnEvent, ConnId, FrameSender};
 use crate::error::Error;
+use crate::frames::Flush;
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
 use crate::ownership::Ownership;
 use actor::{fail_lost, ActorQueue};
 use normal::{return_lease, Lease, ShapeQueue, IDLE_LEASE_RETURN};
+use parking_lot::Mutex;
 use ray_common::ActorId;
 use ray_common::LeaseId;
 use ray_scheduler::ResourceSet;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -70,38 +76,99 @@ enum Event {
     Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
+impl Event {
+    /// Sent through a [`Handle`] (counted in [`Shared::queued`]), not by the submitter's own
+    /// tasks or its connections.
+    fn is_counted(&self) -> bool {
+        matches!(
+            self,
+            Event::Submit(_)
+                | Event::ActorCall(_)
+                | Event::Steal { .. }
+                | Event::Blocked(_)
+                | Event::ActorKilled(..)
+                | Event::Shutdown(_)
+        )
+    }
+}
+
 impl From<ConnEvent> for Event {
     fn from(e: ConnEvent) -> Self {
         Event::Conn(e)
     }
 }
 
-/// The way into a submitter's loop (cheap to clone).
+/// What a submitter's [`Handle`]s and its loop share.
+struct Shared {
+    /// The submission state: locked by whoever handles an event, briefly.
+    state: Mutex<Submitter>,
+    /// Events sent through a handle and not handled yet. A thread handles its own event only
+    /// when this is 0 under the lock: never before an event sent earlier.
+    queued: AtomicUsize,
+    /// The runtime of the loop, entered by a thread that handles its own event (handling
+    /// spawns tasks: lease requests, connects, argument waits).
+    runtime: tokio::runtime::Handle,
+}
+
+/// The way into a submitter (cheap to clone).
 #[derive(Clone)]
-pub(crate) struct Handle(mpsc::UnboundedSender<Event>);
+pub(crate) struct Handle {
+    tx: mpsc::UnboundedSender<Event>,
+    shared: Arc<Shared>,
+}
 
 impl Handle {
     /// Starts the submitter of the core worker whose tables are `own`, on `runtime`.
     pub fn start(own: Weak<Ownership>, runtime: &tokio::runtime::Handle) -> Handle {
         let (tx, rx) = mpsc::unbounded_channel();
-        runtime.spawn(run_submitter(own, tx.clone(), rx));
-        Handle(tx)
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Submitter::new(own, tx.clone())),
+            queued: AtomicUsize::new(0),
+            runtime: runtime.clone(),
+        });
+        runtime.spawn(run_submitter(shared.clone(), rx));
+        Handle { tx, shared }
+    }
+
+    /// Queues `ev` for the loop; `false` if the loop is gone (and `ev` with it).
+    fn send(&self, ev: Event) -> bool {
+        self.shared.queued.fetch_add(1, Ordering::SeqCst);
+        if self.tx.send(ev).is_err() {
+            self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Handles `ev` on this thread if it is a task or call with nothing else outstanding
+    /// before it (see [`Submitter::alone`]), the state is free and no earlier event waits:
+    /// the frame of a synchronous call then leaves from the thread that made it, written to
+    /// the connection here, and wakes no other thread of this process. Else queues it for
+    /// the loop, which writes frames in batches. `false` if the loop is gone (and `ev` with
+    /// it).
+    fn handle_or_send(&self, ev: Event) -> bool {
+        if let Some(mut s) = self.shared.state.try_lock() {
+            if !s.stopped && self.shared.queued.load(Ordering::SeqCst) == 0 && s.alone(&ev) {
+                let _runtime = self.shared.runtime.enter();
+                s.flush = Flush::Now;
+                s.handle(ev);
+                s.flush = Flush::Soon;
+                return true;
+            }
+        }
+        self.send(ev)
     }
 
     pub fn submit(&self, task: PendingTask) {
         // If the submitter is gone the session is stopping, and the stop fails every
         // pending ref, this task's return included.
-        let _ = self.0.send(Event::Submit(task));
+        self.handle_or_send(Event::Submit(task));
     }
 
     pub fn call_actor(&self, call: ActorCall, own: &Ownership) {
-        if let Err(mpsc::error::SendError(Event::ActorCall(call))) =
-            self.0.send(Event::ActorCall(call))
-        {
-            own.complete(
-                call.return_id,
-                Stored::Failed(Arc::new(Error::NotInitialized)),
-            );
+        let return_id = call.return_id;
+        if !self.handle_or_send(Event::ActorCall(call)) {
+            own.complete(return_id, Stored::Failed(Arc::new(Error::NotInitialized)));
         }
     }
 
@@ -118,24 +185,26 @@ impl Handle {
             fits: fits.clone(),
             reply,
         };
-        self.0.send(ask).ok()?;
+        if !self.send(ask) {
+            return None;
+        }
         answer.recv().ok().flatten()
     }
 
     /// This worker's task blocked in `get` (`true`) or resumed.
     pub fn blocked(&self, blocked: bool) {
-        let _ = self.0.send(Event::Blocked(blocked));
+        self.send(Event::Blocked(blocked));
     }
 
     /// This process killed the actor: its calls fail from now on.
     pub fn actor_killed(&self, actor_id: ActorId, cause: String) {
-        let _ = self.0.send(Event::ActorKilled(actor_id, cause));
+        self.send(Event::ActorKilled(actor_id, cause));
     }
 
     /// Fails everything queued or in flight with `NotInitialized` and stops the loop.
     pub async fn shutdown(&self) {
         let (done, wait) = tokio::sync::oneshot::channel();
-        if self.0.send(Event::Shutdown(done)).is_ok() {
+        if self.send(Event::Shutdown(done)) {
             let _ = wait.await;
         }
     }
@@ -183,27 +252,13 @@ fn fail_task(own: Option<&Ownership>, task: &PendingTask, error: Error) {
     own.complete(task.return_id, Stored::Failed(Arc::new(error)));
 }
 
-/// The submitter: runs until shutdown on the session's runtime.
-async fn run_submitter(
-    own: Weak<Ownership>,
-    me: mpsc::UnboundedSender<Event>,
-    mut events: mpsc::UnboundedReceiver<Event>,
-) {
-    let mut s = Submitter {
-        own,
-        events: me,
-        queues: HashMap::new(),
-        leases: HashMap::new(),
-        actors: HashMap::new(),
-        actor_conns: HashMap::new(),
-        next_conn: 1,
-        blocked: false,
-    };
+/// The submitter's loop: runs until shutdown on the session's runtime.
+async fn run_submitter(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>) {
     let period = Duration::from_millis(25);
     let mut next_tick = tokio::time::Instant::now() + period;
     loop {
         // Tick only while leases are held (to give idle ones back): an idle process sleeps.
-        let holding = !s.leases.is_empty();
+        let holding = !shared.state.lock().leases.is_empty();
         let tick = async move {
             if holding {
                 tokio::time::sleep_until(next_tick).await
@@ -212,13 +267,26 @@ async fn run_submitter(
             }
         };
         tokio::select! {
-            ev = events.recv() => match ev {
-                Some(Event::Shutdown(done)) => { s.shutdown(); let _ = done.send(()); return; }
-                Some(ev) => s.handle(ev),
-                None => { s.shutdown(); return; }
+            ev = events.recv() => {
+                let mut s = shared.state.lock();
+                let counted = ev.as_ref().is_some_and(Event::is_counted);
+                match ev {
+                    Some(Event::Shutdown(done)) => {
+                        s.shutdown();
+                        shared.queued.fetch_sub(1, Ordering::SeqCst);
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(ev) => s.handle(ev),
+                    None => { s.shutdown(); return; }
+                }
+                if counted {
+                    // Under the lock: once 0 is seen there, every earlier event was handled.
+                    shared.queued.fetch_sub(1, Ordering::SeqCst);
+                }
             },
             _ = tick => {
-                s.return_idle_leases(IDLE_LEASE_RETURN);
+                shared.state.lock().return_idle_leases(IDLE_LEASE_RETURN);
                 next_tick = tokio::time::Instant::now() + period;
             }
         }
@@ -236,9 +304,50 @@ struct Submitter {
     next_conn: u64,
     /// This worker's task is blocked in `get` (see [`Event::Blocked`]).
     blocked: bool,
+    /// Shut down: events are no longer handled (the loop ended).
+    stopped: bool,
+    /// How frames sent while handling the current event are written: at once by a thread
+    /// handling its own lone call, else by the connection's flusher, batched.
+    flush: Flush,
 }
 
 impl Submitter {
+    fn new(own: Weak<Ownership>, events: mpsc::UnboundedSender<Event>) -> Self {
+        Submitter {
+            own,
+            events,
+            queues: HashMap::new(),
+            leases: HashMap::new(),
+            actors: HashMap::new(),
+            actor_conns: HashMap::new(),
+            next_conn: 1,
+            blocked: false,
+            stopped: false,
+            flush: Flush::Soon,
+        }
+    }
+
+    /// `ev` is a task or an actor call that nothing of its kind is ahead of or in flight
+    /// with (nothing queued or running for its shape, or for its actor): likely a call
+    /// someone is about to wait for, and one that no batch could carry anyway.
+    fn alone(&self, ev: &Event) -> bool {
+        match ev {
+            Event::ActorCall(call) => self
+                .actors
+                .get(&call.actor_id)
+                .is_none_or(|q| q.pending.is_empty() && q.in_flight.is_empty()),
+            Event::Submit(task) => self.queues.get(&task.shape_key).is_none_or(|q| {
+                q.tasks.is_empty()
+                    && q.leases.iter().all(|id| {
+                        self.leases
+                            .get(id)
+                            .is_none_or(|(_, l)| l.in_flight.is_empty())
+                    })
+            }),
+            _ => false,
+        }
+    }
+
     fn handle(&mut self, ev: Event) {
         let Some(own) = self.own.upgrade() else {
             return;
@@ -401,6 +510,7 @@ impl Submitter {
     }
 
     fn shutdown(&mut self) {
+        self.stopped = true;
         let own = self.own.upgrade();
         for (_, q) in self.queues.drain() {
             for task in q.tasks {

@@ -195,7 +195,7 @@ impl Submitter {
                 actor_id: Default::default(),
                 shape: q.shape_wire.clone(),
             };
-            if lease.tx.send(frame).is_err() {
+            if lease.tx.send(frame, self.flush).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
                 // tasks, this one included.
             }
