@@ -1210,3 +1210,76 @@ fn a_shipped_binary_that_cannot_run_on_a_node_is_an_error_naming_it() {
     ray::shutdown();
     outcome.unwrap();
 }
+
+#[test]
+fn a_workers_task_socket_and_server_refuse_peers_without_the_token() {
+    use std::io::{Read, Write};
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    with_driver(&cluster, || {
+        let actor = Placed::options()
+            .name("guarded")
+            .resources("a", 1.0)
+            .remote();
+        assert_eq!(ray::get(&actor.node()).unwrap().1, 1);
+        // Where its worker listens, as the GCS tells a caller with the token.
+        let (gcs, token) = (cluster.address.clone(), cluster.token().to_string());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let info = rt.block_on(async {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{gcs}"))
+                .unwrap()
+                .connect_lazy();
+            let mut gcs = ray_proto::gcs_client::GcsClient::with_interceptor(
+                channel,
+                ray_proto::auth::AttachToken::new(&token).unwrap(),
+            );
+            gcs.get_named_actor(ray_proto::GetNamedActorRequest {
+                name: "guarded".into(),
+                namespace: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        });
+        assert!(!info.task_address.is_empty(), "{info:?}");
+        // Its task socket over TCP: a greeting with another token, or garbage, and the
+        // connection is closed without an answer.
+        let frame = |token: &str| {
+            let hello = prost::Message::encode_to_vec(&ray_proto::Hello {
+                token: token.into(),
+            });
+            let mut frame = (hello.len() as u32).to_le_bytes().to_vec();
+            frame.extend(hello);
+            frame
+        };
+        for sent in [frame("not-the-token"), vec![0xff; 8]] {
+            let mut s = std::net::TcpStream::connect(&info.task_address).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(&sent).unwrap();
+            let mut rest = Vec::new();
+            let read = s.read_to_end(&mut rest);
+            assert!(
+                matches!(read, Ok(0)) || read.is_err(),
+                "closed with nothing said: {read:?} {rest:?}"
+            );
+        }
+        // Its core-worker server: no token, no objects.
+        let address = info.core_worker_address.clone();
+        let refused = rt.block_on(async move {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+                .unwrap()
+                .connect_lazy();
+            let mut cw = ray_proto::core_worker_client::CoreWorkerClient::new(channel);
+            cw.get_objects(ray_proto::GetObjectsRequest { object_ids: vec![] })
+                .await
+                .map(|_| ())
+                .unwrap_err()
+        });
+        assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+        // The actor still answers its caller.
+        assert_eq!(ray::get(&actor.node()).unwrap().1, 2);
+    });
+}
