@@ -153,6 +153,36 @@ impl ArenaMapping {
         }
     }
 
+    /// Backs bytes `from..to` of allocation `a` with memory now, in one call (a pull about
+    /// to write them saves a page fault per page). Best effort: without kernel support the
+    /// pages fault in as they are written.
+    pub fn populate(&self, a: Allocation, from: u64, to: u64) {
+        const PAGE: u64 = 4096;
+        let Ok((start, len)) = self.range(a.offset, a.len) else {
+            return;
+        };
+        let (start, end) = (
+            start as u64 + from.min(len as u64),
+            start as u64 + to.min(len as u64),
+        );
+        let first = start / PAGE * PAGE;
+        if end <= first {
+            return;
+        }
+        // SAFETY: the range lies inside the live mapping (checked above); populating only
+        // backs pages with memory, it changes no byte a reader could see.
+        let r = unsafe {
+            libc::madvise(
+                self.map.as_mut_ptr().add(first as usize).cast(),
+                (end - first) as usize,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if r != 0 {
+            tracing::debug!(error = %std::io::Error::last_os_error(), "could not populate arena pages");
+        }
+    }
+
     /// Copies `data` into allocation `a` at `offset_in_object`.
     ///
     /// Fails with [`StoreError::OutOfBounds`] if `[offset_in_object, offset_in_object +

@@ -461,6 +461,14 @@ impl NodeManager {
         from: &str,
     ) -> Result<(), FetchError> {
         let clock = self.inner.connect.clock();
+        // The range's pages backed in one call, beside the transfer (not a fault per page
+        // as each chunk lands).
+        let me = self.clone();
+        let populated = tokio::task::spawn_blocking(move || {
+            me.store()
+                .arena()
+                .populate(into.alloc, into.start, into.end)
+        });
         let mut at = into.start;
         let mut chunk = match first {
             Some(c) => Some(c),
@@ -482,6 +490,9 @@ impl NodeManager {
             at += c.data.len() as u64;
             chunk = next_chunk(&mut stream, &clock, from).await?;
         }
+        // (Populating changes no byte: one still running when a failure returns early, and
+        // the object is aborted, is harmless.)
+        let _ = populated.await;
         if at != into.end {
             return Err(FetchError::Transfer(format!(
                 "bytes {}..{at} of {}..{} arrived",
