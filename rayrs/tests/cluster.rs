@@ -719,26 +719,41 @@ fn a_large_object_made_on_one_node_is_read_on_others_byte_for_byte() {
         assert_eq!(data.len(), SIZE);
         assert!(data == pattern(SIZE, 7), "the bytes differ");
         drop(data);
-        // Passed to tasks on node b: pulled there once, however many tasks read it.
+        // Passed to four reader processes on node b at once: pulled there once.
+        let readers: Vec<_> = (0..4)
+            .map(|_| Reader::options().resources("b", 1.0).num_cpus(0.0).remote())
+            .collect();
+        for r in &readers {
+            let up = ray::get_timeout(&r.len(Vec::new()), Duration::from_secs(60));
+            assert_eq!(up.unwrap(), 0, "the reader is up");
+        }
         let plain = make_plain::options()
             .resources("a", 1.0)
             .remote(16 << 20, 9);
+        ray::wait(std::slice::from_ref(&plain), 1, None).unwrap();
         let before = objects_pulled(&cluster, b);
-        let checks: Vec<_> = (0..4)
-            .map(|_| {
-                check_bytes::options()
-                    .resources("b", 1.0)
-                    .remote(plain.clone(), 9)
-            })
-            .collect();
-        for (ran_on, ok) in ray::get_all(&checks).unwrap() {
-            assert_eq!(ran_on, b_id);
+        let checks: Vec<_> = readers.iter().map(|r| r.check(plain.clone(), 9)).collect();
+        let mut pids = std::collections::BTreeSet::new();
+        for check in &checks {
+            let (pid, ok) = ray::get_timeout(check, Duration::from_secs(60)).unwrap();
             assert!(ok, "a reader on node b saw other bytes");
+            pids.insert(pid);
         }
+        assert_eq!(pids.len(), 4, "four reader processes");
+        // A task on node b later reads the same copy (placed by id: the readers hold b).
+        let (ran_on, ok) = ray::get_timeout(
+            &check_bytes::options()
+                .scheduling_strategy(ray::SchedulingStrategy::node_affinity(&b_id, false))
+                .remote(plain.clone(), 9),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert_eq!(ran_on, b_id);
+        assert!(ok);
         assert_eq!(
             objects_pulled(&cluster, b) - before,
             1,
-            "one pull for four readers"
+            "one pull for four readers and a later task"
         );
     });
 }
@@ -941,6 +956,9 @@ impl Reader {
     }
     pub fn len(&self, data: Vec<u8>) -> usize {
         data.len()
+    }
+    pub fn check(&self, data: Vec<u8>, seed: u8) -> (u32, bool) {
+        (std::process::id(), data == pattern(data.len(), seed))
     }
 }
 
