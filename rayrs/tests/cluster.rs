@@ -424,9 +424,10 @@ fn an_infeasible_actor_waits_until_a_node_that_fits_joins() {
 
 #[test]
 fn spread_uses_every_node() {
-    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
-    cluster.add_node(&["--num-cpus", "1"]);
-    cluster.add_node(&["--num-cpus", "1"]);
+    // Four CPUs each: two tasks leave a node under half busy.
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "4"]);
+    cluster.add_node(&["--num-cpus", "4"]);
+    cluster.add_node(&["--num-cpus", "4"]);
     let all: std::collections::BTreeSet<String> = cluster
         .nodes
         .iter()
@@ -448,6 +449,21 @@ fn spread_uses_every_node() {
             used.extend(ray::get_all(&refs).unwrap());
             used == all
         });
+        // The default policy, told apart: once the SPREAD leases went back, two at once stay
+        // on the driver's node, which is under half busy (Ray's hybrid packing), where
+        // SPREAD would take two nodes.
+        ray_rs::eventually("the head's CPUs are free again", || {
+            let free = node_counters(&cluster, 0).available.unwrap_or_default();
+            free.amounts.get("CPU").copied() == Some(4.0)
+        });
+        let head = cluster.node(0).node_id.clone();
+        let refs: Vec<_> = (0..2).map(|_| slow_where_am_i::remote(300)).collect();
+        for ran_on in ray::get_all(&refs).unwrap() {
+            assert_eq!(
+                ran_on, head,
+                "the default policy packs the local node first"
+            );
+        }
     });
 }
 
