@@ -407,18 +407,12 @@ impl NodeManager {
             let mut at = 0u64;
             let mut chunk = Some(first);
             while let Some(c) = chunk {
-                if c.offset != at || at + c.data.len() as u64 > size {
-                    return Err(FetchError::Transfer(format!(
-                        "{} bytes at {} where {at}..{size} was due",
-                        c.data.len(),
-                        c.offset
-                    )));
-                }
-                self.store()
-                    .arena()
-                    .write(alloc, c.offset, &c.data)
-                    .map_err(|e| FetchError::Transfer(e.to_string()))?;
-                at += c.data.len() as u64;
+                let into = Range {
+                    alloc,
+                    start: 0,
+                    end: size,
+                };
+                at = self.write_chunk(into, at, c.offset, &c.data)?;
                 chunk = next().await?;
             }
             if at != size {
@@ -451,6 +445,30 @@ struct Range {
 }
 
 impl NodeManager {
+    /// Writes a chunk of `data` at `offset` into `into`, where byte `at` is due next: the
+    /// byte due after it, or an error for a chunk out of order or past the range's end.
+    fn write_chunk(
+        &self,
+        into: Range,
+        at: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, FetchError> {
+        let end = at + data.len() as u64;
+        if offset != at || end > into.end {
+            return Err(FetchError::Transfer(format!(
+                "{} bytes at {offset} where {at}..{} was due",
+                data.len(),
+                into.end
+            )));
+        }
+        self.store()
+            .arena()
+            .write(into.alloc, offset, data)
+            .map_err(|e| FetchError::Transfer(e.to_string()))?;
+        Ok(end)
+    }
+
     /// Writes the chunks of `stream` (after `first`, if given) into `into`, checking that
     /// they come in order and fill it exactly.
     async fn receive(
@@ -475,19 +493,7 @@ impl NodeManager {
             None => next_chunk(&mut stream, &clock, from).await?,
         };
         while let Some(c) = chunk {
-            if c.offset != at || at + c.data.len() as u64 > into.end {
-                return Err(FetchError::Transfer(format!(
-                    "{} bytes at {} where {at}..{} was due",
-                    c.data.len(),
-                    c.offset,
-                    into.end
-                )));
-            }
-            self.store()
-                .arena()
-                .write(into.alloc, c.offset, &c.data)
-                .map_err(|e| FetchError::Transfer(e.to_string()))?;
-            at += c.data.len() as u64;
+            at = self.write_chunk(into, at, c.offset, &c.data)?;
             chunk = next_chunk(&mut stream, &clock, from).await?;
         }
         // (Populating changes no byte: one still running when a failure returns early, and
