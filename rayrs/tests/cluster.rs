@@ -978,11 +978,11 @@ impl Reader {
     }
 }
 
-#[test]
-fn copies_pulled_for_arguments_are_let_go_after_the_call() {
+/// A head, a node with resource `a` that makes arrays, and a node with resource `b` whose
+/// store holds three 16 MiB arrays at most: copies kept pinned there would fill it.
+fn maker_and_small_reader() -> Cluster {
     let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
     cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 10}"#]);
-    // A store that holds three of the arrays at most: copies kept pinned would fill it.
     cluster.add_node(&[
         "--num-cpus",
         "1",
@@ -991,6 +991,12 @@ fn copies_pulled_for_arguments_are_let_go_after_the_call() {
         "--object-store-memory",
         &(56u64 << 20).to_string(),
     ]);
+    cluster
+}
+
+#[test]
+fn copies_pulled_for_arguments_are_let_go_after_the_call() {
+    let cluster = maker_and_small_reader();
     with_driver(&cluster, || {
         let reader = Reader::options().resources("b", 1.0).num_cpus(0.0).remote();
         for round in 0..8u8 {
@@ -1006,17 +1012,7 @@ fn copies_pulled_for_arguments_are_let_go_after_the_call() {
 
 #[test]
 fn copies_pinned_by_a_killed_process_are_let_go() {
-    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
-    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 10}"#]);
-    // A store that holds three of the arrays at most.
-    cluster.add_node(&[
-        "--num-cpus",
-        "1",
-        "--resources",
-        r#"{"b": 10}"#,
-        "--object-store-memory",
-        &(56u64 << 20).to_string(),
-    ]);
+    let cluster = maker_and_small_reader();
     with_driver(&cluster, || {
         let arrays = |first: u8| -> Vec<ray::ObjectRef<Vec<u8>>> {
             (first..first + 3)
