@@ -18,7 +18,7 @@ pub mod token;
 
 pub use error::NodeError;
 
-use ray_common::rpc::server::{logged, serve};
+use ray_common::rpc::server::{logged, serve, serve_with_bulk};
 use ray_common::rpc::{Connect, RpcErrorKind};
 use ray_common::NodeId;
 use ray_gcs::{GcsServer, GcsService};
@@ -181,14 +181,16 @@ impl Node {
             logged(CheckToken::new(token)),
         ));
         let bind = SocketAddr::new(options.ip, 0);
-        let (node_manager_address, stop) =
-            serve(bind, routes)
-                .await
-                .map_err(|source| NodeError::Bind {
-                    what: "the node manager",
-                    address: bind.to_string(),
-                    source,
-                })?;
+        // The pulls' bulk path shares the node manager's port.
+        let (bulk, incoming_bulk) = tokio::sync::mpsc::channel(64);
+        manager.serve_bulk(incoming_bulk);
+        let (node_manager_address, stop) = serve_with_bulk(bind, routes, Some(bulk))
+            .await
+            .map_err(|source| NodeError::Bind {
+                what: "the node manager",
+                address: bind.to_string(),
+                source,
+            })?;
         stops.push(stop);
         manager.set_address(node_manager_address.clone());
         let resources = ray_common::resources::to_resources(&options.resources);

@@ -11,6 +11,7 @@
 //! runs.
 
 mod binaries;
+mod bulk;
 mod client_pins;
 mod cluster_view;
 mod drivers;

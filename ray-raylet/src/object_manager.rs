@@ -4,11 +4,14 @@
 //! however many readers ask, written chunk by chunk straight into the arena, a bounded
 //! number of bytes in flight, and never more than the store holds (a pull that cannot fit
 //! waits a while for space, then fails as full). A pulled copy is a secondary copy: pinned
-//! while its readers hold it, evictable after.
+//! while its readers hold it, evictable after. Past its first chunk, a large object comes as
+//! ranges over the bulk path (`bulk`: raw bytes on plain TCP, socket to arena) when the
+//! nodes talk TCP, over gRPC streams otherwise (a test's in-memory network).
 //!
 //! Invariant: an object is written into the arena only by the pull that created it, and is
 //! readable (sealed) only once every byte arrived; a failed pull aborts its object.
 
+use crate::bulk;
 use crate::pool::NodeManager;
 use ray_common::rpc::{NodeManagerApi, RpcError};
 use ray_common::NodeId;
@@ -41,6 +44,8 @@ pub(crate) struct Pulls {
     peers: parking_lot::Mutex<HashMap<String, Arc<dyn NodeManagerApi>>>,
     /// Objects pulled into this node so far.
     pulled: std::sync::atomic::AtomicU64,
+    /// Warns of bulk connections refused (no token, a wrong one, garbage), throttled.
+    bulk_refusals: ray_common::Throttle,
 }
 
 impl Default for Pulls {
@@ -52,6 +57,7 @@ impl Default for Pulls {
             )),
             peers: Default::default(),
             pulled: Default::default(),
+            bulk_refusals: Default::default(),
         }
     }
 }
@@ -201,13 +207,19 @@ impl NodeManager {
             // The ranges in tasks of their own. On the first failure the others are stopped,
             // and waited for, before the object is aborted: no write may land in its space
             // after it is freed.
+            // The bulk path needs TCP between the nodes (a test's in-memory network has
+            // only gRPC).
+            let bulk = self.inner.connect.network().is_none();
             let mut pulls = tokio::task::JoinSet::new();
             for (start, end) in ranges(head, size, PULL_STREAMS) {
                 let (me, source, from) = (self.clone(), source.clone(), address.to_string());
+                let range = Range { alloc, start, end };
                 pulls.spawn(async move {
+                    if bulk {
+                        return me.receive_bulk(id, size, range, &from).await;
+                    }
                     let stream = open_range(&source, id, start, end - start).await?;
-                    me.receive(Range { alloc, start, end }, None, stream, &from)
-                        .await
+                    me.receive(range, None, stream, &from).await
                 });
             }
             while let Some(done) = pulls.join_next().await {
@@ -479,14 +491,7 @@ impl NodeManager {
         from: &str,
     ) -> Result<(), FetchError> {
         let clock = self.inner.connect.clock();
-        // The range's pages backed in one call, beside the transfer (not a fault per page
-        // as each chunk lands).
-        let me = self.clone();
-        let populated = tokio::task::spawn_blocking(move || {
-            me.store()
-                .arena()
-                .populate(into.alloc, into.start, into.end)
-        });
+        let populated = self.populate_beside(into);
         let mut at = into.start;
         let mut chunk = match first {
             Some(c) => Some(c),
@@ -506,6 +511,154 @@ impl NodeManager {
             )));
         }
         Ok(())
+    }
+}
+
+impl NodeManager {
+    /// Backs `into`'s pages with memory in one call, on a blocking thread, beside the
+    /// transfer that fills them (not a fault per page as the bytes land).
+    fn populate_beside(&self, into: Range) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || {
+            me.store()
+                .arena()
+                .populate(into.alloc, into.start, into.end)
+        })
+    }
+
+    /// Fills `into`, a range of object `id` (`size` bytes), from the node manager at `from`
+    /// over the bulk path: the socket read straight into the arena.
+    async fn receive_bulk(
+        &self,
+        id: ObjectId,
+        size: u64,
+        into: Range,
+        from: &str,
+    ) -> Result<(), FetchError> {
+        let clock = self.inner.connect.clock();
+        let ask = ray_proto::BulkAsk {
+            token: self.inner.config.token.clone(),
+            object_id: id.0.to_vec().into(),
+            offset: into.start,
+            length: into.end - into.start,
+        };
+        let transfer = |e: std::io::Error| FetchError::Transfer(format!("from {from}: {e}"));
+        let (mut stream, object_size) = bulk::open(from, &ask, &clock).await.map_err(transfer)?;
+        if object_size != size {
+            return Err(FetchError::Transfer(format!(
+                "{from} holds {object_size} bytes of {id} where {size} were due"
+            )));
+        }
+        let populated = self.populate_beside(into);
+        let part = Allocation {
+            offset: into.alloc.offset + into.start,
+            len: into.end - into.start,
+        };
+        // SAFETY: `part` lies inside `into.alloc`, which this pull created and has not sealed
+        // or aborted (the object is sealed or aborted only after every range's task ended);
+        // the pull's ranges do not overlap, and nothing else reads an unsealed object, so this
+        // slice is the only view of its bytes while it lives (populating backs pages without
+        // reading or writing a byte).
+        let dest = unsafe { self.store().arena().bytes_mut(part) }
+            .map_err(|e| FetchError::Transfer(e.to_string()))?;
+        let received = bulk::receive(&mut stream, dest, &clock, CHUNK_DEADLINE).await;
+        let _ = populated.await;
+        received.map_err(transfer)
+    }
+
+    /// Serves the bulk connections the node manager's server hands over, each in a task of
+    /// its own, until the server stops.
+    pub fn serve_bulk(
+        &self,
+        mut incoming: tokio::sync::mpsc::Receiver<ray_common::rpc::server::BulkConnection>,
+    ) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Some(connection) = incoming.recv().await {
+                let me = me.clone();
+                tokio::spawn(async move { me.answer_bulk(connection).await });
+            }
+        });
+    }
+
+    /// Answers one bulk connection: the asker's token checked first, then the range sent
+    /// from the pinned object, or the reason it is not.
+    async fn answer_bulk(&self, mut connection: ray_common::rpc::server::BulkConnection) {
+        let stream = &mut connection.stream;
+        let peer = stream
+            .peer_addr()
+            .map_or_else(|_| "an unknown peer".to_string(), |p| p.to_string());
+        let clock = self.inner.connect.clock();
+        let refused = |why: &str| {
+            self.inner
+                .pulls
+                .bulk_refusals
+                .warn(&format!("refused a bulk connection from {peer}: {why}"));
+        };
+        let ask = match clock
+            .timeout(bulk::ASK_DEADLINE, bulk::read_ask(stream))
+            .await
+        {
+            Ok(Ok(ask)) => ask,
+            Ok(Err(e)) => return refused(&e.to_string()),
+            Err(_) => return refused("no ask in time"),
+        };
+        let token = &self.inner.config.token;
+        let (code, why) = if ask.token.is_empty() {
+            (tonic::Code::Unauthenticated, "missing session token")
+        } else if !ray_proto::auth::constant_time_eq(ask.token.as_bytes(), token.as_bytes()) {
+            (tonic::Code::PermissionDenied, "wrong session token")
+        } else {
+            (tonic::Code::Ok, "")
+        };
+        if code != tonic::Code::Ok {
+            refused(why);
+            let _ = bulk::answer(stream, code, 0, why.into()).await;
+            return;
+        }
+        let Ok(id) = <[u8; ObjectId::SIZE]>::try_from(&ask.object_id[..]).map(ObjectId) else {
+            let why = "an object id must be 16 bytes";
+            let _ = bulk::answer(stream, tonic::Code::InvalidArgument, 0, why.into()).await;
+            return;
+        };
+        let Some(alloc) = self.store().get(id) else {
+            let why = format!("object {id} is not here");
+            let _ = bulk::answer(stream, tonic::Code::NotFound, 0, why).await;
+            return;
+        };
+        let _pin = Pin {
+            node: self.clone(),
+            id,
+        };
+        let size = alloc.len;
+        let end = ask.offset.saturating_add(ask.length).min(size);
+        if ask.offset > size {
+            let why = format!("bytes from {} of a {size}-byte object", ask.offset);
+            let _ = bulk::answer(stream, tonic::Code::OutOfRange, size, why).await;
+            return;
+        }
+        let part = Allocation {
+            offset: alloc.offset + ask.offset,
+            len: end - ask.offset,
+        };
+        // The object is pinned (`_pin`) until the last byte is written: its range is neither
+        // written nor reused meanwhile.
+        let bytes = match self.store().arena().bytes(part) {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = bulk::answer(stream, tonic::Code::Internal, size, e.to_string()).await;
+                return;
+            }
+        };
+        if bulk::answer(stream, tonic::Code::Ok, size, String::new())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if let Err(e) = bulk::send(stream, bytes, &clock, CHUNK_DEADLINE).await {
+            tracing::debug!(object = %id, %peer, error = %e, "a bulk range was cut short");
+        }
     }
 }
 

@@ -170,6 +170,17 @@ fn nodes_and_drivers_without_the_token_are_refused() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+        // The node manager's bulk path (pulls' raw ranges, on the same port): refused the
+        // same way, with nothing sent after the refusal.
+        for (token, code) in [
+            ("", tonic::Code::Unauthenticated),
+            (wrong, tonic::Code::PermissionDenied),
+            (cluster.token(), tonic::Code::NotFound),
+        ] {
+            let (answer, rest) = bulk_ask(&node_manager, token);
+            assert_eq!(answer.code, code as i32, "{answer:?}");
+            assert!(rest.is_empty(), "{} bytes after {answer:?}", rest.len());
+        }
         let mut right = ray_proto::gcs_client::GcsClient::with_interceptor(
             channel(&cluster.address),
             ray_proto::auth::AttachToken::new(cluster.token()).unwrap(),
@@ -185,6 +196,32 @@ fn nodes_and_drivers_without_the_token_are_refused() {
             1
         );
     });
+}
+
+/// Asks the node manager at `address` for a range of an object no node holds over the bulk
+/// path, with `token`; its answer and whatever came after it.
+fn bulk_ask(address: &str, token: &str) -> (ray_proto::BulkAnswer, Vec<u8>) {
+    use std::io::{Read, Write};
+    let ask = prost::Message::encode_to_vec(&ray_proto::BulkAsk {
+        token: token.into(),
+        object_id: vec![3; 16].into(),
+        offset: 0,
+        length: 1 << 20,
+    });
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut sent = b"RAYRSBLK".to_vec();
+    sent.extend((ask.len() as u32).to_le_bytes());
+    sent.extend(ask);
+    s.write_all(&sent).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut answer = vec![0; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut answer).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let answer = prost::Message::decode(&answer[..]).unwrap();
+    (answer, rest)
 }
 
 fn alive(pid: u32) -> bool {

@@ -1,6 +1,8 @@
 //! Starting the runtime's gRPC servers (GCS, node manager, core worker) on guarded listeners:
 //! a cap on open connections, a deadline for a new connection's first bytes, keepalive pings
 //! that close dead peers, and token refusals logged, with the peer, without flooding the log.
+//! A connection that opens with [`BULK_MAGIC`] instead of HTTP/2's preface may be handed to
+//! the server's owner as a plain byte stream (the object manager's bulk transfers).
 
 use crate::Throttle;
 use ray_proto::auth::CheckToken;
@@ -35,11 +37,33 @@ pub fn max_connections() -> usize {
 /// A fresh loopback port: where a server listens unless told an address.
 pub const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
 
+/// The first bytes of a connection that asks for a plain byte stream instead of gRPC.
+pub const BULK_MAGIC: &[u8; 8] = b"RAYRSBLK";
+
+/// A connection that opened with [`BULK_MAGIC`] (left unread), handed to the server's owner
+/// rather than to gRPC, and counted against the server's cap while it lives. Nothing about it
+/// is authenticated yet: its reader checks the token it carries.
+pub struct BulkConnection {
+    /// The connection, Nagle off.
+    pub stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
 /// Starts `routes` on `bind` (port 0: a free one). Returns the address it listens on and a
 /// sender that stops it. Must be called inside a tokio runtime.
 pub async fn serve(
     bind: SocketAddr,
     routes: Routes,
+) -> std::io::Result<(String, tokio::sync::oneshot::Sender<()>)> {
+    serve_with_bulk(bind, routes, None).await
+}
+
+/// [`serve`], and connections that open with [`BULK_MAGIC`] go to `bulk` (without it, they
+/// are closed).
+pub async fn serve_with_bulk(
+    bind: SocketAddr,
+    routes: Routes,
+    bulk: Option<mpsc::Sender<BulkConnection>>,
 ) -> std::io::Result<(String, tokio::sync::oneshot::Sender<()>)> {
     // A deeper accept queue than the usual 128: hundreds of workers (or placements) may
     // connect in the same instant, and an overflowing queue resets connections.
@@ -54,7 +78,7 @@ pub async fn serve(
     let address = listener.local_addr()?.to_string();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (accepted, incoming) = mpsc::channel(64);
-    tokio::spawn(accept(listener, accepted, max_connections()));
+    tokio::spawn(accept(listener, accepted, bulk, max_connections()));
     let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming);
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
@@ -77,6 +101,7 @@ pub async fn serve(
 async fn accept(
     listener: tokio::net::TcpListener,
     accepted: mpsc::Sender<std::io::Result<Guarded>>,
+    bulk: Option<mpsc::Sender<BulkConnection>>,
     cap: usize,
 ) {
     let permits = Arc::new(Semaphore::new(cap));
@@ -104,10 +129,21 @@ async fn accept(
         // Nagle off: small replies must not wait for a delayed ACK.
         let _ = stream.set_nodelay(true);
         let accepted = accepted.clone();
+        let bulk = bulk.clone();
         let silent = silent.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_DEADLINE, preface(&stream)).await {
-                Ok(Ok(true)) => {
+                Ok(Ok(Some(first))) if first.starts_with(BULK_MAGIC) => {
+                    if let Some(bulk) = bulk {
+                        let _ = bulk
+                            .send(BulkConnection {
+                                stream,
+                                _permit: permit,
+                            })
+                            .await;
+                    }
+                }
+                Ok(Ok(Some(_))) => {
                     let _ = accepted
                         .send(Ok(Guarded {
                             stream,
@@ -129,17 +165,18 @@ async fn accept(
 /// Length of the HTTP/2 client preface, which every gRPC client sends first.
 const PREFACE_LEN: usize = 24;
 
-/// Waits until the peer has sent a whole HTTP/2 preface (left unread for the server);
-/// `false` if it closed first. A byte at a time does not hold a connection open.
-async fn preface(stream: &TcpStream) -> std::io::Result<bool> {
+/// Waits until the peer has sent as many bytes as an HTTP/2 preface (left unread for the
+/// server) and returns them; `None` if it closed first. A byte at a time does not hold a
+/// connection open.
+async fn preface(stream: &TcpStream) -> std::io::Result<Option<[u8; PREFACE_LEN]>> {
     let mut buf = [0u8; PREFACE_LEN];
     loop {
         let n = stream.peek(&mut buf).await?;
         if n == 0 {
-            return Ok(false);
+            return Ok(None);
         }
         if n >= PREFACE_LEN {
-            return Ok(true);
+            return Ok(Some(buf));
         }
         // Part of it came: peek returns at once until more arrives, so wait a little.
         tokio::time::sleep(Duration::from_millis(5)).await;
