@@ -475,6 +475,11 @@ impl CoreWorker {
             job_id: self.own.me.job_id,
             env: opts.env.clone(),
             strategy,
+            owner_node: c
+                .store
+                .local_node()
+                .map(|n| n.to_vec().into())
+                .unwrap_or_default(),
         };
         let gcs = c.gcs.clone();
         let clock = c.clock.clone();

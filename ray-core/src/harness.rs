@@ -140,6 +140,7 @@ impl TestCluster {
                 env: Vec::new(),
                 namespace: String::new(),
                 binary_sha256: String::new(),
+                driver_node: Default::default(),
             })
             .await
             .expect("the job registers");

@@ -138,6 +138,7 @@ fn node_manager_gives_each_job_its_own_workers_and_reuses_them() {
             env: Vec::new(),
             namespace: "second".into(),
             binary_sha256: String::new(),
+            driver_node: Default::default(),
         })
         .await
         .unwrap();

@@ -146,6 +146,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
                 env: config.runtime_env.to_proto(),
                 namespace: namespace.clone(),
                 binary_sha256: String::new(),
+                driver_node: Default::default(),
             })
             .await;
         if let Err(e) = registered {
@@ -266,6 +267,7 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
             env: config.runtime_env.to_proto(),
             namespace: namespace.clone(),
             binary_sha256,
+            driver_node: node.node_id.clone(),
         })
         .await
         .map_err(|e| Error::Runtime(format!("registering the job: {}", e.message)))?;

@@ -335,6 +335,7 @@ impl GcsService {
                 strategy: None,
                 env: spec.env.clone(),
                 locality: Vec::new(),
+                requester_node: Default::default(),
             })
             .await
             .map_err(|e| GcsError::call(step(), e))?;
@@ -565,18 +566,31 @@ impl GcsService {
 
     /// Node manager `address` is gone with its node: its actors restart elsewhere or die
     /// (as if their workers had died), and so do actors owned by them.
-    pub(crate) fn actors_lost_with_node(&self, address: &str) {
-        let workers: Vec<Vec<u8>> = {
+    pub(crate) fn actors_lost_with_node(&self, address: &str, node_id: &[u8]) {
+        let (workers, orphans): (Vec<Vec<u8>>, Vec<Vec<u8>>) = {
             let t = self.inner.actors.table.lock();
-            t.records
-                .values()
-                .filter(|r| r.state != ActorState::Dead)
-                .filter(|r| r.lease.as_ref().is_some_and(|(node, _)| node == address))
-                .map(|r| r.worker_id.clone())
-                .collect()
+            let alive = || {
+                t.records
+                    .iter()
+                    .filter(|(_, r)| r.state != ActorState::Dead)
+            };
+            (
+                alive()
+                    .filter(|(_, r)| r.lease.as_ref().is_some_and(|(node, _)| node == address))
+                    .map(|(_, r)| r.worker_id.clone())
+                    .collect(),
+                // Owned by a process of that node: the owner died with it.
+                alive()
+                    .filter(|(_, r)| !r.spec.detached && r.spec.owner_node[..] == *node_id)
+                    .map(|(id, _)| id.clone())
+                    .collect(),
+            )
         };
         for worker in workers {
             self.worker_failed(&worker);
+        }
+        for id in orphans {
+            self.kill(&id, true, "its owner died with its node");
         }
     }
 

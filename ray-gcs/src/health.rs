@@ -150,6 +150,24 @@ impl GcsService {
             address
         };
         tracing::warn!(node = %ray_common::ids::hex(node_id), %address, %reason, "node declared dead");
-        self.actors_lost_with_node(&address);
+        self.actors_lost_with_node(&address, node_id);
+        // Jobs whose driver was attached to that node end: nobody would finish them.
+        let jobs: Vec<u32> = {
+            let state = self.inner.state.lock();
+            state
+                .jobs
+                .values()
+                .filter(|j| j.driver_node[..] == *node_id)
+                .map(|j| j.job_id)
+                .collect()
+        };
+        for job_id in jobs {
+            tracing::warn!(
+                job = job_id,
+                "the job's driver was attached to a dead node; finishing the job"
+            );
+            let me = self.clone();
+            tokio::spawn(async move { me.finish(job_id).await });
+        }
     }
 }

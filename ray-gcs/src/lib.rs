@@ -167,6 +167,45 @@ pub(crate) enum Refusal {
     Unschedulable(String),
 }
 
+impl GcsService {
+    /// Marks job `job_id`'s actors dead (detached ones excepted) and has every alive node
+    /// stop the job's workers; returns once every node has answered or its deadline passed.
+    pub(crate) async fn finish(&self, job_id: u32) {
+        let keep_workers: Vec<tonic::codegen::Bytes> = self
+            .job_finished(job_id)
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let nodes: Vec<String> = {
+            let mut state = self.inner.state.lock();
+            state.jobs.remove(&job_id);
+            state
+                .nodes
+                .iter()
+                .filter(|n| n.alive)
+                .map(|n| n.node_manager_address.clone())
+                .collect()
+        };
+        tracing::info!(job = job_id, "job finished");
+        let mut calls = tokio::task::JoinSet::new();
+        for address in nodes {
+            let Ok(nm) = self.node_manager(&address) else {
+                continue;
+            };
+            let req = FinishJobRequest {
+                job_id,
+                keep_workers: keep_workers.clone(),
+            };
+            calls.spawn(async move {
+                if let Err(e) = nm.finish_job(req).await {
+                    tracing::warn!(node = %address, error = %e, "a node did not stop a finished job's workers");
+                }
+            });
+        }
+        while calls.join_next().await.is_some() {}
+    }
+}
+
 #[tonic::async_trait]
 impl Gcs for GcsService {
     async fn register_node(
@@ -319,39 +358,7 @@ impl Gcs for GcsService {
     /// Marks the job's actors dead (detached ones excepted) and has every alive node stop
     /// the job's workers. Answers once every node has answered or its deadline passed.
     async fn finish_job(&self, req: Request<FinishJobRequest>) -> Result<Response<Empty>, Status> {
-        let job_id = req.into_inner().job_id;
-        let keep_workers: Vec<tonic::codegen::Bytes> = self
-            .job_finished(job_id)
-            .into_iter()
-            .map(Into::into)
-            .collect();
-        let nodes: Vec<String> = {
-            let mut state = self.inner.state.lock();
-            state.jobs.remove(&job_id);
-            state
-                .nodes
-                .iter()
-                .filter(|n| n.alive)
-                .map(|n| n.node_manager_address.clone())
-                .collect()
-        };
-        tracing::info!(job = job_id, "job finished");
-        let mut calls = tokio::task::JoinSet::new();
-        for address in nodes {
-            let Ok(nm) = self.node_manager(&address) else {
-                continue;
-            };
-            let req = FinishJobRequest {
-                job_id,
-                keep_workers: keep_workers.clone(),
-            };
-            calls.spawn(async move {
-                if let Err(e) = nm.finish_job(req).await {
-                    tracing::warn!(node = %address, error = %e, "a node did not stop a finished job's workers");
-                }
-            });
-        }
-        while calls.join_next().await.is_some() {}
+        self.finish(req.into_inner().job_id).await;
         Ok(Response::new(Empty {}))
     }
 

@@ -13,12 +13,24 @@ use std::path::{Path, PathBuf};
 pub const TEMP_DIR_ENV: &str = "RAYRS_TEMP_DIR";
 
 /// The temp dir nodes of this machine use unless told another: `$RAYRS_TEMP_DIR`, else
-/// `/tmp/rayrs` (Ray's is `/tmp/ray`).
+/// `/tmp/rayrs` for root and `/tmp/rayrs-<uid>` for any other user (Ray's `/tmp/ray` is
+/// shared, and a second user of the machine finds it taken: each user's nodes keep records
+/// only that user may write).
 pub fn default_temp_dir() -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
     std::env::var_os(TEMP_DIR_ENV)
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("rayrs"))
+        .unwrap_or_else(|| std::env::temp_dir().join(default_dir_name(uid)))
+}
+
+/// The default temp dir's name for user `uid`.
+fn default_dir_name(uid: u32) -> String {
+    match uid {
+        0 => "rayrs".to_string(),
+        uid => format!("rayrs-{uid}"),
+    }
 }
 
 /// Makes `temp_dir` ready for a node: created private to this user (0700) if absent, and
@@ -188,6 +200,13 @@ fn is_zombie(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_user_but_root_has_a_default_temp_dir_of_their_own() {
+        assert_eq!(default_dir_name(0), "rayrs");
+        assert_eq!(default_dir_name(1000), "rayrs-1000");
+        assert_ne!(default_dir_name(1000), default_dir_name(1001));
+    }
 
     #[test]
     fn a_record_is_found_while_its_process_runs_and_dropped_after() {

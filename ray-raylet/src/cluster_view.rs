@@ -121,6 +121,8 @@ pub(crate) struct ClusterState {
     last_heard: Option<std::time::Instant>,
     /// The GCS declared this node dead: why.
     declared_dead: Option<String>,
+    /// Other nodes seen dead (each has its leases here taken back once).
+    dead: std::collections::HashSet<NodeId>,
 }
 
 impl ClusterState {
@@ -220,6 +222,7 @@ impl NodeManager {
             return;
         }
         cs.version = version;
+        let mut died = Vec::new();
         for n in nodes {
             let Ok(node_id) = NodeId::from_wire(&n.node_id) else {
                 continue;
@@ -229,6 +232,9 @@ impl NodeManager {
                     cs.declared_dead = Some(n.death_reason.clone());
                 }
                 continue;
+            }
+            if !n.alive && cs.dead.insert(node_id) {
+                died.push(node_id);
             }
             let id = scheduler_id(node_id);
             let (Ok(total), Ok(available)) = (
@@ -255,6 +261,9 @@ impl NodeManager {
                 .insert(id, (n.node_manager_address.clone(), node_id));
         }
         drop(cs);
+        for node in died {
+            self.drop_leases_of_dead_node(node);
+        }
         self.inner.view_changed.notify_waiters();
     }
 

@@ -232,20 +232,28 @@ impl NodeManager {
             Ok(())
         }
         .await;
+        self.seal_or_abort(id, written)?;
+        // A secondary copy: the owner's primary stays where it was made.
+        self.store().set_evictable(id, true);
+        self.inner
+            .pulls
+            .pulled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(object = %id, size, from = %address, "object pulled");
+        Ok(())
+    }
+
+    /// Ends the writing of object `id`: sealed when every byte was `written`, else aborted.
+    fn seal_or_abort(
+        &self,
+        id: ObjectId,
+        written: Result<(), FetchError>,
+    ) -> Result<(), FetchError> {
         match written {
-            Ok(()) => {
-                self.store()
-                    .seal(id)
-                    .map_err(|e| FetchError::Transfer(e.to_string()))?;
-                // A secondary copy: the owner's primary stays where it was made.
-                self.store().set_evictable(id, true);
-                self.inner
-                    .pulls
-                    .pulled
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::debug!(object = %id, size, from = %address, "object pulled");
-                Ok(())
-            }
+            Ok(()) => self
+                .store()
+                .seal(id)
+                .map_err(|e| FetchError::Transfer(e.to_string())),
             Err(e) => {
                 self.store().abort(id);
                 Err(e)
@@ -433,18 +441,8 @@ impl NodeManager {
             Ok(())
         }
         .await;
-        match written {
-            Ok(()) => {
-                self.store()
-                    .seal(id)
-                    .map_err(|e| FetchError::Transfer(e.to_string()))?;
-                Ok(alloc)
-            }
-            Err(e) => {
-                self.store().abort(id);
-                Err(e)
-            }
-        }
+        self.seal_or_abort(id, written)?;
+        Ok(alloc)
     }
 }
 

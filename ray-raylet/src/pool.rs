@@ -82,6 +82,9 @@ pub struct LeaseAsk<'a> {
     /// The worker's environment beyond its job's: only a worker started with exactly this
     /// serves the lease.
     pub env: &'a [ray_proto::EnvVar],
+    /// The requester's node when it is another node (`None`: this node, or unknown): if
+    /// that node dies, the lease is taken back and its worker killed.
+    pub lessee_node: Option<ray_common::NodeId>,
 }
 
 /// A granted lease, as the pool sees it.
@@ -168,6 +171,8 @@ struct LeaseRecord {
     /// The worker process holding the lease (empty: a driver or the GCS). When it dies, its
     /// leases come back.
     lessee: Option<WorkerId>,
+    /// The requester's node, when another node: its death takes the lease back.
+    lessee_node: Option<ray_common::NodeId>,
     /// What the lease holds right now (the CPU part goes back while its worker is blocked).
     held: ResourceSet,
     shape: ResourceSet,
@@ -860,6 +865,42 @@ impl NodeManager {
         self.inner.exited.notify_waiters();
     }
 
+    /// Node `node` was declared dead: the leases its processes held here are taken back and
+    /// their workers killed (as Ray's raylet does): whatever they run is for an owner that is
+    /// gone, and nobody would ever return them. Returns how many.
+    pub(crate) fn drop_leases_of_dead_node(&self, node: ray_common::NodeId) -> usize {
+        let mut state = self.inner.state.lock();
+        let orphaned: Vec<u64> = state
+            .leases
+            .iter()
+            .filter(|(_, l)| l.lessee_node == Some(node))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut kills = Vec::new();
+        for lease_id in &orphaned {
+            if let Some(lease) = state.remove_lease(*lease_id) {
+                state.resources.release(&lease.held);
+                if let Some(w) = state.workers.get_mut(&lease.worker) {
+                    w.lease = None;
+                    kills.extend(w.kill.clone());
+                }
+            }
+        }
+        drop(state);
+        for kill in kills {
+            kill();
+        }
+        if !orphaned.is_empty() {
+            tracing::warn!(
+                %node,
+                leases = orphaned.len(),
+                "took back the leases of a dead node's processes and killed their workers"
+            );
+            self.inner.changed.notify_waiters();
+        }
+        orphaned.len()
+    }
+
     /// Tells the GCS, which restarts or buries the worker's actor and the actors it owned.
     fn report_failure(&self, worker_id: WorkerId) {
         let Some(gcs) = self.gcs() else {
@@ -917,6 +958,7 @@ fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>) -> Grant {
             request_id: ask.request_id,
             worker,
             lessee: ask.lessee,
+            lessee_node: ask.lessee_node,
             held: ask.shape.clone(),
             shape: ask.shape.clone(),
             for_actor: ask.for_actor,

@@ -108,6 +108,9 @@ impl NodeManagerRpc for NodeManager {
             job_id: req.job_id,
             request_id: req.request_id,
             env: &req.env,
+            lessee_node: ray_common::NodeId::from_wire(&req.requester_node)
+                .ok()
+                .filter(|n| *n != self.node_id()),
         };
         // The job (and a shipped binary's download) first, outside the wait below that a new
         // view cancels: a download is never cut off and started again.

@@ -47,7 +47,7 @@ pub struct StartArgs {
     /// The object store's size in bytes.
     #[arg(long, value_name = "BYTES")]
     object_store_memory: Option<u64>,
-    /// Where the node keeps its record and logs (default: $RAYRS_TEMP_DIR or /tmp/rayrs).
+    /// Where the node keeps its record and logs (default: $RAYRS_TEMP_DIR, or /tmp/rayrs, /tmp/rayrs-<uid> for a user other than root).
     #[arg(long, value_name = "DIR")]
     temp_dir: Option<PathBuf>,
     /// Stays in the foreground: this process is the node (SIGTERM stops it cleanly).
@@ -58,7 +58,7 @@ pub struct StartArgs {
 /// `rayrs stop`.
 #[derive(Args, Clone, Debug)]
 pub struct StopArgs {
-    /// Stops the nodes recorded under this temp dir (default: $RAYRS_TEMP_DIR or /tmp/rayrs).
+    /// Stops the nodes recorded under this temp dir (default: $RAYRS_TEMP_DIR, or /tmp/rayrs, /tmp/rayrs-<uid> for a user other than root).
     #[arg(long, value_name = "DIR")]
     temp_dir: Option<PathBuf>,
     /// Kills the nodes at once (SIGKILL) instead of asking them to stop.

@@ -704,6 +704,90 @@ fn an_actor_on_another_node_is_called_from_a_third_and_restarts_when_its_node_di
     outcome.unwrap();
 }
 
+#[ray::remote]
+fn sleep_ms(ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id()
+}
+
+/// Runs a long task on the node with resource `b` for this worker, and waits for it.
+#[ray::remote]
+fn own_a_long_task_on_b() -> u32 {
+    let long = sleep_ms::options()
+        .resources("b", 1.0)
+        .num_cpus(0.0)
+        .remote(600_000);
+    ray::get(&long).unwrap()
+}
+
+#[test]
+fn leases_held_by_a_dead_nodes_processes_are_taken_back_on_other_nodes() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let a = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    let b = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"b": 1}"#]);
+    let free_b = |cluster: &Cluster| {
+        ray_common::resources::to_resource_set(node_counters(cluster, b).available)
+            .unwrap()
+            .get("b")
+    };
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A worker on node a owns a task on node b: the lease on b is held by a's worker.
+        let _owner = own_a_long_task_on_b::options().resources("a", 1.0).remote();
+        ray_rs::eventually("the long task holds b", || free_b(&cluster) == 0.0);
+        assert_eq!(node_counters(&cluster, b).num_workers, 1);
+        // Node a dies with the owner: b takes the lease back and kills its worker (which
+        // worked for nobody any more) rather than hold both forever.
+        cluster.remove_node(a, false);
+        ray_rs::eventually("b's resource comes back", || free_b(&cluster) == 1.0);
+        ray_rs::eventually("the orphaned worker is gone", || {
+            node_counters(&cluster, b).num_workers == 0
+        });
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}
+
+/// Creates actor `name` on the node with resource `b`, owned by this worker, and holds its
+/// handle (the actor lives while it does) for a long while.
+#[ray::remote]
+fn own_an_actor_on_b(name: String) {
+    let actor = Placed::options().name(&name).resources("b", 1.0).remote();
+    ray::get(&actor.pid()).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn an_actor_whose_owner_died_with_its_node_dies_too() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let a = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"b": 1}"#]);
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A worker on node a owns an actor on node b (not detached).
+        let _owner = own_an_actor_on_b::options()
+            .resources("a", 1.0)
+            .remote("orphan".to_string());
+        let mut found = None;
+        ray_rs::eventually("the actor is up", || {
+            found = ray::get_actor::<Placed>("orphan", None).ok();
+            found.is_some()
+        });
+        let found = found.unwrap();
+        let (_, pid) = ray::get_timeout(&found.pid(), Duration::from_secs(30)).unwrap();
+        assert!(alive(pid));
+        // Node a dies, and its processes with it: the actor on b goes too, as in Ray.
+        cluster.remove_node(a, false);
+        ray_rs::eventually("the orphaned actor's process is gone", || !alive(pid));
+        match ray::get_timeout(&found.pid(), Duration::from_secs(30)) {
+            Err(Error::ActorDied { cause, .. }) => assert!(cause.contains("owner"), "{cause}"),
+            other => panic!("expected ActorDied, got {other:?}"),
+        }
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}
+
 /// `n` bytes of a pattern both ends can check.
 fn pattern(n: usize, seed: u8) -> Vec<u8> {
     (0..n)
@@ -1119,16 +1203,22 @@ fn a_task_is_leased_where_its_argument_bytes_are() {
 /// Set in a second driver: this test binary run again by a test, as another job.
 const SECOND_DRIVER: &str = "RAYRS_SECOND_DRIVER";
 
-/// Runs test `name` of this binary again as a second driver of `cluster`, with `role`; its
-/// output, after asserting it passed.
-fn second_driver(cluster: &Cluster, name: &str, role: &str) -> String {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
+/// The command that runs test `name` of this binary again as a second driver of `cluster`,
+/// with `role`.
+fn second_driver_command(cluster: &Cluster, name: &str, role: &str) -> std::process::Command {
+    let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+    command
         .args(["--exact", name, "--nocapture", "--test-threads", "1"])
         .env(SECOND_DRIVER, role)
         .env("RAY_ADDRESS", &cluster.address)
-        .env("RAY_AUTH_TOKEN", cluster.token())
-        .output()
-        .unwrap();
+        .env("RAY_AUTH_TOKEN", cluster.token());
+    command
+}
+
+/// Runs test `name` of this binary again as a second driver of `cluster`, with `role`; its
+/// output, after asserting it passed.
+fn second_driver(cluster: &Cluster, name: &str, role: &str) -> String {
+    let out = second_driver_command(cluster, name, role).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -1196,11 +1286,7 @@ fn a_killed_driver_finishes_its_job_but_its_detached_actor_lives_on() {
     let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
     cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
     cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"b": 1}"#]);
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
-        .env(SECOND_DRIVER, "die")
-        .env("RAY_ADDRESS", &cluster.address)
-        .env("RAY_AUTH_TOKEN", cluster.token())
+    let out = second_driver_command(&cluster, NAME, "die")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();

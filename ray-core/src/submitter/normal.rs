@@ -415,6 +415,7 @@ fn request_lease(
             strategy,
             env,
             locality,
+            requester_node: local_node.map(|n| n.to_vec().into()).unwrap_or_default(),
         };
         let local = raylet;
         let mut raylet: Arc<dyn NodeManagerApi>;
