@@ -266,7 +266,7 @@ impl CoreWorker {
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 },
-                None => match rx.recv() {
+                None => match crate::spin::recv(&rx) {
                     Ok(id) => id,
                     Err(_) => break,
                 },

@@ -299,7 +299,7 @@ impl Executor {
     /// the queue closes.
     pub fn run(&self) {
         with_decoder(&self.own, || {
-            while let Ok(job) = self.queue.rx.recv() {
+            while let Ok(job) = crate::spin::recv(&self.queue.rx) {
                 if job.frame.actor_id.is_empty() {
                     let reply = self.run_task(job.frame);
                     let _ = job.reply.send(reply, self.queue.flush());

@@ -57,6 +57,7 @@ mod ownership;
 mod reference;
 mod registry;
 mod service;
+mod spin;
 mod store_provider;
 mod submitter;
 mod tables;
