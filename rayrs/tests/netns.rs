@@ -5,7 +5,8 @@
 //! namespace, link or process behind.
 //!
 //! One test, two roles: run by the harness it builds the namespaces and the cluster, then
-//! runs itself again inside the head's namespace as the driver (`RAYRS_NETNS_DRIVER` set).
+//! runs itself again inside the head's namespace as the driver (`RAYRS_NETNS_DRIVER` set),
+//! in a namespace without a node, and in node 1's, as a driver whose node then dies.
 
 use ray_node::local_cluster::Cluster;
 use std::process::Command;
@@ -45,6 +46,11 @@ impl Counter {
         self.n += 1;
         (ray::get_runtime_context().unwrap().node_id, self.n)
     }
+}
+
+#[ray::remote]
+fn my_pid() -> u32 {
+    std::process::id()
 }
 
 #[ray::remote]
@@ -188,14 +194,78 @@ fn head_and_nodes_in_their_own_network_namespaces() {
             "a driver maps the store of a node of its own machine, and only then:\n{text}"
         );
     }
+    // A driver attached to node 1 (it runs in node 1's namespace): when node 1 dies, the GCS
+    // finishes its job, and node 2 stops the job's worker there.
+    // Where it writes the pid of its worker on node 2.
+    let named = std::env::temp_dir().join(format!("rayrs-netns-worker-{}", std::process::id()));
+    let _ = std::fs::remove_file(&named);
+    let driver = Killed(
+        Command::new("ip")
+            .args(["netns", "exec", &net.namespaces[1]])
+            .arg(&me)
+            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads", "1"])
+            .env(
+                DRIVER_ENV,
+                format!(
+                    "orphan {} {} {}",
+                    cluster.address,
+                    cluster.token(),
+                    named.display()
+                ),
+            )
+            .spawn()
+            .unwrap(),
+    );
+    let mut worker = None;
+    ray_rs::eventually("the driver names its worker on node 2", || {
+        worker = std::fs::read_to_string(&named)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        worker.is_some()
+    });
+    let worker = worker.unwrap();
+    assert!(alive(worker));
+    cluster.remove_node(1, false);
+    ray_rs::eventually("the job's worker on node 2 is stopped", || !alive(worker));
+    drop(driver);
+    let _ = std::fs::remove_file(&named);
     drop(cluster);
     drop(net);
+}
+
+/// A child process killed (and reaped) when dropped, however the test ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// The driver attached to node 1: runs a task on node 2, writes the pid of the worker that
+/// ran it (idle there after) into file `named`, and waits to be killed.
+fn drive_and_wait(address: &str, token: &str, named: &str) {
+    ray::init(ray::Config::cluster(address).auth_token(token)).expect("init in node 1's namespace");
+    let pid = ray::get(&my_pid::options().resources("n2", 1.0).remote()).unwrap();
+    std::fs::write(named, pid.to_string()).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(120));
 }
 
 /// The driver's part (in the head's namespace, or one with no node): tasks, objects and an
 /// actor that must cross the bridge.
 fn drive(spec: &str) {
     let parts: Vec<&str> = spec.split(' ').collect();
+    if let ["orphan", address, token, named] = parts[..] {
+        return drive_and_wait(address, token, named);
+    }
     let [address, token, n1, n2] = parts[..] else {
         panic!("bad {DRIVER_ENV}: {spec}");
     };
