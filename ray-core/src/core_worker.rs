@@ -249,14 +249,21 @@ impl CoreWorker {
                 if let Some(task) = stolen {
                     crate::executor::run_inline(&self.own, task);
                     while let Ok(id) = rx.try_recv() {
-                        for i in pending.remove(&id).unwrap_or_default() {
-                            if !ready[i] {
-                                ready[i] = true;
-                                count += 1;
-                            }
-                        }
+                        count += mark_ready(&mut pending, &mut ready, id);
                     }
                     continue;
+                }
+                // A reply that comes within a few tens of microseconds (a synchronous call)
+                // is taken without telling the node this task blocked and then resumed.
+                if deadline.is_none() {
+                    match crate::spin::poll(&rx) {
+                        Some(Ok(id)) => {
+                            count += mark_ready(&mut pending, &mut ready, id);
+                            continue;
+                        }
+                        Some(Err(_)) => break,
+                        None => {}
+                    }
                 }
                 blocked = Some(BlockedGuard::enter(self));
             }
@@ -266,17 +273,12 @@ impl CoreWorker {
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 },
-                None => match crate::spin::recv(&rx) {
+                None => match rx.recv() {
                     Ok(id) => id,
                     Err(_) => break,
                 },
             };
-            for i in pending.remove(&got).unwrap_or_default() {
-                if !ready[i] {
-                    ready[i] = true;
-                    count += 1;
-                }
-            }
+            count += mark_ready(&mut pending, &mut ready, got);
         }
         Ok(ready)
     }
@@ -740,4 +742,20 @@ impl CoreWorker {
             .await;
         value
     }
+}
+
+/// Marks the refs waiting for object `id` ready; how many were not ready before.
+fn mark_ready(
+    pending: &mut HashMap<ObjectId, Vec<usize>>,
+    ready: &mut [bool],
+    id: ObjectId,
+) -> usize {
+    let mut newly = 0;
+    for i in pending.remove(&id).unwrap_or_default() {
+        if !ready[i] {
+            ready[i] = true;
+            newly += 1;
+        }
+    }
+    newly
 }

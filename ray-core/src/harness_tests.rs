@@ -355,6 +355,40 @@ fn node_manager_gives_a_retried_lease_request_the_lease_it_granted() {
 }
 
 #[test]
+fn node_manager_refuses_a_lease_to_a_requester_on_a_node_declared_dead() {
+    let cluster = TestCluster::start(1, 2.0);
+    let node = &cluster.nodes[0].manager;
+    let nm = cluster.node_manager_client(0, "test");
+    let gone = ray_common::NodeId::random();
+    // This node hears that node `gone` died.
+    node.apply_view(
+        u64::MAX,
+        &[ray_proto::NodeInfo {
+            node_id: gone.to_vec().into(),
+            alive: false,
+            ..Default::default()
+        }],
+    );
+    let from_the_dead = ray_proto::LeaseRequest {
+        requester_node: gone.to_vec().into(),
+        ..lease_request(1.0, JOB)
+    };
+    let refused = cluster.block_on(nm.request_worker_lease(from_the_dead));
+    assert_eq!(refused.unwrap_err().kind, RpcErrorKind::Unreachable);
+    assert_eq!(
+        node.resources().1.get(ray_scheduler::CPU),
+        2.0,
+        "nothing held"
+    );
+    // From a live node, granted.
+    let alive = ray_proto::LeaseRequest {
+        requester_node: ray_common::NodeId::random().to_vec().into(),
+        ..lease_request(1.0, JOB)
+    };
+    granted(cluster.block_on(nm.request_worker_lease(alive)).unwrap());
+}
+
+#[test]
 fn node_manager_grants_two_copies_of_one_request_in_flight_at_once_one_lease() {
     let cluster = TestCluster::start(1, 2.0);
     let node = &cluster.nodes[0].manager;

@@ -16,17 +16,25 @@ const POLL_FOR: Duration = Duration::from_micros(50);
 pub(crate) fn recv<T>(
     rx: &crossbeam_channel::Receiver<T>,
 ) -> Result<T, crossbeam_channel::RecvError> {
+    poll(rx).unwrap_or_else(|| rx.recv())
+}
+
+/// The next message of `rx` if one comes within [`POLL_FOR`] (or the channel closes);
+/// `None` if the caller must wait longer.
+pub(crate) fn poll<T>(
+    rx: &crossbeam_channel::Receiver<T>,
+) -> Option<Result<T, crossbeam_channel::RecvError>> {
     let start = Instant::now();
     loop {
         match rx.try_recv() {
-            Ok(v) => return Ok(v),
+            Ok(v) => return Some(Ok(v)),
             Err(crossbeam_channel::TryRecvError::Disconnected) => {
-                return Err(crossbeam_channel::RecvError)
+                return Some(Err(crossbeam_channel::RecvError))
             }
             Err(crossbeam_channel::TryRecvError::Empty) => {}
         }
         if start.elapsed() >= POLL_FOR {
-            return rx.recv();
+            return None;
         }
         std::thread::yield_now();
     }
@@ -47,5 +55,15 @@ mod tests {
         assert_eq!(recv(&rx), Ok(7));
         sender.join().unwrap();
         assert_eq!(recv(&rx), Err(crossbeam_channel::RecvError));
+    }
+
+    #[test]
+    fn polling_gives_up_after_its_budget() {
+        let (tx, rx) = crossbeam_channel::unbounded::<u8>();
+        let start = Instant::now();
+        assert!(poll(&rx).is_none());
+        assert!(start.elapsed() >= POLL_FOR);
+        tx.send(1).unwrap();
+        assert_eq!(poll(&rx), Some(Ok(1)));
     }
 }

@@ -62,19 +62,23 @@ pub(crate) async fn read_ask(stream: &mut (impl AsyncRead + Unpin)) -> std::io::
     read_message(stream).await
 }
 
-/// Answers an ask: `code` (OK, or why not), the object's size.
+/// Answers an ask, within [`ASK_DEADLINE`]: `code` (OK, or why not), the object's size.
 pub(crate) async fn answer(
     stream: &mut (impl AsyncWrite + Unpin),
     code: tonic::Code,
     object_size: u64,
     message: String,
+    clock: &Clock,
 ) -> std::io::Result<()> {
     let answer = BulkAnswer {
         code: code as i32,
         object_size,
         message,
     };
-    write_message(stream, &[], &answer).await
+    clock
+        .timeout(ASK_DEADLINE, write_message(stream, &[], &answer))
+        .await
+        .map_err(|_| Error::new(ErrorKind::TimedOut, "the asker stopped reading"))?
 }
 
 /// Writes `bytes` raw, each piece within `deadline`.
@@ -90,7 +94,10 @@ pub(crate) async fn send(
             .await
             .map_err(|_| Error::new(ErrorKind::TimedOut, "the puller stopped reading"))??;
     }
-    stream.flush().await
+    clock
+        .timeout(deadline, stream.flush())
+        .await
+        .map_err(|_| Error::new(ErrorKind::TimedOut, "the puller stopped reading"))?
 }
 
 /// Connects to the node manager at `address` and asks for `ask`'s range; returns the
@@ -154,9 +161,15 @@ mod tests {
         };
         write_message(&mut client, BULK_MAGIC, &ask).await.unwrap();
         assert_eq!(read_ask(&mut server).await.unwrap(), ask);
-        answer(&mut server, tonic::Code::NotFound, 3, "gone".into())
-            .await
-            .unwrap();
+        answer(
+            &mut server,
+            tonic::Code::NotFound,
+            3,
+            "gone".into(),
+            &Clock::Real,
+        )
+        .await
+        .unwrap();
         let got: BulkAnswer = read_message(&mut client).await.unwrap();
         assert_eq!(got.code, tonic::Code::NotFound as i32);
         assert_eq!(got.message, "gone");

@@ -126,6 +126,11 @@ pub(crate) struct ClusterState {
 }
 
 impl ClusterState {
+    /// Whether the GCS declared node `node` dead (as this node last heard).
+    pub(crate) fn is_dead(&self, node: NodeId) -> bool {
+        self.dead.contains(&node)
+    }
+
     /// The node manager address of alive node `node`.
     pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
         let id = scheduler_id(node);

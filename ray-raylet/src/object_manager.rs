@@ -34,7 +34,7 @@ const CHUNK_DEADLINE: Duration = Duration::from_secs(30);
 const SPACE_WAIT: Duration = Duration::from_secs(10);
 
 /// How a pull ended, once it has (`None` while it runs).
-type PullOutcome = watch::Receiver<Option<Result<(), String>>>;
+type PullOutcome = watch::Receiver<Option<Result<(), FetchError>>>;
 
 /// The pulls of one node: in flight by object, and the byte budget they share.
 pub(crate) struct Pulls {
@@ -63,7 +63,7 @@ impl Default for Pulls {
 }
 
 /// Why a fetch failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum FetchError {
     /// The node that holds it is not known to this node (or is dead).
     #[error("node {0} is not an alive node of this cluster")]
@@ -112,7 +112,7 @@ impl NodeManager {
                 tokio::spawn(async move {
                     let result = me.pull(id, from).await;
                     me.inner.pulls.inflight.lock().remove(&id);
-                    let _ = tx.send(Some(result.map_err(|e| e.to_string())));
+                    let _ = tx.send(Some(result));
                 });
             }
             let outcome = loop {
@@ -120,15 +120,13 @@ impl NodeManager {
                     break outcome;
                 }
                 if done.changed().await.is_err() {
-                    break Err("the pull ended without a result".into());
+                    break Err(FetchError::Transfer(
+                        "the pull ended without a result".into(),
+                    ));
                 }
             };
-            match outcome {
-                // Pinned now, unless it was evicted in between: then pull again.
-                Ok(()) => continue,
-                Err(e) if e.contains("full") => return Err(FetchError::Full(e)),
-                Err(e) => return Err(FetchError::Transfer(e)),
-            }
+            // Pinned now, unless it was evicted in between: then pull again.
+            outcome?;
         }
     }
 
@@ -611,17 +609,17 @@ impl NodeManager {
         };
         if code != tonic::Code::Ok {
             refused(why);
-            let _ = bulk::answer(stream, code, 0, why.into()).await;
+            let _ = bulk::answer(stream, code, 0, why.into(), &clock).await;
             return;
         }
         let Ok(id) = <[u8; ObjectId::SIZE]>::try_from(&ask.object_id[..]).map(ObjectId) else {
             let why = "an object id must be 16 bytes";
-            let _ = bulk::answer(stream, tonic::Code::InvalidArgument, 0, why.into()).await;
+            let _ = bulk::answer(stream, tonic::Code::InvalidArgument, 0, why.into(), &clock).await;
             return;
         };
         let Some(alloc) = self.store().get(id) else {
             let why = format!("object {id} is not here");
-            let _ = bulk::answer(stream, tonic::Code::NotFound, 0, why).await;
+            let _ = bulk::answer(stream, tonic::Code::NotFound, 0, why, &clock).await;
             return;
         };
         let _pin = Pin {
@@ -632,7 +630,7 @@ impl NodeManager {
         let end = ask.offset.saturating_add(ask.length).min(size);
         if ask.offset > size {
             let why = format!("bytes from {} of a {size}-byte object", ask.offset);
-            let _ = bulk::answer(stream, tonic::Code::OutOfRange, size, why).await;
+            let _ = bulk::answer(stream, tonic::Code::OutOfRange, size, why, &clock).await;
             return;
         }
         let part = Allocation {
@@ -644,11 +642,12 @@ impl NodeManager {
         let bytes = match self.store().arena().bytes(part) {
             Ok(b) => b,
             Err(e) => {
-                let _ = bulk::answer(stream, tonic::Code::Internal, size, e.to_string()).await;
+                let _ =
+                    bulk::answer(stream, tonic::Code::Internal, size, e.to_string(), &clock).await;
                 return;
             }
         };
-        if bulk::answer(stream, tonic::Code::Ok, size, String::new())
+        if bulk::answer(stream, tonic::Code::Ok, size, String::new(), &clock)
             .await
             .is_err()
         {

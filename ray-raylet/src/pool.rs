@@ -587,6 +587,15 @@ impl NodeManager {
                         return Err(LeaseError::RequesterGone);
                     }
                 }
+                // Likewise from a node declared dead (its leases here were taken back once,
+                // when this node saw it die; one granted after would never be). Checked under
+                // the pool's lock, which the taking back also holds: a request is either
+                // refused here or recorded before it looks.
+                if let Some(node) = ask.lessee_node {
+                    if self.inner.cluster.lock().is_dead(node) {
+                        return Err(LeaseError::RequesterGone);
+                    }
+                }
                 let fits = state.resources.is_available(shape);
                 let actors_full = for_actor && state.actor_workers >= max_actors;
                 if fits && !actors_full {

@@ -91,10 +91,24 @@ fn a_wrong_head_address_fails_at_once_naming_it() {
     assert!(!ok, "{text}");
     assert!(text.contains(&closed), "names the address: {text}");
     assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "hung for {:?}",
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
         started.elapsed()
     );
+    // A head that accepts connections and never answers: the 5 s join deadline (a second
+    // or two more for the process to start and report).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_address = silent.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let (ok, text) = output(cluster.rayrs(&["start", "--address", &silent_address, "--block"]));
+    assert!(!ok, "{text}");
+    assert!(text.contains(&silent_address), "names the address: {text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(silent);
 
     match ray::init(ray::Config::cluster(closed.clone()).auth_token(cluster.token())) {
         Err(Error::ClusterUnreachable { address, reason }) => {
@@ -782,6 +796,89 @@ fn an_actor_whose_owner_died_with_its_node_dies_too() {
         match ray::get_timeout(&found.pid(), Duration::from_secs(30)) {
             Err(Error::ActorDied { cause, .. }) => assert!(cause.contains("owner"), "{cause}"),
             other => panic!("expected ActorDied, got {other:?}"),
+        }
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}
+
+#[ray::remote]
+fn env_here(names: Vec<String>) -> (String, Vec<Option<String>>) {
+    (
+        ray::get_runtime_context().unwrap().node_id,
+        names.iter().map(|n| std::env::var(n).ok()).collect(),
+    )
+}
+
+#[ray::actor]
+pub struct EnvReader;
+
+#[ray::actor]
+impl EnvReader {
+    #[allow(clippy::new_without_default)] // called remotely, never through Default
+    pub fn new() -> Self {
+        EnvReader
+    }
+    pub fn env(&self, names: Vec<String>) -> (String, Vec<Option<String>>) {
+        env_here(names)
+    }
+}
+
+#[test]
+fn environment_variables_reach_workers_on_other_nodes() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "0"]);
+    let a = cluster.add_node(&["--num-cpus", "2", "--resources", r#"{"a": 2}"#]);
+    let a_id = cluster.node(a).node_id.clone();
+    let env = ray::RuntimeEnv::new().env_var("CLUSTER_TEST_JOB", "job");
+    ray::init(ray_rs::cluster::config(&cluster).runtime_env(env)).unwrap();
+    let outcome = std::panic::catch_unwind(|| {
+        let names = || {
+            [
+                "CLUSTER_TEST_JOB",
+                "CLUSTER_TEST_TASK",
+                "CLUSTER_TEST_ACTOR",
+            ]
+            .map(String::from)
+            .to_vec()
+        };
+        // The job's variable, and a task's own, on the other node's worker.
+        let task = env_here::options()
+            .resources("a", 1.0)
+            .env_var("CLUSTER_TEST_TASK", "task")
+            .remote(names());
+        let (node, seen) = ray::get_timeout(&task, Duration::from_secs(60)).unwrap();
+        assert_eq!(node, a_id);
+        assert_eq!(seen, [Some("job".into()), Some("task".into()), None]);
+        // An actor's own there too, and not the task's.
+        let actor = EnvReader::options()
+            .resources("a", 1.0)
+            .env_var("CLUSTER_TEST_ACTOR", "actor")
+            .remote();
+        let (node, seen) = ray::get_timeout(&actor.env(names()), Duration::from_secs(60)).unwrap();
+        assert_eq!(node, a_id);
+        assert_eq!(seen, [Some("job".into()), None, Some("actor".into())]);
+    });
+    ray::shutdown();
+    outcome.unwrap();
+}
+
+#[ray::remote]
+fn put_here() -> ray::ObjectRef<Vec<u8>> {
+    ray::put(&vec![5u8; 1 << 20]).unwrap()
+}
+
+#[test]
+fn a_ref_owned_by_a_process_of_a_dead_node_fails_with_owner_died() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    let a = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // A worker on node a puts an object (it owns it) and hands the driver its ref.
+        let inner = ray::get(&put_here::options().resources("a", 1.0).remote()).unwrap();
+        cluster.remove_node(a, false);
+        match ray::get_timeout(&inner, Duration::from_secs(60)) {
+            Err(Error::OwnerDied(_)) => {}
+            other => panic!("expected OwnerDied, got {:?}", other.map(|v| v.len())),
         }
     }));
     ray::shutdown();

@@ -10,6 +10,7 @@
 
 use ray_node::local_cluster::Cluster;
 use std::process::Command;
+use std::time::Duration;
 
 const RAYRS: &str = env!("CARGO_BIN_EXE_rayrs");
 const DRIVER_ENV: &str = "RAYRS_NETNS_DRIVER";
@@ -195,10 +196,9 @@ fn head_and_nodes_in_their_own_network_namespaces() {
         );
     }
     // A driver attached to node 1 (it runs in node 1's namespace): when node 1 dies, the GCS
-    // finishes its job, and node 2 stops the job's worker there.
-    // Where it writes the pid of its worker on node 2.
-    let named = std::env::temp_dir().join(format!("rayrs-netns-worker-{}", std::process::id()));
-    let _ = std::fs::remove_file(&named);
+    // finishes its job, and node 2 stops the job's worker there. It writes the pid of that
+    // worker into a file of the cluster's dir (which goes with the cluster).
+    let named = cluster.dir().join("orphan-worker-pid");
     let driver = Killed(
         Command::new("ip")
             .args(["netns", "exec", &net.namespaces[1]])
@@ -217,18 +217,22 @@ fn head_and_nodes_in_their_own_network_namespaces() {
             .unwrap(),
     );
     let mut worker = None;
-    ray_rs::eventually("the driver names its worker on node 2", || {
-        worker = std::fs::read_to_string(&named)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok());
-        worker.is_some()
-    });
+    // (A driver's start in a namespace, and a worker's, take a while on a busy machine.)
+    ray::__private::eventually(
+        Duration::from_secs(60),
+        "the driver names its worker",
+        || {
+            worker = std::fs::read_to_string(&named)
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            worker.is_some()
+        },
+    );
     let worker = worker.unwrap();
     assert!(alive(worker));
     cluster.remove_node(1, false);
     ray_rs::eventually("the job's worker on node 2 is stopped", || !alive(worker));
     drop(driver);
-    let _ = std::fs::remove_file(&named);
     drop(cluster);
     drop(net);
 }
@@ -255,8 +259,15 @@ fn alive(pid: u32) -> bool {
 fn drive_and_wait(address: &str, token: &str, named: &str) {
     ray::init(ray::Config::cluster(address).auth_token(token)).expect("init in node 1's namespace");
     let pid = ray::get(&my_pid::options().resources("n2", 1.0).remote()).unwrap();
+    // Only once the lease went back (the worker idle on node 2): then only the job's end
+    // can stop it, not the taking back of a dead node's leases.
+    ray::__private::eventually(
+        Duration::from_secs(30),
+        "the lease on node 2 returns",
+        || ray::available_resources().is_ok_and(|r| r.get("n2") == Some(&10.0)),
+    );
     std::fs::write(named, pid.to_string()).unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(120));
+    std::thread::sleep(Duration::from_secs(120));
 }
 
 /// The driver's part (in the head's namespace, or one with no node): tasks, objects and an
