@@ -618,7 +618,7 @@ fn arg_slices<'a>(own: &'a Ownership, args: &'a [Stored]) -> Result<Vec<ArgBytes
                 size,
                 raw,
             } => Ok(ArgBytes {
-                bytes: own.plasma_bytes(*id, *node, *offset, *size)?,
+                bytes: own.plasma_bytes(*id, *node, *offset, *size, true)?,
                 raw: *raw,
             }),
             Stored::Failed(e) => Err((**e).clone()),

@@ -243,7 +243,7 @@ impl<T: bytemuck::Pod> std::ops::Deref for SliceView<T> {
                 // (and another node's object pulled here, pinned while the ref lives).
                 let bytes = link
                     .store
-                    .plasma_bytes(*id, *node, *offset, *size)
+                    .plasma_bytes(*id, *node, *offset, *size, false)
                     .unwrap_or(&[]);
                 bytemuck::try_cast_slice(bytes).unwrap_or(&[])
             }
@@ -269,7 +269,7 @@ pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
     ) = (&stored, rt.link())
     {
         if *raw as usize == std::mem::size_of::<T>() {
-            let bytes = c.store.plasma_bytes(*id, *node, *offset, *size)?;
+            let bytes = c.store.plasma_bytes(*id, *node, *offset, *size, false)?;
             if bytemuck::try_cast_slice::<u8, T>(bytes).is_ok() {
                 return Ok(SliceView {
                     inner: ViewInner::Mapped {

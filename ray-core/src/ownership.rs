@@ -446,18 +446,21 @@ impl Ownership {
     }
 
     /// The bytes of shared-memory object `id` on node `node`, read in place (another
-    /// node's pulled into this node's store first).
+    /// node's pulled into this node's store first, after gets if `for_argument` and the
+    /// store is full).
     pub fn plasma_bytes(
         &self,
         id: ObjectId,
         node: NodeId,
         offset: u64,
         size: u64,
+        for_argument: bool,
     ) -> Result<&[u8]> {
         let link = self.link.as_ref().ok_or(Error::Runtime(
             "a shared-memory object in a process without a store".into(),
         ))?;
-        link.store.plasma_bytes(id, node, offset, size)
+        link.store
+            .plasma_bytes(id, node, offset, size, for_argument)
     }
 
     /// Decodes a value held here, and the borrowed refs first met in it (with their owners,
@@ -516,7 +519,7 @@ impl Ownership {
                 size,
                 raw,
             } => {
-                let bytes = self.plasma_bytes(*id, *node, *offset, *size)?;
+                let bytes = self.plasma_bytes(*id, *node, *offset, *size, false)?;
                 if *raw == 0 {
                     codec::decode(bytes)
                 } else {

@@ -206,13 +206,15 @@ impl StoreProvider {
     /// The bytes of sealed shared-memory object `id` at `offset` on node `node`, read in
     /// place: on this node directly; another node's is first pulled into this node's store
     /// (once per process; the copy stays pinned until [`Self::drop_copy`]). A pull blocks
-    /// the calling thread, as a `put` into the store does.
+    /// the calling thread, as a `put` into the store does; one `for_argument` (a task's)
+    /// yields to gets while the store is full.
     pub fn plasma_bytes(
         &self,
         id: ObjectId,
         node: NodeId,
         offset: u64,
         size: u64,
+        for_argument: bool,
     ) -> Result<&[u8]> {
         let Some(arena) = &self.arena else {
             return self.held_copy(id, node);
@@ -220,7 +222,7 @@ impl StoreProvider {
         let at = if node == self.node {
             Allocation { offset, len: size }
         } else {
-            self.copy_of(id, node)?
+            self.copy_of(id, node, for_argument)?
         };
         arena.bytes(at).map_err(Error::runtime)
     }
@@ -279,6 +281,8 @@ impl StoreProvider {
             from_node: node.to_vec().into(),
             // Not a process of that machine: its pin is let go below, not watched.
             client_pid: 0,
+            // A driver's read, never a task's argument.
+            for_argument: false,
         };
         let read = self.run(async move {
             let fail = |e: ray_common::rpc::RpcError| (e.kind, e.message);
@@ -341,7 +345,7 @@ impl StoreProvider {
 
     /// This process's pinned copy of another node's object `id`, pulled into this node's
     /// store if it has none.
-    fn copy_of(&self, id: ObjectId, node: NodeId) -> Result<Allocation> {
+    fn copy_of(&self, id: ObjectId, node: NodeId, for_argument: bool) -> Result<Allocation> {
         if let Some(a) = self.copies.get(&id) {
             return Ok(*a);
         }
@@ -350,6 +354,7 @@ impl StoreProvider {
             object_id: id.0.to_vec().into(),
             client_pid: std::process::id(),
             from_node: node.to_vec().into(),
+            for_argument,
         };
         let mut last = None;
         // A transfer cut off (the source busy, a connection reset) is tried again.

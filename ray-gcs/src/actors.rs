@@ -261,6 +261,7 @@ impl GcsService {
                     shape: r.spec.shape.clone(),
                     count: 1,
                     reason: r.waiting.clone(),
+                    busy: false,
                 }),
             }
         }

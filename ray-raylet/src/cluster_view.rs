@@ -32,11 +32,11 @@ pub fn scheduler_id(node: NodeId) -> ray_scheduler::NodeId {
     ray_scheduler::NodeId(u64::from_le_bytes(first))
 }
 
-/// Requests waiting here for a node that can hold them, by shape: what this node reports
-/// as its demand.
+/// Requests waiting here, by shape: for a node that can hold them (with the reason), or for
+/// this node's resources in use to come free (busy). What this node reports as its demand.
 #[derive(Default)]
 pub(crate) struct Demands {
-    by_shape: HashMap<String, (ResourceSet, u32, String)>,
+    by_shape: HashMap<(bool, String), (ResourceSet, u32, String)>,
 }
 
 impl Demands {
@@ -44,11 +44,12 @@ impl Demands {
     pub(crate) fn to_proto(&self) -> Vec<ray_proto::Demand> {
         let mut out: Vec<ray_proto::Demand> = self
             .by_shape
-            .values()
-            .map(|(shape, count, reason)| ray_proto::Demand {
+            .iter()
+            .map(|((busy, _), (shape, count, reason))| ray_proto::Demand {
                 shape: Some(ray_common::resources::to_resources(shape)),
                 count: *count,
                 reason: reason.clone(),
+                busy: *busy,
             })
             .collect();
         out.sort_by(|a, b| a.reason.cmp(&b.reason));
@@ -57,14 +58,24 @@ impl Demands {
 }
 
 /// One request counted in [`Demands`] while it lives.
-struct Waiting<'a> {
+pub(crate) struct Waiting<'a> {
     node: &'a NodeManager,
-    key: String,
+    key: (bool, String),
 }
 
 impl<'a> Waiting<'a> {
+    /// A request no alive node can hold, for `reason`.
     fn new(node: &'a NodeManager, shape: &ResourceSet, reason: &str) -> Self {
-        let key = format!("{:?}", shape.to_map());
+        Self::count(node, shape, false, reason)
+    }
+
+    /// A request that waits for this node's resources in use to come free.
+    pub(crate) fn busy(node: &'a NodeManager, shape: &ResourceSet) -> Self {
+        Self::count(node, shape, true, "")
+    }
+
+    fn count(node: &'a NodeManager, shape: &ResourceSet, busy: bool, reason: &str) -> Self {
+        let key = (busy, format!("{:?}", shape.to_map()));
         node.inner
             .demands
             .lock()

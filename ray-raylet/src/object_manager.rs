@@ -17,6 +17,7 @@ use ray_common::rpc::{NodeManagerApi, RpcError};
 use ray_common::NodeId;
 use ray_object_store::{Allocation, ObjectId, StoreError};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -46,6 +47,8 @@ pub(crate) struct Pulls {
     pulled: std::sync::atomic::AtomicU64,
     /// Warns of bulk connections refused (no token, a wrong one, garbage), throttled.
     bulk_refusals: ray_common::Throttle,
+    /// Pulls for gets waiting for room in the store (pulls for task arguments wait behind).
+    gets_waiting: AtomicUsize,
 }
 
 impl Default for Pulls {
@@ -58,6 +61,7 @@ impl Default for Pulls {
             peers: Default::default(),
             pulled: Default::default(),
             bulk_refusals: Default::default(),
+            gets_waiting: Default::default(),
         }
     }
 }
@@ -90,7 +94,14 @@ impl NodeManager {
 
     /// Object `id`, held by node `from`, in this node's store: pulled if not here yet (or
     /// joining the pull under way), then pinned for the caller, as `GetObject` pins.
-    pub async fn fetch_object(&self, id: ObjectId, from: NodeId) -> Result<Allocation, FetchError> {
+    /// A pull `for_argument` (a task's) waits, while the store is full, until no get's pull
+    /// waits for room.
+    pub async fn fetch_object(
+        &self,
+        id: ObjectId,
+        from: NodeId,
+        for_argument: bool,
+    ) -> Result<Allocation, FetchError> {
         loop {
             if let Some(a) = self.store().get(id) {
                 return Ok(a);
@@ -110,7 +121,7 @@ impl NodeManager {
                 let me = self.clone();
                 // Its own task: a reader that gives up does not cut the pull short for others.
                 tokio::spawn(async move {
-                    let result = me.pull(id, from).await;
+                    let result = me.pull(id, from, for_argument).await;
                     me.inner.pulls.inflight.lock().remove(&id);
                     let _ = tx.send(Some(result));
                 });
@@ -133,8 +144,8 @@ impl NodeManager {
     /// Pulls object `id` from node `from` into this node's store; if that fails (the node
     /// died, the transfer broke), from another node that holds a copy (one an earlier pull
     /// made), if any does.
-    async fn pull(&self, id: ObjectId, from: NodeId) -> Result<(), FetchError> {
-        let first = match self.pull_from(id, from).await {
+    async fn pull(&self, id: ObjectId, from: NodeId, for_argument: bool) -> Result<(), FetchError> {
+        let first = match self.pull_from(id, from, for_argument).await {
             Ok(()) => return Ok(()),
             Err(e @ FetchError::Full(_)) => return Err(e),
             Err(e) => e,
@@ -145,7 +156,7 @@ impl NodeManager {
             .lock()
             .alive_nodes(&[from, self.node_id()]);
         for (node, address) in others {
-            match self.pull_from_address(id, &address).await {
+            match self.pull_from_address(id, &address, for_argument).await {
                 Ok(()) => {
                     tracing::info!(object = %id, %from, copy_on = %node, "pulled from another copy after: {first}");
                     return Ok(());
@@ -160,18 +171,28 @@ impl NodeManager {
     }
 
     /// Pulls object `id` from node `from` into this node's store.
-    async fn pull_from(&self, id: ObjectId, from: NodeId) -> Result<(), FetchError> {
+    async fn pull_from(
+        &self,
+        id: ObjectId,
+        from: NodeId,
+        for_argument: bool,
+    ) -> Result<(), FetchError> {
         let address = match self.address_of(from) {
             Some(address) => address,
             None => self.ask_gcs_for(from).await?,
         };
-        self.pull_from_address(id, &address).await
+        self.pull_from_address(id, &address, for_argument).await
     }
 
     /// Pulls object `id` from the node manager at `address` into this node's store: its
     /// first chunk (which tells the size), then the rest as up to [`PULL_STREAMS`] ranges
     /// at once (one stream alone is bound by one core on each side).
-    async fn pull_from_address(&self, id: ObjectId, address: &str) -> Result<(), FetchError> {
+    async fn pull_from_address(
+        &self,
+        id: ObjectId,
+        address: &str,
+        for_argument: bool,
+    ) -> Result<(), FetchError> {
         let source = self
             .peer(address)
             .map_err(|e| FetchError::Transfer(e.to_string()))?;
@@ -193,7 +214,7 @@ impl NodeManager {
             .acquire_many_owned(mib)
             .await
             .map_err(|_| FetchError::Transfer("shutting down".into()))?;
-        let alloc = self.create_for_pull(id, size).await?;
+        let alloc = self.create_for_pull(id, size, for_argument).await?;
         let written = async {
             let head = size.min(CHUNK_BYTES as u64);
             let into = Range {
@@ -261,21 +282,39 @@ impl NodeManager {
 
     /// Room for a pulled object of `size` bytes: at once, or once frees make it (within
     /// [`SPACE_WAIT`]), else full.
-    async fn create_for_pull(&self, id: ObjectId, size: u64) -> Result<Allocation, FetchError> {
+    /// A pull `for_argument` tries only while no get's pull waits for room (gets first).
+    async fn create_for_pull(
+        &self,
+        id: ObjectId,
+        size: u64,
+        for_argument: bool,
+    ) -> Result<Allocation, FetchError> {
         let clock = self.inner.connect.clock();
         let deadline = clock.now() + SPACE_WAIT;
+        let gets_waiting = &self.inner.pulls.gets_waiting;
+        // Counted among the gets that wait, while this one does.
+        let mut counted = None;
+        let mut why = "gets wait for room first".to_string();
         loop {
-            match self.store().create_object(id, size) {
-                Ok(a) => return Ok(a),
-                Err(e @ StoreError::Full { .. }) if clock.now() < deadline => {
-                    tracing::debug!(object = %id, "{e}; the pull waits for room");
-                    clock.sleep(Duration::from_millis(50)).await;
+            let yields = for_argument && gets_waiting.load(Ordering::Relaxed) > 0;
+            if !yields {
+                match self.store().create_object(id, size) {
+                    Ok(a) => return Ok(a),
+                    Err(e @ StoreError::Full { .. }) => why = e.to_string(),
+                    Err(e @ StoreError::TooLarge { .. }) => {
+                        return Err(FetchError::Full(format!("object store full: {e}")))
+                    }
+                    Err(e) => return Err(FetchError::Transfer(e.to_string())),
                 }
-                Err(e @ (StoreError::Full { .. } | StoreError::TooLarge { .. })) => {
-                    return Err(FetchError::Full(format!("object store full: {e}")))
-                }
-                Err(e) => return Err(FetchError::Transfer(e.to_string())),
             }
+            if clock.now() >= deadline {
+                return Err(FetchError::Full(format!("object store full: {why}")));
+            }
+            if !for_argument && counted.is_none() {
+                counted = Some(Counted::new(gets_waiting));
+            }
+            tracing::debug!(object = %id, "{why}; the pull waits for room");
+            clock.sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -420,7 +459,7 @@ impl NodeManager {
             .map(ObjectId)
             .map_err(|_| FetchError::Transfer("a put's object id must be 16 bytes".into()))?;
         let size = first.object_size;
-        let alloc = self.create_for_pull(id, size).await?;
+        let alloc = self.create_for_pull(id, size, false).await?;
         let written = async {
             let mut at = 0u64;
             let mut chunk = Some(first);
@@ -694,6 +733,22 @@ fn ranges(start: u64, end: u64, n: usize) -> Vec<(u64, u64)> {
     out
 }
 
+/// One more in a count while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Counted(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A pin on an object of this node's store, released when the last holder drops it.
 struct Pin {
     node: NodeManager,
@@ -753,6 +808,60 @@ pub(crate) fn fetch_status(e: FetchError) -> tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A node manager with a store of `capacity` bytes and no server.
+    fn node_with_store(capacity: u64) -> NodeManager {
+        let config = crate::NodeManagerConfig {
+            node_id: NodeId::random(),
+            resources: ray_scheduler::ResourceSet::cpus(1.0).unwrap(),
+            token: "t".into(),
+            session: "pull-priority-test".into(),
+            gcs_address: "127.0.0.1:1".into(),
+            max_workers: 1,
+            limit_wait: Duration::from_secs(1),
+            infeasible_waits: false,
+            binary_cache: None,
+        };
+        let store = ray_object_store::ObjectStore::create_anonymous(
+            ray_object_store::StoreConfig::new("pull-priority-test").with_capacity(capacity),
+        )
+        .unwrap();
+        let connect = Arc::new(ray_common::rpc::TonicConnect::new("t"));
+        NodeManager::new(config, store, connect, Arc::new(crate::ProcessLauncher))
+    }
+
+    #[tokio::test]
+    async fn a_pull_for_a_task_argument_waits_behind_a_get_for_room() {
+        const MIB: u64 = 1 << 20;
+        let node = node_with_store(4 * MIB);
+        let filler = ObjectId([1; 16]);
+        node.store().create_object(filler, 4 * MIB).unwrap();
+        // A get's pull waits for room; an argument's pull comes to wait too.
+        let get = tokio::spawn({
+            let node = node.clone();
+            async move {
+                node.create_for_pull(ObjectId([2; 16]), 3 * MIB, false)
+                    .await
+            }
+        });
+        while node.inner.pulls.gets_waiting.load(Ordering::Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Most of a retry period later: the argument's next try falls due before the get's
+        // (without the priority, the argument would take the room).
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let argument = tokio::spawn({
+            let node = node.clone();
+            async move { node.create_for_pull(ObjectId([3; 16]), 3 * MIB, true).await }
+        });
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // Room for one of them: the get takes it, the argument's pull waits on.
+        node.store().abort(filler);
+        get.await.unwrap().expect("the get's pull made its object");
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert!(!argument.is_finished(), "the argument's pull took the room");
+        argument.abort();
+    }
 
     #[test]
     fn ranges_cover_the_rest_in_whole_chunks() {

@@ -548,12 +548,15 @@ impl NodeManager {
         let max_actors = max_workers - self.task_reserve();
         // Since when this request waits on the worker limit (not on resources).
         let mut limited_since: Option<std::time::Instant> = None;
+        // Counted as a demand (`rayrs status`) while it waits for resources in use.
+        let mut busy = None;
         let clock = self.inner.connect.clock();
         loop {
             let notified = self.inner.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let spawn = {
+            // (Whether to start a worker; whether the shape waits for resources in use.)
+            let (spawn, short) = {
                 let mut state = self.inner.state.lock();
                 if state.shutting_down {
                     return Err(LeaseError::ShuttingDown);
@@ -658,7 +661,7 @@ impl NodeManager {
                         worker_id,
                         WorkerRecord::starting(job.job_id, env_key(ask.env)),
                     );
-                    Some(worker_id)
+                    (Some(worker_id), !fits)
                 } else {
                     tracing::debug!(
                         fits,
@@ -670,9 +673,12 @@ impl NodeManager {
                         leases = state.leases.len(),
                         "lease waits"
                     );
-                    None
+                    (None, !fits)
                 }
             };
+            if short && busy.is_none() {
+                busy = Some(crate::cluster_view::Waiting::busy(self, shape));
+            }
             if let Some(worker_id) = spawn {
                 if let Err(e) = self.spawn_worker(worker_id, job) {
                     let mut state = self.inner.state.lock();

@@ -292,7 +292,7 @@ impl NodeManagerRpc for NodeManager {
         let id = object_id(&req.object_id)?;
         let from = ray_common::NodeId::from_wire(&req.from_node)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let a = NodeManager::fetch_object(self, id, from)
+        let a = NodeManager::fetch_object(self, id, from, req.for_argument)
             .await
             .map_err(crate::object_manager::fetch_status)?;
         self.pinned_for(req.client_pid, id);

@@ -558,13 +558,21 @@ fn status_text(address: &str, reply: &ray_proto::GetAllNodesReply) -> String {
         .map(|d| (d, "pending"))
         .chain(actor_demands.iter().map(|d| (d, "actors pending")))
     {
-        let _ = writeln!(
-            out,
-            " {:?}: {} {what}, no alive node can hold it ({})",
-            amounts(&d.shape),
-            d.count,
-            d.reason
-        );
+        let _ = match d.busy {
+            true => writeln!(
+                out,
+                " {:?}: {} {what}, waiting for resources in use",
+                amounts(&d.shape),
+                d.count
+            ),
+            false => writeln!(
+                out,
+                " {:?}: {} {what}, no alive node can hold it ({})",
+                amounts(&d.shape),
+                d.count,
+                d.reason
+            ),
+        };
     }
     out
 }

@@ -724,6 +724,21 @@ fn sleep_ms(ms: u64) -> u32 {
     std::process::id()
 }
 
+#[test]
+fn rayrs_status_lists_work_waiting_for_resources_in_use() {
+    let cluster = Cluster::start(RAYRS, &["--num-cpus", "1"]);
+    with_driver(&cluster, || {
+        // The only CPU is taken: the second task waits for it (a node can hold it).
+        let _running = sleep_ms::remote(60_000);
+        let _waiting = sleep_ms::remote(1);
+        ray_rs::eventually("rayrs status lists the shape waiting for the CPU", || {
+            let (ok, status) = output(cluster.rayrs(&["status", "--address", &cluster.address]));
+            let demands = status.split("Demands:").nth(1).unwrap_or_default();
+            ok && demands.contains("CPU") && demands.contains("waiting for resources in use")
+        });
+    });
+}
+
 /// Runs a long task on the node with resource `b` for this worker, and waits for it.
 #[ray::remote]
 fn own_a_long_task_on_b() -> u32 {

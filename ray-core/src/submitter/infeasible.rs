@@ -94,6 +94,7 @@ async fn reported_infeasible(gcs: &Arc<dyn GcsApi>, shape: &ResourceSet) -> Opti
         .into_iter()
         .filter(|n| n.alive)
         .flat_map(|n| n.demands)
+        .filter(|d| !d.busy)
         .find(|d| {
             ray_common::resources::to_resource_set(d.shape.clone())
                 .is_ok_and(|s| s.to_map() == shape.to_map())
