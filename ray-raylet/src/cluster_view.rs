@@ -142,6 +142,13 @@ impl ClusterState {
         self.dead.contains(&node)
     }
 
+    /// Whether the node whose node manager listens at `address` was declared dead.
+    pub(crate) fn is_dead_at(&self, address: &str) -> bool {
+        self.nodes
+            .values()
+            .any(|(at, node)| at == address && self.dead.contains(node))
+    }
+
     /// The node manager address of alive node `node`.
     pub(crate) fn address_of(&self, node: NodeId) -> Option<String> {
         let id = scheduler_id(node);

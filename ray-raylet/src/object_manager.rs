@@ -215,6 +215,10 @@ impl NodeManager {
             .await
             .map_err(|_| FetchError::Transfer("shutting down".into()))?;
         let alloc = self.create_for_pull(id, size, for_argument).await?;
+        // The ranges run in tasks of their own. On the first failure (or the source's
+        // death) the others are stopped, and waited for, before the object is aborted: no
+        // write may land in its space after it is freed.
+        let mut pulls = tokio::task::JoinSet::new();
         let written = async {
             let head = size.min(CHUNK_BYTES as u64);
             let into = Range {
@@ -223,13 +227,9 @@ impl NodeManager {
                 end: head,
             };
             self.receive(into, Some(first), stream, address).await?;
-            // The ranges in tasks of their own. On the first failure the others are stopped,
-            // and waited for, before the object is aborted: no write may land in its space
-            // after it is freed.
             // The bulk path needs TCP between the nodes (a test's in-memory network has
             // only gRPC).
             let bulk = self.inner.connect.network().is_none();
-            let mut pulls = tokio::task::JoinSet::new();
             for (start, end) in ranges(head, size, PULL_STREAMS) {
                 let (me, source, from) = (self.clone(), source.clone(), address.to_string());
                 let range = Range { alloc, start, end };
@@ -242,15 +242,21 @@ impl NodeManager {
                 });
             }
             while let Some(done) = pulls.join_next().await {
-                let done = done.map_err(|e| FetchError::Transfer(e.to_string()));
-                if let Err(e) = done.and_then(|r| r) {
-                    pulls.shutdown().await;
-                    return Err(e);
-                }
+                done.map_err(|e| FetchError::Transfer(e.to_string()))??;
             }
             Ok(())
+        };
+        // A source the GCS declares dead fails the pull at once (then another copy is
+        // tried), not after its deadlines.
+        let written = tokio::select! {
+            written = written => written,
+            () = self.declared_dead(address) => Err(FetchError::Transfer(format!(
+                "the node at {address} was declared dead"
+            ))),
+        };
+        if written.is_err() {
+            pulls.shutdown().await;
         }
-        .await;
         self.seal_or_abort(id, written)?;
         // A secondary copy: the owner's primary stays where it was made.
         self.store().set_evictable(id, true);
@@ -277,6 +283,19 @@ impl NodeManager {
                 self.store().abort(id);
                 Err(e)
             }
+        }
+    }
+
+    /// Resolves once the node at `address` is dead in this node's view of the cluster.
+    async fn declared_dead(&self, address: &str) {
+        loop {
+            let changed = self.inner.view_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.inner.cluster.lock().is_dead_at(address) {
+                return;
+            }
+            changed.await;
         }
     }
 
@@ -828,6 +847,87 @@ mod tests {
         .unwrap();
         let connect = Arc::new(ray_common::rpc::TonicConnect::new("t"));
         NodeManager::new(config, store, connect, Arc::new(crate::ProcessLauncher))
+    }
+
+    #[tokio::test]
+    async fn the_bulk_path_sends_exactly_the_range_asked_or_says_why_not() {
+        let node = node_with_store(1 << 20);
+        let (bulk, incoming) = tokio::sync::mpsc::channel(4);
+        node.serve_bulk(incoming);
+        let (address, _stop) = ray_common::rpc::server::serve_with_bulk(
+            ray_common::rpc::server::LOOPBACK,
+            tonic::service::Routes::default(),
+            Some(bulk),
+        )
+        .await
+        .unwrap();
+        let id = ObjectId([7; 16]);
+        let pattern: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let alloc = node.store().create_object(id, 1000).unwrap();
+        node.store().arena().write(alloc, 0, &pattern).unwrap();
+        node.store().seal(id).unwrap();
+        let clock = ray_common::Clock::Real;
+        let ask = |object_id: Vec<u8>, offset: u64, length: u64| ray_proto::BulkAsk {
+            token: "t".into(),
+            object_id: object_id.into(),
+            offset,
+            length,
+        };
+        // A range inside, one cut at the end, one that starts at the end.
+        for (offset, length, want) in [
+            (10, 100, 10..110),
+            (900, u64::MAX, 900..1000),
+            (1000, 5, 0..0),
+        ] {
+            let (mut stream, size) =
+                bulk::open(&address, &ask(id.0.to_vec(), offset, length), &clock)
+                    .await
+                    .unwrap();
+            assert_eq!(size, 1000);
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut got)
+                .await
+                .unwrap();
+            assert_eq!(got, pattern[want], "bytes {offset}+{length}");
+        }
+        // Refusals, each with its reason and no byte of the object.
+        for (object_id, offset, why) in [
+            (id.0.to_vec(), 1001, "OutOfRange"),
+            (vec![7; 15], 0, "InvalidArgument"),
+            (vec![8; 16], 0, "NotFound"),
+        ] {
+            let e = bulk::open(&address, &ask(object_id, offset, 1), &clock)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains(why), "{e}");
+        }
+        // The pins taken while sending are all released: the object can go.
+        node.store().delete(id);
+        assert!(!node.store().contains(id));
+    }
+
+    #[tokio::test]
+    async fn a_pull_learns_when_its_source_is_declared_dead() {
+        let node = node_with_store(1 << 20);
+        let source = NodeId::random();
+        let view = |version: u64, alive: bool| {
+            let info = ray_proto::NodeInfo {
+                node_id: source.to_vec().into(),
+                node_manager_address: "10.0.0.9:7000".into(),
+                alive,
+                ..Default::default()
+            };
+            node.apply_view(version, &[info]);
+        };
+        view(1, true);
+        let dead = node.declared_dead("10.0.0.9:7000");
+        tokio::pin!(dead);
+        let alive_still = tokio::time::timeout(Duration::from_millis(100), &mut dead).await;
+        assert!(alive_still.is_err(), "resolved while the source lives");
+        view(2, false);
+        tokio::time::timeout(Duration::from_secs(5), dead)
+            .await
+            .expect("the death is seen");
     }
 
     #[tokio::test]
