@@ -253,18 +253,9 @@ impl CoreWorker {
                     }
                     continue;
                 }
-                // A reply that comes within a few tens of microseconds (a synchronous call)
-                // is taken without telling the node this task blocked and then resumed.
-                if deadline.is_none() {
-                    match crate::spin::poll(&rx) {
-                        Some(Ok(id)) => {
-                            count += mark_ready(&mut pending, &mut ready, id);
-                            continue;
-                        }
-                        Some(Err(_)) => break,
-                        None => {}
-                    }
-                }
+                // (Blocked before polling for the reply: a task that waits for many results
+                // lends its CPU at once. Polling first took `n:n actor calls async` from
+                // ~350k to ~70k per second.)
                 blocked = Some(BlockedGuard::enter(self));
             }
             let got = match deadline {
@@ -273,7 +264,7 @@ impl CoreWorker {
                     Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
                     Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 },
-                None => match rx.recv() {
+                None => match crate::spin::recv(&rx) {
                     Ok(id) => id,
                     Err(_) => break,
                 },

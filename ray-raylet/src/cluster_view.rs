@@ -52,7 +52,8 @@ impl Demands {
                 busy: *busy,
             })
             .collect();
-        out.sort_by(|a, b| a.reason.cmp(&b.reason));
+        // A stable order: equal demands compare equal (no report sent for a reshuffle).
+        out.sort_by_cached_key(|d| (d.busy, d.reason.clone(), format!("{:?}", d.shape)));
         out
     }
 }
@@ -140,13 +141,6 @@ impl ClusterState {
     /// Whether the GCS declared node `node` dead (as this node last heard).
     pub(crate) fn is_dead(&self, node: NodeId) -> bool {
         self.dead.contains(&node)
-    }
-
-    /// Whether the node whose node manager listens at `address` was declared dead.
-    pub(crate) fn is_dead_at(&self, address: &str) -> bool {
-        self.nodes
-            .values()
-            .any(|(at, node)| at == address && self.dead.contains(node))
     }
 
     /// The node manager address of alive node `node`.

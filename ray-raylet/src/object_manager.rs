@@ -17,7 +17,7 @@ use ray_common::rpc::{NodeManagerApi, RpcError};
 use ray_common::NodeId;
 use ray_object_store::{Allocation, ObjectId, StoreError};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -37,9 +37,13 @@ const SPACE_WAIT: Duration = Duration::from_secs(10);
 /// How a pull ended, once it has (`None` while it runs).
 type PullOutcome = watch::Receiver<Option<Result<(), FetchError>>>;
 
+/// Whether only task arguments wait for a pull (then it yields to gets for room); a get
+/// that joins it clears it.
+type ArgumentsOnly = Arc<AtomicBool>;
+
 /// The pulls of one node: in flight by object, and the byte budget they share.
 pub(crate) struct Pulls {
-    inflight: parking_lot::Mutex<HashMap<ObjectId, PullOutcome>>,
+    inflight: parking_lot::Mutex<HashMap<ObjectId, (PullOutcome, ArgumentsOnly)>>,
     budget: Arc<tokio::sync::Semaphore>,
     /// Clients of other nodes' node managers, one each.
     peers: parking_lot::Mutex<HashMap<String, Arc<dyn NodeManagerApi>>>,
@@ -109,19 +113,25 @@ impl NodeManager {
             let (mut done, leader) = {
                 let mut inflight = self.inner.pulls.inflight.lock();
                 match inflight.get(&id) {
-                    Some(rx) => (rx.clone(), None),
+                    Some((rx, arguments_only)) => {
+                        if !for_argument {
+                            arguments_only.store(false, Ordering::Relaxed);
+                        }
+                        (rx.clone(), None)
+                    }
                     None => {
                         let (tx, rx) = watch::channel(None);
-                        inflight.insert(id, rx.clone());
-                        (rx, Some(tx))
+                        let arguments_only = Arc::new(AtomicBool::new(for_argument));
+                        inflight.insert(id, (rx.clone(), arguments_only.clone()));
+                        (rx, Some((tx, arguments_only)))
                     }
                 }
             };
-            if let Some(tx) = leader {
+            if let Some((tx, arguments_only)) = leader {
                 let me = self.clone();
                 // Its own task: a reader that gives up does not cut the pull short for others.
                 tokio::spawn(async move {
-                    let result = me.pull(id, from, for_argument).await;
+                    let result = me.pull(id, from, &arguments_only).await;
                     me.inner.pulls.inflight.lock().remove(&id);
                     let _ = tx.send(Some(result));
                 });
@@ -144,8 +154,13 @@ impl NodeManager {
     /// Pulls object `id` from node `from` into this node's store; if that fails (the node
     /// died, the transfer broke), from another node that holds a copy (one an earlier pull
     /// made), if any does.
-    async fn pull(&self, id: ObjectId, from: NodeId, for_argument: bool) -> Result<(), FetchError> {
-        let first = match self.pull_from(id, from, for_argument).await {
+    async fn pull(
+        &self,
+        id: ObjectId,
+        from: NodeId,
+        arguments_only: &AtomicBool,
+    ) -> Result<(), FetchError> {
+        let first = match self.pull_from(id, from, arguments_only).await {
             Ok(()) => return Ok(()),
             Err(e @ FetchError::Full(_)) => return Err(e),
             Err(e) => e,
@@ -156,7 +171,10 @@ impl NodeManager {
             .lock()
             .alive_nodes(&[from, self.node_id()]);
         for (node, address) in others {
-            match self.pull_from_address(id, &address, for_argument).await {
+            match self
+                .pull_from_address(id, &address, node, arguments_only)
+                .await
+            {
                 Ok(()) => {
                     tracing::info!(object = %id, %from, copy_on = %node, "pulled from another copy after: {first}");
                     return Ok(());
@@ -175,13 +193,14 @@ impl NodeManager {
         &self,
         id: ObjectId,
         from: NodeId,
-        for_argument: bool,
+        arguments_only: &AtomicBool,
     ) -> Result<(), FetchError> {
         let address = match self.address_of(from) {
             Some(address) => address,
             None => self.ask_gcs_for(from).await?,
         };
-        self.pull_from_address(id, &address, for_argument).await
+        self.pull_from_address(id, &address, from, arguments_only)
+            .await
     }
 
     /// Pulls object `id` from the node manager at `address` into this node's store: its
@@ -191,7 +210,8 @@ impl NodeManager {
         &self,
         id: ObjectId,
         address: &str,
-        for_argument: bool,
+        node: NodeId,
+        arguments_only: &AtomicBool,
     ) -> Result<(), FetchError> {
         let source = self
             .peer(address)
@@ -214,7 +234,11 @@ impl NodeManager {
             .acquire_many_owned(mib)
             .await
             .map_err(|_| FetchError::Transfer("shutting down".into()))?;
-        let alloc = self.create_for_pull(id, size, for_argument).await?;
+        let dead = || FetchError::Transfer(format!("node {node} ({address}) was declared dead"));
+        if self.inner.cluster.lock().is_dead(node) {
+            return Err(dead());
+        }
+        let alloc = self.create_for_pull(id, size, arguments_only).await?;
         // The ranges run in tasks of their own. On the first failure (or the source's
         // death) the others are stopped, and waited for, before the object is aborted: no
         // write may land in its space after it is freed.
@@ -249,10 +273,10 @@ impl NodeManager {
         // A source the GCS declares dead fails the pull at once (then another copy is
         // tried), not after its deadlines.
         let written = tokio::select! {
+            // (A copy whose last byte came with the news is kept.)
+            biased;
             written = written => written,
-            () = self.declared_dead(address) => Err(FetchError::Transfer(format!(
-                "the node at {address} was declared dead"
-            ))),
+            () = self.declared_dead(node) => Err(dead()),
         };
         if written.is_err() {
             pulls.shutdown().await;
@@ -286,13 +310,13 @@ impl NodeManager {
         }
     }
 
-    /// Resolves once the node at `address` is dead in this node's view of the cluster.
-    async fn declared_dead(&self, address: &str) {
+    /// Resolves once node `node` is dead in this node's view of the cluster.
+    async fn declared_dead(&self, node: NodeId) {
         loop {
             let changed = self.inner.view_changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.inner.cluster.lock().is_dead_at(address) {
+            if self.inner.cluster.lock().is_dead(node) {
                 return;
             }
             changed.await;
@@ -301,21 +325,26 @@ impl NodeManager {
 
     /// Room for a pulled object of `size` bytes: at once, or once frees make it (within
     /// [`SPACE_WAIT`]), else full.
-    /// A pull `for_argument` tries only while no get's pull waits for room (gets first).
+    /// A pull for task arguments only (`arguments_only`) lets the gets' pulls that wait for
+    /// room go first, for the first half of its wait; then it tries as they do.
     async fn create_for_pull(
         &self,
         id: ObjectId,
         size: u64,
-        for_argument: bool,
+        arguments_only: &AtomicBool,
     ) -> Result<Allocation, FetchError> {
         let clock = self.inner.connect.clock();
         let deadline = clock.now() + SPACE_WAIT;
+        let yield_until = clock.now() + SPACE_WAIT / 2;
         let gets_waiting = &self.inner.pulls.gets_waiting;
         // Counted among the gets that wait, while this one does.
         let mut counted = None;
         let mut why = "gets wait for room first".to_string();
         loop {
-            let yields = for_argument && gets_waiting.load(Ordering::Relaxed) > 0;
+            let for_argument = arguments_only.load(Ordering::Relaxed);
+            let yields = for_argument
+                && clock.now() < yield_until
+                && gets_waiting.load(Ordering::Relaxed) > 0;
             if !yields {
                 match self.store().create_object(id, size) {
                     Ok(a) => return Ok(a),
@@ -478,7 +507,10 @@ impl NodeManager {
             .map(ObjectId)
             .map_err(|_| FetchError::Transfer("a put's object id must be 16 bytes".into()))?;
         let size = first.object_size;
-        let alloc = self.create_for_pull(id, size, false).await?;
+        // (A put is waited for as a get is.)
+        let alloc = self
+            .create_for_pull(id, size, &AtomicBool::new(false))
+            .await?;
         let written = async {
             let mut at = 0u64;
             let mut chunk = Some(first);
@@ -901,9 +933,10 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains(why), "{e}");
         }
-        // The pins taken while sending are all released: the object can go.
+        // The pins taken while sending are all released: the object goes at once.
         node.store().delete(id);
-        assert!(!node.store().contains(id));
+        assert!(node.store().info(id).is_none(), "still pinned");
+        assert_eq!(node.store().used(), 0);
     }
 
     #[tokio::test]
@@ -920,7 +953,7 @@ mod tests {
             node.apply_view(version, &[info]);
         };
         view(1, true);
-        let dead = node.declared_dead("10.0.0.9:7000");
+        let dead = node.declared_dead(source);
         tokio::pin!(dead);
         let alive_still = tokio::time::timeout(Duration::from_millis(100), &mut dead).await;
         assert!(alive_still.is_err(), "resolved while the source lives");
@@ -940,8 +973,8 @@ mod tests {
         let get = tokio::spawn({
             let node = node.clone();
             async move {
-                node.create_for_pull(ObjectId([2; 16]), 3 * MIB, false)
-                    .await
+                let get = AtomicBool::new(false);
+                node.create_for_pull(ObjectId([2; 16]), 3 * MIB, &get).await
             }
         });
         while node.inner.pulls.gets_waiting.load(Ordering::Relaxed) == 0 {
@@ -952,14 +985,18 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(30)).await;
         let argument = tokio::spawn({
             let node = node.clone();
-            async move { node.create_for_pull(ObjectId([3; 16]), 3 * MIB, true).await }
+            async move {
+                let argument = AtomicBool::new(true);
+                node.create_for_pull(ObjectId([3; 16]), 3 * MIB, &argument)
+                    .await
+            }
         });
         tokio::time::sleep(Duration::from_millis(120)).await;
         // Room for one of them: the get takes it, the argument's pull waits on.
         node.store().abort(filler);
-        get.await.unwrap().expect("the get's pull made its object");
-        tokio::time::sleep(Duration::from_millis(120)).await;
-        assert!(!argument.is_finished(), "the argument's pull took the room");
+        get.await
+            .unwrap()
+            .expect("the get's pull made its object (the argument's would have taken the room)");
         argument.abort();
     }
 

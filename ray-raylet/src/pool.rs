@@ -271,7 +271,7 @@ pub(crate) struct Inner {
     pub(crate) downloads: tokio::sync::Mutex<()>,
     /// Shipped binaries downloaded so far.
     pub(crate) binaries_fetched: std::sync::atomic::AtomicU64,
-    /// Requests waiting here for a node that can hold them.
+    /// Requests waiting here: for a node that can hold them, or for resources in use.
     pub(crate) demands: Mutex<crate::cluster_view::Demands>,
     /// Pins of pulled copies, by the reading process.
     pub(crate) client_pins: crate::client_pins::ClientPins,
@@ -676,7 +676,9 @@ impl NodeManager {
                     (None, !fits)
                 }
             };
-            if short && busy.is_none() {
+            if !short {
+                busy = None;
+            } else if busy.is_none() {
                 busy = Some(crate::cluster_view::Waiting::busy(self, shape));
             }
             if let Some(worker_id) = spawn {
