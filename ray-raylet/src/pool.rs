@@ -224,6 +224,28 @@ impl PoolState {
         self.workers.get(&worker).and_then(|r| r.kill.clone())
     }
 
+    /// Takes back the leases `which` picks: forgotten, their resources released; returns
+    /// their workers (still alive, leased no more).
+    fn take_back_leases(&mut self, which: impl Fn(&LeaseRecord) -> bool) -> Vec<WorkerId> {
+        let picked: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| which(l))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut workers = Vec::new();
+        for lease_id in picked {
+            if let Some(lease) = self.remove_lease(lease_id) {
+                self.resources.release(&lease.held);
+                if let Some(w) = self.workers.get_mut(&lease.worker) {
+                    w.lease = None;
+                    workers.push(lease.worker);
+                }
+            }
+        }
+        workers
+    }
+
     /// Forgets a lease, keeping the count of actor workers true.
     fn remove_lease(&mut self, lease_id: u64) -> Option<LeaseRecord> {
         let lease = self.leases.remove(&lease_id)?;
@@ -862,20 +884,8 @@ impl NodeManager {
             }
         }
         // Leases the dead process held come back; their workers serve others.
-        let orphaned: Vec<u64> = state
-            .leases
-            .iter()
-            .filter(|(_, l)| l.lessee == Some(worker_id))
-            .map(|(id, _)| *id)
-            .collect();
-        for lease_id in orphaned {
-            if let Some(lease) = state.remove_lease(lease_id) {
-                state.resources.release(&lease.held);
-                if let Some(w) = state.workers.get_mut(&lease.worker) {
-                    w.lease = None;
-                    state.idle.push(lease.worker);
-                }
-            }
+        for worker in state.take_back_leases(|l| l.lessee == Some(worker_id)) {
+            state.idle.push(worker);
         }
         drop(state);
         self.inner.changed.notify_waiters();
@@ -887,22 +897,11 @@ impl NodeManager {
     /// gone, and nobody would ever return them. Returns how many.
     pub(crate) fn drop_leases_of_dead_node(&self, node: ray_common::NodeId) -> usize {
         let mut state = self.inner.state.lock();
-        let orphaned: Vec<u64> = state
-            .leases
+        let orphaned = state.take_back_leases(|l| l.lessee_node == Some(node));
+        let kills: Vec<Killer> = orphaned
             .iter()
-            .filter(|(_, l)| l.lessee_node == Some(node))
-            .map(|(id, _)| *id)
+            .filter_map(|w| state.workers.get(w).and_then(|r| r.kill.clone()))
             .collect();
-        let mut kills = Vec::new();
-        for lease_id in &orphaned {
-            if let Some(lease) = state.remove_lease(*lease_id) {
-                state.resources.release(&lease.held);
-                if let Some(w) = state.workers.get_mut(&lease.worker) {
-                    w.lease = None;
-                    kills.extend(w.kill.clone());
-                }
-            }
-        }
         drop(state);
         for kill in kills {
             kill();
