@@ -401,7 +401,10 @@ fn a_borrower_of_a_dead_owner_gets_owner_died() {
         ));
         // The owner is gone for good: after its deadline the borrower says so.
         match ray::get(&keeper.fetch()) {
-            Err(Error::Task { message, .. }) => assert!(message.contains("OwnerDied"), "{message}"),
+            Err(Error::Task { message, .. }) => assert!(
+                message.starts_with("owner of object") && message.ends_with("died"),
+                "{message}"
+            ),
             other => panic!("expected OwnerDied, got {other:?}"),
         }
     });

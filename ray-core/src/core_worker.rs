@@ -322,7 +322,17 @@ impl CoreWorker {
             return out;
         }
         match &self.submitter {
-            None => self.run_inline(function, args, return_id),
+            // As a node would refuse it: sync mode must not run what local mode cannot.
+            None => match ray_scheduler::resources::never_fits(&opts.shape, &self.node_total) {
+                Some(reason) => self.own.store.put(
+                    return_id,
+                    Stored::Failed(Arc::new(Error::Unschedulable {
+                        function: function.to_string(),
+                        reason,
+                    })),
+                ),
+                None => self.run_inline(function, opts, args, return_id),
+            },
             Some(s) => s.submit(submitter::PendingTask {
                 function,
                 shape: opts.shape.clone(),
@@ -332,6 +342,7 @@ impl CoreWorker {
                 args,
                 return_id,
                 retries_left: opts.max_retries,
+                retry_exceptions: opts.retry_exceptions,
                 resolved: Vec::new(),
             }),
         }
@@ -343,28 +354,38 @@ impl CoreWorker {
         crate::args::resolve(function, args, |r| self.get_stored(r, None))
     }
 
-    /// Sync mode: runs the task now, in this thread.
+    /// Sync mode: runs the task now, in this thread (again, as `retry_exceptions` asks).
     fn run_inline(
         self: &Arc<Self>,
         function: &'static str,
+        opts: &TaskOptions,
         args: Vec<ArgSpec>,
         return_id: ObjectId,
     ) {
-        let (stored, inner) =
-            collect_serialized_refs(|| match self.resolve_inline(function, &args) {
-                Err(e) => Stored::Failed(Arc::new(e)),
-                Ok(values) => {
-                    let slices = inline_slices(&values);
-                    match self
-                        .own
-                        .functions
-                        .execute(function, &slices, &self.own.me.location)
-                    {
-                        Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
-                        Err(e) => Stored::Failed(Arc::new(e)),
+        let mut retries_left = opts.max_retries;
+        let (stored, inner) = loop {
+            let (stored, inner) =
+                collect_serialized_refs(|| match self.resolve_inline(function, &args) {
+                    Err(e) => Stored::Failed(Arc::new(e)),
+                    Ok(values) => {
+                        let slices = inline_slices(&values);
+                        match self
+                            .own
+                            .functions
+                            .execute(function, &slices, &self.own.me.location)
+                        {
+                            Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
+                            Err(e) => Stored::Failed(Arc::new(e)),
+                        }
                     }
-                }
-            });
+                });
+            let user_error =
+                matches!(&stored, Stored::Failed(e) if matches!(**e, Error::Task { .. }));
+            if !(user_error && opts.retry_exceptions && retries_left != 0) {
+                break (stored, inner);
+            }
+            retries_left -= i32::from(retries_left > 0);
+        };
         self.own.contain(return_id, inner);
         self.own.store.put(return_id, stored);
         drop(args);

@@ -7,7 +7,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong, as Ray's error types name it. Stored in an object's slot
 /// when a task fails, so every `get` of that object (and every task that takes it) sees it.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+///
+/// `Debug` prints what `Display` prints: it is what `unwrap()` and a `main` returning
+/// `ray::Result` show a user.
+///
+/// ```
+/// let e = ray::Error::NotInitialized;
+/// assert_eq!(format!("{e:?}"), "ray is not initialized: call ray::init first");
+/// match e {
+///     ray::Error::Task { message, .. } => eprintln!("the task failed: {message}"),
+///     other => eprintln!("{other}"),
+/// }
+/// ```
+#[derive(Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The task returned `Err` or panicked (Ray's `RayTaskError`).
@@ -113,6 +125,12 @@ pub enum Error {
     /// The runtime itself failed (a process, socket or RPC), with the cause.
     #[error("runtime failure: {0}")]
     Runtime(String),
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 /// Causes of an `ArgumentFailed` chain sent typed; deeper ones are sent as text (protobuf

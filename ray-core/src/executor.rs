@@ -552,18 +552,26 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         .map(Stored::from_proto)
         .collect();
     let _copies = ArgCopies::of(own, &args);
-    let (result, returned) = collect_serialized_refs(|| {
-        task_context::as_inline_task(
-            ray_common::TaskId(task.return_id.0),
-            task.shape.clone(),
-            || {
-                arg_slices(own, &args).and_then(|slices| {
-                    own.functions
-                        .execute(task.function, &slices, &own.me.location)
-                })
-            },
-        )
-    });
+    let mut retries_left = task.retries_left;
+    let (result, returned) = loop {
+        let (result, returned) = collect_serialized_refs(|| {
+            task_context::as_inline_task(
+                ray_common::TaskId(task.return_id.0),
+                task.shape.clone(),
+                || {
+                    arg_slices(own, &args).and_then(|slices| {
+                        own.functions
+                            .execute(task.function, &slices, &own.me.location)
+                    })
+                },
+            )
+        });
+        let user_error = matches!(&result, Err(Error::Task { .. }));
+        if !(user_error && task.retry_exceptions && retries_left != 0) {
+            break (result, returned);
+        }
+        retries_left -= i32::from(retries_left > 0);
+    };
     drop(args);
     // This process owns the result: it holds the refs inside it itself.
     own.contain(task.return_id, returned);

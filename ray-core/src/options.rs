@@ -171,6 +171,7 @@ pub struct TaskOptions {
     /// Environment variables of the worker that runs it, beyond the job's.
     pub(crate) env: Vec<ray_proto::EnvVar>,
     pub(crate) max_retries: i32,
+    pub(crate) retry_exceptions: bool,
     amounts: BTreeMap<String, f64>,
     pub(crate) error: Option<Error>,
 }
@@ -184,6 +185,7 @@ impl Default for TaskOptions {
             strategy_key: String::new(),
             env: Vec::new(),
             max_retries: 3,
+            retry_exceptions: false,
             amounts: BTreeMap::new(),
             error: None,
         };
@@ -268,9 +270,28 @@ impl TaskOptions {
     }
 
     /// Retries after the worker dies (default 3, -1 forever, 0 never). A task that returns
-    /// `Err` or panics is not retried.
+    /// `Err` or panics is not retried unless [`TaskOptions::retry_exceptions`] is set.
     pub fn max_retries(mut self, n: i32) -> Self {
         self.max_retries = n;
+        self
+    }
+
+    /// Also retry the task, within `max_retries`, when it returns `Err` or panics (Ray's
+    /// `retry_exceptions=True`; default false). `get` sees the last run's error once the
+    /// retries are spent.
+    ///
+    /// ```no_run
+    /// #[ray::remote(max_retries = 2, retry_exceptions = true)]
+    /// fn flaky() -> Result<u8, String> { Err("try again".into()) }
+    /// # fn main() -> ray::Result<()> {
+    /// # ray::init(ray::Config::local())?;
+    /// let three_runs = flaky::remote();
+    /// let once = flaky::options().retry_exceptions(false).remote();
+    /// assert!(ray::get(&three_runs).is_err() && ray::get(&once).is_err());
+    /// # Ok(()) }
+    /// ```
+    pub fn retry_exceptions(mut self, retry: bool) -> Self {
+        self.retry_exceptions = retry;
         self
     }
 }

@@ -14,7 +14,7 @@ use syn::{FnArg, GenericArgument, ItemFn, Meta, PathArguments, ReturnType, Token
 /// returning `Result<T, E>` gives an `ObjectRef<T>`; `Err(e)` becomes a task error carrying
 /// `e.to_string()`.
 ///
-/// Options: `num_cpus`, `num_gpus`, `memory`, `max_retries`, e.g.
+/// Options: `num_cpus`, `num_gpus`, `memory`, `max_retries`, `retry_exceptions`, e.g.
 /// `#[ray::remote(num_cpus = 0.5, max_retries = 0)]`.
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -130,6 +130,8 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 pub fn resources(self, name: &str, amount: f64) -> Self { Options(self.0.resources(name, amount)) }
                 /// Retries if the worker dies.
                 pub fn max_retries(self, n: i32) -> Self { Options(self.0.max_retries(n)) }
+                /// Retries (within `max_retries`) if the call returns `Err` or panics, too.
+                pub fn retry_exceptions(self, retry: bool) -> Self { Options(self.0.retry_exceptions(retry)) }
                 /// Where the call may run.
                 pub fn scheduling_strategy(self, strategy: ::ray::SchedulingStrategy) -> Self { Options(self.0.scheduling_strategy(strategy)) }
                 /// An environment variable of the worker process that runs the call.
@@ -177,12 +179,15 @@ fn parse_options(attr: Tokens) -> syn::Result<Vec<(syn::Ident, syn::Expr)>> {
             return Err(syn::Error::new_spanned(nv.path, "expected an option name"));
         };
         match ident.to_string().as_str() {
-            "num_cpus" | "num_gpus" | "memory" | "max_retries" => out.push((ident, nv.value)),
+            "num_cpus" | "num_gpus" | "memory" | "max_retries" | "retry_exceptions" => {
+                out.push((ident, nv.value))
+            }
             other => {
                 return Err(syn::Error::new_spanned(
                     ident,
                     format!(
-                    "unknown option `{other}`: expected num_cpus, num_gpus, memory or max_retries"
+                    "unknown option `{other}`: expected num_cpus, num_gpus, memory, max_retries \
+                     or retry_exceptions"
                 ),
                 ))
             }

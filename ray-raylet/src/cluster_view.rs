@@ -351,13 +351,9 @@ impl NodeManager {
         let others = cs.view.nodes().iter().any(|n| n.id() != me && n.is_alive());
         if !others && *strategy == SchedulingStrategy::Default {
             // A cluster of one: the pool decides, if it ever can.
-            return match shape.fits_in(&total) {
-                true => Placement::Here,
-                false => Placement::Infeasible(format!(
-                    "infeasible: requested {:?}, the only node has {:?}",
-                    shape.to_map(),
-                    total.to_map()
-                )),
+            return match ray_scheduler::resources::never_fits(shape, &total) {
+                None => Placement::Here,
+                Some(why) => Placement::Infeasible(format!("infeasible: {why}")),
             };
         }
         let cs = &mut *cs;

@@ -525,16 +525,9 @@ impl NodeManager {
         {
             let state = self.inner.state.lock();
             if !state.resources.is_feasible(shape) {
-                let why = state
-                    .resources
-                    .shortfall(shape)
-                    .map(|s| format!("{s:?}"))
-                    .unwrap_or_default();
-                return Err(LeaseError::Infeasible(format!(
-                    "requested {:?}, node total {:?} ({why})",
-                    shape.to_map(),
-                    state.resources.total.to_map()
-                )));
+                let why = ray_scheduler::resources::never_fits(shape, &state.resources.total)
+                    .unwrap_or_else(|| format!("requested {shape}"));
+                return Err(LeaseError::Infeasible(why));
             }
         }
         // Counted while waiting, and uncounted even if the caller gives up (drops us).

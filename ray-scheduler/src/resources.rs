@@ -449,6 +449,21 @@ impl Shortfall {
     }
 }
 
+/// Why `req` can never run on a node whose resources are `total`, as a user reads it
+/// ("requested {CPU: 1, GPU: 1}, the node has {CPU: 2}: GPU short by 1"); `None` when it fits.
+pub fn never_fits(req: &ResourceSet, total: &ResourceSet) -> Option<String> {
+    let s = Shortfall::compute(req, total, total)?;
+    let short: Vec<String> = s
+        .resources
+        .iter()
+        .map(|r| format!("{} short by {}", r.name, r.missing()))
+        .collect();
+    Some(format!(
+        "requested {req}, the node has {total}: {}",
+        short.join(", ")
+    ))
+}
+
 impl fmt::Display for Shortfall {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self.kind {

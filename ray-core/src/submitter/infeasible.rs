@@ -30,7 +30,7 @@ impl Drop for WatchGuard {
 pub(super) fn watch_lease(gcs: Arc<dyn GcsApi>, clock: Clock, shape: ResourceSet) -> WatchGuard {
     let what = {
         let shape = shape.clone();
-        move || format!("a task or actor needing {:?}", shape.to_map())
+        move || format!("a task or actor needing {shape}")
     };
     watch(clock, what, move || {
         let (gcs, shape) = (gcs.clone(), shape.clone());

@@ -50,8 +50,11 @@ pub(crate) struct PendingTask {
     pub env: Vec<ray_proto::EnvVar>,
     pub args: Vec<ArgSpec>,
     pub return_id: ObjectId,
-    /// Retries left after a worker dies: -1 means forever.
+    /// Retries left after a worker dies (or, with `retry_exceptions`, after the task failed):
+    /// -1 means forever.
     pub retries_left: i32,
+    /// Whether a task that returned `Err` or panicked is retried too.
+    pub retry_exceptions: bool,
     /// Argument values, filled once every dependency is ready.
     pub resolved: Vec<ray_proto::ObjectValue>,
 }
@@ -237,6 +240,23 @@ impl Submitter {
         if let Some(q) = self.queues.get_mut(&key) {
             q.avg_exec_micros = 0.8 * q.avg_exec_micros + 0.2 * frame.exec_micros as f64;
         }
+        let mut task = task;
+        if task.retry_exceptions && task.retries_left != 0 && failed_in_user_code(&frame.value) {
+            task.retries_left -= i32::from(task.retries_left > 0);
+            tracing::info!(
+                function = task.function,
+                retries_left = task.retries_left,
+                "task failed; retrying it (retry_exceptions)"
+            );
+            release_in_band(own, &frame.released_ids, &borrower);
+            // The task, queued again, holds its arguments meanwhile.
+            register_borrowers(own, &frame.borrowed_ids, borrower, ());
+            if let Some(q) = self.queues.get_mut(&key) {
+                q.tasks.push_back(task);
+            }
+            self.dispatch(own, &key);
+            return;
+        }
         complete_from_reply(own, task.return_id, frame.value);
         release_in_band(own, &frame.released_ids, &borrower);
         register_borrowers(own, &frame.borrowed_ids, borrower, task);
@@ -330,6 +350,15 @@ impl Submitter {
             }
         }
     }
+}
+
+/// Whether a task's result is an error of the task's own (it returned `Err` or panicked), the
+/// kind `retry_exceptions` retries.
+pub(crate) fn failed_in_user_code(value: &Option<ray_proto::ObjectValue>) -> bool {
+    matches!(
+        value.as_ref().and_then(|v| v.kind.as_ref()),
+        Some(ray_proto::object_value::Kind::Error(e)) if e.kind == ray_proto::ErrorKind::Task as i32
+    )
 }
 
 /// Gives `lease` back to the node manager that granted it.

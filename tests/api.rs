@@ -1,0 +1,155 @@
+//! The parts of Ray's API a porting user reaches for beyond the core path, on real worker
+//! processes: errors as users see them, retries of failed tasks, multiple returns, GPUs.
+
+use ray::Error;
+use ray_rs::with_ray;
+
+#[ray::remote(num_gpus = 1.0)]
+fn wants_a_gpu() -> u8 {
+    1
+}
+
+/// What a user sees of an error is one sentence, whichever way it is printed.
+#[test]
+fn errors_print_the_same_with_debug_and_display() {
+    for config in [ray::Config::local().num_cpus(1.0), ray::Config::sync()] {
+        with_ray(config, || {
+            let e = ray::get(&wants_a_gpu::remote()).unwrap_err();
+            assert!(matches!(e, Error::Unschedulable { .. }), "{e}");
+            assert_eq!(format!("{e:?}"), e.to_string());
+            let text = e.to_string();
+            assert!(text.contains("GPU short by 1"), "{text}");
+            assert!(
+                !text.contains("ResourceShortfall") && !text.contains("Shortfall {"),
+                "{text}"
+            );
+        });
+    }
+    assert_eq!(
+        format!("{:?}", ray::get(&wants_a_gpu::remote()).unwrap_err()),
+        "ray is not initialized: call ray::init first"
+    );
+}
+
+/// Counts a run in `file` (one line per run, appended: runs happen in other processes) and
+/// returns the count so far.
+fn count_run(file: &str) -> usize {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .unwrap();
+    f.write_all(b"run\n").unwrap();
+    drop(f);
+    std::fs::read_to_string(file).unwrap().lines().count()
+}
+
+fn runs(file: &str) -> usize {
+    std::fs::read_to_string(file).map_or(0, |s| s.lines().count())
+}
+
+/// Fails (returns `Err`) on its first `failures` runs.
+#[ray::remote(max_retries = 2, retry_exceptions = true, num_cpus = 0.5)]
+fn flaky(file: String, failures: usize) -> Result<usize, String> {
+    let n = count_run(&file);
+    if n <= failures {
+        Err(format!("run {n} fails"))
+    } else {
+        Ok(n)
+    }
+}
+
+/// Panics on its first `failures` runs.
+#[ray::remote(max_retries = 3, retry_exceptions = true)]
+fn panicky(file: String, failures: usize) -> usize {
+    let n = count_run(&file);
+    assert!(n > failures, "run {n} panics");
+    n
+}
+
+/// Kills its own worker process on its first `deaths` runs.
+#[ray::remote(max_retries = -1)]
+fn dies(file: String, deaths: usize) -> usize {
+    let n = count_run(&file);
+    if n <= deaths {
+        std::process::exit(3);
+    }
+    n
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("rayrs-api-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `retry_exceptions` retries a task that returned `Err` or panicked within `max_retries`,
+/// in local and sync mode alike; without it a failed task runs once.
+#[test]
+fn retry_exceptions_reruns_failed_tasks_within_max_retries() {
+    for (mode, config) in [
+        ("local", ray::Config::local().num_cpus(2.0)),
+        ("sync", ray::Config::sync()),
+    ] {
+        let dir = TempDir::new(mode);
+        with_ray(config, || {
+            // Fails twice, then succeeds on the third and last allowed run.
+            let (a, b, c, d, e) = (
+                dir.file("a"),
+                dir.file("b"),
+                dir.file("c"),
+                dir.file("d"),
+                dir.file("e"),
+            );
+            assert_eq!(ray::get(&flaky::remote(a.clone(), 2)), Ok(3), "{mode}");
+            assert_eq!(runs(&a), 3, "{mode}");
+            // Always fails: 1 run + 2 retries, then the last run's error.
+            let err = ray::get(&flaky::remote(b.clone(), 100)).unwrap_err();
+            assert!(
+                matches!(&err, Error::Task { message, .. } if message == "run 3 fails"),
+                "{mode}: {err}"
+            );
+            assert_eq!(runs(&b), 3, "{mode}");
+            // Not asked for: one run.
+            assert!(ray::get(
+                &flaky::options()
+                    .retry_exceptions(false)
+                    .remote(c.clone(), 1)
+            )
+            .is_err());
+            assert_eq!(runs(&c), 1, "{mode}");
+            // No retries left to spend.
+            assert!(ray::get(&flaky::options().max_retries(0).remote(d.clone(), 1)).is_err());
+            assert_eq!(runs(&d), 1, "{mode}");
+            // Panics count as failures too.
+            assert_eq!(ray::get(&panicky::remote(e.clone(), 3)), Ok(4), "{mode}");
+            assert_eq!(runs(&e), 4, "{mode}");
+        });
+    }
+}
+
+/// `max_retries = -1` retries a task whose worker dies for as long as it takes.
+#[test]
+fn max_retries_minus_one_retries_worker_deaths_forever() {
+    let dir = TempDir::new("dies");
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let f = dir.file("runs");
+        assert_eq!(ray::get(&dies::remote(f.clone(), 5)), Ok(6));
+        assert_eq!(runs(&f), 6);
+    });
+}
