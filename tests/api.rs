@@ -153,3 +153,63 @@ fn max_retries_minus_one_retries_worker_deaths_forever() {
         assert_eq!(runs(&f), 6);
     });
 }
+
+#[ray::remote(num_returns = 3)]
+fn three(n: usize) -> (usize, String, Vec<u8>) {
+    (n, format!("n={n}"), vec![7; n])
+}
+
+#[ray::remote(num_returns = 2, max_retries = 0)]
+fn pair_or_fail(fail: bool) -> Result<(u32, u32), String> {
+    if fail {
+        Err("no pair".into())
+    } else {
+        Ok((1, 2))
+    }
+}
+
+#[ray::remote]
+fn len_of(bytes: Vec<u8>) -> usize {
+    bytes.len()
+}
+
+/// Runs `three` as a child and reads its returns (a waiting worker may run it inline).
+#[ray::remote]
+fn child_returns(n: usize) -> (usize, usize) {
+    let (a, _, c) = three::remote(n);
+    (ray::get(&a).unwrap(), ray::get(&c).unwrap().len())
+}
+
+/// A function with `num_returns = n` gives `n` refs, each an object of its own: read alone,
+/// passed on alone, freed alone; a failure fails each.
+#[test]
+fn multiple_returns_are_objects_of_their_own() {
+    for config in [ray::Config::local().num_cpus(2.0), ray::Config::sync()] {
+        with_ray(config, || {
+            let (before_values, before_refs) = ray::__private::object_counts().unwrap();
+            // The third return is 2 MB: it goes to shared memory under its own id.
+            let (a, b, c) = three::remote(2 << 20);
+            assert_ne!(a.id(), b.id());
+            assert_eq!(ray::get(&b).unwrap(), format!("n={}", 2 << 20));
+            assert_eq!(ray::get(&len_of::remote(c.clone())).unwrap(), 2 << 20);
+            drop((b, c));
+            // The first is still there once the others are gone.
+            assert_eq!(ray::get(&a).unwrap(), 2 << 20);
+            drop(a);
+            ray_rs::eventually("the returns are freed", || {
+                ray::__private::object_counts().unwrap() == (before_values, before_refs)
+            });
+
+            let (x, y) = pair_or_fail::remote(true);
+            for e in [ray::get(&x).unwrap_err(), ray::get(&y).unwrap_err()] {
+                assert!(
+                    matches!(&e, Error::Task { message, .. } if message == "no pair"),
+                    "{e}"
+                );
+            }
+            let (x, y) = pair_or_fail::options().num_cpus(0.5).remote(false);
+            assert_eq!((ray::get(&x), ray::get(&y)), (Ok(1), Ok(2)));
+            assert_eq!(ray::get(&child_returns::remote(5)).unwrap(), (5, 5));
+        });
+    }
+}

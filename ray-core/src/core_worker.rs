@@ -304,7 +304,20 @@ impl CoreWorker {
         opts: &TaskOptions,
         args: Vec<ArgSpec>,
     ) -> Arc<RefInner> {
-        let return_id = self.own.ids.next();
+        self.submit_returns(function, opts, args, 1).0
+    }
+
+    /// Submits a task with `num_returns` results (each an object of its own, owned by this
+    /// process): the first one's ref, and the others'.
+    pub fn submit_returns(
+        self: &Arc<Self>,
+        function: &'static str,
+        opts: &TaskOptions,
+        args: Vec<ArgSpec>,
+        num_returns: u32,
+    ) -> (Arc<RefInner>, Vec<Arc<RefInner>>) {
+        let num_returns = num_returns.max(1);
+        let return_id = self.own.ids.next_n(num_returns);
         // The task manager's record, kept with the result while refs to it live.
         let spec = TaskSpec {
             function,
@@ -314,24 +327,34 @@ impl CoreWorker {
         };
         self.own.store.expect_task(return_id, spec);
         let out = self.own.new_ref(return_id);
+        let more: Vec<Arc<RefInner>> = crate::ids::return_ids(return_id, num_returns)
+            .skip(1)
+            .map(|id| {
+                self.own.store.expect(id);
+                self.own.new_ref(id)
+            })
+            .collect();
+        let fail = |e: Error| {
+            let e = Arc::new(e);
+            for id in crate::ids::return_ids(return_id, num_returns) {
+                self.own.store.put(id, Stored::Failed(e.clone()));
+            }
+        };
         if let Some(e) = args.iter().find_map(|a| match &a.0 {
             ArgKind::Unencodable(e) => Some(e.clone()),
             _ => None,
         }) {
-            self.own.store.put(return_id, Stored::Failed(Arc::new(e)));
-            return out;
+            fail(e);
+            return (out, more);
         }
         match &self.submitter {
             // As a node would refuse it: sync mode must not run what local mode cannot.
             None => match ray_scheduler::resources::never_fits(&opts.shape, &self.node_total) {
-                Some(reason) => self.own.store.put(
-                    return_id,
-                    Stored::Failed(Arc::new(Error::Unschedulable {
-                        function: function.to_string(),
-                        reason,
-                    })),
-                ),
-                None => self.run_inline(function, opts, args, return_id),
+                Some(reason) => fail(Error::Unschedulable {
+                    function: function.to_string(),
+                    reason,
+                }),
+                None => self.run_inline(function, opts, args, return_id, num_returns),
             },
             Some(s) => s.submit(submitter::PendingTask {
                 function,
@@ -341,12 +364,13 @@ impl CoreWorker {
                 env: opts.env.clone(),
                 args,
                 return_id,
+                num_returns,
                 retries_left: opts.max_retries,
                 retry_exceptions: opts.retry_exceptions,
                 resolved: Vec::new(),
             }),
         }
-        out
+        (out, more)
     }
 
     /// Sync mode: the values of `args`, all of which are ready (tasks ran when submitted).
@@ -361,33 +385,29 @@ impl CoreWorker {
         opts: &TaskOptions,
         args: Vec<ArgSpec>,
         return_id: ObjectId,
+        num_returns: u32,
     ) {
         let mut retries_left = opts.max_retries;
-        let (stored, inner) = loop {
-            let (stored, inner) =
-                collect_serialized_refs(|| match self.resolve_inline(function, &args) {
-                    Err(e) => Stored::Failed(Arc::new(e)),
-                    Ok(values) => {
-                        let slices = inline_slices(&values);
-                        match self
-                            .own
-                            .functions
-                            .execute(function, &slices, &self.own.me.location)
-                        {
-                            Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
-                            Err(e) => Stored::Failed(Arc::new(e)),
-                        }
-                    }
-                });
-            let user_error =
-                matches!(&stored, Stored::Failed(e) if matches!(**e, Error::Task { .. }));
+        let (result, inner) = loop {
+            let (result, inner) = collect_serialized_refs(|| {
+                self.resolve_inline(function, &args).and_then(|values| {
+                    let slices = inline_slices(&values);
+                    self.own
+                        .functions
+                        .execute(function, &slices, &self.own.me.location)
+                })
+            });
+            let user_error = matches!(&result, Err(Error::Task { .. }));
             if !(user_error && opts.retry_exceptions && retries_left != 0) {
-                break (stored, inner);
+                break (result, inner);
             }
             retries_left -= i32::from(retries_left > 0);
         };
-        self.own.contain(return_id, inner);
-        self.own.store.put(return_id, stored);
+        let stored = crate::executor::returns_to_stored(&self.own, return_id, num_returns, result);
+        self.own.contain_all(return_id, num_returns, inner);
+        for (id, value) in crate::ids::return_ids(return_id, num_returns).zip(stored) {
+            self.own.store.put(id, value);
+        }
         drop(args);
     }
 

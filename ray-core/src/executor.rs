@@ -574,11 +574,11 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
     };
     drop(args);
     // This process owns the result: it holds the refs inside it itself.
-    own.contain(task.return_id, returned);
-    own.complete(
-        task.return_id,
-        result_to_stored(own, &task.return_id.0, result),
-    );
+    own.contain_all(task.return_id, task.num_returns, returned);
+    let stored = returns_to_stored(own, task.return_id, task.num_returns, result);
+    for (id, value) in crate::ids::return_ids(task.return_id, task.num_returns).zip(stored) {
+        own.complete(id, value);
+    }
 }
 
 /// The copies of other nodes' objects that a task's arguments are read from (pulled into this
@@ -674,19 +674,27 @@ fn finish(
     done: Done,
     start: Instant,
 ) -> ray_proto::ReplyFrame {
-    let stored = result_to_stored(own, &frame.return_id, done.result);
-    let (contained, released) = match &stored {
+    let mut stored = match frame.num_returns {
+        0 | 1 => vec![result_to_stored(own, &frame.return_id, done.result)],
+        n => match id16(&frame.return_id, "return id") {
+            Ok(first) => returns_to_stored(own, ObjectId(first), n, done.result),
+            Err(e) => vec![Stored::Failed(Arc::new(e))],
+        },
+    };
+    let (contained, released) = match &stored[0] {
         Stored::Failed(_) => Default::default(),
         _ => hand_over(own, done.returned, &frame.owner_address),
     };
     let borrowed = own.refs.still_borrowed(&done.decoded);
+    let more_values = stored.drain(1..).map(|s| s.to_proto()).collect();
     let value = ray_proto::ObjectValue {
         contained,
-        ..stored.to_proto()
+        ..stored[0].to_proto()
     };
     ray_proto::ReplyFrame {
         seq: frame.seq,
         value: Some(value),
+        more_values,
         borrowed_ids: borrowed
             .into_iter()
             .map(|id| id.0.to_vec().into())
@@ -736,6 +744,47 @@ fn hand_over(
     own.register_borrows_now(foreign, caller.clone());
     let released = crate::ownership::releasing_in_band(caller, || drop(returned));
     (contained, released)
+}
+
+/// A task's outcome as its `num_returns` objects, the first with id `first` (see
+/// [`crate::ids::return_ids`]): each return's value (large ones in shared memory under its
+/// id), or the task's error for each; one of the returns failing to be stored fails all.
+pub(crate) fn returns_to_stored(
+    own: &Ownership,
+    first: ObjectId,
+    num_returns: u32,
+    result: Result<Vec<u8>>,
+) -> Vec<Stored> {
+    if num_returns <= 1 {
+        return vec![result_to_stored(own, &first.0, result)];
+    }
+    let ids = crate::ids::return_ids(first, num_returns);
+    let split = result.and_then(|bytes| {
+        let parts = crate::registry::split_returns(&bytes, num_returns as usize)?;
+        let mut values = Vec::with_capacity(parts.len());
+        for (id, part) in ids.clone().zip(parts) {
+            match result_to_stored(own, &id.0, Ok(part.to_vec())) {
+                Stored::Failed(e) => {
+                    // All or none: the returns already in shared memory go.
+                    for (id, v) in ids.clone().zip(values) {
+                        if let (Stored::Plasma { node, .. }, Some(link)) = (v, &own.link) {
+                            link.store.delete_plasma(id, node);
+                        }
+                    }
+                    return Err((*e).clone());
+                }
+                ok => values.push(ok),
+            }
+        }
+        Ok(values)
+    });
+    match split {
+        Ok(values) => values,
+        Err(e) => {
+            let e = Arc::new(e.bounded());
+            ids.map(|_| Stored::Failed(e.clone())).collect()
+        }
+    }
 }
 
 /// A task's outcome as its object: large values go to shared memory under the return id.

@@ -28,12 +28,31 @@ impl IdGen {
     }
 
     pub fn next(&self) -> ObjectId {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.next_n(1)
+    }
+
+    /// The first of `n` ids in a row (the ids of one task's returns: see [`nth_return`]).
+    pub fn next_n(&self, n: u32) -> ObjectId {
+        let n = self.next.fetch_add(u64::from(n.max(1)), Ordering::Relaxed);
         let mut id = [0u8; 16];
         id[..8].copy_from_slice(&self.prefix);
         id[8..].copy_from_slice(&n.to_be_bytes());
         ObjectId(id)
     }
+}
+
+/// Return `i` of a task whose first return is `first`: the ids of one task's returns are made
+/// in a row ([`IdGen::next_n`]), so every process computes them from the first.
+pub(crate) fn nth_return(first: ObjectId, i: u32) -> ObjectId {
+    let mut id = first.0;
+    let counter = u64::from_be_bytes(id[8..].try_into().expect("8 bytes"));
+    id[8..].copy_from_slice(&counter.wrapping_add(u64::from(i)).to_be_bytes());
+    ObjectId(id)
+}
+
+/// The ids of the `n` returns of a task whose first return is `first`.
+pub(crate) fn return_ids(first: ObjectId, n: u32) -> impl Iterator<Item = ObjectId> + Clone {
+    (0..n.max(1)).map(move |i| nth_return(first, i))
 }
 
 /// 16 bytes from parsing a wire field, or an error naming the field.

@@ -476,7 +476,8 @@ pub mod __private {
     pub use crate::args::ArgSpec;
     pub use crate::object_ref::arg;
     pub use crate::registry::{
-        encode_result, encode_return, ArgReader, RemoteFunction, TaskFailure, REMOTE_FUNCTIONS,
+        encode_result, encode_return, join_returns, ArgReader, RemoteFunction, TaskFailure,
+        REMOTE_FUNCTIONS,
     };
     pub use crate::registry::{ActorClassEntry, ActorInstance, MethodCall, ACTOR_CLASSES};
     pub use linkme;
@@ -525,5 +526,57 @@ pub mod __private {
             Ok(rt) => crate::ObjectRef::from_inner(rt.submit(function, opts, args)),
             Err(e) => crate::ObjectRef::failed(e),
         }
+    }
+
+    /// The refs of one call's returns, taken in order by generated code.
+    pub struct Returns {
+        refs: std::vec::IntoIter<std::sync::Arc<crate::ownership::RefInner>>,
+        error: Option<crate::Error>,
+    }
+
+    impl Returns {
+        /// The next return's ref, as type `T`.
+        #[allow(clippy::should_implement_trait)]
+        pub fn next<T>(&mut self) -> crate::ObjectRef<T> {
+            match (&self.error, self.refs.next()) {
+                (None, Some(inner)) => crate::ObjectRef::from_inner(inner),
+                (Some(e), _) => crate::ObjectRef::failed(e.clone()),
+                (None, None) => crate::ObjectRef::failed(crate::Error::Runtime(
+                    "more returns taken than the task makes".into(),
+                )),
+            }
+        }
+    }
+
+    /// Submits `function`, which makes `num_returns` objects.
+    pub fn submit_returns(
+        function: &'static str,
+        opts: &crate::TaskOptions,
+        args: Vec<ArgSpec>,
+        num_returns: u32,
+    ) -> Returns {
+        let failed = |error| Returns {
+            refs: Vec::new().into_iter(),
+            error: Some(error),
+        };
+        if let Some(e) = &opts.error {
+            return failed(e.clone());
+        }
+        match crate::current::current() {
+            Ok(rt) => {
+                let (first, mut more) = rt.submit_returns(function, opts, args, num_returns);
+                more.insert(0, first);
+                Returns {
+                    refs: more.into_iter(),
+                    error: None,
+                }
+            }
+            Err(e) => failed(e),
+        }
+    }
+
+    /// A task's `Err(e)`, as the task's failure.
+    pub fn returned_error<E: std::fmt::Display>(e: E) -> TaskFailure {
+        TaskFailure::Returned(e.to_string())
     }
 }

@@ -237,6 +237,18 @@ impl Ownership {
         }
     }
 
+    /// [`Ownership::contain`] for a task's `num_returns` results from `first` on: each
+    /// holds every ref found in any of them (one task's returns are made together, and the
+    /// refs collected while it ran are not told apart by return).
+    pub fn contain_all(&self, first: ObjectId, num_returns: u32, inner: Vec<Arc<RefInner>>) {
+        if num_returns > 1 {
+            for id in crate::ids::return_ids(first, num_returns).skip(1) {
+                self.contain(id, inner.clone());
+            }
+        }
+        self.contain(first, inner);
+    }
+
     /// Lets go of the refs held inside `outer`'s value, if any.
     fn release_contained(&self, outer: ObjectId) {
         if self.contained_len.load(Ordering::Relaxed) == 0 {
@@ -252,7 +264,12 @@ impl Ownership {
     /// Holds the refs another process found inside the value of `outer` (a task's result),
     /// which it made this process a borrower (or the owner) of. A ref already held here is
     /// counted once with its owner: the extra borrow is given back at once.
-    pub fn adopt_contained(self: &Arc<Self>, outer: ObjectId, wire: &[ray_proto::ObjectRefProto]) {
+    pub fn adopt_contained(
+        self: &Arc<Self>,
+        outer: ObjectId,
+        num_returns: u32,
+        wire: &[ray_proto::ObjectRefProto],
+    ) {
         let mut held = Vec::with_capacity(wire.len());
         for c in wire {
             let Ok(id) = crate::ids::id16(&c.object_id, "object id").map(ObjectId) else {
@@ -271,7 +288,7 @@ impl Ownership {
                 failed: None,
             }));
         }
-        self.contain(outer, held);
+        self.contain_all(outer, num_returns, held);
     }
 
     /// Tells each owner in `borrows` that `borrower` holds its object, and waits for their

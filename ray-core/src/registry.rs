@@ -123,6 +123,37 @@ pub fn encode_result<T: Serialize, E: std::fmt::Display>(
     }
 }
 
+/// Encodes the returns of a function with `num_returns` > 1 as one buffer: each part's
+/// length (8 bytes, little-endian) then its bytes. The worker splits it into one object per
+/// return ([`split_returns`]).
+pub fn join_returns(parts: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum());
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+/// The `n` parts of a buffer [`join_returns`] made.
+pub(crate) fn split_returns(mut bytes: &[u8], n: usize) -> Result<Vec<&[u8]>, Error> {
+    let malformed = || Error::Runtime(format!("malformed results of a task with {n} returns"));
+    let mut parts = Vec::with_capacity(n);
+    while !bytes.is_empty() {
+        let (len, rest) = bytes.split_first_chunk::<8>().ok_or_else(malformed)?;
+        let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| malformed())?;
+        if rest.len() < len {
+            return Err(malformed());
+        }
+        parts.push(&rest[..len]);
+        bytes = &rest[len..];
+    }
+    if parts.len() != n {
+        return Err(malformed());
+    }
+    Ok(parts)
+}
+
 thread_local! {
     static PANIC_SITE: RefCell<Option<String>> = const { RefCell::new(None) };
     static IN_TASK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

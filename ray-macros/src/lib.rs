@@ -15,7 +15,9 @@ use syn::{FnArg, GenericArgument, ItemFn, Meta, PathArguments, ReturnType, Token
 /// `e.to_string()`.
 ///
 /// Options: `num_cpus`, `num_gpus`, `memory`, `max_retries`, `retry_exceptions`, e.g.
-/// `#[ray::remote(num_cpus = 0.5, max_retries = 0)]`.
+/// `#[ray::remote(num_cpus = 0.5, max_retries = 0)]`, and `num_returns = n`: a function
+/// returning a tuple of `n` values (or `Result` of one) gives a tuple of `n` refs, each an
+/// object of its own.
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item_tokens: Tokens = item.clone().into();
@@ -31,7 +33,8 @@ pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
 
 fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
     let func: ItemFn = syn::parse2(item)?;
-    let options = parse_options(attr)?;
+    let mut options = parse_options(attr)?;
+    let num_returns = take_num_returns(&mut options)?;
     let sig = &func.sig;
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -77,10 +80,58 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             None => ((**ty).clone(), false),
         },
     };
-    let encode = if is_result {
-        quote!(::ray::__private::encode_result(__value))
-    } else {
-        quote!(::ray::__private::encode_return(&__value))
+    let returns = match num_returns {
+        None => None,
+        Some((n, span)) => Some(return_types(&ret_type, n, span)?),
+    };
+    let encode = match (&returns, is_result) {
+        (None, true) => quote!(::ray::__private::encode_result(__value)),
+        (None, false) => quote!(::ray::__private::encode_return(&__value)),
+        (Some(types), _) => {
+            let parts: Vec<_> = (0..types.len())
+                .map(|i| format_ident!("__r{}", i))
+                .collect();
+            let unwrap = is_result.then(|| {
+                quote! {
+                    let __value = match __value {
+                        ::core::result::Result::Ok(v) => v,
+                        ::core::result::Result::Err(e) => {
+                            return ::core::result::Result::Err(::ray::__private::returned_error(e))
+                        }
+                    };
+                }
+            });
+            quote! {
+                #unwrap
+                let (#(#parts,)*) = __value;
+                ::core::result::Result::Ok(::ray::__private::join_returns(&[
+                    #( ::ray::__private::encode_return(&#parts)? ),*
+                ]))
+            }
+        }
+    };
+    let (remote_type, submit_call) = match &returns {
+        None => (
+            quote!(::ray::ObjectRef<#ret_type>),
+            quote! {
+                ::ray::__private::submit(NAME, &self.0, ::std::vec![
+                    #( ::ray::__private::arg::<#arg_types>(#params.into()) ),*
+                ])
+            },
+        ),
+        Some(types) => {
+            let n = types.len() as u32;
+            let takes = types.iter().map(|_| quote!(__refs.next()));
+            (
+                quote!(( #( ::ray::ObjectRef<#types>, )* )),
+                quote! {
+                    let mut __refs = ::ray::__private::submit_returns(NAME, &self.0, ::std::vec![
+                        #( ::ray::__private::arg::<#arg_types>(#params.into()) ),*
+                    ], #n);
+                    ( #( #takes, )* )
+                },
+            )
+        }
     };
     let option_calls = options.iter().map(|(k, v)| quote!(.#k(#v)));
     let doc =
@@ -137,19 +188,65 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 /// An environment variable of the worker process that runs the call.
                 pub fn env_var(self, name: &str, value: &str) -> Self { Options(self.0.env_var(name, value)) }
                 /// Submits the call.
-                pub fn remote(self, #( #params: impl ::core::convert::Into<::ray::Arg<#arg_types>> ),*) -> ::ray::ObjectRef<#ret_type> {
-                    ::ray::__private::submit(NAME, &self.0, ::std::vec![
-                        #( ::ray::__private::arg::<#arg_types>(#params.into()) ),*
-                    ])
+                pub fn remote(self, #( #params: impl ::core::convert::Into<::ray::Arg<#arg_types>> ),*) -> #remote_type {
+                    #submit_call
                 }
             }
 
             /// Submits a call with the default options; returns at once.
-            pub fn remote(#( #params: impl ::core::convert::Into<::ray::Arg<#arg_types>> ),*) -> ::ray::ObjectRef<#ret_type> {
+            pub fn remote(#( #params: impl ::core::convert::Into<::ray::Arg<#arg_types>> ),*) -> #remote_type {
                 options().remote(#(#params),*)
             }
         }
     })
+}
+
+/// Removes `num_returns = n` from the options: `Some(n)` when n > 1 (1 is the default).
+fn take_num_returns(
+    options: &mut Vec<(syn::Ident, syn::Expr)>,
+) -> syn::Result<Option<(usize, proc_macro2::Span)>> {
+    let Some(i) = options.iter().position(|(k, _)| k == "num_returns") else {
+        return Ok(None);
+    };
+    let (key, value) = options.remove(i);
+    let n = match &value {
+        syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Int(n),
+            ..
+        }) => n.base10_parse::<usize>()?,
+        other => {
+            return Err(syn::Error::new_spanned(
+                other,
+                "num_returns takes a number: the return type is a tuple of that many values",
+            ))
+        }
+    };
+    match n {
+        0 => Err(syn::Error::new_spanned(
+            value,
+            "num_returns must be at least 1",
+        )),
+        1 => Ok(None),
+        n => Ok(Some((n, key.span()))),
+    }
+}
+
+/// The element types of `ret`, which must be a tuple of `n`.
+fn return_types(ret: &Type, n: usize, span: proc_macro2::Span) -> syn::Result<Vec<Type>> {
+    match ret {
+        Type::Tuple(t) if t.elems.len() == n => Ok(t.elems.iter().cloned().collect()),
+        Type::Tuple(t) => Err(syn::Error::new_spanned(
+            t,
+            format!(
+                "num_returns = {n}, but this tuple has {} elements",
+                t.elems.len()
+            ),
+        )),
+        _ => Err(syn::Error::new(
+            span,
+            format!("num_returns = {n} needs a return type that is a tuple of {n} values"),
+        )),
+    }
 }
 
 /// `T` of a return type spelled `Result<T, ..>` (any path ending in `Result`).
@@ -179,15 +276,14 @@ fn parse_options(attr: Tokens) -> syn::Result<Vec<(syn::Ident, syn::Expr)>> {
             return Err(syn::Error::new_spanned(nv.path, "expected an option name"));
         };
         match ident.to_string().as_str() {
-            "num_cpus" | "num_gpus" | "memory" | "max_retries" | "retry_exceptions" => {
-                out.push((ident, nv.value))
-            }
+            "num_cpus" | "num_gpus" | "memory" | "max_retries" | "retry_exceptions"
+            | "num_returns" => out.push((ident, nv.value)),
             other => {
                 return Err(syn::Error::new_spanned(
                     ident,
                     format!(
-                    "unknown option `{other}`: expected num_cpus, num_gpus, memory, max_retries \
-                     or retry_exceptions"
+                    "unknown option `{other}`: expected num_cpus, num_gpus, memory, max_retries, \
+                     retry_exceptions or num_returns"
                 ),
                 ))
             }

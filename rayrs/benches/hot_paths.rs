@@ -34,6 +34,7 @@ fn task_frame(seq: u64) -> TaskFrame {
         }
         .encode_to_vec()
         .into(),
+        num_returns: 1,
     }
 }
 

@@ -145,6 +145,7 @@ impl Submitter {
                 job_id: own.me.job_id,
                 actor_id: id.to_vec().into(),
                 shape: Default::default(),
+                num_returns: 1,
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.
@@ -184,7 +185,7 @@ impl Submitter {
         let Some(call) = q.in_flight.remove(&frame.seq) else {
             return;
         };
-        complete_from_reply(own, call.return_id, frame.value);
+        complete_from_reply(own, call.return_id, 1, frame.value, Vec::new());
         release_in_band(own, &frame.released_ids, &q.address);
         register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }

@@ -214,7 +214,9 @@ impl Handle {
 fn complete_from_reply(
     own: &Arc<Ownership>,
     return_id: ObjectId,
+    num_returns: u32,
     value: Option<ray_proto::ObjectValue>,
+    more_values: Vec<ray_proto::ObjectValue>,
 ) {
     let (stored, contained) = match value {
         Some(mut v) => {
@@ -226,7 +228,21 @@ fn complete_from_reply(
             Vec::new(),
         ),
     };
-    own.adopt_contained(return_id, &contained);
+    own.adopt_contained(return_id, num_returns, &contained);
+    if num_returns > 1 {
+        // Returns 2..n: their values, or (a failed task) the first's error for each.
+        let mut more = more_values.into_iter();
+        for id in crate::ids::return_ids(return_id, num_returns).skip(1) {
+            let value = match (more.next(), &stored) {
+                (Some(v), _) => Stored::from_proto(v),
+                (None, Stored::Failed(e)) => Stored::Failed(e.clone()),
+                (None, _) => Stored::Failed(Arc::new(Error::Runtime(format!(
+                    "the reply holds fewer than the task's {num_returns} returns"
+                )))),
+            };
+            own.complete(id, value);
+        }
+    }
     own.complete(return_id, stored);
 }
 
@@ -248,8 +264,11 @@ fn fail_task(own: Option<&Ownership>, task: &PendingTask, error: Error) {
         Some(own) => own,
         None => return,
     };
-    // Not `put`: a result nobody holds any more stays gone.
-    own.complete(task.return_id, Stored::Failed(Arc::new(error)));
+    let error = Arc::new(error);
+    for id in crate::ids::return_ids(task.return_id, task.num_returns) {
+        // Not `put`: a result nobody holds any more stays gone.
+        own.complete(id, Stored::Failed(error.clone()));
+    }
 }
 
 /// The submitter's loop: runs until shutdown on the session's runtime.

@@ -49,7 +49,10 @@ pub(crate) struct PendingTask {
     /// Its worker's environment beyond the job's.
     pub env: Vec<ray_proto::EnvVar>,
     pub args: Vec<ArgSpec>,
+    /// Its first result's id (the others follow it: [`crate::ids::return_ids`]).
     pub return_id: ObjectId,
+    /// How many results it makes (1 unless the function says `num_returns`).
+    pub num_returns: u32,
     /// Retries left after a worker dies (or, with `retry_exceptions`, after the task failed):
     /// -1 means forever.
     pub retries_left: i32,
@@ -197,6 +200,7 @@ impl Submitter {
                 job_id: own.me.job_id,
                 actor_id: Default::default(),
                 shape: q.shape_wire.clone(),
+                num_returns: task.num_returns,
             };
             if lease.tx.send(frame, self.flush).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
@@ -257,7 +261,13 @@ impl Submitter {
             self.dispatch(own, &key);
             return;
         }
-        complete_from_reply(own, task.return_id, frame.value);
+        complete_from_reply(
+            own,
+            task.return_id,
+            task.num_returns,
+            frame.value,
+            frame.more_values,
+        );
         release_in_band(own, &frame.released_ids, &borrower);
         register_borrowers(own, &frame.borrowed_ids, borrower, task);
         self.dispatch(own, &key);
