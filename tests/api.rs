@@ -213,3 +213,120 @@ fn multiple_returns_are_objects_of_their_own() {
         });
     }
 }
+
+/// Waits (at most 10 s) until `n` tasks have checked in at `dir`: tasks that return from
+/// here ran at the same time.
+fn rendezvous(dir: &str, n: usize) {
+    let me = format!(
+        "{dir}/{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    );
+    std::fs::write(&me, b"").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_dir(dir).unwrap().count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other tasks never came"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The GPU ids the task was given, and its `CUDA_VISIBLE_DEVICES`, once `n` tasks run at once.
+#[ray::remote(num_gpus = 1.0, num_cpus = 0.0)]
+fn gpu_ids_together(dir: String, n: usize) -> (Vec<String>, String) {
+    rendezvous(&dir, n);
+    (
+        ray::get_gpu_ids(),
+        std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+    )
+}
+
+#[ray::remote(num_cpus = 0.0)]
+fn gpu_ids() -> Vec<String> {
+    ray::get_gpu_ids()
+}
+
+struct GpuHolder;
+
+#[ray::actor]
+impl GpuHolder {
+    pub fn new() -> Self {
+        GpuHolder
+    }
+    pub fn ids(&self) -> (Vec<String>, String) {
+        (
+            ray::get_gpu_ids(),
+            std::env::var("CUDA_VISIBLE_DEVICES").unwrap_or_default(),
+        )
+    }
+}
+
+/// A node given 2 (fake) GPUs hands each lease its own device ids, in `CUDA_VISIBLE_DEVICES`
+/// and `get_gpu_ids`; fractions share a device; a request no node can hold is refused.
+#[test]
+fn gpus_are_handed_out_by_id() {
+    let dir = TempDir::new("gpus");
+    with_ray(ray::Config::local().num_cpus(2.0).num_gpus(2.0), || {
+        let sub = |name: &str| {
+            let d = dir.file(name);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        assert!(ray::get_gpu_ids().is_empty(), "a driver holds no GPU");
+        assert!(ray::get(&gpu_ids::remote()).unwrap().is_empty());
+
+        // Two whole GPUs at once: one each, named the same both ways.
+        let d = sub("whole");
+        let both: Vec<_> = (0..2)
+            .map(|_| gpu_ids_together::remote(d.clone(), 2))
+            .collect();
+        let mut seen: Vec<String> = Vec::new();
+        for (ids, visible) in ray::get_all(&both).unwrap() {
+            assert_eq!(ids.len(), 1);
+            assert_eq!(ids.join(","), visible);
+            seen.extend(ids);
+        }
+        seen.sort();
+        assert_eq!(seen, vec!["0", "1"]);
+
+        // Two halves at once share one device.
+        let d = sub("halves");
+        let halves: Vec<_> = (0..2)
+            .map(|_| {
+                gpu_ids_together::options()
+                    .num_gpus(0.5)
+                    .remote(d.clone(), 2)
+            })
+            .collect();
+        let halves = ray::get_all(&halves).unwrap();
+        assert_eq!(halves[0].0.len(), 1);
+        assert_eq!(halves[0].0, halves[1].0, "{halves:?}");
+
+        // A sliver still names a device; both GPUs at once name both.
+        assert_eq!(
+            ray::get(&gpu_ids::options().num_gpus(0.01).remote())
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut two = ray::get(&gpu_ids::options().num_gpus(2.0).remote()).unwrap();
+        two.sort();
+        assert_eq!(two, vec!["0", "1"]);
+
+        // An actor holds its GPU for its life; a task meanwhile gets the other one.
+        let holder = GpuHolder::options().num_gpus(1.0).num_cpus(0.0).remote();
+        let (held, visible) = ray::get(&holder.ids()).unwrap();
+        assert_eq!((held.len(), held.join(",")), (1, visible));
+        let other = ray::get(&gpu_ids::options().num_gpus(1.0).remote()).unwrap();
+        assert_eq!(other.len(), 1);
+        assert_ne!(other, held);
+
+        // Bad requests are told, not hung.
+        let e = ray::get(&gpu_ids::options().num_gpus(3.0).remote()).unwrap_err();
+        assert!(matches!(&e, Error::Unschedulable { .. }), "{e}");
+        let e = ray::get(&gpu_ids::options().num_gpus(1.5).remote()).unwrap_err();
+        assert!(matches!(&e, Error::InvalidArgument(_)), "{e}");
+    });
+}

@@ -209,7 +209,9 @@ impl Config {
         self
     }
 
-    /// GPUs this node offers (default 0).
+    /// GPUs this node offers (default: those it detects, from the `CUDA_VISIBLE_DEVICES` it
+    /// was started with or `nvidia-smi -L`; none without either). Told of more than it has,
+    /// it hands out made-up ids (0, 1, ..): fake GPUs, as tests use.
     pub fn num_gpus(mut self, n: f64) -> Self {
         self.num_gpus = Some(n);
         self
@@ -248,7 +250,11 @@ impl Config {
         });
         let mut pairs: Vec<(String, f64)> = vec![
             (ray_scheduler::CPU.into(), cpus),
-            (ray_scheduler::GPU.into(), self.num_gpus.unwrap_or(0.0)),
+            (
+                ray_scheduler::GPU.into(),
+                self.num_gpus
+                    .unwrap_or_else(|| ray_raylet::gpus::detect().len() as f64),
+            ),
         ];
         pairs.extend(self.resources.iter().map(|(k, v)| (k.clone(), *v)));
         ray_scheduler::ResourceSet::from_pairs(pairs)

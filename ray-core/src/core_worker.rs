@@ -426,6 +426,9 @@ impl CoreWorker {
         })?;
         let shape = ray_scheduler::ResourceSet::from_pairs(opts.resources.clone())
             .map_err(|e| Error::InvalidArgument(format!("actor resources: {e}")))?;
+        if let Some(e) = crate::options::gpu_request_error(shape.get(ray_scheduler::GPU)) {
+            return Err(e);
+        }
         let strategy = opts.strategy.to_proto()?;
         let namespace = opts
             .namespace

@@ -469,6 +469,29 @@ pub fn get_runtime_context() -> Result<RuntimeContext> {
     })
 }
 
+/// The ids of the GPUs the task or actor running in this worker holds, as its
+/// `CUDA_VISIBLE_DEVICES` names them (Ray's `ray.get_gpu_ids()`); empty in a driver, in sync
+/// mode, and in a worker holding none. A task asking for a fraction of a GPU gets the id of
+/// the device it shares.
+///
+/// ```no_run
+/// #[ray::remote(num_gpus = 1.0)]
+/// fn train() -> Vec<String> {
+///     ray::get_gpu_ids() // e.g. ["0"]: the same as CUDA_VISIBLE_DEVICES
+/// }
+/// # fn main() -> ray::Result<()> {
+/// ray::init(ray::Config::local().num_gpus(2.0))?; // two fake GPUs, ids 0 and 1
+/// assert_eq!(ray::get(&train::remote())?.len(), 1);
+/// # Ok(()) }
+/// ```
+pub fn get_gpu_ids() -> Vec<String> {
+    let in_worker = current::current().is_ok_and(|rt| rt.me().is_worker);
+    match std::env::var(ray_raylet::gpus::GPU_IDS_VAR) {
+        Ok(ids) if in_worker => ray_raylet::gpus::parse_visible(&ids).unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 /// What `#[ray::remote]` expands to calls; not a public API.
 #[doc(hidden)]
 pub mod __private {

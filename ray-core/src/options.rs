@@ -67,6 +67,16 @@ impl SchedulingStrategy {
     }
 }
 
+/// Why `n` GPUs cannot be asked for, as Ray says it: more than one GPU must be whole devices
+/// (a fraction shares one device; 1.5 would be a device and a half).
+pub(crate) fn gpu_request_error(n: f64) -> Option<Error> {
+    (n > 1.0 && n.fract() != 0.0).then(|| {
+        Error::InvalidArgument(format!(
+            "num_gpus = {n}: more than one GPU must be a whole number (a fraction shares one GPU)"
+        ))
+    })
+}
+
 /// Sets variable `name` in `env` (replacing its value), kept sorted by name so that one
 /// environment always reads the same.
 fn set_env(env: &mut Vec<ray_proto::EnvVar>, name: String, value: String) {
@@ -140,7 +150,8 @@ impl ActorOptions {
         self.resources.insert(ray_scheduler::CPU.into(), n);
         self
     }
-    /// GPUs the actor holds.
+    /// GPUs the actor holds for its life (a fraction of one, or whole devices): its worker
+    /// sees their ids in `CUDA_VISIBLE_DEVICES` and [`crate::get_gpu_ids`].
     pub fn num_gpus(mut self, n: f64) -> Self {
         self.resources.insert(ray_scheduler::GPU.into(), n);
         self
@@ -251,9 +262,14 @@ impl TaskOptions {
         self
     }
 
-    /// GPUs the task needs.
+    /// GPUs the task needs: a fraction of one (tasks share the device: `0.01` places the
+    /// task on a GPU node and leaves the device to others), or whole devices. Its worker sees
+    /// the ids it holds in `CUDA_VISIBLE_DEVICES` and [`crate::get_gpu_ids`].
     pub fn num_gpus(mut self, n: f64) -> Self {
         self.set(ray_scheduler::GPU, n);
+        if let Some(e) = gpu_request_error(n) {
+            self.error = Some(e);
+        }
         self
     }
 

@@ -15,6 +15,7 @@ mod bulk;
 mod client_pins;
 mod cluster_view;
 mod drivers;
+pub mod gpus;
 mod launcher;
 mod object_manager;
 mod pool;

@@ -1,5 +1,6 @@
 //! Worker pool and lease accounting.
 
+use crate::gpus::{Assignment, GpuSlots};
 use crate::launcher::{Killer, LaunchRequest, WorkerLauncher};
 use parking_lot::Mutex;
 use ray_common::limits::{available_memory, fd_limit};
@@ -178,10 +179,14 @@ struct LeaseRecord {
     shape: ResourceSet,
     /// A dedicated worker for an actor.
     for_actor: bool,
+    /// The GPUs it holds (its worker sees their ids).
+    gpus: Assignment,
 }
 
 struct PoolState {
     resources: NodeResources,
+    /// Which GPUs are free, by device.
+    gpus: GpuSlots,
     workers: HashMap<WorkerId, WorkerRecord>,
     idle: Vec<WorkerId>,
     starting: usize,
@@ -209,6 +214,15 @@ impl PoolState {
                 .is_some_and(|r| r.job_id == job_id && r.env_key == env_key)
         })?;
         Some(self.idle.remove(at))
+    }
+
+    /// Whether an idle worker of job `job_id` and environment `env_key` waits.
+    fn has_idle(&self, job_id: u32, env_key: u64) -> bool {
+        self.idle.iter().any(|w| {
+            self.workers
+                .get(w)
+                .is_some_and(|r| r.job_id == job_id && r.env_key == env_key)
+        })
     }
 
     /// Takes an idle worker of another job than `job_id` off the idle list, to be killed
@@ -249,6 +263,7 @@ impl PoolState {
     /// Forgets a lease, keeping the count of actor workers true.
     fn remove_lease(&mut self, lease_id: u64) -> Option<LeaseRecord> {
         let lease = self.leases.remove(&lease_id)?;
+        self.gpus.give_back(&lease.gpus);
         self.actor_workers -= usize::from(lease.for_actor);
         if lease.request_id != 0 {
             self.granted.remove(&lease.request_id);
@@ -310,6 +325,8 @@ impl NodeManager {
         launcher: Arc<dyn WorkerLauncher>,
     ) -> Self {
         let resources = NodeResources::new(config.resources.clone());
+        let gpu_count = config.resources.get(ray_scheduler::GPU).ceil() as usize;
+        let gpus = GpuSlots::new(crate::gpus::node_ids(gpu_count, &crate::gpus::detect()));
         NodeManager {
             inner: Arc::new(Inner {
                 config,
@@ -317,6 +334,7 @@ impl NodeManager {
                 address: Mutex::new(String::new()),
                 state: Mutex::new(PoolState {
                     resources,
+                    gpus,
                     workers: HashMap::new(),
                     idle: Vec::new(),
                     starting: 0,
@@ -521,9 +539,16 @@ impl NodeManager {
     /// was lost, and it is asked again) gets the same lease.
     pub async fn lease_for(&self, ask: &LeaseAsk<'_>) -> Result<Grant, LeaseError> {
         let shape = ask.shape;
-        let job = with_env(self.job(ask.job_id).await?, ask.env);
+        let job = self.job(ask.job_id).await?;
         {
             let state = self.inner.state.lock();
+            let gpus = shape.get_fixed(ray_scheduler::GPU);
+            let precision = ray_scheduler::resources::PRECISION;
+            if gpus > precision && gpus % precision != 0 {
+                return Err(LeaseError::Infeasible(format!(
+                    "requested {shape}: more than one GPU must be a whole number"
+                )));
+            }
             if !state.resources.is_feasible(shape) {
                 let why = ray_scheduler::resources::never_fits(shape, &state.resources.total)
                     .unwrap_or_else(|| format!("requested {shape}"));
@@ -552,7 +577,11 @@ impl NodeManager {
         cpus.max(2).min(self.inner.config.max_workers / 2)
     }
 
-    async fn lease_loop(&self, ask: &LeaseAsk<'_>, job: &JobConfig) -> Result<Grant, LeaseError> {
+    async fn lease_loop(
+        &self,
+        ask: &LeaseAsk<'_>,
+        job: &Arc<JobConfig>,
+    ) -> Result<Grant, LeaseError> {
         let LeaseAsk {
             shape,
             lessee,
@@ -614,11 +643,32 @@ impl NodeManager {
                         return Err(LeaseError::RequesterGone);
                     }
                 }
-                let fits = state.resources.is_available(shape);
+                let mut fits = state.resources.is_available(shape);
+                // The GPUs it would hold, and so its worker's environment: among the ways to
+                // hold them that pack as well as the best, one an idle worker already has.
+                let (gpus, env) = if fits && shape.has_gpu() {
+                    let choices = state.gpus.choices(shape.get_fixed(ray_scheduler::GPU));
+                    let envs: Vec<_> = choices.iter().map(|a| state.gpus.env(a, ask.env)).collect();
+                    let best = choices.first().map(|a| state.gpus.free_on(a));
+                    let pick = (0..choices.len())
+                        .find(|&i| {
+                            Some(state.gpus.free_on(&choices[i])) == best
+                                && state.has_idle(job.job_id, env_key(&envs[i]))
+                        })
+                        .unwrap_or(0);
+                    fits = !choices.is_empty();
+                    match choices.into_iter().zip(envs).nth(pick) {
+                        Some(chosen) => chosen,
+                        None => (Assignment::default(), ask.env.to_vec()),
+                    }
+                } else {
+                    (Assignment::default(), ask.env.to_vec())
+                };
+                let env_key = env_key(&env);
                 let actors_full = for_actor && state.actor_workers >= max_actors;
                 if fits && !actors_full {
-                    if let Some(worker) = state.take_idle(job.job_id, env_key(ask.env)) {
-                        let granted = grant(&mut state, worker, ask);
+                    if let Some(worker) = state.take_idle(job.job_id, env_key) {
+                        let granted = grant(&mut state, worker, ask, gpus);
                         // A copy of this request waiting meanwhile gets the same lease now.
                         if ask.request_id != 0 {
                             self.inner.changed.notify_waiters();
@@ -630,8 +680,7 @@ impl NodeManager {
                 let mut alive = state.workers.len();
                 if fits && !actors_full && alive >= max_workers {
                     // An idle worker of another job makes room (as Ray's pool does).
-                    if let Some(kill) = state.evict_idle_of_other_job(job.job_id, env_key(ask.env))
-                    {
+                    if let Some(kill) = state.evict_idle_of_other_job(job.job_id, env_key) {
                         kill();
                         alive -= 1;
                     }
@@ -672,11 +721,10 @@ impl NodeManager {
                 if fits && state.starting < state.waiting && !at_limit {
                     state.starting += 1;
                     let worker_id = WorkerId::random();
-                    state.workers.insert(
-                        worker_id,
-                        WorkerRecord::starting(job.job_id, env_key(ask.env)),
-                    );
-                    (Some(worker_id), !fits)
+                    state
+                        .workers
+                        .insert(worker_id, WorkerRecord::starting(job.job_id, env_key));
+                    (Some((worker_id, env)), !fits)
                 } else {
                     tracing::debug!(
                         fits,
@@ -696,8 +744,8 @@ impl NodeManager {
             } else if busy.is_none() {
                 busy = Some(crate::cluster_view::Waiting::busy(self, shape));
             }
-            if let Some(worker_id) = spawn {
-                if let Err(e) = self.spawn_worker(worker_id, job) {
+            if let Some((worker_id, env)) = spawn {
+                if let Err(e) = self.spawn_worker(worker_id, &with_env(job.clone(), &env)) {
                     let mut state = self.inner.state.lock();
                     state.starting -= 1;
                     state.workers.remove(&worker_id);
@@ -956,9 +1004,10 @@ impl NodeManager {
     }
 }
 
-fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>) -> Grant {
-    // Checked by the caller: the shape is available.
+fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>, gpus: Assignment) -> Grant {
+    // Checked by the caller: the shape is available, and so are these GPUs.
     let _ = state.resources.try_allocate(ask.shape);
+    state.gpus.take(&gpus);
     let lease_id = state.next_lease;
     state.next_lease += 1;
     state.leases.insert(
@@ -971,6 +1020,7 @@ fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>) -> Grant {
             held: ask.shape.clone(),
             shape: ask.shape.clone(),
             for_actor: ask.for_actor,
+            gpus,
         },
     );
     state.actor_workers += usize::from(ask.for_actor);

@@ -117,7 +117,11 @@ fn resources(args: &StartArgs) -> R<ray_scheduler::ResourceSet> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64));
     let mut pairs = vec![
         (ray_scheduler::CPU.to_string(), cpus),
-        (ray_scheduler::GPU.to_string(), args.num_gpus.unwrap_or(0.0)),
+        (
+            ray_scheduler::GPU.to_string(),
+            args.num_gpus
+                .unwrap_or_else(|| ray_raylet::gpus::detect().len() as f64),
+        ),
     ];
     if let Some(memory) = args.memory {
         pairs.push(("memory".to_string(), memory));

@@ -1542,3 +1542,29 @@ fn a_workers_task_socket_and_server_refuse_peers_without_the_token() {
         assert_eq!(ray::get(&actor.node()).unwrap().1, 2);
     });
 }
+
+#[ray::remote(num_cpus = 0.0)]
+fn gpu_ids() -> Vec<String> {
+    ray::get_gpu_ids()
+}
+
+/// A node not told how many GPUs it has counts those its `CUDA_VISIBLE_DEVICES` names, and
+/// hands out those ids.
+#[test]
+fn a_node_detects_its_gpus_from_visible_devices() {
+    let cluster = Cluster::start_in(
+        RAYRS,
+        &["env", "CUDA_VISIBLE_DEVICES=3,5"],
+        &["--num-cpus", "1"],
+    );
+    let (ok, status) = output(cluster.rayrs(&["status", "--address", &cluster.address]));
+    assert!(ok, "{status}");
+    assert!(status.contains("0.0/2.0 GPU"), "{status}");
+    with_driver(&cluster, || {
+        let one = ray::get(&gpu_ids::options().num_gpus(1.0).remote()).unwrap();
+        assert!(one == ["3"] || one == ["5"], "{one:?}");
+        let mut both = ray::get(&gpu_ids::options().num_gpus(2.0).remote()).unwrap();
+        both.sort();
+        assert_eq!(both, vec!["3", "5"]);
+    });
+}
