@@ -330,3 +330,60 @@ fn gpus_are_handed_out_by_id() {
         assert!(matches!(&e, Error::InvalidArgument(_)), "{e}");
     });
 }
+
+/// A `#[ray::main]` program (async, with remote functions in a nested module and inside its
+/// body) runs its body once, in the driver only, and returns its error as `main` would.
+#[test]
+fn ray_main_runs_the_body_once_in_the_driver() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_main-driver"))
+            .args(args)
+            .env("RAY_ADDRESS", "local")
+            .env("RAY_NUM_CPUS", "2")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), text)
+    };
+    let (code, text) = run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(text.matches("main body ran").count(), 1, "{text}");
+    assert!(text.contains("sum 22"), "{text}");
+    let (code, text) = run(&["fail"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("Error: invalid argument: asked to fail"),
+        "{text}"
+    );
+}
+
+/// Remote functions and actors may be declared inside a function body, and run on workers.
+#[test]
+fn remote_items_declared_inside_a_function_run_on_workers() {
+    #[ray::remote]
+    fn pid_plus(n: u32) -> u32 {
+        std::process::id() + n
+    }
+
+    struct Tally(u32);
+
+    #[ray::actor]
+    impl Tally {
+        pub fn new(start: u32) -> Self {
+            Tally(start)
+        }
+        pub fn add(&mut self, n: u32) -> u32 {
+            self.0 += n;
+            self.0
+        }
+    }
+
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let on_worker = ray::get(&pid_plus::remote(0)).unwrap();
+        assert_ne!(on_worker, std::process::id());
+        let t = Tally::remote(10);
+        t.add(1);
+        assert_eq!(ray::get(&t.add(2)).unwrap(), 13);
+    });
+}

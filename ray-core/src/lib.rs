@@ -70,7 +70,7 @@ pub use config::{Config, Mode, RuntimeEnv};
 pub use error::{Error, Result};
 pub use object_ref::{Arg, ObjectRef};
 pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};
-pub use ray_macros::{actor, remote};
+pub use ray_macros::{actor, main, remote};
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -596,6 +596,40 @@ pub mod __private {
             }
             Err(e) => failed(e),
         }
+    }
+
+    /// What `#[ray::main]` holds while the body runs: the session, shut down when dropped
+    /// (also when the body panics).
+    pub struct MainSession(());
+
+    impl Drop for MainSession {
+        fn drop(&mut self) {
+            crate::shutdown();
+        }
+    }
+
+    /// Starts the session of a `#[ray::main]` program.
+    pub fn main_init(config: crate::Config) -> crate::Result<MainSession> {
+        crate::init(config)?;
+        Ok(MainSession(()))
+    }
+
+    /// A `#[ray::main]` returning nothing could not start its session: says why, exits 1.
+    pub fn main_init_failed(e: crate::Error) -> ! {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("error: ray::init failed: {e}");
+        }
+        std::process::exit(1)
+    }
+
+    /// Runs an `async fn main`'s body on a multi-threaded tokio runtime made for it.
+    pub fn block_on_main<T, F: std::future::Future<Output = T>>(body: F) -> T {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("cannot build a tokio runtime for main")
+            .block_on(body)
     }
 
     /// A task's `Err(e)`, as the task's failure.

@@ -136,15 +136,19 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
     let option_calls = options.iter().map(|(k, v)| quote!(.#k(#v)));
     let doc =
         format!("Remote call API of [`fn@{name}`]: `{name}::remote(..)`, `{name}::options()`.");
+    // A type of the function's name (types and functions have names of their own, so `f(..)`
+    // still calls the function): `f::remote(..)` works wherever `f` is declared, in a module
+    // or inside a function body, with the argument types resolved where the user wrote them.
     Ok(quote! {
         #func
 
         #[doc = #doc]
-        #[allow(non_snake_case, unused_imports, clippy::all)]
-        #vis mod #name {
-            use super::*;
+        #[allow(non_camel_case_types)]
+        #vis struct #name {}
 
-            const NAME: &str = ::core::module_path!();
+        #[allow(non_snake_case, clippy::all)]
+        const _: () = {
+            const NAME: &str = ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name));
 
             #[::ray::__private::linkme::distributed_slice(::ray::__private::REMOTE_FUNCTIONS)]
             #[linkme(crate = ::ray::__private::linkme)]
@@ -158,17 +162,12 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             ) -> ::core::result::Result<::std::vec::Vec<u8>, ::ray::__private::TaskFailure> {
                 #( let #params: #arg_types = __args.next_arg()?; )*
                 __args.finish()?;
-                let __value = super::#name(#(#params),*);
+                let __value = #name(#(#params),*);
                 #encode
             }
 
             /// Per-call options; finish with `.remote(..)`.
             pub struct Options(::ray::TaskOptions);
-
-            /// Options for one call, starting from the function's defaults.
-            pub fn options() -> Options {
-                Options(::ray::TaskOptions::default() #(#option_calls)*)
-            }
 
             impl Options {
                 /// CPUs the call needs.
@@ -193,11 +192,18 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
                 }
             }
 
-            /// Submits a call with the default options; returns at once.
-            pub fn remote(#( #params: impl ::core::convert::Into<::ray::Arg<#arg_types>> ),*) -> #remote_type {
-                options().remote(#(#params),*)
+            impl #name {
+                /// Options for one call, starting from the function's defaults.
+                pub fn options() -> Options {
+                    Options(::ray::TaskOptions::default() #(#option_calls)*)
+                }
+
+                /// Submits a call with the default options; returns at once.
+                pub fn remote(#( #params: impl ::core::convert::Into<::ray::Arg<#arg_types>> ),*) -> #remote_type {
+                    Self::options().remote(#(#params),*)
+                }
             }
-        }
+        };
     })
 }
 
@@ -650,5 +656,116 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
             construct: #construct,
             is_async: #is_async,
         };
+    })
+}
+
+/// Makes `main` a driver, as `#[tokio::main]` makes it async: the body runs between
+/// `ray::init(ray::Config::from_env())` and `ray::shutdown()` (which runs even if the body
+/// panics). An `async fn main` runs on a tokio runtime made for it. Worker processes (the same
+/// binary, started again) never run the body.
+///
+/// `#[ray::main(config = expr)]` starts from `expr` instead of `Config::from_env()`. If `init`
+/// fails, a `main` returning `Result` returns the error (its error type must convert from
+/// `ray::Error`); a `main` returning nothing prints it and exits with status 1.
+///
+/// ```ignore
+/// #[ray::remote]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// #[ray::main]
+/// fn main() -> ray::Result<()> {
+///     let refs: Vec<_> = (0..4).map(square::remote).collect();
+///     println!("{:?}", ray::get_all(&refs)?);
+///     Ok(())
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item_tokens: Tokens = item.clone().into();
+    match expand_main(attr.into(), item.into()) {
+        Ok(t) => t.into(),
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#item_tokens #err).into()
+        }
+    }
+}
+
+fn expand_main(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
+    let func: ItemFn = syn::parse2(item)?;
+    let mut config = quote!(::ray::Config::from_env());
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
+    for m in metas {
+        match m {
+            Meta::NameValue(nv) if nv.path.is_ident("config") => {
+                let value = nv.value;
+                config = quote!(#value);
+            }
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    "#[ray::main] takes only `config = <a ray::Config>`",
+                ))
+            }
+        }
+    }
+    let sig = &func.sig;
+    if sig.ident != "main" {
+        return Err(syn::Error::new_spanned(
+            &sig.ident,
+            "#[ray::main] goes on `fn main`",
+        ));
+    }
+    if !sig.inputs.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &sig.inputs,
+            "`main` takes no arguments: read them with std::env::args()",
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new_spanned(
+            &sig.generics,
+            "`main` cannot be generic",
+        ));
+    }
+    let attrs = &func.attrs;
+    let vis = &func.vis;
+    let body = &func.block;
+    let output = &sig.output;
+    let returns_unit = matches!(output, ReturnType::Default);
+    let init = if returns_unit {
+        quote! {
+            let __ray_session = match ::ray::__private::main_init(#config) {
+                ::core::result::Result::Ok(s) => s,
+                ::core::result::Result::Err(e) => ::ray::__private::main_init_failed(e),
+            };
+        }
+    } else {
+        quote! {
+            let __ray_session = ::ray::__private::main_init(#config)?;
+        }
+    };
+    let output_type = match output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, t) => quote!(#t),
+    };
+    let run = if sig.asyncness.is_some() {
+        quote! {
+            let __ray_result = ::ray::__private::block_on_main::<#output_type, _>(async move #body);
+        }
+    } else {
+        quote! {
+            #[allow(clippy::redundant_closure_call)]
+            let __ray_result = (move || #output #body)();
+        }
+    };
+    Ok(quote! {
+        #(#attrs)*
+        #vis fn main() #output {
+            #init
+            #run
+            ::core::mem::drop(__ray_session);
+            __ray_result
+        }
     })
 }

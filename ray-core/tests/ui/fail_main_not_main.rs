@@ -1,0 +1,5 @@
+//! `#[ray::main]` on a function that is not `main`.
+#[ray::main]
+fn start() {}
+
+fn main() {}

@@ -1,0 +1,42 @@
+//! A program written with `#[ray::main]`, run by tests/api.rs: `async` (argument `async`) or
+//! not, it prints what its tasks computed. Its body must run once, in the driver only.
+
+#[ray::remote]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+mod nested {
+    /// Declared in a nested module and used from `main`.
+    #[ray::remote]
+    pub fn cube(x: u64) -> u64 {
+        x * x * x
+    }
+}
+
+#[ray::main]
+async fn main() -> ray::Result<()> {
+    #[allow(clippy::print_stdout)]
+    {
+        println!("main body ran in pid {}", std::process::id());
+    }
+    // Declared inside the body: remote functions and actors may live anywhere.
+    #[ray::remote]
+    fn add(a: u64, b: u64) -> u64 {
+        a + b
+    }
+    let squares: Vec<_> = (0..4).map(square::remote).collect();
+    let mut total = 0;
+    for r in squares {
+        total += r.await?;
+    }
+    let sum = add::remote(total, nested::cube::remote(2)).await?;
+    if std::env::args().any(|a| a == "fail") {
+        return Err(ray::Error::InvalidArgument("asked to fail".into()));
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!("sum {sum}");
+    }
+    Ok(())
+}
