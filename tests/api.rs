@@ -387,3 +387,175 @@ fn remote_items_declared_inside_a_function_run_on_workers() {
         assert_eq!(ray::get(&t.add(2)).unwrap(), 13);
     });
 }
+
+/// Waits (at most 30 s) until `file` exists.
+fn wait_for_file(file: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::path::Path::new(file).exists() {
+        assert!(std::time::Instant::now() < deadline, "{file} never came");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Says it started, then holds its CPU until `release` exists.
+#[ray::remote]
+fn hold_until(started: String, release: String) -> u8 {
+    std::fs::write(&started, std::process::id().to_string()).unwrap();
+    wait_for_file(&release);
+    1
+}
+
+/// Counts its runs in `file`.
+#[ray::remote]
+fn counted(file: String) -> u8 {
+    count_run(&file);
+    2
+}
+
+/// Makes ray calls until one fails (cancelled): writes `started` first, `ended` with the
+/// error last.
+#[ray::remote(num_cpus = 0.5)]
+fn busy_with_ray_calls(started: String, ended: String) -> Result<u8, String> {
+    std::fs::write(&started, std::process::id().to_string()).unwrap();
+    loop {
+        if let Err(e) = ray::put(&0u8) {
+            std::fs::write(&ended, e.to_string()).unwrap();
+            return Err(e.to_string());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Runs `busy_with_ray_calls` as a child and waits for it.
+#[ray::remote(num_cpus = 0.5)]
+fn parent_of_busy(started: String, ended: String) -> Result<u8, String> {
+    ray::get(&busy_with_ray_calls::remote(started, ended)).map_err(|e| e.to_string())
+}
+
+/// Says it started (with its pid), then sleeps, making no ray call.
+#[ray::remote]
+fn sleeps_forever(started: String) -> u8 {
+    std::fs::write(&started, std::process::id().to_string()).unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(600));
+    3
+}
+
+fn cancelled<T: std::fmt::Debug>(r: ray::Result<T>) -> bool {
+    matches!(r, Err(Error::TaskCancelled { .. }))
+}
+
+/// `ray::cancel`: a queued task never runs, a running one stops at its next ray call (its
+/// children too), `force` kills its worker, a finished one keeps its value; `get` says
+/// `TaskCancelled`.
+#[test]
+fn cancel_stops_queued_running_and_forced_tasks() {
+    let dir = TempDir::new("cancel");
+    let f = |name: &str| dir.file(name);
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let opts = ray::CancelOptions::default();
+        // Queued behind a task holding the only CPU: removed, never run.
+        let blocker = hold_until::remote(f("b-started"), f("b-release"));
+        wait_for_file(&f("b-started"));
+        let queued = counted::remote(f("queued-runs"));
+        ray::cancel(&queued, opts).unwrap();
+        assert!(cancelled(ray::get(&queued)));
+        std::fs::write(f("b-release"), b"").unwrap();
+        assert_eq!(ray::get(&blocker), Ok(1));
+        assert_eq!(runs(&f("queued-runs")), 0, "a cancelled queued task ran");
+
+        // Finished: nothing to cancel.
+        let done = counted::remote(f("done-runs"));
+        assert_eq!(ray::get(&done), Ok(2));
+        ray::cancel(&done, opts).unwrap();
+        assert_eq!(ray::get(&done), Ok(2));
+
+        // Running, making ray calls: its next one fails.
+        let busy = busy_with_ray_calls::remote(f("r-started"), f("r-ended"));
+        wait_for_file(&f("r-started"));
+        ray::cancel(&busy, opts).unwrap();
+        assert!(cancelled(ray::get(&busy)));
+        let ended = std::fs::read_to_string(f("r-ended")).unwrap();
+        assert!(ended.contains("cancelled"), "{ended}");
+
+        // Recursive (the default): the child it waits on is cancelled too.
+        let parent = parent_of_busy::remote(f("c-started"), f("c-ended"));
+        wait_for_file(&f("c-started"));
+        ray::cancel(&parent, opts).unwrap();
+        assert!(cancelled(ray::get(&parent)));
+        wait_for_file(&f("c-ended"));
+
+        // Forced: the worker, which makes no ray call, is killed.
+        let stuck = sleeps_forever::remote(f("s-started"));
+        wait_for_file(&f("s-started"));
+        let pid: i32 = std::fs::read_to_string(f("s-started"))
+            .unwrap()
+            .parse()
+            .unwrap();
+        ray::cancel(
+            &stuck,
+            ray::CancelOptions {
+                force: true,
+                ..opts
+            },
+        )
+        .unwrap();
+        assert!(cancelled(ray::get(&stuck)));
+        ray_rs::eventually("the forced task's worker is gone", || {
+            !ray_rs::child_processes().contains(&(pid as u32))
+        });
+        // The node goes on with a fresh worker.
+        assert_eq!(ray::get(&counted::remote(f("after-runs"))), Ok(2));
+    });
+}
+
+struct Gate;
+
+#[ray::actor]
+impl Gate {
+    pub fn new() -> Self {
+        Gate
+    }
+    pub fn hold(&self, started: String, release: String) -> u8 {
+        std::fs::write(&started, b"").unwrap();
+        wait_for_file(&release);
+        1
+    }
+    pub fn count(&self, file: String) -> u8 {
+        count_run(&file);
+        2
+    }
+}
+
+/// An actor call not yet started can be cancelled; `force` is refused for actor calls.
+#[test]
+fn cancel_of_actor_calls() {
+    let dir = TempDir::new("cancel-actor");
+    let f = |name: &str| dir.file(name);
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let gate = Gate::options().num_cpus(0.0).remote();
+        let first = gate.hold(f("started"), f("release"));
+        wait_for_file(&f("started"));
+        let second = gate.count(f("second-runs"));
+        let e = ray::cancel(
+            &second,
+            ray::CancelOptions {
+                force: true,
+                recursive: true,
+            },
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+        ray::cancel(&second, ray::CancelOptions::default()).unwrap();
+        std::fs::write(f("release"), b"").unwrap();
+        assert_eq!(ray::get(&first), Ok(1));
+        assert!(cancelled(ray::get(&second)));
+        assert_eq!(runs(&f("second-runs")), 0, "a cancelled call ran");
+        assert_eq!(ray::get(&gate.count(f("third-runs"))), Ok(2));
+    });
+    // Sync mode: tasks ran when submitted; cancel leaves them be.
+    with_ray(ray::Config::sync(), || {
+        let r = counted::remote(f("sync-runs"));
+        ray::cancel(&r, ray::CancelOptions::default()).unwrap();
+        assert_eq!(ray::get(&r), Ok(2));
+    });
+}

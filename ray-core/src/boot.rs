@@ -163,9 +163,15 @@ pub(crate) fn boot_worker(
         Default::default(),
     );
     let executor = Executor::new(core_worker.own.clone(), queue.clone());
+    let weak = Arc::downgrade(&core_worker);
     slot.fill(Served {
         own: Arc::downgrade(&core_worker.own),
         executor: Some(executor.clone()),
+        cancel_children: Some(Box::new(move |task| {
+            if let Some(cw) = weak.upgrade() {
+                cw.cancel_children(task);
+            }
+        })),
     });
     if let Some(tcp) = tcp_listener {
         handle.spawn(serve_task_socket(tcp, token.clone(), queue.clone()));

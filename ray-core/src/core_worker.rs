@@ -180,6 +180,8 @@ impl CoreWorker {
         num: usize,
         timeout: Option<Duration>,
     ) -> Result<Vec<bool>> {
+        // A cancelled task's next ray call ends it.
+        self.own.cancelled.check_current()?;
         // Fast path: what is ready already, registering nothing.
         let mut ready = Vec::with_capacity(refs.len());
         for r in refs {
@@ -340,10 +342,12 @@ impl CoreWorker {
                 self.own.store.put(id, Stored::Failed(e.clone()));
             }
         };
-        if let Some(e) = args.iter().find_map(|a| match &a.0 {
+        let unencodable = args.iter().find_map(|a| match &a.0 {
             ArgKind::Unencodable(e) => Some(e.clone()),
             _ => None,
-        }) {
+        });
+        // A cancelled task submits nothing more.
+        if let Some(e) = unencodable.or_else(|| self.own.cancelled.check_current().err()) {
             fail(e);
             return (out, more);
         }
@@ -367,6 +371,7 @@ impl CoreWorker {
                 num_returns,
                 retries_left: opts.max_retries,
                 retry_exceptions: opts.retry_exceptions,
+                parent: crate::task_context::current_task(),
                 resolved: Vec::new(),
             }),
         }
@@ -585,10 +590,37 @@ impl CoreWorker {
                 resolved: None,
                 lifetime: core.lifetime.clone(),
                 waited: false,
+                parent: crate::task_context::current_task(),
             },
             &self.own,
         );
         out
+    }
+
+    /// Cancels the task or actor call that makes `r` (see [`crate::cancel`]): only the
+    /// process that submitted it (the ref's owner) can; in sync mode it has run already.
+    pub fn cancel(&self, r: &RefInner, force: bool, recursive: bool) -> Result<()> {
+        if r.failed.is_some() {
+            return Ok(());
+        }
+        if r.owner.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "only the process that submitted the task of object {} can cancel it",
+                r.id.to_hex()
+            )));
+        }
+        match &self.submitter {
+            Some(s) => s.cancel(r.id, force, recursive),
+            None => Ok(()),
+        }
+    }
+
+    /// Cancels what this process submitted from within its task `parent` (which its owner
+    /// cancelled, `recursive`).
+    pub fn cancel_children(&self, parent: ray_common::TaskId) {
+        if let Some(s) = &self.submitter {
+            s.cancel_children(parent);
+        }
     }
 
     fn run_sync_method(
@@ -711,6 +743,7 @@ impl CoreWorker {
     }
 
     pub fn put<T: Serialize>(self: &Arc<Self>, value: &T) -> Result<Arc<RefInner>> {
+        self.own.cancelled.check_current()?;
         let id = self.own.ids.next();
         let inner = self.store_value(id, value)?;
         let r = self.own.new_ref(id);

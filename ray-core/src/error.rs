@@ -43,6 +43,13 @@ pub enum Error {
     /// `get` with a timeout gave up (Ray's `GetTimeoutError`).
     #[error("get timed out after {0:?}")]
     GetTimeout(Duration),
+    /// The task was cancelled ([`crate::cancel`]) before it finished (Ray's
+    /// `TaskCancelledError`).
+    #[error("task {function} was cancelled")]
+    TaskCancelled {
+        /// Registered name of the function (or `Class.method`).
+        function: String,
+    },
     /// The worker process running the task died and the retries ran out
     /// (Ray's `WorkerCrashedError`).
     #[error("worker running {function} died: {message}")]
@@ -209,6 +216,7 @@ impl Error {
                 ..wire(K::Task, function, message)
             },
             Error::WorkerDied { function, message } => wire(K::WorkerDied, function, message),
+            Error::TaskCancelled { function } => wire(K::TaskCancelled, function, ""),
             Error::ArgumentFailed { function, cause } if depth >= MAX_WIRE_CAUSES => {
                 let rest = Error::Runtime(cause.to_string());
                 ray_proto::TaskError {
@@ -251,6 +259,9 @@ impl Error {
                 function: e.function.clone(),
                 message: e.message.clone(),
                 location: e.location.clone(),
+            },
+            K::TaskCancelled => Error::TaskCancelled {
+                function: e.function.clone(),
             },
             K::WorkerDied => Error::WorkerDied {
                 function: e.function.clone(),

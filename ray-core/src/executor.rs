@@ -300,14 +300,36 @@ impl Executor {
     pub fn run(&self) {
         with_decoder(&self.own, || {
             while let Ok(job) = crate::spin::recv(&self.queue.rx) {
-                if job.frame.actor_id.is_empty() {
-                    let reply = self.run_task(job.frame);
-                    let _ = job.reply.send(reply, self.queue.flush());
-                } else {
-                    self.dispatch_actor_call(job);
+                if let Some(job) = self.unless_cancelled(job) {
+                    self.run_job(job);
                 }
             }
         })
+    }
+
+    /// `job`, unless its owner cancelled it before it started: then it is answered with
+    /// the cancellation, without running.
+    fn unless_cancelled(&self, job: Job) -> Option<Job> {
+        let cancelled = ray_common::TaskId::from_wire(&job.frame.task_id)
+            .is_ok_and(|task| self.own.cancelled.is(&task));
+        if !cancelled {
+            return Some(job);
+        }
+        let e = Error::TaskCancelled {
+            function: job.frame.function.clone(),
+        };
+        let reply = finish(&self.own, &job.frame, Done::failed(e), Instant::now());
+        let _ = job.reply.send(reply, self.queue.flush());
+        None
+    }
+
+    fn run_job(&self, job: Job) {
+        if job.frame.actor_id.is_empty() {
+            let reply = self.run_task(job.frame);
+            let _ = job.reply.send(reply, self.queue.flush());
+        } else {
+            self.dispatch_actor_call(job);
+        }
     }
 
     fn location(&self) -> &str {
@@ -674,6 +696,9 @@ fn finish(
     done: Done,
     start: Instant,
 ) -> ray_proto::ReplyFrame {
+    if let Ok(task) = ray_common::TaskId::from_wire(&frame.task_id) {
+        own.cancelled.forget(&task);
+    }
     let mut stored = match frame.num_returns {
         0 | 1 => vec![result_to_stored(own, &frame.return_id, done.result)],
         n => match id16(&frame.return_id, "return id") {

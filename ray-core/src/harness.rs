@@ -290,6 +290,7 @@ impl TestCluster {
         slot.fill(Served {
             own: Arc::downgrade(&cw.own),
             executor: None,
+            cancel_children: None,
         });
         self.servers.lock().push(server);
         self.drivers.lock().push(cw.clone());

@@ -466,6 +466,7 @@ fn attach_driver(
     slot.fill(Served {
         own: Arc::downgrade(&rt.own),
         executor: None,
+        cancel_children: None,
     });
     Ok(Session {
         rt,

@@ -37,6 +37,7 @@ mod worker;
 // layers; tests/tidy.rs checks the import graph).
 mod args;
 mod boot;
+mod cancel;
 mod codec;
 mod config;
 mod core_worker;
@@ -467,6 +468,51 @@ pub fn get_runtime_context() -> Result<RuntimeContext> {
         is_worker: rt.me().is_worker,
         namespace: rt.me().namespace.clone(),
     })
+}
+
+/// How [`cancel`] stops a task. The default is Ray's: `force: false, recursive: true`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CancelOptions {
+    /// Kill the worker process running the task (and start another) rather than ask the
+    /// task to stop at its next ray call. Refused for actor calls: it would kill the actor.
+    pub force: bool,
+    /// Cancel the tasks the task submitted too.
+    pub recursive: bool,
+}
+
+impl Default for CancelOptions {
+    fn default() -> Self {
+        CancelOptions {
+            force: false,
+            recursive: true,
+        }
+    }
+}
+
+/// Cancels the task (or actor call) that makes `r`, as Ray's `ray.cancel`: a task not yet
+/// running is not run; a running one fails at its next `ray` call (`get`, `wait`, `put`, a
+/// submission), or with `force` its worker process is killed. `get` then fails with
+/// [`Error::TaskCancelled`] (a task that finished first keeps its value). Only the process
+/// that submitted the task can cancel it; a finished task is left as it is. An actor call
+/// can be cancelled before it starts; a running one is not interrupted.
+///
+/// ```no_run
+/// #[ray::remote]
+/// fn forever() -> u8 {
+///     loop {
+///         // Each ray call is a point where a cancel takes effect.
+///         ray::wait(&[ray::put(&0u8).unwrap()], 1, None).unwrap();
+///     }
+/// }
+/// # fn main() -> ray::Result<()> {
+/// # ray::init(ray::Config::local())?;
+/// let r = forever::remote();
+/// ray::cancel(&r, ray::CancelOptions::default())?;
+/// assert!(matches!(ray::get(&r), Err(ray::Error::TaskCancelled { .. })));
+/// # Ok(()) }
+/// ```
+pub fn cancel<T>(r: &ObjectRef<T>, options: CancelOptions) -> Result<()> {
+    current::current()?.cancel(&r.inner, options.force, options.recursive)
 }
 
 /// The ids of the GPUs the task or actor running in this worker holds, as its

@@ -72,6 +72,8 @@ pub(crate) struct Ownership {
     /// Sync mode: actors live in this process.
     pub sync_actors: dashmap::DashMap<ActorId, SyncActor>,
     pub sync_names: dashmap::DashMap<(String, String), ActorId>,
+    /// Tasks this process (a worker) was asked to cancel.
+    pub cancelled: crate::cancel::Cancelled,
 }
 
 /// The last [`RecentIds::KEPT`] ids seen, in order.

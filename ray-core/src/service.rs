@@ -32,6 +32,8 @@ pub(crate) struct Served {
     pub own: Weak<Ownership>,
     /// Workers only: where the GCS's actor creations go.
     pub executor: Option<Arc<Executor>>,
+    /// Workers only: cancels the tasks a cancelled task submitted (`recursive`).
+    pub cancel_children: Option<Box<dyn Fn(ray_common::TaskId) + Send + Sync>>,
 }
 
 impl Slot {
@@ -96,6 +98,28 @@ fn object_id(raw: &[u8]) -> std::result::Result<ObjectId, Status> {
 
 #[tonic::async_trait]
 impl CoreWorker for CoreWorkerService {
+    async fn cancel_task(
+        &self,
+        req: Request<ray_proto::CancelTaskRequest>,
+    ) -> std::result::Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        let task = ray_common::TaskId::from_wire(&req.task_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.slot.own()?.cancelled.mark(task);
+        if req.recursive {
+            if let Some(children) = self
+                .slot
+                .0
+                .served
+                .get()
+                .and_then(|s| s.cancel_children.as_ref())
+            {
+                children(task);
+            }
+        }
+        Ok(Response::new(Empty {}))
+    }
+
     async fn create_actor(
         &self,
         req: Request<ray_proto::CreateActorRequest>,

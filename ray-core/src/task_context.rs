@@ -16,6 +16,8 @@ thread_local! {
     static CURRENT_SHAPE: RefCell<Option<Shape>> = const { RefCell::new(None) };
     /// Tasks run inline on this thread, one inside the other.
     static INLINE_DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// The tasks the current inline one runs inside, outermost first.
+    static OUTER_TASKS: RefCell<Vec<TaskId>> = const { RefCell::new(Vec::new()) };
     /// A task's arguments are being decoded (not yet its body running).
     static DECODING_ARGS: Cell<bool> = const { Cell::new(false) };
 }
@@ -48,6 +50,12 @@ pub(crate) fn in_task() -> bool {
 /// The id of the task running on this thread, if any.
 pub(crate) fn current_task() -> Option<TaskId> {
     CURRENT_TASK.with(|t| t.get())
+}
+
+/// Whether `f` holds for the task running on this thread or any task it runs inline inside
+/// (a task run inline inside a cancelled one is cancelled with it).
+pub(crate) fn any_running_task(mut f: impl FnMut(&TaskId) -> bool) -> bool {
+    current_task().is_some_and(|t| f(&t)) || OUTER_TASKS.with(|o| o.borrow().iter().any(f))
 }
 
 /// If the calling thread runs a worker's task that may run one of its own queued tasks
@@ -84,7 +92,13 @@ pub(crate) fn as_inline_task<R>(task: TaskId, shape: ResourceSet, f: impl FnOnce
     let outer_task = CURRENT_TASK.with(|t| t.replace(Some(task)));
     let outer_shape = CURRENT_SHAPE.with(|s| s.replace(Some(Shape::Known(shape))));
     INLINE_DEPTH.with(|d| d.set(d.get() + 1));
+    if let Some(outer) = outer_task {
+        OUTER_TASKS.with(|o| o.borrow_mut().push(outer));
+    }
     let r = f();
+    if outer_task.is_some() {
+        OUTER_TASKS.with(|o| o.borrow_mut().pop());
+    }
     INLINE_DEPTH.with(|d| d.set(d.get() - 1));
     CURRENT_SHAPE.with(|s| s.replace(outer_shape));
     CURRENT_TASK.with(|t| t.set(outer_task));

@@ -668,7 +668,7 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
 /// fails, a `main` returning `Result` returns the error (its error type must convert from
 /// `ray::Error`); a `main` returning nothing prints it and exits with status 1.
 ///
-/// ```ignore
+/// ```text
 /// #[ray::remote]
 /// fn square(x: u64) -> u64 { x * x }
 ///

@@ -33,6 +33,8 @@ pub(crate) struct ActorCall {
     pub lifetime: Option<Arc<RefInner>>,
     /// Its arguments were waited for once: if still not ready, they never will be.
     pub waited: bool,
+    /// The task of this process it was made from (cancelled with it, `recursive`).
+    pub parent: Option<ray_common::TaskId>,
 }
 
 impl ActorCall {
@@ -185,7 +187,11 @@ impl Submitter {
         let Some(call) = q.in_flight.remove(&frame.seq) else {
             return;
         };
-        complete_from_reply(own, call.return_id, 1, frame.value, Vec::new());
+        let mut value = frame.value;
+        if self.cancelling.remove(&call.return_id) {
+            value = super::cancel::answer_of_cancelled(value, &call.label());
+        }
+        complete_from_reply(own, call.return_id, 1, value, Vec::new());
         release_in_band(own, &frame.released_ids, &q.address);
         register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }
@@ -204,7 +210,10 @@ impl Submitter {
         // In-flight calls are older than pending ones: resend them first, in order.
         let in_flight = std::mem::take(&mut q.in_flight);
         for (_, mut call) in in_flight.into_iter().rev() {
-            if call.retries_left != 0 {
+            if self.cancelling.remove(&call.return_id) {
+                let e = super::cancel::cancelled(&call.label());
+                own.complete(call.return_id, Stored::Failed(Arc::new(e)));
+            } else if call.retries_left != 0 {
                 if call.retries_left > 0 {
                     call.retries_left -= 1;
                 }

@@ -7,6 +7,7 @@
 //! data plane's.
 
 mod actor;
+mod cancel;
 mod infeasible;
 mod normal;
 mod resolver;
@@ -73,6 +74,15 @@ enum Event {
     /// Calls lost with this actor's process have waited [`LOST_CALL_WAIT`] for word of its
     /// fate: they fail as unavailable (it is restarting, or the GCS is slow to say).
     LostCallsDue(ActorId),
+    /// Cancel the task or actor call whose (first) return is this id (see [`cancel`]).
+    Cancel {
+        id: ObjectId,
+        force: bool,
+        recursive: bool,
+        reply: crossbeam_channel::Sender<crate::error::Result<()>>,
+    },
+    /// Cancel every task and call this process submitted from within this task.
+    CancelChildren(ray_common::TaskId),
     Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -87,6 +97,8 @@ impl Event {
                 | Event::Steal { .. }
                 | Event::Blocked(_)
                 | Event::ActorKilled(..)
+                | Event::Cancel { .. }
+                | Event::CancelChildren(_)
                 | Event::Shutdown(_)
         )
     }
@@ -194,6 +206,25 @@ impl Handle {
     /// This worker's task blocked in `get` (`true`) or resumed.
     pub fn blocked(&self, blocked: bool) {
         self.send(Event::Blocked(blocked));
+    }
+
+    /// Cancels the task or call whose first return is `id` (see [`Event::Cancel`]).
+    pub fn cancel(&self, id: ObjectId, force: bool, recursive: bool) -> crate::error::Result<()> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if !self.send(Event::Cancel {
+            id,
+            force,
+            recursive,
+            reply,
+        }) {
+            return Ok(());
+        }
+        answer.recv().unwrap_or(Ok(()))
+    }
+
+    /// Cancels what this process submitted from within task `parent`.
+    pub fn cancel_children(&self, parent: ray_common::TaskId) {
+        self.send(Event::CancelChildren(parent));
     }
 
     /// This process killed the actor: its calls fail from now on.
@@ -328,6 +359,11 @@ struct Submitter {
     /// How frames sent while handling the current event are written: at once by a thread
     /// handling its own lone call, else by the connection's flusher, batched.
     flush: Flush,
+    /// Tasks and calls in flight that were cancelled: their answer becomes
+    /// `TaskCancelled` unless it is a value, and they are not retried.
+    cancelling: HashSet<ObjectId>,
+    /// Tasks cancelled while their arguments were awaited: failed once resolved.
+    cancel_on_arrival: HashSet<ObjectId>,
 }
 
 impl Submitter {
@@ -343,6 +379,8 @@ impl Submitter {
             blocked: false,
             stopped: false,
             flush: Flush::Soon,
+            cancelling: HashSet::new(),
+            cancel_on_arrival: HashSet::new(),
         }
     }
 
@@ -373,6 +411,18 @@ impl Submitter {
         };
         match ev {
             Event::Submit(task) => self.resolve(&own, task),
+            Event::Resolved(task) if self.cancel_on_arrival.remove(&task.return_id) => {
+                fail_task(Some(&own), &task, cancel::cancelled(task.function));
+            }
+            Event::Cancel {
+                id,
+                force,
+                recursive,
+                reply,
+            } => {
+                self.cancel(&own, id, force, recursive, Some(reply));
+            }
+            Event::CancelChildren(parent) => self.cancel_children(&own, parent),
             Event::Resolved(task) => {
                 let (key, locality) = match normal::locality(&own, &task) {
                     Some((node, bytes)) => (

@@ -58,6 +58,8 @@ pub(crate) struct PendingTask {
     pub retries_left: i32,
     /// Whether a task that returned `Err` or panicked is retried too.
     pub retry_exceptions: bool,
+    /// The task of this process it was submitted from (cancelled with it, `recursive`).
+    pub parent: Option<ray_common::TaskId>,
     /// Argument values, filled once every dependency is ready.
     pub resolved: Vec<ray_proto::ObjectValue>,
 }
@@ -245,6 +247,12 @@ impl Submitter {
             q.avg_exec_micros = 0.8 * q.avg_exec_micros + 0.2 * frame.exec_micros as f64;
         }
         let mut task = task;
+        let mut frame = frame;
+        if self.cancelling.remove(&task.return_id) {
+            frame.value = super::cancel::answer_of_cancelled(frame.value.take(), task.function);
+            // Not retried: the error is the cancel's.
+            task.retry_exceptions = false;
+        }
         if task.retry_exceptions && task.retries_left != 0 && failed_in_user_code(&frame.value) {
             task.retries_left -= i32::from(task.retries_left > 0);
             tracing::info!(
@@ -281,10 +289,17 @@ impl Submitter {
             return;
         };
         return_lease(&lease, true);
-        let q = self.queue(&key, &ResourceSet::new());
-        q.leases.retain(|l| *l != lease_id);
         let mut in_flight: Vec<(u64, PendingTask)> = lease.in_flight.into_iter().collect();
         in_flight.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        in_flight.retain(|(_, task)| {
+            let cancelled = self.cancelling.remove(&task.return_id);
+            if cancelled {
+                fail_task(Some(own), task, super::cancel::cancelled(task.function));
+            }
+            !cancelled
+        });
+        let q = self.queue(&key, &ResourceSet::new());
+        q.leases.retain(|l| *l != lease_id);
         for (_, mut task) in in_flight {
             if task.retries_left != 0 {
                 if task.retries_left > 0 {
