@@ -559,3 +559,140 @@ fn cancel_of_actor_calls() {
         assert_eq!(ray::get(&r), Ok(2));
     });
 }
+
+struct Phoenix {
+    calls: u32,
+}
+
+#[ray::actor]
+impl Phoenix {
+    pub fn new() -> Self {
+        Phoenix { calls: 0 }
+    }
+    /// (actor id, restarted, calls so far in this life)
+    pub fn whoami(&mut self) -> (Option<String>, bool, u32) {
+        self.calls += 1;
+        let c = ray::get_runtime_context().unwrap();
+        (c.actor_id, c.was_current_actor_reconstructed, self.calls)
+    }
+    pub fn leave(&self) -> Result<String, String> {
+        ray::actor::exit_actor().map_err(|e| e.to_string())?;
+        Ok("bye".into())
+    }
+}
+
+/// An actor knows its id and whether it was restarted; `kill(false)` restarts it,
+/// `kill(true)` ends it; `exit_actor` ends it for good once the calling method replied.
+#[test]
+fn actors_know_themselves_restart_on_kill_and_exit_on_request() {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        assert!(matches!(
+            ray::actor::exit_actor(),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(ray::get_runtime_context().unwrap().actor_id, None);
+
+        let p = Phoenix::options()
+            .num_cpus(0.0)
+            .max_restarts(1)
+            .max_task_retries(-1)
+            .remote();
+        let (id, restarted, calls) = ray::get(&p.whoami()).unwrap();
+        assert!(id.as_ref().is_some_and(|id| id.len() == 32), "{id:?}");
+        assert_eq!((restarted, calls), (false, 1));
+        p.kill(false).unwrap();
+        let (id2, restarted, calls) = ray::get(&p.whoami()).unwrap();
+        assert_eq!(
+            (id2, restarted, calls),
+            (id, true, 1),
+            "a new life, the same actor"
+        );
+        // Its one restart is spent; killed for good either way now.
+        p.kill(true).unwrap();
+        assert!(matches!(
+            ray::get(&p.whoami()),
+            Err(Error::ActorDied { .. })
+        ));
+
+        // exit_actor: the call that asks replies, later calls find it dead, no restart.
+        let q = Phoenix::options().num_cpus(0.0).max_restarts(3).remote();
+        assert_eq!(ray::get(&q.whoami()).unwrap().2, 1);
+        assert_eq!(ray::get(&q.leave()).as_deref(), Ok("bye"));
+        ray_rs::eventually("the actor that exited is dead", || {
+            matches!(ray::get(&q.whoami()), Err(Error::ActorDied { .. }))
+        });
+    });
+}
+
+struct Slow;
+
+#[ray::actor]
+impl Slow {
+    pub fn new() -> Self {
+        Slow
+    }
+    /// `x * 10`, with the pid that ran it.
+    pub fn work(&self, x: u64) -> (u64, u32) {
+        (x * 10, std::process::id())
+    }
+    /// `x * 10`, once file `wait` exists (if named); then writes file `write` (if named).
+    pub fn gated(&self, x: u64, wait: String, write: String) -> u64 {
+        if !wait.is_empty() {
+            wait_for_file(&wait);
+        }
+        if !write.is_empty() {
+            std::fs::write(&write, b"").unwrap();
+        }
+        x * 10
+    }
+}
+
+/// `ActorPool` spreads items over its actors, one at a time each: `map` keeps order,
+/// `map_unordered` yields the quick ones first; refs of different types wait together.
+#[test]
+fn actor_pool_and_waiting_on_refs_of_different_types() {
+    let dir = TempDir::new("pool");
+    let done = dir.file("others-done");
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let actors = vec![
+            Slow::options().num_cpus(0.0).remote(),
+            Slow::options().num_cpus(0.0).remote(),
+        ];
+        let mut pool = ray::util::ActorPool::new(actors);
+        let out: Vec<(u64, u32)> = pool
+            .map(|a, x| a.work(x), 0..6)
+            .collect::<ray::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            out.iter().map(|o| o.0).collect::<Vec<_>>(),
+            vec![0, 10, 20, 30, 40, 50]
+        );
+        let pids: std::collections::HashSet<u32> = out.iter().map(|o| o.1).collect();
+        assert_eq!(pids.len(), 2, "both actors worked");
+        assert!(!pool.has_next());
+        assert!(matches!(pool.get_next(), Err(Error::InvalidArgument(_))));
+
+        // A pool of the same actors for calls of another return type.
+        let actors: Vec<_> = std::iter::from_fn(|| pool.pop_idle()).collect();
+        assert_eq!(actors.len(), 2);
+        let mut pool = ray::util::ActorPool::new(actors);
+        // The first item waits until the last is done: first in order, last as finished.
+        let items = vec![
+            (1, done.clone(), String::new()),
+            (2, String::new(), String::new()),
+            (3, String::new(), done.clone()),
+        ];
+        let firsts: Vec<u64> = pool
+            .map_unordered(|a, (x, wait, write)| a.gated(x, wait, write), items)
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(firsts.last(), Some(&10), "{firsts:?}");
+        assert!(matches!(pool.get_next(), Err(Error::InvalidArgument(_))));
+
+        let n = ray::put(&1u32).unwrap();
+        let s = ray::put(&"one".to_string()).unwrap();
+        let (ready, rest) = ray::wait(&[s.any(), n.any()], 1, None).unwrap();
+        assert_eq!((ready.len(), rest.len()), (1, 1));
+        assert_eq!(ready[0].id(), s.id());
+    });
+}

@@ -659,15 +659,16 @@ impl CoreWorker {
     }
 
     /// Kills an actor for good and returns once its process is dead.
-    pub fn kill_actor(&self, actor_id: ActorId, cause: &str) -> Result<()> {
+    pub fn kill_actor(&self, actor_id: ActorId, cause: &str, no_restart: bool) -> Result<()> {
         let Some(c) = &self.own.link else {
+            // Sync mode: the actor lives here, and a restart would rebuild the same state.
             self.own.end_actor(actor_id, cause);
             return Ok(());
         };
         let gcs = c.gcs.clone();
         let req = ray_proto::KillActorRequest {
             actor_id: actor_id.to_vec().into(),
-            no_restart: true,
+            no_restart,
             cause: cause.to_string(),
         };
         let killed = async move {
@@ -676,8 +677,9 @@ impl CoreWorker {
             }
         };
         c.call(killed)?;
-        // Calls made from here on fail at once, whatever is still in flight.
-        if let Some(s) = &self.submitter {
+        // Calls made from here on fail at once, whatever is still in flight (a restarting
+        // actor takes them as after a crash).
+        if let (true, Some(s)) = (no_restart, &self.submitter) {
             s.actor_killed(actor_id, cause.to_string());
         }
         Ok(())

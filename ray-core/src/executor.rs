@@ -358,7 +358,11 @@ impl Executor {
     }
 
     /// Constructs the actor this worker will host (the GCS leased it for this actor alone).
-    pub async fn create_actor(self: &Arc<Self>, spec: ray_proto::ActorSpec) -> Result<()> {
+    pub async fn create_actor(
+        self: &Arc<Self>,
+        spec: ray_proto::ActorSpec,
+        incarnation: u64,
+    ) -> Result<()> {
         if !self.own.me.is_worker {
             return Err(Error::Runtime("only a worker process hosts actors".into()));
         }
@@ -375,6 +379,10 @@ impl Executor {
                     spec.class_name
                 ))
             })?;
+        // Known to the constructor already (`get_runtime_context`).
+        if let Ok(id) = ray_common::ActorId::from_wire(&spec.actor_id) {
+            let _ = self.own.hosted_actor.set((id, incarnation));
+        }
         let own = self.own.clone();
         let args: Vec<Stored> = spec.args.into_iter().map(Stored::from_proto).collect();
         let built = tokio::task::spawn_blocking(move || {
@@ -434,7 +442,7 @@ impl Executor {
                                     true => me.queue.flush(),
                                     false => Flush::Soon,
                                 };
-                                let _ = job.reply.send(reply, flush);
+                                reply_to_call(&own, &job.reply, reply, flush);
                             }
                         })
                     })
@@ -462,7 +470,7 @@ impl Executor {
         match &host.mode {
             HostMode::Sequential => {
                 let reply = self.run_method(host, job.frame);
-                let _ = job.reply.send(reply, self.queue.flush());
+                reply_to_call(&self.own, &job.reply, reply, self.queue.flush());
             }
             HostMode::Threaded(tx) => {
                 let _ = tx.send(job);
@@ -524,7 +532,7 @@ impl Executor {
                         1 => queue.flush(),
                         _ => Flush::Soon,
                     };
-                    let _ = job.reply.send(reply, flush);
+                    reply_to_call(&own, &job.reply, reply, flush);
                 }));
             }
         }
@@ -560,6 +568,39 @@ impl Executor {
         drop(args);
         finish(&self.own, &frame, done, start)
     }
+}
+
+/// Sends an actor call's reply. If the call asked the actor to exit
+/// (`ray::actor::exit_actor`), the reply is written at once, then the GCS is asked to end
+/// the actor for good (it kills this process; the actor is not restarted).
+fn reply_to_call(
+    own: &Ownership,
+    sink: &FrameSink<ray_proto::ReplyFrame>,
+    reply: ray_proto::ReplyFrame,
+    flush: Flush,
+) {
+    if !own.exit_requested.load(Ordering::Acquire) {
+        let _ = sink.send(reply, flush);
+        return;
+    }
+    let _ = sink.send(reply, Flush::Now);
+    if !own.exit_requested.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let (Some(link), Some((actor_id, _))) = (&own.link, own.hosted_actor.get()) else {
+        return;
+    };
+    let gcs = link.gcs.clone();
+    let req = ray_proto::KillActorRequest {
+        actor_id: actor_id.to_vec().into(),
+        no_restart: true,
+        cause: "the actor exited (ray::actor::exit_actor)".into(),
+    };
+    link.handle.spawn(async move {
+        if let Err(e) = gcs.kill_actor(req).await {
+            tracing::warn!(error = %e, "an actor that called exit_actor could not tell the GCS");
+        }
+    });
 }
 
 /// Runs `task`, which this process submitted and a task blocked on this thread took back

@@ -26,7 +26,8 @@ extern crate self as ray;
 
 // The facade: the public API, and the process-global state (`current`, the session, the
 // worker-mode constructor in `worker`, the link-time registry).
-mod actor;
+mod actor_handle;
+mod actor_pool;
 mod current;
 mod head;
 mod object_ref;
@@ -65,11 +66,11 @@ mod tables;
 mod task_context;
 mod task_manager;
 
-pub use actor::{get_actor, kill, ActorClass, ActorHandle};
+pub use actor_handle::{get_actor, kill, ActorClass, ActorHandle};
 pub use bytemuck;
 pub use config::{Config, Mode, RuntimeEnv};
 pub use error::{Error, Result};
-pub use object_ref::{Arg, ObjectRef};
+pub use object_ref::{AnyRef, Arg, ObjectRef, Waitable};
 pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};
 pub use ray_macros::{actor, main, remote};
 
@@ -84,6 +85,21 @@ static SESSION: Mutex<Option<head::Session>> = Mutex::new(None);
 
 /// Starts the runtime in this process (a driver). A second call fails with
 /// [`Error::AlreadyInitialized`] unless the config says to ignore it.
+///
+/// [`Config::local`] runs worker processes on this machine (Ray's `ray.init()`),
+/// [`Config::sync`] runs every task in the calling thread (Ray's `local_mode=True`),
+/// [`Config::cluster`] attaches to a running cluster, and [`Config::from_env`] picks one from
+/// `RAY_ADDRESS`. Worker processes are this same binary started again: they never run
+/// `main` (see [`macro@main`]).
+///
+/// ```
+/// ray::init(ray::Config::sync()).unwrap();
+/// assert!(ray::is_initialized());
+/// assert!(matches!(ray::init(ray::Config::sync()), Err(ray::Error::AlreadyInitialized)));
+/// ray::init(ray::Config::sync().ignore_reinit_error(true)).unwrap();
+/// ray::shutdown();
+/// assert!(!ray::is_initialized());
+/// ```
 pub fn init(config: Config) -> Result<()> {
     let mut session = SESSION.lock();
     if session.is_some() || current::current().is_ok() {
@@ -132,6 +148,13 @@ pub(crate) fn log_runtime_thread() {
 
 /// Stops every worker process, the embedded head and the store (removing its shared-memory
 /// file). Refs still held fail with [`Error::NotInitialized`]. A later `init` starts afresh.
+///
+/// ```
+/// ray::init(ray::Config::sync()).unwrap();
+/// let r = ray::put(&1u8).unwrap();
+/// ray::shutdown();
+/// assert_eq!(ray::get(&r), Err(ray::Error::NotInitialized));
+/// ```
 pub fn shutdown() {
     let session = SESSION.lock().take();
     if let Some(s) = session {
@@ -141,12 +164,30 @@ pub fn shutdown() {
 }
 
 /// True between `init` and `shutdown` (and always in a worker process).
+///
+/// ```
+/// assert!(!ray::is_initialized());
+/// ```
 pub fn is_initialized() -> bool {
     current::current().is_ok()
 }
 
 /// Blocks until the object is ready and returns its value, or the error of the task that
 /// made it.
+///
+/// ```
+/// #[ray::remote]
+/// fn double(x: u32) -> Result<u32, String> {
+///     x.checked_mul(2).ok_or_else(|| "overflow".to_string())
+/// }
+/// ray::init(ray::Config::sync()).unwrap();
+/// assert_eq!(ray::get(&double::remote(21)), Ok(42));
+/// match ray::get(&double::remote(u32::MAX)) {
+///     Err(ray::Error::Task { message, .. }) => assert_eq!(message, "overflow"),
+///     other => panic!("{other:?}"),
+/// }
+/// ray::shutdown();
+/// ```
 pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
     let rt = current::current()?;
     let stored = rt.get_stored(&r.inner, None)?;
@@ -155,6 +196,13 @@ pub fn get<T: DeserializeOwned>(r: &ObjectRef<T>) -> Result<T> {
 
 /// [`get`] that gives up after `timeout` with [`Error::GetTimeout`]. A zero timeout checks
 /// once and returns (unlike Ray, where `timeout=0` blocks).
+///
+/// ```
+/// # ray::init(ray::Config::sync()).unwrap();
+/// let r = ray::put(&"ready".to_string()).unwrap();
+/// assert_eq!(ray::get_timeout(&r, std::time::Duration::ZERO).unwrap(), "ready");
+/// # ray::shutdown();
+/// ```
 pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> Result<T> {
     let rt = current::current()?;
     let stored = rt.get_stored(&r.inner, Some(timeout))?;
@@ -162,6 +210,15 @@ pub fn get_timeout<T: DeserializeOwned>(r: &ObjectRef<T>, timeout: Duration) -> 
 }
 
 /// The values of all `refs`, in order. Fails with the first error met.
+///
+/// ```
+/// #[ray::remote]
+/// fn square(x: u64) -> u64 { x * x }
+/// ray::init(ray::Config::sync()).unwrap();
+/// let refs: Vec<_> = (1..=3).map(square::remote).collect();
+/// assert_eq!(ray::get_all(&refs).unwrap(), vec![1, 4, 9]);
+/// ray::shutdown();
+/// ```
 pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
     let rt = current::current()?;
     let inners: Vec<&ownership::RefInner> = refs.iter().map(|r| &*r.inner).collect();
@@ -176,7 +233,17 @@ pub fn get_all<T: DeserializeOwned>(refs: &[ObjectRef<T>]) -> Result<Vec<T>> {
 
 /// Stores `value` once and returns a ref to it. Objects above 100 KiB go to the node's
 /// shared-memory store; if it is full even after freeing unreferenced objects, this fails
-/// with [`Error::ObjectStoreFull`].
+/// with [`Error::ObjectStoreFull`]. Pass the ref to many tasks rather than the value: it is
+/// stored once. For bulk numeric data, [`put_slice`] skips encoding.
+///
+/// ```
+/// #[ray::remote]
+/// fn total(v: Vec<u64>) -> u64 { v.iter().sum() }
+/// ray::init(ray::Config::sync()).unwrap();
+/// let data = ray::put(&(1..=100).collect::<Vec<u64>>()).unwrap();
+/// assert_eq!(ray::get(&total::remote(data.clone())).unwrap(), 5050);
+/// ray::shutdown();
+/// ```
 pub fn put<T: Serialize>(value: &T) -> Result<ObjectRef<T>> {
     current::current()?.put(value).map(ObjectRef::from_inner)
 }
@@ -294,11 +361,21 @@ pub fn get_slice<T: bytemuck::Pod + DeserializeOwned>(
 /// `(ready, not_ready)`, each in input order. As in Ray, duplicate refs and a `num_returns`
 /// of zero or above `refs.len()` are [`Error::InvalidArgument`]; an empty list returns two
 /// empty lists.
-pub fn wait<T>(
-    refs: &[ObjectRef<T>],
+///
+/// ```
+/// # ray::init(ray::Config::sync()).unwrap();
+/// let refs: Vec<_> = (0..4u8).map(|i| ray::put(&i).unwrap()).collect();
+/// let (ready, rest) = ray::wait(&refs, 2, Some(std::time::Duration::from_secs(1))).unwrap();
+/// assert_eq!((ready.len(), rest.len()), (2, 2));
+/// # ray::shutdown();
+/// ```
+///
+/// Refs of different types wait together as [`AnyRef`]s (`r.any()`).
+pub fn wait<R: Waitable>(
+    refs: &[R],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<WaitResult<T>> {
+) -> Result<(Vec<R>, Vec<R>)> {
     if refs.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
@@ -308,15 +385,16 @@ pub fn wait<T>(
             refs.len()
         )));
     }
+    let anys: Vec<AnyRef> = refs.iter().map(Waitable::to_any).collect();
     let mut seen = HashSet::with_capacity(refs.len());
-    if let Some(dup) = refs.iter().find(|r| !seen.insert(r.object_id())) {
+    if let Some(dup) = anys.iter().find(|r| !seen.insert(r.inner.id)) {
         return Err(Error::InvalidArgument(format!(
             "wait got the same ref twice: {}",
             dup.id()
         )));
     }
     let rt = current::current()?;
-    let inners: Vec<&ownership::RefInner> = refs.iter().map(|r| &*r.inner).collect();
+    let inners: Vec<&ownership::RefInner> = anys.iter().map(|r| &*r.inner).collect();
     let ready = rt.wait_ready(&inners, num_returns, timeout)?;
     let (mut yes, mut no) = (Vec::new(), Vec::new());
     for (r, is_ready) in refs.iter().zip(ready) {
@@ -455,6 +533,11 @@ pub struct RuntimeContext {
     pub is_worker: bool,
     /// The job's namespace.
     pub namespace: String,
+    /// The actor this worker hosts (hex), or `None` outside an actor.
+    pub actor_id: Option<String>,
+    /// True in an actor that was restarted after its process died (Ray's
+    /// `was_current_actor_reconstructed`).
+    pub was_current_actor_reconstructed: bool,
 }
 
 /// The caller's runtime context.
@@ -467,7 +550,48 @@ pub fn get_runtime_context() -> Result<RuntimeContext> {
         worker_id: rt.me().worker_id.to_hex(),
         is_worker: rt.me().is_worker,
         namespace: rt.me().namespace.clone(),
+        actor_id: rt.own.hosted_actor.get().map(|(id, _)| id.to_hex()),
+        was_current_actor_reconstructed: rt.own.hosted_actor.get().is_some_and(|(_, n)| *n > 0),
     })
+}
+
+/// What an actor's own methods call (Ray's `ray.actor`).
+pub mod actor {
+    /// Ends the actor whose method calls this, for good, once that method returns (Ray's
+    /// `ray.actor.exit_actor()`): its reply is sent, then the actor's process ends and the
+    /// actor is not restarted; calls made after fail with [`crate::Error::ActorDied`].
+    /// Unlike Ray's, it does not unwind: the method goes on to return its value. Outside an
+    /// actor's method it is [`crate::Error::InvalidArgument`].
+    ///
+    /// ```no_run
+    /// struct Session;
+    ///
+    /// #[ray::actor]
+    /// impl Session {
+    ///     pub fn new() -> Self { Session }
+    ///     pub fn close(&self) -> String {
+    ///         ray::actor::exit_actor().unwrap();
+    ///         "closed".into()
+    ///     }
+    /// }
+    /// # fn main() -> ray::Result<()> {
+    /// # ray::init(ray::Config::local())?;
+    /// let s = Session::remote();
+    /// assert_eq!(ray::get(&s.close())?, "closed");
+    /// # Ok(()) }
+    /// ```
+    pub fn exit_actor() -> crate::Result<()> {
+        let rt = crate::current::current()?;
+        if rt.own.hosted_actor.get().is_none() {
+            return Err(crate::Error::InvalidArgument(
+                "exit_actor must be called from an actor's method".into(),
+            ));
+        }
+        rt.own
+            .exit_requested
+            .store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
 }
 
 /// How [`cancel`] stops a task. The default is Ray's: `force: false, recursive: true`.
@@ -541,7 +665,9 @@ pub fn get_gpu_ids() -> Vec<String> {
 /// What `#[ray::remote]` expands to calls; not a public API.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::actor::{call_actor, create_actor, try_create_actor, ActorClient, ActorCore};
+    pub use crate::actor_handle::{
+        call_actor, create_actor, try_create_actor, ActorClient, ActorCore,
+    };
     pub use crate::args::ArgSpec;
     pub use crate::object_ref::arg;
     pub use crate::registry::{

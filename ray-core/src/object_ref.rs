@@ -56,6 +56,75 @@ impl<T> ObjectRef<T> {
     }
 }
 
+impl<T> ObjectRef<T> {
+    /// This ref as an [`AnyRef`]: to wait on refs of different types together.
+    pub fn any(&self) -> AnyRef {
+        AnyRef {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+/// A ref whose value's type is not named: what [`crate::wait`] takes to wait on refs of
+/// different types together (a handle like any other: it keeps the object alive).
+///
+/// ```
+/// # ray::init(ray::Config::sync()).unwrap();
+/// let n = ray::put(&1u32).unwrap();
+/// let s = ray::put(&"one".to_string()).unwrap();
+/// let (ready, _) = ray::wait(&[n.any(), s.any()], 2, None).unwrap();
+/// assert_eq!(ready.len(), 2);
+/// assert_eq!(ready[0].id(), n.id());
+/// # ray::shutdown();
+/// ```
+#[derive(Clone)]
+pub struct AnyRef {
+    pub(crate) inner: Arc<RefInner>,
+}
+
+impl AnyRef {
+    /// The object's id, 32 hex digits.
+    pub fn id(&self) -> String {
+        self.inner.id.to_hex()
+    }
+}
+
+impl std::fmt::Debug for AnyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AnyRef({})", self.id())
+    }
+}
+
+impl<T> From<&ObjectRef<T>> for AnyRef {
+    fn from(r: &ObjectRef<T>) -> Self {
+        r.any()
+    }
+}
+
+/// What [`crate::wait`] waits on: an [`ObjectRef`] or an [`AnyRef`].
+pub trait Waitable: Clone + sealed::Sealed {
+    /// The same ref, its type unnamed.
+    fn to_any(&self) -> AnyRef;
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl<T> Sealed for super::ObjectRef<T> {}
+    impl Sealed for super::AnyRef {}
+}
+
+impl<T> Waitable for ObjectRef<T> {
+    fn to_any(&self) -> AnyRef {
+        self.any()
+    }
+}
+
+impl Waitable for AnyRef {
+    fn to_any(&self) -> AnyRef {
+        self.clone()
+    }
+}
+
 impl<T> Clone for ObjectRef<T> {
     fn clone(&self) -> Self {
         Self::from_inner(self.inner.clone())

@@ -74,6 +74,10 @@ pub(crate) struct Ownership {
     pub sync_names: dashmap::DashMap<(String, String), ActorId>,
     /// Tasks this process (a worker) was asked to cancel.
     pub cancelled: crate::cancel::Cancelled,
+    /// The actor this worker hosts, and its incarnation (0: its first life).
+    pub hosted_actor: std::sync::OnceLock<(ActorId, u64)>,
+    /// The actor's method called `ray::actor::exit_actor`: it ends once that call replied.
+    pub exit_requested: std::sync::atomic::AtomicBool,
 }
 
 /// The last [`RecentIds::KEPT`] ids seen, in order.

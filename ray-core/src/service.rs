@@ -124,12 +124,12 @@ impl CoreWorker for CoreWorkerService {
         &self,
         req: Request<ray_proto::CreateActorRequest>,
     ) -> std::result::Result<Response<ray_proto::CreateActorReply>, Status> {
+        let req = req.into_inner();
         let spec = req
-            .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("CreateActor without a spec"))?;
         let created = match self.slot.executor().await {
-            Ok(executor) => executor.create_actor(spec).await,
+            Ok(executor) => executor.create_actor(spec, req.incarnation).await,
             Err(e) => Err(e),
         };
         let reply = match created {

@@ -1,5 +1,6 @@
 //! Distributed helpers built on the core API.
 
+pub use crate::actor_pool::ActorPool;
 use crate::{get_all, ObjectRef, Result};
 use serde::de::DeserializeOwned;
 

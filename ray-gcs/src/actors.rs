@@ -357,7 +357,7 @@ impl GcsService {
                 ))
             }
         };
-        {
+        let incarnation = {
             // Killed while waiting for the lease: do not run the constructor at all.
             let mut t = self.inner.actors.table.lock();
             match t.records.get_mut(id) {
@@ -365,6 +365,7 @@ impl GcsService {
                     r.worker_id = lease.worker_id.to_vec();
                     r.lease = Some((node.clone(), lease.lease_id));
                     r.waiting.clear();
+                    r.incarnation
                 }
                 _ => {
                     drop(t);
@@ -372,12 +373,13 @@ impl GcsService {
                     return Ok(());
                 }
             }
-        }
+        };
         let created = match self.inner.connect.core_worker(&lease.core_worker_address) {
             Ok(worker) => {
                 worker
                     .create_actor(CreateActorRequest {
                         spec: Some(spec.clone()),
+                        incarnation,
                     })
                     .await
             }

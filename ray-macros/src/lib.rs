@@ -432,6 +432,12 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
                 ),
             ));
         }
+        if sig.ident == "kill" {
+            return Err(syn::Error::new_spanned(
+                &sig.ident,
+                "an actor method cannot be named `kill`: `handle.kill(no_restart)` kills the actor",
+            ));
+        }
         if r.reference.is_none() {
             return Err(syn::Error::new_spanned(
                 r,

@@ -63,6 +63,41 @@ impl<A: ActorClass> ActorHandle<A> {
     pub(crate) fn core(&self) -> &ActorCore {
         self.client.core()
     }
+
+    /// Kills the actor's process at once. With `no_restart` the actor is dead for good
+    /// (as [`kill`]); without, it restarts if its `max_restarts` allow, as after a crash
+    /// (calls in flight fail with [`Error::ActorUnavailable`] or are resent, per
+    /// `max_task_retries`). Ray's `ray.kill(actor, no_restart=)`.
+    ///
+    /// ```no_run
+    /// struct Cache;
+    ///
+    /// #[ray::actor]
+    /// impl Cache {
+    ///     pub fn new() -> Self { Cache }
+    ///     pub fn restarted(&self) -> bool {
+    ///         ray::get_runtime_context().unwrap().was_current_actor_reconstructed
+    ///     }
+    /// }
+    /// # fn main() -> ray::Result<()> {
+    /// # ray::init(ray::Config::local())?;
+    /// let c = Cache::options().max_restarts(1).max_task_retries(-1).remote();
+    /// c.kill(false)?; // restarts
+    /// assert!(ray::get(&c.restarted())?);
+    /// # Ok(()) }
+    /// ```
+    pub fn kill(&self, no_restart: bool) -> Result<()> {
+        let core = self.core();
+        if let Some(e) = &core.failed {
+            return Err(e.clone());
+        }
+        let cause = if no_restart {
+            "killed by ActorHandle::kill(no_restart = true)"
+        } else {
+            "killed by ActorHandle::kill(no_restart = false)"
+        };
+        current()?.kill_actor(core.actor_id, cause, no_restart)
+    }
 }
 
 impl<A: ActorClass> std::ops::Deref for ActorHandle<A> {
@@ -116,6 +151,23 @@ impl<'de, A: ActorClass> Deserialize<'de> for ActorHandle<A> {
 
 /// The live actor named `name` in `namespace` (default: the job's namespace). Fails with
 /// [`Error::InvalidArgument`] if there is none, or if it is of another class.
+///
+/// ```
+/// struct Registry(Vec<String>);
+///
+/// #[ray::actor]
+/// impl Registry {
+///     pub fn new() -> Self { Registry(Vec::new()) }
+///     pub fn add(&mut self, name: String) -> usize { self.0.push(name); self.0.len() }
+/// }
+///
+/// ray::init(ray::Config::sync()).unwrap();
+/// let _keep = Registry::options().name("registry").remote();
+/// let found = ray::get_actor::<Registry>("registry", None).unwrap();
+/// assert_eq!(ray::get(&found.add("a".to_string())).unwrap(), 1);
+/// assert!(ray::get_actor::<Registry>("nobody", None).is_err());
+/// ray::shutdown();
+/// ```
 pub fn get_actor<A: ActorClass>(name: &str, namespace: Option<&str>) -> Result<ActorHandle<A>> {
     let rt = current()?;
     let ns = namespace.unwrap_or(&rt.me().namespace).to_string();
@@ -137,12 +189,29 @@ pub fn get_actor<A: ActorClass>(name: &str, namespace: Option<&str>) -> Result<A
 
 /// Kills the actor at once, without restarting it: running, queued and later calls fail
 /// with [`Error::ActorDied`] (Ray's `ray.kill(no_restart=True)`).
+///
+/// ```
+/// struct Worker;
+///
+/// #[ray::actor]
+/// impl Worker {
+///     pub fn new() -> Self { Worker }
+///     pub fn ping(&self) -> u8 { 1 }
+/// }
+///
+/// ray::init(ray::Config::sync()).unwrap();
+/// let w = Worker::remote();
+/// assert_eq!(ray::get(&w.ping()), Ok(1));
+/// ray::kill(&w).unwrap();
+/// assert!(matches!(ray::get(&w.ping()), Err(ray::Error::ActorDied { .. })));
+/// ray::shutdown();
+/// ```
 pub fn kill<A: ActorClass>(handle: &ActorHandle<A>) -> Result<()> {
     let core = handle.core();
     if let Some(e) = &core.failed {
         return Err(e.clone());
     }
-    current()?.kill_actor(core.actor_id, "killed by ray::kill")
+    current()?.kill_actor(core.actor_id, "killed by ray::kill", true)
 }
 
 /// Creates an actor (generated `remote` calls this). Failures before the actor exists, such
