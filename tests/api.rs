@@ -696,3 +696,27 @@ fn actor_pool_and_waiting_on_refs_of_different_types() {
         assert_eq!(ready[0].id(), s.id());
     });
 }
+
+/// Run in every worker of this test binary as it starts.
+#[ray::worker_setup]
+fn mark_workers() {
+    std::env::set_var("RAYRS_API_TEST_SETUP", std::process::id().to_string());
+}
+
+#[ray::remote]
+fn setup_mark() -> (Option<String>, u32) {
+    (
+        std::env::var("RAYRS_API_TEST_SETUP").ok(),
+        std::process::id(),
+    )
+}
+
+/// `#[ray::worker_setup]` runs in every worker before its first task, never in the driver.
+#[test]
+fn worker_setup_runs_in_every_worker_before_its_tasks() {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let (mark, pid) = ray::get(&setup_mark::remote()).unwrap();
+        assert_eq!(mark, Some(pid.to_string()));
+        assert!(std::env::var("RAYRS_API_TEST_SETUP").is_err());
+    });
+}

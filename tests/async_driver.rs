@@ -31,3 +31,53 @@ fn object_refs_can_be_awaited() {
         });
     });
 }
+
+/// Waits (at most 30 s) until `file` exists.
+fn wait_for_file(file: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !file.exists() {
+        assert!(std::time::Instant::now() < deadline, "{file:?} never came");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Returns `x` once `gate` exists (if named), then creates `signal` (if named).
+#[ray::remote(num_cpus = 0.5)]
+fn gated(x: u64, gate: String, signal: String) -> u64 {
+    if !gate.is_empty() {
+        wait_for_file(std::path::Path::new(&gate));
+    }
+    if !signal.is_empty() {
+        std::fs::write(&signal, b"").unwrap();
+    }
+    x
+}
+
+/// `as_completed` yields values as they finish, each with its index, then ends.
+#[test]
+fn as_completed_yields_values_in_the_order_they_finish() {
+    use futures_util::StreamExt;
+    let dir = std::env::temp_dir().join(format!("rayrs-as-completed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let signal = dir.join("second-done").to_string_lossy().into_owned();
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // The first waits for the second: it finishes last.
+            let refs = vec![
+                gated::remote(1, signal.clone(), String::new()),
+                gated::remote(2, String::new(), signal.clone()),
+            ];
+            let got: Vec<(usize, u64)> = ray::as_completed(refs)
+                .map(|(i, v)| (i, v.unwrap()))
+                .collect()
+                .await;
+            assert_eq!(got, vec![(1, 2), (0, 1)]);
+        });
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

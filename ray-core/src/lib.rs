@@ -72,7 +72,7 @@ pub use config::{Config, Mode, RuntimeEnv};
 pub use error::{Error, Result};
 pub use object_ref::{AnyRef, Arg, ObjectRef, Waitable};
 pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};
-pub use ray_macros::{actor, main, remote};
+pub use ray_macros::{actor, main, remote, worker_setup};
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -555,6 +555,40 @@ pub fn get_runtime_context() -> Result<RuntimeContext> {
     })
 }
 
+/// The values of `refs` as they become ready, each with its index in `refs` (an async
+/// driver's `ray.wait` loop, or `asyncio.as_completed`): a stream that ends after the last.
+///
+/// ```
+/// use futures_util::StreamExt;
+///
+/// #[ray::remote]
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// # #[tokio::main] async fn main() {
+/// ray::init(ray::Config::sync()).unwrap();
+/// let refs: Vec<_> = (1..=3).map(square::remote).collect();
+/// let mut done = ray::as_completed(refs);
+/// let mut total = 0;
+/// while let Some((_index, value)) = done.next().await {
+///     total += value.unwrap();
+/// }
+/// assert_eq!(total, 14);
+/// ray::shutdown();
+/// # }
+/// ```
+pub fn as_completed<T>(
+    refs: Vec<ObjectRef<T>>,
+) -> impl tokio_stream::Stream<Item = (usize, Result<T>)> + Send + Unpin
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    refs.into_iter()
+        .enumerate()
+        .map(|(i, r)| async move { (i, r.await) })
+        .map(Box::pin)
+        .collect::<futures_util::stream::FuturesUnordered<_>>()
+}
+
 /// What an actor's own methods call (Ray's `ray.actor`).
 pub mod actor {
     /// Ends the actor whose method calls this, for good, once that method returns (Ray's
@@ -675,6 +709,7 @@ pub mod __private {
         REMOTE_FUNCTIONS,
     };
     pub use crate::registry::{ActorClassEntry, ActorInstance, MethodCall, ACTOR_CLASSES};
+    pub use crate::registry::{WorkerSetup, WORKER_SETUP};
     pub use linkme;
     pub use tokio;
 

@@ -188,6 +188,32 @@ pub struct ActorClassEntry {
     pub is_async: bool,
 }
 
+/// A function `#[ray::worker_setup]` registered: run once in every worker process before it
+/// takes work (Ray's `worker_process_setup_hook`).
+pub struct WorkerSetup {
+    /// Its name, for the error if it panics.
+    pub name: &'static str,
+    /// The function.
+    pub run: fn(),
+}
+
+/// Every worker setup function linked into this binary.
+#[linkme::distributed_slice]
+pub static WORKER_SETUP: [WorkerSetup];
+
+/// Runs every worker setup function, in link order; a panic is an error naming it.
+pub(crate) fn run_worker_setup() -> Result<(), Error> {
+    for hook in WORKER_SETUP.iter() {
+        if std::panic::catch_unwind(hook.run).is_err() {
+            return Err(Error::Runtime(format!(
+                "the worker setup function {} panicked",
+                hook.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Every actor class linked into this binary.
 #[linkme::distributed_slice]
 pub static ACTOR_CLASSES: [ActorClassEntry];

@@ -37,6 +37,8 @@ fn env(name: &str) -> Result<String> {
 
 fn run_worker() -> Result<()> {
     crate::log_runtime_thread();
+    // Before the worker joins: one that fails here counts as one that could not start.
+    crate::registry::run_worker_setup()?;
     let node_manager = env(worker_env::NODE_MANAGER)?;
     let worker_hex = env(worker_env::WORKER_ID)?;
     let session = env(worker_env::SESSION)?;

@@ -775,3 +775,62 @@ fn expand_main(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
         }
     })
 }
+
+/// Runs a function once in every worker process as it starts, before it takes any work (Ray's
+/// `worker_process_setup_hook`): workers never run `main`, so what they need set up
+/// (logging, a global) goes here. The function takes nothing and returns nothing; it runs
+/// before the worker has joined, so it makes no ray call. If it panics, the worker exits
+/// (counted as a worker that could not start).
+///
+/// ```text
+/// #[ray::worker_setup]
+/// fn quiet_logs() {
+///     std::env::set_var("MY_LIB_LOG", "warn");
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn worker_setup(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item_tokens: Tokens = item.clone().into();
+    let result = (|| -> syn::Result<Tokens> {
+        if !Tokens::from(attr).is_empty() {
+            return Err(syn::Error::new_spanned(
+                &item_tokens,
+                "#[ray::worker_setup] takes no arguments",
+            ));
+        }
+        let func: ItemFn = syn::parse2(item_tokens.clone())?;
+        let sig = &func.sig;
+        if !sig.inputs.is_empty() || !matches!(sig.output, ReturnType::Default) {
+            return Err(syn::Error::new_spanned(
+                sig,
+                "a worker setup function takes nothing and returns nothing: `fn setup()`",
+            ));
+        }
+        if sig.asyncness.is_some() || !sig.generics.params.is_empty() {
+            return Err(syn::Error::new_spanned(
+                sig,
+                "a worker setup function is a plain `fn setup()` (not async, not generic)",
+            ));
+        }
+        let name = &sig.ident;
+        Ok(quote! {
+            #func
+
+            const _: () = {
+                #[::ray::__private::linkme::distributed_slice(::ray::__private::WORKER_SETUP)]
+                #[linkme(crate = ::ray::__private::linkme)]
+                static SETUP: ::ray::__private::WorkerSetup = ::ray::__private::WorkerSetup {
+                    name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#name)),
+                    run: #name,
+                };
+            };
+        })
+    })();
+    match result {
+        Ok(t) => t.into(),
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#item_tokens #err).into()
+        }
+    }
+}
