@@ -720,3 +720,48 @@ fn worker_setup_runs_in_every_worker_before_its_tasks() {
         assert!(std::env::var("RAYRS_API_TEST_SETUP").is_err());
     });
 }
+
+struct Poller {
+    stop: std::sync::atomic::AtomicBool,
+    turns: std::sync::atomic::AtomicU64,
+}
+
+#[ray::actor]
+impl Poller {
+    pub fn new() -> Self {
+        Poller {
+            stop: Default::default(),
+            turns: Default::default(),
+        }
+    }
+    /// Ray's "a loop runs forever in one method" pattern, on `&self`.
+    pub async fn run(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        while !self.stop.load(Ordering::Relaxed) {
+            self.turns.fetch_add(1, Ordering::Relaxed);
+            ray::__private::tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        self.turns.load(Ordering::Relaxed)
+    }
+    pub async fn turns(&self) -> u64 {
+        self.turns.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub async fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// An async actor's method may loop forever while its other methods answer (the `&mut self`
+/// form, which would hang them, does not compile: `ray-core/tests/ui`).
+#[test]
+fn an_async_actor_answers_while_one_method_loops() {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let p = Poller::options().num_cpus(0.0).remote();
+        let running = p.run();
+        ray_rs::eventually("the loop turns while other calls answer", || {
+            ray::get(&p.turns()).unwrap() > 3
+        });
+        ray::get(&p.stop()).unwrap();
+        assert!(ray::get(&running).unwrap() > 3);
+    });
+}

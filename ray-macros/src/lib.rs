@@ -306,6 +306,8 @@ fn parse_options(attr: Tokens) -> syn::Result<Vec<(syn::Ident, syn::Expr)>> {
 /// - Every `pub fn` taking `&self` or `&mut self` becomes a remote method: `handle.method(args)`
 ///   returns an `ObjectRef`. `Err` of a method returning `Result` becomes a task error.
 /// - `pub async fn` methods make it an async actor: calls run concurrently on its runtime.
+///   They take `&self` (state that changes goes in fields that lock briefly): an async
+///   `&mut self` method would hold the actor across every `.await`, so it is refused.
 #[proc_macro_attribute]
 pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item_tokens: Tokens = item.clone().into();
@@ -448,6 +450,17 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
             return Err(syn::Error::new_spanned(
                 &sig.generics,
                 "actor methods cannot be generic",
+            ));
+        }
+        if sig.asyncness.is_some() && r.mutability.is_some() {
+            // It would hold the actor's state across every `.await`: a method that loops
+            // forever (Ray's usual pattern) would keep every other call waiting, silently.
+            return Err(syn::Error::new_spanned(
+                r,
+                "an async actor method cannot take `&mut self`: it would hold the actor across \
+                 every `.await`, and its other calls would wait for it. Take `&self` and keep \
+                 what changes in fields that lock briefly (a `std::sync::Mutex`, atomics, or a \
+                 `tokio::sync::Mutex` not held across long awaits)",
             ));
         }
         let (ret, is_result) = match &sig.output {
