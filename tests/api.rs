@@ -765,3 +765,55 @@ fn an_async_actor_answers_while_one_method_loops() {
         assert!(ray::get(&running).unwrap() > 3);
     });
 }
+
+#[ray::remote(num_cpus = 0.5)]
+fn produce(q: ray::util::Queue<u32>, from: u32, n: u32) -> u32 {
+    for i in from..from + n {
+        q.put(&i).unwrap();
+    }
+    n
+}
+
+#[ray::remote(num_cpus = 0.5)]
+fn consume(q: ray::util::Queue<u32>, n: usize) -> Vec<u32> {
+    (0..n).map(|_| q.get().unwrap()).collect()
+}
+
+/// A `Queue` passed to tasks: producers and a consumer that waits for items, bounded puts,
+/// empty gets that say so.
+#[test]
+fn a_queue_is_shared_by_the_driver_and_tasks() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let q = ray::util::Queue::<u32>::new(0).unwrap();
+        assert_eq!(q.try_get(), Ok(None));
+        assert_eq!(
+            q.get_timeout(std::time::Duration::from_millis(20)),
+            Ok(None)
+        );
+        // The consumer starts first and waits for the items.
+        let consumer = consume::remote(q.clone(), 10);
+        let made: u32 = ray::get_all(&[
+            produce::remote(q.clone(), 0, 5),
+            produce::remote(q.clone(), 100, 5),
+        ])
+        .unwrap()
+        .into_iter()
+        .sum();
+        assert_eq!(made, 10);
+        let mut got = ray::get(&consumer).unwrap();
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2, 3, 4, 100, 101, 102, 103, 104]);
+        assert_eq!(q.is_empty(), Ok(true));
+
+        let small = ray::util::Queue::<String>::new(1).unwrap();
+        assert_eq!(
+            small.put_timeout(&"a".into(), std::time::Duration::from_millis(20)),
+            Ok(true)
+        );
+        assert_eq!(
+            small.put_timeout(&"b".into(), std::time::Duration::from_millis(20)),
+            Ok(false)
+        );
+        assert_eq!(small.get().as_deref(), Ok("a"));
+    });
+}

@@ -35,6 +35,11 @@ impl Cancelled {
         self.len.store(marks.len(), Ordering::Release);
     }
 
+    /// Whether any task is marked (a load: what the hot paths check first).
+    pub fn any(&self) -> bool {
+        self.len.load(Ordering::Acquire) > 0
+    }
+
     /// Whether `task` is cancelled.
     pub fn is(&self, task: &TaskId) -> bool {
         self.len.load(Ordering::Acquire) > 0 && self.marks.lock().contains(task)

@@ -310,8 +310,9 @@ impl Executor {
     /// `job`, unless its owner cancelled it before it started: then it is answered with
     /// the cancellation, without running.
     fn unless_cancelled(&self, job: Job) -> Option<Job> {
-        let cancelled = ray_common::TaskId::from_wire(&job.frame.task_id)
-            .is_ok_and(|task| self.own.cancelled.is(&task));
+        let cancelled = self.own.cancelled.any()
+            && ray_common::TaskId::from_wire(&job.frame.task_id)
+                .is_ok_and(|task| self.own.cancelled.is(&task));
         if !cancelled {
             return Some(job);
         }
@@ -737,25 +738,34 @@ fn finish(
     done: Done,
     start: Instant,
 ) -> ray_proto::ReplyFrame {
-    if let Ok(task) = ray_common::TaskId::from_wire(&frame.task_id) {
-        own.cancelled.forget(&task);
+    if own.cancelled.any() {
+        if let Ok(task) = ray_common::TaskId::from_wire(&frame.task_id) {
+            own.cancelled.forget(&task);
+        }
     }
-    let mut stored = match frame.num_returns {
-        0 | 1 => vec![result_to_stored(own, &frame.return_id, done.result)],
-        n => match id16(&frame.return_id, "return id") {
-            Ok(first) => returns_to_stored(own, ObjectId(first), n, done.result),
-            Err(e) => vec![Stored::Failed(Arc::new(e))],
-        },
+    let (first, more) = match frame.num_returns {
+        0 | 1 => (
+            result_to_stored(own, &frame.return_id, done.result),
+            Vec::new(),
+        ),
+        n => {
+            let mut all = match id16(&frame.return_id, "return id") {
+                Ok(first) => returns_to_stored(own, ObjectId(first), n, done.result),
+                Err(e) => vec![Stored::Failed(Arc::new(e))],
+            };
+            let rest = all.split_off(1);
+            (all.pop().expect("one return at least"), rest)
+        }
     };
-    let (contained, released) = match &stored[0] {
+    let (contained, released) = match &first {
         Stored::Failed(_) => Default::default(),
         _ => hand_over(own, done.returned, &frame.owner_address),
     };
     let borrowed = own.refs.still_borrowed(&done.decoded);
-    let more_values = stored.drain(1..).map(|s| s.to_proto()).collect();
+    let more_values = more.iter().map(Stored::to_proto).collect();
     let value = ray_proto::ObjectValue {
         contained,
-        ..stored[0].to_proto()
+        ..first.to_proto()
     };
     ray_proto::ReplyFrame {
         seq: frame.seq,

@@ -15,7 +15,8 @@
 //! }
 //! ```
 //!
-//! Remote functions are declared at module level (the macro adds a module beside them).
+//! Remote functions and actors may be declared anywhere, even inside a function (the macro
+//! adds a type of the function's name, which carries `remote` and `options`).
 //!
 //! Processes: in local mode `init` embeds a GCS and a node manager (with the node's
 //! shared-memory object store); the node manager starts worker processes, which are this same
@@ -31,6 +32,7 @@ mod actor_pool;
 mod current;
 mod head;
 mod object_ref;
+mod queue;
 pub mod util;
 mod worker;
 

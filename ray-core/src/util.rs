@@ -1,6 +1,7 @@
 //! Distributed helpers built on the core API.
 
 pub use crate::actor_pool::ActorPool;
+pub use crate::queue::Queue;
 use crate::{get_all, ObjectRef, Result};
 use serde::de::DeserializeOwned;
 

@@ -188,7 +188,7 @@ impl Submitter {
             return;
         };
         let mut value = frame.value;
-        if self.cancelling.remove(&call.return_id) {
+        if !self.cancelling.is_empty() && self.cancelling.remove(&call.return_id) {
             value = super::cancel::answer_of_cancelled(value, &call.label());
         }
         complete_from_reply(own, call.return_id, 1, value, Vec::new());

@@ -411,7 +411,10 @@ impl Submitter {
         };
         match ev {
             Event::Submit(task) => self.resolve(&own, task),
-            Event::Resolved(task) if self.cancel_on_arrival.remove(&task.return_id) => {
+            Event::Resolved(task)
+                if !self.cancel_on_arrival.is_empty()
+                    && self.cancel_on_arrival.remove(&task.return_id) =>
+            {
                 fail_task(Some(&own), &task, cancel::cancelled(task.function));
             }
             Event::Cancel {

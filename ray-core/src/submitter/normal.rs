@@ -202,7 +202,12 @@ impl Submitter {
                 job_id: own.me.job_id,
                 actor_id: Default::default(),
                 shape: q.shape_wire.clone(),
-                num_returns: task.num_returns,
+                // 0 (not sent) for the usual single return.
+                num_returns: if task.num_returns > 1 {
+                    task.num_returns
+                } else {
+                    0
+                },
             };
             if lease.tx.send(frame, self.flush).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
@@ -248,7 +253,7 @@ impl Submitter {
         }
         let mut task = task;
         let mut frame = frame;
-        if self.cancelling.remove(&task.return_id) {
+        if !self.cancelling.is_empty() && self.cancelling.remove(&task.return_id) {
             frame.value = super::cancel::answer_of_cancelled(frame.value.take(), task.function);
             // Not retried: the error is the cancel's.
             task.retry_exceptions = false;
@@ -292,7 +297,7 @@ impl Submitter {
         let mut in_flight: Vec<(u64, PendingTask)> = lease.in_flight.into_iter().collect();
         in_flight.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         in_flight.retain(|(_, task)| {
-            let cancelled = self.cancelling.remove(&task.return_id);
+            let cancelled = !self.cancelling.is_empty() && self.cancelling.remove(&task.return_id);
             if cancelled {
                 fail_task(Some(own), task, super::cancel::cancelled(task.function));
             }
