@@ -817,3 +817,43 @@ fn a_queue_is_shared_by_the_driver_and_tasks() {
         assert_eq!(small.get().as_deref(), Ok("a"));
     });
 }
+
+/// Waits on a ref that never becomes ready (a gated child), then returns.
+#[ray::remote(num_cpus = 0.5)]
+fn waits_on_a_child(started: String, release: String) -> Result<u8, String> {
+    std::fs::write(&started, b"").unwrap();
+    // (Not retryable, so never run inline on this thread while it waits.)
+    let child = hold_until::options()
+        .num_cpus(0.5)
+        .max_retries(0)
+        .remote(format!("{started}-child"), release);
+    let got = ray::get(&child).map_err(|e| e.to_string());
+    std::fs::write(format!("{started}-woke"), format!("{got:?}")).unwrap();
+    got
+}
+
+/// A task blocked in `get` wakes when it is cancelled, even if what it waits for does not
+/// (here the child keeps running: the cancel is not recursive).
+#[test]
+fn a_task_blocked_in_get_wakes_when_cancelled() {
+    let dir = TempDir::new("cancel-blocked");
+    let f = |name: &str| dir.file(name);
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let parent = waits_on_a_child::remote(f("started"), f("release"));
+        wait_for_file(&f("started"));
+        wait_for_file(&format!("{}-child", f("started")));
+        ray::cancel(
+            &parent,
+            ray::CancelOptions {
+                force: false,
+                recursive: false,
+            },
+        )
+        .unwrap();
+        assert!(cancelled(ray::get(&parent)));
+        // It woke because it was cancelled, not because the child ended.
+        let woke = std::fs::read_to_string(format!("{}-woke", f("started"))).unwrap();
+        assert!(woke.contains("was cancelled"), "{woke}");
+        std::fs::write(f("release"), b"").unwrap();
+    });
+}

@@ -30,6 +30,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// How often a task waiting in `get` or `wait` looks whether it was cancelled.
+const CANCEL_CHECK: Duration = Duration::from_millis(50);
+
 /// One process's (or, in a test harness, one simulated process's) core worker.
 pub(crate) struct CoreWorker {
     /// Its identity and tables (what refs point back to).
@@ -260,20 +263,48 @@ impl CoreWorker {
                 // ~350k to ~70k per second.)
                 blocked = Some(BlockedGuard::enter(self));
             }
-            let got = match deadline {
-                Some(d) => match rx.recv_deadline(d) {
-                    Ok(id) => id,
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => break,
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                },
-                None => match crate::spin::recv(&rx) {
-                    Ok(id) => id,
-                    Err(_) => break,
-                },
+            let Some(got) = self.next_ready(&rx, deadline)? else {
+                break;
             };
             count += mark_ready(&mut pending, &mut ready, got);
         }
         Ok(ready)
+    }
+
+    /// The next message of `rx` (an object that became ready); `None` at `deadline` or when
+    /// the channel closes. A task's wait looks every [`CANCEL_CHECK`] whether its task was
+    /// cancelled meanwhile, and then fails with `TaskCancelled`.
+    fn next_ready<T>(
+        &self,
+        rx: &crossbeam_channel::Receiver<T>,
+        deadline: Option<Instant>,
+    ) -> Result<Option<T>> {
+        use crossbeam_channel::RecvTimeoutError;
+        if crate::task_context::current_task().is_none() {
+            return Ok(match deadline {
+                Some(d) => rx.recv_deadline(d).ok(),
+                None => crate::spin::recv(rx).ok(),
+            });
+        }
+        if deadline.is_none() {
+            if let Some(got) = crate::spin::poll(rx) {
+                return Ok(got.ok());
+            }
+        }
+        loop {
+            let slice = Instant::now() + CANCEL_CHECK;
+            let until = deadline.map_or(slice, |d| d.min(slice));
+            match rx.recv_deadline(until) {
+                Ok(got) => return Ok(Some(got)),
+                Err(RecvTimeoutError::Disconnected) => return Ok(None),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.own.cancelled.check_current()?;
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
     }
 
     pub fn get_stored(&self, r: &RefInner, timeout: Option<Duration>) -> Result<Stored> {

@@ -631,7 +631,9 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
             )
         });
         let user_error = matches!(&result, Err(Error::Task { .. }));
-        if !(user_error && task.retry_exceptions && retries_left != 0) {
+        // Not again once the task it runs inside was cancelled: every ray call would fail.
+        let cancelled = own.cancelled.check_current().is_err();
+        if !(user_error && task.retry_exceptions && retries_left != 0) || cancelled {
             break (result, returned);
         }
         retries_left -= i32::from(retries_left > 0);

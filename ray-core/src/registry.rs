@@ -44,7 +44,25 @@ fn table() -> &'static HashMap<&'static str, &'static RemoteFunction> {
                 tracing::error!(name = f.name, "two remote functions share a name");
             }
         }
+        // A name two functions share (declared in two function bodies of one module) runs
+        // neither: a call fails saying so, rather than run the other one.
+        for name in ambiguous() {
+            t.remove(name);
+        }
         t
+    })
+}
+
+/// Names that more than one linked remote function has.
+fn ambiguous() -> &'static std::collections::HashSet<&'static str> {
+    static AMBIGUOUS: OnceLock<std::collections::HashSet<&'static str>> = OnceLock::new();
+    AMBIGUOUS.get_or_init(|| {
+        let mut seen = std::collections::HashSet::new();
+        REMOTE_FUNCTIONS
+            .iter()
+            .filter(|f| !seen.insert(f.name))
+            .map(|f| f.name)
+            .collect()
     })
 }
 
@@ -265,9 +283,15 @@ impl Functions {
         where_: &str,
     ) -> Result<Vec<u8>, Error> {
         let Some(f) = self.tasks.and_then(|t| t.get(name).copied()) else {
+            let message = if ambiguous().contains(name) {
+                "two remote functions of this binary have this name (declared in two function \
+                 bodies of one module?): rename one"
+            } else {
+                "no remote function of this name is registered in this binary"
+            };
             return Err(Error::Task {
                 function: name.to_string(),
-                message: "no remote function of this name is registered in this binary".into(),
+                message: message.into(),
                 location: where_.to_string(),
             });
         };

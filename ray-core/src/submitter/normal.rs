@@ -255,6 +255,14 @@ impl Submitter {
         let mut frame = frame;
         if !self.cancelling.is_empty() && self.cancelling.remove(&task.return_id) {
             frame.value = super::cancel::answer_of_cancelled(frame.value.take(), task.function);
+            let is_error = matches!(
+                frame.value.as_ref().and_then(|v| v.kind.as_ref()),
+                Some(ray_proto::object_value::Kind::Error(_))
+            );
+            if is_error {
+                // Cancelled, not a value: every return says so (see `complete_from_reply`).
+                frame.more_values.clear();
+            }
             // Not retried: the error is the cancel's.
             task.retry_exceptions = false;
         }
