@@ -685,7 +685,8 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
 ///
 /// `#[ray::main(config = expr)]` starts from `expr` instead of `Config::from_env()`. If `init`
 /// fails, a `main` returning `Result` returns the error (its error type must convert from
-/// `ray::Error`); a `main` returning nothing prints it and exits with status 1.
+/// `ray::Error`); any other `main` (returning nothing, or an `ExitCode`) prints it and exits
+/// with status 1.
 ///
 /// ```text
 /// #[ray::remote]
@@ -751,8 +752,10 @@ fn expand_main(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
     let vis = &func.vis;
     let body = &func.block;
     let output = &sig.output;
-    let returns_unit = matches!(output, ReturnType::Default);
-    let init = if returns_unit {
+    // A `main` returning `Result` returns init's error; any other (`()`, `ExitCode`, ..)
+    // prints it and exits with status 1.
+    let returns_result = matches!(output, ReturnType::Type(_, t) if result_ok_type(t).is_some());
+    let init = if !returns_result {
         quote! {
             let __ray_session = match ::ray::__private::main_init(#config) {
                 ::core::result::Result::Ok(s) => s,
