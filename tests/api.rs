@@ -857,3 +857,21 @@ fn a_task_blocked_in_get_wakes_when_cancelled() {
         std::fs::write(f("release"), b"").unwrap();
     });
 }
+
+/// Cancelling a task through any of its returns cancels the task: every return says so.
+#[test]
+fn cancel_through_a_later_return_of_a_multi_return_task() {
+    let dir = TempDir::new("cancel-returns");
+    let f = |name: &str| dir.file(name);
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let blocker = hold_until::remote(f("started"), f("release"));
+        wait_for_file(&f("started"));
+        let (a, b, c) = three::remote(4);
+        ray::cancel(&b, ray::CancelOptions::default()).unwrap();
+        assert!(cancelled(ray::get(&a)));
+        assert!(cancelled(ray::get(&b)));
+        assert!(cancelled(ray::get(&c)));
+        std::fs::write(f("release"), b"").unwrap();
+        assert_eq!(ray::get(&blocker), Ok(1));
+    });
+}

@@ -47,7 +47,7 @@ impl Submitter {
         reply: Option<Reply>,
     ) {
         match self.cancel_here(own, id, force) {
-            Ok(Some(worker)) => tell_worker(own, worker, id, recursive, reply),
+            Ok(Some((worker, task))) => tell_worker(own, worker, task, recursive, reply),
             other => {
                 if let Some(reply) = reply {
                     let _ = reply.send(other.map(|_| ()));
@@ -56,26 +56,37 @@ impl Submitter {
         }
     }
 
-    /// The part of [`Submitter::cancel`] done here: the address of the worker to tell, if
-    /// the task is in flight there.
+    /// The part of [`Submitter::cancel`] done here: the address of the worker to tell and
+    /// the task's id (its first return), if the task is in flight there. `id` may be any of
+    /// the task's returns.
     fn cancel_here(
         &mut self,
         own: &Arc<Ownership>,
         id: ObjectId,
         force: bool,
-    ) -> Result<Option<Arc<str>>> {
+    ) -> Result<Option<(Arc<str>, ObjectId)>> {
+        let makes = |first: ObjectId, n: u32| crate::ids::return_ids(first, n).any(|r| r == id);
         for q in self.queues.values_mut() {
-            if let Some(i) = q.tasks.iter().position(|t| t.return_id == id) {
+            if let Some(i) = q
+                .tasks
+                .iter()
+                .position(|t| makes(t.return_id, t.num_returns))
+            {
                 let task = q.tasks.remove(i).expect("found");
                 fail_task(Some(own), &task, cancelled(task.function));
                 return Ok(None);
             }
         }
         for (_, lease) in self.leases.values_mut() {
-            if !lease.in_flight.values().any(|t| t.return_id == id) {
+            let Some(first) = lease
+                .in_flight
+                .values()
+                .find(|t| makes(t.return_id, t.num_returns))
+                .map(|t| t.return_id)
+            else {
                 continue;
-            }
-            self.cancelling.insert(id);
+            };
+            self.cancelling.insert(first);
             if force {
                 // Nothing more goes to it; its death answers what it had (this one cancelled,
                 // the others retried as after any worker death).
@@ -83,7 +94,7 @@ impl Submitter {
                 return_lease(lease, true);
                 return Ok(None);
             }
-            return Ok(Some(lease.core_worker_address.clone()));
+            return Ok(Some((lease.core_worker_address.clone(), first)));
         }
         for q in self.actors.values_mut() {
             if let Some(i) = q.pending.iter().position(|c| c.return_id == id) {
@@ -99,7 +110,7 @@ impl Submitter {
                     ));
                 }
                 self.cancelling.insert(id);
-                return Ok(Some(q.address.clone()));
+                return Ok(Some((q.address.clone(), id)));
             }
         }
         if !own.store.is_ready(&id) && own.store.contains(&id) {
