@@ -21,14 +21,7 @@ use syn::{FnArg, GenericArgument, ItemFn, Meta, PathArguments, ReturnType, Token
 #[proc_macro_attribute]
 pub fn remote(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item_tokens: Tokens = item.clone().into();
-    match expand(attr.into(), item.into()) {
-        Ok(t) => t.into(),
-        // Keep the user's function so editors and other errors stay useful.
-        Err(e) => {
-            let err = e.to_compile_error();
-            quote!(#item_tokens #err).into()
-        }
-    }
+    or_error(item_tokens, expand(attr.into(), item.into()))
 }
 
 fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
@@ -255,6 +248,18 @@ fn return_types(ret: &Type, n: usize, span: proc_macro2::Span) -> syn::Result<Ve
     }
 }
 
+/// The expansion, or on an error the user's item as written followed by the error: editors
+/// and the compiler's other messages still see the item.
+fn or_error(item: Tokens, expanded: syn::Result<Tokens>) -> TokenStream {
+    match expanded {
+        Ok(t) => t.into(),
+        Err(e) => {
+            let err = e.to_compile_error();
+            quote!(#item #err).into()
+        }
+    }
+}
+
 /// `T` of a return type spelled `Result<T, ..>` (any path ending in `Result`).
 fn result_ok_type(ty: &Type) -> Option<Type> {
     let Type::Path(p) = ty else { return None };
@@ -326,13 +331,7 @@ pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
             "#[ray::actor] goes on a struct and on its impl block",
         ))
     };
-    match result {
-        Ok(t) => t.into(),
-        Err(e) => {
-            let err = e.to_compile_error();
-            quote!(#item_tokens #err).into()
-        }
-    }
+    or_error(item_tokens, result)
 }
 
 struct Method {
@@ -702,13 +701,7 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item_tokens: Tokens = item.clone().into();
-    match expand_main(attr.into(), item.into()) {
-        Ok(t) => t.into(),
-        Err(e) => {
-            let err = e.to_compile_error();
-            quote!(#item_tokens #err).into()
-        }
-    }
+    or_error(item_tokens, expand_main(attr.into(), item.into()))
 }
 
 fn expand_main(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
@@ -842,11 +835,5 @@ pub fn worker_setup(attr: TokenStream, item: TokenStream) -> TokenStream {
             };
         })
     })();
-    match result {
-        Ok(t) => t.into(),
-        Err(e) => {
-            let err = e.to_compile_error();
-            quote!(#item_tokens #err).into()
-        }
-    }
+    or_error(item_tokens, result)
 }
