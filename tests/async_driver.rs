@@ -60,23 +60,25 @@ fn as_completed_yields_values_in_the_order_they_finish() {
     let dir = std::env::temp_dir().join(format!("rayrs-as-completed-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let signal = dir.join("second-done").to_string_lossy().into_owned();
+    let signal = dir.join("gate").to_string_lossy().into_owned();
     with_ray(ray::Config::local().num_cpus(2.0), || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         rt.block_on(async {
-            // The first waits for the second: it finishes last.
+            // The first waits until the second has come out of the stream: it finishes last.
             let refs = vec![
                 gated::remote(1, signal.clone(), String::new()),
-                gated::remote(2, String::new(), signal.clone()),
+                gated::remote(2, String::new(), String::new()),
             ];
-            let got: Vec<(usize, u64)> = ray::as_completed(refs)
-                .map(|(i, v)| (i, v.unwrap()))
-                .collect()
-                .await;
-            assert_eq!(got, vec![(1, 2), (0, 1)]);
+            let mut stream = ray::as_completed(refs);
+            let (i, v) = stream.next().await.unwrap();
+            assert_eq!((i, v.unwrap()), (1, 2));
+            std::fs::write(&signal, b"").unwrap();
+            let (i, v) = stream.next().await.unwrap();
+            assert_eq!((i, v.unwrap()), (0, 1));
+            assert!(stream.next().await.is_none());
         });
     });
     let _ = std::fs::remove_dir_all(&dir);

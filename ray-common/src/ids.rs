@@ -144,6 +144,11 @@ id16!(
     "actor id"
 );
 id16!(
+    /// A placement group: bundles of resources reserved together.
+    PlacementGroupId,
+    "placement group id"
+);
+id16!(
     /// One execution of a task or actor method, as the worker running it names it.
     TaskId,
     "task id"

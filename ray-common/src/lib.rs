@@ -16,5 +16,7 @@ pub mod sha256;
 mod throttle;
 
 pub use clock::{Clock, ManualClock};
-pub use ids::{ActorId, IdError, JobId, LeaseId, NodeId, ObjectId, TaskId, WorkerId};
+pub use ids::{
+    ActorId, IdError, JobId, LeaseId, NodeId, ObjectId, PlacementGroupId, TaskId, WorkerId,
+};
 pub use throttle::Throttle;

@@ -17,6 +17,28 @@ pub fn to_resources(r: &ResourceSet) -> Resources {
     }
 }
 
+/// A placement strategy as the wire carries it.
+pub fn strategy_to_proto(s: ray_scheduler::PlacementStrategy) -> ray_proto::PlacementStrategy {
+    use ray_scheduler::PlacementStrategy as S;
+    match s {
+        S::Pack => ray_proto::PlacementStrategy::Pack,
+        S::Spread => ray_proto::PlacementStrategy::Spread,
+        S::StrictPack => ray_proto::PlacementStrategy::StrictPack,
+        S::StrictSpread => ray_proto::PlacementStrategy::StrictSpread,
+    }
+}
+
+/// A placement strategy from its wire value (an unknown one is PACK, proto's default).
+pub fn strategy_from_proto(s: i32) -> ray_scheduler::PlacementStrategy {
+    use ray_scheduler::PlacementStrategy as S;
+    match ray_proto::PlacementStrategy::try_from(s).unwrap_or_default() {
+        ray_proto::PlacementStrategy::Pack => S::Pack,
+        ray_proto::PlacementStrategy::Spread => S::Spread,
+        ray_proto::PlacementStrategy::StrictPack => S::StrictPack,
+        ray_proto::PlacementStrategy::StrictSpread => S::StrictSpread,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,7 @@
 use crate::args::{ArgKind, ArgSpec};
 use crate::codec;
 use crate::error::{Error, Result};
+use crate::group::GroupGate;
 use crate::ids::ObjectId;
 use crate::link::{FetchRequest, Link};
 use crate::memory_store::{Stored, Subscribed, Waiter};
@@ -21,7 +22,7 @@ use crate::submitter::{self, ActorCall};
 use crate::task_manager::{SpecArg, TaskSpec};
 use bytes::Bytes;
 use ray_common::rpc::{with_retries, RpcErrorKind, CONTROL_DEADLINE};
-use ray_common::ActorId;
+use ray_common::{ActorId, PlacementGroupId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -42,6 +43,9 @@ pub(crate) struct CoreWorker {
     /// This node's resources as configured (sync mode reports these).
     pub node_total: ray_scheduler::ResourceSet,
     pub shut_down: AtomicBool,
+    /// The placement groups this process submitted to: where each stands, as a watcher of
+    /// the GCS last heard (their tasks wait at the gate until the group is created).
+    groups: dashmap::DashMap<PlacementGroupId, tokio::sync::watch::Sender<GroupGate>>,
 }
 
 /// The untyped part of an actor handle.
@@ -139,7 +143,82 @@ impl CoreWorker {
             submitter,
             node_total,
             shut_down: AtomicBool::new(false),
+            groups: Default::default(),
         })
+    }
+
+    /// The gate of placement group `id`'s tasks (`None` in sync mode, where groups are
+    /// created at once). The first asking starts a watcher that long-polls the GCS until the
+    /// group is created or removed.
+    pub(crate) fn group_gate(
+        &self,
+        id: PlacementGroupId,
+    ) -> Option<tokio::sync::watch::Receiver<GroupGate>> {
+        let link = self.own.link.as_ref()?;
+        if let Some(tx) = self.groups.get(&id) {
+            return Some(tx.subscribe());
+        }
+        let tx = self
+            .groups
+            .entry(id)
+            .or_insert_with(|| {
+                let (tx, _) = tokio::sync::watch::channel(GroupGate::Pending);
+                let gcs = link.gcs.clone();
+                let clock = link.clock.clone();
+                let watch = tx.clone();
+                link.handle.spawn(async move {
+                    let gate = loop {
+                        let req = ray_proto::GetPlacementGroupRequest {
+                            group_id: id.to_vec().into(),
+                            wait_ms: 3_000,
+                        };
+                        let call = gcs.get_placement_group(req);
+                        match clock.timeout(Duration::from_secs(10), call).await {
+                            Ok(Ok(info)) if info.state == "CREATED" => break GroupGate::Ready,
+                            Ok(Ok(info)) if info.state == "REMOVED" => {
+                                break GroupGate::Failed(format!(
+                                    "its placement group {id} was removed"
+                                ))
+                            }
+                            Ok(Ok(_)) => {}
+                            Ok(Err(e)) if e.kind == RpcErrorKind::NotFound => {
+                                break GroupGate::Failed(format!(
+                                    "its placement group {id} does not exist"
+                                ))
+                            }
+                            // The GCS is away: ask again (its tasks keep waiting).
+                            Ok(Err(_)) | Err(_) => {
+                                tokio::time::sleep(Duration::from_millis(200)).await
+                            }
+                        }
+                    };
+                    watch.send_if_modified(|g| match g {
+                        // Removed here meanwhile: that stands.
+                        GroupGate::Failed(_) => false,
+                        g => {
+                            *g = gate;
+                            true
+                        }
+                    });
+                });
+                tx
+            })
+            .clone();
+        Some(tx.subscribe())
+    }
+
+    /// Placement group `id` was removed by this process: its tasks waiting or to come fail.
+    pub(crate) fn group_removed(&self, id: PlacementGroupId) {
+        if let Some(tx) = self.groups.get(&id) {
+            tx.send_replace(GroupGate::Failed(format!(
+                "its placement group {id} was removed"
+            )));
+        } else {
+            let (tx, _) = tokio::sync::watch::channel(GroupGate::Failed(format!(
+                "its placement group {id} was removed"
+            )));
+            self.groups.insert(id, tx);
+        }
     }
 
     pub fn me(&self) -> &Identity {
@@ -382,9 +461,16 @@ impl CoreWorker {
             fail(e);
             return (out, more);
         }
+        if let Some(reason) = opts.group_misfit() {
+            fail(Error::Unschedulable {
+                function: function.to_string(),
+                reason,
+            });
+            return (out, more);
+        }
         match &self.submitter {
             // As a node would refuse it: sync mode must not run what local mode cannot.
-            None => match ray_scheduler::resources::never_fits(&opts.shape, &self.node_total) {
+            None => match ray_scheduler::resources::never_fits(&opts.base, &self.node_total) {
                 Some(reason) => fail(Error::Unschedulable {
                     function: function.to_string(),
                     reason,
@@ -403,6 +489,7 @@ impl CoreWorker {
                 retries_left: opts.max_retries,
                 retry_exceptions: opts.retry_exceptions,
                 parent: crate::task_context::current_task(),
+                gate: opts.group.as_ref().and_then(|(g, _)| self.group_gate(g.id)),
                 resolved: Vec::new(),
             }),
         }
@@ -460,10 +547,23 @@ impl CoreWorker {
                 "actor class {class} is not registered in this binary"
             ))
         })?;
-        let shape = ray_scheduler::ResourceSet::from_pairs(opts.resources.clone())
+        let mut shape = ray_scheduler::ResourceSet::from_pairs(opts.resources.clone())
             .map_err(|e| Error::InvalidArgument(format!("actor resources: {e}")))?;
         if let Some(e) = crate::options::gpu_request_error(shape.get(ray_scheduler::GPU)) {
             return Err(e);
+        }
+        let group = opts.strategy.group();
+        if let Some((group, index)) = group {
+            if let Some(reason) = group.misfit(index, &shape) {
+                return Err(Error::Unschedulable {
+                    function: class.to_string(),
+                    reason,
+                });
+            }
+            // Sync mode has no bundles: the actor is simply made here.
+            if self.own.link.is_some() {
+                shape = group.shape_in(index, &shape);
+            }
         }
         let strategy = opts.strategy.to_proto()?;
         let namespace = opts
@@ -553,6 +653,7 @@ impl CoreWorker {
                 .local_node()
                 .map(|n| n.to_vec().into())
                 .unwrap_or_default(),
+            placement_group_id: group.map(|(g, _)| g.id.to_vec().into()).unwrap_or_default(),
         };
         let gcs = c.gcs.clone();
         let clock = c.clock.clone();

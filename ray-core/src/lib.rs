@@ -32,6 +32,7 @@ mod actor_pool;
 mod current;
 mod head;
 mod object_ref;
+mod placement_group;
 mod queue;
 pub mod util;
 mod worker;
@@ -49,6 +50,7 @@ mod error;
 mod executor;
 mod fetch;
 mod frames;
+mod group;
 #[cfg(test)]
 mod harness;
 #[cfg(test)]
@@ -58,6 +60,7 @@ mod link;
 mod memory_store;
 mod options;
 mod ownership;
+mod placement;
 mod reference;
 mod registry;
 mod service;

@@ -2,6 +2,7 @@
 //! Plain data, checked when built; the core worker reads them at submission.
 
 use crate::error::Error;
+use crate::group::PlacementGroup;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -34,6 +35,16 @@ pub enum SchedulingStrategy {
         /// Whether another node may be used.
         soft: bool,
     },
+    /// In a bundle of a placement group (Ray's `PlacementGroupSchedulingStrategy`): the
+    /// resources it asks for come out of that bundle (`bundle_index`), or out of any bundle
+    /// of the group (`None`). It waits until the group is created, and fails if the group
+    /// is removed or no bundle could ever hold it.
+    PlacementGroup {
+        /// The group.
+        group: PlacementGroup,
+        /// Which bundle (`None`: any).
+        bundle_index: Option<usize>,
+    },
 }
 
 impl SchedulingStrategy {
@@ -45,11 +56,34 @@ impl SchedulingStrategy {
         }
     }
 
-    /// The wire form (`None`: the default policy).
+    /// [`SchedulingStrategy::PlacementGroup`]: in bundle `bundle_index` of `group` (`None`:
+    /// any of its bundles).
+    pub fn placement_group(group: &PlacementGroup, bundle_index: Option<usize>) -> Self {
+        SchedulingStrategy::PlacementGroup {
+            group: group.clone(),
+            bundle_index,
+        }
+    }
+
+    /// The group and bundle, for [`SchedulingStrategy::PlacementGroup`].
+    pub(crate) fn group(&self) -> Option<(&PlacementGroup, Option<usize>)> {
+        match self {
+            SchedulingStrategy::PlacementGroup {
+                group,
+                bundle_index,
+            } => Some((group, *bundle_index)),
+            _ => None,
+        }
+    }
+
+    /// The wire form (`None`: the default policy; a placement group's tasks are placed by
+    /// the default policy too, on the resources of its bundles).
     pub(crate) fn to_proto(&self) -> Result<Option<ray_proto::Strategy>, Error> {
         use ray_proto::strategy::Kind;
         let kind = match self {
-            SchedulingStrategy::Default => return Ok(None),
+            SchedulingStrategy::Default | SchedulingStrategy::PlacementGroup { .. } => {
+                return Ok(None)
+            }
             SchedulingStrategy::Spread => Kind::Spread(ray_proto::Empty {}),
             SchedulingStrategy::NodeAffinity { node_id, soft } => {
                 let node = ray_common::NodeId::from_hex(node_id).ok_or_else(|| {
@@ -173,7 +207,13 @@ impl ActorOptions {
 /// values make the call's ref fail with [`Error::InvalidArgument`].
 #[derive(Clone, Debug)]
 pub struct TaskOptions {
+    /// What it asks for (of its placement group's bundle, under the group's names, if it
+    /// runs in one).
     pub(crate) shape: ray_scheduler::ResourceSet,
+    /// What it asks for, whether in a group or not.
+    pub(crate) base: ray_scheduler::ResourceSet,
+    /// The placement group and bundle it runs in.
+    pub(crate) group: Option<(PlacementGroup, Option<usize>)>,
     /// Names the submitter's queue: the shape and the strategy (tasks of one queue share
     /// leases).
     pub(crate) shape_key: Arc<str>,
@@ -191,6 +231,8 @@ impl Default for TaskOptions {
     fn default() -> Self {
         let mut o = TaskOptions {
             shape: Default::default(),
+            base: Default::default(),
+            group: None,
             shape_key: "".into(),
             strategy: None,
             strategy_key: String::new(),
@@ -210,11 +252,26 @@ impl TaskOptions {
         self.amounts.insert(name.to_string(), amount);
         match ray_scheduler::ResourceSet::from_pairs(self.amounts.clone()) {
             Ok(shape) => {
-                self.shape = shape;
-                self.rekey();
+                self.base = shape;
+                self.reshape();
             }
             Err(e) => self.error = Some(Error::InvalidArgument(format!("task resources: {e}"))),
         }
+    }
+
+    /// The shape asked for, from the base and the group.
+    fn reshape(&mut self) {
+        self.shape = match &self.group {
+            Some((group, index)) => group.shape_in(*index, &self.base),
+            None => self.base.clone(),
+        };
+        self.rekey();
+    }
+
+    /// Why the task cannot run in its placement group, if it cannot.
+    pub(crate) fn group_misfit(&self) -> Option<String> {
+        let (group, index) = self.group.as_ref()?;
+        group.misfit(*index, &self.base)
     }
 
     fn rekey(&mut self) {
@@ -249,7 +306,8 @@ impl TaskOptions {
                     SchedulingStrategy::Default => String::new(),
                     other => format!(" {other:?}"),
                 };
-                self.rekey();
+                self.group = strategy.group().map(|(g, i)| (g.clone(), i));
+                self.reshape();
             }
             Err(e) => self.error = Some(e),
         }

@@ -1,6 +1,10 @@
 //! Distributed helpers built on the core API.
 
 pub use crate::actor_pool::ActorPool;
+pub use crate::group::{Bundle, PlacementGroup, PlacementStrategy};
+pub use crate::placement_group::{
+    get_placement_group, placement_group, remove_placement_group, PlacementGroupOptions,
+};
 pub use crate::queue::Queue;
 use crate::{get_all, ObjectRef, Result};
 use serde::de::DeserializeOwned;

@@ -188,8 +188,14 @@ impl GcsService {
                     Ok(()) => return,
                     // No alive node can hold it: it waits (listed as a demand, and in its
                     // info for the driver's warning) until one that can joins.
-                    Err(GcsError::NoFit(why)) => {
-                        if !me.wait_for_fit(&id, why).await {
+                    Err(e @ (GcsError::NoFit(_) | GcsError::GroupPending)) => {
+                        // Waiting for its group is expected: no warning for that.
+                        let warn = matches!(e, GcsError::NoFit(_));
+                        let why = match e {
+                            GcsError::NoFit(why) => why,
+                            other => other.to_string(),
+                        };
+                        if !me.wait_for_fit(&id, why, warn).await {
                             return;
                         }
                         // A fresh start for transient errors: the node that fits may have
@@ -221,7 +227,7 @@ impl GcsService {
     /// Marks actor `id` as waiting for a node that can hold it, for `why`, and waits for the
     /// cluster's view to move (a node joining or reporting). `false` if it was killed or
     /// died meanwhile (nothing left to place).
-    async fn wait_for_fit(&self, id: &[u8], why: String) -> bool {
+    async fn wait_for_fit(&self, id: &[u8], why: String, warn: bool) -> bool {
         let changed = self.inner.view_changed.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
@@ -229,7 +235,7 @@ impl GcsService {
             let mut t = self.inner.actors.table.lock();
             match t.records.get_mut(id) {
                 Some(r) if r.state != ActorState::Dead => {
-                    if r.waiting.is_empty() {
+                    if r.waiting.is_empty() && warn {
                         tracing::warn!(class = %r.spec.class_name, "an actor waits for a node that can hold it: {why}");
                     }
                     r.waiting = why;
@@ -308,6 +314,17 @@ impl GcsService {
         };
         let shape = ray_common::resources::to_resource_set(spec.shape.clone())
             .map_err(|e| GcsError::InvalidArgument(format!("actor resources: {e}")))?;
+        if !spec.placement_group_id.is_empty() {
+            match self.group_ready(&spec.placement_group_id) {
+                Ok(true) => {}
+                // Waits (as for a node that fits) until the group is created.
+                Ok(false) => return Err(GcsError::GroupPending),
+                Err(cause) => {
+                    self.mark_dead(id, &cause, None);
+                    return Ok(());
+                }
+            }
+        }
         let node = match self.place(&shape, spec.strategy.as_ref()) {
             Ok(Some(node)) => node,
             Ok(None) => return Err(GcsError::NoNode),
@@ -595,6 +612,16 @@ impl GcsService {
         for id in orphans {
             self.kill(&id, true, "its owner died with its node");
         }
+    }
+
+    /// The actors (not dead) that run in placement group `group`'s bundles.
+    pub(crate) fn actors_in_group(&self, group: &[u8]) -> Vec<Vec<u8>> {
+        let t = self.inner.actors.table.lock();
+        t.records
+            .iter()
+            .filter(|(_, r)| r.spec.placement_group_id == group && r.state != ActorState::Dead)
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// A worker process died: its actor restarts or dies, and actors it owned (not detached)

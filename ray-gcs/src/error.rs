@@ -31,6 +31,9 @@ pub enum GcsError {
         source: RpcError,
         last: bool,
     },
+    /// The actor's placement group is not created yet: it waits for it.
+    #[error("its placement group is not created yet")]
+    GroupPending,
     /// The worker chosen for the actor died as it started it.
     #[error("the actor's process died as it started")]
     DiedStarting,
@@ -76,7 +79,7 @@ impl From<GcsError> for Status {
             GcsError::AlreadyExists(_) => Status::already_exists(message),
             GcsError::NotFound(_) => Status::not_found(message),
             GcsError::NoNode | GcsError::DiedStarting => Status::unavailable(message),
-            GcsError::NoFit(_) => Status::resource_exhausted(message),
+            GcsError::NoFit(_) | GcsError::GroupPending => Status::resource_exhausted(message),
             // The kind survives the wire; the message says which step failed.
             GcsError::Call { source, .. } => Status::from(RpcError { message, ..source }),
             GcsError::BadReply(_) => Status::internal(message),

@@ -147,10 +147,12 @@ impl GcsService {
                 .view
                 .set_alive(ray_scheduler::NodeId(index as u64), false);
             self.view_moved(&mut state);
-            address
+            (address, index)
         };
+        let (address, index) = address;
         tracing::warn!(node = %ray_common::ids::hex(node_id), %address, %reason, "node declared dead");
         self.actors_lost_with_node(&address, node_id);
+        self.groups_lost_with_node(index);
         // Jobs whose driver was attached to that node end: nobody would finish them.
         let jobs: Vec<u32> = {
             let state = self.inner.state.lock();

@@ -9,6 +9,7 @@ mod actors;
 mod binaries;
 mod error;
 mod health;
+mod placement_groups;
 
 use parking_lot::Mutex;
 use ray_common::rpc::Connect;
@@ -44,6 +45,7 @@ struct Inner {
     connect: Arc<dyn Connect>,
     state: Mutex<State>,
     actors: actors::Actors,
+    groups: placement_groups::Groups,
     /// Woken when the cluster view's version moves.
     view_changed: tokio::sync::Notify,
     /// How nodes are checked (`None`: they are not).
@@ -94,6 +96,7 @@ impl GcsService {
                 connect,
                 state: Mutex::new(State::default()),
                 actors: actors::Actors::default(),
+                groups: placement_groups::Groups::default(),
                 view_changed: tokio::sync::Notify::new(),
                 health: options.health,
                 binaries: options.binaries,
@@ -187,6 +190,7 @@ impl GcsService {
                 .collect()
         };
         tracing::info!(job = job_id, "job finished");
+        self.remove_groups_of_job(job_id).await;
         let mut calls = tokio::task::JoinSet::new();
         for address in nodes {
             let Ok(nm) = self.node_manager(&address) else {
@@ -442,5 +446,49 @@ impl Gcs for GcsService {
     ) -> Result<Response<Empty>, Status> {
         self.worker_failed(&req.into_inner().worker_id);
         Ok(Response::new(Empty {}))
+    }
+
+    async fn create_placement_group(
+        &self,
+        req: Request<PlacementGroupSpec>,
+    ) -> Result<Response<Empty>, Status> {
+        self.create_group(req.into_inner())
+            .map(|()| Response::new(Empty {}))
+            .map_err(Status::from)
+    }
+
+    async fn get_placement_group(
+        &self,
+        req: Request<GetPlacementGroupRequest>,
+    ) -> Result<Response<PlacementGroupInfo>, Status> {
+        let req = req.into_inner();
+        let id = ray_common::PlacementGroupId::from_wire(&req.group_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.wait_group(id, std::time::Duration::from_millis(req.wait_ms.into()))
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn get_named_placement_group(
+        &self,
+        req: Request<GetNamedPlacementGroupRequest>,
+    ) -> Result<Response<PlacementGroupInfo>, Status> {
+        let req = req.into_inner();
+        self.named_group(&req.namespace, &req.name)
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn remove_placement_group(
+        &self,
+        req: Request<RemovePlacementGroupRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let id = ray_common::PlacementGroupId::from_wire(&req.into_inner().group_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.remove_group(id)
+            .await
+            .map(|()| Response::new(Empty {}))
+            .map_err(Status::from)
     }
 }

@@ -6,7 +6,7 @@ use parking_lot::Mutex;
 use ray_common::limits::{available_memory, fd_limit};
 use ray_common::rpc::RpcErrorKind;
 use ray_common::rpc::{Connect, GcsApi};
-use ray_common::{NodeId, Throttle, WorkerId};
+use ray_common::{NodeId, PlacementGroupId, Throttle, WorkerId};
 use ray_object_store::ObjectStore;
 use ray_proto::JobConfig;
 use ray_scheduler::{NodeResources, ResourceSet, CPU};
@@ -201,6 +201,9 @@ struct PoolState {
     actor_workers: usize,
     /// Workers that exited before registering, in a row: a broken worker binary.
     startup_failures: u32,
+    /// Placement groups' bundles reserved here: by group, each bundle's index, its
+    /// resources, and what it added under the group's names.
+    bundles: HashMap<PlacementGroupId, Vec<ReservedBundle>>,
     last_startup_failure: Option<std::time::Instant>,
 }
 
@@ -270,6 +273,15 @@ impl PoolState {
         }
         Some(lease)
     }
+}
+
+/// A placement group's bundle reserved on this node.
+struct ReservedBundle {
+    index: u32,
+    /// What it took from the node.
+    shape: ResourceSet,
+    /// What it added to the node under its group's names.
+    renamed: ResourceSet,
 }
 
 /// Workers that may die before registering, in a row, before lease requests fail.
@@ -347,6 +359,7 @@ impl NodeManager {
                     actor_workers: 0,
                     shutting_down: false,
                     startup_failures: 0,
+                    bundles: HashMap::new(),
                     last_startup_failure: None,
                 }),
                 changed: Notify::new(),
@@ -542,7 +555,7 @@ impl NodeManager {
         let job = self.job(ask.job_id).await?;
         {
             let state = self.inner.state.lock();
-            let gpus = shape.get_fixed(ray_scheduler::GPU);
+            let gpus = ray_scheduler::bundles::fixed_with_bundles(shape, ray_scheduler::GPU);
             let precision = ray_scheduler::resources::PRECISION;
             if gpus > precision && gpus % precision != 0 {
                 return Err(LeaseError::Infeasible(format!(
@@ -643,11 +656,20 @@ impl NodeManager {
                         return Err(LeaseError::RequesterGone);
                     }
                 }
+                // A placement group's bundle removed while its request waited: it never fits.
+                if !state.resources.is_feasible(shape) {
+                    let why = ray_scheduler::resources::never_fits(shape, &state.resources.total)
+                        .unwrap_or_else(|| format!("requested {shape}"));
+                    return Err(LeaseError::Infeasible(why));
+                }
                 let mut fits = state.resources.is_available(shape);
                 // The GPUs it would hold, and so its worker's environment: among the ways to
                 // hold them that pack as well as the best, one an idle worker already has.
-                let (gpus, env) = if fits && shape.has_gpu() {
-                    let choices = state.gpus.choices(shape.get_fixed(ray_scheduler::GPU));
+                // (A lease in a placement group's bundle asks for GPUs under the group's
+                // names: it holds devices all the same.)
+                let gpu_ask = ray_scheduler::bundles::fixed_with_bundles(shape, ray_scheduler::GPU);
+                let (gpus, env) = if fits && gpu_ask > 0 {
+                    let choices = state.gpus.choices(gpu_ask);
                     let envs: Vec<_> = choices.iter().map(|a| state.gpus.env(a, ask.env)).collect();
                     let best = choices.first().map(|a| state.gpus.free_on(a));
                     let pick = (0..choices.len())
@@ -931,6 +953,77 @@ impl NodeManager {
         drop(state);
         self.inner.changed.notify_waiters();
         self.inner.exited.notify_waiters();
+    }
+
+    /// Reserves bundles of placement group `group` here, all of them or none: each takes
+    /// its resources out of what is free and adds them back under the group's names, which
+    /// only the group's tasks ask for. A bundle reserved before is kept as it is (the GCS
+    /// may ask again). `Err` says what is short.
+    pub fn reserve_bundles(
+        &self,
+        group: PlacementGroupId,
+        bundles: &[(u32, ResourceSet)],
+    ) -> Result<(), String> {
+        let name = group.to_hex();
+        let mut state = self.inner.state.lock();
+        let state = &mut *state;
+        let held = state.bundles.get(&group);
+        let fresh: Vec<&(u32, ResourceSet)> = bundles
+            .iter()
+            .filter(|(i, _)| !held.is_some_and(|h| h.iter().any(|b| b.index == *i)))
+            .collect();
+        let mut sum = ResourceSet::new();
+        for (_, shape) in &fresh {
+            sum.add(shape);
+        }
+        if let Some(short) = state.resources.shortfall(&sum) {
+            return Err(format!("bundles {sum} do not fit now: {short}"));
+        }
+        for (index, shape) in fresh {
+            let renamed = ray_scheduler::bundles::bundle_resources(&name, *index as usize, shape);
+            state
+                .resources
+                .reserve_bundle(shape, &renamed)
+                .map_err(|short| format!("bundle {index} does not fit now: {short}"))?;
+            state
+                .bundles
+                .entry(group)
+                .or_default()
+                .push(ReservedBundle {
+                    index: *index,
+                    shape: shape.clone(),
+                    renamed,
+                });
+        }
+        tracing::info!(%group, bundles = bundles.len(), "placement group bundles reserved");
+        Ok(())
+    }
+
+    /// Gives placement group `group`'s bundles here back: the leases that run in them are
+    /// taken back and their workers killed (Ray kills a removed group's tasks and actors),
+    /// then the bundles' resources are free again. Nothing happens for a group with no
+    /// bundle here. How many workers were killed.
+    pub fn release_bundles(&self, group: PlacementGroupId) -> usize {
+        let name = group.to_hex();
+        let mut state = self.inner.state.lock();
+        let Some(bundles) = state.bundles.remove(&group) else {
+            return 0;
+        };
+        let taken = state.take_back_leases(|l| ray_scheduler::bundles::uses_group(&l.shape, &name));
+        let kills: Vec<Killer> = taken
+            .iter()
+            .filter_map(|w| state.workers.get(w).and_then(|r| r.kill.clone()))
+            .collect();
+        for b in &bundles {
+            state.resources.unreserve_bundle(&b.shape, &b.renamed);
+        }
+        drop(state);
+        for kill in &kills {
+            kill();
+        }
+        tracing::info!(%group, killed = kills.len(), "placement group bundles released");
+        self.inner.changed.notify_waiters();
+        kills.len()
     }
 
     /// Node `node` was declared dead: the leases its processes held here are taken back and

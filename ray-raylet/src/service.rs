@@ -390,4 +390,40 @@ impl NodeManagerRpc for NodeManager {
         })?;
         Ok(Response::new(Empty {}))
     }
+
+    async fn reserve_bundles(
+        &self,
+        req: Request<ReserveBundlesRequest>,
+    ) -> Result<Response<ReserveBundlesReply>, Status> {
+        let req = req.into_inner();
+        let group = ray_common::PlacementGroupId::from_wire(&req.group_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let bundles = req
+            .bundles
+            .into_iter()
+            .map(|b| {
+                ray_common::resources::to_resource_set(b.shape)
+                    .map(|shape| (b.index, shape))
+                    .map_err(|e| Status::invalid_argument(format!("bundle {}: {e}", b.index)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let outcome = NodeManager::reserve_bundles(self, group, &bundles);
+        let (total, available) = self.resources();
+        Ok(Response::new(ReserveBundlesReply {
+            reserved: outcome.is_ok(),
+            reason: outcome.err().unwrap_or_default(),
+            total: Some(to_resources(&total)),
+            available: Some(to_resources(&available)),
+        }))
+    }
+
+    async fn release_bundles(
+        &self,
+        req: Request<ReleaseBundlesRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        let group = ray_common::PlacementGroupId::from_wire(&req.into_inner().group_id)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        NodeManager::release_bundles(self, group);
+        Ok(Response::new(Empty {}))
+    }
 }

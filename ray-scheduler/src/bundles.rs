@@ -24,6 +24,7 @@
 //! a bundle that no node's total can hold); otherwise the group is busy and waits.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::cluster::{ClusterView, NodeId, NodeState};
 use crate::pending::{Pending, PendingKind, Unschedulable};
@@ -367,6 +368,88 @@ fn augment(
     false
 }
 
+/// How much of its group's `bundle_group_*` marker a reserved bundle adds to its node.
+const BUNDLE_MARKER_TOTAL: i64 = 1000 * crate::resources::PRECISION;
+/// How much of it every task in the group asks for, so that even a task asking for no
+/// resources is held to the group's nodes (Ray's 0.001).
+const BUNDLE_MARKER_TASK: i64 = crate::resources::PRECISION / 1000;
+
+fn group_name(resource: &str, index: Option<usize>, group: &str) -> String {
+    match index {
+        Some(i) => format!("{resource}_group_{i}_{group}"),
+        None => format!("{resource}_group_{group}"),
+    }
+}
+
+/// The resources a reserved bundle adds to its node, under its group's names (as Ray names
+/// them): every resource `R` of bundle `index` of group `group` twice, as `R_group_{index}_{group}`
+/// (for tasks asking for that bundle) and `R_group_{group}` (for tasks asking for any bundle
+/// of the group), plus a marker `bundle_group_{index}_{group}` / `bundle_group_{group}` of
+/// 1000 that every task of the group asks 0.001 of.
+///
+/// ```
+/// use ray_scheduler::{bundles::{bundle_resources, shape_in_bundle}, ResourceSet};
+/// let bundle = ResourceSet::cpus(2.0).unwrap();
+/// let node_gets = bundle_resources("pg1", 0, &bundle);
+/// assert_eq!(node_gets.get("CPU_group_0_pg1"), 2.0);
+/// assert_eq!(node_gets.get("CPU_group_pg1"), 2.0);
+/// let task = shape_in_bundle("pg1", Some(0), &ResourceSet::cpus(1.0).unwrap());
+/// assert!(task.fits_in(&node_gets));
+/// assert_eq!(task.get("CPU"), 0.0);
+/// ```
+pub fn bundle_resources(group: &str, index: usize, bundle: &ResourceSet) -> ResourceSet {
+    let mut out = ResourceSet::new();
+    for (name, amount) in bundle.iter_fixed() {
+        for which in [Some(index), None] {
+            out.add_custom(&Arc::from(group_name(name, which, group)), amount);
+        }
+    }
+    for which in [Some(index), None] {
+        out.add_custom(
+            &Arc::from(group_name("bundle", which, group)),
+            BUNDLE_MARKER_TOTAL,
+        );
+    }
+    out
+}
+
+/// The shape a task of `shape` asks for when it runs in bundle `index` of group `group`
+/// (`None`: in any of its bundles): every resource under the group's name, plus 0.001 of the
+/// bundle's marker. See [`bundle_resources`].
+pub fn shape_in_bundle(group: &str, index: Option<usize>, shape: &ResourceSet) -> ResourceSet {
+    let mut out = ResourceSet::new();
+    for (name, amount) in shape.iter_fixed() {
+        out.add_custom(&Arc::from(group_name(name, index, group)), amount);
+    }
+    out.add_custom(
+        &Arc::from(group_name("bundle", index, group)),
+        BUNDLE_MARKER_TASK,
+    );
+    out
+}
+
+/// Whether `shape` (a task's, or what a lease holds) draws on a bundle of group `group`.
+pub fn uses_group(shape: &ResourceSet, group: &str) -> bool {
+    shape.custom.iter().any(|(name, _)| {
+        name.strip_suffix(group)
+            .is_some_and(|rest| rest.ends_with('_') && rest.contains("_group_"))
+    })
+}
+
+/// How much of resource `resource` a shape asks for, in fixed-point units, counting what it
+/// asks of a bundle under the bundle's names (`GPU` and `GPU_group_..`): a lease in a bundle
+/// still needs that many devices.
+pub fn fixed_with_bundles(shape: &ResourceSet, resource: &str) -> i64 {
+    let prefix = format!("{resource}_group_");
+    shape.get_fixed(resource)
+        + shape
+            .custom
+            .iter()
+            .filter(|(name, _)| name.starts_with(&prefix))
+            .map(|(_, v)| *v)
+            .sum::<i64>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,5 +580,43 @@ mod tests {
         assert!(place_bundles(&v, &[cpus(1.0)], PlacementStrategy::Pack).is_err());
         v.release_bundles(&p, &b).unwrap();
         assert_eq!(v.cluster_available(), v.cluster_total());
+    }
+
+    #[test]
+    fn a_reserved_bundle_serves_only_its_groups_tasks_and_goes_back_whole() {
+        use crate::NodeResources;
+        let mut node = NodeResources::new(rs(&[(CPU, 4.0), (GPU, 1.0)]));
+        let bundle = rs(&[(CPU, 2.0), (GPU, 1.0)]);
+        let renamed = bundle_resources("g", 1, &bundle);
+        node.reserve_bundle(&bundle, &renamed).unwrap();
+        assert_eq!(node.available.get(CPU), 2.0);
+        assert_eq!(node.available.get(GPU), 0.0);
+        // A task of the group: in bundle 1, or in any bundle; not in bundle 0, not in
+        // another group, and not more than the bundle holds.
+        let one = cpus(1.0);
+        assert!(node.is_available(&shape_in_bundle("g", Some(1), &one)));
+        assert!(node.is_available(&shape_in_bundle("g", None, &one)));
+        assert!(!node.is_feasible(&shape_in_bundle("g", Some(0), &one)));
+        assert!(!node.is_feasible(&shape_in_bundle("h", None, &one)));
+        assert!(!node.is_feasible(&shape_in_bundle("g", Some(1), &cpus(3.0))));
+        // A task asking for nothing is still held to the group's node.
+        let nothing = shape_in_bundle("g", Some(1), &ResourceSet::new());
+        assert!(!nothing.is_empty() && node.is_available(&nothing));
+        let gpu_task = shape_in_bundle("g", None, &rs(&[(GPU, 1.0)]));
+        assert_eq!(fixed_with_bundles(&gpu_task, GPU), crate::PRECISION);
+        assert!(uses_group(&gpu_task, "g") && !uses_group(&gpu_task, "h"));
+        assert!(!uses_group(&cpus(1.0), "g"));
+        // A lease in the bundle, then the group removed: the node is as it was.
+        let lease = shape_in_bundle("g", Some(1), &one);
+        node.try_allocate(&lease).unwrap();
+        node.unreserve_bundle(&bundle, &renamed);
+        node.release(&lease);
+        assert_eq!(node, NodeResources::new(rs(&[(CPU, 4.0), (GPU, 1.0)])));
+        // A bundle that does not fit now changes nothing.
+        let big = cpus(5.0);
+        assert!(node
+            .reserve_bundle(&big, &bundle_resources("g", 0, &big))
+            .is_err());
+        assert_eq!(node, NodeResources::new(rs(&[(CPU, 4.0), (GPU, 1.0)])));
     }
 }

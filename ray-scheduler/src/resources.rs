@@ -289,7 +289,7 @@ impl ResourceSet {
         }
     }
 
-    fn add_custom(&mut self, name: &Arc<str>, delta: i64) {
+    pub(crate) fn add_custom(&mut self, name: &Arc<str>, delta: i64) {
         if delta == 0 {
             return;
         }
@@ -537,6 +537,33 @@ impl NodeResources {
     pub fn release(&mut self, req: &ResourceSet) {
         self.available.add(req);
         self.available.clamp_to(&self.total);
+    }
+
+    /// Reserve a placement-group bundle: take `bundle` out of what is free and add
+    /// `renamed` (the bundle under its group's names, [`crate::bundles::bundle_resources`])
+    /// to the total and to what is free, so that only tasks of the group can use it. Leaves
+    /// the node unchanged and says what is missing if `bundle` does not fit now.
+    pub fn reserve_bundle(
+        &mut self,
+        bundle: &ResourceSet,
+        renamed: &ResourceSet,
+    ) -> Result<(), Shortfall> {
+        self.try_allocate(bundle)?;
+        self.total.add(renamed);
+        self.available.add(renamed);
+        Ok(())
+    }
+
+    /// Undo [`NodeResources::reserve_bundle`]: the group's names leave the node (whatever of
+    /// them leases still hold is gone with them: take those leases back first) and `bundle`
+    /// is free again.
+    pub fn unreserve_bundle(&mut self, bundle: &ResourceSet, renamed: &ResourceSet) {
+        self.total.sub(renamed);
+        self.total.clamp_nonnegative();
+        self.available.sub(renamed);
+        self.available.clamp_nonnegative();
+        self.available.clamp_to(&self.total);
+        self.release(bundle);
     }
 
     /// What `req` is short of on this node, or `None` if it fits now.

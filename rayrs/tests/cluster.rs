@@ -1568,3 +1568,53 @@ fn a_node_detects_its_gpus_from_visible_devices() {
         assert_eq!(both, vec!["3", "5"]);
     });
 }
+
+/// STRICT_SPREAD puts each bundle on its own node, and each bundle's tasks run on that node;
+/// a group needing one more node than there is waits until one joins.
+#[test]
+fn strict_spread_bundles_land_on_distinct_nodes_and_wait_for_a_node_to_join() {
+    use ray::util::{placement_group, remove_placement_group, Bundle, PlacementStrategy};
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "2"]);
+    cluster.add_node(&["--num-cpus", "2"]);
+    ray::init(ray_rs::cluster::config(&cluster)).unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let two = placement_group(
+            vec![Bundle::new().cpus(1.0); 2],
+            PlacementStrategy::StrictSpread,
+        )
+        .unwrap();
+        assert!(two.wait(Duration::from_secs(30)).unwrap());
+        let nodes: Vec<String> = (0..2)
+            .map(|i| {
+                let r = where_am_i::options()
+                    .scheduling_strategy(ray::SchedulingStrategy::placement_group(&two, Some(i)))
+                    .remote();
+                ray::get(&r).unwrap().0
+            })
+            .collect();
+        assert_ne!(nodes[0], nodes[1], "each bundle on its own node");
+        // Bundle 0's tasks always run on bundle 0's node.
+        for _ in 0..3 {
+            let r = where_am_i::options()
+                .scheduling_strategy(ray::SchedulingStrategy::placement_group(&two, Some(0)))
+                .remote();
+            assert_eq!(ray::get(&r).unwrap().0, nodes[0]);
+        }
+        let three = placement_group(
+            vec![Bundle::new().cpus(1.0); 3],
+            PlacementStrategy::StrictSpread,
+        )
+        .unwrap();
+        assert!(!three.wait(Duration::from_millis(500)).unwrap());
+        cluster.add_node(&["--num-cpus", "2"]);
+        assert!(three.wait(Duration::from_secs(30)).unwrap());
+        let r = where_am_i::options()
+            .scheduling_strategy(ray::SchedulingStrategy::placement_group(&three, None))
+            .remote();
+        ray::get(&r).unwrap();
+        remove_placement_group(&two).unwrap();
+        remove_placement_group(&three).unwrap();
+    }));
+    ray::shutdown();
+    outcome.unwrap();
+}

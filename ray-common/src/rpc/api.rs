@@ -198,6 +198,15 @@ client_api! {
     fn finish_job(FinishJobRequest) -> Empty, "FinishJob", Some(CONTROL_DEADLINE);
     /// Whether the GCS holds the binary of this hash.
     fn has_binary(BinaryRequest) -> HasBinaryReply, "HasBinary", Some(CONTROL_DEADLINE);
+    /// Registers a placement group (placed and reserved in the background); answers at once.
+    fn create_placement_group(PlacementGroupSpec) -> Empty, "CreatePlacementGroup", Some(CONTROL_DEADLINE);
+    /// Long poll: answers when the group is created or removed, or after the request's
+    /// `wait_ms`.
+    fn get_placement_group(GetPlacementGroupRequest) -> PlacementGroupInfo, "GetPlacementGroup", None;
+    /// Looks a named placement group up.
+    fn get_named_placement_group(GetNamedPlacementGroupRequest) -> PlacementGroupInfo, "GetNamedPlacementGroup", Some(CONTROL_DEADLINE);
+    /// Removes a placement group: its bundles are given back, what runs in them is killed.
+    fn remove_placement_group(RemovePlacementGroupRequest) -> Empty, "RemovePlacementGroup", Some(CONTROL_DEADLINE);
     streams {
         /// Uploads a binary, its chunks in order (the first carries the hash and the size).
         async fn upload_binary(&self, chunks: Vec<BinaryChunk>) -> Result<Empty, RpcError>;
@@ -265,6 +274,10 @@ client_api! {
     /// Pulls another node's object into this node's store (if not here already) and pins
     /// it for the caller: as long as the transfer takes (the node manager bounds it).
     fn fetch_object(FetchObjectRequest) -> GetObjectReply, "FetchObject", None;
+    /// Reserves a placement group's bundles on this node, all of them or none.
+    fn reserve_bundles(ReserveBundlesRequest) -> ReserveBundlesReply, "ReserveBundles", Some(CONTROL_DEADLINE);
+    /// Gives a placement group's bundles here back, killing the workers leased in them.
+    fn release_bundles(ReleaseBundlesRequest) -> Empty, "ReleaseBundles", Some(CONTROL_DEADLINE);
     streams {
         /// Opens the stream of an object's chunks (another node manager pulling it).
         async fn pull_object(

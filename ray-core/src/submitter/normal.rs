@@ -8,6 +8,7 @@ use super::{
 use crate::args::{ArgKind, ArgSpec};
 use crate::data_plane::{self, ConnId, FrameSender};
 use crate::error::{Error, Result};
+use crate::group::GroupGate;
 use crate::ids::ObjectId;
 use crate::ownership::Ownership;
 use ray_common::rpc::with_retries;
@@ -60,6 +61,9 @@ pub(crate) struct PendingTask {
     pub retry_exceptions: bool,
     /// The task of this process it was submitted from (cancelled with it, `recursive`).
     pub parent: Option<ray_common::TaskId>,
+    /// Its placement group's gate, if it runs in one: it waits there until the group is
+    /// created.
+    pub gate: Option<tokio::sync::watch::Receiver<crate::group::GroupGate>>,
     /// Argument values, filled once every dependency is ready.
     pub resolved: Vec<ray_proto::ObjectValue>,
 }
@@ -119,7 +123,11 @@ impl Submitter {
             ArgKind::Ref(r) => !own.store.is_ready(&r.id),
             _ => false,
         });
-        if !needs_wait {
+        let closed_gate = task
+            .gate
+            .as_ref()
+            .is_some_and(|g| !matches!(*g.borrow(), GroupGate::Ready));
+        if !needs_wait && !closed_gate {
             match resolve_now(own, &task) {
                 Ok(values) => {
                     task.resolved = values;
@@ -132,6 +140,26 @@ impl Submitter {
         let own = own.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
+            if let Some(gate) = &mut task.gate {
+                let opened = gate
+                    .wait_for(|g| !matches!(g, GroupGate::Pending))
+                    .await
+                    .map(|g| g.clone());
+                let why = match opened {
+                    Ok(GroupGate::Ready) => None,
+                    Ok(GroupGate::Failed(why)) => Some(why),
+                    Ok(GroupGate::Pending) | Err(_) => {
+                        Some("the session ended before its placement group was created".into())
+                    }
+                };
+                if let Some(reason) = why {
+                    let e = Error::Unschedulable {
+                        function: task.function.to_string(),
+                        reason,
+                    };
+                    return fail_task(Some(&own), &task, e);
+                }
+            }
             for a in &task.args {
                 if let ArgKind::Ref(r) = &a.0 {
                     wait_ready_async(&own, r).await;
