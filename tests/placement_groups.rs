@@ -3,8 +3,8 @@
 //! them, waiting groups are created once resources come free.
 
 use ray::util::{
-    get_placement_group, placement_group, remove_placement_group, Bundle, PlacementGroupOptions,
-    PlacementStrategy,
+    get_placement_group, placement_group, placement_group_table, remove_placement_group, Bundle,
+    PlacementGroupOptions, PlacementGroupState, PlacementStrategy,
 };
 use ray::{Error, SchedulingStrategy};
 use ray_rs::{eventually, with_ray};
@@ -53,8 +53,14 @@ fn a_group_reserves_its_bundles_runs_its_tasks_and_gives_them_back() {
         let pg =
             placement_group(vec![Bundle::new().cpus(1.0); 2], PlacementStrategy::Pack).unwrap();
         assert_eq!(pg.bundle_count(), 2);
+        ray::get(&pg.ready().unwrap()).unwrap();
         assert!(pg.wait(Duration::from_secs(30)).unwrap());
         eventually("the bundles' CPUs are taken", || cpus_free() == 2.0);
+        let table = placement_group_table().unwrap();
+        let row = table.iter().find(|g| g.id == pg.id()).unwrap();
+        assert_eq!(row.state, PlacementGroupState::Created);
+        assert_eq!(row.bundle_nodes.len(), 2);
+        assert_eq!(row.bundles, pg.bundle_specs());
         let refs: Vec<_> = (0..6)
             .map(|i| {
                 plus_one::options()
@@ -93,6 +99,9 @@ fn a_group_reserves_its_bundles_runs_its_tasks_and_gives_them_back() {
         let e = ray::get(&late).unwrap_err();
         assert!(e.to_string().contains("was removed"), "{e}");
         assert!(pg.wait(Duration::from_millis(10)).is_err());
+        let table = placement_group_table().unwrap();
+        let row = table.iter().find(|g| g.id == pg.id()).unwrap();
+        assert_eq!(row.state, PlacementGroupState::Removed);
     });
 }
 
@@ -130,10 +139,17 @@ fn a_group_waits_for_room_all_or_nothing_and_its_tasks_wait_with_it() {
         let stuck = plus_one::options()
             .scheduling_strategy(in_bundle(&never, None))
             .remote(0);
+        let never_ready = never.ready().unwrap();
         assert!(!never.wait(Duration::from_millis(200)).unwrap());
+        let table = placement_group_table().unwrap();
+        let row = table.iter().find(|g| g.id == never.id()).unwrap();
+        assert_eq!(row.state, PlacementGroupState::Pending);
+        assert!(row.pending_reason.contains("CPU"), "{row:?}");
         remove_placement_group(&never).unwrap();
         let e = ray::get(&stuck).unwrap_err();
         assert!(matches!(e, Error::Unschedulable { .. }), "{e}");
+        let e = ray::get(&never_ready).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     });
 }
 
@@ -220,6 +236,59 @@ fn sync_mode_groups_run_their_tasks_inline() {
             .scheduling_strategy(in_bundle(&pg, Some(0)))
             .remote(1);
         assert_eq!(ray::get(&r).unwrap(), 2);
+        remove_placement_group(&pg).unwrap();
+    });
+}
+
+/// What is free of the group's CPUs, seen from inside a task.
+#[ray::remote]
+fn group_cpus_free(group: String) -> f64 {
+    let key = format!("CPU_group_{group}");
+    ray::available_resources()
+        .unwrap()
+        .get(&key)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// Runs a child with no strategy of its own and returns what it saw of the group's CPUs.
+#[ray::remote]
+fn parent_of_one(group: String) -> f64 {
+    ray::get(&group_cpus_free::remote(group)).unwrap()
+}
+
+/// A task that captures its children puts them in its group (taking the bundle's other
+/// CPU); one that does not leaves them outside.
+#[test]
+fn a_capturing_task_runs_its_children_in_its_group() {
+    with_ray(ray::Config::local().num_cpus(3.0), || {
+        let pg = placement_group([Bundle::new().cpus(2.0)], PlacementStrategy::Pack).unwrap();
+        assert!(pg.wait(Duration::from_secs(30)).unwrap());
+        let captured = parent_of_one::options()
+            .scheduling_strategy(SchedulingStrategy::PlacementGroup {
+                group: pg.clone(),
+                bundle_index: Some(0),
+                capture_child_tasks: true,
+            })
+            .remote(pg.id());
+        assert_eq!(
+            ray::get(&captured).unwrap(),
+            0.0,
+            "parent and child in the bundle"
+        );
+        // (Idle leases go back within a moment.)
+        let wildcard = format!("CPU_group_{}", pg.id());
+        eventually("the group's CPUs are free again", || {
+            ray::available_resources().unwrap().get(&wildcard) == Some(&2.0)
+        });
+        let free = parent_of_one::options()
+            .scheduling_strategy(in_bundle(&pg, Some(0)))
+            .remote(pg.id());
+        assert_eq!(
+            ray::get(&free).unwrap(),
+            1.0,
+            "only the parent in the bundle"
+        );
         remove_placement_group(&pg).unwrap();
     });
 }

@@ -429,6 +429,9 @@ impl CoreWorker {
         num_returns: u32,
     ) -> (Arc<RefInner>, Vec<Arc<RefInner>>) {
         let num_returns = num_returns.max(1);
+        // A task that captures its children puts this one in its placement group.
+        let captured = opts.captured();
+        let opts = captured.as_ref().unwrap_or(opts);
         let return_id = self.own.ids.next_n(num_returns);
         // The task manager's record, kept with the result while refs to it live.
         let spec = TaskSpec {
@@ -489,7 +492,11 @@ impl CoreWorker {
                 retries_left: opts.max_retries,
                 retry_exceptions: opts.retry_exceptions,
                 parent: crate::task_context::current_task(),
-                gate: opts.group.as_ref().and_then(|(g, _)| self.group_gate(g.id)),
+                capture: opts.group.as_ref().is_some_and(|g| g.capture),
+                gate: opts
+                    .group
+                    .as_ref()
+                    .and_then(|g| self.group_gate(g.group.id)),
                 resolved: Vec::new(),
             }),
         }
@@ -552,9 +559,15 @@ impl CoreWorker {
         if let Some(e) = crate::options::gpu_request_error(shape.get(ray_scheduler::GPU)) {
             return Err(e);
         }
-        let group = opts.strategy.group();
-        if let Some((group, index)) = group {
-            if let Some(reason) = group.misfit(index, &shape) {
+        // Its group: the one it is told, or the one the task creating it captures.
+        let group = opts.strategy.group().or_else(|| {
+            matches!(opts.strategy, crate::SchedulingStrategy::Default)
+                .then(crate::task_context::captured_group)
+                .flatten()
+                .map(crate::group::InGroup::captured)
+        });
+        if let Some(g) = &group {
+            if let Some(reason) = g.group.misfit(g.index, &shape) {
                 return Err(Error::Unschedulable {
                     function: class.to_string(),
                     reason,
@@ -562,7 +575,7 @@ impl CoreWorker {
             }
             // Sync mode has no bundles: the actor is simply made here.
             if self.own.link.is_some() {
-                shape = group.shape_in(index, &shape);
+                shape = g.group.shape_in(g.index, &shape);
             }
         }
         let strategy = opts.strategy.to_proto()?;
@@ -653,7 +666,9 @@ impl CoreWorker {
                 .local_node()
                 .map(|n| n.to_vec().into())
                 .unwrap_or_default(),
-            placement_group_id: group.map(|(g, _)| g.id.to_vec().into()).unwrap_or_default(),
+            placement_group_id: group
+                .map(|g| g.group.id.to_vec().into())
+                .unwrap_or_default(),
         };
         let gcs = c.gcs.clone();
         let clock = c.clock.clone();

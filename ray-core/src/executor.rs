@@ -348,10 +348,13 @@ impl Executor {
         let done = Done::run(|| {
             let slices = arg_slices(&self.own, &args)?;
             let task = ray_common::TaskId::from_wire(&frame.task_id).ok();
+            let capture = ray_common::PlacementGroupId::from_wire(&frame.capture_group).ok();
             task_context::as_task(task, shape, || {
-                self.own
-                    .functions
-                    .execute(&frame.function, &slices, self.location())
+                task_context::capturing(capture, || {
+                    self.own
+                        .functions
+                        .execute(&frame.function, &slices, self.location())
+                })
             })
         });
         drop(args);

@@ -90,6 +90,10 @@ impl PlacementGroup {
     /// Why a task or actor of base `shape` cannot run in bundle `index` (`None`: any bundle)
     /// of this group, if it cannot.
     pub(crate) fn misfit(&self, index: Option<usize>, shape: &ResourceSet) -> Option<String> {
+        if self.bundles.is_empty() {
+            // A captured child's group: its bundles are not known where it is submitted.
+            return None;
+        }
         match index {
             Some(i) if i >= self.bundles.len() => Some(format!(
                 "bundle index {i} is out of range: placement group {} has {} bundles",
@@ -114,6 +118,31 @@ impl PlacementGroup {
     }
 }
 
+/// A task's or an actor's place in a placement group: the group, the bundle (`None`: any),
+/// and whether the tasks it submits go into the group too.
+#[derive(Clone, Debug)]
+pub(crate) struct InGroup {
+    pub group: PlacementGroup,
+    pub index: Option<usize>,
+    pub capture: bool,
+}
+
+impl InGroup {
+    /// The group a captured child runs in: any bundle of its parent's group, capturing in
+    /// turn (its bundles are not known here: a child no bundle holds waits as infeasible).
+    pub fn captured(id: PlacementGroupId) -> Self {
+        InGroup {
+            group: PlacementGroup {
+                id,
+                bundles: Arc::from(Vec::new()),
+                strategy: PlacementStrategy::default(),
+            },
+            index: None,
+            capture: true,
+        }
+    }
+}
+
 /// Where a placement group stands, as a process that submits to it knows.
 #[derive(Clone, Debug)]
 pub(crate) enum GroupGate {
@@ -123,4 +152,38 @@ pub(crate) enum GroupGate {
     Ready,
     /// Removed, or unknown to the GCS: its tasks fail, saying this.
     Failed(String),
+}
+
+/// Where a placement group stands ([`crate::util::placement_group_table`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PlacementGroupState {
+    /// Not every bundle is reserved yet (the cluster cannot hold it now).
+    Pending,
+    /// Every bundle is reserved.
+    Created,
+    /// Removed: its bundles were given back.
+    Removed,
+}
+
+/// One placement group as the GCS knows it (Ray's `placement_group_table()` entry).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct PlacementGroupInfo {
+    /// Its id (32 hex digits).
+    pub id: String,
+    /// Its name (empty: anonymous) and namespace.
+    pub name: String,
+    /// The namespace of its name.
+    pub namespace: String,
+    /// How its bundles are laid out.
+    pub strategy: PlacementStrategy,
+    /// Where it stands.
+    pub state: PlacementGroupState,
+    /// Its bundles' resources, in order.
+    pub bundles: Vec<BTreeMap<String, f64>>,
+    /// The node of each bundle (32 hex digits), once created.
+    pub bundle_nodes: Vec<String>,
+    /// Why it is not created yet (while pending).
+    pub pending_reason: String,
 }

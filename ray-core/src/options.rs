@@ -2,7 +2,7 @@
 //! Plain data, checked when built; the core worker reads them at submission.
 
 use crate::error::Error;
-use crate::group::PlacementGroup;
+use crate::group::{InGroup, PlacementGroup};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -44,6 +44,10 @@ pub enum SchedulingStrategy {
         group: PlacementGroup,
         /// Which bundle (`None`: any).
         bundle_index: Option<usize>,
+        /// Whether the tasks and actors it creates run in the group too (any bundle), as
+        /// long as they ask for no strategy of their own (Ray's
+        /// `placement_group_capture_child_tasks`).
+        capture_child_tasks: bool,
     },
 }
 
@@ -57,21 +61,27 @@ impl SchedulingStrategy {
     }
 
     /// [`SchedulingStrategy::PlacementGroup`]: in bundle `bundle_index` of `group` (`None`:
-    /// any of its bundles).
+    /// any of its bundles), its own tasks not captured.
     pub fn placement_group(group: &PlacementGroup, bundle_index: Option<usize>) -> Self {
         SchedulingStrategy::PlacementGroup {
             group: group.clone(),
             bundle_index,
+            capture_child_tasks: false,
         }
     }
 
-    /// The group and bundle, for [`SchedulingStrategy::PlacementGroup`].
-    pub(crate) fn group(&self) -> Option<(&PlacementGroup, Option<usize>)> {
+    /// The group, bundle and capture, for [`SchedulingStrategy::PlacementGroup`].
+    pub(crate) fn group(&self) -> Option<InGroup> {
         match self {
             SchedulingStrategy::PlacementGroup {
                 group,
                 bundle_index,
-            } => Some((group, *bundle_index)),
+                capture_child_tasks,
+            } => Some(InGroup {
+                group: group.clone(),
+                index: *bundle_index,
+                capture: *capture_child_tasks,
+            }),
             _ => None,
         }
     }
@@ -213,7 +223,7 @@ pub struct TaskOptions {
     /// What it asks for, whether in a group or not.
     pub(crate) base: ray_scheduler::ResourceSet,
     /// The placement group and bundle it runs in.
-    pub(crate) group: Option<(PlacementGroup, Option<usize>)>,
+    pub(crate) group: Option<InGroup>,
     /// Names the submitter's queue: the shape and the strategy (tasks of one queue share
     /// leases).
     pub(crate) shape_key: Arc<str>,
@@ -262,7 +272,7 @@ impl TaskOptions {
     /// The shape asked for, from the base and the group.
     fn reshape(&mut self) {
         self.shape = match &self.group {
-            Some((group, index)) => group.shape_in(*index, &self.base),
+            Some(g) => g.group.shape_in(g.index, &self.base),
             None => self.base.clone(),
         };
         self.rekey();
@@ -270,8 +280,22 @@ impl TaskOptions {
 
     /// Why the task cannot run in its placement group, if it cannot.
     pub(crate) fn group_misfit(&self) -> Option<String> {
-        let (group, index) = self.group.as_ref()?;
-        group.misfit(*index, &self.base)
+        let g = self.group.as_ref()?;
+        g.group.misfit(g.index, &self.base)
+    }
+
+    /// These options in the group a running task captures for its children (`None`: they
+    /// are not captured: the running task captures nothing, or they choose a strategy).
+    pub(crate) fn captured(&self) -> Option<TaskOptions> {
+        if self.group.is_some() || self.strategy.is_some() {
+            return None;
+        }
+        let id = crate::task_context::captured_group()?;
+        let mut opts = self.clone();
+        opts.group = Some(InGroup::captured(id));
+        opts.strategy_key = format!(" captured by {id}");
+        opts.reshape();
+        Some(opts)
     }
 
     fn rekey(&mut self) {
@@ -306,7 +330,7 @@ impl TaskOptions {
                     SchedulingStrategy::Default => String::new(),
                     other => format!(" {other:?}"),
                 };
-                self.group = strategy.group().map(|(g, i)| (g.clone(), i));
+                self.group = strategy.group();
                 self.reshape();
             }
             Err(e) => self.error = Some(e),

@@ -3,7 +3,11 @@
 
 use crate::core_worker::CoreWorker;
 use crate::error::{Error, Result};
-use crate::group::{Bundle, PlacementGroup, PlacementStrategy};
+use crate::group::{
+    Bundle, GroupGate, PlacementGroup, PlacementGroupInfo, PlacementGroupState, PlacementStrategy,
+};
+use crate::memory_store::Stored;
+use crate::ownership::RefInner;
 use ray_common::rpc::{with_retries, RpcErrorKind, CONTROL_DEADLINE};
 use ray_common::PlacementGroupId;
 use std::sync::Arc;
@@ -202,5 +206,95 @@ impl CoreWorker {
             })?
             .map_err(|e| gcs_error("looking a placement group up", e))?;
         group_from(info)
+    }
+
+    /// A ref that is ready once the group is created (Ray's `pg.ready()`); it fails with
+    /// [`Error::InvalidArgument`] if the group is removed first.
+    pub(crate) fn group_ready_ref(
+        self: &Arc<Self>,
+        group: &PlacementGroup,
+    ) -> Result<Arc<RefInner>> {
+        let id = self.own.ids.next();
+        self.own.store.expect(id);
+        let r = self.own.new_ref(id);
+        let unit = crate::codec::encode(&())?;
+        let Some(mut gate) = self.group_gate(group.id) else {
+            self.own.store_owned_bytes(id, unit)?;
+            return Ok(r);
+        };
+        let own = self.own.clone();
+        let Some(link) = &self.own.link else {
+            return Ok(r);
+        };
+        link.handle.spawn(async move {
+            let opened = gate
+                .wait_for(|g| !matches!(g, GroupGate::Pending))
+                .await
+                .map(|g| g.clone());
+            match opened {
+                Ok(GroupGate::Ready) => {
+                    let _ = own.store_owned_bytes(id, unit);
+                }
+                Ok(GroupGate::Failed(why)) => {
+                    let e = Error::InvalidArgument(
+                        why.replace("its placement group", "placement group"),
+                    );
+                    own.store.put(id, Stored::Failed(Arc::new(e)));
+                }
+                // The session ends: its shutdown fails what is still pending.
+                Ok(GroupGate::Pending) | Err(_) => {}
+            }
+        });
+        Ok(r)
+    }
+
+    /// Every placement group the GCS knows (sync mode: none are recorded).
+    pub(crate) fn group_table(self: &Arc<Self>) -> Result<Vec<PlacementGroupInfo>> {
+        let Some(link) = &self.own.link else {
+            return Ok(Vec::new());
+        };
+        let gcs = link.gcs.clone();
+        let clock = link.clock.clone();
+        let table = link
+            .call(async move {
+                with_retries(&clock, CONTROL_DEADLINE, || {
+                    gcs.list_placement_groups(ray_proto::Empty {})
+                })
+                .await
+            })?
+            .map_err(|e| gcs_error("listing placement groups", e))?;
+        table
+            .groups
+            .into_iter()
+            .map(|info| {
+                let state = match info.state.as_str() {
+                    "CREATED" => PlacementGroupState::Created,
+                    "REMOVED" => PlacementGroupState::Removed,
+                    _ => PlacementGroupState::Pending,
+                };
+                let (name, namespace) = info
+                    .spec
+                    .as_ref()
+                    .map(|s| (s.name.clone(), s.namespace.clone()))
+                    .unwrap_or_default();
+                let bundle_nodes = info
+                    .bundle_nodes
+                    .iter()
+                    .map(|n| ray_common::ids::hex(n))
+                    .collect();
+                let pending_reason = info.pending_reason.clone();
+                let group = group_from(info)?;
+                Ok(PlacementGroupInfo {
+                    id: group.id.to_hex(),
+                    name,
+                    namespace,
+                    strategy: group.strategy,
+                    state,
+                    bundles: group.bundle_specs(),
+                    bundle_nodes,
+                    pending_reason,
+                })
+            })
+            .collect()
     }
 }

@@ -3,7 +3,8 @@
 
 use crate::current::current;
 use crate::error::Result;
-use crate::group::{Bundle, PlacementGroup, PlacementStrategy};
+use crate::group::{Bundle, PlacementGroup, PlacementGroupInfo, PlacementStrategy};
+use crate::object_ref::ObjectRef;
 use crate::placement::GroupOptions;
 use std::time::Duration;
 
@@ -89,6 +90,29 @@ impl PlacementGroup {
     pub fn wait(&self, timeout: Duration) -> Result<bool> {
         current()?.wait_group(self, timeout)
     }
+
+    /// A ref that is ready once the group is created (Ray's `pg.ready()`): `get` it, or
+    /// `wait` on it beside other refs. It fails with [`crate::Error::InvalidArgument`] if
+    /// the group is removed before.
+    ///
+    /// ```
+    /// # fn main() -> ray::Result<()> {
+    /// # ray::init(ray::Config::local().num_cpus(1.0))?;
+    /// use ray::util::{placement_group, Bundle, PlacementStrategy};
+    /// let pg = placement_group([Bundle::new().cpus(1.0)], PlacementStrategy::StrictPack)?;
+    /// ray::get(&pg.ready()?)?;
+    /// # ray::shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub fn ready(&self) -> Result<ObjectRef<()>> {
+        current()?.group_ready_ref(self).map(ObjectRef::from_inner)
+    }
+}
+
+/// Every placement group of the cluster, removed ones too, with where each stands and why a
+/// pending one waits (Ray's `placement_group_table()`).
+pub fn placement_group_table() -> Result<Vec<PlacementGroupInfo>> {
+    current()?.group_table()
 }
 
 /// Removes a placement group (Ray's `remove_placement_group`): its bundles are given back,

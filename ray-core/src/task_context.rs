@@ -5,7 +5,7 @@
 //! context, not process state. Two core workers in one process each run tasks on their own
 //! threads, so each sees its own.
 
-use ray_common::TaskId;
+use ray_common::{PlacementGroupId, TaskId};
 use ray_scheduler::ResourceSet;
 use std::cell::{Cell, RefCell};
 
@@ -20,6 +20,21 @@ thread_local! {
     static OUTER_TASKS: RefCell<Vec<TaskId>> = const { RefCell::new(Vec::new()) };
     /// A task's arguments are being decoded (not yet its body running).
     static DECODING_ARGS: Cell<bool> = const { Cell::new(false) };
+    /// The placement group the running task's own tasks run in.
+    static CAPTURE: Cell<Option<PlacementGroupId>> = const { Cell::new(None) };
+}
+
+/// The placement group the running task captures its own tasks in, if any.
+pub(crate) fn captured_group() -> Option<PlacementGroupId> {
+    CAPTURE.with(|c| c.get())
+}
+
+/// Runs `f` with the tasks it submits captured in `group` (`None`: not captured).
+pub(crate) fn capturing<R>(group: Option<PlacementGroupId>, f: impl FnOnce() -> R) -> R {
+    let old = CAPTURE.with(|c| c.replace(group));
+    let out = f();
+    CAPTURE.with(|c| c.set(old));
+    out
 }
 
 /// Marks the decoding of a task's arguments begun (`true`) or over; returns the old mark.

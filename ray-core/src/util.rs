@@ -1,9 +1,12 @@
 //! Distributed helpers built on the core API.
 
 pub use crate::actor_pool::ActorPool;
-pub use crate::group::{Bundle, PlacementGroup, PlacementStrategy};
+pub use crate::group::{
+    Bundle, PlacementGroup, PlacementGroupInfo, PlacementGroupState, PlacementStrategy,
+};
 pub use crate::placement_group::{
-    get_placement_group, placement_group, remove_placement_group, PlacementGroupOptions,
+    get_placement_group, placement_group, placement_group_table, remove_placement_group,
+    PlacementGroupOptions,
 };
 pub use crate::queue::Queue;
 use crate::{get_all, ObjectRef, Result};

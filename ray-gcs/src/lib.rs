@@ -491,4 +491,11 @@ impl Gcs for GcsService {
             .map(|()| Response::new(Empty {}))
             .map_err(Status::from)
     }
+
+    async fn list_placement_groups(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<PlacementGroupTable>, Status> {
+        Ok(Response::new(self.group_table()))
+    }
 }

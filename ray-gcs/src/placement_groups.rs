@@ -178,19 +178,24 @@ impl GcsService {
                 let state = self.inner.state.lock();
                 ray_scheduler::place_bundles(&state.view, &g.bundles, g.strategy)
                     .map(|nodes| (nodes, g.bundles.clone()))
-                    .map_err(|why| why.to_string())
+                    .map_err(|why| (why.is_infeasible(), why.to_string()))
             };
             let outcome = match placed {
-                Ok((nodes, bundles)) => self.reserve_group(id, &nodes, &bundles).await,
+                Ok((nodes, bundles)) => self
+                    .reserve_group(id, &nodes, &bundles)
+                    .await
+                    .map_err(|why| (false, why)),
                 Err(why) => Err(why),
             };
             match outcome {
                 Ok(()) => return,
-                Err(why) => {
+                Err((never, why)) => {
                     let mut t = self.inner.groups.table.lock();
                     match t.groups.get_mut(&id) {
                         Some(g) if g.state == GroupState::Pending => {
-                            if g.pending_reason != why {
+                            if g.pending_reason != why && never {
+                                tracing::warn!(group = %id, "a placement group waits: no set of alive nodes can hold it ({why})");
+                            } else if g.pending_reason != why {
                                 tracing::info!(group = %id, %why, "placement group waits");
                             }
                             g.pending_reason = why;
@@ -436,6 +441,15 @@ impl GcsService {
                 }
             }
             let _ = clock.timeout_at(deadline, changed).await;
+        }
+    }
+
+    /// Every group, in no particular order.
+    pub(crate) fn group_table(&self) -> PlacementGroupTable {
+        let t = self.inner.groups.table.lock();
+        let state = self.inner.state.lock();
+        PlacementGroupTable {
+            groups: t.groups.values().map(|g| g.info(&state.nodes)).collect(),
         }
     }
 

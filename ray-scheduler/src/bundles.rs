@@ -415,17 +415,32 @@ pub fn bundle_resources(group: &str, index: usize, bundle: &ResourceSet) -> Reso
 
 /// The shape a task of `shape` asks for when it runs in bundle `index` of group `group`
 /// (`None`: in any of its bundles): every resource under the group's name, plus 0.001 of the
-/// bundle's marker. See [`bundle_resources`].
+/// bundle's marker. See [`bundle_resources`]. A task in a given bundle asks for the
+/// group-wide names too (as in Ray): they count what the group uses on the node, so a task
+/// in any bundle never takes what one in a given bundle holds.
 pub fn shape_in_bundle(group: &str, index: Option<usize>, shape: &ResourceSet) -> ResourceSet {
     let mut out = ResourceSet::new();
     for (name, amount) in shape.iter_fixed() {
         out.add_custom(&Arc::from(group_name(name, index, group)), amount);
+        if index.is_some() {
+            out.add_custom(&Arc::from(group_name(name, None, group)), amount);
+        }
     }
     out.add_custom(
         &Arc::from(group_name("bundle", index, group)),
         BUNDLE_MARKER_TASK,
     );
     out
+}
+
+/// The group (by the name [`bundle_resources`] was given) whose bundle `shape` asks for, if
+/// it asks for one.
+pub fn group_of(shape: &ResourceSet) -> Option<&str> {
+    shape
+        .custom
+        .iter()
+        .find_map(|(name, _)| name.strip_prefix("bundle_group_"))
+        .map(|rest| rest.rsplit('_').next().unwrap_or(rest))
 }
 
 /// Whether `shape` (a task's, or what a lease holds) draws on a bundle of group `group`.
@@ -599,6 +614,11 @@ mod tests {
         assert!(!node.is_feasible(&shape_in_bundle("g", Some(0), &one)));
         assert!(!node.is_feasible(&shape_in_bundle("h", None, &one)));
         assert!(!node.is_feasible(&shape_in_bundle("g", Some(1), &cpus(3.0))));
+        // What a task in bundle 1 holds, a task in any bundle cannot take.
+        let mut busy = node.clone();
+        busy.try_allocate(&shape_in_bundle("g", Some(1), &cpus(2.0)))
+            .unwrap();
+        assert!(!busy.is_available(&shape_in_bundle("g", None, &one)));
         // A task asking for nothing is still held to the group's node.
         let nothing = shape_in_bundle("g", Some(1), &ResourceSet::new());
         assert!(!nothing.is_empty() && node.is_available(&nothing));
@@ -606,6 +626,9 @@ mod tests {
         assert_eq!(fixed_with_bundles(&gpu_task, GPU), crate::PRECISION);
         assert!(uses_group(&gpu_task, "g") && !uses_group(&gpu_task, "h"));
         assert!(!uses_group(&cpus(1.0), "g"));
+        assert_eq!(group_of(&gpu_task), Some("g"));
+        assert_eq!(group_of(&shape_in_bundle("g", Some(3), &one)), Some("g"));
+        assert_eq!(group_of(&one), None);
         // A lease in the bundle, then the group removed: the node is as it was.
         let lease = shape_in_bundle("g", Some(1), &one);
         node.try_allocate(&lease).unwrap();

@@ -207,6 +207,8 @@ client_api! {
     fn get_named_placement_group(GetNamedPlacementGroupRequest) -> PlacementGroupInfo, "GetNamedPlacementGroup", Some(CONTROL_DEADLINE);
     /// Removes a placement group: its bundles are given back, what runs in them is killed.
     fn remove_placement_group(RemovePlacementGroupRequest) -> Empty, "RemovePlacementGroup", Some(CONTROL_DEADLINE);
+    /// Every placement group the GCS knows (removed ones too).
+    fn list_placement_groups(Empty) -> PlacementGroupTable, "ListPlacementGroups", Some(CONTROL_DEADLINE);
     streams {
         /// Uploads a binary, its chunks in order (the first carries the hash and the size).
         async fn upload_binary(&self, chunks: Vec<BinaryChunk>) -> Result<Empty, RpcError>;

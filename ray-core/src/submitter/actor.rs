@@ -148,6 +148,7 @@ impl Submitter {
                 actor_id: id.to_vec().into(),
                 shape: Default::default(),
                 num_returns: 1,
+                capture_group: Default::default(),
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.

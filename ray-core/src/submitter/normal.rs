@@ -61,6 +61,8 @@ pub(crate) struct PendingTask {
     pub retry_exceptions: bool,
     /// The task of this process it was submitted from (cancelled with it, `recursive`).
     pub parent: Option<ray_common::TaskId>,
+    /// Whether the tasks it submits run in its placement group too.
+    pub capture: bool,
     /// Its placement group's gate, if it runs in one: it waits there until the group is
     /// created.
     pub gate: Option<tokio::sync::watch::Receiver<crate::group::GroupGate>>,
@@ -235,6 +237,11 @@ impl Submitter {
                     task.num_returns
                 } else {
                     0
+                },
+                capture_group: if task.capture {
+                    capture_group(&q.shape)
+                } else {
+                    Default::default()
                 },
             };
             if lease.tx.send(frame, self.flush).is_err() {
@@ -648,4 +655,12 @@ async fn connect_lease(
         idle_since: Some(Instant::now()),
         stalled: false,
     })
+}
+
+/// The wire id of the placement group whose bundle `shape` asks for (empty: none).
+fn capture_group(shape: &ResourceSet) -> bytes::Bytes {
+    ray_scheduler::bundles::group_of(shape)
+        .and_then(ray_common::PlacementGroupId::from_hex)
+        .map(|id| id.to_vec().into())
+        .unwrap_or_default()
 }
