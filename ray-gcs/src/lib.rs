@@ -190,7 +190,7 @@ impl GcsService {
                 .collect()
         };
         tracing::info!(job = job_id, "job finished");
-        self.remove_groups_of_job(job_id).await;
+        self.remove_groups_of_job(job_id);
         let mut calls = tokio::task::JoinSet::new();
         for address in nodes {
             let Ok(nm) = self.node_manager(&address) else {
@@ -487,7 +487,6 @@ impl Gcs for GcsService {
         let id = ray_common::PlacementGroupId::from_wire(&req.into_inner().group_id)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.remove_group(id)
-            .await
             .map(|()| Response::new(Empty {}))
             .map_err(Status::from)
     }

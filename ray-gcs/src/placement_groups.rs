@@ -366,9 +366,9 @@ impl GcsService {
     }
 
     /// Removes group `id`: its actors die, its bundles are given back on every node (whose
-    /// node managers kill the workers leased in them). Removing a group twice, or one still
-    /// pending, is fine.
-    pub(crate) async fn remove_group(&self, id: PlacementGroupId) -> Result<(), GcsError> {
+    /// node managers kill the workers leased in them; after the answer). Removing a group
+    /// twice, or one still pending, is fine.
+    pub(crate) fn remove_group(&self, id: PlacementGroupId) -> Result<(), GcsError> {
         let release: PerNode = {
             let mut t = self.inner.groups.table.lock();
             let g = t
@@ -389,12 +389,13 @@ impl GcsService {
         };
         self.inner.groups.changed.notify_waiters();
         tracing::info!(group = %id, "placement group removed");
-        // Its actors die for good first (their deaths are not failures to restart from).
+        // Its actors die for good first (their deaths are not failures to restart from);
+        // the nodes give the bundles back after the answer, as Ray's removal does.
         for actor in self.actors_in_group(&id.to_vec()) {
-            self.kill_now(&actor, true, "its placement group was removed")
-                .await;
+            self.kill(&actor, true, "its placement group was removed");
         }
-        self.release_group(id, &release).await;
+        let me = self.clone();
+        tokio::spawn(async move { me.release_group(id, &release).await });
         Ok(())
     }
 
@@ -488,7 +489,7 @@ impl GcsService {
     }
 
     /// A job's driver left: its groups are removed, except detached ones.
-    pub(crate) async fn remove_groups_of_job(&self, job_id: u32) {
+    pub(crate) fn remove_groups_of_job(&self, job_id: u32) {
         let ending: Vec<PlacementGroupId> = {
             let t = self.inner.groups.table.lock();
             t.groups
@@ -500,7 +501,7 @@ impl GcsService {
                 .collect()
         };
         for id in ending {
-            let _ = self.remove_group(id).await;
+            let _ = self.remove_group(id);
         }
     }
 
