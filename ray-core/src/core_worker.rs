@@ -442,6 +442,10 @@ impl CoreWorker {
         };
         self.own.store.expect_task(return_id, spec);
         let out = self.own.new_ref(return_id);
+        if opts.streaming {
+            // Open before the task can send an item.
+            self.own.open_stream(return_id);
+        }
         let more: Vec<Arc<RefInner>> = crate::ids::return_ids(return_id, num_returns)
             .skip(1)
             .map(|id| {
@@ -493,6 +497,7 @@ impl CoreWorker {
                 retry_exceptions: opts.retry_exceptions,
                 parent: crate::task_context::current_task(),
                 capture: opts.group.as_ref().is_some_and(|g| g.capture),
+                streaming: opts.streaming,
                 gate: opts
                     .group
                     .as_ref()
@@ -522,9 +527,25 @@ impl CoreWorker {
             let (result, inner) = collect_serialized_refs(|| {
                 self.resolve_inline(function, &args).and_then(|values| {
                     let slices = inline_slices(&values);
-                    self.own
-                        .functions
-                        .execute(function, &slices, &self.own.me.location)
+                    let run = || {
+                        self.own
+                            .functions
+                            .execute(function, &slices, &self.own.me.location)
+                    };
+                    if !opts.streaming {
+                        return run();
+                    }
+                    // A generator's items go straight to its stream (again from the first
+                    // on a retry: those seen are dropped).
+                    let own = self.own.clone();
+                    let mut index = 0;
+                    let sink = Box::new(move |bytes: Vec<u8>| {
+                        let item = own.ids.next();
+                        own.stream_item(return_id, index, item, Stored::Inline(bytes.into()));
+                        index += 1;
+                        Ok(())
+                    });
+                    crate::task_context::streaming(sink, run)
                 })
             });
             let user_error = matches!(&result, Err(Error::Task { .. }));

@@ -27,6 +27,8 @@ pub(crate) enum ConnId {
 }
 
 /// What a task connection reports to its opener.
+// Replies are nearly every event: boxing the large variant would allocate once per task.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConnEvent {
     /// A task's reply came.
     Reply {

@@ -326,7 +326,8 @@ impl Executor {
 
     fn run_job(&self, job: Job) {
         if job.frame.actor_id.is_empty() {
-            let reply = self.run_task(job.frame);
+            let items = job.frame.streaming.then(|| job.reply.clone());
+            let reply = self.run_task(job.frame, items);
             let _ = job.reply.send(reply, self.queue.flush());
         } else {
             self.dispatch_actor_call(job);
@@ -337,7 +338,12 @@ impl Executor {
         &self.own.me.location
     }
 
-    fn run_task(&self, mut frame: ray_proto::TaskFrame) -> ray_proto::ReplyFrame {
+    /// Runs a normal task; a streaming one sends each item on `items` as it is made.
+    fn run_task(
+        &self,
+        mut frame: ray_proto::TaskFrame,
+        items: Option<FrameSink<ray_proto::ReplyFrame>>,
+    ) -> ray_proto::ReplyFrame {
         let start = Instant::now();
         let args: Vec<Stored> = std::mem::take(&mut frame.args)
             .into_iter()
@@ -349,12 +355,19 @@ impl Executor {
             let slices = arg_slices(&self.own, &args)?;
             let task = ray_common::TaskId::from_wire(&frame.task_id).ok();
             let capture = ray_common::PlacementGroupId::from_wire(&frame.capture_group).ok();
-            task_context::as_task(task, shape, || {
+            let run = || {
                 task_context::capturing(capture, || {
                     self.own
                         .functions
                         .execute(&frame.function, &slices, self.location())
                 })
+            };
+            task_context::as_task(task, shape, || match items {
+                Some(items) => {
+                    let sink = item_sink(self.own.clone(), frame.seq, items);
+                    task_context::streaming(sink, run)
+                }
+                None => run(),
             })
         });
         drop(args);
@@ -786,6 +799,7 @@ fn finish(
             .collect(),
         exec_micros: start.elapsed().as_micros() as u64,
         requeue: false,
+        ..Default::default()
     }
 }
 
@@ -869,6 +883,37 @@ pub(crate) fn returns_to_stored(
 }
 
 /// A task's outcome as its object: large values go to shared memory under the return id.
+/// Where a streaming task's items go: each stored (in shared memory if large) under an id
+/// of this process's, and sent to the owner at once as a reply that does not end the task.
+/// A task cancelled meanwhile (its generator dropped) stops at its next item.
+fn item_sink(
+    own: Arc<Ownership>,
+    seq: u64,
+    items: FrameSink<ray_proto::ReplyFrame>,
+) -> task_context::ItemSink {
+    let mut index = 0u64;
+    Box::new(move |bytes| {
+        own.cancelled.check_current().map_err(|e| e.to_string())?;
+        let id = own.ids.next();
+        let value = match result_to_stored(&own, &id.0, Ok(bytes)) {
+            Stored::Failed(e) => return Err(e.to_string()),
+            stored => stored.to_proto(),
+        };
+        let reply = ray_proto::ReplyFrame {
+            seq,
+            value: Some(value),
+            stream_item: true,
+            item_index: index,
+            item_id: id.0.to_vec().into(),
+            ..Default::default()
+        };
+        index += 1;
+        items
+            .send(reply, Flush::Now)
+            .map_err(|_| "the owner's connection closed".to_string())
+    })
+}
+
 fn result_to_stored(own: &Ownership, return_id: &[u8], result: Result<Vec<u8>>) -> Stored {
     let stored = result.and_then(|bytes| match &own.link {
         Some(link) if bytes.len() > INLINE_MAX => {

@@ -30,6 +30,7 @@ extern crate self as ray;
 mod actor_handle;
 mod actor_pool;
 mod current;
+mod generator;
 mod head;
 mod object_ref;
 mod placement_group;
@@ -75,6 +76,7 @@ pub use actor_handle::{get_actor, kill, ActorClass, ActorHandle};
 pub use bytemuck;
 pub use config::{Config, Mode, RuntimeEnv};
 pub use error::{Error, Result};
+pub use generator::{ObjectRefGenerator, ObjectRefStream};
 pub use object_ref::{AnyRef, Arg, ObjectRef, Waitable};
 pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};
 pub use ray_macros::{actor, main, remote, worker_setup};
@@ -761,6 +763,35 @@ pub mod __private {
             Ok(rt) => crate::ObjectRef::from_inner(rt.submit(function, opts, args)),
             Err(e) => crate::ObjectRef::failed(e),
         }
+    }
+
+    /// Submits a call of a streaming remote function: its items' refs come on the
+    /// generator as the worker makes them.
+    pub fn submit_streaming<T>(
+        function: &'static str,
+        opts: &crate::TaskOptions,
+        args: Vec<ArgSpec>,
+    ) -> crate::ObjectRefGenerator<T> {
+        if let Some(e) = &opts.error {
+            return crate::ObjectRefGenerator::failed(e.clone());
+        }
+        match crate::current::current() {
+            Ok(rt) => {
+                let mut opts = opts.clone();
+                opts.streaming = true;
+                let end = rt.submit(function, &opts, args);
+                crate::ObjectRefGenerator::new(rt, end)
+            }
+            Err(e) => crate::ObjectRefGenerator::failed(e),
+        }
+    }
+
+    /// Sends one item of the streaming task running on this thread to its caller (called by
+    /// generated code for each item its function's iterator gives).
+    pub fn yield_item<T: serde::Serialize>(item: &T) -> Result<(), TaskFailure> {
+        let bytes =
+            crate::codec::encode(item).map_err(|e| TaskFailure::BadReturn(e.to_string()))?;
+        crate::task_context::emit_item(bytes).map_err(TaskFailure::Returned)
     }
 
     /// The refs of one call's returns, taken in order by generated code.

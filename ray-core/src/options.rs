@@ -235,6 +235,8 @@ pub struct TaskOptions {
     pub(crate) retry_exceptions: bool,
     amounts: BTreeMap<String, f64>,
     pub(crate) error: Option<Error>,
+    /// A generator's call (set by the macro's output, not by users).
+    pub(crate) streaming: bool,
 }
 
 impl Default for TaskOptions {
@@ -251,6 +253,7 @@ impl Default for TaskOptions {
             retry_exceptions: false,
             amounts: BTreeMap::new(),
             error: None,
+            streaming: false,
         };
         o.set(ray_scheduler::CPU, 1.0);
         o

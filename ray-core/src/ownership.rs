@@ -78,6 +78,18 @@ pub(crate) struct Ownership {
     pub hosted_actor: std::sync::OnceLock<(ActorId, u64)>,
     /// The actor's method called `ray::actor::exit_actor`: it ends once that call replied.
     pub exit_requested: std::sync::atomic::AtomicBool,
+    /// Streaming generators this process submitted, by the id of the task's own return:
+    /// where their items go.
+    pub streams: crate::ids::IdMap<StreamEntry>,
+}
+
+/// Where a streaming task's items go, and how many came (a retried task sends its items
+/// again from the first: those already here are dropped).
+pub(crate) struct StreamEntry {
+    pub tx: tokio::sync::mpsc::UnboundedSender<Arc<RefInner>>,
+    /// The reader's end, until the generator takes it.
+    pub rx: Option<tokio::sync::mpsc::UnboundedReceiver<Arc<RefInner>>>,
+    pub next: u64,
 }
 
 /// The last [`RecentIds::KEPT`] ids seen, in order.
@@ -184,6 +196,42 @@ impl Ownership {
                         return Err(Error::NotInitialized);
                     }
                 }
+            }
+        }
+    }
+
+    /// Opens the stream of the streaming task whose own return is `id` (before the task is
+    /// submitted: its first item may come back before the submitting call returns).
+    pub fn open_stream(&self, id: ObjectId) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let rx = Some(rx);
+        self.streams.insert(id, StreamEntry { tx, rx, next: 0 });
+    }
+
+    /// The reader's end of stream `id`: its items, in order.
+    pub fn take_stream(
+        &self,
+        id: ObjectId,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<Arc<RefInner>>> {
+        self.streams.get_mut(&id)?.rx.take()
+    }
+
+    /// Item `index` of stream `stream` came, as object `item` (named by its maker): stored
+    /// here, owned by this process, and handed to the stream's reader. An item seen before
+    /// (sent again by a retried task), or one nobody reads any more, is freed at once.
+    pub fn stream_item(
+        self: &Arc<Self>,
+        stream: ObjectId,
+        index: u64,
+        item: ObjectId,
+        value: Stored,
+    ) {
+        self.store.put(item, value);
+        let r = self.new_ref(item);
+        if let Some(mut entry) = self.streams.get_mut(&stream) {
+            if index == entry.next {
+                entry.next += 1;
+                let _ = entry.tx.send(r);
             }
         }
     }

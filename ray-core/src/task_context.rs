@@ -22,6 +22,28 @@ thread_local! {
     static DECODING_ARGS: Cell<bool> = const { Cell::new(false) };
     /// The placement group the running task's own tasks run in.
     static CAPTURE: Cell<Option<PlacementGroupId>> = const { Cell::new(None) };
+    /// Where the running streaming task's items go.
+    static ITEMS: RefCell<Option<ItemSink>> = const { RefCell::new(None) };
+}
+
+/// Takes a streaming task's items, encoded, in order: `Err` stops the task (its stream is
+/// cancelled, or the item could not be stored).
+pub(crate) type ItemSink = Box<dyn FnMut(Vec<u8>) -> Result<(), String>>;
+
+/// Runs `f` (a streaming task) with its items going to `sink`.
+pub(crate) fn streaming<R>(sink: ItemSink, f: impl FnOnce() -> R) -> R {
+    let old = ITEMS.with(|i| i.replace(Some(sink)));
+    let out = f();
+    ITEMS.with(|i| *i.borrow_mut() = old);
+    out
+}
+
+/// Sends an item of the streaming task running on this thread.
+pub(crate) fn emit_item(bytes: Vec<u8>) -> Result<(), String> {
+    ITEMS.with(|i| match i.borrow_mut().as_mut() {
+        Some(sink) => sink(bytes),
+        None => Err("an item was yielded outside a streaming task".into()),
+    })
 }
 
 /// The placement group the running task captures its own tasks in, if any.

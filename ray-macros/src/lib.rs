@@ -28,6 +28,7 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
     let func: ItemFn = syn::parse2(item)?;
     let mut options = parse_options(attr)?;
     let num_returns = take_num_returns(&mut options)?;
+    let streaming_flag = take_streaming(&mut options);
     let sig = &func.sig;
     if !sig.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -77,7 +78,36 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
         None => None,
         Some((n, span)) => Some(return_types(&ret_type, n, span)?),
     };
+    // A streaming function: `-> impl Iterator<Item = T>`, or any iterable with `streaming`.
+    let stream_item = match (iterator_item(&ret_type), streaming_flag) {
+        (Some(item), _) => Some(item),
+        (None, Some(_)) => Some(syn::parse_quote!(<#ret_type as ::core::iter::IntoIterator>::Item)),
+        (None, None) => None,
+    };
+    if let (Some(_), Some((_, span))) = (&stream_item, num_returns) {
+        return Err(syn::Error::new(
+            span,
+            "a streaming function gives one ref per item: it has no num_returns",
+        ));
+    }
+    let unwrap_result = is_result.then(|| {
+        quote! {
+            let __value = match __value {
+                ::core::result::Result::Ok(v) => v,
+                ::core::result::Result::Err(e) => {
+                    return ::core::result::Result::Err(::ray::__private::returned_error(e))
+                }
+            };
+        }
+    });
     let encode = match (&returns, is_result) {
+        _ if stream_item.is_some() => quote! {
+            #unwrap_result
+            for __item in __value {
+                ::ray::__private::yield_item(&__item)?;
+            }
+            ::ray::__private::encode_return(&())
+        },
         (None, true) => quote!(::ray::__private::encode_result(__value)),
         (None, false) => quote!(::ray::__private::encode_return(&__value)),
         (Some(types), _) => {
@@ -104,6 +134,14 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
         }
     };
     let (remote_type, submit_call) = match &returns {
+        None if stream_item.is_some() => (
+            quote!(::ray::ObjectRefGenerator<#stream_item>),
+            quote! {
+                ::ray::__private::submit_streaming(NAME, &self.0, ::std::vec![
+                    #( ::ray::__private::arg::<#arg_types>(#params.into()) ),*
+                ])
+            },
+        ),
         None => (
             quote!(::ray::ObjectRef<#ret_type>),
             quote! {
@@ -230,6 +268,33 @@ fn take_num_returns(
     }
 }
 
+/// Removes a bare `streaming` from the options: its span if it was there.
+fn take_streaming(options: &mut Vec<(syn::Ident, syn::Expr)>) -> Option<proc_macro2::Span> {
+    let i = options.iter().position(|(k, _)| k == "streaming")?;
+    Some(options.remove(i).0.span())
+}
+
+/// `T` of a return type spelled `impl Iterator<Item = T>` (with any other bounds).
+fn iterator_item(ty: &Type) -> Option<Type> {
+    let Type::ImplTrait(it) = ty else { return None };
+    it.bounds.iter().find_map(|b| {
+        let syn::TypeParamBound::Trait(t) = b else {
+            return None;
+        };
+        let last = t.path.segments.last()?;
+        if last.ident != "Iterator" {
+            return None;
+        }
+        let PathArguments::AngleBracketed(args) = &last.arguments else {
+            return None;
+        };
+        args.args.iter().find_map(|a| match a {
+            GenericArgument::AssocType(at) if at.ident == "Item" => Some(at.ty.clone()),
+            _ => None,
+        })
+    })
+}
+
 /// The element types of `ret`, which must be a tuple of `n`.
 fn return_types(ret: &Type, n: usize, span: proc_macro2::Span) -> syn::Result<Vec<Type>> {
     match ret {
@@ -280,8 +345,18 @@ fn parse_options(attr: Tokens) -> syn::Result<Vec<(syn::Ident, syn::Expr)>> {
     let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(attr)?;
     let mut out = Vec::new();
     for m in metas {
+        if let Meta::Path(p) = &m {
+            if p.is_ident("streaming") {
+                let ident = p.get_ident().cloned().expect("checked");
+                out.push((ident, syn::parse_quote!(true)));
+                continue;
+            }
+        }
         let Meta::NameValue(nv) = m else {
-            return Err(syn::Error::new_spanned(m, "expected `name = value`"));
+            return Err(syn::Error::new_spanned(
+                m,
+                "expected `name = value` (or `streaming`)",
+            ));
         };
         let Some(ident) = nv.path.get_ident().cloned() else {
             return Err(syn::Error::new_spanned(nv.path, "expected an option name"));
@@ -294,7 +369,7 @@ fn parse_options(attr: Tokens) -> syn::Result<Vec<(syn::Ident, syn::Expr)>> {
                     ident,
                     format!(
                     "unknown option `{other}`: expected num_cpus, num_gpus, memory, max_retries, \
-                     retry_exceptions or num_returns"
+                     retry_exceptions, num_returns or streaming"
                 ),
                 ))
             }

@@ -35,7 +35,7 @@ fn task_frame(seq: u64) -> TaskFrame {
         .encode_to_vec()
         .into(),
         num_returns: 1,
-        capture_group: Default::default(),
+        ..Default::default()
     }
 }
 

@@ -149,6 +149,7 @@ impl Submitter {
                 shape: Default::default(),
                 num_returns: 1,
                 capture_group: Default::default(),
+                streaming: false,
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.

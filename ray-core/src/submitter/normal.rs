@@ -63,6 +63,8 @@ pub(crate) struct PendingTask {
     pub parent: Option<ray_common::TaskId>,
     /// Whether the tasks it submits run in its placement group too.
     pub capture: bool,
+    /// A generator: its items come as replies of their own before the one that ends it.
+    pub streaming: bool,
     /// Its placement group's gate, if it runs in one: it waits there until the group is
     /// created.
     pub gate: Option<tokio::sync::watch::Receiver<crate::group::GroupGate>>,
@@ -243,6 +245,7 @@ impl Submitter {
                 } else {
                     Default::default()
                 },
+                streaming: task.streaming,
             };
             if lease.tx.send(frame, self.flush).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
@@ -262,6 +265,22 @@ impl Submitter {
             return;
         };
         let key = key.clone();
+        if frame.stream_item {
+            // An item of a generator: the task goes on.
+            if let (Some(task), Some(value), Ok(item)) = (
+                lease.in_flight.get(&frame.seq),
+                frame.value,
+                crate::ids::id16(&frame.item_id, "item id"),
+            ) {
+                own.stream_item(
+                    task.return_id,
+                    frame.item_index,
+                    ObjectId(item),
+                    crate::memory_store::Stored::from_proto(value),
+                );
+            }
+            return;
+        }
         let Some(task) = lease.in_flight.remove(&frame.seq) else {
             return;
         };
@@ -389,11 +408,9 @@ impl Submitter {
             };
             // A task that must run at most once keeps a process of its own: run inline, a
             // crash would take the waiting task (and its retries) with it.
-            let found = q
-                .tasks
-                .iter()
-                .take(LOOK_AT)
-                .position(|t| wanted.contains(&t.return_id) && t.retries_left != 0 && plain(t));
+            let found = q.tasks.iter().take(LOOK_AT).position(|t| {
+                wanted.contains(&t.return_id) && t.retries_left != 0 && !t.streaming && plain(t)
+            });
             if let Some(i) = found {
                 return q.tasks.remove(i);
             }
