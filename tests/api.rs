@@ -875,3 +875,77 @@ fn cancel_through_a_later_return_of_a_multi_return_task() {
         assert_eq!(ray::get(&blocker), Ok(1));
     });
 }
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+enum Refusal {
+    TooBig(u64),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused: {self:?}")
+    }
+}
+
+#[ray::remote]
+fn refuse(n: u64) -> Result<u64, Refusal> {
+    Err(Refusal::TooBig(n))
+}
+
+#[ray::remote]
+fn refuse_with_text() -> Result<u8, String> {
+    Err("plain text".into())
+}
+
+#[ray::remote]
+fn refuse_with_io() -> Result<u8, std::io::Error> {
+    Err(std::io::Error::other("disk on fire"))
+}
+
+#[ray::remote(num_returns = 2)]
+fn refuse_two() -> Result<(u8, u8), Refusal> {
+    Err(Refusal::TooBig(2))
+}
+
+struct Gatekeeper;
+
+#[ray::actor]
+impl Gatekeeper {
+    pub fn new() -> Self {
+        Gatekeeper
+    }
+    pub fn check(&self, n: u64) -> Result<u64, Refusal> {
+        Err(Refusal::TooBig(n))
+    }
+}
+
+/// An `Err` a task returns comes back typed when its type can be encoded; its message
+/// always does.
+#[test]
+fn a_returned_error_keeps_its_type() {
+    for config in [ray::Config::local().num_cpus(1.0), ray::Config::sync()] {
+        with_ray(config, || {
+            let e = ray::get(&refuse::remote(42)).unwrap_err();
+            assert_eq!(e.downcast::<Refusal>(), Some(Refusal::TooBig(42)));
+            assert_eq!(e.downcast::<u64>(), None, "another type");
+            assert!(e.to_string().contains("refused: TooBig(42)"), "{e}");
+            let e = ray::get(&refuse_with_text::remote()).unwrap_err();
+            assert_eq!(e.downcast::<String>().as_deref(), Some("plain text"));
+            let e = ray::get(&refuse_with_io::remote()).unwrap_err();
+            assert!(e.to_string().contains("disk on fire"), "{e}");
+            assert_eq!(
+                e.downcast::<String>(),
+                None,
+                "an io::Error is not encodable"
+            );
+            let (a, b) = refuse_two::remote();
+            for r in [a, b] {
+                let e = ray::get(&r).unwrap_err();
+                assert_eq!(e.downcast::<Refusal>(), Some(Refusal::TooBig(2)));
+            }
+            let gate = Gatekeeper::remote();
+            let e = ray::get(&gate.check(7)).unwrap_err();
+            assert_eq!(e.downcast::<Refusal>(), Some(Refusal::TooBig(7)));
+        });
+    }
+}

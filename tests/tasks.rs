@@ -125,11 +125,18 @@ fn errors_and_panics_become_task_errors() {
             }
             other => panic!("expected a task error, got {other:?}"),
         }
-        match ray::get(&panics::remote(7)) {
+        let panicked = ray::get(&panics::remote(7));
+        assert_eq!(
+            panicked.as_ref().err().and_then(|e| e.downcast::<String>()),
+            None,
+            "a panic has no value"
+        );
+        match panicked {
             Err(Error::Task {
                 function,
                 message,
                 location,
+                ..
             }) => {
                 assert!(function.ends_with("panics"));
                 assert!(message.contains("bad input 7"), "{message}");

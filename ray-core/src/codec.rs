@@ -200,6 +200,55 @@ mod raw {
     }
 }
 
+impl crate::error::ErrorValue {
+    /// `value`, encoded; `None` if it cannot be.
+    pub(crate) fn of<E: Serialize>(value: &E) -> Option<Self> {
+        Some(crate::error::ErrorValue {
+            type_name: std::any::type_name::<E>().to_string(),
+            bytes: encode(value).ok()?,
+        })
+    }
+}
+
+impl Error {
+    /// The value a task returned as `Err`, if this is that task's error and the value was
+    /// of type `E` (a type the program can encode: `serde::Serialize` and `Deserialize`);
+    /// `None` for a panic, another type, or any other error. The message stays in
+    /// [`Error::Task`] either way.
+    ///
+    /// ```
+    /// #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    /// enum Refusal { TooBig(u64), Empty }
+    ///
+    /// impl std::fmt::Display for Refusal {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         write!(f, "{self:?}")
+    ///     }
+    /// }
+    ///
+    /// #[ray::remote]
+    /// fn check(n: u64) -> Result<u64, Refusal> {
+    ///     if n > 10 { Err(Refusal::TooBig(n)) } else { Ok(n) }
+    /// }
+    ///
+    /// # fn main() -> ray::Result<()> {
+    /// ray::init(ray::Config::local().num_cpus(1.0))?;
+    /// let e = ray::get(&check::remote(99)).unwrap_err();
+    /// assert_eq!(e.downcast::<Refusal>(), Some(Refusal::TooBig(99)));
+    /// assert_eq!(e.downcast::<String>(), None);
+    /// ray::shutdown();
+    /// # Ok(()) }
+    /// ```
+    pub fn downcast<E: DeserializeOwned>(&self) -> Option<E> {
+        match self {
+            Error::Task { value: Some(v), .. } if v.type_name == std::any::type_name::<E>() => {
+                decode(&v.bytes).ok()
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,8 +22,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The task returned `Err` or panicked (Ray's `RayTaskError`).
+    /// The task returned `Err` or panicked (Ray's `RayTaskError`). The `Err` value itself,
+    /// if its type can be encoded (`serde::Serialize`), comes back with [`Error::downcast`].
     #[error("task {function} failed on {location}: {message}")]
+    #[non_exhaustive]
     Task {
         /// Registered name of the function.
         function: String,
@@ -31,6 +33,8 @@ pub enum Error {
         message: String,
         /// Where it ran: worker and process, and the source location of a panic.
         location: String,
+        /// The `Err` value the task returned, encoded (see [`Error::downcast`]).
+        value: Option<ErrorValue>,
     },
     /// A task could not run because one of its arguments is an object that failed.
     #[error("argument of {function} failed: {cause}")]
@@ -156,6 +160,14 @@ impl From<ray_common::rpc::RpcError> for Error {
     }
 }
 
+/// The `Err` value a task returned, encoded, with the name of its type: what
+/// [`Error::downcast`] decodes (`codec.rs` makes and reads it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorValue {
+    pub(crate) type_name: String,
+    pub(crate) bytes: Vec<u8>,
+}
+
 impl Error {
     pub(crate) fn runtime(e: impl std::fmt::Display) -> Self {
         Error::Runtime(e.to_string())
@@ -169,7 +181,21 @@ impl Error {
                 function,
                 message,
                 location,
-            } if message.len() > MAX_ERROR_MESSAGE => {
+                value,
+            } if message.len() > MAX_ERROR_MESSAGE
+                || value
+                    .as_ref()
+                    .is_some_and(|v| v.bytes.len() > MAX_ERROR_MESSAGE) =>
+            {
+                if message.len() <= MAX_ERROR_MESSAGE {
+                    // The value is too large to send back: the message still goes.
+                    return Error::Task {
+                        function,
+                        message,
+                        location,
+                        value: None,
+                    };
+                }
                 let keep = 4096;
                 let mut cut = keep.min(message.len());
                 while !message.is_char_boundary(cut) {
@@ -185,6 +211,7 @@ impl Error {
                         &message[..cut]
                     ),
                     location,
+                    value: value.filter(|v| v.bytes.len() <= MAX_ERROR_MESSAGE),
                 }
             }
             other => other,
@@ -211,8 +238,18 @@ impl Error {
                 function,
                 message,
                 location,
+                value,
             } => ray_proto::TaskError {
                 location: location.clone(),
+                value_type: value
+                    .as_ref()
+                    .map(|v| v.type_name.clone())
+                    .unwrap_or_default(),
+                value: value
+                    .as_ref()
+                    .map(|v| v.bytes.clone())
+                    .unwrap_or_default()
+                    .into(),
                 ..wire(K::Task, function, message)
             },
             Error::WorkerDied { function, message } => wire(K::WorkerDied, function, message),
@@ -259,6 +296,10 @@ impl Error {
                 function: e.function.clone(),
                 message: e.message.clone(),
                 location: e.location.clone(),
+                value: (!e.value_type.is_empty()).then(|| ErrorValue {
+                    type_name: e.value_type.clone(),
+                    bytes: e.value.to_vec(),
+                }),
             },
             K::TaskCancelled => Error::TaskCancelled {
                 function: e.function.clone(),
@@ -323,6 +364,7 @@ mod tests {
                     // Separators of the old string encoding are plain text now.
                     message: "boom\u{1f}with\u{1f}separators".into(),
                     location: "worker 1".into(),
+                    value: ErrorValue::of(&7u32),
                 }),
             }),
         };

@@ -75,7 +75,7 @@ mod task_manager;
 pub use actor_handle::{get_actor, kill, ActorClass, ActorHandle};
 pub use bytemuck;
 pub use config::{Config, Mode, RuntimeEnv};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorValue, Result};
 pub use generator::{ObjectRefGenerator, ObjectRefStream};
 pub use object_ref::{AnyRef, Arg, ObjectRef, Waitable};
 pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};
@@ -712,8 +712,7 @@ pub mod __private {
     pub use crate::args::ArgSpec;
     pub use crate::object_ref::arg;
     pub use crate::registry::{
-        encode_result, encode_return, join_returns, ArgReader, RemoteFunction, TaskFailure,
-        REMOTE_FUNCTIONS,
+        encode_return, join_returns, ArgReader, RemoteFunction, TaskFailure, REMOTE_FUNCTIONS,
     };
     pub use crate::registry::{ActorClassEntry, ActorInstance, MethodCall, ACTOR_CLASSES};
     pub use crate::registry::{WorkerSetup, WORKER_SETUP};
@@ -875,8 +874,37 @@ pub mod __private {
             .block_on(body)
     }
 
-    /// A task's `Err(e)`, as the task's failure.
-    pub fn returned_error<E: std::fmt::Display>(e: E) -> TaskFailure {
-        TaskFailure::Returned(e.to_string())
+    /// A task's `Err(e)`, for generated code: `(&&ErrorBox(e)).into_failure()` with both
+    /// traits below in scope keeps the value as well as its message when its type can be
+    /// encoded (method lookup picks [`KeepValue`] then: "autoref specialization"), and only
+    /// its message otherwise ([`MessageOnly`]).
+    pub struct ErrorBox<E>(pub E);
+
+    /// See [`ErrorBox`].
+    pub trait KeepValue {
+        /// The task's failure, its value kept.
+        fn into_failure(self) -> TaskFailure;
+    }
+
+    impl<E: std::fmt::Display + serde::Serialize> KeepValue for &&ErrorBox<E> {
+        fn into_failure(self) -> TaskFailure {
+            let message = self.0.to_string();
+            match crate::error::ErrorValue::of(&self.0) {
+                Some(value) => TaskFailure::ReturnedValue(message, value),
+                None => TaskFailure::Returned(message),
+            }
+        }
+    }
+
+    /// See [`ErrorBox`].
+    pub trait MessageOnly {
+        /// The task's failure: its message.
+        fn into_failure(self) -> TaskFailure;
+    }
+
+    impl<E: std::fmt::Display> MessageOnly for &ErrorBox<E> {
+        fn into_failure(self) -> TaskFailure {
+            TaskFailure::Returned(self.0.to_string())
+        }
     }
 }

@@ -29,6 +29,9 @@ pub static REMOTE_FUNCTIONS: [RemoteFunction];
 pub enum TaskFailure {
     /// The function returned `Err`: its message.
     Returned(String),
+    /// The function returned `Err` of a type that can be encoded: its message, and the
+    /// value (for [`Error::downcast`]).
+    ReturnedValue(String, crate::error::ErrorValue),
     /// An argument did not decode as the declared type.
     BadArgument(String),
     /// The return value could not be encoded.
@@ -129,16 +132,6 @@ impl<'a> ArgReader<'a> {
 /// Encodes a plain return value.
 pub fn encode_return<T: Serialize>(value: &T) -> Result<Vec<u8>, TaskFailure> {
     codec::encode(value).map_err(|e| TaskFailure::BadReturn(e.to_string()))
-}
-
-/// Encodes `Ok`, or turns `Err` into a task error carrying its message.
-pub fn encode_result<T: Serialize, E: std::fmt::Display>(
-    r: Result<T, E>,
-) -> Result<Vec<u8>, TaskFailure> {
-    match r {
-        Ok(v) => encode_return(&v),
-        Err(e) => Err(TaskFailure::Returned(e.to_string())),
-    }
 }
 
 /// Encodes the returns of a function with `num_returns` > 1 as one buffer: each part's
@@ -293,6 +286,7 @@ impl Functions {
                 function: name.to_string(),
                 message: message.into(),
                 location: where_.to_string(),
+                value: None,
             });
         };
         run_guarded(name, where_, || {
@@ -346,10 +340,25 @@ pub(crate) fn outcome_to_result<T>(
             Some(s) => format!("{where_} at {s}"),
             None => where_.to_string(),
         },
+        value: None,
     };
     match outcome {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(TaskFailure::Returned(m))) => Err(task_error(m, None)),
+        Ok(Err(TaskFailure::ReturnedValue(m, value))) => Err(match task_error(m, None) {
+            Error::Task {
+                function,
+                message,
+                location,
+                ..
+            } => Error::Task {
+                function,
+                message,
+                location,
+                value: Some(value),
+            },
+            other => other,
+        }),
         Ok(Err(TaskFailure::BadArgument(m))) => Err(task_error(format!("bad argument: {m}"), None)),
         Ok(Err(TaskFailure::BadReturn(m))) => Err(task_error(
             format!("cannot encode the return value: {m}"),

@@ -90,13 +90,12 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             "a streaming function gives one ref per item: it has no num_returns",
         ));
     }
+    let failure = task_failure(quote!(e));
     let unwrap_result = is_result.then(|| {
         quote! {
             let __value = match __value {
                 ::core::result::Result::Ok(v) => v,
-                ::core::result::Result::Err(e) => {
-                    return ::core::result::Result::Err(::ray::__private::returned_error(e))
-                }
+                ::core::result::Result::Err(e) => return ::core::result::Result::Err(#failure),
             };
         }
     });
@@ -108,24 +107,19 @@ fn expand(attr: Tokens, item: Tokens) -> syn::Result<Tokens> {
             }
             ::ray::__private::encode_return(&())
         },
-        (None, true) => quote!(::ray::__private::encode_result(__value)),
+        (None, true) => quote! {
+            match __value {
+                ::core::result::Result::Ok(v) => ::ray::__private::encode_return(&v),
+                ::core::result::Result::Err(e) => ::core::result::Result::Err(#failure),
+            }
+        },
         (None, false) => quote!(::ray::__private::encode_return(&__value)),
         (Some(types), _) => {
             let parts: Vec<_> = (0..types.len())
                 .map(|i| format_ident!("__r{}", i))
                 .collect();
-            let unwrap = is_result.then(|| {
-                quote! {
-                    let __value = match __value {
-                        ::core::result::Result::Ok(v) => v,
-                        ::core::result::Result::Err(e) => {
-                            return ::core::result::Result::Err(::ray::__private::returned_error(e))
-                        }
-                    };
-                }
-            });
             quote! {
-                #unwrap
+                #unwrap_result
                 let (#(#parts,)*) = __value;
                 ::core::result::Result::Ok(::ray::__private::join_returns(&[
                     #( ::ray::__private::encode_return(&#parts)? ),*
@@ -266,6 +260,16 @@ fn take_num_returns(
         1 => Ok(None),
         n => Ok(Some((n, key.span()))),
     }
+}
+
+/// The task failure of `Err(#e)`: its value kept when its type can be encoded (see
+/// `ray::__private::ErrorBox`), its message otherwise.
+fn task_failure(e: Tokens) -> Tokens {
+    quote! {{
+        #[allow(unused_imports)]
+        use ::ray::__private::{KeepValue as _, MessageOnly as _};
+        (&&::ray::__private::ErrorBox(#e)).into_failure()
+    }}
 }
 
 /// Removes a bare `streaming` from the options: its span if it was there.
@@ -599,8 +603,14 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
         let name = &m.name;
         let types = &m.arg_types;
         let params: Vec<_> = (0..types.len()).map(|i| format_ident!("arg{}", i)).collect();
+        let failure = task_failure(quote!(e));
         let encode = if m.is_result {
-            quote!(::ray::__private::encode_result(__value))
+            quote! {
+                match __value {
+                    ::core::result::Result::Ok(v) => ::ray::__private::encode_return(&v),
+                    ::core::result::Result::Err(e) => ::core::result::Result::Err(#failure),
+                }
+            }
         } else {
             quote!(::ray::__private::encode_return(&__value))
         };
