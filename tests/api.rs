@@ -350,6 +350,20 @@ fn ray_main_runs_the_body_once_in_the_driver() {
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(text.matches("main body ran").count(), 1, "{text}");
     assert!(text.contains("sum 22"), "{text}");
+    // A task's `tracing` line reaches the driver's stderr, saying which worker wrote it.
+    let worker = text
+        .split("logged in pid ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{text}"));
+    let line = text
+        .lines()
+        .find(|l| l.contains("a warning from inside a task"))
+        .unwrap_or_else(|| panic!("the task's warning is not in the driver's output: {text}"));
+    assert!(
+        line.starts_with(&format!("(worker pid={worker}) ")),
+        "{line}"
+    );
     let (code, text) = run(&["fail"]);
     assert_eq!(code, Some(1), "{text}");
     assert!(

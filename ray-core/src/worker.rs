@@ -36,9 +36,10 @@ fn env(name: &str) -> Result<String> {
 }
 
 fn run_worker() -> Result<()> {
-    crate::log_runtime_thread();
-    // Before the worker joins: one that fails here counts as one that could not start.
+    // Before the worker joins: one that fails here counts as one that could not start. First
+    // of all: a setup that installs a `tracing` subscriber has the runtime's threads use it.
     crate::registry::run_worker_setup()?;
+    crate::log_runtime_thread();
     let node_manager = env(worker_env::NODE_MANAGER)?;
     let worker_hex = env(worker_env::WORKER_ID)?;
     let session = env(worker_env::SESSION)?;
@@ -91,7 +92,11 @@ fn run_worker() -> Result<()> {
     let tasks = std::thread::Builder::new()
         .name("ray-task".into())
         .stack_size(TASK_STACK_BYTES)
-        .spawn(move || executor.run())
+        .spawn(move || {
+            // The tasks' own `tracing` events and the runtime's, in the node's log.
+            crate::log_runtime_thread();
+            executor.run()
+        })
         .map_err(Error::runtime)?;
     let _ = tasks.join();
     booted.stop();

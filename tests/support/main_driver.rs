@@ -14,6 +14,13 @@ mod nested {
     }
 }
 
+/// Logs from inside a task (its line reaches the driver's stderr, marked with the worker).
+#[ray::remote]
+fn log_something() -> u32 {
+    tracing::warn!("a warning from inside a task");
+    std::process::id()
+}
+
 #[ray::main]
 async fn main() -> ray::Result<()> {
     #[allow(clippy::print_stdout)]
@@ -31,6 +38,11 @@ async fn main() -> ray::Result<()> {
         total += r.await?;
     }
     let sum = add::remote(total, nested::cube::remote(2)).await?;
+    let worker = log_something::remote().await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("logged in pid {worker}");
+    }
     if std::env::args().any(|a| a == "fail") {
         return Err(ray::Error::InvalidArgument("asked to fail".into()));
     }
