@@ -963,3 +963,71 @@ fn a_returned_error_keeps_its_type() {
         });
     }
 }
+
+#[ray::remote]
+fn total(xs: Vec<u64>) -> u64 {
+    xs.iter().sum()
+}
+
+#[ray::remote]
+fn lengths(xs: Vec<Vec<u8>>) -> Vec<usize> {
+    xs.iter().map(Vec::len).collect()
+}
+
+#[ray::remote]
+fn double(x: u64) -> u64 {
+    2 * x
+}
+
+#[ray::remote]
+fn bytes_of(n: usize) -> Vec<u8> {
+    vec![7; n]
+}
+
+#[ray::remote(max_retries = 0)]
+fn broken_number() -> Result<u64, String> {
+    Err("no number".into())
+}
+
+struct Summer;
+
+#[ray::actor]
+impl Summer {
+    pub fn new() -> Self {
+        Summer
+    }
+    pub fn sum(&self, xs: Vec<u64>) -> u64 {
+        xs.iter().sum()
+    }
+}
+
+/// A `Vec<ObjectRef<T>>` goes where a function takes `Vec<T>` (Ray's `f.remote(*refs)`):
+/// the task gets the values in order, small ones, large ones from shared memory and `put`
+/// ones alike; a failed element fails the call as a failed argument.
+#[test]
+fn a_list_of_refs_is_passed_as_a_list_of_values() {
+    for config in [ray::Config::local().num_cpus(2.0), ray::Config::sync()] {
+        with_ray(config, || {
+            let parts: Vec<ray::ObjectRef<u64>> = (1..=4).map(double::remote).collect();
+            assert_eq!(ray::get(&total::remote(parts.clone())).unwrap(), 20);
+            assert_eq!(ray::get(&total::remote(&parts[..2])).unwrap(), 6);
+            let none: Vec<ray::ObjectRef<u64>> = Vec::new();
+            assert_eq!(ray::get(&total::remote(none)).unwrap(), 0);
+            let mixed = vec![
+                bytes_of::remote(10),
+                bytes_of::remote(300_000),
+                ray::put(&vec![1u8; 5]).unwrap(),
+            ];
+            assert_eq!(
+                ray::get(&lengths::remote(mixed)).unwrap(),
+                vec![10, 300_000, 5]
+            );
+            let summer = Summer::remote();
+            assert_eq!(ray::get(&summer.sum(parts)).unwrap(), 20);
+            let with_failure = vec![double::remote(1), broken_number::remote()];
+            let e = ray::get(&total::remote(with_failure)).unwrap_err();
+            assert!(matches!(e, Error::ArgumentFailed { .. }), "{e}");
+            assert!(e.to_string().contains("no number"), "{e}");
+        });
+    }
+}

@@ -20,6 +20,8 @@ pub(crate) enum ArgKind {
     Value(Bytes, Vec<Arc<RefInner>>),
     /// A ref resolved before the task runs.
     Ref(Arc<RefInner>),
+    /// Refs resolved before the task runs into one `Vec` of their values.
+    Refs(Vec<Arc<RefInner>>),
     /// The value could not be encoded: the task fails without running.
     Unencodable(Error),
 }
@@ -28,6 +30,11 @@ impl ArgSpec {
     /// A ref argument, resolved before the task runs.
     pub(crate) fn by_ref(r: Arc<RefInner>) -> Self {
         ArgSpec(ArgKind::Ref(r))
+    }
+
+    /// A `Vec` argument made of the values of `refs`, resolved before the task runs.
+    pub(crate) fn by_refs(refs: Vec<Arc<RefInner>>) -> Self {
+        ArgSpec(ArgKind::Refs(refs))
     }
 
     /// A value argument, encoded now with the refs found inside it.
@@ -43,6 +50,7 @@ impl ArgSpec {
     pub(crate) fn refs(&self) -> impl Iterator<Item = &Arc<RefInner>> {
         let (one, nested): (Option<&Arc<RefInner>>, &[Arc<RefInner>]) = match &self.0 {
             ArgKind::Ref(r) => (Some(r), &[]),
+            ArgKind::Refs(rs) => (None, rs),
             ArgKind::Value(_, nested) => (None, nested),
             ArgKind::Unencodable(_) => (None, &[]),
         };
@@ -62,6 +70,9 @@ impl From<&ArgSpec> for crate::task_manager::SpecArg {
                 id: r.id,
                 owner: r.owner.clone(),
             },
+            ArgKind::Refs(rs) => {
+                SpecArg::Objects(rs.iter().map(|r| (r.id, r.owner.clone())).collect())
+            }
             ArgKind::Unencodable(_) => SpecArg::Unencodable,
         }
     }
@@ -74,12 +85,14 @@ pub(crate) fn resolve(
     function: &str,
     args: &[ArgSpec],
     mut value_of: impl FnMut(&RefInner) -> Result<Stored>,
+    mut bytes_of: impl FnMut(&Stored) -> Result<Bytes>,
 ) -> Result<Vec<Stored>> {
     let mut values = Vec::with_capacity(args.len());
     for a in args {
         let stored = match &a.0 {
             ArgKind::Value(b, _) => Stored::Inline(b.clone()),
             ArgKind::Ref(r) => value_of(r)?,
+            ArgKind::Refs(rs) => list_value(function, rs, &mut value_of, &mut bytes_of)?,
             ArgKind::Unencodable(e) => return Err(e.clone()),
         };
         if let Stored::Failed(e) = &stored {
@@ -91,4 +104,35 @@ pub(crate) fn resolve(
         values.push(stored);
     }
     Ok(values)
+}
+
+/// The value of a list of refs passed as one `Vec` argument: the encoding of a sequence of
+/// their values, made from theirs (a length, then each in turn), so the task decodes one
+/// `Vec<T>`. A failed element fails the call as a failed argument does.
+fn list_value(
+    function: &str,
+    refs: &[Arc<RefInner>],
+    value_of: &mut impl FnMut(&RefInner) -> Result<Stored>,
+    bytes_of: &mut impl FnMut(&Stored) -> Result<Bytes>,
+) -> Result<Stored> {
+    let mut out = codec::sequence_prefix(refs.len());
+    for (i, r) in refs.iter().enumerate() {
+        let stored = value_of(r)?;
+        match &stored {
+            Stored::Failed(e) => {
+                return Err(Error::ArgumentFailed {
+                    function: function.to_string(),
+                    cause: Box::new((**e).clone()),
+                })
+            }
+            Stored::Plasma { raw, .. } if *raw > 0 => {
+                return Err(Error::InvalidArgument(format!(
+                    "element {i} of a list argument of {function} is a put_slice array: \
+                     pass it as an argument of its own"
+                )))
+            }
+            _ => out.extend_from_slice(&bytes_of(&stored)?),
+        }
+    }
+    Ok(Stored::Inline(out.into()))
 }

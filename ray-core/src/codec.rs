@@ -200,6 +200,12 @@ mod raw {
     }
 }
 
+/// The bytes that begin the encoding of a sequence of `n` values (a `Vec`, a slice): the
+/// encodings of the values follow, one after the other.
+pub fn sequence_prefix(n: usize) -> Vec<u8> {
+    postcard::to_allocvec(&n).expect("a length always encodes")
+}
+
 impl crate::error::ErrorValue {
     /// `value`, encoded; `None` if it cannot be.
     pub(crate) fn of<E: Serialize>(value: &E) -> Option<Self> {

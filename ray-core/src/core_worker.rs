@@ -510,7 +510,12 @@ impl CoreWorker {
 
     /// Sync mode: the values of `args`, all of which are ready (tasks ran when submitted).
     fn resolve_inline(&self, function: &str, args: &[ArgSpec]) -> Result<Vec<Stored>> {
-        crate::args::resolve(function, args, |r| self.get_stored(r, None))
+        crate::args::resolve(
+            function,
+            args,
+            |r| self.get_stored(r, None),
+            |s| self.own.stored_bytes(s),
+        )
     }
 
     /// Sync mode: runs the task now, in this thread (again, as `retry_exceptions` asks).
@@ -654,10 +659,15 @@ impl CoreWorker {
             return Ok(core);
         };
         // Constructor arguments are resolved here (waiting for refs if need be).
-        let values: Vec<_> = crate::args::resolve(class, &args, |r| self.get_stored(r, None))?
-            .iter()
-            .map(Stored::to_proto)
-            .collect();
+        let values: Vec<_> = crate::args::resolve(
+            class,
+            &args,
+            |r| self.get_stored(r, None),
+            |s| self.own.stored_bytes(s),
+        )?
+        .iter()
+        .map(Stored::to_proto)
+        .collect();
         let max_concurrency = opts
             .max_concurrency
             .unwrap_or(if entry.is_async { 1000 } else { 1 });

@@ -188,6 +188,41 @@ pub enum Arg<T> {
     Value(T),
     /// Resolved to its value before the task runs.
     Ref(ObjectRef<T>),
+    /// Refs resolved to a `Vec` of their values before the task runs (Ray's
+    /// `f.remote(*refs)`): made from a `Vec<ObjectRef<E>>` where the function takes a
+    /// `Vec<E>`.
+    Refs(RefList),
+}
+
+/// The refs of an [`Arg::Refs`] (opaque).
+pub struct RefList(Vec<std::sync::Arc<crate::ownership::RefInner>>);
+
+/// `f::remote(refs)` where `f` takes a `Vec<E>` and `refs` is a `Vec<ObjectRef<E>>`: the
+/// task gets the values, in order, once every ref is ready (a failed one fails the call).
+///
+/// ```
+/// #[ray::remote]
+/// fn total(xs: Vec<u64>) -> u64 { xs.iter().sum() }
+/// #[ray::remote]
+/// fn double(x: u64) -> u64 { 2 * x }
+///
+/// # fn main() -> ray::Result<()> {
+/// # ray::init(ray::Config::local().num_cpus(2.0))?;
+/// let parts: Vec<ray::ObjectRef<u64>> = (1..=3).map(double::remote).collect();
+/// assert_eq!(ray::get(&total::remote(parts))?, 12);
+/// # ray::shutdown();
+/// # Ok(()) }
+/// ```
+impl<E> From<Vec<ObjectRef<E>>> for Arg<Vec<E>> {
+    fn from(refs: Vec<ObjectRef<E>>) -> Self {
+        Arg::Refs(RefList(refs.into_iter().map(|r| r.inner).collect()))
+    }
+}
+
+impl<E> From<&[ObjectRef<E>]> for Arg<Vec<E>> {
+    fn from(refs: &[ObjectRef<E>]) -> Self {
+        Arg::Refs(RefList(refs.iter().map(|r| r.inner.clone()).collect()))
+    }
 }
 
 impl<T> From<T> for Arg<T> {
@@ -212,6 +247,7 @@ impl<T> From<&ObjectRef<T>> for Arg<T> {
 pub fn arg<T: Serialize>(a: Arg<T>) -> ArgSpec {
     match a {
         Arg::Ref(r) => ArgSpec::by_ref(r.inner),
+        Arg::Refs(RefList(refs)) => ArgSpec::by_refs(refs),
         Arg::Value(v) => ArgSpec::value(&v),
     }
 }

@@ -534,6 +534,23 @@ impl Ownership {
             .plasma_bytes(id, node, offset, size, for_argument)
     }
 
+    /// The encoded bytes of a value held here (copied out of shared memory if it is there).
+    pub fn stored_bytes(&self, stored: &Stored) -> Result<bytes::Bytes> {
+        match stored {
+            Stored::Inline(b) => Ok(b.clone()),
+            Stored::Plasma {
+                id,
+                node,
+                offset,
+                size,
+                ..
+            } => Ok(bytes::Bytes::copy_from_slice(
+                self.plasma_bytes(*id, *node, *offset, *size, false)?,
+            )),
+            Stored::Failed(e) => Err((**e).clone()),
+        }
+    }
+
     /// Decodes a value held here, and the borrowed refs first met in it (with their owners,
     /// who must hear of them before the caller may let them go). Refs decoded belong to this
     /// core worker, whichever thread decodes (several may share one).

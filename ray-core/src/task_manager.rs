@@ -62,6 +62,10 @@ pub(crate) enum SpecArg {
         id: ObjectId,
         owner: Option<Arc<str>>,
     },
+    /// A list of refs passed as one `Vec` argument: each object and its owner (for the
+    /// lineage replay that is not built yet).
+    #[allow(dead_code)]
+    Objects(Vec<(ObjectId, Option<Arc<str>>)>),
     /// Could not be encoded: the task failed without running.
     Unencodable,
 }

@@ -967,7 +967,7 @@ fn a_large_object_made_on_one_node_is_read_on_others_byte_for_byte() {
             .map(|_| Reader::options().resources("b", 1.0).num_cpus(0.0).remote())
             .collect();
         for r in &readers {
-            let up = ray::get_timeout(&r.len(Vec::new()), Duration::from_secs(60));
+            let up = ray::get_timeout(&r.len(Vec::<u8>::new()), Duration::from_secs(60));
             assert_eq!(up.unwrap(), 0, "the reader is up");
         }
         let plain = make_plain::options()

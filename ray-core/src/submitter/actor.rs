@@ -98,6 +98,7 @@ impl Submitter {
             if front.resolved.is_none() {
                 let ready = front.args.iter().all(|a| match &a.0 {
                     ArgKind::Ref(r) => own.store.is_ready(&r.id),
+                    ArgKind::Refs(rs) => rs.iter().all(|r| own.store.is_ready(&r.id)),
                     _ => true,
                 });
                 if !ready && !front.waited {
@@ -106,10 +107,8 @@ impl Submitter {
                         let refs: Vec<Arc<RefInner>> = front
                             .args
                             .iter()
-                            .filter_map(|a| match &a.0 {
-                                ArgKind::Ref(r) => Some(r.clone()),
-                                _ => None,
-                            })
+                            .filter(|a| matches!(&a.0, ArgKind::Ref(_) | ArgKind::Refs(_)))
+                            .flat_map(|a| a.refs().cloned())
                             .collect();
                         let own2 = own.clone();
                         let events = self.events.clone();

@@ -125,6 +125,7 @@ impl Submitter {
     pub(super) fn resolve(&mut self, own: &Arc<Ownership>, mut task: PendingTask) {
         let needs_wait = task.args.iter().any(|a| match &a.0 {
             ArgKind::Ref(r) => !own.store.is_ready(&r.id),
+            ArgKind::Refs(rs) => rs.iter().any(|r| !own.store.is_ready(&r.id)),
             _ => false,
         });
         let closed_gate = task
@@ -165,8 +166,10 @@ impl Submitter {
                 }
             }
             for a in &task.args {
-                if let ArgKind::Ref(r) = &a.0 {
-                    wait_ready_async(&own, r).await;
+                if matches!(&a.0, ArgKind::Ref(_) | ArgKind::Refs(_)) {
+                    for r in a.refs() {
+                        wait_ready_async(&own, r).await;
+                    }
                 }
             }
             match resolve_now(&own, &task) {

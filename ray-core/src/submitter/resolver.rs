@@ -29,10 +29,15 @@ pub(super) fn resolve_args(
     args: &[ArgSpec],
     function: &str,
 ) -> Result<Vec<ray_proto::ObjectValue>> {
-    let values = crate::args::resolve(function, args, |r| {
-        own.store
-            .get(&r.id)
-            .ok_or_else(|| Error::ObjectLost(r.id.to_hex()))
-    })?;
+    let values = crate::args::resolve(
+        function,
+        args,
+        |r| {
+            own.store
+                .get(&r.id)
+                .ok_or_else(|| Error::ObjectLost(r.id.to_hex()))
+        },
+        |s| own.stored_bytes(s),
+    )?;
     Ok(values.iter().map(Stored::to_proto).collect())
 }
