@@ -575,3 +575,95 @@ fn get_if_exists_checks_the_class_and_self_works_in_signatures() {
         assert_eq!(ray::get(&t.absorb(Tally { n: 5 })).unwrap(), 7);
     });
 }
+
+/// Waits (at most 30 s) until `file` exists.
+fn wait_for(file: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::path::Path::new(file).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+struct Grouped;
+
+#[ray::actor(concurrency_groups(io = 2, compute = 1))]
+impl Grouped {
+    pub fn new() -> Self {
+        Grouped
+    }
+    #[ray::method(concurrency_group = "io")]
+    pub fn read(&self, gate: String) -> u8 {
+        wait_for(&gate);
+        1
+    }
+    #[ray::method(concurrency_group = "compute")]
+    pub fn crunch(&self) -> u8 {
+        2
+    }
+    pub fn plain(&self) -> u8 {
+        3
+    }
+}
+
+struct AsyncGrouped;
+
+#[ray::actor(concurrency_groups(io = 1))]
+impl AsyncGrouped {
+    pub fn new() -> Self {
+        AsyncGrouped
+    }
+    #[ray::method(concurrency_group = "io")]
+    pub async fn read(&self, gate: String) -> u8 {
+        while !std::path::Path::new(&gate).exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        1
+    }
+    #[ray::method(concurrency_group = "io")]
+    pub async fn quick_read(&self) -> u8 {
+        2
+    }
+    pub async fn plain(&self) -> u8 {
+        3
+    }
+}
+
+/// Each concurrency group runs its calls on its own threads (or, in an async actor, at most
+/// its size at once): a full group holds its own calls back, never the other groups'.
+#[test]
+fn concurrency_groups_run_their_calls_apart() {
+    let dir = std::env::temp_dir().join(format!("rayrs-groups-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let gate = dir.join("gate").to_string_lossy().into_owned();
+    let async_gate = dir.join("async-gate").to_string_lossy().into_owned();
+    with_ray(local(), || {
+        let short = Some(std::time::Duration::from_millis(300));
+        let a = Grouped::remote();
+        // Two calls fill the io group (two threads).
+        let blocked: Vec<_> = (0..2).map(|_| a.read(gate.clone())).collect();
+        // The other groups still answer.
+        let long = Duration::from_secs(20);
+        assert_eq!(ray::get_timeout(&a.crunch(), long).unwrap(), 2);
+        assert_eq!(ray::get_timeout(&a.plain(), long).unwrap(), 3);
+        // A third io call waits for a thread of its group.
+        let third = a.read(gate.clone());
+        let (ready, _) = ray::wait(std::slice::from_ref(&third), 1, short).unwrap();
+        assert!(ready.is_empty(), "the io group has two threads, both busy");
+        std::fs::write(&gate, b"").unwrap();
+        assert_eq!(ray::get_all(&blocked).unwrap(), vec![1, 1]);
+        assert_eq!(ray::get(&third).unwrap(), 1);
+
+        // An async group of one: its second call waits for the first; others do not.
+        let b = AsyncGrouped::remote();
+        let first = b.read(async_gate.clone());
+        let second = b.quick_read();
+        assert_eq!(ray::get_timeout(&b.plain(), long).unwrap(), 3);
+        let (ready, _) = ray::wait(std::slice::from_ref(&second), 1, short).unwrap();
+        assert!(ready.is_empty(), "the io group runs one call at a time");
+        std::fs::write(&async_gate, b"").unwrap();
+        assert_eq!(ray::get(&first).unwrap(), 1);
+        assert_eq!(ray::get(&second).unwrap(), 2);
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,7 @@ use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::submitter::PendingTask;
 use crate::task_context::{self, Shape};
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -268,6 +269,17 @@ struct ActorHost {
     class: &'static str,
     instance: Arc<dyn ActorInstance>,
     mode: HostMode,
+    /// The group a method's calls run in (`None`: the default, `mode`).
+    method_group: fn(&str) -> Option<&'static str>,
+    /// Its concurrency groups: for a sync actor, each group's threads (taking its calls in
+    /// order); for an async one, how many of its calls may run at once.
+    groups: HashMap<&'static str, GroupRunner>,
+}
+
+/// Where a concurrency group's calls go.
+enum GroupRunner {
+    Threads(crossbeam_channel::Sender<Job>),
+    Permits(Arc<tokio::sync::Semaphore>),
 }
 
 enum HostMode {
@@ -440,41 +452,64 @@ impl Executor {
                 running: Arc::new(AtomicUsize::new(0)),
             }
         } else if n > 1 {
-            let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-            for i in 0..n {
-                let rx = rx.clone();
-                // Weak: the executor holds the queue's sender, so a strong ref here would keep
-                // both alive and these threads waiting forever; they end with the executor.
-                let me = Arc::downgrade(self);
-                let own = self.own.clone();
-                std::thread::Builder::new()
-                    .name(format!("ray-actor-{i}"))
-                    .spawn(move || {
-                        with_decoder(&own, || {
-                            while let Ok(job) = rx.recv() {
-                                let Some(me) = me.upgrade() else { return };
-                                let host = me.host.get().expect("set before calls arrive");
-                                let reply = me.run_method(host, job.frame);
-                                let flush = match rx.is_empty() {
-                                    true => me.queue.flush(),
-                                    false => Flush::Soon,
-                                };
-                                reply_to_call(&own, &job.reply, reply, flush);
-                            }
-                        })
-                    })
-                    .map_err(Error::runtime)?;
-            }
-            HostMode::Threaded(tx)
+            HostMode::Threaded(self.call_threads("ray-actor", n)?)
         } else {
             HostMode::Sequential
         };
+        let mut groups = HashMap::new();
+        for &(name, n) in entry.concurrency_groups {
+            let runner = if entry.is_async {
+                GroupRunner::Permits(Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)))
+            } else {
+                GroupRunner::Threads(
+                    self.call_threads(&format!("ray-actor-{name}"), n.max(1) as usize)?,
+                )
+            };
+            groups.insert(name, runner);
+        }
         let _ = self.host.set(Arc::new(ActorHost {
             class: entry.name,
             instance,
             mode,
+            method_group: entry.method_group,
+            groups,
         }));
         Ok(())
+    }
+
+    /// `n` threads running the actor's calls sent on the channel, one at a time each (in
+    /// order, when `n` is 1).
+    fn call_threads(
+        self: &Arc<Self>,
+        name: &str,
+        n: usize,
+    ) -> Result<crossbeam_channel::Sender<Job>> {
+        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        for i in 0..n {
+            let rx = rx.clone();
+            // Weak: the executor holds the queue's sender, so a strong ref here would keep
+            // both alive and these threads waiting forever; they end with the executor.
+            let me = Arc::downgrade(self);
+            let own = self.own.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || {
+                    with_decoder(&own, || {
+                        while let Ok(job) = rx.recv() {
+                            let Some(me) = me.upgrade() else { return };
+                            let host = me.host.get().expect("set before calls arrive");
+                            let reply = me.run_method(host, job.frame);
+                            let flush = match rx.is_empty() {
+                                true => me.queue.flush(),
+                                false => Flush::Soon,
+                            };
+                            reply_to_call(&own, &job.reply, reply, flush);
+                        }
+                    })
+                })
+                .map_err(Error::runtime)?;
+        }
+        Ok(tx)
     }
 
     fn dispatch_actor_call(&self, mut job: Job) {
@@ -484,6 +519,15 @@ impl Executor {
             let _ = job.reply.send(reply, self.queue.flush());
             return;
         };
+        let group = if host.groups.is_empty() {
+            None
+        } else {
+            (host.method_group)(&job.frame.function).and_then(|g| host.groups.get(g))
+        };
+        if let Some(GroupRunner::Threads(tx)) = group {
+            let _ = tx.send(job);
+            return;
+        }
         match &host.mode {
             HostMode::Sequential => {
                 let reply = self.run_method(host, job.frame);
@@ -516,7 +560,10 @@ impl Executor {
                 });
                 drop(args);
                 let own = self.own.clone();
-                let permits = permits.clone();
+                let permits = match group {
+                    Some(GroupRunner::Permits(p)) => p.clone(),
+                    _ => permits.clone(),
+                };
                 let (running, queue) = (running.clone(), self.queue.clone());
                 running.fetch_add(1, Ordering::SeqCst);
                 let _ = calls.send(Box::pin(async move {

@@ -79,7 +79,7 @@ pub use error::{Error, ErrorValue, Result};
 pub use generator::{ObjectRefGenerator, ObjectRefStream};
 pub use object_ref::{AnyRef, Arg, ObjectRef, Waitable};
 pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};
-pub use ray_macros::{actor, main, remote, worker_setup};
+pub use ray_macros::{actor, main, method, remote, worker_setup};
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;

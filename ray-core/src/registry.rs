@@ -197,6 +197,10 @@ pub struct ActorClassEntry {
     pub construct: fn(&mut ArgReader<'_>) -> Result<Box<dyn ActorInstance>, TaskFailure>,
     /// True if any method is `async`: calls then run on the actor's tokio runtime.
     pub is_async: bool,
+    /// Its concurrency groups: each name and its threads (calls at once, if async).
+    pub concurrency_groups: &'static [(&'static str, u32)],
+    /// The group a method's calls run in (`None`: the default group).
+    pub method_group: fn(&str) -> Option<&'static str>,
 }
 
 /// A function `#[ray::worker_setup]` registered: run once in every worker process before it

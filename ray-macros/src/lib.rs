@@ -392,16 +392,22 @@ fn parse_options(attr: Tokens) -> syn::Result<Vec<(syn::Ident, syn::Expr)>> {
 /// - `pub async fn` methods make it an async actor: calls run concurrently on its runtime.
 ///   They take `&self` (state that changes goes in fields that lock briefly): an async
 ///   `&mut self` method would hold the actor across every `.await`, so it is refused.
+/// - Concurrency groups (Ray's `concurrency_groups`): `#[ray::actor(concurrency_groups(io =
+///   2, compute = 4))]` on the impl block, and `#[ray::method(concurrency_group = "io")]` on
+///   a method. A group's calls run on its own threads (in an async actor: at most that many
+///   at once), apart from the other groups and from the default one.
 #[proc_macro_attribute]
 pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
     let item_tokens: Tokens = item.clone().into();
-    let result = if !Tokens::from(attr.clone()).is_empty() {
+    let attr = Tokens::from(attr);
+    let result = if let Ok(imp) = syn::parse2::<syn::ItemImpl>(item_tokens.clone()) {
+        parse_groups(attr).and_then(|groups| expand_actor_impl(imp, groups))
+    } else if !attr.is_empty() {
         Err(syn::Error::new_spanned(
-            Tokens::from(attr),
-            "#[ray::actor] takes no arguments: set options with Type::options()",
+            attr,
+            "#[ray::actor] on the struct takes no arguments: concurrency groups go on the impl \
+             block, other options on Type::options()",
         ))
-    } else if let Ok(imp) = syn::parse2::<syn::ItemImpl>(item_tokens.clone()) {
-        expand_actor_impl(imp)
     } else if syn::parse2::<syn::ItemStruct>(item_tokens.clone()).is_ok() {
         Ok(item_tokens.clone())
     } else {
@@ -410,11 +416,139 @@ pub fn actor(attr: TokenStream, item: TokenStream) -> TokenStream {
             "#[ray::actor] goes on a struct and on its impl block",
         ))
     };
-    or_error(item_tokens, result)
+    // On an error the item is kept, without the `#[ray::method]`s this macro reads (they
+    // would each add an error of their own).
+    let fallback = match syn::parse2::<syn::ItemImpl>(item_tokens.clone()) {
+        Ok(mut imp) => {
+            for item in &mut imp.items {
+                if let syn::ImplItem::Fn(f) = item {
+                    f.attrs.retain(|a| !is_method_attr(a));
+                }
+            }
+            quote!(#imp)
+        }
+        Err(_) => item_tokens,
+    };
+    or_error(fallback, result)
+}
+
+/// `#[ray::method(..)]` (or `#[method(..)]` with it imported).
+fn is_method_attr(a: &syn::Attribute) -> bool {
+    let segs: Vec<String> = a
+        .path()
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    segs == ["ray", "method"] || segs == ["method"]
+}
+
+/// `concurrency_groups(io = 2, compute = 4)` on an actor's impl block: each group's name
+/// and its number of threads (or, in an async actor, of calls at once).
+fn parse_groups(attr: Tokens) -> syn::Result<Vec<(syn::Ident, u32)>> {
+    if attr.is_empty() {
+        return Ok(Vec::new());
+    }
+    let meta: Meta = syn::parse2(attr)?;
+    let list =
+        match &meta {
+            Meta::List(l) if l.path.is_ident("concurrency_groups") => l,
+            other => return Err(syn::Error::new_spanned(
+                other,
+                "#[ray::actor] on an impl block takes `concurrency_groups(name = threads, ..)` \
+                 only: other options go on Type::options()",
+            )),
+        };
+    let pairs =
+        list.parse_args_with(Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated)?;
+    let mut out: Vec<(syn::Ident, u32)> = Vec::new();
+    for nv in pairs {
+        let Some(name) = nv.path.get_ident().cloned() else {
+            return Err(syn::Error::new_spanned(nv.path, "expected a group name"));
+        };
+        let n = match &nv.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(n),
+                ..
+            }) => n.base10_parse::<u32>()?,
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    "a concurrency group takes a number of threads",
+                ))
+            }
+        };
+        if n == 0 {
+            return Err(syn::Error::new_spanned(
+                &nv.value,
+                "a concurrency group needs at least one thread",
+            ));
+        }
+        if out.iter().any(|(g, _)| *g == name) {
+            return Err(syn::Error::new_spanned(
+                name,
+                "this group is declared twice",
+            ));
+        }
+        out.push((name, n));
+    }
+    Ok(out)
+}
+
+/// Takes `#[ray::method(concurrency_group = "name")]` off a method: the group's name, which
+/// must be one of `groups`.
+fn take_method_group(
+    f: &mut syn::ImplItemFn,
+    groups: &[(syn::Ident, u32)],
+) -> syn::Result<Option<String>> {
+    let Some(i) = f.attrs.iter().position(is_method_attr) else {
+        return Ok(None);
+    };
+    let attr = f.attrs.remove(i);
+    let nv: syn::MetaNameValue = attr.parse_args()?;
+    if !nv.path.is_ident("concurrency_group") {
+        return Err(syn::Error::new_spanned(
+            nv.path,
+            "#[ray::method] takes `concurrency_group = \"name\"`",
+        ));
+    }
+    let syn::Expr::Lit(syn::ExprLit {
+        lit: syn::Lit::Str(name),
+        ..
+    }) = &nv.value
+    else {
+        return Err(syn::Error::new_spanned(
+            &nv.value,
+            "a concurrency group is named by a string",
+        ));
+    };
+    if !groups.iter().any(|(g, _)| *g == name.value()) {
+        let declared: Vec<String> = groups.iter().map(|(g, _)| g.to_string()).collect();
+        return Err(syn::Error::new_spanned(
+            name,
+            if declared.is_empty() {
+                format!(
+                    "no concurrency group `{}`: declare it on the impl block, \
+                     #[ray::actor(concurrency_groups({} = 1))]",
+                    name.value(),
+                    name.value()
+                )
+            } else {
+                format!(
+                    "no concurrency group `{}`: this actor declares {}",
+                    name.value(),
+                    declared.join(", ")
+                )
+            },
+        ));
+    }
+    Ok(Some(name.value()))
 }
 
 struct Method {
     name: syn::Ident,
+    /// Its concurrency group (`None`: the default one).
+    group: Option<String>,
     mutable: bool,
     is_async: bool,
     arg_types: Vec<Type>,
@@ -461,7 +595,19 @@ fn typed_args(sig: &syn::Signature) -> syn::Result<Vec<Type>> {
     Ok(out)
 }
 
-fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
+fn expand_actor_impl(
+    mut imp: syn::ItemImpl,
+    groups: Vec<(syn::Ident, u32)>,
+) -> syn::Result<Tokens> {
+    // Each method's group, its attribute taken off (the compiler never sees it).
+    let mut method_groups: Vec<(syn::Ident, String)> = Vec::new();
+    for item in &mut imp.items {
+        if let syn::ImplItem::Fn(f) = item {
+            if let Some(g) = take_method_group(f, &groups)? {
+                method_groups.push((f.sig.ident.clone(), g));
+            }
+        }
+    }
     if imp.trait_.is_some() || !imp.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
             &imp.self_ty,
@@ -549,6 +695,10 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
             },
         };
         methods.push(Method {
+            group: method_groups
+                .iter()
+                .find(|(m, _)| *m == sig.ident)
+                .map(|(_, g)| g.clone()),
             name: sig.ident.clone(),
             mutable: r.mutability.is_some(),
             is_async: sig.asyncness.is_some(),
@@ -567,6 +717,14 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
         ));
     };
     let is_async = methods.iter().any(|m| m.is_async);
+    let group_names: Vec<String> = groups.iter().map(|(g, _)| g.to_string()).collect();
+    let group_sizes: Vec<u32> = groups.iter().map(|(_, n)| *n).collect();
+    let grouped: Vec<(String, String)> = methods
+        .iter()
+        .filter_map(|m| m.group.clone().map(|g| (m.name.to_string(), g)))
+        .collect();
+    let grouped_methods = grouped.iter().map(|(m, _)| m);
+    let grouped_groups = grouped.iter().map(|(_, g)| g);
     let client = format_ident!("__RayActorClient{}", ty);
     let options = format_ident!("__RayActorOptions{}", ty);
     let instance = format_ident!("__RayActorInstance{}", ty);
@@ -758,8 +916,33 @@ fn expand_actor_impl(imp: syn::ItemImpl) -> syn::Result<Tokens> {
             name: <#ty as ::ray::ActorClass>::CLASS,
             construct: #construct,
             is_async: #is_async,
+            concurrency_groups: &[ #( (#group_names, #group_sizes) ),* ],
+            method_group: {
+                fn method_group(method: &str) -> ::core::option::Option<&'static str> {
+                    match method {
+                        #( #grouped_methods => ::core::option::Option::Some(#grouped_groups), )*
+                        _ => ::core::option::Option::None,
+                    }
+                }
+                method_group
+            },
         };
     })
+}
+
+/// Chooses the concurrency group an actor method's calls run in:
+/// `#[ray::method(concurrency_group = "io")]` on a method of an impl block marked
+/// `#[ray::actor(concurrency_groups(io = 2))]`, which reads it (a group it does not declare
+/// is a compile error). Anywhere else it is an error.
+#[proc_macro_attribute]
+pub fn method(_attr: TokenStream, item: TokenStream) -> TokenStream {
+    let item: Tokens = item.into();
+    let err = syn::Error::new_spanned(
+        &item,
+        "#[ray::method] goes on a method of an impl block marked #[ray::actor]",
+    )
+    .to_compile_error();
+    quote!(#item #err).into()
 }
 
 /// Makes `main` a driver, as `#[tokio::main]` makes it async: the body runs between
