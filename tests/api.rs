@@ -1031,3 +1031,38 @@ fn a_list_of_refs_is_passed_as_a_list_of_values() {
         });
     }
 }
+
+struct Splitter;
+
+#[ray::actor]
+impl Splitter {
+    pub fn new() -> Self {
+        Splitter
+    }
+    #[ray::method(num_returns = 2)]
+    pub fn measure(&self, s: String) -> (String, usize) {
+        let n = s.len();
+        (s, n)
+    }
+    #[ray::method(num_returns = 2)]
+    pub fn refuse(&self) -> Result<(u8, u8), Refusal> {
+        Err(Refusal::TooBig(5))
+    }
+}
+
+/// `#[ray::method(num_returns = n)]`: an actor method's tuple is `n` objects of their own.
+#[test]
+fn an_actor_method_returns_several_objects() {
+    for config in [ray::Config::local().num_cpus(1.0), ray::Config::sync()] {
+        with_ray(config, || {
+            let a = Splitter::remote();
+            let (text, len) = a.measure("four".to_string());
+            assert_eq!(ray::get(&len).unwrap(), 4);
+            assert_eq!(ray::get(&text).unwrap(), "four");
+            let (x, y) = a.refuse();
+            for e in [ray::get(&x).unwrap_err(), ray::get(&y).unwrap_err()] {
+                assert_eq!(e.downcast::<Refusal>(), Some(Refusal::TooBig(5)));
+            }
+        });
+    }
+}

@@ -20,7 +20,6 @@ use crate::ownership::{
 use crate::registry::{ArgReader, Functions, MethodCall};
 use crate::submitter::{self, ActorCall};
 use crate::task_manager::{SpecArg, TaskSpec};
-use bytes::Bytes;
 use ray_common::rpc::{with_retries, RpcErrorKind, CONTROL_DEADLINE};
 use ray_common::{ActorId, PlacementGroupId};
 use serde::de::DeserializeOwned;
@@ -742,20 +741,37 @@ impl CoreWorker {
         method: &'static str,
         args: Vec<ArgSpec>,
     ) -> Arc<RefInner> {
-        let return_id = self.own.ids.next();
-        self.own.store.expect(return_id);
-        let out = self.own.new_ref(return_id);
+        self.call_actor_returns(core, method, args, 1).0
+    }
+
+    /// Submits a method call with `num_returns` results: the first one's ref, and the
+    /// others' (as [`CoreWorker::submit_returns`]).
+    pub fn call_actor_returns(
+        self: &Arc<Self>,
+        core: &ActorCore,
+        method: &'static str,
+        args: Vec<ArgSpec>,
+        num_returns: u32,
+    ) -> (Arc<RefInner>, Vec<Arc<RefInner>>) {
+        let num_returns = num_returns.max(1);
+        let return_id = self.own.ids.next_n(num_returns);
+        let mut refs = crate::ids::return_ids(return_id, num_returns).map(|id| {
+            self.own.store.expect(id);
+            self.own.new_ref(id)
+        });
+        let out = refs.next().expect("one return at least");
+        let more: Vec<Arc<RefInner>> = refs.collect();
         let Some(s) = &self.submitter else {
             let label = format!("{}.{method}", core.class);
-            let (stored, inner) = collect_serialized_refs(|| {
-                match self.run_sync_method(core, method, &label, &args) {
-                    Ok(bytes) => Stored::Inline(Bytes::from(bytes)),
-                    Err(e) => Stored::Failed(Arc::new(e)),
-                }
-            });
-            self.own.contain(return_id, inner);
-            self.own.store.put(return_id, stored);
-            return out;
+            let (result, inner) =
+                collect_serialized_refs(|| self.run_sync_method(core, method, &label, &args));
+            let stored =
+                crate::executor::returns_to_stored(&self.own, return_id, num_returns, result);
+            self.own.contain_all(return_id, num_returns, inner);
+            for (id, value) in crate::ids::return_ids(return_id, num_returns).zip(stored) {
+                self.own.store.put(id, value);
+            }
+            return (out, more);
         };
         s.call_actor(
             ActorCall {
@@ -764,6 +780,7 @@ impl CoreWorker {
                 method,
                 args,
                 return_id,
+                num_returns,
                 retries_left: core.max_task_retries,
                 resolved: None,
                 lifetime: core.lifetime.clone(),
@@ -772,7 +789,7 @@ impl CoreWorker {
             },
             &self.own,
         );
-        out
+        (out, more)
     }
 
     /// Cancels the task or actor call that makes `r` (see [`crate::cancel`]): only the

@@ -863,6 +863,33 @@ pub mod __private {
         }
     }
 
+    /// Calls actor method `method`, which makes `num_returns` objects.
+    pub fn call_actor_returns(
+        core: &crate::__private::ActorCore,
+        method: &'static str,
+        args: Vec<ArgSpec>,
+        num_returns: u32,
+    ) -> Returns {
+        let failed = |error| Returns {
+            refs: Vec::new().into_iter(),
+            error: Some(error),
+        };
+        if let Some(e) = &core.failed {
+            return failed(e.clone());
+        }
+        match crate::current::current() {
+            Ok(cw) => {
+                let (first, mut more) = cw.call_actor_returns(core, method, args, num_returns);
+                more.insert(0, first);
+                Returns {
+                    refs: more.into_iter(),
+                    error: None,
+                }
+            }
+            Err(e) => failed(e),
+        }
+    }
+
     /// Submits `function`, which makes `num_returns` objects.
     pub fn submit_returns(
         function: &'static str,

@@ -495,60 +495,80 @@ fn parse_groups(attr: Tokens) -> syn::Result<Vec<(syn::Ident, u32)>> {
     Ok(out)
 }
 
-/// Takes `#[ray::method(concurrency_group = "name")]` off a method: the group's name, which
-/// must be one of `groups`.
-fn take_method_group(
+/// What `#[ray::method(..)]` says of a method: its concurrency group (one of `groups`) and
+/// its number of returns (`Some` when above 1).
+#[derive(Default)]
+struct MethodOptions {
+    group: Option<String>,
+    num_returns: Option<(usize, proc_macro2::Span)>,
+}
+
+/// Takes `#[ray::method(concurrency_group = "name", num_returns = n)]` off a method.
+fn take_method_options(
     f: &mut syn::ImplItemFn,
     groups: &[(syn::Ident, u32)],
-) -> syn::Result<Option<String>> {
+) -> syn::Result<MethodOptions> {
     let Some(i) = f.attrs.iter().position(is_method_attr) else {
-        return Ok(None);
+        return Ok(MethodOptions::default());
     };
     let attr = f.attrs.remove(i);
-    let nv: syn::MetaNameValue = attr.parse_args()?;
-    if !nv.path.is_ident("concurrency_group") {
-        return Err(syn::Error::new_spanned(
-            nv.path,
-            "#[ray::method] takes `concurrency_group = \"name\"`",
-        ));
+    let pairs =
+        attr.parse_args_with(Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated)?;
+    let mut out = MethodOptions::default();
+    for nv in pairs {
+        if nv.path.is_ident("num_returns") {
+            let key = nv.path.get_ident().cloned().expect("checked: num_returns");
+            let mut options = vec![(key, nv.value)];
+            out.num_returns = take_num_returns(&mut options)?;
+            continue;
+        }
+        if !nv.path.is_ident("concurrency_group") {
+            return Err(syn::Error::new_spanned(
+                nv.path,
+                "#[ray::method] takes `concurrency_group = \"name\"` and `num_returns = n`",
+            ));
+        }
+        let syn::Expr::Lit(syn::ExprLit {
+            lit: syn::Lit::Str(name),
+            ..
+        }) = &nv.value
+        else {
+            return Err(syn::Error::new_spanned(
+                &nv.value,
+                "a concurrency group is named by a string",
+            ));
+        };
+        if !groups.iter().any(|(g, _)| *g == name.value()) {
+            let declared: Vec<String> = groups.iter().map(|(g, _)| g.to_string()).collect();
+            return Err(syn::Error::new_spanned(
+                name,
+                if declared.is_empty() {
+                    format!(
+                        "no concurrency group `{}`: declare it on the impl block, \
+                         #[ray::actor(concurrency_groups({} = 1))]",
+                        name.value(),
+                        name.value()
+                    )
+                } else {
+                    format!(
+                        "no concurrency group `{}`: this actor declares {}",
+                        name.value(),
+                        declared.join(", ")
+                    )
+                },
+            ));
+        }
+        out.group = Some(name.value());
     }
-    let syn::Expr::Lit(syn::ExprLit {
-        lit: syn::Lit::Str(name),
-        ..
-    }) = &nv.value
-    else {
-        return Err(syn::Error::new_spanned(
-            &nv.value,
-            "a concurrency group is named by a string",
-        ));
-    };
-    if !groups.iter().any(|(g, _)| *g == name.value()) {
-        let declared: Vec<String> = groups.iter().map(|(g, _)| g.to_string()).collect();
-        return Err(syn::Error::new_spanned(
-            name,
-            if declared.is_empty() {
-                format!(
-                    "no concurrency group `{}`: declare it on the impl block, \
-                     #[ray::actor(concurrency_groups({} = 1))]",
-                    name.value(),
-                    name.value()
-                )
-            } else {
-                format!(
-                    "no concurrency group `{}`: this actor declares {}",
-                    name.value(),
-                    declared.join(", ")
-                )
-            },
-        ));
-    }
-    Ok(Some(name.value()))
+    Ok(out)
 }
 
 struct Method {
     name: syn::Ident,
     /// Its concurrency group (`None`: the default one).
     group: Option<String>,
+    /// The types of its returns, when `num_returns` is above 1.
+    returns: Option<Vec<Type>>,
     mutable: bool,
     is_async: bool,
     arg_types: Vec<Type>,
@@ -599,13 +619,12 @@ fn expand_actor_impl(
     mut imp: syn::ItemImpl,
     groups: Vec<(syn::Ident, u32)>,
 ) -> syn::Result<Tokens> {
-    // Each method's group, its attribute taken off (the compiler never sees it).
-    let mut method_groups: Vec<(syn::Ident, String)> = Vec::new();
+    // Each method's options, its attribute taken off (the compiler never sees it).
+    let mut method_options: Vec<(syn::Ident, MethodOptions)> = Vec::new();
     for item in &mut imp.items {
         if let syn::ImplItem::Fn(f) = item {
-            if let Some(g) = take_method_group(f, &groups)? {
-                method_groups.push((f.sig.ident.clone(), g));
-            }
+            let options = take_method_options(f, &groups)?;
+            method_options.push((f.sig.ident.clone(), options));
         }
     }
     if imp.trait_.is_some() || !imp.generics.params.is_empty() {
@@ -694,11 +713,22 @@ fn expand_actor_impl(
                 None => ((**t).clone(), false),
             },
         };
+        let options = method_options
+            .iter()
+            .find(|(m, _)| *m == sig.ident)
+            .map(|(_, o)| o);
+        let returns = match options.and_then(|o| o.num_returns) {
+            Some((n, span)) => Some(
+                return_types(&ret, n, span)?
+                    .iter()
+                    .map(|t| without_self(t, &ty))
+                    .collect(),
+            ),
+            None => None,
+        };
         methods.push(Method {
-            group: method_groups
-                .iter()
-                .find(|(m, _)| *m == sig.ident)
-                .map(|(_, g)| g.clone()),
+            group: options.and_then(|o| o.group.clone()),
+            returns,
             name: sig.ident.clone(),
             mutable: r.mutability.is_some(),
             is_async: sig.asyncness.is_some(),
@@ -745,6 +775,22 @@ fn expand_actor_impl(
         let types = &m.arg_types;
         let params: Vec<_> = (0..types.len()).map(|i| format_ident!("arg{}", i)).collect();
         let doc = format!("Calls `{ty}::{name}` on the actor; returns at once.");
+        if let Some(returns) = &m.returns {
+            let n = returns.len() as u32;
+            let takes = returns.iter().map(|_| quote!(__refs.next()));
+            return quote! {
+                #[doc = #doc]
+                pub fn #name(&self, #( #params: impl ::core::convert::Into<::ray::Arg<#types>> ),*) -> ( #( ::ray::ObjectRef<#returns>, )* ) {
+                    let mut __refs = ::ray::__private::call_actor_returns(
+                        ::ray::__private::ActorClient::core(self),
+                        ::core::stringify!(#name),
+                        ::std::vec![ #( ::ray::__private::arg::<#types>(#params.into()) ),* ],
+                        #n,
+                    );
+                    ( #( #takes, )* )
+                }
+            };
+        }
         quote! {
             #[doc = #doc]
             pub fn #name(&self, #( #params: impl ::core::convert::Into<::ray::Arg<#types>> ),*) -> ::ray::ObjectRef<#ret> {
@@ -762,7 +808,26 @@ fn expand_actor_impl(
         let types = &m.arg_types;
         let params: Vec<_> = (0..types.len()).map(|i| format_ident!("arg{}", i)).collect();
         let failure = task_failure(quote!(e));
-        let encode = if m.is_result {
+        let encode = if let Some(returns) = &m.returns {
+            let parts: Vec<_> = (0..returns.len()).map(|i| format_ident!("__r{}", i)).collect();
+            let unwrap = m.is_result.then(|| {
+                quote! {
+                    let __value = match __value {
+                        ::core::result::Result::Ok(v) => v,
+                        ::core::result::Result::Err(e) => return ::core::result::Result::Err(#failure),
+                    };
+                }
+            });
+            quote! {
+                (|| {
+                    #unwrap
+                    let (#(#parts,)*) = __value;
+                    ::core::result::Result::Ok(::ray::__private::join_returns(&[
+                        #( ::ray::__private::encode_return(&#parts)? ),*
+                    ]))
+                })()
+            }
+        } else if m.is_result {
             quote! {
                 match __value {
                     ::core::result::Result::Ok(v) => ::ray::__private::encode_return(&v),

@@ -24,6 +24,8 @@ pub(crate) struct ActorCall {
     pub method: &'static str,
     pub args: Vec<ArgSpec>,
     pub return_id: ObjectId,
+    /// How many results it makes (the ids after `return_id`, as a task's).
+    pub num_returns: u32,
     /// Resends left if the actor's process dies with this call in flight: -1 means forever.
     pub retries_left: i32,
     pub resolved: Option<Vec<ray_proto::ObjectValue>>,
@@ -38,6 +40,19 @@ pub(crate) struct ActorCall {
 }
 
 impl ActorCall {
+    /// Fails every result of the call with `e`.
+    pub(super) fn fail(&self, own: &Ownership, e: Error) {
+        let e = Arc::new(e);
+        for id in crate::ids::return_ids(self.return_id, self.num_returns) {
+            own.complete(id, Stored::Failed(e.clone()));
+        }
+    }
+
+    /// Whether `id` is one of the call's results.
+    pub(super) fn makes(&self, id: ObjectId) -> bool {
+        crate::ids::return_ids(self.return_id, self.num_returns).any(|r| r == id)
+    }
+
     pub(super) fn label(&self) -> String {
         format!("{}.{}", self.class, self.method)
     }
@@ -83,7 +98,7 @@ impl Submitter {
         if let Some(dead) = &q.dead {
             let lost = q.lost.drain(..).map(|(call, _)| call);
             for call in q.pending.drain(..).chain(lost) {
-                own.complete(call.return_id, Stored::Failed(Arc::new(dead.clone())));
+                call.fail(own, dead.clone());
             }
             if q.in_flight.is_empty() {
                 // Nothing more will come of it; a later call learns of the death anew.
@@ -125,7 +140,7 @@ impl Submitter {
                     Ok(values) => front.resolved = Some(values),
                     Err(e) => {
                         let call = q.pending.pop_front().expect("front exists");
-                        own.complete(call.return_id, Stored::Failed(Arc::new(e)));
+                        call.fail(own, e);
                         continue;
                     }
                 }
@@ -146,7 +161,11 @@ impl Submitter {
                 job_id: own.me.job_id,
                 actor_id: id.to_vec().into(),
                 shape: Default::default(),
-                num_returns: 1,
+                num_returns: if call.num_returns > 1 {
+                    call.num_returns
+                } else {
+                    1
+                },
                 capture_group: Default::default(),
                 streaming: false,
             };
@@ -189,10 +208,17 @@ impl Submitter {
             return;
         };
         let mut value = frame.value;
+        let mut more = frame.more_values;
         if !self.cancelling.is_empty() && self.cancelling.remove(&call.return_id) {
             value = super::cancel::answer_of_cancelled(value, &call.label());
+            if matches!(
+                value.as_ref().and_then(|v| v.kind.as_ref()),
+                Some(ray_proto::object_value::Kind::Error(_))
+            ) {
+                more.clear();
+            }
         }
-        complete_from_reply(own, call.return_id, 1, value, Vec::new());
+        complete_from_reply(own, call.return_id, call.num_returns, value, more);
         release_in_band(own, &frame.released_ids, &q.address);
         register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }
@@ -213,7 +239,7 @@ impl Submitter {
         for (_, mut call) in in_flight.into_iter().rev() {
             if self.cancelling.remove(&call.return_id) {
                 let e = super::cancel::cancelled(&call.label());
-                own.complete(call.return_id, Stored::Failed(Arc::new(e)));
+                call.fail(own, e);
             } else if call.retries_left != 0 {
                 if call.retries_left > 0 {
                     call.retries_left -= 1;
@@ -252,7 +278,7 @@ pub(super) fn fail_lost(own: &Ownership, q: &mut ActorQueue, now: &str) {
                 call.method
             ),
         };
-        own.complete(call.return_id, Stored::Failed(Arc::new(e)));
+        call.fail(own, e);
     }
 }
 

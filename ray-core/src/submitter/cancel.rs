@@ -5,7 +5,6 @@
 use super::{fail_task, normal::return_lease, Submitter};
 use crate::error::{Error, Result};
 use crate::ids::ObjectId;
-use crate::memory_store::Stored;
 use crate::ownership::Ownership;
 use ray_common::TaskId;
 use std::sync::Arc;
@@ -97,20 +96,25 @@ impl Submitter {
             return Ok(Some((lease.core_worker_address.clone(), first)));
         }
         for q in self.actors.values_mut() {
-            if let Some(i) = q.pending.iter().position(|c| c.return_id == id) {
+            if let Some(i) = q.pending.iter().position(|c| c.makes(id)) {
                 let call = q.pending.remove(i).expect("found");
-                own.complete(id, Stored::Failed(Arc::new(cancelled(&call.label()))));
+                call.fail(own, cancelled(&call.label()));
                 return Ok(None);
             }
-            if q.in_flight.values().any(|c| c.return_id == id) {
+            if let Some(first) = q
+                .in_flight
+                .values()
+                .find(|c| c.makes(id))
+                .map(|c| c.return_id)
+            {
                 if force {
                     return Err(Error::InvalidArgument(
                         "force cancel is not supported for actor calls (it would kill the actor)"
                             .into(),
                     ));
                 }
-                self.cancelling.insert(id);
-                return Ok(Some((q.address.clone(), id)));
+                self.cancelling.insert(first);
+                return Ok(Some((q.address.clone(), first)));
             }
         }
         if !own.store.is_ready(&id) && own.store.contains(&id) {

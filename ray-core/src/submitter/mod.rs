@@ -178,9 +178,11 @@ impl Handle {
     }
 
     pub fn call_actor(&self, call: ActorCall, own: &Ownership) {
-        let return_id = call.return_id;
+        let (return_id, n) = (call.return_id, call.num_returns);
         if !self.handle_or_send(Event::ActorCall(call)) {
-            own.complete(return_id, Stored::Failed(Arc::new(Error::NotInitialized)));
+            for id in crate::ids::return_ids(return_id, n) {
+                own.complete(id, Stored::Failed(Arc::new(Error::NotInitialized)));
+            }
         }
     }
 
@@ -597,10 +599,7 @@ impl Submitter {
         if let Some(own) = &own {
             for (_, q) in self.actors.drain() {
                 for call in q.pending.into_iter().chain(q.in_flight.into_values()) {
-                    own.complete(
-                        call.return_id,
-                        Stored::Failed(Arc::new(Error::NotInitialized)),
-                    );
+                    call.fail(own, Error::NotInitialized);
                 }
             }
         }
