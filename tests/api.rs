@@ -1066,3 +1066,42 @@ fn an_actor_method_returns_several_objects() {
         });
     }
 }
+
+struct Flaky {
+    runs: std::sync::atomic::AtomicU32,
+}
+
+#[ray::actor]
+impl Flaky {
+    pub fn new() -> Self {
+        Flaky {
+            runs: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+    /// Fails its first two runs.
+    #[ray::method(retry_exceptions = true)]
+    pub fn third_time_lucky(&self) -> Result<u32, String> {
+        let run = self.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if run < 3 {
+            Err(format!("run {run} failed"))
+        } else {
+            Ok(run)
+        }
+    }
+}
+
+/// `#[ray::method(retry_exceptions = true)]`: a call that returned `Err` is sent again,
+/// within the actor's `max_task_retries`.
+#[test]
+fn an_actor_method_is_retried_on_its_error_within_max_task_retries() {
+    for config in [ray::Config::local().num_cpus(1.0), ray::Config::sync()] {
+        with_ray(config, || {
+            let a = Flaky::options().max_task_retries(3).remote();
+            assert_eq!(ray::get(&a.third_time_lucky()).unwrap(), 3);
+            // Without retries to spend, the first error stands.
+            let b = Flaky::remote();
+            let e = ray::get(&b.third_time_lucky()).unwrap_err();
+            assert!(e.to_string().contains("run 1 failed"), "{e}");
+        });
+    }
+}

@@ -741,7 +741,7 @@ impl CoreWorker {
         method: &'static str,
         args: Vec<ArgSpec>,
     ) -> Arc<RefInner> {
-        self.call_actor_returns(core, method, args, 1).0
+        self.call_actor_returns(core, method, args, 1, false).0
     }
 
     /// Submits a method call with `num_returns` results: the first one's ref, and the
@@ -752,6 +752,7 @@ impl CoreWorker {
         method: &'static str,
         args: Vec<ArgSpec>,
         num_returns: u32,
+        retry_exceptions: bool,
     ) -> (Arc<RefInner>, Vec<Arc<RefInner>>) {
         let num_returns = num_returns.max(1);
         let return_id = self.own.ids.next_n(num_returns);
@@ -763,8 +764,16 @@ impl CoreWorker {
         let more: Vec<Arc<RefInner>> = refs.collect();
         let Some(s) = &self.submitter else {
             let label = format!("{}.{method}", core.class);
-            let (result, inner) =
-                collect_serialized_refs(|| self.run_sync_method(core, method, &label, &args));
+            let mut retries_left = core.max_task_retries;
+            let (result, inner) = loop {
+                let (result, inner) =
+                    collect_serialized_refs(|| self.run_sync_method(core, method, &label, &args));
+                let user_error = matches!(&result, Err(Error::Task { .. }));
+                if !(user_error && retry_exceptions && retries_left != 0) {
+                    break (result, inner);
+                }
+                retries_left -= i32::from(retries_left > 0);
+            };
             let stored =
                 crate::executor::returns_to_stored(&self.own, return_id, num_returns, result);
             self.own.contain_all(return_id, num_returns, inner);
@@ -781,6 +790,7 @@ impl CoreWorker {
                 args,
                 return_id,
                 num_returns,
+                retry_exceptions,
                 retries_left: core.max_task_retries,
                 resolved: None,
                 lifetime: core.lifetime.clone(),

@@ -863,12 +863,14 @@ pub mod __private {
         }
     }
 
-    /// Calls actor method `method`, which makes `num_returns` objects.
+    /// Calls actor method `method`, which makes `num_returns` objects (and is sent again,
+    /// within the actor's `max_task_retries`, if it fails and `retry_exceptions`).
     pub fn call_actor_returns(
         core: &crate::__private::ActorCore,
         method: &'static str,
         args: Vec<ArgSpec>,
         num_returns: u32,
+        retry_exceptions: bool,
     ) -> Returns {
         let failed = |error| Returns {
             refs: Vec::new().into_iter(),
@@ -879,7 +881,8 @@ pub mod __private {
         }
         match crate::current::current() {
             Ok(cw) => {
-                let (first, mut more) = cw.call_actor_returns(core, method, args, num_returns);
+                let (first, mut more) =
+                    cw.call_actor_returns(core, method, args, num_returns, retry_exceptions);
                 more.insert(0, first);
                 Returns {
                     refs: more.into_iter(),

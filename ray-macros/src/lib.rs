@@ -501,6 +501,7 @@ fn parse_groups(attr: Tokens) -> syn::Result<Vec<(syn::Ident, u32)>> {
 struct MethodOptions {
     group: Option<String>,
     num_returns: Option<(usize, proc_macro2::Span)>,
+    retry_exceptions: bool,
 }
 
 /// Takes `#[ray::method(concurrency_group = "name", num_returns = n)]` off a method.
@@ -516,6 +517,21 @@ fn take_method_options(
         attr.parse_args_with(Punctuated::<syn::MetaNameValue, Token![,]>::parse_terminated)?;
     let mut out = MethodOptions::default();
     for nv in pairs {
+        if nv.path.is_ident("retry_exceptions") {
+            out.retry_exceptions = match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Bool(b),
+                    ..
+                }) => b.value,
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "retry_exceptions takes true or false",
+                    ))
+                }
+            };
+            continue;
+        }
         if nv.path.is_ident("num_returns") {
             let key = nv.path.get_ident().cloned().expect("checked: num_returns");
             let mut options = vec![(key, nv.value)];
@@ -525,7 +541,8 @@ fn take_method_options(
         if !nv.path.is_ident("concurrency_group") {
             return Err(syn::Error::new_spanned(
                 nv.path,
-                "#[ray::method] takes `concurrency_group = \"name\"` and `num_returns = n`",
+                "#[ray::method] takes `concurrency_group = \"name\"`, `num_returns = n` and \
+                 `retry_exceptions = true`",
             ));
         }
         let syn::Expr::Lit(syn::ExprLit {
@@ -569,6 +586,8 @@ struct Method {
     group: Option<String>,
     /// The types of its returns, when `num_returns` is above 1.
     returns: Option<Vec<Type>>,
+    /// Sent again (within the actor's `max_task_retries`) when it fails.
+    retry_exceptions: bool,
     mutable: bool,
     is_async: bool,
     arg_types: Vec<Type>,
@@ -727,6 +746,7 @@ fn expand_actor_impl(
             None => None,
         };
         methods.push(Method {
+            retry_exceptions: options.is_some_and(|o| o.retry_exceptions),
             group: options.and_then(|o| o.group.clone()),
             returns,
             name: sig.ident.clone(),
@@ -775,6 +795,7 @@ fn expand_actor_impl(
         let types = &m.arg_types;
         let params: Vec<_> = (0..types.len()).map(|i| format_ident!("arg{}", i)).collect();
         let doc = format!("Calls `{ty}::{name}` on the actor; returns at once.");
+        let retry = m.retry_exceptions;
         if let Some(returns) = &m.returns {
             let n = returns.len() as u32;
             let takes = returns.iter().map(|_| quote!(__refs.next()));
@@ -786,8 +807,24 @@ fn expand_actor_impl(
                         ::core::stringify!(#name),
                         ::std::vec![ #( ::ray::__private::arg::<#types>(#params.into()) ),* ],
                         #n,
+                        #retry,
                     );
                     ( #( #takes, )* )
+                }
+            };
+        }
+        if retry {
+            return quote! {
+                #[doc = #doc]
+                pub fn #name(&self, #( #params: impl ::core::convert::Into<::ray::Arg<#types>> ),*) -> ::ray::ObjectRef<#ret> {
+                    ::ray::__private::call_actor_returns(
+                        ::ray::__private::ActorClient::core(self),
+                        ::core::stringify!(#name),
+                        ::std::vec![ #( ::ray::__private::arg::<#types>(#params.into()) ),* ],
+                        1,
+                        true,
+                    )
+                    .next()
                 }
             };
         }

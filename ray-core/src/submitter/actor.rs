@@ -26,6 +26,9 @@ pub(crate) struct ActorCall {
     pub return_id: ObjectId,
     /// How many results it makes (the ids after `return_id`, as a task's).
     pub num_returns: u32,
+    /// Whether a call that returned `Err` or panicked is sent again (within
+    /// `retries_left`).
+    pub retry_exceptions: bool,
     /// Resends left if the actor's process dies with this call in flight: -1 means forever.
     pub retries_left: i32,
     pub resolved: Option<Vec<ray_proto::ObjectValue>>,
@@ -209,7 +212,30 @@ impl Submitter {
         };
         let mut value = frame.value;
         let mut more = frame.more_values;
-        if !self.cancelling.is_empty() && self.cancelling.remove(&call.return_id) {
+        let cancelled = !self.cancelling.is_empty() && self.cancelling.contains(&call.return_id);
+        if !cancelled
+            && call.retry_exceptions
+            && call.retries_left != 0
+            && super::normal::failed_in_user_code(&value)
+        {
+            // Sent again, ahead of the calls not sent yet (Ray retries actor calls that
+            // raised too, with `retry_exceptions`; calls already sent may run before it).
+            let mut call = call;
+            call.retries_left -= i32::from(call.retries_left > 0);
+            call.resolved = None;
+            tracing::info!(
+                method = call.method,
+                retries_left = call.retries_left,
+                "actor call failed; sending it again (retry_exceptions)"
+            );
+            release_in_band(own, &frame.released_ids, &q.address);
+            register_borrowers(own, &frame.borrowed_ids, q.address.clone(), ());
+            q.pending.push_front(call);
+            let id = *id;
+            self.pump_actor(own, id);
+            return;
+        }
+        if cancelled && self.cancelling.remove(&call.return_id) {
             value = super::cancel::answer_of_cancelled(value, &call.label());
             if matches!(
                 value.as_ref().and_then(|v| v.kind.as_ref()),
