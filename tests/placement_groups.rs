@@ -173,8 +173,10 @@ fn removing_a_group_kills_its_actors_and_running_tasks() {
             .scheduling_strategy(in_bundle(&pg, Some(0)))
             .remote(60_000);
         remove_placement_group(&pg).unwrap();
-        let e = ray::get(&actor.ping()).unwrap_err();
-        assert!(matches!(e, Error::ActorDied { .. }), "{e}");
+        // Dead for good: calls fail once its process is gone (removal answers first).
+        eventually("the group's actor died", || {
+            matches!(ray::get(&actor.ping()), Err(Error::ActorDied { .. }))
+        });
         let e = ray::get_timeout(&task, Duration::from_secs(30)).unwrap_err();
         assert!(!matches!(e, Error::GetTimeout { .. }), "{e}");
         eventually("the group's CPU is back", || cpus_free() == 2.0);
@@ -240,29 +242,28 @@ fn sync_mode_groups_run_their_tasks_inline() {
     });
 }
 
-/// What is free of the group's CPUs, seen from inside a task.
+/// What is free of the node's own CPUs (outside any bundle), seen from inside a task.
 #[ray::remote]
-fn group_cpus_free(group: String) -> f64 {
-    let key = format!("CPU_group_{group}");
+fn node_cpus_free() -> f64 {
     ray::available_resources()
         .unwrap()
-        .get(&key)
+        .get("CPU")
         .copied()
         .unwrap_or(0.0)
 }
 
-/// Runs a child with no strategy of its own and returns what it saw of the group's CPUs.
+/// Runs a child with no strategy of its own and returns what it saw of the node's CPUs.
 #[ray::remote]
-fn parent_of_one(group: String) -> f64 {
-    ray::get(&group_cpus_free::remote(group)).unwrap()
+fn parent_of_one() -> f64 {
+    ray::get(&node_cpus_free::remote()).unwrap()
 }
 
-/// A task that captures its children puts them in its group (taking the bundle's other
-/// CPU); one that does not leaves them outside.
+/// A task that captures its children puts them in its group; one that does not leaves them
+/// outside, on the node's own CPUs.
 #[test]
 fn a_capturing_task_runs_its_children_in_its_group() {
     with_ray(ray::Config::local().num_cpus(3.0), || {
-        let pg = placement_group([Bundle::new().cpus(2.0)], PlacementStrategy::Pack).unwrap();
+        let pg = placement_group([Bundle::new().cpus(1.0)], PlacementStrategy::Pack).unwrap();
         assert!(pg.wait(Duration::from_secs(30)).unwrap());
         let captured = parent_of_one::options()
             .scheduling_strategy(SchedulingStrategy::PlacementGroup {
@@ -270,25 +271,44 @@ fn a_capturing_task_runs_its_children_in_its_group() {
                 bundle_index: Some(0),
                 capture_child_tasks: true,
             })
-            .remote(pg.id());
-        assert_eq!(
-            ray::get(&captured).unwrap(),
-            0.0,
-            "parent and child in the bundle"
-        );
+            .remote();
+        // In the bundle (its parent, blocked in `get`, lends it the bundle's CPU): the
+        // node's two other CPUs stay free.
+        assert_eq!(ray::get(&captured).unwrap(), 2.0, "the child in the bundle");
         // (Idle leases go back within a moment.)
-        let wildcard = format!("CPU_group_{}", pg.id());
-        eventually("the group's CPUs are free again", || {
-            ray::available_resources().unwrap().get(&wildcard) == Some(&2.0)
-        });
+        eventually("the node's CPUs are free again", || cpus_free() == 2.0);
         let free = parent_of_one::options()
             .scheduling_strategy(in_bundle(&pg, Some(0)))
-            .remote(pg.id());
+            .remote();
         assert_eq!(
             ray::get(&free).unwrap(),
             1.0,
-            "only the parent in the bundle"
+            "the child outside the bundle"
         );
+        remove_placement_group(&pg).unwrap();
+    });
+}
+
+#[ray::remote]
+fn waits_for_a_child(x: u32) -> u32 {
+    ray::get(&plus_one::remote(x)).unwrap()
+}
+
+/// A task blocked in `get` inside a one-CPU bundle lends that CPU, as a plain task lends
+/// its own: the child it captured runs in the bundle meanwhile (else both would wait
+/// forever).
+#[test]
+fn a_blocked_task_in_a_bundle_lends_its_cpu_to_its_captured_child() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let pg = placement_group([Bundle::new().cpus(1.0)], PlacementStrategy::Pack).unwrap();
+        let r = waits_for_a_child::options()
+            .scheduling_strategy(SchedulingStrategy::PlacementGroup {
+                group: pg.clone(),
+                bundle_index: Some(0),
+                capture_child_tasks: true,
+            })
+            .remote(1);
+        assert_eq!(ray::get_timeout(&r, Duration::from_secs(30)).unwrap(), 2);
         remove_placement_group(&pg).unwrap();
     });
 }

@@ -80,8 +80,9 @@ fn only_ray_common_opens_rpc_clients_or_reads_status_codes() {
 /// The modules of `ray-core` that make up the facade: the public API and the process-global
 /// state (the current core worker, the session, the worker-mode constructor). The link-time
 /// registry (`registry`) may hold statics too; nothing else may.
-const FACADE: [&str; 11] = [
+const FACADE: [&str; 12] = [
     "lib",
+    "logging",
     "generator",
     "actor_handle",
     "actor_pool",

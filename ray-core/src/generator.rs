@@ -212,7 +212,11 @@ impl<T> tokio_stream::Stream for ObjectRefStream<T> {
         }
         match this.end_wait.as_mut().map(|w| w.as_mut().poll(cx)) {
             Some(Poll::Pending) => Poll::Pending,
-            _ => Poll::Ready(this.finish()),
+            _ => {
+                // Ended: never poll that future again; what is left is in the channel.
+                this.end_wait = Some(Box::pin(std::future::ready(())));
+                Poll::Ready(this.finish())
+            }
         }
     }
 }
@@ -223,8 +227,19 @@ impl<T> Drop for ObjectRefGenerator<T> {
             return;
         };
         if !self.done && !self.end_is_ready() {
-            // Nobody reads the rest: the task stops at its next item.
-            let _ = cw.cancel(end, false, true);
+            // Nobody reads the rest: the task stops at its next item. Asked off this thread
+            // (the worker's answer may take a while; an async caller must not wait for it).
+            match cw.link().cloned() {
+                Some(link) => {
+                    let (cw, end) = (cw.clone(), end.clone());
+                    link.handle.spawn_blocking(move || {
+                        let _ = cw.cancel(&end, false, true);
+                    });
+                }
+                None => {
+                    let _ = cw.cancel(end, false, true);
+                }
+            }
         }
         // Items still to come are freed as they arrive.
         cw.own.streams.remove(&end.id);

@@ -82,7 +82,7 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ray-runtime")
-        .on_thread_start(crate::log_runtime_thread)
+        .on_thread_start(crate::logging::runtime_thread)
         .enable_all()
         .build()
         .map_err(Error::runtime)
@@ -537,7 +537,7 @@ pub(crate) fn shut_down_on_signals() {
         let spawned = std::thread::Builder::new()
             .name("ray-signals".into())
             .spawn(move || {
-                crate::log_runtime_thread();
+                crate::logging::runtime_thread();
                 if let Some(signal) = signals.forever().next() {
                     tracing::info!(signal, "shutting down on a signal");
                     crate::shutdown();

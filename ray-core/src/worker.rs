@@ -39,7 +39,7 @@ fn run_worker() -> Result<()> {
     // Before the worker joins: one that fails here counts as one that could not start. First
     // of all: a setup that installs a `tracing` subscriber has the runtime's threads use it.
     crate::registry::run_worker_setup()?;
-    crate::log_runtime_thread();
+    crate::logging::worker_process();
     let node_manager = env(worker_env::NODE_MANAGER)?;
     let worker_hex = env(worker_env::WORKER_ID)?;
     let session = env(worker_env::SESSION)?;
@@ -64,7 +64,7 @@ fn run_worker() -> Result<()> {
     let tokio_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ray-worker-io")
-        .on_thread_start(crate::log_runtime_thread)
+        .on_thread_start(crate::logging::runtime_thread)
         .enable_all()
         .build()
         .map_err(Error::runtime)?;
@@ -92,11 +92,7 @@ fn run_worker() -> Result<()> {
     let tasks = std::thread::Builder::new()
         .name("ray-task".into())
         .stack_size(TASK_STACK_BYTES)
-        .spawn(move || {
-            // The tasks' own `tracing` events and the runtime's, in the node's log.
-            crate::log_runtime_thread();
-            executor.run()
-        })
+        .spawn(move || executor.run())
         .map_err(Error::runtime)?;
     let _ = tasks.join();
     booted.stop();

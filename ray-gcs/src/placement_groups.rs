@@ -278,13 +278,24 @@ impl GcsService {
                 Err(why) => refused = Some(format!("node {address} refused a bundle: {why}")),
             }
         }
+        // Every node asked, whatever it answered (a reservation may have been made though
+        // its answer was lost): given back if the group is not created.
+        let asked: Vec<String> = addresses.values().cloned().collect();
         if reserved.len() != wanted && refused.is_none() {
             refused = Some("a node of the placement left the cluster".into());
         }
         let created = refused.is_none() && {
             let mut t = self.inner.groups.table.lock();
             match t.groups.get_mut(&id) {
-                Some(g) if g.state == GroupState::Pending => {
+                Some(g)
+                    if g.state == GroupState::Pending && {
+                        // A node that died as it answered: not created (placed again).
+                        let state = self.inner.state.lock();
+                        nodes
+                            .iter()
+                            .all(|n| state.nodes.get(n.0 as usize).is_some_and(|i| i.alive))
+                    } =>
+                {
                     g.state = GroupState::Created;
                     g.nodes = nodes.iter().map(|n| n.0 as usize).collect();
                     g.pending_reason.clear();
@@ -304,7 +315,8 @@ impl GcsService {
             self.inner.groups.changed.notify_waiters();
             return Ok(());
         }
-        for (_, address, _) in reserved {
+        drop(reserved);
+        for address in asked {
             self.release_on(&address, id).await;
         }
         Err(refused.unwrap_or_else(|| "removed".into()))

@@ -826,7 +826,7 @@ impl NodeManager {
         if cpu.is_empty() {
             return;
         }
-        let holds_cpu = lease.held.get(CPU) > 0.0;
+        let holds_cpu = cpu.fits_in(&lease.held);
         if blocked && holds_cpu {
             resources.release(&cpu);
             lease.held.sub(&cpu);
@@ -1167,6 +1167,10 @@ fn with_env(job: Arc<JobConfig>, env: &[ray_proto::EnvVar]) -> Arc<JobConfig> {
     Arc::new(job)
 }
 
+/// The CPU a blocked task lends: its `CPU`, or in a placement group's bundle its CPU under
+/// the group's names (so a child it waits for can run in the bundle).
 fn cpu_part(shape: &ResourceSet) -> ResourceSet {
-    ResourceSet::cpus(shape.get(CPU)).unwrap_or_default()
+    let mut part = ResourceSet::cpus(shape.get(CPU)).unwrap_or_default();
+    part.add(&ray_scheduler::bundles::group_parts(shape, CPU));
+    part
 }

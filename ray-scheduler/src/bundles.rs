@@ -452,17 +452,37 @@ pub fn uses_group(shape: &ResourceSet, group: &str) -> bool {
 }
 
 /// How much of resource `resource` a shape asks for, in fixed-point units, counting what it
-/// asks of a bundle under the bundle's names (`GPU` and `GPU_group_..`): a lease in a bundle
-/// still needs that many devices.
+/// asks of a bundle under the group-wide name (`GPU` and `GPU_group_{group}`; a task in a
+/// given bundle asks for that name too, besides the bundle's own): a lease in a bundle still
+/// needs that many devices.
 pub fn fixed_with_bundles(shape: &ResourceSet, resource: &str) -> i64 {
     let prefix = format!("{resource}_group_");
     shape.get_fixed(resource)
         + shape
             .custom
             .iter()
-            .filter(|(name, _)| name.starts_with(&prefix))
+            .filter(|(name, _)| {
+                // Group-wide names have no bundle index: `{resource}_group_{group}`, and a
+                // group's name (hex) has no `_`.
+                name.strip_prefix(&prefix)
+                    .is_some_and(|rest| !rest.contains('_'))
+            })
             .map(|(_, v)| *v)
             .sum::<i64>()
+}
+
+/// `shape` with the group-wide names' `resource` parts only (what a blocked task in a bundle
+/// lends, as a plain task lends its `CPU`): `{resource}_group_{group}` and, for a task in a
+/// given bundle, `{resource}_group_{i}_{group}`.
+pub fn group_parts(shape: &ResourceSet, resource: &str) -> ResourceSet {
+    let prefix = format!("{resource}_group_");
+    let mut out = ResourceSet::new();
+    for (name, v) in &shape.custom {
+        if name.starts_with(&prefix) {
+            out.add_custom(name, *v);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -624,6 +644,9 @@ mod tests {
         assert!(!nothing.is_empty() && node.is_available(&nothing));
         let gpu_task = shape_in_bundle("g", None, &rs(&[(GPU, 1.0)]));
         assert_eq!(fixed_with_bundles(&gpu_task, GPU), crate::PRECISION);
+        let in_bundle_1 = shape_in_bundle("g", Some(1), &rs(&[(GPU, 0.5)]));
+        assert_eq!(fixed_with_bundles(&in_bundle_1, GPU), crate::PRECISION / 2);
+        assert_eq!(group_parts(&in_bundle_1, GPU).iter().count(), 2);
         assert!(uses_group(&gpu_task, "g") && !uses_group(&gpu_task, "h"));
         assert!(!uses_group(&cpus(1.0), "g"));
         assert_eq!(group_of(&gpu_task), Some("g"));

@@ -132,7 +132,10 @@ impl Submitter {
             .gate
             .as_ref()
             .is_some_and(|g| !matches!(*g.borrow(), GroupGate::Ready));
-        if !needs_wait && !closed_gate {
+        // A list of refs is copied into one value, which may read (and pull) shared memory:
+        // never on this loop.
+        let has_list = task.args.iter().any(|a| matches!(&a.0, ArgKind::Refs(_)));
+        if !needs_wait && !closed_gate && !has_list {
             match resolve_now(own, &task) {
                 Ok(values) => {
                     task.resolved = values;
@@ -172,7 +175,20 @@ impl Submitter {
                     }
                 }
             }
-            match resolve_now(&own, &task) {
+            let resolved = if has_list {
+                let own2 = own.clone();
+                let run = move || (resolve_now(&own2, &task), task);
+                match tokio::task::spawn_blocking(run).await {
+                    Ok((resolved, back)) => {
+                        task = back;
+                        resolved
+                    }
+                    Err(_) => return,
+                }
+            } else {
+                resolve_now(&own, &task)
+            };
+            match resolved {
                 Ok(values) => {
                     task.resolved = values;
                     let _ = events.send(Event::Resolved(task));
