@@ -183,8 +183,9 @@ fn removing_a_group_kills_its_actors_and_running_tasks() {
 
         // A task running in a group is killed with it.
         let pg = placement_group([Bundle::new().cpus(1.0)], PlacementStrategy::Pack).unwrap();
+        // (With retries to spend: a task of a removed group is not retried.)
         let running = sleep_ms::options()
-            .max_retries(0)
+            .max_retries(3)
             .scheduling_strategy(in_bundle(&pg, Some(0)))
             .remote(60_000);
         assert!(pg.wait(Duration::from_secs(30)).unwrap());
@@ -196,7 +197,8 @@ fn removing_a_group_kills_its_actors_and_running_tasks() {
         });
         remove_placement_group(&pg).unwrap();
         let e = ray::get_timeout(&running, Duration::from_secs(30)).unwrap_err();
-        assert!(matches!(e, Error::WorkerDied { .. }), "{e}");
+        assert!(matches!(e, Error::Unschedulable { .. }), "{e}");
+        assert!(e.to_string().contains("was removed"), "{e}");
     });
 }
 
@@ -234,6 +236,13 @@ fn sync_mode_groups_run_their_tasks_inline() {
     with_ray(ray::Config::sync(), || {
         let pg = placement_group([Bundle::new().cpus(1.0)], PlacementStrategy::Pack).unwrap();
         assert!(pg.wait(Duration::from_secs(1)).unwrap());
+        ray::get(&pg.ready().unwrap()).unwrap();
+        // One that this process could never hold is never ready, whichever way one asks.
+        let never = placement_group([Bundle::new().cpus(64.0)], PlacementStrategy::Pack).unwrap();
+        assert!(!never.wait(Duration::from_millis(10)).unwrap());
+        let short = Some(Duration::from_millis(10));
+        let (ready, _) = ray::wait(&[never.ready().unwrap()], 1, short).unwrap();
+        assert!(ready.is_empty());
         let r = plus_one::options()
             .scheduling_strategy(in_bundle(&pg, Some(0)))
             .remote(1);

@@ -219,7 +219,11 @@ impl CoreWorker {
         let r = self.own.new_ref(id);
         let unit = crate::codec::encode(&())?;
         let Some(mut gate) = self.group_gate(group.id) else {
-            self.own.store_owned_bytes(id, unit)?;
+            // One process: ready if this node could ever hold each bundle (as `wait` says);
+            // otherwise it never is.
+            if group.bundles.iter().all(|b| b.fits_in(&self.node_total)) {
+                self.own.store_owned_bytes(id, unit)?;
+            }
             return Ok(r);
         };
         let own = self.own.clone();

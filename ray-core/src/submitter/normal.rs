@@ -387,6 +387,19 @@ impl Submitter {
         let q = self.queue(&key, &ResourceSet::new());
         q.leases.retain(|l| *l != lease_id);
         for (_, mut task) in in_flight {
+            // Its placement group was removed (its workers are killed with it): not retried.
+            let removed = task.gate.as_ref().and_then(|g| match &*g.borrow() {
+                GroupGate::Failed(why) => Some(why.clone()),
+                _ => None,
+            });
+            if let Some(reason) = removed {
+                let e = Error::Unschedulable {
+                    function: task.function.to_string(),
+                    reason,
+                };
+                fail_task(Some(own), &task, e);
+                continue;
+            }
             if task.retries_left != 0 {
                 if task.retries_left > 0 {
                     task.retries_left -= 1;
