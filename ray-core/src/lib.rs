@@ -776,6 +776,28 @@ pub mod __private {
     }
 
     impl Returns {
+        /// The refs of a call made: its first return's, then the others'.
+        fn of(
+            (first, mut more): (
+                std::sync::Arc<crate::ownership::RefInner>,
+                Vec<std::sync::Arc<crate::ownership::RefInner>>,
+            ),
+        ) -> Self {
+            more.insert(0, first);
+            Returns {
+                refs: more.into_iter(),
+                error: None,
+            }
+        }
+
+        /// A call that could not be made: every return fails with `error`.
+        fn failed(error: crate::Error) -> Self {
+            Returns {
+                refs: Vec::new().into_iter(),
+                error: Some(error),
+            }
+        }
+
         /// The next return's ref, as type `T`.
         #[allow(clippy::should_implement_trait)]
         pub fn next<T>(&mut self) -> crate::ObjectRef<T> {
@@ -798,24 +820,18 @@ pub mod __private {
         num_returns: u32,
         retry_exceptions: bool,
     ) -> Returns {
-        let failed = |error| Returns {
-            refs: Vec::new().into_iter(),
-            error: Some(error),
-        };
         if let Some(e) = &core.failed {
-            return failed(e.clone());
+            return Returns::failed(e.clone());
         }
         match crate::current::current() {
-            Ok(cw) => {
-                let (first, mut more) =
-                    cw.call_actor_returns(core, method, args, num_returns, retry_exceptions);
-                more.insert(0, first);
-                Returns {
-                    refs: more.into_iter(),
-                    error: None,
-                }
-            }
-            Err(e) => failed(e),
+            Ok(cw) => Returns::of(cw.call_actor_returns(
+                core,
+                method,
+                args,
+                num_returns,
+                retry_exceptions,
+            )),
+            Err(e) => Returns::failed(e),
         }
     }
 
@@ -826,23 +842,12 @@ pub mod __private {
         args: Vec<ArgSpec>,
         num_returns: u32,
     ) -> Returns {
-        let failed = |error| Returns {
-            refs: Vec::new().into_iter(),
-            error: Some(error),
-        };
         if let Some(e) = &opts.error {
-            return failed(e.clone());
+            return Returns::failed(e.clone());
         }
         match crate::current::current() {
-            Ok(rt) => {
-                let (first, mut more) = rt.submit_returns(function, opts, args, num_returns);
-                more.insert(0, first);
-                Returns {
-                    refs: more.into_iter(),
-                    error: None,
-                }
-            }
-            Err(e) => failed(e),
+            Ok(rt) => Returns::of(rt.submit_returns(function, opts, args, num_returns)),
+            Err(e) => Returns::failed(e),
         }
     }
 
