@@ -667,3 +667,160 @@ fn concurrency_groups_run_their_calls_apart() {
     });
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A small sync actor for the shared-process tests.
+pub struct Cell {
+    value: u64,
+}
+
+#[ray::actor]
+impl Cell {
+    pub fn new(value: u64) -> Self {
+        Cell { value }
+    }
+    pub fn add(&mut self, x: u64) -> u64 {
+        self.value += x;
+        self.value
+    }
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
+    /// Its id as its runtime context tells it, and whether it was restarted.
+    pub fn whoami(&self) -> (Option<String>, bool) {
+        let c = ray::get_runtime_context().unwrap();
+        (c.actor_id, c.was_current_actor_reconstructed)
+    }
+    pub fn leave(&self) -> u64 {
+        ray::actor::exit_actor().unwrap();
+        self.value
+    }
+    /// Waits for file `gate`, then answers.
+    pub fn hold(&self, gate: String) -> u64 {
+        wait_for(&gate);
+        self.value
+    }
+    pub fn die(&self) -> u64 {
+        std::process::exit(7)
+    }
+}
+
+fn shared() -> __RayActorOptionsCell {
+    Cell::options().share_process(true)
+}
+
+/// Actors created with `share_process(true)` fill a process a few hundred at a time, each
+/// with its own state, thread and runtime context; killing, restarting or exiting one
+/// leaves its neighbours running, a call blocked on one holds up none of the others, and a
+/// crash of the process takes them all. Holding a CPU and sharing is refused.
+#[test]
+fn actors_sharing_a_process_live_and_die_apart() {
+    let dir = std::env::temp_dir().join(format!("rayrs-shared-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let gate = dir.join("gate").display().to_string();
+    with_ray(local(), || {
+        let cells: Vec<ActorHandle<Cell>> = (0..300).map(|i| shared().remote(i)).collect();
+        let sums: Vec<_> = cells.iter().map(|c| c.add(1)).collect();
+        assert_eq!(ray::get_all(&sums).unwrap(), (1..=300).collect::<Vec<u64>>());
+        let pids = ray::get_all(&cells.iter().map(|c| c.pid()).collect::<Vec<_>>()).unwrap();
+        let distinct: std::collections::BTreeSet<u32> = pids.iter().copied().collect();
+        assert!(
+            (2..=4).contains(&distinct.len()),
+            "300 actors on {} processes (256 a process)",
+            distinct.len()
+        );
+        assert!(!distinct.contains(&std::process::id()));
+        // The first two share a process (hosts fill up before another starts).
+        let (a, b, c) = (&cells[0], &cells[1], &cells[2]);
+        assert_eq!(pids[0], pids[1]);
+        let (id_a, restarted) = ray::get(&a.whoami()).unwrap();
+        assert!(!restarted);
+        let (id_b, _) = ray::get(&b.whoami()).unwrap();
+        assert!(id_a.is_some() && id_a != id_b, "{id_a:?} {id_b:?}");
+
+        // A call blocked on one holds up none of its neighbours; killing it ends it alone.
+        let held = a.hold(gate.clone());
+        assert_eq!(ray::get(&b.add(10)).unwrap(), 12);
+        ray::kill(a).unwrap();
+        match ray::get(&held) {
+            Err(Error::ActorDied { .. }) => {}
+            other => panic!("expected ActorDied for the call in flight, got {other:?}"),
+        }
+        assert!(matches!(ray::get(&a.add(1)), Err(Error::ActorDied { .. })));
+        assert_eq!(ray::get(&b.add(1)).unwrap(), 13);
+        assert_eq!(ray::get(&b.pid()).unwrap(), pids[1], "its process lives on");
+        std::fs::write(&gate, b"").unwrap();
+
+        // exit_actor ends the caller alone, once its call replied.
+        assert_eq!(ray::get(&c.leave()).unwrap(), 3);
+        ray_rs::eventually("the actor that exited is dead", || {
+            matches!(ray::get(&c.add(1)), Err(Error::ActorDied { .. }))
+        });
+        assert_eq!(ray::get(&b.add(1)).unwrap(), 14);
+
+        // kill(no_restart = false) restarts it, and it knows it was restarted.
+        let r = shared().max_restarts(1).remote(100);
+        assert_eq!(ray::get(&r.add(1)).unwrap(), 101);
+        let (id_r, _) = ray::get(&r.whoami()).unwrap();
+        r.kill(false).unwrap();
+        assert_eq!(
+            ray::get(&r.whoami()).unwrap(),
+            (id_r, true),
+            "a new life, the same actor"
+        );
+        assert_eq!(ray::get(&r.add(1)).unwrap(), 101, "its constructor ran again");
+        assert_eq!(ray::get(&b.add(1)).unwrap(), 15);
+
+        // A crash of the process takes every actor it hosts.
+        let victims: Vec<&ActorHandle<Cell>> = cells[1..]
+            .iter()
+            .zip(&pids[1..])
+            .filter(|(_, p)| **p == pids[1])
+            .map(|(c, _)| c)
+            .collect();
+        assert!(victims.len() > 10);
+        assert!(ray::get(&victims[0].die()).is_err());
+        for v in &victims {
+            assert!(
+                matches!(ray::get(&v.add(1)), Err(Error::ActorDied { .. })),
+                "an actor of the crashed process"
+            );
+        }
+        let other = cells
+            .iter()
+            .zip(&pids)
+            .find(|(_, p)| **p != pids[1])
+            .map(|(c, _)| c)
+            .unwrap();
+        assert!(ray::get(&other.add(1)).is_ok(), "another process's actor lives");
+
+        // Sharing is for actors that hold no CPU.
+        let refused = shared().num_cpus(1.0).remote(0);
+        match ray::get(&refused.add(1)) {
+            Err(Error::InvalidArgument(m)) => assert!(m.contains("share_process"), "{m}"),
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Thousands of actors sharing processes are created and called; they need a handful of
+/// processes, not one each.
+#[test]
+fn thousands_of_actors_share_a_few_processes() {
+    with_ray(local(), || {
+        let n = 3000;
+        let cells: Vec<ActorHandle<Cell>> = (0..n).map(|i| shared().remote(i)).collect();
+        let sums: Vec<_> = cells.iter().map(|c| c.add(1)).collect();
+        assert_eq!(ray::get_all(&sums).unwrap(), (1..=n).collect::<Vec<u64>>());
+        let pids = ray::get_all(&cells.iter().map(|c| c.pid()).collect::<Vec<_>>()).unwrap();
+        let distinct: std::collections::BTreeSet<u32> = pids.into_iter().collect();
+        assert!(
+            distinct.len() <= (n as usize).div_ceil(256) + 2,
+            "{n} actors on {} processes",
+            distinct.len()
+        );
+        for c in &cells {
+            ray::kill(c).unwrap();
+        }
+    });
+}

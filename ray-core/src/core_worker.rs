@@ -584,6 +584,22 @@ impl CoreWorker {
         if let Some(e) = crate::options::gpu_request_error(shape.get(ray_scheduler::GPU)) {
             return Err(e);
         }
+        if opts.share_process {
+            let held = [ray_scheduler::CPU, ray_scheduler::GPU]
+                .into_iter()
+                .find(|r| shape.get(r) > 0.0);
+            let why = match held {
+                Some(r) => Some(format!("it holds {r}")),
+                None => (opts.strategy.group().is_some() || crate::task_context::captured_group().is_some())
+                    .then(|| "it runs in a placement group".to_string()),
+            };
+            if let Some(why) = why {
+                return Err(Error::InvalidArgument(format!(
+                    "actor {class}: share_process(true) is only for an actor that holds no CPU, \
+                     no GPU and no placement group's bundle, and {why}"
+                )));
+            }
+        }
         // Its group: the one it is told, or the one the task creating it captures.
         let group = opts.strategy.group().or_else(|| {
             matches!(opts.strategy, crate::SchedulingStrategy::Default)
@@ -699,6 +715,7 @@ impl CoreWorker {
             placement_group_id: group
                 .map(|g| g.group.id.to_vec().into())
                 .unwrap_or_default(),
+            share_process: opts.share_process,
         };
         let gcs = c.gcs.clone();
         let clock = c.clock.clone();

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::linux::net::SocketAddrExt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
@@ -42,6 +42,75 @@ pub(crate) struct Job {
 pub(crate) struct TaskQueue {
     state: Mutex<QueueState>,
     rx: crossbeam_channel::Receiver<Job>,
+    /// Which connections carry which hosted actor's calls.
+    bindings: Bindings,
+}
+
+/// Closes a task connection at once, both ways, whoever still holds its halves (its caller
+/// then sees it drop, as when a process dies).
+type Closer = Box<dyn Fn() + Send + Sync>;
+
+/// The actors a worker hosts, and the connections their calls came on: ending one actor
+/// of a process that hosts several closes its callers' connections, which they take as
+/// the actor's death (as if its process had died), and a connection that names an actor
+/// not hosted here is closed at once.
+#[derive(Default)]
+struct Bindings {
+    inner: Mutex<BindingsInner>,
+}
+
+#[derive(Default)]
+struct BindingsInner {
+    hosted: std::collections::HashSet<bytes::Bytes>,
+    conns: HashMap<bytes::Bytes, Vec<(u64, Closer)>>,
+    next: u64,
+}
+
+impl Bindings {
+    fn hosting(&self, actor: bytes::Bytes) {
+        self.inner.lock().hosted.insert(actor);
+    }
+
+    /// Binds connection `closer` to `actor`: its number (to unbind), or `None` if the
+    /// actor is not hosted here (the connection is closed).
+    fn bind(&self, actor: &bytes::Bytes, closer: Option<Closer>) -> Option<u64> {
+        let mut inner = self.inner.lock();
+        if !inner.hosted.contains(actor) {
+            drop(inner);
+            if let Some(close) = closer {
+                close();
+            }
+            return None;
+        }
+        inner.next += 1;
+        let n = inner.next;
+        if let Some(closer) = closer {
+            inner.conns.entry(actor.clone()).or_default().push((n, closer));
+        }
+        Some(n)
+    }
+
+    fn unbind(&self, actor: &bytes::Bytes, n: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(conns) = inner.conns.get_mut(actor) {
+            conns.retain(|(m, _)| *m != n);
+            if conns.is_empty() {
+                inner.conns.remove(actor);
+            }
+        }
+    }
+
+    /// `actor` is hosted here no more: closes its connections.
+    fn end(&self, actor: &[u8]) {
+        let conns = {
+            let mut inner = self.inner.lock();
+            inner.hosted.remove(actor);
+            inner.conns.remove(actor).unwrap_or_default()
+        };
+        for (_, close) in conns {
+            close();
+        }
+    }
 }
 
 struct QueueState {
@@ -59,6 +128,7 @@ impl TaskQueue {
                 tx: Some(tx),
             }),
             rx,
+            bindings: Bindings::default(),
         })
     }
 
@@ -171,26 +241,58 @@ pub(crate) async fn serve_task_socket(
         let accepted: std::io::Result<(Serving, String)> = match &mut listener {
             TaskListener::Unix(l) => l.accept().await.and_then(|(stream, _)| {
                 let peer = "a local process".to_string();
-                let (read, write) = stream.into_std().and_then(|s| Socket::Unix(s).split())?;
-                let serve =
-                    serve_connection(read, write, peer.clone(), token.clone(), queue.clone());
+                let stream = stream.into_std()?;
+                let closer = stream.try_clone().ok().map(|s| {
+                    Box::new(move || {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }) as Closer
+                });
+                let (read, write) = Socket::Unix(stream).split()?;
+                let serve = serve_connection(
+                    read,
+                    write,
+                    peer.clone(),
+                    token.clone(),
+                    queue.clone(),
+                    closer,
+                );
                 Ok((Box::pin(serve) as _, peer))
             }),
             TaskListener::Tcp(l) => l.accept().await.and_then(|(stream, peer)| {
                 // Nagle off: a reply must not wait for a delayed ACK.
                 let _ = stream.set_nodelay(true);
                 let peer = peer.to_string();
-                let (read, write) = stream.into_std().and_then(|s| Socket::Tcp(s).split())?;
-                let serve =
-                    serve_connection(read, write, peer.clone(), token.clone(), queue.clone());
+                let stream = stream.into_std()?;
+                let closer = stream.try_clone().ok().map(|s| {
+                    Box::new(move || {
+                        let _ = s.shutdown(std::net::Shutdown::Both);
+                    }) as Closer
+                });
+                let (read, write) = Socket::Tcp(stream).split()?;
+                let serve = serve_connection(
+                    read,
+                    write,
+                    peer.clone(),
+                    token.clone(),
+                    queue.clone(),
+                    closer,
+                );
                 Ok((Box::pin(serve) as _, peer))
             }),
             TaskListener::Mem(l) => match l.accept().await {
                 Some(stream) => {
                     let peer = "a peer in memory".to_string();
                     let (read, write) = tokio::io::split(stream);
-                    let serve =
-                        serve_connection(read, write, peer.clone(), token.clone(), queue.clone());
+                    // (No closer: an actor ended on a shared host leaves such a caller
+                    // waiting. Tests' in-memory networks share no host.)
+                    let serve = serve_connection(
+                        read,
+                        write,
+                        peer.clone(),
+                        token.clone(),
+                        queue.clone(),
+                        None,
+                    );
                     Ok((Box::pin(serve) as _, peer))
                 }
                 None => return,
@@ -219,12 +321,15 @@ pub(crate) async fn serve_task_socket(
 }
 
 /// One owner's task connection: the greeting, then its frames into `queue`, replies back.
+/// A connection that carries an actor's calls is bound to that actor (`closer` ends it when
+/// the actor ends while its process goes on).
 async fn serve_connection<R, W>(
     read: R,
     write: W,
     peer: String,
     token: Arc<str>,
     queue: Arc<TaskQueue>,
+    closer: Option<Closer>,
 ) where
     R: AsyncRead + Unpin + Send + 'static,
     W: IntoSink,
@@ -244,7 +349,16 @@ async fn serve_connection<R, W>(
     // A write error means the owner went away; its reader sees that too. Replies are
     // written by the thread that ran the task when the socket takes them at once.
     let tx = write.into_sink::<ray_proto::ReplyFrame>(drop);
+    let mut closer = closer;
+    let mut bound: Option<(bytes::Bytes, u64)> = None;
     let read = read_frames(&mut r, &mut scratch, |frame: ray_proto::TaskFrame| {
+        if bound.is_none() && !frame.actor_id.is_empty() {
+            match queue.bindings.bind(&frame.actor_id, closer.take()) {
+                Some(n) => bound = Some((frame.actor_id.clone(), n)),
+                // Not hosted here (ended, or never): the caller hears the connection drop.
+                None => return false,
+            }
+        }
         queue.offer(Job {
             frame,
             reply: tx.clone(),
@@ -252,20 +366,29 @@ async fn serve_connection<R, W>(
         true
     })
     .await;
+    if let Some((actor, n)) = bound {
+        queue.bindings.unbind(&actor, n);
+    }
     if let Err(e) = read {
         tracing::warn!(%peer, error = %e, "malformed task frame; closing the connection");
     }
 }
 
-/// Runs a worker's tasks and hosts its actor, if it has one.
+/// Runs a worker's tasks and hosts its actor, if it has one (or its actors: a shared host).
 pub(crate) struct Executor {
     own: Arc<Ownership>,
     queue: Arc<TaskQueue>,
-    host: OnceLock<Arc<ActorHost>>,
+    /// The actors it hosts, by id: one on a dedicated worker, up to a few hundred on a
+    /// shared host (`ActorSpec::share_process`).
+    hosts: parking_lot::RwLock<HashMap<bytes::Bytes, Arc<ActorHost>>>,
 }
 
-/// The actor a worker hosts, and how its calls run.
+/// An actor a worker hosts, and how its calls run.
 struct ActorHost {
+    /// Its id and incarnation.
+    actor: (ray_common::ActorId, u64),
+    /// One of the actors of a shared host.
+    shared: bool,
     class: &'static str,
     instance: Arc<dyn ActorInstance>,
     mode: HostMode,
@@ -303,7 +426,7 @@ impl Executor {
         Arc::new(Executor {
             own,
             queue,
-            host: OnceLock::new(),
+            hosts: Default::default(),
         })
     }
 
@@ -386,7 +509,13 @@ impl Executor {
         finish(&self.own, &frame, done, start)
     }
 
-    /// Constructs the actor this worker will host (the GCS leased it for this actor alone).
+    /// The actor `id` this worker hosts.
+    fn host_of(&self, id: &[u8]) -> Option<Arc<ActorHost>> {
+        self.hosts.read().get(id).cloned()
+    }
+
+    /// Constructs an actor this worker will host: the one it was leased for, or (a shared
+    /// host) one more of those it hosts.
     pub async fn create_actor(
         self: &Arc<Self>,
         spec: ray_proto::ActorSpec,
@@ -395,9 +524,19 @@ impl Executor {
         if !self.own.me.is_worker {
             return Err(Error::Runtime("only a worker process hosts actors".into()));
         }
-        if self.host.get().is_some() {
-            return Err(Error::Runtime("this worker already hosts an actor".into()));
+        let shared = spec.share_process;
+        {
+            let hosts = self.hosts.read();
+            if hosts.contains_key(&spec.actor_id) {
+                return Err(Error::Runtime("this worker hosts that actor already".into()));
+            }
+            if hosts.values().any(|h| !h.shared || !shared) {
+                return Err(Error::Runtime("this worker already hosts an actor".into()));
+            }
         }
+        let actor_id = ray_common::ActorId::from_wire(&spec.actor_id)
+            .map_err(|e| Error::InvalidArgument(format!("actor id: {e}")))?;
+        let actor = (actor_id, incarnation);
         let entry = self
             .own
             .functions
@@ -408,9 +547,10 @@ impl Executor {
                     spec.class_name
                 ))
             })?;
-        // Known to the constructor already (`get_runtime_context`).
-        if let Ok(id) = ray_common::ActorId::from_wire(&spec.actor_id) {
-            let _ = self.own.hosted_actor.set((id, incarnation));
+        // Known to the constructor already (`get_runtime_context`): the process's actor
+        // on a dedicated worker, the thread's on a shared host.
+        if !shared {
+            let _ = self.own.hosted_actor.set(actor);
         }
         let own = self.own.clone();
         let args: Vec<Stored> = spec.args.into_iter().map(Stored::from_proto).collect();
@@ -418,8 +558,10 @@ impl Executor {
             with_decoder(&own, || {
                 let _copies = ArgCopies::of(&own, &args);
                 let slices = arg_slices(&own, &args)?;
-                crate::registry::run_guarded(entry.name, &own.me.location, || {
-                    (entry.construct)(&mut ArgReader::new(&slices))
+                task_context::as_actor(actor, || {
+                    crate::registry::run_guarded(entry.name, &own.me.location, || {
+                        (entry.construct)(&mut ArgReader::new(&slices))
+                    })
                 })
             })
         })
@@ -438,6 +580,7 @@ impl Executor {
             std::thread::Builder::new()
                 .name("ray-actor-loop".into())
                 .spawn(move || {
+                    task_context::set_actor(Some(actor));
                     runtime.block_on(async move {
                         // A current-thread runtime runs spawned tasks first-in first-out.
                         while let Some(call) = incoming.recv().await {
@@ -451,8 +594,10 @@ impl Executor {
                 permits: Arc::new(tokio::sync::Semaphore::new(n)),
                 running: Arc::new(AtomicUsize::new(0)),
             }
-        } else if n > 1 {
-            HostMode::Threaded(self.call_threads("ray-actor", n)?)
+        } else if n > 1 || shared {
+            // A shared host's sequential actor has a thread of its own too: actors of a
+            // process do not wait for each other.
+            HostMode::Threaded(self.call_threads("ray-actor", n, actor)?)
         } else {
             HostMode::Sequential
         };
@@ -461,20 +606,42 @@ impl Executor {
             let runner = if entry.is_async {
                 GroupRunner::Permits(Arc::new(tokio::sync::Semaphore::new(n.max(1) as usize)))
             } else {
-                GroupRunner::Threads(
-                    self.call_threads(&format!("ray-actor-{name}"), n.max(1) as usize)?,
-                )
+                GroupRunner::Threads(self.call_threads(
+                    &format!("ray-actor-{name}"),
+                    n.max(1) as usize,
+                    actor,
+                )?)
             };
             groups.insert(name, runner);
         }
-        let _ = self.host.set(Arc::new(ActorHost {
+        let host = Arc::new(ActorHost {
+            actor,
+            shared,
             class: entry.name,
             instance,
             mode,
             method_group: entry.method_group,
             groups,
-        }));
+        });
+        self.hosts.write().insert(spec.actor_id.clone(), host);
+        self.queue.bindings.hosting(spec.actor_id);
         Ok(())
+    }
+
+    /// Ends actor `id` of those this worker hosts (a shared host: the others go on): its
+    /// callers' connections close, calls queued for it are dropped, a call running goes on
+    /// until it returns (its reply goes nowhere), and the instance is dropped after it.
+    pub fn destroy_actor(&self, id: &[u8]) -> bool {
+        let host = self.hosts.write().remove(id);
+        self.queue.bindings.end(id);
+        match host {
+            Some(host) => {
+                // The instance's `Drop` is the user's code: not on a runtime thread.
+                std::thread::spawn(move || drop(host));
+                true
+            }
+            None => false,
+        }
     }
 
     /// `n` threads running the actor's calls sent on the channel, one at a time each (in
@@ -483,6 +650,7 @@ impl Executor {
         self: &Arc<Self>,
         name: &str,
         n: usize,
+        actor: (ray_common::ActorId, u64),
     ) -> Result<crossbeam_channel::Sender<Job>> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         for i in 0..n {
@@ -494,16 +662,24 @@ impl Executor {
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
+                    task_context::set_actor(Some(actor));
                     with_decoder(&own, || {
                         while let Ok(job) = rx.recv() {
                             let Some(me) = me.upgrade() else { return };
-                            let host = me.host.get().expect("set before calls arrive");
-                            let reply = me.run_method(host, job.frame);
+                            // Gone: ended on its shared host (its callers' connections are
+                            // closed), or this is a thread of its previous life.
+                            let Some(host) = me
+                                .host_of(&job.frame.actor_id)
+                                .filter(|h| h.actor == actor)
+                            else {
+                                continue;
+                            };
+                            let reply = me.run_method(&host, job.frame);
                             let flush = match rx.is_empty() {
                                 true => me.queue.flush(),
                                 false => Flush::Soon,
                             };
-                            reply_to_call(&own, &job.reply, reply, flush);
+                            reply_to_call(&own, actor.0, &job.reply, reply, flush);
                         }
                     })
                 })
@@ -513,8 +689,8 @@ impl Executor {
     }
 
     fn dispatch_actor_call(&self, mut job: Job) {
-        let Some(host) = self.host.get() else {
-            let e = Error::Runtime("this worker hosts no actor".into());
+        let Some(host) = self.host_of(&job.frame.actor_id) else {
+            let e = Error::Runtime("this worker does not host that actor".into());
             let reply = finish(&self.own, &job.frame, Done::failed(e), Instant::now());
             let _ = job.reply.send(reply, self.queue.flush());
             return;
@@ -530,8 +706,8 @@ impl Executor {
         }
         match &host.mode {
             HostMode::Sequential => {
-                let reply = self.run_method(host, job.frame);
-                reply_to_call(&self.own, &job.reply, reply, self.queue.flush());
+                let reply = self.run_method(&host, job.frame);
+                reply_to_call(&self.own, host.actor.0, &job.reply, reply, self.queue.flush());
             }
             HostMode::Threaded(tx) => {
                 let _ = tx.send(job);
@@ -565,6 +741,7 @@ impl Executor {
                     _ => permits.clone(),
                 };
                 let (running, queue) = (running.clone(), self.queue.clone());
+                let actor = host.actor.0;
                 running.fetch_add(1, Ordering::SeqCst);
                 let _ = calls.send(Box::pin(async move {
                     let mut returned = returned;
@@ -596,7 +773,7 @@ impl Executor {
                         1 => queue.flush(),
                         _ => Flush::Soon,
                     };
-                    reply_to_call(&own, &job.reply, reply, flush);
+                    reply_to_call(&own, actor, &job.reply, reply, flush);
                 }));
             }
         }
@@ -639,6 +816,7 @@ impl Executor {
 /// the actor for good (it kills this process; the actor is not restarted).
 fn reply_to_call(
     own: &Ownership,
+    actor_id: ray_common::ActorId,
     sink: &FrameSink<ray_proto::ReplyFrame>,
     reply: ray_proto::ReplyFrame,
     flush: Flush,
@@ -647,11 +825,21 @@ fn reply_to_call(
         let _ = sink.send(reply, flush);
         return;
     }
-    let _ = sink.send(reply, Flush::Now);
-    if !own.exit_requested.swap(false, Ordering::AcqRel) {
+    let exits = {
+        let mut exiting = own.exiting.lock();
+        let before = exiting.len();
+        exiting.retain(|a| *a != actor_id);
+        if exiting.is_empty() {
+            own.exit_requested.store(false, Ordering::Release);
+        }
+        exiting.len() < before
+    };
+    if !exits {
+        let _ = sink.send(reply, flush);
         return;
     }
-    let (Some(link), Some((actor_id, _))) = (&own.link, own.hosted_actor.get()) else {
+    let _ = sink.send(reply, Flush::Now);
+    let Some(link) = &own.link else {
         return;
     };
     let gcs = link.gcs.clone();

@@ -526,6 +526,7 @@ pub struct RuntimeContext {
 /// The caller's runtime context.
 pub fn get_runtime_context() -> Result<RuntimeContext> {
     let rt = current::current()?;
+    let actor = task_context::current_actor().or_else(|| rt.own.hosted_actor.get().copied());
     Ok(RuntimeContext {
         job_id: rt.me().job_id,
         task_id: task_context::current_task().map(|t| t.to_hex()),
@@ -533,8 +534,8 @@ pub fn get_runtime_context() -> Result<RuntimeContext> {
         worker_id: rt.me().worker_id.to_hex(),
         is_worker: rt.me().is_worker,
         namespace: rt.me().namespace.clone(),
-        actor_id: rt.own.hosted_actor.get().map(|(id, _)| id.to_hex()),
-        was_current_actor_reconstructed: rt.own.hosted_actor.get().is_some_and(|(_, n)| *n > 0),
+        actor_id: actor.map(|(id, _)| id.to_hex()),
+        was_current_actor_reconstructed: actor.is_some_and(|(_, n)| n > 0),
     })
 }
 
@@ -575,7 +576,8 @@ where
 /// What an actor's own methods call (Ray's `ray.actor`).
 pub mod actor {
     /// Ends the actor whose method calls this, for good, once that method returns (Ray's
-    /// `ray.actor.exit_actor()`): its reply is sent, then the actor's process ends and the
+    /// `ray.actor.exit_actor()`): its reply is sent, then the actor ends (its process with it,
+    /// unless it shares one: [`crate::ActorOptions::share_process`]) and the
     /// actor is not restarted; calls made after fail with [`crate::Error::ActorDied`].
     /// Unlike Ray's, it does not unwind: the method goes on to return its value. Outside an
     /// actor's method it is [`crate::Error::InvalidArgument`].
@@ -599,10 +601,16 @@ pub mod actor {
     /// ```
     pub fn exit_actor() -> crate::Result<()> {
         let rt = crate::current::current()?;
-        if rt.own.hosted_actor.get().is_none() {
+        let actor = crate::task_context::current_actor()
+            .or_else(|| rt.own.hosted_actor.get().copied());
+        let Some((actor, _)) = actor else {
             return Err(crate::Error::InvalidArgument(
                 "exit_actor must be called from an actor's method".into(),
             ));
+        };
+        let mut exiting = rt.own.exiting.lock();
+        if !exiting.contains(&actor) {
+            exiting.push(actor);
         }
         rt.own
             .exit_requested

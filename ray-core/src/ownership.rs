@@ -76,8 +76,11 @@ pub(crate) struct Ownership {
     pub cancelled: crate::cancel::Cancelled,
     /// The actor this worker hosts, and its incarnation (0: its first life).
     pub hosted_actor: std::sync::OnceLock<(ActorId, u64)>,
-    /// The actor's method called `ray::actor::exit_actor`: it ends once that call replied.
+    /// An actor's method called `ray::actor::exit_actor` (a fast check of `exiting`).
     pub exit_requested: std::sync::atomic::AtomicBool,
+    /// The actors of this process whose method called `ray::actor::exit_actor`: each ends
+    /// once that call replied.
+    pub exiting: parking_lot::Mutex<Vec<ActorId>>,
     /// Streaming generators this process submitted, by the id of the task's own return:
     /// where their items go.
     pub streams: crate::ids::IdMap<StreamEntry>,

@@ -120,6 +120,21 @@ impl CoreWorker for CoreWorkerService {
         Ok(Response::new(Empty {}))
     }
 
+    async fn destroy_actor(
+        &self,
+        req: Request<ray_proto::DestroyActorRequest>,
+    ) -> std::result::Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        let executor = self
+            .slot
+            .executor()
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        // Not hosted (never, or ended already): nothing to do, as the GCS may ask again.
+        executor.destroy_actor(&req.actor_id);
+        Ok(Response::new(Empty {}))
+    }
+
     async fn create_actor(
         &self,
         req: Request<ray_proto::CreateActorRequest>,

@@ -24,6 +24,28 @@ thread_local! {
     static CAPTURE: Cell<Option<PlacementGroupId>> = const { Cell::new(None) };
     /// Where the running streaming task's items go.
     static ITEMS: RefCell<Option<ItemSink>> = const { RefCell::new(None) };
+    /// The actor whose calls this thread runs, and its incarnation (a shared host's actor
+    /// thread or event loop; a dedicated worker's actor is the process's).
+    static CURRENT_ACTOR: Cell<Option<(ray_common::ActorId, u64)>> = const { Cell::new(None) };
+}
+
+/// The actor whose calls this thread runs (on a process that may host several), if any.
+pub(crate) fn current_actor() -> Option<(ray_common::ActorId, u64)> {
+    CURRENT_ACTOR.with(|a| a.get())
+}
+
+/// Makes this thread the actor's (`None`: nobody's), for the rest of the thread's life or
+/// until set again.
+pub(crate) fn set_actor(actor: Option<(ray_common::ActorId, u64)>) {
+    CURRENT_ACTOR.with(|a| a.set(actor));
+}
+
+/// Runs `f` (an actor's constructor) as the actor's.
+pub(crate) fn as_actor<R>(actor: (ray_common::ActorId, u64), f: impl FnOnce() -> R) -> R {
+    let old = CURRENT_ACTOR.with(|a| a.replace(Some(actor)));
+    let out = f();
+    CURRENT_ACTOR.with(|a| a.set(old));
+    out
 }
 
 /// Takes a streaming task's items, encoded, in order: `Err` stops the task (its stream is

@@ -64,6 +64,16 @@ pub(crate) struct Actors {
     node_managers: Mutex<HashMap<String, Arc<dyn NodeManagerApi>>>,
 }
 
+/// What a living actor holds: its lease and, for a shared host, where to end it alone.
+struct Held {
+    node: String,
+    lease_id: u64,
+    /// Its worker's core-worker address.
+    worker: String,
+    /// It may share its process (`ActorSpec::share_process`).
+    shared: bool,
+}
+
 /// How long a placement keeps retrying transient (transport) failures of its lease request.
 const PLACEMENT_RETRY_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -354,6 +364,7 @@ impl GcsService {
                 env: spec.env.clone(),
                 locality: Vec::new(),
                 requester_node: Default::default(),
+                share_process: spec.share_process,
             })
             .await
             .map_err(|e| GcsError::call(step(), e))?;
@@ -521,33 +532,103 @@ impl GcsService {
     /// `ray::kill`: with `no_restart` the actor is dead at once; otherwise its process is
     /// killed and the restart rules apply.
     pub(crate) fn kill(&self, id: &[u8], no_restart: bool, cause: &str) {
-        if let Some((node, lease_id)) = self.mark_killed(id, no_restart, cause) {
-            self.kill_lease(node, lease_id);
+        if let Some(held) = self.mark_killed(id, no_restart, cause) {
+            let me = self.clone();
+            let id = id.to_vec();
+            tokio::spawn(async move { me.end_lease(&id, held, no_restart).await });
         }
     }
 
-    /// [`Self::kill`] that returns once the actor's process has been killed.
+    /// [`Self::kill`] that returns once the actor's process has been killed (or, on a
+    /// shared host, once the actor is gone from it).
     pub(crate) async fn kill_now(&self, id: &[u8], no_restart: bool, cause: &str) {
-        if let Some((node, lease_id)) = self.mark_killed(id, no_restart, cause) {
-            if let Ok(nm) = self.node_manager(&node) {
-                let _ = nm
-                    .return_worker(ReturnWorkerRequest {
-                        lease_id,
-                        worker_failed: true,
+        if let Some(held) = self.mark_killed(id, no_restart, cause) {
+            self.end_lease(id, held, no_restart).await;
+        }
+    }
+
+    /// Ends what a killed actor held: its process, or on a process it may share with other
+    /// actors (`share_process`), that actor alone (`DestroyActor`), then its lease (the node
+    /// manager ends a shared host with its last actor). A shared actor killed with restarts
+    /// left is restarted here, since no process death will say so.
+    async fn end_lease(&self, id: &[u8], held: Held, no_restart: bool) {
+        let Held {
+            node,
+            lease_id,
+            worker,
+            shared,
+        } = held;
+        if shared {
+            let destroyed = match self.inner.connect.core_worker(&worker) {
+                Ok(w) => w
+                    .destroy_actor(DestroyActorRequest {
+                        actor_id: id.to_vec().into(),
                     })
-                    .await;
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = destroyed {
+                // Its host is gone or stuck: the lease's return below ends the process if
+                // this was its last actor; restarts follow that death.
+                tracing::warn!(error = %e, "ending an actor on a shared worker failed");
             }
         }
+        if let Ok(nm) = self.node_manager(&node) {
+            let _ = nm
+                .return_worker(ReturnWorkerRequest {
+                    lease_id,
+                    worker_failed: true,
+                })
+                .await;
+        }
+        if shared && !no_restart {
+            self.actor_lost(id, lease_id, "killed by ray::kill");
+        }
     }
 
-    fn mark_killed(&self, id: &[u8], no_restart: bool, cause: &str) -> Option<(String, u64)> {
+    /// A shared actor's instance is gone while its host lives on (killed with restarts
+    /// left): it restarts or dies as if its process had died, unless something else
+    /// already moved it on (its lease is no longer `lease_id`).
+    fn actor_lost(&self, id: &[u8], lease_id: u64, cause: &str) {
+        let restart = {
+            let mut t = self.inner.actors.table.lock();
+            let Some(r) = t.records.get_mut(id) else {
+                return;
+            };
+            if r.state != ActorState::Alive || r.lease.as_ref().map(|l| l.1) != Some(lease_id) {
+                return;
+            }
+            r.lease = None;
+            match r.budget.on_death(r.killed) {
+                ActorState::Restarting => {
+                    r.state = ActorState::Restarting;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if restart {
+            self.inner.actors.changed.notify_waiters();
+            self.spawn_schedule(id.to_vec());
+        } else {
+            self.kill(id, true, cause);
+        }
+    }
+
+    fn mark_killed(&self, id: &[u8], no_restart: bool, cause: &str) -> Option<Held> {
         let lease = {
             let mut t = self.inner.actors.table.lock();
             let r = t.records.get_mut(id)?;
             if no_restart {
                 r.killed = true;
             }
-            r.lease.clone()
+            r.lease.clone().map(|(node, lease_id)| Held {
+                node,
+                lease_id,
+                worker: r.core_worker_address.clone(),
+                shared: r.spec.share_process,
+            })
         };
         if no_restart {
             let cause = if cause.is_empty() {
@@ -558,12 +639,6 @@ impl GcsService {
             self.mark_dead(id, cause, None);
         }
         lease
-    }
-
-    fn kill_lease(&self, node: String, lease_id: u64) {
-        if let Ok(nm) = self.node_manager(&node) {
-            return_worker(&nm, lease_id);
-        }
     }
 
     /// A job's driver left: its actors die for good, except detached ones, whose workers
@@ -578,7 +653,14 @@ impl GcsService {
                 .partition(|(_, detached, _)| !detached)
         };
         for (id, _, _) in ending {
-            self.mark_killed(&id, true, "its job's driver exited");
+            // The node managers end the job's processes; an actor on a shared host kept
+            // for a detached one is ended on its own.
+            if let Some(held) = self.mark_killed(&id, true, "its job's driver exited") {
+                if held.shared {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.end_lease(&id, held, true).await });
+                }
+            }
         }
         self.inner.actors.changed.notify_waiters();
         detached.into_iter().map(|(_, _, worker)| worker).collect()

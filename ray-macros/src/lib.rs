@@ -958,6 +958,8 @@ fn expand_actor_impl(
             pub fn scheduling_strategy(self, strategy: ::ray::SchedulingStrategy) -> Self { #options(self.0.scheduling_strategy(strategy)) }
             /// An environment variable of the actor's worker process.
             pub fn env_var(self, name: &str, value: &str) -> Self { #options(self.0.env_var(name, value)) }
+            /// Lets it share a worker process with other such actors (see [`::ray::ActorOptions::share_process`]).
+            pub fn share_process(self, share: bool) -> Self { #options(self.0.share_process(share)) }
             /// Creates the actor; returns its handle at once. A failure (such as a taken name)
             /// makes every call on the handle fail with it; see `try_remote`.
             pub fn remote(self, #( #cparams: impl ::core::convert::Into<::ray::Arg<#ctor_args>> ),*) -> ::ray::ActorHandle<#ty> {

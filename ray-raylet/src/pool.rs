@@ -46,6 +46,11 @@ pub struct NodeManagerConfig {
     pub binary_cache: Option<std::path::PathBuf>,
 }
 
+/// Actors one shared host process takes (see [`LeaseAsk::share_process`]): enough that
+/// thousands of small actors need a few dozen processes, few enough that one process's
+/// threads (one or more per actor) and connections stay modest.
+pub const ACTORS_PER_PROCESS: usize = 256;
+
 /// Private memory a worker process is budgeted (an idle one uses 6-12 MiB).
 const WORKER_MEMORY_BUDGET: u64 = 16 << 20;
 /// File descriptors a worker costs the process hosting the node manager (its pipe, its
@@ -86,6 +91,10 @@ pub struct LeaseAsk<'a> {
     /// The requester's node when it is another node (`None`: this node, or unknown): if
     /// that node dies, the lease is taken back and its worker killed.
     pub lessee_node: Option<ray_common::NodeId>,
+    /// An actor's lease that may share its worker with other such actors of its job and
+    /// environment (up to [`ACTORS_PER_PROCESS`]): granted so only if it holds no CPU and no
+    /// GPU, else the actor gets a worker of its own.
+    pub share_process: bool,
 }
 
 /// A granted lease, as the pool sees it.
@@ -146,6 +155,12 @@ pub(crate) struct WorkerRecord {
     pub core_worker_address: String,
     pub registered: bool,
     pub lease: Option<u64>,
+    /// The shared actor leases it serves (a shared host: `lease` is `None`). The process
+    /// ends when the last is returned.
+    pub hosted: Vec<u64>,
+    /// Started for actors that share a process (counted in `PoolState::starting_hosts`
+    /// until it registers).
+    pub for_host: bool,
 }
 
 impl WorkerRecord {
@@ -161,6 +176,8 @@ impl WorkerRecord {
             core_worker_address: String::new(),
             registered: false,
             lease: None,
+            hosted: Vec::new(),
+            for_host: false,
         }
     }
 }
@@ -179,6 +196,8 @@ struct LeaseRecord {
     shape: ResourceSet,
     /// A dedicated worker for an actor.
     for_actor: bool,
+    /// One of the actors of a shared host (its worker's `hosted`).
+    shared: bool,
     /// The GPUs it holds (its worker sees their ids).
     gpus: Assignment,
 }
@@ -191,6 +210,10 @@ struct PoolState {
     idle: Vec<WorkerId>,
     starting: usize,
     waiting: usize,
+    /// Of those: workers started to host actors that share a process, and requests for
+    /// such actors (one host serves [`ACTORS_PER_PROCESS`] of them, so few are started).
+    starting_hosts: usize,
+    waiting_shared: usize,
     leases: HashMap<u64, LeaseRecord>,
     /// Granted leases by the request that asked for them: a retried request (its answer was
     /// lost) gets the same lease again rather than a second one that nobody holds.
@@ -217,6 +240,22 @@ impl PoolState {
                 .is_some_and(|r| r.job_id == job_id && r.env_key == env_key)
         })?;
         Some(self.idle.remove(at))
+    }
+
+    /// A shared host of job `job_id` and environment `env_key` with room for one more actor:
+    /// the fullest, so that hosts fill up and few processes serve many actors.
+    fn host_with_room(&self, job_id: u32, env_key: u64) -> Option<WorkerId> {
+        self.workers
+            .iter()
+            .filter(|(_, w)| {
+                w.job_id == job_id
+                    && w.env_key == env_key
+                    && w.registered
+                    && !w.hosted.is_empty()
+                    && w.hosted.len() < ACTORS_PER_PROCESS
+            })
+            .max_by_key(|(_, w)| w.hosted.len())
+            .map(|(id, _)| *id)
     }
 
     /// Whether an idle worker of job `job_id` and environment `env_key` waits.
@@ -254,6 +293,9 @@ impl PoolState {
         for lease_id in picked {
             if let Some(lease) = self.remove_lease(lease_id) {
                 self.resources.release(&lease.held);
+                if lease.shared {
+                    continue; // Its host goes on with its other actors.
+                }
                 if let Some(w) = self.workers.get_mut(&lease.worker) {
                     w.lease = None;
                     workers.push(lease.worker);
@@ -263,11 +305,19 @@ impl PoolState {
         workers
     }
 
-    /// Forgets a lease, keeping the count of actor workers true.
+    /// Forgets a lease, keeping the count of actor workers true (a shared host counts once,
+    /// until its last actor's lease goes).
     fn remove_lease(&mut self, lease_id: u64) -> Option<LeaseRecord> {
         let lease = self.leases.remove(&lease_id)?;
         self.gpus.give_back(&lease.gpus);
-        self.actor_workers -= usize::from(lease.for_actor);
+        if lease.shared {
+            if let Some(w) = self.workers.get_mut(&lease.worker) {
+                w.hosted.retain(|l| *l != lease_id);
+                self.actor_workers -= usize::from(w.hosted.is_empty());
+            }
+        } else {
+            self.actor_workers -= usize::from(lease.for_actor);
+        }
         if lease.request_id != 0 {
             self.granted.remove(&lease.request_id);
         }
@@ -350,6 +400,8 @@ impl NodeManager {
                     workers: HashMap::new(),
                     idle: Vec::new(),
                     starting: 0,
+                    starting_hosts: 0,
+                    waiting_shared: 0,
                     waiting: 0,
                     leases: HashMap::new(),
                     granted: HashMap::new(),
@@ -569,16 +621,27 @@ impl NodeManager {
             }
         }
         // Counted while waiting, and uncounted even if the caller gives up (drops us).
-        struct Waiting<'a>(&'a NodeManager);
+        struct Waiting<'a>(&'a NodeManager, bool);
         impl Drop for Waiting<'_> {
             fn drop(&mut self) {
-                self.0.inner.state.lock().waiting -= 1;
+                let mut state = self.0.inner.state.lock();
+                state.waiting -= 1;
+                state.waiting_shared -= usize::from(self.1);
             }
         }
-        self.inner.state.lock().waiting += 1;
-        let _waiting = Waiting(self);
+        let shares = ask.for_actor
+            && ask.share_process
+            && ray_scheduler::bundles::fixed_with_bundles(shape, ray_scheduler::GPU) == 0
+            && cpu_part(shape).is_empty()
+            && ray_scheduler::bundles::group_of(shape).is_none();
+        {
+            let mut state = self.inner.state.lock();
+            state.waiting += 1;
+            state.waiting_shared += usize::from(shares);
+        }
+        let _waiting = Waiting(self, shares);
         tracing::debug!(shape = ?shape.to_map(), "lease requested");
-        let r = self.lease_loop(ask, &job).await;
+        let r = self.lease_loop(ask, &job, shares).await;
         tracing::debug!(shape = ?shape.to_map(), granted = r.is_ok(), "lease answered");
         r
     }
@@ -594,6 +657,7 @@ impl NodeManager {
         &self,
         ask: &LeaseAsk<'_>,
         job: &Arc<JobConfig>,
+        shares: bool,
     ) -> Result<Grant, LeaseError> {
         let LeaseAsk {
             shape,
@@ -687,10 +751,19 @@ impl NodeManager {
                     (Assignment::default(), ask.env.to_vec())
                 };
                 let env_key = env_key(&env);
+                if fits && shares {
+                    if let Some(host) = state.host_with_room(job.job_id, env_key) {
+                        let granted = grant(&mut state, host, ask, gpus, true);
+                        if ask.request_id != 0 {
+                            self.inner.changed.notify_waiters();
+                        }
+                        return Ok(granted);
+                    }
+                }
                 let actors_full = for_actor && state.actor_workers >= max_actors;
                 if fits && !actors_full {
                     if let Some(worker) = state.take_idle(job.job_id, env_key) {
-                        let granted = grant(&mut state, worker, ask, gpus);
+                        let granted = grant(&mut state, worker, ask, gpus, shares);
                         // A copy of this request waiting meanwhile gets the same lease now.
                         if ask.request_id != 0 {
                             self.inner.changed.notify_waiters();
@@ -740,12 +813,18 @@ impl NodeManager {
                 } else {
                     limited_since = None;
                 }
-                if fits && state.starting < state.waiting && !at_limit {
+                let more_needed = if shares {
+                    state.starting_hosts * ACTORS_PER_PROCESS < state.waiting_shared
+                } else {
+                    state.starting - state.starting_hosts < state.waiting - state.waiting_shared
+                };
+                if fits && more_needed && !at_limit {
                     state.starting += 1;
+                    state.starting_hosts += usize::from(shares);
                     let worker_id = WorkerId::random();
-                    state
-                        .workers
-                        .insert(worker_id, WorkerRecord::starting(job.job_id, env_key));
+                    let mut record = WorkerRecord::starting(job.job_id, env_key);
+                    record.for_host = shares;
+                    state.workers.insert(worker_id, record);
                     (Some((worker_id, env)), !fits)
                 } else {
                     tracing::debug!(
@@ -770,6 +849,7 @@ impl NodeManager {
                 if let Err(e) = self.spawn_worker(worker_id, &with_env(job.clone(), &env)) {
                     let mut state = self.inner.state.lock();
                     state.starting -= 1;
+                    state.starting_hosts -= usize::from(shares);
                     state.workers.remove(&worker_id);
                     return Err(e);
                 }
@@ -785,7 +865,8 @@ impl NodeManager {
         }
     }
 
-    /// Gives a leased worker back. A failed worker is killed rather than reused.
+    /// Gives a leased worker back. A failed worker is killed rather than reused. A shared
+    /// host's actor lease ends that actor's hold only; the host is killed with its last.
     pub fn return_lease(&self, lease_id: u64, worker_failed: bool) {
         let mut kill = None;
         {
@@ -794,7 +875,14 @@ impl NodeManager {
                 return;
             };
             state.resources.release(&lease.held);
-            if let Some(w) = state.workers.get_mut(&lease.worker) {
+            if lease.shared {
+                // Never idle again: it may hold what its actors left (a call still running).
+                kill = state
+                    .workers
+                    .get(&lease.worker)
+                    .filter(|w| w.hosted.is_empty())
+                    .and_then(|w| w.kill.clone());
+            } else if let Some(w) = state.workers.get_mut(&lease.worker) {
                 w.lease = None;
                 if worker_failed {
                     kill = w.kill.clone();
@@ -869,7 +957,11 @@ impl NodeManager {
         w.task_socket = task_socket;
         w.task_address = task_address;
         w.core_worker_address = core_worker_address;
+        let for_host = std::mem::take(&mut w.for_host);
         state.starting = state.starting.saturating_sub(1);
+        if for_host {
+            state.starting_hosts = state.starting_hosts.saturating_sub(1);
+        }
         state.startup_failures = 0;
         state.idle.push(worker_id);
         drop(state);
@@ -931,20 +1023,29 @@ impl NodeManager {
             tracing::debug!(pid, %status, "worker exited");
             self.report_failure(worker_id);
         }
+        // Its leases first, while its record still counts it as a shared host.
+        let leases: Vec<u64> = state
+            .workers
+            .get(&worker_id)
+            .map(|w| w.lease.into_iter().chain(w.hosted.iter().copied()).collect())
+            .unwrap_or_default();
+        for lease_id in leases {
+            if let Some(lease) = state.remove_lease(lease_id) {
+                state.resources.release(&lease.held);
+            }
+        }
         if let Some(w) = state.workers.remove(&worker_id) {
             if !w.registered {
                 state.starting = state.starting.saturating_sub(1);
+                if w.for_host {
+                    state.starting_hosts = state.starting_hosts.saturating_sub(1);
+                }
                 if !state.shutting_down {
                     state.startup_failures += 1;
                     state.last_startup_failure = Some(self.inner.connect.clock().now());
                 }
             }
             state.idle.retain(|id| *id != worker_id);
-            if let Some(lease_id) = w.lease {
-                if let Some(lease) = state.remove_lease(lease_id) {
-                    state.resources.release(&lease.held);
-                }
-            }
         }
         // Leases the dead process held come back; their workers serve others.
         for worker in state.take_back_leases(|l| l.lessee == Some(worker_id)) {
@@ -1097,7 +1198,14 @@ impl NodeManager {
     }
 }
 
-fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>, gpus: Assignment) -> Grant {
+/// Leases `worker` for `ask`: its only lease, or (`shared`) one of its hosted actors'.
+fn grant(
+    state: &mut PoolState,
+    worker: WorkerId,
+    ask: &LeaseAsk<'_>,
+    gpus: Assignment,
+    shared: bool,
+) -> Grant {
     // Checked by the caller: the shape is available, and so are these GPUs.
     let _ = state.resources.try_allocate(ask.shape);
     state.gpus.take(&gpus);
@@ -1113,15 +1221,22 @@ fn grant(state: &mut PoolState, worker: WorkerId, ask: &LeaseAsk<'_>, gpus: Assi
             held: ask.shape.clone(),
             shape: ask.shape.clone(),
             for_actor: ask.for_actor,
+            shared,
             gpus,
         },
     );
-    state.actor_workers += usize::from(ask.for_actor);
     let w = state
         .workers
         .get_mut(&worker)
         .expect("idle workers are registered workers");
-    w.lease = Some(lease_id);
+    // A shared host counts as one actor worker, from its first actor to its last.
+    let new_actor_worker = ask.for_actor && (!shared || w.hosted.is_empty());
+    if shared {
+        w.hosted.push(lease_id);
+    } else {
+        w.lease = Some(lease_id);
+    }
+    state.actor_workers += usize::from(new_actor_worker);
     let g = Grant {
         lease_id,
         worker_id: worker,

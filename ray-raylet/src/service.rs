@@ -111,6 +111,7 @@ impl NodeManagerRpc for NodeManager {
             lessee_node: ray_common::NodeId::from_wire(&req.requester_node)
                 .ok()
                 .filter(|n| *n != self.node_id()),
+            share_process: req.share_process,
         };
         // The job (and a shipped binary's download) first, outside the wait below that a new
         // view cancels: a download is never cut off and started again.

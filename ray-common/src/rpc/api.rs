@@ -342,6 +342,8 @@ client_api! {
     fn add_borrower(AddBorrowerRequest) -> Empty, "AddBorrower", Some(CONTROL_DEADLINE);
     /// The owner cancels a task the worker runs or has queued.
     fn cancel_task(CancelTaskRequest) -> Empty, "CancelTask", Some(CONTROL_DEADLINE);
+    /// Ends one actor the worker hosts beside others (a shared host).
+    fn destroy_actor(DestroyActorRequest) -> Empty, "DestroyActor", Some(CONTROL_DEADLINE);
     streams {
         /// Opens the stream of the objects' values, sent as each becomes ready (the owner
         /// also sends an empty message every few seconds while it waits).

@@ -567,6 +567,7 @@ fn request_lease(
             env,
             locality,
             requester_node: local_node.map(|n| n.to_vec().into()).unwrap_or_default(),
+            share_process: false,
         };
         let local = raylet;
         let mut raylet: Arc<dyn NodeManagerApi>;
