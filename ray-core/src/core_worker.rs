@@ -590,8 +590,9 @@ impl CoreWorker {
                 .find(|r| shape.get(r) > 0.0);
             let why = match held {
                 Some(r) => Some(format!("it holds {r}")),
-                None => (opts.strategy.group().is_some() || crate::task_context::captured_group().is_some())
-                    .then(|| "it runs in a placement group".to_string()),
+                None => (opts.strategy.group().is_some()
+                    || crate::task_context::captured_group().is_some())
+                .then(|| "it runs in a placement group".to_string()),
             };
             if let Some(why) = why {
                 return Err(Error::InvalidArgument(format!(

@@ -85,7 +85,11 @@ impl Bindings {
         inner.next += 1;
         let n = inner.next;
         if let Some(closer) = closer {
-            inner.conns.entry(actor.clone()).or_default().push((n, closer));
+            inner
+                .conns
+                .entry(actor.clone())
+                .or_default()
+                .push((n, closer));
         }
         Some(n)
     }
@@ -528,7 +532,9 @@ impl Executor {
         {
             let hosts = self.hosts.read();
             if hosts.contains_key(&spec.actor_id) {
-                return Err(Error::Runtime("this worker hosts that actor already".into()));
+                return Err(Error::Runtime(
+                    "this worker hosts that actor already".into(),
+                ));
             }
             if hosts.values().any(|h| !h.shared || !shared) {
                 return Err(Error::Runtime("this worker already hosts an actor".into()));
@@ -668,9 +674,8 @@ impl Executor {
                             let Some(me) = me.upgrade() else { return };
                             // Gone: ended on its shared host (its callers' connections are
                             // closed), or this is a thread of its previous life.
-                            let Some(host) = me
-                                .host_of(&job.frame.actor_id)
-                                .filter(|h| h.actor == actor)
+                            let Some(host) =
+                                me.host_of(&job.frame.actor_id).filter(|h| h.actor == actor)
                             else {
                                 continue;
                             };
@@ -707,7 +712,13 @@ impl Executor {
         match &host.mode {
             HostMode::Sequential => {
                 let reply = self.run_method(&host, job.frame);
-                reply_to_call(&self.own, host.actor.0, &job.reply, reply, self.queue.flush());
+                reply_to_call(
+                    &self.own,
+                    host.actor.0,
+                    &job.reply,
+                    reply,
+                    self.queue.flush(),
+                );
             }
             HostMode::Threaded(tx) => {
                 let _ = tx.send(job);

@@ -601,8 +601,8 @@ pub mod actor {
     /// ```
     pub fn exit_actor() -> crate::Result<()> {
         let rt = crate::current::current()?;
-        let actor = crate::task_context::current_actor()
-            .or_else(|| rt.own.hosted_actor.get().copied());
+        let actor =
+            crate::task_context::current_actor().or_else(|| rt.own.hosted_actor.get().copied());
         let Some((actor, _)) = actor else {
             return Err(crate::Error::InvalidArgument(
                 "exit_actor must be called from an actor's method".into(),

@@ -4,7 +4,7 @@ use crate::GcsError;
 use crate::{GcsService, Refusal};
 use parking_lot::Mutex;
 use ray_actor::{ActorState, Names, RestartBudget};
-use ray_common::rpc::{NodeManagerApi, RpcError};
+use ray_common::rpc::{CoreWorkerApi, NodeManagerApi, RpcError};
 use ray_proto::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +30,9 @@ struct Record {
     lease: Option<(String, u64)>,
     /// While it waits for a node that can hold it: why none can.
     waiting: String,
+    /// Woken when it becomes alive or dead (callers wait on their actor alone: one wake-up
+    /// for all actors made thousands of wake-ups for each of thousands of actors).
+    changed: Arc<Notify>,
 }
 
 impl Record {
@@ -57,12 +60,17 @@ impl Record {
 #[derive(Default)]
 pub(crate) struct Actors {
     table: Mutex<Table>,
-    changed: Notify,
     /// One channel per node manager, shared by every placement and kill. A connection per
     /// call meant a burst of ~1000 TCP connects when ~1000 actors were created at once: the
     /// node manager's listen queue overflowed and some connections were reset.
     node_managers: Mutex<HashMap<String, Arc<dyn NodeManagerApi>>>,
+    /// Clients of the workers that host actors, by core-worker address: a shared host takes
+    /// hundreds of creations and kills, each of which was a TCP connect of its own.
+    workers: Mutex<HashMap<String, Arc<dyn CoreWorkerApi>>>,
 }
+
+/// Worker clients kept at most (the map is emptied when full: clients of dead workers go).
+const WORKER_CLIENTS: usize = 4096;
 
 /// What a living actor holds: its lease and, for a shared host, where to end it alone.
 struct Held {
@@ -161,6 +169,7 @@ impl GcsService {
                 worker_id: Vec::new(),
                 lease: None,
                 waiting: String::new(),
+                changed: Arc::default(),
             },
         );
         drop(t);
@@ -181,6 +190,20 @@ impl GcsService {
         let nm = self.inner.connect.node_manager(address)?;
         cache.insert(address.to_string(), nm.clone());
         Ok(nm)
+    }
+
+    /// The client of the worker at `address`, shared by the calls to it.
+    fn core_worker(&self, address: &str) -> Result<Arc<dyn CoreWorkerApi>, RpcError> {
+        let mut cache = self.inner.actors.workers.lock();
+        if let Some(w) = cache.get(address) {
+            return Ok(w.clone());
+        }
+        let w = self.inner.connect.core_worker(address)?;
+        if cache.len() >= WORKER_CLIENTS {
+            cache.clear();
+        }
+        cache.insert(address.to_string(), w.clone());
+        Ok(w)
     }
 
     fn spawn_schedule(&self, id: Vec<u8>) {
@@ -402,7 +425,7 @@ impl GcsService {
                 }
             }
         };
-        let created = match self.inner.connect.core_worker(&lease.core_worker_address) {
+        let created = match self.core_worker(&lease.core_worker_address) {
             Ok(worker) => {
                 worker
                     .create_actor(CreateActorRequest {
@@ -461,8 +484,7 @@ impl GcsService {
         r.core_worker_address = lease.core_worker_address;
         r.worker_id = lease.worker_id.to_vec();
         r.lease = Some((node, lease.lease_id));
-        drop(t);
-        self.inner.actors.changed.notify_waiters();
+        r.changed.notify_waiters();
         Ok(())
     }
 
@@ -475,11 +497,10 @@ impl GcsService {
                 r.death_cause = cause.to_string();
                 r.creation_error = creation_error;
                 r.waiting.clear();
+                r.changed.notify_waiters();
                 t.names.release(id);
             }
         }
-        drop(t);
-        self.inner.actors.changed.notify_waiters();
     }
 
     pub(crate) async fn wait_info(
@@ -488,7 +509,11 @@ impl GcsService {
         min_incarnation: u64,
     ) -> Result<ActorInfo, GcsError> {
         loop {
-            let notified = self.inner.actors.changed.notified();
+            let changed = match self.inner.actors.table.lock().records.get(id) {
+                Some(r) => r.changed.clone(),
+                None => return Err(GcsError::NotFound("no such actor".into())),
+            };
+            let notified = changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
@@ -559,7 +584,7 @@ impl GcsService {
             shared,
         } = held;
         if shared {
-            let destroyed = match self.inner.connect.core_worker(&worker) {
+            let destroyed = match self.core_worker(&worker) {
                 Ok(w) => w
                     .destroy_actor(DestroyActorRequest {
                         actor_id: id.to_vec().into(),
@@ -571,7 +596,7 @@ impl GcsService {
             if let Err(e) = destroyed {
                 // Its host is gone or stuck: the lease's return below ends the process if
                 // this was its last actor; restarts follow that death.
-                tracing::warn!(error = %e, "ending an actor on a shared worker failed");
+                tracing::debug!(error = %e, "ending an actor on a shared worker failed");
             }
         }
         if let Ok(nm) = self.node_manager(&node) {
@@ -609,7 +634,6 @@ impl GcsService {
             }
         };
         if restart {
-            self.inner.actors.changed.notify_waiters();
             self.spawn_schedule(id.to_vec());
         } else {
             self.kill(id, true, cause);
@@ -662,7 +686,6 @@ impl GcsService {
                 }
             }
         }
-        self.inner.actors.changed.notify_waiters();
         detached.into_iter().map(|(_, _, worker)| worker).collect()
     }
 
@@ -711,6 +734,7 @@ impl GcsService {
     pub(crate) fn worker_failed(&self, worker_id: &[u8]) {
         let mut restart = Vec::new();
         let mut owned = Vec::new();
+        let mut gone = Vec::new();
         {
             let mut t = self.inner.actors.table.lock();
             if t.dead_workers.len() > 100_000 {
@@ -722,6 +746,7 @@ impl GcsService {
                     continue;
                 }
                 if r.worker_id == worker_id && r.state == ActorState::Alive {
+                    gone.push(r.core_worker_address.clone());
                     r.lease = None;
                     match r.budget.on_death(r.killed) {
                         ActorState::Restarting => {
@@ -738,10 +763,15 @@ impl GcsService {
                 }
             }
         }
+        {
+            let mut clients = self.inner.actors.workers.lock();
+            for address in gone {
+                clients.remove(&address);
+            }
+        }
         for (id, cause) in owned {
             self.kill(&id, true, &cause);
         }
-        self.inner.actors.changed.notify_waiters();
         for id in restart {
             self.spawn_schedule(id);
         }

@@ -1027,7 +1027,12 @@ impl NodeManager {
         let leases: Vec<u64> = state
             .workers
             .get(&worker_id)
-            .map(|w| w.lease.into_iter().chain(w.hosted.iter().copied()).collect())
+            .map(|w| {
+                w.lease
+                    .into_iter()
+                    .chain(w.hosted.iter().copied())
+                    .collect()
+            })
             .unwrap_or_default();
         for lease_id in leases {
             if let Some(lease) = state.remove_lease(lease_id) {

@@ -234,6 +234,8 @@ struct Sizes {
     with_arg: u32,
     /// Actors in "actor creation".
     actors_created: u32,
+    /// Actors in "actor creation, sharing processes".
+    actors_shared: u32,
     /// Tasks submitted before one `get_all` of them all (Ray's envelope: 1M queued tasks).
     queued_tasks: u32,
     /// `n` of the nested-task `fib(n)`.
@@ -252,6 +254,7 @@ const FULL: Sizes = Sizes {
     fan: 5000,
     with_arg: 1000,
     actors_created: 1000,
+    actors_shared: 10_000,
     queued_tasks: 1_000_000,
     fib: 15,
     placement_groups: 100,
@@ -267,6 +270,7 @@ const QUICK: Sizes = Sizes {
     fan: 200,
     with_arg: 100,
     actors_created: 20,
+    actors_shared: 200,
     queued_tasks: 20_000,
     fib: 10,
     placement_groups: 10,
@@ -428,6 +432,17 @@ fn kill_all<A: ray::ActorClass>(actors: &[ActorHandle<A>]) -> R<()> {
         ray::kill(a).map_err(err)?;
     }
     Ok(())
+}
+
+/// `actor creation, sharing processes`: creates `k` actors that share worker processes
+/// (`share_process(true)`, a few hundred a process), calls each once, then kills them all.
+fn create_call_kill_shared(k: u32) -> R<()> {
+    let actors: Vec<ActorHandle<Actor>> = (0..k)
+        .map(|_| Actor::options().share_process(true).remote())
+        .collect();
+    let pings: Vec<_> = actors.iter().map(|a| a.small_value()).collect();
+    ray::get_all(&pings).map_err(err)?;
+    kill_all(&actors)
 }
 
 /// `actor creation`: creates `k` actors, calls each once, and kills them. Each is killed as
@@ -772,6 +787,11 @@ fn run(h: &mut Harness) -> R<()> {
     h.metric("actor creation", |h, name| {
         let k = s.actors_created;
         h.timeit(name, f64::from(k), || create_call_kill(k))
+    });
+
+    h.metric("actor creation, sharing processes", |h, name| {
+        let k = s.actors_shared;
+        h.timeit(name, f64::from(k), || create_call_kill_shared(k))
     });
 
     // Last, unlike Ray: every `get` here makes 10,000 borrowed refs, each released to its

@@ -84,6 +84,13 @@ pub async fn serve_with_bulk(
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
             .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            // The windows the clients' channels use. Besides letting large messages stream,
+            // the connection window sizes h2's budget for small DATA frames not yet read:
+            // at the default (64 KiB) a burst of a few hundred small requests on one
+            // connection (a driver asking after 10,000 new actors) made the server end the
+            // connection as "excessive load" (ENHANCE_YOUR_CALM, too_many_data_frames).
+            .initial_stream_window_size(Some(crate::rpc::channel::STREAM_WINDOW))
+            .initial_connection_window_size(Some(crate::rpc::channel::CONNECTION_WINDOW))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
