@@ -178,3 +178,116 @@ fn a_retried_generator_delivers_each_item_once() {
     });
     let _ = std::fs::remove_file(&file);
 }
+
+/// An actor whose methods stream.
+pub struct Feed {
+    sent: u64,
+}
+
+#[ray::actor]
+impl Feed {
+    pub fn new() -> Self {
+        Feed { sent: 0 }
+    }
+    /// `n` items counting on from the last call's.
+    pub fn next_items(&mut self, n: u64) -> impl Iterator<Item = u64> + '_ {
+        (0..n).map(|_| {
+            self.sent += 1;
+            self.sent
+        })
+    }
+    /// Two items, then a panic.
+    pub fn breaks(&self) -> impl Iterator<Item = u64> {
+        (0..3).inspect(|&i| assert!(i < 2, "the third item broke"))
+    }
+    /// Items without end (one every millisecond), each counted in `file`.
+    pub fn forever(&self, file: String) -> impl Iterator<Item = u64> {
+        (0..).inspect(move |_| {
+            std::thread::sleep(Duration::from_millis(1));
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&file)
+                .unwrap();
+            writeln!(f, "x").unwrap();
+        })
+    }
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+}
+
+/// An async actor's generator method.
+pub struct AsyncFeed;
+
+#[ray::actor]
+impl AsyncFeed {
+    pub fn new() -> Self {
+        AsyncFeed
+    }
+    pub async fn squares(&self, n: u64) -> impl Iterator<Item = u64> {
+        tokio::task::yield_now().await;
+        (1..=n).map(|i| i * i)
+    }
+}
+
+/// Actor methods stream as functions do: in order, keeping the actor's state, a failure
+/// after the items made, async actors too, and the same in sync mode.
+#[test]
+fn actor_methods_stream_their_items() {
+    for config in [ray::Config::local().num_cpus(1.0), ray::Config::sync()] {
+        with_ray(config, || {
+            let feed = Feed::remote();
+            let first: Vec<u64> = feed.next_items(3).map(|r| ray::get(&r).unwrap()).collect();
+            assert_eq!(first, vec![1, 2, 3]);
+            let more: Vec<u64> = feed.next_items(2).map(|r| ray::get(&r).unwrap()).collect();
+            assert_eq!(more, vec![4, 5], "the actor's state carries on");
+            assert_eq!(ray::get(&feed.sent()).unwrap(), 5);
+
+            let got: Vec<_> = feed.breaks().map(|r| ray::get(&r)).collect();
+            assert_eq!(got.len(), 3, "two items, then the error: {got:?}");
+            assert_eq!(got[0], Ok(0));
+            assert_eq!(got[1], Ok(1));
+            match &got[2] {
+                Err(Error::Task { message, .. }) => {
+                    assert!(message.contains("the third item broke"), "{message}")
+                }
+                other => panic!("expected the panic's error, got {other:?}"),
+            }
+            assert_eq!(ray::get(&feed.sent()).unwrap(), 5, "the actor lives on");
+
+            let squares: Vec<u64> = AsyncFeed::remote()
+                .squares(4)
+                .map(|r| ray::get(&r).unwrap())
+                .collect();
+            assert_eq!(squares, vec![1, 4, 9, 16]);
+        });
+    }
+}
+
+/// Dropping an actor method's generator early stops the method at its next item: the
+/// actor (sequential) answers its next call.
+#[test]
+fn dropping_an_actor_methods_generator_stops_it() {
+    let file = std::env::temp_dir()
+        .join(format!("rayrs-feed-{}", std::process::id()))
+        .display()
+        .to_string();
+    let _ = std::fs::remove_file(&file);
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let feed = Feed::remote();
+        let mut items = feed.forever(file.clone());
+        for want in 0..3 {
+            assert_eq!(ray::get(&items.next().unwrap()).unwrap(), want);
+        }
+        drop(items);
+        assert_eq!(
+            ray::get_timeout(&feed.sent(), Duration::from_secs(30)).unwrap(),
+            0,
+            "the endless method stopped, so the actor answers"
+        );
+        assert!(lines(&file) >= 3);
+    });
+    let _ = std::fs::remove_file(&file);
+}

@@ -539,17 +539,8 @@ impl CoreWorker {
                     if !opts.streaming {
                         return run();
                     }
-                    // A generator's items go straight to its stream (again from the first
-                    // on a retry: those seen are dropped).
-                    let own = self.own.clone();
-                    let mut index = 0;
-                    let sink = Box::new(move |bytes: Vec<u8>| {
-                        let item = own.ids.next();
-                        own.stream_item(return_id, index, item, Stored::Inline(bytes.into()));
-                        index += 1;
-                        Ok(())
-                    });
-                    crate::task_context::streaming(sink, run)
+                    // A generator's items go straight to its stream.
+                    crate::task_context::streaming(self.sync_item_sink(return_id), run)
                 })
             });
             let user_error = matches!(&result, Err(Error::Task { .. }));
@@ -759,11 +750,13 @@ impl CoreWorker {
         method: &'static str,
         args: Vec<ArgSpec>,
     ) -> Arc<RefInner> {
-        self.call_actor_returns(core, method, args, 1, false).0
+        self.call_actor_returns(core, method, args, 1, false, false)
+            .0
     }
 
     /// Submits a method call with `num_returns` results: the first one's ref, and the
-    /// others' (as [`CoreWorker::submit_returns`]).
+    /// others' (as [`CoreWorker::submit_returns`]). A `streaming` call (a generator method)
+    /// has its stream open before it is sent: its one return is its end.
     pub fn call_actor_returns(
         self: &Arc<Self>,
         core: &ActorCore,
@@ -771,6 +764,7 @@ impl CoreWorker {
         args: Vec<ArgSpec>,
         num_returns: u32,
         retry_exceptions: bool,
+        streaming: bool,
     ) -> (Arc<RefInner>, Vec<Arc<RefInner>>) {
         let num_returns = num_returns.max(1);
         let return_id = self.own.ids.next_n(num_returns);
@@ -780,12 +774,19 @@ impl CoreWorker {
         });
         let out = refs.next().expect("one return at least");
         let more: Vec<Arc<RefInner>> = refs.collect();
+        if streaming {
+            self.own.open_stream(return_id);
+        }
         let Some(s) = &self.submitter else {
             let label = format!("{}.{method}", core.class);
             let mut retries_left = core.max_task_retries;
             let (result, inner) = loop {
-                let (result, inner) =
-                    collect_serialized_refs(|| self.run_sync_method(core, method, &label, &args));
+                let run = || self.run_sync_method(core, method, &label, &args);
+                let (result, inner) = collect_serialized_refs(|| match streaming {
+                    // Sync mode: a generator's items go straight to its stream.
+                    true => crate::task_context::streaming(self.sync_item_sink(return_id), run),
+                    false => run(),
+                });
                 let user_error = matches!(&result, Err(Error::Task { .. }));
                 if !(user_error && retry_exceptions && retries_left != 0) {
                     break (result, inner);
@@ -814,10 +815,24 @@ impl CoreWorker {
                 lifetime: core.lifetime.clone(),
                 waited: false,
                 parent: crate::task_context::current_task(),
+                streaming,
             },
             &self.own,
         );
         (out, more)
+    }
+
+    /// Sync mode: where the items of generator `return_id` go as it runs here (again from
+    /// the first on a retry: those seen are dropped).
+    fn sync_item_sink(&self, return_id: ObjectId) -> crate::task_context::ItemSink {
+        let own = self.own.clone();
+        let mut index = 0;
+        Box::new(move |bytes: Vec<u8>| {
+            let item = own.ids.next();
+            own.stream_item(return_id, index, item, Stored::Inline(bytes.into()));
+            index += 1;
+            Ok(())
+        })
     }
 
     /// Cancels the task or actor call that makes `r` (see [`crate::cancel`]): only the

@@ -503,7 +503,7 @@ impl Executor {
             };
             task_context::as_task(task, shape, || match items {
                 Some(items) => {
-                    let sink = item_sink(self.own.clone(), frame.seq, items);
+                    let sink = item_sink(self.own.clone(), frame.seq, None, items);
                     task_context::streaming(sink, run)
                 }
                 None => run(),
@@ -679,7 +679,7 @@ impl Executor {
                             else {
                                 continue;
                             };
-                            let reply = me.run_method(&host, job.frame);
+                            let reply = me.run_method(&host, job.frame, &job.reply);
                             let flush = match rx.is_empty() {
                                 true => me.queue.flush(),
                                 false => Flush::Soon,
@@ -711,7 +711,7 @@ impl Executor {
         }
         match &host.mode {
             HostMode::Sequential => {
-                let reply = self.run_method(&host, job.frame);
+                let reply = self.run_method(&host, job.frame, &job.reply);
                 reply_to_call(
                     &self.own,
                     host.actor.0,
@@ -730,6 +730,10 @@ impl Executor {
             } => {
                 let start = Instant::now();
                 let label = format!("{}.{}", host.class, job.frame.function);
+                let items = job.frame.streaming.then(|| {
+                    let call = ray_common::TaskId::from_wire(&job.frame.task_id).ok();
+                    item_sink(self.own.clone(), job.frame.seq, call, job.reply.clone())
+                });
                 let args: Vec<Stored> = std::mem::take(&mut job.frame.args)
                     .into_iter()
                     .map(Stored::from_proto)
@@ -765,6 +769,13 @@ impl Executor {
                             let _permit = permits.acquire_owned().await;
                             // Its result is encoded in its last poll, on this loop: the refs
                             // inside it are the result's, as a sync method's are.
+                            let f = match items {
+                                Some(sink) => Box::pin(WithItems {
+                                    sink: Some(sink),
+                                    inner: f,
+                                }),
+                                None => f,
+                            };
                             let (outcome, found) =
                                 CollectingRefs::new(crate::registry::CatchUnwind(f)).await;
                             returned.extend(found);
@@ -790,11 +801,13 @@ impl Executor {
         }
     }
 
-    /// Runs one method call on this thread.
+    /// Runs one method call on this thread (a generator method's items go on `reply` as
+    /// they are made).
     fn run_method(
         &self,
         host: &ActorHost,
         mut frame: ray_proto::TaskFrame,
+        reply: &FrameSink<ray_proto::ReplyFrame>,
     ) -> ray_proto::ReplyFrame {
         let start = Instant::now();
         let location = self.location();
@@ -804,12 +817,22 @@ impl Executor {
             .map(Stored::from_proto)
             .collect();
         let _copies = ArgCopies::of(&self.own, &args);
+        let items = frame.streaming.then(|| {
+            let call = ray_common::TaskId::from_wire(&frame.task_id).ok();
+            item_sink(self.own.clone(), frame.seq, call, reply.clone())
+        });
         let done = Done::run(|| {
             let slices = arg_slices(&self.own, &args)?;
-            let call = crate::registry::run_guarded(&label, location, || {
-                host.instance
-                    .call(&frame.function, &mut ArgReader::new(&slices))
-            })?;
+            let run = || {
+                crate::registry::run_guarded(&label, location, || {
+                    host.instance
+                        .call(&frame.function, &mut ArgReader::new(&slices))
+                })
+            };
+            let call = match items {
+                Some(sink) => task_context::streaming(sink, run),
+                None => run(),
+            }?;
             match call {
                 MethodCall::Done(r) => crate::registry::outcome_to_result(&label, location, Ok(r)),
                 MethodCall::Future(_) => Err(Error::Runtime(
@@ -819,6 +842,27 @@ impl Executor {
         });
         drop(args);
         finish(&self.own, &frame, done, start)
+    }
+}
+
+/// A generator method's future on an async actor: its items go to `sink` while it is polled.
+struct WithItems<F: ?Sized> {
+    sink: Option<task_context::ItemSink>,
+    inner: std::pin::Pin<Box<F>>,
+}
+
+impl<F: std::future::Future + ?Sized> std::future::Future for WithItems<F> {
+    type Output = F::Output;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
+        let me = &mut *self;
+        let outer = task_context::swap_items(me.sink.take());
+        let polled = me.inner.as_mut().poll(cx);
+        me.sink = task_context::swap_items(outer);
+        polled
     }
 }
 
@@ -1135,11 +1179,19 @@ pub(crate) fn returns_to_stored(
 fn item_sink(
     own: Arc<Ownership>,
     seq: u64,
+    call: Option<ray_common::TaskId>,
     items: FrameSink<ray_proto::ReplyFrame>,
 ) -> task_context::ItemSink {
     let mut index = 0u64;
     Box::new(move |bytes| {
         own.cancelled.check_current().map_err(|e| e.to_string())?;
+        // An actor's generator method, whose caller dropped the generator (cancelled it).
+        if let Some(call) = call.filter(|c| own.cancelled.any() && own.cancelled.is(c)) {
+            let e = Error::TaskCancelled {
+                function: format!("task {}", call.to_hex()),
+            };
+            return Err(e.to_string());
+        }
         let id = own.ids.next();
         let value = match result_to_stored(&own, &id.0, Ok(bytes)) {
             Stored::Failed(e) => return Err(e.to_string()),

@@ -838,8 +838,28 @@ pub mod __private {
                 args,
                 num_returns,
                 retry_exceptions,
+                false,
             )),
             Err(e) => Returns::failed(e),
+        }
+    }
+
+    /// Calls a generator method (one that returns `impl Iterator<Item = T>`): its items'
+    /// refs as the actor makes them.
+    pub fn call_actor_streaming<T>(
+        core: &crate::__private::ActorCore,
+        method: &'static str,
+        args: Vec<ArgSpec>,
+    ) -> crate::ObjectRefGenerator<T> {
+        if let Some(e) = &core.failed {
+            return crate::ObjectRefGenerator::failed(e.clone());
+        }
+        match crate::current::current() {
+            Ok(cw) => {
+                let (end, _) = cw.call_actor_returns(core, method, args, 1, false, true);
+                crate::ObjectRefGenerator::new(cw, end)
+            }
+            Err(e) => crate::ObjectRefGenerator::failed(e),
         }
     }
 

@@ -171,7 +171,7 @@ impl ActorOptions {
     /// # ray::init(ray::Config::local())?;
     /// let cells: Vec<_> = (0..1000)
     ///     .map(|_| Cell::options().share_process(true).remote())
-    ///     .collect::<ray::Result<_>>()?;
+    ///     .collect();
     /// let sums: Vec<_> = cells.iter().map(|c| c.add(1)).collect();
     /// assert_eq!(ray::get_all(&sums)?, vec![1; 1000]);
     /// # Ok(()) }

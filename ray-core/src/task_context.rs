@@ -50,7 +50,7 @@ pub(crate) fn as_actor<R>(actor: (ray_common::ActorId, u64), f: impl FnOnce() ->
 
 /// Takes a streaming task's items, encoded, in order: `Err` stops the task (its stream is
 /// cancelled, or the item could not be stored).
-pub(crate) type ItemSink = Box<dyn FnMut(Vec<u8>) -> Result<(), String>>;
+pub(crate) type ItemSink = Box<dyn FnMut(Vec<u8>) -> Result<(), String> + Send>;
 
 /// Runs `f` (a streaming task) with its items going to `sink`.
 pub(crate) fn streaming<R>(sink: ItemSink, f: impl FnOnce() -> R) -> R {
@@ -58,6 +58,12 @@ pub(crate) fn streaming<R>(sink: ItemSink, f: impl FnOnce() -> R) -> R {
     let out = f();
     ITEMS.with(|i| *i.borrow_mut() = old);
     out
+}
+
+/// Makes `sink` (or none) where this thread's items go; the one it replaces. (A generator
+/// method of an async actor runs in polls: its sink is set around each.)
+pub(crate) fn swap_items(sink: Option<ItemSink>) -> Option<ItemSink> {
+    ITEMS.with(|i| std::mem::replace(&mut *i.borrow_mut(), sink))
 }
 
 /// Sends an item of the streaming task running on this thread.

@@ -588,6 +588,8 @@ struct Method {
     returns: Option<Vec<Type>>,
     /// Sent again (within the actor's `max_task_retries`) when it fails.
     retry_exceptions: bool,
+    /// A generator method's item type (`-> impl Iterator<Item = T>`).
+    stream: Option<Type>,
     mutable: bool,
     is_async: bool,
     arg_types: Vec<Type>,
@@ -745,7 +747,24 @@ fn expand_actor_impl(
             ),
             None => None,
         };
+        let stream = iterator_item(&ret).map(|t| without_self(&t, &ty));
+        if stream.is_some() {
+            if let Some((_, span)) = options.and_then(|o| o.num_returns) {
+                return Err(syn::Error::new(
+                    span,
+                    "a generator method gives one ref per item: it has no num_returns",
+                ));
+            }
+            if options.is_some_and(|o| o.retry_exceptions) {
+                return Err(syn::Error::new_spanned(
+                    &sig.output,
+                    "a generator method is not retried on its errors (retry_exceptions): \
+                     its items may have been taken already",
+                ));
+            }
+        }
         methods.push(Method {
+            stream,
             retry_exceptions: options.is_some_and(|o| o.retry_exceptions),
             group: options.and_then(|o| o.group.clone()),
             returns,
@@ -796,6 +815,18 @@ fn expand_actor_impl(
         let params: Vec<_> = (0..types.len()).map(|i| format_ident!("arg{}", i)).collect();
         let doc = format!("Calls `{ty}::{name}` on the actor; returns at once.");
         let retry = m.retry_exceptions;
+        if let Some(item) = &m.stream {
+            return quote! {
+                #[doc = #doc]
+                pub fn #name(&self, #( #params: impl ::core::convert::Into<::ray::Arg<#types>> ),*) -> ::ray::ObjectRefGenerator<#item> {
+                    ::ray::__private::call_actor_streaming(
+                        ::ray::__private::ActorClient::core(self),
+                        ::core::stringify!(#name),
+                        ::std::vec![ #( ::ray::__private::arg::<#types>(#params.into()) ),* ],
+                    )
+                }
+            };
+        }
         if let Some(returns) = &m.returns {
             let n = returns.len() as u32;
             let takes = returns.iter().map(|_| quote!(__refs.next()));
@@ -845,7 +876,25 @@ fn expand_actor_impl(
         let types = &m.arg_types;
         let params: Vec<_> = (0..types.len()).map(|i| format_ident!("arg{}", i)).collect();
         let failure = task_failure(quote!(e));
-        let encode = if let Some(returns) = &m.returns {
+        let unwrap_result = m.is_result.then(|| {
+            quote! {
+                let __value = match __value {
+                    ::core::result::Result::Ok(v) => v,
+                    ::core::result::Result::Err(e) => return ::core::result::Result::Err(#failure),
+                };
+            }
+        });
+        let encode = if m.stream.is_some() {
+            quote! {
+                (|| {
+                    #unwrap_result
+                    for __item in __value {
+                        ::ray::__private::yield_item(&__item)?;
+                    }
+                    ::ray::__private::encode_return(&())
+                })()
+            }
+        } else if let Some(returns) = &m.returns {
             let parts: Vec<_> = (0..returns.len()).map(|i| format_ident!("__r{}", i)).collect();
             let unwrap = m.is_result.then(|| {
                 quote! {

@@ -40,6 +40,8 @@ pub(crate) struct ActorCall {
     pub waited: bool,
     /// The task of this process it was made from (cancelled with it, `recursive`).
     pub parent: Option<ray_common::TaskId>,
+    /// A generator method's call: its items come as replies of their own before the last.
+    pub streaming: bool,
 }
 
 impl ActorCall {
@@ -170,7 +172,7 @@ impl Submitter {
                     1
                 },
                 capture_group: Default::default(),
-                streaming: false,
+                streaming: call.streaming,
             };
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.
@@ -207,6 +209,22 @@ impl Submitter {
         let Some(q) = self.actors.get_mut(id) else {
             return;
         };
+        if frame.stream_item {
+            // An item of a generator method: the call goes on.
+            if let (Some(call), Some(value), Ok(item)) = (
+                q.in_flight.get(&frame.seq),
+                frame.value,
+                crate::ids::id16(&frame.item_id, "item id"),
+            ) {
+                own.stream_item(
+                    call.return_id,
+                    frame.item_index,
+                    ObjectId(item),
+                    Stored::from_proto(value),
+                );
+            }
+            return;
+        }
         let Some(call) = q.in_flight.remove(&frame.seq) else {
             return;
         };
