@@ -1,6 +1,8 @@
 //! Streaming generators on real worker processes: items come in order as the worker makes
 //! them, large items through shared memory, a failure after the items made, an early drop
-//! stops the worker, and the same program in sync mode and in async code.
+//! stops the worker, and the same program in sync mode and in async code; actor methods too.
+
+#![allow(clippy::new_without_default)] // actor constructors are called remotely, never through Default
 
 use ray::Error;
 use ray_rs::{eventually, with_ray};

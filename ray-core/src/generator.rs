@@ -16,7 +16,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 type EndWait = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The refs of a streaming task's items (Ray's `ObjectRefGenerator`), from a remote function
-/// that returns `impl Iterator<Item = T>`: each ref comes as soon as the worker made the
+/// or an actor method that returns `impl Iterator<Item = T>`: each ref comes as soon as the
+/// worker made the
 /// item, in order. `next()` blocks until the next item or the end; as a
 /// [`tokio_stream::Stream`] it awaits instead. If the task fails (a panic, an `Err`, its
 /// worker dying past its retries) the items made before still come, then one ref whose `get`
