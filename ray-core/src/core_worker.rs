@@ -575,15 +575,22 @@ impl CoreWorker {
         if let Some(e) = crate::options::gpu_request_error(shape.get(ray_scheduler::GPU)) {
             return Err(e);
         }
+        // Its group: the one it is told, or the one the task creating it captures.
+        let group = opts.strategy.group().or_else(|| {
+            matches!(opts.strategy, crate::SchedulingStrategy::Default)
+                .then(crate::task_context::captured_group)
+                .flatten()
+                .map(crate::group::InGroup::captured)
+        });
         if opts.share_process {
             let held = [ray_scheduler::CPU, ray_scheduler::GPU]
                 .into_iter()
                 .find(|r| shape.get(r) > 0.0);
             let why = match held {
                 Some(r) => Some(format!("it holds {r}")),
-                None => (opts.strategy.group().is_some()
-                    || crate::task_context::captured_group().is_some())
-                .then(|| "it runs in a placement group".to_string()),
+                None => group
+                    .is_some()
+                    .then(|| "it runs in a placement group".to_string()),
             };
             if let Some(why) = why {
                 return Err(Error::InvalidArgument(format!(
@@ -592,13 +599,6 @@ impl CoreWorker {
                 )));
             }
         }
-        // Its group: the one it is told, or the one the task creating it captures.
-        let group = opts.strategy.group().or_else(|| {
-            matches!(opts.strategy, crate::SchedulingStrategy::Default)
-                .then(crate::task_context::captured_group)
-                .flatten()
-                .map(crate::group::InGroup::captured)
-        });
         if let Some(g) = &group {
             if let Some(reason) = g.group.misfit(g.index, &shape) {
                 return Err(Error::Unschedulable {

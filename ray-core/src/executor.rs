@@ -529,6 +529,13 @@ impl Executor {
             return Err(Error::Runtime("only a worker process hosts actors".into()));
         }
         let shared = spec.share_process;
+        let previous = self
+            .host_of(&spec.actor_id)
+            .is_some_and(|h| h.actor.1 < incarnation);
+        if previous {
+            // Its previous life, restarted here: that one is over.
+            self.destroy_actor(&spec.actor_id);
+        }
         {
             let hosts = self.hosts.read();
             if hosts.contains_key(&spec.actor_id) {
@@ -635,11 +642,18 @@ impl Executor {
     }
 
     /// Ends actor `id` of those this worker hosts (a shared host: the others go on): its
-    /// callers' connections close, calls queued for it are dropped, a call running goes on
-    /// until it returns (its reply goes nowhere), and the instance is dropped after it.
+    /// callers' connections close, calls queued for it are dropped, a sync call running goes
+    /// on until it returns (its reply goes nowhere; an async actor's calls are dropped at
+    /// their next `.await`, with its event loop), and the instance is dropped after it.
     pub fn destroy_actor(&self, id: &[u8]) -> bool {
-        let host = self.hosts.write().remove(id);
+        // Its connections first: a frame that arrives meanwhile is refused at binding, and
+        // one bound before finds no host and is dropped (its connection is shut).
         self.queue.bindings.end(id);
+        let host = self.hosts.write().remove(id);
+        if let Ok(actor) = ray_common::ActorId::from_wire(id) {
+            // An exit it asked for is moot now (and must not end a next life here).
+            self.own.exiting.lock().retain(|a| *a != actor);
+        }
         match host {
             Some(host) => {
                 // The instance's `Drop` is the user's code: not on a runtime thread.
@@ -695,9 +709,9 @@ impl Executor {
 
     fn dispatch_actor_call(&self, mut job: Job) {
         let Some(host) = self.host_of(&job.frame.actor_id) else {
-            let e = Error::Runtime("this worker does not host that actor".into());
-            let reply = finish(&self.own, &job.frame, Done::failed(e), Instant::now());
-            let _ = job.reply.send(reply, self.queue.flush());
+            // Ended here as the frame came: its connection is shut, and its caller takes
+            // that as the actor's death (a connection is bound only to an actor hosted here).
+            tracing::debug!("a call for an actor this worker hosts no more; dropped");
             return;
         };
         let group = if host.groups.is_empty() {
@@ -858,10 +872,24 @@ impl<F: std::future::Future + ?Sized> std::future::Future for WithItems<F> {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<F::Output> {
+        /// Puts the thread's own sink back, even if the poll panics.
+        struct Restore<'a> {
+            sink: &'a mut Option<task_context::ItemSink>,
+            outer: Option<task_context::ItemSink>,
+        }
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                *self.sink = task_context::swap_items(self.outer.take());
+            }
+        }
         let me = &mut *self;
         let outer = task_context::swap_items(me.sink.take());
+        let restore = Restore {
+            sink: &mut me.sink,
+            outer,
+        };
         let polled = me.inner.as_mut().poll(cx);
-        me.sink = task_context::swap_items(outer);
+        drop(restore);
         polled
     }
 }

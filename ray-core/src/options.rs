@@ -155,8 +155,9 @@ impl ActorOptions {
     /// Each actor still runs its calls on a thread (or an event loop) of its own, and is
     /// killed, restarted and ended on its own; what it gives up is the process: actors of a
     /// process share its memory and its statics, a crash of the process (an abort, not a
-    /// panic) takes them all, and [`crate::kill`] cannot stop a call that is running
-    /// (the actor is dead at once for its callers; the call's thread ends when it returns).
+    /// panic) takes them all, and [`crate::kill`] cannot stop a sync method's call that is
+    /// running (the actor is dead at once for its callers; the call's thread ends when it
+    /// returns; an async actor's calls stop at their next `.await`).
     ///
     /// ```no_run
     /// #[derive(Default)]

@@ -28,6 +28,9 @@ struct Record {
     core_worker_address: String,
     worker_id: Vec<u8>,
     lease: Option<(String, u64)>,
+    /// The core-worker address of the worker leased (set with `lease`, before the actor is
+    /// alive: a kill while it is built must reach that worker).
+    leased_worker: String,
     /// While it waits for a node that can hold it: why none can.
     waiting: String,
     /// Woken when it becomes alive or dead (callers wait on their actor alone: one wake-up
@@ -168,6 +171,7 @@ impl GcsService {
                 core_worker_address: String::new(),
                 worker_id: Vec::new(),
                 lease: None,
+                leased_worker: String::new(),
                 waiting: String::new(),
                 changed: Arc::default(),
             },
@@ -415,6 +419,7 @@ impl GcsService {
                 Some(r) if r.state != ActorState::Dead => {
                     r.worker_id = lease.worker_id.to_vec();
                     r.lease = Some((node.clone(), lease.lease_id));
+                    r.leased_worker = lease.core_worker_address.clone();
                     r.waiting.clear();
                     r.incarnation
                 }
@@ -436,9 +441,15 @@ impl GcsService {
             }
             Err(e) => Err(e),
         };
+        // A shared host goes on: an instance left there by an attempt that does not stand
+        // (the call failed after it was built, the actor was killed meanwhile) is ended.
+        let shared = spec.share_process;
         let created = match created {
             Ok(r) => r,
             Err(e) => {
+                if shared {
+                    self.destroy_on(id, &lease.core_worker_address).await;
+                }
                 return_worker(&nm, lease.lease_id);
                 // The lease is given back, so this attempt is over whatever the kind: a
                 // constructor cut off by a dead worker spends a restart.
@@ -459,16 +470,19 @@ impl GcsService {
             );
             return Ok(());
         }
-        let mut t = self.inner.actors.table.lock();
-        let Some(r) = t.records.get_mut(id) else {
-            return Ok(());
+        let killed = match self.inner.actors.table.lock().records.get(id) {
+            Some(r) => r.state == ActorState::Dead,
+            None => return Ok(()),
         };
-        if r.state == ActorState::Dead {
+        if killed {
             // Killed while being constructed.
-            drop(t);
+            if shared {
+                self.destroy_on(id, &lease.core_worker_address).await;
+            }
             return_worker(&nm, lease.lease_id);
             return Ok(());
         }
+        let mut t = self.inner.actors.table.lock();
         if t.dead_workers.contains(&lease.worker_id.to_vec()) {
             drop(t);
             return Err(GcsError::DiedStarting);
@@ -584,20 +598,7 @@ impl GcsService {
             shared,
         } = held;
         if shared {
-            let destroyed = match self.core_worker(&worker) {
-                Ok(w) => w
-                    .destroy_actor(DestroyActorRequest {
-                        actor_id: id.to_vec().into(),
-                    })
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            if let Err(e) = destroyed {
-                // Its host is gone or stuck: the lease's return below ends the process if
-                // this was its last actor; restarts follow that death.
-                tracing::debug!(error = %e, "ending an actor on a shared worker failed");
-            }
+            self.destroy_on(id, &worker).await;
         }
         if let Ok(nm) = self.node_manager(&node) {
             let _ = nm
@@ -610,6 +611,33 @@ impl GcsService {
         if shared && !no_restart {
             self.actor_lost(id, lease_id, "killed by ray::kill");
         }
+    }
+
+    /// Ends actor `id` on the shared host at `worker`, asking a few times: a host that does
+    /// not answer is dead or stuck (its death, reported by its node manager, ends what it
+    /// hosts; a restart elsewhere meanwhile is Ray's risk of a partitioned actor too).
+    async fn destroy_on(&self, id: &[u8], worker: &str) {
+        let mut last = String::new();
+        for attempt in 0..3u32 {
+            if attempt > 0 {
+                let backoff = Duration::from_millis(100 << attempt);
+                self.inner.connect.clock().sleep(backoff).await;
+            }
+            let destroyed = match self.core_worker(worker) {
+                Ok(w) => w
+                    .destroy_actor(DestroyActorRequest {
+                        actor_id: id.to_vec().into(),
+                    })
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match destroyed {
+                Ok(_) => return,
+                Err(e) => last = e,
+            }
+        }
+        tracing::debug!(error = %last, worker, "ending an actor on a shared worker failed");
     }
 
     /// A shared actor's instance is gone while its host lives on (killed with restarts
@@ -646,11 +674,14 @@ impl GcsService {
             let r = t.records.get_mut(id)?;
             if no_restart {
                 r.killed = true;
+            } else if r.spec.share_process && r.state != ActorState::Alive {
+                // Being built (or rebuilt): what the kill would restart is on its way.
+                return None;
             }
             r.lease.clone().map(|(node, lease_id)| Held {
                 node,
                 lease_id,
-                worker: r.core_worker_address.clone(),
+                worker: r.leased_worker.clone(),
                 shared: r.spec.share_process,
             })
         };

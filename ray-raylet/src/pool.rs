@@ -294,7 +294,15 @@ impl PoolState {
             if let Some(lease) = self.remove_lease(lease_id) {
                 self.resources.release(&lease.held);
                 if lease.shared {
-                    continue; // Its host goes on with its other actors.
+                    // Its host goes on with its other actors, or ends with its last.
+                    let last = self
+                        .workers
+                        .get(&lease.worker)
+                        .filter(|w| w.hosted.is_empty());
+                    if let Some(kill) = last.and_then(|w| w.kill.clone()) {
+                        kill();
+                    }
+                    continue;
                 }
                 if let Some(w) = self.workers.get_mut(&lease.worker) {
                     w.lease = None;
