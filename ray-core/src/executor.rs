@@ -245,13 +245,9 @@ pub(crate) async fn serve_task_socket(
         let accepted: std::io::Result<(Serving, String)> = match &mut listener {
             TaskListener::Unix(l) => l.accept().await.and_then(|(stream, _)| {
                 let peer = "a local process".to_string();
-                let stream = stream.into_std()?;
-                let closer = stream.try_clone().ok().map(|s| {
-                    Box::new(move || {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
-                    }) as Closer
-                });
-                let (read, write) = Socket::Unix(stream).split()?;
+                let socket = Socket::Unix(stream.into_std()?);
+                let closer = closer_of(&socket);
+                let (read, write) = socket.split()?;
                 let serve = serve_connection(
                     read,
                     write,
@@ -266,13 +262,9 @@ pub(crate) async fn serve_task_socket(
                 // Nagle off: a reply must not wait for a delayed ACK.
                 let _ = stream.set_nodelay(true);
                 let peer = peer.to_string();
-                let stream = stream.into_std()?;
-                let closer = stream.try_clone().ok().map(|s| {
-                    Box::new(move || {
-                        let _ = s.shutdown(std::net::Shutdown::Both);
-                    }) as Closer
-                });
-                let (read, write) = Socket::Tcp(stream).split()?;
+                let socket = Socket::Tcp(stream.into_std()?);
+                let closer = closer_of(&socket);
+                let (read, write) = socket.split()?;
                 let serve = serve_connection(
                     read,
                     write,
@@ -321,6 +313,23 @@ pub(crate) async fn serve_task_socket(
             serve.await;
             drop(permit);
         });
+    }
+}
+
+/// Shuts `socket` both ways when called, through a descriptor of its own.
+fn closer_of(socket: &Socket) -> Option<Closer> {
+    let both = std::net::Shutdown::Both;
+    match socket {
+        Socket::Unix(s) => s.try_clone().ok().map(|s| {
+            Box::new(move || {
+                let _ = s.shutdown(both);
+            }) as Closer
+        }),
+        Socket::Tcp(s) => s.try_clone().ok().map(|s| {
+            Box::new(move || {
+                let _ = s.shutdown(both);
+            }) as Closer
+        }),
     }
 }
 
