@@ -39,6 +39,17 @@ struct Record {
 }
 
 impl Record {
+    /// Its process (or its instance on a shared host) is gone: restarting if its budget
+    /// allows (true), else left for the caller to mark dead.
+    fn lost(&mut self) -> bool {
+        self.lease = None;
+        let restarting = self.budget.on_death(self.killed) == ActorState::Restarting;
+        if restarting {
+            self.state = ActorState::Restarting;
+        }
+        restarting
+    }
+
     fn info(&self) -> ActorInfo {
         ActorInfo {
             actor_id: self.spec.actor_id.clone(),
@@ -322,14 +333,7 @@ impl GcsService {
             if r.state == ActorState::Dead {
                 return;
             }
-            r.lease = None;
-            match r.budget.on_death(r.killed) {
-                ActorState::Restarting => {
-                    r.state = ActorState::Restarting;
-                    true
-                }
-                _ => false,
-            }
+            r.lost()
         };
         if !retry {
             self.mark_dead(&id, &cause, None);
@@ -652,14 +656,7 @@ impl GcsService {
             if r.state != ActorState::Alive || r.lease.as_ref().map(|l| l.1) != Some(lease_id) {
                 return;
             }
-            r.lease = None;
-            match r.budget.on_death(r.killed) {
-                ActorState::Restarting => {
-                    r.state = ActorState::Restarting;
-                    true
-                }
-                _ => false,
-            }
+            r.lost()
         };
         if restart {
             self.spawn_schedule(id.to_vec());
