@@ -440,7 +440,7 @@ fn a_borrower_on_another_node_reads_inline_values_and_pulls_shared_ones() {
     // The refs as another process decodes them: borrowed from `owner`.
     let lend = |r: &std::sync::Arc<crate::ownership::RefInner>| {
         let at = crate::ownership::ref_to_wire(r).unwrap();
-        borrower.own.decoded_ref(r.id, at.to_string())
+        borrower.own.decoded_ref(r.id, &at)
     };
     let (small_b, large_b) = (lend(&small), lend(&large));
     let v: Vec<u8> = TestCluster::get(&borrower, &small_b, WAIT).unwrap();
@@ -600,7 +600,7 @@ fn a_borrower_gives_up_an_unreachable_owner_when_the_test_moves_time_past_the_de
     let borrower = cluster.driver(0, "borrower");
     let r = owner.put(&7u64).unwrap();
     let at = crate::ownership::ref_to_wire(&r).unwrap();
-    let lent = borrower.own.decoded_ref(r.id, at.to_string());
+    let lent = borrower.own.decoded_ref(r.id, &at);
     let (cut, tries) = unreachable_for("borrower", "GetObjects");
     cluster.filters.install(cut);
     std::thread::scope(|s| {
@@ -785,9 +785,7 @@ fn borrow_registered_once_despite(fault: Verdict) {
         .put(&vec![crate::ObjectRef::<u64>::from_inner(y.clone())])
         .unwrap();
     // The list as the borrower decodes a ref to it (serializing it here would pin it).
-    let lent = borrower
-        .own
-        .decoded_ref(list.id, owner.own.me.address.to_string());
+    let lent = borrower.own.decoded_ref(list.id, &owner.own.me.address);
     cluster
         .filters
         .install(OnMethod::new("AddBorrower", fault).times(1));

@@ -158,7 +158,6 @@ impl<T> Serialize for ObjectRef<T> {
 
 impl<'de, T> Deserialize<'de> for ObjectRef<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (id, owner): ([u8; 16], String) = Deserialize::deserialize(d)?;
         // The core worker decoding, or else (a program decoding refs itself) the process's.
         let own = match ownership::decoder() {
             Some(own) => own,
@@ -167,7 +166,56 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
                 .own
                 .clone(),
         };
-        Ok(ObjectRef::from_inner(own.decoded_ref(ObjectId(id), owner)))
+        let inner = d.deserialize_tuple(2, WireRef(own))?;
+        Ok(ObjectRef::from_inner(inner))
+    }
+}
+
+/// Reads a ref's wire form, `(id, owner)`, without copying the owner's address out: a value
+/// holding many refs decodes each without an allocation for its owner.
+struct WireRef(Arc<ownership::Ownership>);
+
+impl<'de> serde::de::Visitor<'de> for WireRef {
+    type Value = Arc<RefInner>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object ref (id, owner)")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        use serde::de::Error as _;
+        let id: [u8; 16] = seq
+            .next_element()?
+            .ok_or_else(|| A::Error::invalid_length(0, &self))?;
+        let id = ObjectId(id);
+        seq.next_element_seed(Owner(&self.0, id))?
+            .ok_or_else(|| A::Error::invalid_length(1, &self))
+    }
+}
+
+/// The owner half of [`WireRef`]: makes the handle from the address as it is read.
+struct Owner<'a>(&'a Arc<ownership::Ownership>, ObjectId);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Owner<'_> {
+    type Value = Arc<RefInner>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Owner<'_> {
+    type Value = Arc<RefInner>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an owner's address")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, owner: &str) -> std::result::Result<Self::Value, E> {
+        Ok(self.0.decoded_ref(self.1, owner))
     }
 }
 

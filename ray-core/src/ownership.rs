@@ -252,10 +252,10 @@ impl Ownership {
 
     /// A handle to `id` met while decoding a value: owned here if `owner` is this process's
     /// address, borrowed otherwise.
-    pub fn decoded_ref(self: &Arc<Self>, id: ObjectId, owner: String) -> Arc<RefInner> {
+    pub fn decoded_ref(self: &Arc<Self>, id: ObjectId, owner: &str) -> Arc<RefInner> {
         let in_task = crate::task_context::decoding_args()
             && DECODING_ARGS.with(|c| c.borrow_mut().as_mut().map(|v| v.push(id)).is_some());
-        let owner = (*owner != *self.me.address).then(|| Arc::<str>::from(owner));
+        let owner = (*owner != *self.me.address).then(|| shared_owner(owner));
         let fresh = self
             .refs
             .add_local(id, owner.clone(), in_task && owner.is_some());
@@ -643,6 +643,20 @@ thread_local! {
     /// While a worker lets go of the refs inside a result it replies with: the owner (the
     /// result's) whose borrows are released in the reply, and the ids released.
     static IN_BAND: RefCell<Option<(Arc<str>, Vec<ObjectId>)>> = const { RefCell::new(None) };
+    /// The owner address last decoded on this thread: the refs of one value mostly share
+    /// their owner, and sharing its `Arc` saves an allocation per ref.
+    static LAST_OWNER: RefCell<Option<Arc<str>>> = const { RefCell::new(None) };
+}
+
+/// `owner` as an `Arc`, the one last decoded on this thread when it is the same.
+fn shared_owner(owner: &str) -> Arc<str> {
+    LAST_OWNER.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some(known) if **known == *owner => known.clone(),
+            _ => last.insert(Arc::from(owner)).clone(),
+        }
+    })
 }
 
 /// See `COLLECTING`.

@@ -9,7 +9,6 @@
 //! is done.
 
 use crate::ids::ObjectId;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -20,8 +19,9 @@ struct Entry {
     /// Owner side: each process's number of borrows not yet released (counted: a process may
     /// be registered more than once, and releases once per registration). A release must
     /// not overtake the registration it ends: registrations are sent before what lets the
-    /// borrower release (a reply, a value) is.
-    borrowers: HashMap<Arc<str>, u32>,
+    /// borrower release (a reply, a value) is. A list: an object has few borrowers, and an
+    /// empty `Vec` costs nothing to make, which a table entry made per decoded ref needs.
+    borrowers: Vec<(Arc<str>, u32)>,
     pinned: bool,
     /// A borrowed entry made while decoding a running task's arguments, not yet reported to
     /// the owner: if it drops to zero before the reply, the owner never hears of it.
@@ -56,7 +56,7 @@ impl ReferenceTable {
             Entry {
                 owner,
                 local: 0,
-                borrowers: HashMap::new(),
+                borrowers: Vec::new(),
                 pinned: false,
                 provisional,
             }
@@ -71,30 +71,29 @@ impl ReferenceTable {
 
     /// A handle died. Returns what to do if that was the last reason to keep the object.
     pub fn remove_local(&self, id: ObjectId) -> Option<Release> {
-        let mut e = self.entries.get_mut(&id)?;
-        e.local = e.local.saturating_sub(1);
-        drop(e);
-        self.try_release(id)
+        self.release_if(id, |e| e.local = e.local.saturating_sub(1))
     }
 
     /// `borrower` holds the object after its task ended.
     pub fn add_borrower(&self, id: ObjectId, borrower: Arc<str>) {
         if let Some(mut e) = self.entries.get_mut(&id) {
-            *e.borrowers.entry(borrower).or_default() += 1;
+            match e.borrowers.iter_mut().find(|(b, _)| *b == borrower) {
+                Some((_, n)) => *n += 1,
+                None => e.borrowers.push((borrower, 1)),
+            }
         }
     }
 
     /// `borrower` let go of the object.
     pub fn remove_borrower(&self, id: ObjectId, borrower: &str) -> Option<Release> {
-        let mut e = self.entries.get_mut(&id)?;
-        if let Some(n) = e.borrowers.get_mut(borrower) {
-            *n -= 1;
-            if *n == 0 {
-                e.borrowers.remove(borrower);
+        self.release_if(id, |e| {
+            if let Some(at) = e.borrowers.iter().position(|(b, _)| **b == *borrower) {
+                e.borrowers[at].1 -= 1;
+                if e.borrowers[at].1 == 0 {
+                    e.borrowers.swap_remove(at);
+                }
             }
-        }
-        drop(e);
-        self.try_release(id)
+        })
     }
 
     /// The ref was serialized into another object: keep it for the rest of the session.
@@ -142,8 +141,11 @@ impl ReferenceTable {
         self.entries.contains_key(id)
     }
 
-    fn try_release(&self, id: ObjectId) -> Option<Release> {
-        let (_, e) = self.entries.remove_if(&id, |_, e| {
+    /// Applies `change` to `id`'s entry and removes the entry if nothing holds it any more,
+    /// in one lookup (this runs once per dropped handle).
+    fn release_if(&self, id: ObjectId, change: impl FnOnce(&mut Entry)) -> Option<Release> {
+        let (_, e) = self.entries.remove_if_mut(&id, |_, e| {
+            change(e);
             e.local == 0 && e.borrowers.is_empty() && !e.pinned
         })?;
         Some(match e.owner {
