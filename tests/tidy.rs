@@ -80,7 +80,7 @@ fn only_ray_common_opens_rpc_clients_or_reads_status_codes() {
 /// The modules of `ray-core` that make up the facade: the public API and the process-global
 /// state (the current core worker, the session, the worker-mode constructor). The link-time
 /// registry (`registry`) may hold statics too; nothing else may.
-const FACADE: [&str; 12] = [
+const FACADE: [&str; 13] = [
     "lib",
     "logging",
     "generator",
@@ -91,6 +91,7 @@ const FACADE: [&str; 12] = [
     "current",
     "head",
     "object_ref",
+    "state",
     "util",
     "worker",
 ];

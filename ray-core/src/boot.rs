@@ -162,6 +162,10 @@ pub(crate) fn boot_worker(
         functions,
         Default::default(),
     );
+    let (off_var, off) = crate::config::TASK_EVENTS_OFF;
+    if std::env::var(off_var).is_ok_and(|v| v.trim() == off) {
+        core_worker.own.task_events.set_enabled(false);
+    }
     let executor = Executor::new(core_worker.own.clone(), queue.clone());
     let weak = Arc::downgrade(&core_worker);
     slot.fill(Served {

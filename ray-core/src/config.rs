@@ -39,7 +39,11 @@ pub struct Config {
     pub(crate) auth_token: Option<String>,
     pub(crate) runtime_env: RuntimeEnv,
     pub(crate) ship_binary: bool,
+    pub(crate) task_events: bool,
 }
+
+/// The variable (Ray's) and value that turn task events off, for a driver and its workers.
+pub(crate) const TASK_EVENTS_OFF: (&str, &str) = ("RAY_task_events_report_interval_ms", "0");
 
 /// What the job's worker processes run with beyond the driver's program (Ray's
 /// `runtime_env`): environment variables, for now.
@@ -92,6 +96,7 @@ impl Config {
             auth_token: None,
             runtime_env: RuntimeEnv::default(),
             ship_binary: false,
+            task_events: true,
         }
     }
 
@@ -150,6 +155,27 @@ impl Config {
         self
     }
 
+    /// Whether the job's processes report task events, which the state API lists (on by
+    /// default; Ray's `RAY_task_events_report_interval_ms=0` turns them off too). Off, the
+    /// state API lists no task of this job.
+    pub fn task_events(mut self, on: bool) -> Self {
+        self.task_events = on;
+        self
+    }
+
+    /// The job's environment as its workers get it: the runtime env's variables, and the
+    /// switch that keeps their task events off when this job's are.
+    pub(crate) fn job_env(&self) -> Vec<ray_proto::EnvVar> {
+        let mut env = self.runtime_env.to_proto();
+        if !self.task_events {
+            env.push(ray_proto::EnvVar {
+                name: TASK_EVENTS_OFF.0.into(),
+                value: TASK_EVENTS_OFF.1.into(),
+            });
+        }
+        env
+    }
+
     /// Local mode: worker processes on this machine.
     pub fn local() -> Self {
         Self::with_mode(Mode::Local)
@@ -182,6 +208,7 @@ impl Config {
             get("RAY_OBJECT_STORE_MEMORY").map(|v| v.trim().parse::<u64>().unwrap_or(0));
         c.namespace = get("RAY_NAMESPACE");
         c.ship_binary = get("RAYRS_SHIP_BINARY").as_deref() == Some("1");
+        c.task_events = get(TASK_EVENTS_OFF.0).as_deref().map(str::trim) != Some(TASK_EVENTS_OFF.1);
         c.ignore_reinit_error = matches!(
             get("RAY_IGNORE_REINIT_ERROR").as_deref(),
             Some("1") | Some("true")

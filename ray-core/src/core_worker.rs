@@ -106,6 +106,22 @@ impl Drop for BlockedGuard<'_> {
     }
 }
 
+/// Sends what `own` buffered of task events to the GCS (the state API's task list).
+async fn flush_task_events(own: &Ownership) -> std::result::Result<(), ray_common::rpc::RpcError> {
+    let Some(link) = &own.link else {
+        return Ok(());
+    };
+    let from = crate::task_events::Reporter {
+        job_id: own.me.job_id,
+        worker_id: own.me.worker_id.to_vec().into(),
+        node_id: own.me.node_id.to_vec().into(),
+    };
+    match own.task_events.batch(&from) {
+        Some(batch) => link.gcs.add_task_events(batch).await.map(drop),
+        None => Ok(()),
+    }
+}
+
 impl CoreWorker {
     /// A core worker named `me`. With a link (local and cluster mode) its submitter, its
     /// fetcher of borrowed objects and its table housekeeping start on the link's runtime;
@@ -133,9 +149,18 @@ impl CoreWorker {
                 link.handle
                     .spawn(crate::fetch::run_fetcher(weak.clone(), fetches));
                 link.handle.spawn(crate::tables::housekeeping(weak.clone()));
+                let events = weak.clone();
+                link.handle.spawn(crate::task_events::report(move || {
+                    let own = events.upgrade()?;
+                    Some(async move { flush_task_events(&own).await })
+                }));
                 Some(submitter::Handle::start(weak, &link.handle))
             }
-            _ => None,
+            _ => {
+                // Sync mode: no GCS to report to.
+                own.task_events.set_enabled(false);
+                None
+            }
         };
         Arc::new(CoreWorker {
             own,
@@ -234,6 +259,11 @@ impl CoreWorker {
         self.shut_down.store(true, Ordering::SeqCst);
         if let Some(s) = &self.submitter {
             s.shutdown().await;
+        }
+        // The last second's task events: a short program's whole list.
+        let last = flush_task_events(&self.own);
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(2), last).await {
+            tracing::debug!(error = %e, "the last task events were not reported");
         }
     }
 
@@ -493,6 +523,7 @@ impl CoreWorker {
                 return_id,
                 num_returns,
                 retries_left: opts.max_retries,
+                attempt: 0,
                 retry_exceptions: opts.retry_exceptions,
                 parent: crate::task_context::current_task(),
                 capture: opts.group.as_ref().is_some_and(|g| g.capture),
@@ -811,6 +842,7 @@ impl CoreWorker {
                 num_returns,
                 retry_exceptions,
                 retries_left: core.max_task_retries,
+                attempt: 0,
                 resolved: None,
                 lifetime: core.lifetime.clone(),
                 waited: false,

@@ -486,6 +486,14 @@ impl Executor {
         &self.own.me.location
     }
 
+    /// Records that the task or call of `frame` runs here now (the state API's RUNNING).
+    fn started(&self, frame: &ray_proto::TaskFrame) {
+        if let Ok(id) = id16(&frame.task_id, "task id") {
+            let name = crate::task_events::Name::Unknown; // The owner's event names it.
+            self.own.task_events.running(id, frame.attempt, name);
+        }
+    }
+
     /// Runs a normal task; a streaming one sends each item on `items` as it is made.
     fn run_task(
         &self,
@@ -493,6 +501,7 @@ impl Executor {
         items: Option<FrameSink<ray_proto::ReplyFrame>>,
     ) -> ray_proto::ReplyFrame {
         let start = Instant::now();
+        self.started(&frame);
         let args: Vec<Stored> = std::mem::take(&mut frame.args)
             .into_iter()
             .map(Stored::from_proto)
@@ -752,6 +761,7 @@ impl Executor {
                 running,
             } => {
                 let start = Instant::now();
+                self.started(&job.frame);
                 let label = format!("{}.{}", host.class, job.frame.function);
                 let items = job.frame.streaming.then(|| {
                     let call = ray_common::TaskId::from_wire(&job.frame.task_id).ok();
@@ -833,6 +843,7 @@ impl Executor {
         reply: &FrameSink<ray_proto::ReplyFrame>,
     ) -> ray_proto::ReplyFrame {
         let start = Instant::now();
+        self.started(&frame);
         let location = self.location();
         let label = format!("{}.{}", host.class, frame.function);
         let args: Vec<Stored> = std::mem::take(&mut frame.args)
@@ -959,6 +970,9 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         .map(Stored::from_proto)
         .collect();
     let _copies = ArgCopies::of(own, &args);
+    let name = crate::task_events::Name::Static(task.function);
+    own.task_events
+        .running(task.return_id.0, task.attempt, name);
     let mut retries_left = task.retries_left;
     let (result, returned) = loop {
         let (result, returned) = collect_serialized_refs(|| {
@@ -982,6 +996,8 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         retries_left -= i32::from(retries_left > 0);
     };
     drop(args);
+    own.task_events
+        .ended(task.return_id.0, task.attempt, result.as_ref().err());
     // This process owns the result: it holds the refs inside it itself.
     own.contain_all(task.return_id, task.num_returns, returned);
     let stored = returns_to_stored(own, task.return_id, task.num_returns, result);
@@ -1102,6 +1118,13 @@ fn finish(
             (all.pop().expect("one return at least"), rest)
         }
     };
+    if let Ok(id) = id16(&frame.task_id, "task id") {
+        let failure = match &first {
+            Stored::Failed(e) => Some(&**e),
+            _ => None,
+        };
+        own.task_events.ended(id, frame.attempt, failure);
+    }
     let (contained, released) = match &first {
         Stored::Failed(_) => Default::default(),
         _ => hand_over(own, done.returned, &frame.owner_address),

@@ -141,6 +141,7 @@ impl TestCluster {
                 namespace: String::new(),
                 binary_sha256: String::new(),
                 driver_node: Default::default(),
+                driver_pid: 0,
             })
             .await
             .expect("the job registers");

@@ -53,29 +53,32 @@ const FINISH_JOB_DEADLINE: Duration = Duration::from_secs(10);
 pub(crate) fn start(config: &Config) -> Result<Session> {
     let worker_id = WorkerId::random();
     match &config.mode {
-        Mode::Sync => Ok(Session {
-            rt: CoreWorker::new(
-                Identity {
-                    address: format!("sync:{}", std::process::id()).into(),
-                    worker_id,
-                    node_id: NodeId::random(),
-                    job_id: JOB_ID,
-                    namespace: config.namespace.clone().unwrap_or_default(),
-                    is_worker: false,
-                    location: format!("sync mode, pid {}", std::process::id()),
-                },
-                None,
-                Functions::linked(),
-                config.node_resources()?,
-            ),
-            tokio: None,
-            node: None,
-            job: None,
-            stops: Vec::new(),
-        }),
+        Mode::Sync => {
+            return Ok(Session {
+                rt: CoreWorker::new(
+                    Identity {
+                        address: format!("sync:{}", std::process::id()).into(),
+                        worker_id,
+                        node_id: NodeId::random(),
+                        job_id: JOB_ID,
+                        namespace: config.namespace.clone().unwrap_or_default(),
+                        is_worker: false,
+                        location: format!("sync mode, pid {}", std::process::id()),
+                    },
+                    None,
+                    Functions::linked(),
+                    config.node_resources()?,
+                ),
+                tokio: None,
+                node: None,
+                job: None,
+                stops: Vec::new(),
+            })
+        }
         Mode::Cluster(addr) => start_cluster(config, addr, worker_id),
         Mode::Local => start_local(config, worker_id),
     }
+    .inspect(|session| session.rt.own.task_events.set_enabled(config.task_events))
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
@@ -143,10 +146,11 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
             .register_job(ray_proto::JobConfig {
                 job_id: JOB_ID,
                 program: program.display().to_string(),
-                env: config.runtime_env.to_proto(),
+                env: config.job_env(),
                 namespace: namespace.clone(),
                 binary_sha256: String::new(),
                 driver_node: Default::default(),
+                driver_pid: std::process::id(),
             })
             .await;
         if let Err(e) = registered {
@@ -264,10 +268,11 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
         gcs.register_job(ray_proto::JobConfig {
             job_id,
             program: program.display().to_string(),
-            env: config.runtime_env.to_proto(),
+            env: config.job_env(),
             namespace: namespace.clone(),
             binary_sha256,
             driver_node: node.node_id.clone(),
+            driver_pid: std::process::id(),
         })
         .await
         .map_err(|e| Error::Runtime(format!("registering the job: {}", e.message)))?;

@@ -35,6 +35,7 @@ mod head;
 mod object_ref;
 mod placement_group;
 mod queue;
+pub mod state;
 pub mod util;
 mod worker;
 
@@ -71,6 +72,7 @@ mod store_provider;
 mod submitter;
 mod tables;
 mod task_context;
+mod task_events;
 mod task_manager;
 
 pub use actor_handle::{get_actor, kill, ActorClass, ActorHandle};

@@ -84,6 +84,8 @@ pub(crate) struct Ownership {
     /// Streaming generators this process submitted, by the id of the task's own return:
     /// where their items go.
     pub streams: crate::ids::IdMap<StreamEntry>,
+    /// What this process saw of tasks, until it is reported to the GCS (the state API).
+    pub task_events: crate::task_events::TaskEvents,
 }
 
 /// Where a streaming task's items go, and how many came (a retried task sends its items

@@ -36,6 +36,10 @@ struct Record {
     /// Woken when it becomes alive or dead (callers wait on their actor alone: one wake-up
     /// for all actors made thousands of wake-ups for each of thousands of actors).
     changed: Arc<Notify>,
+    /// Its worker's process (0 until leased).
+    pid: u32,
+    /// Its place in the order actors were registered (the state API lists them so).
+    seq: u64,
 }
 
 impl Record {
@@ -105,6 +109,8 @@ struct Table {
     names: Names,
     /// Workers reported dead: a creation that "succeeds" on one of them did not.
     dead_workers: std::collections::HashSet<Vec<u8>>,
+    /// The next record's `seq`.
+    next_seq: u64,
 }
 
 impl GcsService {
@@ -166,6 +172,8 @@ impl GcsService {
             });
         }
         let id = spec.actor_id.to_vec();
+        let seq = t.next_seq;
+        t.next_seq += 1;
         t.records.insert(
             id.clone(),
             Record {
@@ -185,6 +193,8 @@ impl GcsService {
                 leased_worker: String::new(),
                 waiting: String::new(),
                 changed: Arc::default(),
+                pid: 0,
+                seq,
             },
         );
         drop(t);
@@ -422,6 +432,7 @@ impl GcsService {
             match t.records.get_mut(id) {
                 Some(r) if r.state != ActorState::Dead => {
                     r.worker_id = lease.worker_id.to_vec();
+                    r.pid = lease.pid;
                     r.lease = Some((node.clone(), lease.lease_id));
                     r.leased_worker = lease.core_worker_address.clone();
                     r.waiting.clear();
@@ -548,6 +559,43 @@ impl GcsService {
             }
             notified.await;
         }
+    }
+
+    /// The actors as the state API lists them: those passing `filters`, in the order they
+    /// were registered, at most `limit`; and how many passed.
+    pub(crate) fn actor_rows(
+        &self,
+        filters: &[ray_state::Filter],
+        limit: usize,
+    ) -> (Vec<ray_proto::ActorRow>, u64) {
+        let t = self.inner.actors.table.lock();
+        let mut records: Vec<&Record> = t.records.values().collect();
+        records.sort_by_key(|r| r.seq);
+        let mut total = 0;
+        let mut rows = Vec::new();
+        for r in records {
+            let row = ray_proto::ActorRow {
+                actor_id: r.spec.actor_id.clone(),
+                class_name: r.spec.class_name.clone(),
+                name: r.spec.name.clone(),
+                namespace: r.spec.namespace.clone(),
+                state: r.state.as_str().into(),
+                num_restarts: r.budget.used(),
+                node_id: r.node_id.clone().into(),
+                pid: r.pid,
+                job_id: r.spec.job_id,
+                death_cause: r.death_cause.clone(),
+                pending_reason: r.waiting.clone(),
+                worker_id: r.worker_id.clone().into(),
+            };
+            if ray_state::filter::matches(&row, filters) {
+                total += 1;
+                if rows.len() < limit {
+                    rows.push(row);
+                }
+            }
+        }
+        (rows, total)
     }
 
     pub(crate) fn current_info(&self, id: &[u8]) -> Result<ActorInfo, GcsError> {

@@ -10,6 +10,7 @@ mod binaries;
 mod error;
 mod health;
 mod placement_groups;
+mod task_events;
 
 use parking_lot::Mutex;
 use ray_common::rpc::Connect;
@@ -46,6 +47,8 @@ struct Inner {
     state: Mutex<State>,
     actors: actors::Actors,
     groups: placement_groups::Groups,
+    /// The state API's tasks.
+    tasks: task_events::TaskTable,
     /// Woken when the cluster view's version moves.
     view_changed: tokio::sync::Notify,
     /// How nodes are checked (`None`: they are not).
@@ -64,6 +67,9 @@ struct State {
     scheduler: ray_scheduler::Scheduler,
     next_job_id: u32,
     jobs: std::collections::HashMap<u32, JobConfig>,
+    /// Every job registered, running or finished, as the state API lists them (the oldest
+    /// finished ones go past [`JOBS_KEPT`]).
+    job_rows: std::collections::BTreeMap<u32, JobRow>,
     /// The latest resource report applied, per node index: an older one arriving late is
     /// ignored.
     report_versions: std::collections::HashMap<usize, u64>,
@@ -97,6 +103,7 @@ impl GcsService {
                 state: Mutex::new(State::default()),
                 actors: actors::Actors::default(),
                 groups: placement_groups::Groups::default(),
+                tasks: task_events::TaskTable::default(),
                 view_changed: tokio::sync::Notify::new(),
                 health: options.health,
                 binaries: options.binaries,
@@ -182,6 +189,21 @@ impl GcsService {
         let nodes: Vec<String> = {
             let mut state = self.inner.state.lock();
             state.jobs.remove(&job_id);
+            if let Some(row) = state.job_rows.get_mut(&job_id) {
+                row.status = "FINISHED".into();
+                row.end_us = now_us();
+            }
+            let finished = state.job_rows.values().filter(|r| r.end_us != 0).count();
+            if finished > JOBS_KEPT {
+                let oldest = state
+                    .job_rows
+                    .values()
+                    .find(|r| r.end_us != 0)
+                    .map(|r| r.job_id);
+                if let Some(old) = oldest {
+                    state.job_rows.remove(&old);
+                }
+            }
             state
                 .nodes
                 .iter()
@@ -348,6 +370,19 @@ impl Gcs for GcsService {
         tracing::info!(job = job.job_id, program = %job.program, "job registered");
         let mut state = self.inner.state.lock();
         state.next_job_id = state.next_job_id.max(job.job_id);
+        state.job_rows.insert(
+            job.job_id,
+            JobRow {
+                job_id: job.job_id,
+                status: "RUNNING".into(),
+                entrypoint: job.program.clone(),
+                namespace: job.namespace.clone(),
+                driver_pid: job.driver_pid,
+                driver_node: job.driver_node.clone(),
+                start_us: now_us(),
+                end_us: 0,
+            },
+        );
         state.jobs.insert(job.job_id, job);
         Ok(Response::new(Empty {}))
     }
@@ -496,5 +531,71 @@ impl Gcs for GcsService {
         _: Request<Empty>,
     ) -> Result<Response<PlacementGroupTable>, Status> {
         Ok(Response::new(self.group_table()))
+    }
+
+    async fn add_task_events(
+        &self,
+        req: Request<AddTaskEventsRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        self.inner.tasks.add(req.into_inner());
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<ListRequest>,
+    ) -> Result<Response<ListTasksReply>, Status> {
+        self.inner
+            .tasks
+            .list(&req.into_inner())
+            .map(Response::new)
+            .map_err(state_status)
+    }
+
+    async fn list_actors(
+        &self,
+        req: Request<ListRequest>,
+    ) -> Result<Response<ListActorsReply>, Status> {
+        let req = req.into_inner();
+        let filters = ray_state::filter::from_request::<ActorRow>(&req).map_err(state_status)?;
+        let (actors, total) = self.actor_rows(&filters, ray_state::filter::limit_of(&req));
+        Ok(Response::new(ListActorsReply { actors, total }))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<ListRequest>,
+    ) -> Result<Response<ListJobsReply>, Status> {
+        let req = req.into_inner();
+        let filters = ray_state::filter::from_request::<JobRow>(&req).map_err(state_status)?;
+        let limit = ray_state::filter::limit_of(&req);
+        let state = self.inner.state.lock();
+        let matching: Vec<&JobRow> = state
+            .job_rows
+            .values()
+            .filter(|r| ray_state::filter::matches(*r, &filters))
+            .collect();
+        Ok(Response::new(ListJobsReply {
+            total: matching.len() as u64,
+            jobs: matching.into_iter().take(limit).cloned().collect(),
+        }))
+    }
+}
+
+/// Finished jobs the state API keeps listing (the oldest go first).
+const JOBS_KEPT: usize = 1000;
+
+/// Microseconds since the Unix epoch, now.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A state query the GCS refuses: a bad filter is the caller's mistake.
+fn state_status(e: ray_state::StateError) -> Status {
+    match e {
+        ray_state::StateError::Rpc(e) => Status::internal(e.to_string()),
+        other => Status::invalid_argument(other.to_string()),
     }
 }

@@ -6,6 +6,8 @@
 //! rayrs stop [--temp-dir DIR] [--force]
 //! rayrs status [--address HOST:PORT]
 //! rayrs get-auth-token [--generate]
+//! rayrs list tasks|actors|nodes|jobs [--address HOST:PORT] [--filter KEY=VALUE].. [--limit N] [--format table|json]
+//! rayrs summary tasks [--address HOST:PORT] [--filter KEY=VALUE].. [--format table|json]
 //! rayrs microbenchmark [--filter PATTERN] [--json] [--quick]
 //! rayrs report --ray RAY.jsonl --ours OURS.jsonl [--machine TEXT] [--markdown FILE] [--svg FILE]
 //! ```
@@ -15,6 +17,7 @@
 //! `ray microbenchmark` (python/ray/_private/ray_perf.py), workload for workload, with the same
 //! metric names, so the two print comparable lines. `report` turns one JSON-lines run of each
 //! into the side-by-side table and the chart of ratios (benches/compare-with-ray.sh calls it).
+//! `list` and `summary` are the state API (`state.rs`), as Ray's `ray list` and `ray summary`.
 //!
 //! Worker processes are the job's binary (a driver's), never this one.
 #![allow(clippy::print_stdout)] // a command-line tool: printing is its output
@@ -23,6 +26,7 @@ mod cluster_bench;
 mod microbenchmark;
 mod node;
 mod report;
+mod state;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -50,6 +54,10 @@ enum Command {
         #[arg(long)]
         generate: bool,
     },
+    /// Lists the cluster's tasks, actors, nodes or jobs (Ray's `ray list`).
+    List(state::ListArgs),
+    /// Counts the cluster's tasks per function and state (Ray's `ray summary tasks`).
+    Summary(state::SummaryArgs),
     /// Ray's microbenchmark on this machine (local mode, or the cluster in RAY_ADDRESS).
     Microbenchmark {
         /// Runs only the metrics whose name contains PATTERN.
@@ -104,6 +112,8 @@ fn main() -> ExitCode {
         Command::Stop(args) => node::stop(args),
         Command::Status(args) => node::status(args),
         Command::GetAuthToken { generate } => node::get_auth_token(generate),
+        Command::List(args) => state::list(args),
+        Command::Summary(args) => state::summary(args),
         Command::Microbenchmark {
             filter,
             json,

@@ -417,7 +417,7 @@ fn signal_node(record: &NodeRecord, signal: libc::c_int) {
 }
 
 /// The head to talk to: the flag, else RAY_ADDRESS, else the head running under the temp dir.
-fn head_address(address: Option<String>, temp_dir: Option<PathBuf>) -> R<String> {
+pub(crate) fn head_address(address: Option<String>, temp_dir: Option<PathBuf>) -> R<String> {
     let from_env = std::env::var("RAY_ADDRESS")
         .ok()
         .filter(|a| !a.is_empty() && a != "auto" && a != "local" && a != "sync");

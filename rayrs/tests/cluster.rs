@@ -1618,3 +1618,74 @@ fn strict_spread_bundles_land_on_distinct_nodes_and_wait_for_a_node_to_join() {
     ray::shutdown();
     outcome.unwrap();
 }
+
+/// `rayrs list` and `rayrs summary` show a cluster's tasks, actors, nodes and jobs, as the
+/// state API has them; a bad filter and a wrong token are refused in words.
+#[test]
+fn rayrs_list_and_summary_show_the_clusters_state() {
+    let cluster = Cluster::start(RAYRS, &["--num-cpus", "2"]);
+    let head_id = cluster.nodes[0].as_ref().unwrap().node_id.clone();
+    let list = |args: &[&str]| {
+        let all = [&["list"], args, &["--address", &cluster.address]].concat();
+        output(cluster.rayrs(&all))
+    };
+    with_driver(&cluster, || {
+        let refs: Vec<_> = (0..5).map(|i| add::remote(i, 1)).collect();
+        ray::get_all(&refs).unwrap();
+        let job_id = ray::get_runtime_context().unwrap().job_id;
+
+        ray_rs::eventually("rayrs list tasks shows the five adds finished", || {
+            let (ok, text) = list(&["tasks", "-f", "name=add", "--format", "json"]);
+            let rows: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+                Ok(rows) if ok => rows,
+                _ => return false,
+            };
+            rows.len() == 5
+                && rows.iter().all(|r| {
+                    r["state"] == "FINISHED"
+                        && r["job_id"] == job_id
+                        && r["node_id"] == head_id.as_str()
+                })
+        });
+        let (ok, table) = list(&["tasks", "--filter", "state=FINISHED", "--limit", "2"]);
+        assert!(ok, "{table}");
+        assert!(
+            table.contains("TASK_ID") && table.contains("FINISHED"),
+            "{table}"
+        );
+        assert!(table.contains("2 of 5 rows shown"), "{table}");
+
+        let (ok, summary) =
+            output(cluster.rayrs(&["summary", "tasks", "--address", &cluster.address]));
+        assert!(ok, "{summary}");
+        let add_line = summary.lines().find(|l| l.trim_start().starts_with("add"));
+        assert!(
+            add_line.is_some_and(|l| l.split_whitespace().collect::<Vec<_>>() == ["add", "5", "5"]),
+            "{summary}"
+        );
+
+        let (ok, nodes) = list(&["nodes"]);
+        assert!(
+            ok && nodes.contains(&head_id) && nodes.contains("ALIVE"),
+            "{nodes}"
+        );
+        let (ok, jobs) = list(&["jobs", "--format", "json"]);
+        assert!(ok, "{jobs}");
+        let jobs: Vec<serde_json::Value> = serde_json::from_str(&jobs).unwrap();
+        let mine = jobs
+            .iter()
+            .find(|j| j["job_id"] == job_id)
+            .expect("this job");
+        assert_eq!(mine["status"], "RUNNING");
+        assert_eq!(mine["driver_pid"], std::process::id());
+
+        let (ok, bad) = list(&["tasks", "-f", "colour=red"]);
+        assert!(!ok && bad.contains("no field \"colour\""), "{bad}");
+        let (ok, bad) = list(&["tasks", "-f", "state"]);
+        assert!(!ok && bad.contains("key=value"), "{bad}");
+        let mut wrong = cluster.rayrs(&["list", "tasks", "--address", &cluster.address]);
+        wrong.env("RAY_AUTH_TOKEN", "not-the-token-0123456789");
+        let (ok, refused) = output(wrong);
+        assert!(!ok && refused.contains("refused this token"), "{refused}");
+    });
+}

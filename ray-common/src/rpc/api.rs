@@ -209,6 +209,14 @@ client_api! {
     fn remove_placement_group(RemovePlacementGroupRequest) -> Empty, "RemovePlacementGroup", Some(CONTROL_DEADLINE);
     /// Every placement group the GCS knows (removed ones too).
     fn list_placement_groups(Empty) -> PlacementGroupTable, "ListPlacementGroups", Some(CONTROL_DEADLINE);
+    /// A batch of one process's task events (the state API's task list).
+    fn add_task_events(AddTaskEventsRequest) -> Empty, "AddTaskEvents", Some(CONTROL_DEADLINE);
+    /// Tasks, as their events left them, filtered.
+    fn list_tasks(ListRequest) -> ListTasksReply, "ListTasks", Some(CONTROL_DEADLINE);
+    /// Actors, filtered.
+    fn list_actors(ListRequest) -> ListActorsReply, "ListActors", Some(CONTROL_DEADLINE);
+    /// Jobs, filtered.
+    fn list_jobs(ListRequest) -> ListJobsReply, "ListJobs", Some(CONTROL_DEADLINE);
     streams {
         /// Uploads a binary, its chunks in order (the first carries the hash and the size).
         async fn upload_binary(&self, chunks: Vec<BinaryChunk>) -> Result<Empty, RpcError>;

@@ -31,6 +31,8 @@ pub(crate) struct ActorCall {
     pub retry_exceptions: bool,
     /// Resends left if the actor's process dies with this call in flight: -1 means forever.
     pub retries_left: i32,
+    /// 0 the first time it is sent, then one more per resend (the state API's attempt).
+    pub attempt: u32,
     pub resolved: Option<Vec<ray_proto::ObjectValue>>,
     /// Keeps an owner-scoped actor alive until this call is answered (Ray ends an actor
     /// whose handles are gone only after the calls already made). Held, never read.
@@ -47,10 +49,19 @@ pub(crate) struct ActorCall {
 impl ActorCall {
     /// Fails every result of the call with `e`.
     pub(super) fn fail(&self, own: &Ownership, e: Error) {
+        own.task_events
+            .ended(self.return_id.0, self.attempt, Some(&e));
         let e = Arc::new(e);
         for id in crate::ids::return_ids(self.return_id, self.num_returns) {
             own.complete(id, Stored::Failed(e.clone()));
         }
+    }
+
+    /// It is sent again: a new attempt, waiting to be sent.
+    pub(super) fn resend(&mut self, own: &Ownership) {
+        self.attempt += 1;
+        let pending = ray_proto::TaskStatus::PendingNodeAssignment;
+        own.task_events.moved(self.return_id, self.attempt, pending);
     }
 
     /// Whether `id` is one of the call's results.
@@ -173,7 +184,10 @@ impl Submitter {
                 },
                 capture_group: Default::default(),
                 streaming: call.streaming,
+                attempt: call.attempt,
             };
+            let sent = ray_proto::TaskStatus::SubmittedToWorker;
+            own.task_events.moved(call.return_id, call.attempt, sent);
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.
             let _ = tx.send(frame, flush);
@@ -240,6 +254,7 @@ impl Submitter {
             // raised too, with `retry_exceptions`; calls already sent may run before it).
             let mut call = call;
             call.retries_left -= i32::from(call.retries_left > 0);
+            call.resend(own);
             call.resolved = None;
             tracing::info!(
                 method = call.method,
@@ -288,6 +303,7 @@ impl Submitter {
                 if call.retries_left > 0 {
                     call.retries_left -= 1;
                 }
+                call.resend(own);
                 q.pending.push_front(call);
             } else {
                 q.lost.push((call, why.clone()));

@@ -21,6 +21,7 @@ use crate::frames::Flush;
 use crate::ids::ObjectId;
 use crate::memory_store::Stored;
 use crate::ownership::Ownership;
+use crate::task_events::Name;
 use actor::{fail_lost, ActorQueue};
 use normal::{return_lease, Lease, ShapeQueue, IDLE_LEASE_RETURN};
 use parking_lot::Mutex;
@@ -179,6 +180,14 @@ impl Handle {
 
     pub fn call_actor(&self, call: ActorCall, own: &Ownership) {
         let (return_id, n) = (call.return_id, call.num_returns);
+        own.task_events.submitted(
+            return_id,
+            0,
+            Name::Method(call.class.clone(), call.method),
+            Some(call.actor_id.to_vec().into()),
+            call.parent.map(|p| p.0),
+            false,
+        );
         if !self.handle_or_send(Event::ActorCall(call)) {
             for id in crate::ids::return_ids(return_id, n) {
                 own.complete(id, Stored::Failed(Arc::new(Error::NotInitialized)));
@@ -297,6 +306,8 @@ fn fail_task(own: Option<&Ownership>, task: &PendingTask, error: Error) {
         Some(own) => own,
         None => return,
     };
+    own.task_events
+        .ended(task.return_id.0, task.attempt, Some(&error));
     let error = Arc::new(error);
     for id in crate::ids::return_ids(task.return_id, task.num_returns) {
         // Not `put`: a result nobody holds any more stays gone.

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::group::GroupGate;
 use crate::ids::ObjectId;
 use crate::ownership::Ownership;
+use crate::task_events::Name;
 use ray_common::rpc::with_retries;
 use ray_common::rpc::NodeManagerApi;
 use ray_common::rpc::RpcErrorKind;
@@ -57,6 +58,9 @@ pub(crate) struct PendingTask {
     /// Retries left after a worker dies (or, with `retry_exceptions`, after the task failed):
     /// -1 means forever.
     pub retries_left: i32,
+    /// Which run this is: 0 the first, then one more at each retry (the state API's
+    /// attempt number; sent to the worker in the task's frame).
+    pub attempt: u32,
     /// Whether a task that returned `Err` or panicked is retried too.
     pub retry_exceptions: bool,
     /// The task of this process it was submitted from (cancelled with it, `recursive`).
@@ -70,6 +74,15 @@ pub(crate) struct PendingTask {
     pub gate: Option<tokio::sync::watch::Receiver<crate::group::GroupGate>>,
     /// Argument values, filled once every dependency is ready.
     pub resolved: Vec<ray_proto::ObjectValue>,
+}
+
+impl PendingTask {
+    /// It runs again: a new attempt, waiting for a worker.
+    pub(super) fn retry(&mut self, own: &Ownership) {
+        self.attempt += 1;
+        let pending = ray_proto::TaskStatus::PendingNodeAssignment;
+        own.task_events.moved(self.return_id, self.attempt, pending);
+    }
 }
 
 pub(crate) struct Lease {
@@ -135,6 +148,14 @@ impl Submitter {
         // A list of refs is copied into one value, which may read (and pull) shared memory:
         // never on this loop.
         let has_list = task.args.iter().any(|a| matches!(&a.0, ArgKind::Refs(_)));
+        own.task_events.submitted(
+            task.return_id,
+            task.attempt,
+            Name::Static(task.function),
+            None,
+            task.parent.map(|p| p.0),
+            needs_wait || closed_gate,
+        );
         if !needs_wait && !closed_gate && !has_list {
             match resolve_now(own, &task) {
                 Ok(values) => {
@@ -191,6 +212,8 @@ impl Submitter {
             match resolved {
                 Ok(values) => {
                     task.resolved = values;
+                    let pending = ray_proto::TaskStatus::PendingNodeAssignment;
+                    own.task_events.moved(task.return_id, task.attempt, pending);
                     let _ = events.send(Event::Resolved(task));
                 }
                 Err(e) => fail_task(Some(&own), &task, e),
@@ -265,7 +288,10 @@ impl Submitter {
                     Default::default()
                 },
                 streaming: task.streaming,
+                attempt: task.attempt,
             };
+            let sent = ray_proto::TaskStatus::SubmittedToWorker;
+            own.task_events.moved(task.return_id, task.attempt, sent);
             if lease.tx.send(frame, self.flush).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
                 // tasks, this one included.
@@ -341,6 +367,7 @@ impl Submitter {
         }
         if task.retry_exceptions && task.retries_left != 0 && failed_in_user_code(&frame.value) {
             task.retries_left -= i32::from(task.retries_left > 0);
+            task.retry(own);
             tracing::info!(
                 function = task.function,
                 retries_left = task.retries_left,
@@ -404,6 +431,7 @@ impl Submitter {
                 if task.retries_left > 0 {
                     task.retries_left -= 1;
                 }
+                task.retry(own);
                 tracing::info!(
                     function = task.function,
                     pid = lease.pid,

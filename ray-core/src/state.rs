@@ -1,0 +1,81 @@
+//! `ray::state`: what runs in the cluster, listed from the GCS (Ray's `ray.util.state`):
+//! tasks, actors, jobs and nodes, filtered and limited, and tasks summarized per function.
+
+pub use ray_state::{
+    Actor, Filter, Job, ListOptions, Listing, Node, Op, StateError, Task, TaskState, TaskSummary,
+};
+
+use crate::error::{Error, Result};
+use ray_state::StateClient;
+
+/// A client of the session's GCS (none in sync mode, which has no GCS).
+fn client() -> Result<(StateClient, std::sync::Arc<crate::link::Link>)> {
+    let rt = crate::current::current()?;
+    let link = rt.link().cloned().ok_or_else(|| {
+        Error::InvalidArgument("the state API needs a GCS: sync mode has none".into())
+    })?;
+    Ok((StateClient::new(link.gcs.clone()), link))
+}
+
+fn state_error(e: StateError) -> Error {
+    match e {
+        StateError::Rpc(e) => e.into(),
+        other => Error::InvalidArgument(other.to_string()),
+    }
+}
+
+/// Runs one query of the state client on the session's runtime.
+fn ask<T: Send + 'static, F>(query: impl FnOnce(StateClient) -> F) -> Result<T>
+where
+    F: std::future::Future<Output = std::result::Result<T, StateError>> + Send + 'static,
+{
+    let (client, link) = client()?;
+    link.call(query(client))?.map_err(state_error)
+}
+
+/// Tasks and actor calls, newest first. Task events reach the GCS about once a second, so a
+/// task submitted just now may not be listed yet.
+///
+/// ```
+/// #[ray::remote]
+/// fn f() -> u32 {
+///     1
+/// }
+///
+/// # fn main() -> ray::Result<()> {
+/// ray::init(ray::Config::local().num_cpus(1.0))?;
+/// ray::get(&f::remote())?;
+/// let opts = ray::state::ListOptions::new().filter("name=f").unwrap();
+/// let tasks = ray::state::list_tasks(&opts)?; // f, once its events arrived
+/// assert!(tasks.rows.iter().all(|t| t.name == "f"));
+/// ray::shutdown();
+/// # Ok(()) }
+/// ```
+pub fn list_tasks(opts: &ListOptions) -> Result<Listing<Task>> {
+    let opts = opts.clone();
+    ask(|c| async move { c.list_tasks(&opts).await })
+}
+
+/// Every task passing the filters, counted per function and state (`ray summary tasks`).
+pub fn summarize_tasks(opts: &ListOptions) -> Result<Vec<TaskSummary>> {
+    let opts = opts.clone();
+    ask(|c| async move { c.summarize_tasks(&opts).await })
+}
+
+/// Actors, in the order they were created.
+pub fn list_actors(opts: &ListOptions) -> Result<Listing<Actor>> {
+    let opts = opts.clone();
+    ask(|c| async move { c.list_actors(&opts).await })
+}
+
+/// Jobs, running and finished.
+pub fn list_jobs(opts: &ListOptions) -> Result<Listing<Job>> {
+    let opts = opts.clone();
+    ask(|c| async move { c.list_jobs(&opts).await })
+}
+
+/// Nodes, alive and dead.
+pub fn list_nodes(opts: &ListOptions) -> Result<Listing<Node>> {
+    let opts = opts.clone();
+    ask(|c| async move { c.list_nodes(&opts).await })
+}

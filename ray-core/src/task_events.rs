@@ -1,0 +1,354 @@
+//! Task events for the state API: what this process sees of each task (submitted, sent to a
+//! worker, running, finished or failed), buffered here and sent to the GCS in one batch a
+//! second (Ray's task event buffer). Recording is a push under a short lock; an event about
+//! the task the last one was about is merged into it, so a task a worker runs start to end
+//! within a second costs one event.
+
+use crate::error::Error;
+use crate::ids::ObjectId;
+use parking_lot::Mutex;
+use ray_proto::TaskStatus;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// How often the buffer goes to the GCS (Ray's `task_events_report_interval_ms`).
+const REPORT_PERIOD: Duration = Duration::from_secs(1);
+/// Events held between reports at most; past it the newest are counted as dropped (Ray's
+/// `task_events_max_buffer_size`).
+const MAX_BUFFERED: usize = 100_000;
+
+/// A task's name as recorded: a function's is static, an actor method's is written out
+/// only when reported.
+#[derive(Clone, Default)]
+pub(crate) enum Name {
+    #[default]
+    Unknown,
+    Static(&'static str),
+    /// An actor method: `Class.method`, written when reported.
+    Method(Arc<str>, &'static str),
+}
+
+impl Name {
+    fn is_known(&self) -> bool {
+        !matches!(self, Name::Unknown)
+    }
+
+    fn to_wire(&self) -> String {
+        match self {
+            Name::Unknown => String::new(),
+            Name::Static(s) => (*s).to_string(),
+            Name::Method(class, method) => format!("{class}.{method}"),
+        }
+    }
+}
+
+/// One event as buffered (made a `ray_proto::TaskEvent` when reported, off the task path).
+#[derive(Default)]
+struct Event {
+    task: [u8; 16],
+    status: i32,
+    attempt: u32,
+    name: Name,
+    actor: Option<bytes::Bytes>,
+    parent: Option<[u8; 16]>,
+    submitted_us: u64,
+    running_us: u64,
+    ended_us: u64,
+    /// The failure's kind and message.
+    error: Option<Box<(&'static str, String)>>,
+}
+
+impl Event {
+    /// Folds a later event about the same task and attempt into this one.
+    fn merge(&mut self, later: Event) {
+        self.status = self.status.max(later.status);
+        if later.name.is_known() {
+            self.name = later.name;
+        }
+        self.actor = later.actor.or(self.actor.take());
+        self.parent = later.parent.or(self.parent);
+        for (mine, theirs) in [
+            (&mut self.submitted_us, later.submitted_us),
+            (&mut self.running_us, later.running_us),
+            (&mut self.ended_us, later.ended_us),
+        ] {
+            if theirs != 0 {
+                *mine = theirs;
+            }
+        }
+        if later.error.is_some() {
+            self.error = later.error;
+        }
+    }
+
+    fn to_wire(&self) -> ray_proto::TaskEvent {
+        let (error_type, error) = match &self.error {
+            Some(e) => (e.0.to_string(), e.1.clone()),
+            None => Default::default(),
+        };
+        ray_proto::TaskEvent {
+            task_id: self.task.to_vec().into(),
+            status: self.status,
+            attempt: self.attempt,
+            name: self.name.to_wire(),
+            actor_id: self.actor.clone().unwrap_or_default(),
+            parent_id: self.parent.map(|p| p.to_vec().into()).unwrap_or_default(),
+            submitted_us: self.submitted_us,
+            running_us: self.running_us,
+            ended_us: self.ended_us,
+            error_type,
+            error,
+        }
+    }
+}
+
+/// This process's task events not yet reported.
+pub(crate) struct TaskEvents {
+    on: AtomicBool,
+    buffer: Mutex<Vec<Event>>,
+    dropped: AtomicU64,
+}
+
+impl Default for TaskEvents {
+    fn default() -> Self {
+        TaskEvents {
+            on: AtomicBool::new(true),
+            buffer: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Ray's `ERROR_TYPE` of a failed task.
+fn error_type(e: &Error) -> &'static str {
+    match e {
+        Error::Task { .. } => "TASK_EXECUTION_EXCEPTION",
+        Error::WorkerDied { .. } => "WORKER_DIED",
+        Error::ActorDied { .. } => "ACTOR_DIED",
+        Error::ActorUnavailable { .. } => "ACTOR_UNAVAILABLE",
+        Error::TaskCancelled { .. } => "TASK_CANCELLED",
+        Error::Unschedulable { .. } => "TASK_UNSCHEDULABLE_ERROR",
+        Error::ArgumentFailed { .. } => "DEPENDENCY_FAILED",
+        Error::NodeDied { .. } => "NODE_DIED",
+        Error::OwnerDied(_) => "OWNER_DIED",
+        Error::ObjectLost(_) => "OBJECT_LOST",
+        _ => "RUNTIME_ERROR",
+    }
+}
+
+impl TaskEvents {
+    /// Stops (or resumes) recording: a program may turn the state API's task list off.
+    pub fn set_enabled(&self, on: bool) {
+        self.on.store(on, Ordering::Relaxed);
+    }
+
+    fn record(&self, event: Event) {
+        if !self.on.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut buffer = self.buffer.lock();
+        if let Some(last) = buffer.last_mut() {
+            if last.task == event.task && last.attempt == event.attempt {
+                last.merge(event);
+                return;
+            }
+        }
+        if buffer.len() >= MAX_BUFFERED {
+            drop(buffer);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        buffer.push(event);
+    }
+
+    /// The owner submitted `task` (or resubmitted it, as `attempt`); `waiting_args` if some
+    /// of its arguments are not ready yet.
+    pub fn submitted(
+        &self,
+        task: ObjectId,
+        attempt: u32,
+        name: Name,
+        actor: Option<bytes::Bytes>,
+        parent: Option<[u8; 16]>,
+        waiting_args: bool,
+    ) {
+        let status = if waiting_args {
+            TaskStatus::PendingArgsAvail
+        } else {
+            TaskStatus::PendingNodeAssignment
+        };
+        self.record(Event {
+            task: task.0,
+            status: status as i32,
+            attempt,
+            name,
+            actor,
+            parent,
+            submitted_us: now_us(),
+            ..Default::default()
+        });
+    }
+
+    /// `task` moved on to `status` (its arguments came, it was sent to a worker).
+    pub fn moved(&self, task: ObjectId, attempt: u32, status: TaskStatus) {
+        self.record(Event {
+            task: task.0,
+            status: status as i32,
+            attempt,
+            ..Default::default()
+        });
+    }
+
+    /// This worker starts running `task`.
+    pub fn running(&self, task: [u8; 16], attempt: u32, name: Name) {
+        self.record(Event {
+            task,
+            status: TaskStatus::Running as i32,
+            attempt,
+            name,
+            running_us: now_us(),
+            ..Default::default()
+        });
+    }
+
+    /// `task` ended: ran to its end here, or failed (here or, seen by its owner, anywhere).
+    pub fn ended(&self, task: [u8; 16], attempt: u32, failure: Option<&Error>) {
+        let (status, error) = match failure {
+            None => (TaskStatus::Finished, None),
+            Some(e) => (
+                TaskStatus::Failed,
+                Some(Box::new((error_type(e), truncated(e.to_string())))),
+            ),
+        };
+        self.record(Event {
+            task,
+            status: status as i32,
+            attempt,
+            ended_us: now_us(),
+            error,
+            ..Default::default()
+        });
+    }
+
+    /// Everything buffered, and the count dropped since the last take.
+    fn take(&self) -> (Vec<Event>, u64) {
+        let events = std::mem::take(&mut *self.buffer.lock());
+        (events, self.dropped.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// A failure's message as reported: at most 4 KiB (the state API lists many).
+fn truncated(mut message: String) -> String {
+    const MAX: usize = 4096;
+    if message.len() > MAX {
+        let mut cut = MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("...");
+    }
+    message
+}
+
+/// Sends the buffered events to the GCS once a [`REPORT_PERIOD`], while `flush` says the
+/// process is still there (`None`: it is gone).
+pub(crate) async fn report<F, Fut>(mut flush: F)
+where
+    F: FnMut() -> Option<Fut>,
+    Fut: std::future::Future<Output = Result<(), ray_common::rpc::RpcError>>,
+{
+    let mut tick = tokio::time::interval(REPORT_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failures = 0u32;
+    loop {
+        tick.tick().await;
+        let Some(flushed) = flush() else { return };
+        match flushed.await {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                // Once, then every minute: the GCS may be gone for a while.
+                if failures == 1 || failures.is_multiple_of(60) {
+                    tracing::warn!(error = %e, "task events not reported; the state API will miss them");
+                }
+            }
+        }
+    }
+}
+
+/// Who reports a batch: the process, its job, worker and node.
+pub(crate) struct Reporter {
+    pub job_id: u32,
+    pub worker_id: bytes::Bytes,
+    pub node_id: bytes::Bytes,
+}
+
+impl TaskEvents {
+    /// What is buffered now as one batch (`None` if there is nothing to send).
+    pub fn batch(&self, from: &Reporter) -> Option<ray_proto::AddTaskEventsRequest> {
+        let (events, dropped) = self.take();
+        if events.is_empty() && dropped == 0 {
+            return None;
+        }
+        Some(ray_proto::AddTaskEventsRequest {
+            job_id: from.job_id,
+            worker_id: from.worker_id.clone(),
+            node_id: from.node_id.clone(),
+            pid: std::process::id(),
+            events: events.iter().map(Event::to_wire).collect(),
+            dropped,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_start_to_end_is_one_event_and_states_only_move_forward() {
+        let events = TaskEvents::default();
+        events.running([1; 16], 0, Name::Static("f"));
+        events.ended([1; 16], 0, None);
+        // An owner's late word that it sent the task does not move it back.
+        events.moved(ObjectId([1; 16]), 0, TaskStatus::SubmittedToWorker);
+        events.running([2; 16], 0, Name::Static("g"));
+        let (taken, dropped) = events.take();
+        assert_eq!(dropped, 0);
+        assert_eq!(taken.len(), 2);
+        let first = taken[0].to_wire();
+        assert_eq!(first.status, TaskStatus::Finished as i32);
+        assert_eq!(first.name, "f");
+        assert!(first.running_us > 0 && first.ended_us >= first.running_us);
+        assert_eq!(taken[1].to_wire().status, TaskStatus::Running as i32);
+    }
+
+    #[test]
+    fn a_retry_is_an_event_of_its_own_and_a_full_buffer_counts_what_it_drops() {
+        let events = TaskEvents::default();
+        events.ended([1; 16], 0, Some(&Error::Runtime("boom".into())));
+        events.moved(ObjectId([1; 16]), 1, TaskStatus::PendingNodeAssignment);
+        let (taken, _) = events.take();
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0].to_wire().error_type, "RUNTIME_ERROR");
+        for i in 0..(MAX_BUFFERED as u32 + 5) {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            events.running(id, 0, Name::Unknown);
+        }
+        let (taken, dropped) = events.take();
+        assert_eq!((taken.len(), dropped), (MAX_BUFFERED, 5));
+        events.set_enabled(false);
+        events.running([9; 16], 0, Name::Unknown);
+        assert!(events.take().0.is_empty());
+    }
+}

@@ -1,0 +1,29 @@
+//! The state API (Ray's `ray.util.state`): what runs in the cluster, as rows of tasks,
+//! actors, jobs and nodes that a program, `rayrs list` and the dashboard read alike.
+//!
+//! Sans-IO rows, filters and summaries ([`rows`], [`filter`], [`summary`]) that the GCS
+//! applies where the rows are, and [`StateClient`], which lists them from the GCS.
+
+pub mod client;
+pub mod filter;
+pub mod rows;
+pub mod summary;
+
+pub use client::{ListOptions, Listing, StateClient};
+pub use filter::{Filter, Op};
+pub use rows::{Actor, Job, Node, Task, TaskState};
+pub use summary::{summarize_tasks, TaskSummary};
+
+/// What a state query can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A filter that is not `key=value` or `key!=value`.
+    #[error("bad filter: {0}")]
+    BadFilter(String),
+    /// A filter on a field the rows do not have.
+    #[error("no field {key:?} to filter on (known: {known})")]
+    UnknownKey { key: String, known: String },
+    /// The GCS could not be asked, or refused.
+    #[error(transparent)]
+    Rpc(#[from] ray_common::rpc::RpcError),
+}

@@ -1,0 +1,251 @@
+//! `rayrs list tasks|actors|nodes|jobs` and `rayrs summary tasks` (Ray's `ray list` and
+//! `ray summary`): the state API from the command line, as a table or as JSON.
+
+use crate::node::head_address;
+use ray_common::rpc::{Connect, RpcErrorKind, TonicConnect};
+use ray_node::token;
+use ray_state::{ListOptions, StateClient, StateError};
+use std::path::PathBuf;
+use std::time::Duration;
+
+type R<T> = Result<T, String>;
+
+/// How long a listing waits for the GCS.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// What `rayrs list` lists.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Kind {
+    Tasks,
+    Actors,
+    Nodes,
+    Jobs,
+}
+
+/// How rows are printed.
+#[derive(Clone, Copy, Debug, Default, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+/// Where the head is, and which rows.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// tasks, actors, nodes or jobs.
+    kind: Kind,
+    /// The head's address (default: RAY_ADDRESS, else the head started on this machine).
+    #[arg(long, value_name = "HOST:PORT")]
+    address: Option<String>,
+    /// Where to look for the head started on this machine.
+    #[arg(long, value_name = "DIR")]
+    temp_dir: Option<PathBuf>,
+    /// Only rows whose field is (key=value) or is not (key!=value) this; repeatable, all
+    /// must hold.
+    #[arg(long = "filter", short = 'f', value_name = "KEY=VALUE")]
+    filters: Vec<String>,
+    /// At most this many rows (default 100).
+    #[arg(long)]
+    limit: Option<u32>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// `rayrs summary tasks`.
+#[derive(clap::Args)]
+pub struct SummaryArgs {
+    /// What to summarize: tasks.
+    #[arg(value_parser = ["tasks"])]
+    what: String,
+    #[arg(long, value_name = "HOST:PORT")]
+    address: Option<String>,
+    #[arg(long, value_name = "DIR")]
+    temp_dir: Option<PathBuf>,
+    #[arg(long = "filter", short = 'f', value_name = "KEY=VALUE")]
+    filters: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Runs `query` against the head's GCS within [`DEADLINE`], its errors in words.
+fn ask<T>(
+    address: Option<String>,
+    temp_dir: Option<PathBuf>,
+    query: impl AsyncFnOnce(StateClient) -> Result<T, StateError>,
+) -> R<T> {
+    let address = head_address(address, temp_dir)?;
+    let token = token::required().map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let connect = TonicConnect::new(&token).labelled("rayrs list");
+        let gcs = connect.gcs(&address).map_err(|e| e.to_string())?;
+        match tokio::time::timeout(DEADLINE, query(StateClient::new(gcs))).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(StateError::Rpc(e))) if e.kind == RpcErrorKind::Unauthenticated => Err(format!(
+                "the head at {address} refused this token ({}): use the head's token",
+                e.message
+            )),
+            Ok(Err(StateError::Rpc(e))) => Err(format!("cannot reach the head at {address}: {e}")),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!(
+                "cannot reach the head at {address}: no answer within {DEADLINE:?}"
+            )),
+        }
+    })
+}
+
+fn options(filters: &[String], limit: Option<u32>) -> R<ListOptions> {
+    let mut opts = ListOptions::new();
+    for f in filters {
+        opts = opts.filter(f).map_err(|e| e.to_string())?;
+    }
+    opts.limit = limit;
+    Ok(opts)
+}
+
+pub fn list(args: ListArgs) -> R<()> {
+    let opts = options(&args.filters, args.limit)?;
+    let (rows, total) = match args.kind {
+        Kind::Tasks => {
+            let l = ask(args.address, args.temp_dir, async |c| {
+                c.list_tasks(&opts).await
+            })?;
+            if l.dropped > 0 {
+                eprintln!(
+                    "note: {} task events were dropped (past the bound per job): some tasks are missing",
+                    l.dropped
+                );
+            }
+            (to_values(&l.rows)?, l.total)
+        }
+        Kind::Actors => {
+            let l = ask(args.address, args.temp_dir, async |c| {
+                c.list_actors(&opts).await
+            })?;
+            (to_values(&l.rows)?, l.total)
+        }
+        Kind::Nodes => {
+            let l = ask(args.address, args.temp_dir, async |c| {
+                c.list_nodes(&opts).await
+            })?;
+            (to_values(&l.rows)?, l.total)
+        }
+        Kind::Jobs => {
+            let l = ask(args.address, args.temp_dir, async |c| {
+                c.list_jobs(&opts).await
+            })?;
+            (to_values(&l.rows)?, l.total)
+        }
+    };
+    match args.format {
+        Format::Json => println!("{}", json(&rows)?),
+        Format::Table => {
+            print!("{}", table(columns(args.kind), &rows));
+            if total > rows.len() as u64 {
+                eprintln!("{} of {total} rows shown (--limit)", rows.len());
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn summary(args: SummaryArgs) -> R<()> {
+    let opts = options(&args.filters, None)?;
+    let summary = ask(args.address, args.temp_dir, async |c| {
+        c.summarize_tasks(&opts).await
+    })?;
+    match args.format {
+        Format::Json => println!("{}", json(&summary)?),
+        Format::Table => {
+            let states: std::collections::BTreeSet<_> =
+                summary.iter().flat_map(|s| s.by_state.keys()).collect();
+            let mut header = vec!["NAME".to_string(), "TOTAL".to_string()];
+            header.extend(states.iter().map(|s| s.as_str().to_string()));
+            let rows = summary.iter().map(|s| {
+                let mut row = vec![s.name.clone(), s.total.to_string()];
+                row.extend(
+                    states
+                        .iter()
+                        .map(|st| s.by_state.get(*st).copied().unwrap_or(0).to_string()),
+                );
+                row
+            });
+            print!("{}", render(header, rows));
+        }
+    }
+    Ok(())
+}
+
+fn to_values<T: serde::Serialize>(rows: &[T]) -> R<Vec<serde_json::Value>> {
+    rows.iter()
+        .map(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn json<T: serde::Serialize>(value: &T) -> R<String> {
+    serde_json::to_string_pretty(value).map_err(|e| e.to_string())
+}
+
+/// The fields a table shows, per kind (JSON has them all).
+fn columns(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Tasks => &[
+            "task_id",
+            "attempt",
+            "name",
+            "state",
+            "job_id",
+            "node_id",
+            "worker_pid",
+            "error_type",
+        ],
+        Kind::Actors => &[
+            "actor_id",
+            "class_name",
+            "name",
+            "state",
+            "num_restarts",
+            "job_id",
+            "node_id",
+            "pid",
+        ],
+        Kind::Nodes => &["node_id", "state", "address", "is_head"],
+        Kind::Jobs => &["job_id", "status", "driver_pid", "namespace", "entrypoint"],
+    }
+}
+
+/// A field as a table cell: strings bare, nothing for null.
+fn cell(v: Option<&serde_json::Value>) -> String {
+    match v {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn table(columns: &[&str], rows: &[serde_json::Value]) -> String {
+    let header = columns.iter().map(|c| c.to_uppercase()).collect();
+    render(
+        header,
+        rows.iter()
+            .map(|r| columns.iter().map(|c| cell(r.get(*c))).collect()),
+    )
+}
+
+/// Left-aligned columns, two spaces apart.
+fn render(header: Vec<String>, rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_header(header);
+    for row in rows {
+        table.add_row(row);
+    }
+    let mut text = table.to_string();
+    text.push('\n');
+    text
+}

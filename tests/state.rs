@@ -1,0 +1,204 @@
+//! The state API on real worker processes: tasks in each state with where they ran and why
+//! they failed, summaries, filters and limits, actors, jobs and nodes, as `ray::state` lists
+//! them from the GCS.
+
+#![allow(clippy::new_without_default)] // actor constructors are called remotely
+
+use ray::state::{self, ListOptions, TaskState};
+use ray_rs::{eventually, with_ray};
+
+#[ray::remote]
+fn quick(i: u32) -> u32 {
+    i
+}
+
+#[ray::remote]
+fn boom() -> Result<u32, String> {
+    Err("boom went the task".into())
+}
+
+/// Runs until `file` exists (the test creates it once it has seen the task running).
+#[ray::remote]
+fn hold_until(file: String) -> u32 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::path::Path::new(&file).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::process::id()
+}
+
+#[ray::remote]
+fn after(x: u32) -> u32 {
+    x
+}
+
+#[ray::actor]
+struct Counter {
+    n: u64,
+}
+
+#[ray::actor]
+impl Counter {
+    pub fn new() -> Self {
+        Counter { n: 0 }
+    }
+
+    pub fn incr(&mut self) -> u64 {
+        self.n += 1;
+        self.n
+    }
+}
+
+fn opts(filters: &[&str]) -> ListOptions {
+    filters
+        .iter()
+        .fold(ListOptions::new(), |o, f| o.filter(f).unwrap())
+}
+
+fn tasks(filters: &[&str]) -> ray::state::Listing<ray::state::Task> {
+    state::list_tasks(&opts(filters)).unwrap()
+}
+
+#[test]
+fn tasks_are_listed_in_their_states_with_where_they_ran_and_why_they_failed() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let done: Vec<_> = (0..20).map(quick::remote).collect();
+        ray::get_all(&done).unwrap();
+        let failed = boom::remote();
+        assert!(ray::get(&failed).is_err());
+        let flag = std::env::temp_dir().join(format!("rayrs-state-{}", std::process::id()));
+        let _ = std::fs::remove_file(&flag);
+        let held = hold_until::remote(flag.display().to_string());
+        let waiting = after::remote(&held);
+
+        eventually("the 20 quick tasks are listed as finished", || {
+            tasks(&["name=quick", "state=FINISHED"]).total == 20
+        });
+        let quick_rows = tasks(&["name=quick"]).rows;
+        let me = ray::get_runtime_context().unwrap();
+        for t in &quick_rows {
+            assert_eq!(t.state, Some(TaskState::Finished), "{t:?}");
+            assert_eq!(t.node_id.as_deref(), Some(me.node_id.as_str()));
+            assert!(
+                t.worker_pid.is_some_and(|p| p != std::process::id()),
+                "{t:?}"
+            );
+            let (s, r, e) = (t.submitted_at_us, t.started_at_us, t.ended_at_us);
+            assert!(s.is_some() && r.is_some() && e >= r, "{t:?}");
+            assert_eq!(t.job_id, me.job_id);
+            assert_eq!(t.attempt, 0);
+        }
+
+        eventually("the failed task is listed with its error", || {
+            tasks(&["name=boom", "state=FAILED"]).total == 1
+        });
+        let boom_row = &tasks(&["name=boom"]).rows[0];
+        assert_eq!(
+            boom_row.error_type.as_deref(),
+            Some("TASK_EXECUTION_EXCEPTION")
+        );
+        assert!(
+            boom_row
+                .error_message
+                .as_deref()
+                .is_some_and(|m| m.contains("boom went the task")),
+            "{boom_row:?}"
+        );
+
+        eventually(
+            "the held task is running, its dependent waits for it",
+            || {
+                tasks(&["name=hold_until", "state=RUNNING"]).total == 1
+                    && tasks(&["name=after", "state=PENDING_ARGS_AVAIL"]).total == 1
+            },
+        );
+        let running = &tasks(&["name=hold_until"]).rows[0];
+        assert!(running.ended_at_us.is_none() && running.worker_pid.is_some());
+
+        // A summary counts every task; a limit cuts the rows, not the total.
+        let summary = state::summarize_tasks(&ListOptions::new()).unwrap();
+        let quick_sum = summary.iter().find(|s| s.name == "quick").unwrap();
+        assert_eq!(quick_sum.total, 20);
+        assert_eq!(quick_sum.by_state.get(&TaskState::Finished), Some(&20));
+        let limited = state::list_tasks(&ListOptions::new().limit(5)).unwrap();
+        assert_eq!(limited.rows.len(), 5);
+        assert!(limited.total >= 23, "{}", limited.total);
+        assert_eq!(tasks(&["state!=FINISHED", "name=quick"]).total, 0);
+
+        // A filter on a field tasks do not have is the caller's error.
+        let bad = state::list_tasks(&opts(&["colour=red"])).unwrap_err();
+        assert!(matches!(bad, ray::Error::InvalidArgument(_)), "{bad}");
+        assert!(ListOptions::new().filter("no operator").is_err());
+
+        std::fs::write(&flag, b"go").unwrap();
+        assert_eq!(ray::get(&waiting).unwrap(), ray::get(&held).unwrap());
+        eventually("both end finished", || {
+            tasks(&["state=FINISHED", "name=after"]).total == 1
+                && tasks(&["state=FINISHED", "name=hold_until"]).total == 1
+        });
+        let _ = std::fs::remove_file(&flag);
+    });
+}
+
+#[test]
+fn actors_jobs_and_nodes_are_listed() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let c = Counter::options().name("counter-1").remote();
+        assert_eq!(ray::get(&c.incr()).unwrap(), 1);
+        assert_eq!(ray::get(&c.incr()).unwrap(), 2);
+
+        let actors = state::list_actors(&opts(&["class_name=Counter"])).unwrap();
+        assert_eq!(actors.total, 1);
+        let a = &actors.rows[0];
+        assert_eq!(
+            (a.state.as_str(), a.name.as_deref()),
+            ("ALIVE", Some("counter-1"))
+        );
+        let pid = a.pid.expect("an alive actor's pid");
+        assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let me = ray::get_runtime_context().unwrap();
+        assert_eq!(a.node_id.as_deref(), Some(me.node_id.as_str()));
+
+        eventually("both calls are listed against the actor", || {
+            let calls = tasks(&["name=Counter.incr", "state=FINISHED"]);
+            calls.total == 2
+                && calls
+                    .rows
+                    .iter()
+                    .all(|t| t.actor_id.as_deref() == Some(a.actor_id.as_str()))
+        });
+
+        c.kill(true).unwrap();
+        eventually("the killed actor is listed dead", || {
+            state::list_actors(&opts(&["name=counter-1"])).unwrap().rows[0].state == "DEAD"
+        });
+        assert_eq!(
+            state::list_actors(&opts(&["state=ALIVE", "class_name=Counter"]))
+                .unwrap()
+                .total,
+            0
+        );
+
+        let jobs = state::list_jobs(&ListOptions::new()).unwrap();
+        assert_eq!(jobs.total, 1);
+        let job = &jobs.rows[0];
+        assert_eq!(job.status, "RUNNING");
+        assert_eq!(job.driver_pid, Some(std::process::id()));
+        assert_eq!(job.job_id, me.job_id);
+        assert!(job.start_time_us.is_some() && job.end_time_us.is_none());
+
+        let nodes = state::list_nodes(&ListOptions::new()).unwrap();
+        assert_eq!(nodes.total, 1);
+        assert_eq!(nodes.rows[0].node_id, me.node_id);
+        assert!(nodes.rows[0].is_head && nodes.rows[0].state == "ALIVE");
+        assert_eq!(nodes.rows[0].resources_total.get("CPU"), Some(&2.0));
+    });
+}
+
+#[test]
+fn sync_mode_has_no_state_api_and_says_so() {
+    with_ray(ray::Config::sync(), || {
+        let e = state::list_tasks(&ListOptions::new()).unwrap_err();
+        assert!(matches!(e, ray::Error::InvalidArgument(_)), "{e}");
+    });
+}
