@@ -488,6 +488,9 @@ impl Executor {
 
     /// Records that the task or call of `frame` runs here now (the state API's RUNNING).
     fn started(&self, frame: &ray_proto::TaskFrame) {
+        if frame.untracked {
+            return;
+        }
         if let Ok(id) = id16(&frame.task_id, "task id") {
             let name = crate::task_events::Name::Unknown; // The owner's event names it.
             self.own.task_events.running(id, frame.attempt, name);
@@ -970,9 +973,11 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         .map(Stored::from_proto)
         .collect();
     let _copies = ArgCopies::of(own, &args);
-    let name = crate::task_events::Name::Static(task.function);
-    own.task_events
-        .running(task.return_id.0, task.attempt, name);
+    if task.tracked {
+        let name = crate::task_events::Name::Static(task.function);
+        own.task_events
+            .running(task.return_id.0, task.attempt, name);
+    }
     let mut retries_left = task.retries_left;
     let (result, returned) = loop {
         let (result, returned) = collect_serialized_refs(|| {
@@ -996,8 +1001,10 @@ pub(crate) fn run_inline(own: &Ownership, task: PendingTask) {
         retries_left -= i32::from(retries_left > 0);
     };
     drop(args);
-    own.task_events
-        .ended(task.return_id.0, task.attempt, result.as_ref().err());
+    if task.tracked {
+        own.task_events
+            .ended(task.return_id.0, task.attempt, result.as_ref().err());
+    }
     // This process owns the result: it holds the refs inside it itself.
     own.contain_all(task.return_id, task.num_returns, returned);
     let stored = returns_to_stored(own, task.return_id, task.num_returns, result);
@@ -1118,7 +1125,7 @@ fn finish(
             (all.pop().expect("one return at least"), rest)
         }
     };
-    if let Ok(id) = id16(&frame.task_id, "task id") {
+    if let (false, Ok(id)) = (frame.untracked, id16(&frame.task_id, "task id")) {
         let failure = match &first {
             Stored::Failed(e) => Some(&**e),
             _ => None,

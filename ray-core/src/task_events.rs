@@ -8,7 +8,7 @@ use crate::error::Error;
 use crate::ids::ObjectId;
 use parking_lot::Mutex;
 use ray_proto::TaskStatus;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +17,11 @@ const REPORT_PERIOD: Duration = Duration::from_secs(1);
 /// Events held between reports at most; past it the newest are counted as dropped (Ray's
 /// `task_events_max_buffer_size`).
 const MAX_BUFFERED: usize = 100_000;
+/// Tasks an owner tracks a second at most: past it, its tasks that second are counted as
+/// dropped and neither it nor their workers record them (the owner tells the worker in the
+/// task's frame), so a task is listed whole or not at all. A listing shows the first tasks of
+/// each second of a burst of hundreds of thousands, which then costs the burst little.
+const TRACKED_PER_SECOND: i64 = 10_000;
 
 /// A task's name as recorded: a function's is static, an actor method's is written out
 /// only when reported.
@@ -41,16 +46,50 @@ impl Name {
             Name::Method(class, method) => format!("{class}.{method}"),
         }
     }
+
+    /// Its index in `names` plus one, adding it the first time (0: unknown). Names repeat
+    /// across a batch: each is written once.
+    fn index_in(&self, names: &mut Names) -> u32 {
+        let key = match self {
+            Name::Unknown => return 0,
+            Name::Static(s) => NameKey::Static(s.as_ptr() as usize, s.len()),
+            Name::Method(class, method) => NameKey::Method(
+                Arc::as_ptr(class).cast::<u8>() as usize,
+                method.as_ptr() as usize,
+            ),
+        };
+        if let Some(i) = names.index.get(&key) {
+            return *i;
+        }
+        names.list.push(self.to_wire());
+        let i = names.list.len() as u32;
+        names.index.insert(key, i);
+        i
+    }
 }
 
-/// One event as buffered (made a `ray_proto::TaskEvent` when reported, off the task path).
+/// A name by identity (its pointers): the same function or method, without comparing text.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum NameKey {
+    Static(usize, usize),
+    Method(usize, usize),
+}
+
+/// The names of a batch being made.
+#[derive(Default)]
+struct Names {
+    list: Vec<String>,
+    index: std::collections::HashMap<NameKey, u32>,
+}
+
+/// One event as buffered (made a wire event when reported, off the task path).
 #[derive(Default)]
 struct Event {
     task: [u8; 16],
     status: i32,
     attempt: u32,
     name: Name,
-    actor: Option<bytes::Bytes>,
+    actor: Option<[u8; 16]>,
     parent: Option<[u8; 16]>,
     submitted_us: u64,
     running_us: u64,
@@ -66,7 +105,7 @@ impl Event {
         if later.name.is_known() {
             self.name = later.name;
         }
-        self.actor = later.actor.or(self.actor.take());
+        self.actor = later.actor.or(self.actor);
         self.parent = later.parent.or(self.parent);
         for (mine, theirs) in [
             (&mut self.submitted_us, later.submitted_us),
@@ -82,23 +121,18 @@ impl Event {
         }
     }
 
-    fn to_wire(&self) -> ray_proto::TaskEvent {
-        let (error_type, error) = match &self.error {
-            Some(e) => (e.0.to_string(), e.1.clone()),
-            None => Default::default(),
-        };
-        ray_proto::TaskEvent {
-            task_id: self.task.to_vec().into(),
-            status: self.status,
+    fn to_wire(&self, names: &mut Names) -> ray_state::events::TaskEvent {
+        ray_state::events::TaskEvent {
+            task: self.task,
             attempt: self.attempt,
-            name: self.name.to_wire(),
-            actor_id: self.actor.clone().unwrap_or_default(),
-            parent_id: self.parent.map(|p| p.to_vec().into()).unwrap_or_default(),
+            status: self.status,
+            name: self.name.index_in(names),
+            actor: self.actor,
+            parent: self.parent,
             submitted_us: self.submitted_us,
             running_us: self.running_us,
             ended_us: self.ended_us,
-            error_type,
-            error,
+            error: self.error.as_ref().map(|e| (e.0.to_string(), e.1.clone())),
         }
     }
 }
@@ -108,6 +142,8 @@ pub(crate) struct TaskEvents {
     on: AtomicBool,
     buffer: Mutex<Vec<Event>>,
     dropped: AtomicU64,
+    /// Tasks this owner may still track until the next report.
+    budget: AtomicI64,
 }
 
 impl Default for TaskEvents {
@@ -116,6 +152,7 @@ impl Default for TaskEvents {
             on: AtomicBool::new(true),
             buffer: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            budget: AtomicI64::new(TRACKED_PER_SECOND),
         }
     }
 }
@@ -169,17 +206,24 @@ impl TaskEvents {
         buffer.push(event);
     }
 
-    /// The owner submitted `task` (or resubmitted it, as `attempt`); `waiting_args` if some
-    /// of its arguments are not ready yet.
+    /// The owner submitted `task`; `waiting_args` if some of its arguments are not ready
+    /// yet. False if the task is not tracked (recording is off, or past this second's
+    /// budget): no event of it is recorded, here or on its worker.
     pub fn submitted(
         &self,
         task: ObjectId,
-        attempt: u32,
         name: Name,
-        actor: Option<bytes::Bytes>,
+        actor: Option<[u8; 16]>,
         parent: Option<[u8; 16]>,
         waiting_args: bool,
-    ) {
+    ) -> bool {
+        if !self.on.load(Ordering::Relaxed) {
+            return false;
+        }
+        if self.budget.fetch_sub(1, Ordering::Relaxed) <= 0 {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
         let status = if waiting_args {
             TaskStatus::PendingArgsAvail
         } else {
@@ -188,13 +232,14 @@ impl TaskEvents {
         self.record(Event {
             task: task.0,
             status: status as i32,
-            attempt,
+            attempt: 0,
             name,
             actor,
             parent,
             submitted_us: now_us(),
             ..Default::default()
         });
+        true
     }
 
     /// `task` moved on to `status` (its arguments came, it was sent to a worker).
@@ -240,6 +285,7 @@ impl TaskEvents {
 
     /// Everything buffered, and the count dropped since the last take.
     fn take(&self) -> (Vec<Event>, u64) {
+        self.budget.store(TRACKED_PER_SECOND, Ordering::Relaxed);
         let events = std::mem::take(&mut *self.buffer.lock());
         (events, self.dropped.swap(0, Ordering::Relaxed))
     }
@@ -299,12 +345,18 @@ impl TaskEvents {
         if events.is_empty() && dropped == 0 {
             return None;
         }
+        let mut names = Names::default();
+        let events = events.iter().map(|e| e.to_wire(&mut names)).collect();
+        let batch = ray_state::events::EventBatch {
+            names: names.list,
+            events,
+        };
         Some(ray_proto::AddTaskEventsRequest {
             job_id: from.job_id,
             worker_id: from.worker_id.clone(),
             node_id: from.node_id.clone(),
             pid: std::process::id(),
-            events: events.iter().map(Event::to_wire).collect(),
+            packed: batch.encode().into(),
             dropped,
         })
     }
@@ -313,23 +365,45 @@ impl TaskEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ray_state::events::EventBatch;
+
+    fn reporter() -> Reporter {
+        Reporter {
+            job_id: 1,
+            worker_id: vec![1; 16].into(),
+            node_id: vec![2; 16].into(),
+        }
+    }
+
+    /// The next batch, as the GCS reads it.
+    fn next_batch(events: &TaskEvents) -> (EventBatch, u64) {
+        match events.batch(&reporter()) {
+            Some(b) => (EventBatch::decode(&b.packed).unwrap(), b.dropped),
+            None => (EventBatch::default(), 0),
+        }
+    }
 
     #[test]
     fn a_run_start_to_end_is_one_event_and_states_only_move_forward() {
         let events = TaskEvents::default();
         events.running([1; 16], 0, Name::Static("f"));
         events.ended([1; 16], 0, None);
-        // An owner's late word that it sent the task does not move it back.
-        events.moved(ObjectId([1; 16]), 0, TaskStatus::SubmittedToWorker);
+        // A late word that it waited for a worker does not move it back.
+        events.moved(ObjectId([1; 16]), 0, TaskStatus::PendingNodeAssignment);
         events.running([2; 16], 0, Name::Static("g"));
-        let (taken, dropped) = events.take();
+        events.running([3; 16], 0, Name::Static("f"));
+        let (batch, dropped) = next_batch(&events);
         assert_eq!(dropped, 0);
-        assert_eq!(taken.len(), 2);
-        let first = taken[0].to_wire();
+        assert_eq!(batch.events.len(), 3);
+        let first = &batch.events[0];
         assert_eq!(first.status, TaskStatus::Finished as i32);
-        assert_eq!(first.name, "f");
+        assert_eq!(batch.name_of(first), Some("f"));
         assert!(first.running_us > 0 && first.ended_us >= first.running_us);
-        assert_eq!(taken[1].to_wire().status, TaskStatus::Running as i32);
+        assert_eq!(batch.events[1].status, TaskStatus::Running as i32);
+        // Each name is sent once per batch.
+        assert_eq!(batch.names.len(), 2);
+        assert_eq!(batch.events[2].name, first.name);
+        assert!(events.batch(&reporter()).is_none(), "nothing left to send");
     }
 
     #[test]
@@ -337,18 +411,38 @@ mod tests {
         let events = TaskEvents::default();
         events.ended([1; 16], 0, Some(&Error::Runtime("boom".into())));
         events.moved(ObjectId([1; 16]), 1, TaskStatus::PendingNodeAssignment);
-        let (taken, _) = events.take();
-        assert_eq!(taken.len(), 2);
-        assert_eq!(taken[0].to_wire().error_type, "RUNTIME_ERROR");
+        let (batch, _) = next_batch(&events);
+        assert_eq!(batch.events.len(), 2);
+        let error = batch.events[0].error.clone().unwrap();
+        assert_eq!(error.0, "RUNTIME_ERROR");
+        assert!(error.1.contains("boom"));
         for i in 0..(MAX_BUFFERED as u32 + 5) {
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&i.to_le_bytes());
             events.running(id, 0, Name::Unknown);
         }
-        let (taken, dropped) = events.take();
-        assert_eq!((taken.len(), dropped), (MAX_BUFFERED, 5));
+        let (batch, dropped) = next_batch(&events);
+        assert_eq!((batch.events.len(), dropped), (MAX_BUFFERED, 5));
         events.set_enabled(false);
         events.running([9; 16], 0, Name::Unknown);
-        assert!(events.take().0.is_empty());
+        assert!(events.batch(&reporter()).is_none());
+    }
+
+    #[test]
+    fn past_its_budget_a_second_an_owner_tracks_no_more_tasks_until_the_next_report() {
+        let events = TaskEvents::default();
+        let submit = |i: u32| {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&i.to_le_bytes());
+            events.submitted(ObjectId(id), Name::Static("f"), None, None, false)
+        };
+        let n = TRACKED_PER_SECOND as u32;
+        assert!((0..n).all(submit));
+        assert!(!submit(n) && !submit(n + 1));
+        let (batch, dropped) = next_batch(&events);
+        assert_eq!((batch.events.len(), dropped), (n as usize, 2));
+        assert!(submit(n + 2), "a new second, a new budget");
+        events.set_enabled(false);
+        assert!(!submit(n + 3), "nothing is tracked while recording is off");
     }
 }

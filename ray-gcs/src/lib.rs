@@ -537,7 +537,10 @@ impl Gcs for GcsService {
         &self,
         req: Request<AddTaskEventsRequest>,
     ) -> Result<Response<Empty>, Status> {
-        self.inner.tasks.add(req.into_inner());
+        self.inner
+            .tasks
+            .add(req.into_inner())
+            .map_err(state_status)?;
         Ok(Response::new(Empty {}))
     }
 

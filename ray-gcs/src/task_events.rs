@@ -1,14 +1,19 @@
 //! The task table of the state API: every process's task events merged into one row per
 //! task (its latest attempt), bounded per job: past the bound the oldest rows go first, and
-//! what went is counted.
+//! what went is counted. Rows are compact (names and places interned, ids inline): hundreds
+//! of thousands of events a second go through here, and a local session's GCS lives in the
+//! driver's memory.
 
 use parking_lot::Mutex;
-use ray_proto::{AddTaskEventsRequest, ListRequest, ListTasksReply, TaskEvent, TaskRow};
+use ray_proto::{AddTaskEventsRequest, ListRequest, ListTasksReply, TaskRow};
+use ray_state::events::{EventBatch, TaskEvent};
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
-/// Rows kept per job (Ray's `task_events_max_num_task_in_gcs` is 100,000 in all; rows are
-/// ~400 bytes here, and a local session's GCS lives in the driver's memory).
-pub const MAX_TASKS_PER_JOB: usize = 20_000;
+/// Rows kept per job (Ray's `task_events_max_num_task_in_gcs` is 100,000 in all).
+pub const MAX_TASKS_PER_JOB: usize = 100_000;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The rows, behind one short lock.
 pub(crate) struct TaskTable {
@@ -18,10 +23,12 @@ pub(crate) struct TaskTable {
 
 #[derive(Default)]
 struct Table {
-    rows: HashMap<[u8; 16], TaskRow>,
+    rows: FastMap<[u8; 16], Row>,
     /// Per job, its tasks in the order their first event came (the oldest go first), and
     /// how many rows or events were let go of.
-    jobs: HashMap<u32, JobTasks>,
+    jobs: FastMap<u32, JobTasks>,
+    names: Interned<Arc<str>>,
+    places: Interned<Place>,
 }
 
 #[derive(Default)]
@@ -30,16 +37,67 @@ struct JobTasks {
     dropped: u64,
 }
 
+/// Where a task ran: a worker process of a node.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Place {
+    node: bytes::Bytes,
+    worker: bytes::Bytes,
+    pid: u32,
+}
+
+/// Values kept once, referred to by index (index 0 is "none").
+struct Interned<T> {
+    list: Vec<T>,
+    index: FastMap<T, u32>,
+}
+
+impl<T> Default for Interned<T> {
+    fn default() -> Self {
+        Interned {
+            list: Vec::new(),
+            index: FastMap::default(),
+        }
+    }
+}
+
+impl<T: Clone + Eq + std::hash::Hash> Interned<T> {
+    fn intern(&mut self, value: T) -> u32 {
+        if let Some(i) = self.index.get(&value) {
+            return *i;
+        }
+        self.list.push(value.clone());
+        let i = self.list.len() as u32;
+        self.index.insert(value, i);
+        i
+    }
+
+    fn get(&self, i: u32) -> Option<&T> {
+        self.list.get(usize::try_from(i).ok()?.checked_sub(1)?)
+    }
+}
+
+/// One task, as its events left it.
+#[derive(Default)]
+struct Row {
+    job: u32,
+    attempt: u32,
+    status: i32,
+    /// Interned name (0: none yet).
+    name: u32,
+    /// Interned place (0: not run yet).
+    place: u32,
+    actor: Option<[u8; 16]>,
+    parent: Option<[u8; 16]>,
+    submitted_us: u64,
+    running_us: u64,
+    ended_us: u64,
+    error: Option<Box<(String, String)>>,
+}
+
 impl Default for TaskTable {
     fn default() -> Self {
         TaskTable::with_bound(MAX_TASKS_PER_JOB)
     }
-}
-
-/// Where a state stands in a task's life: a later report never moves a row back (the
-/// events of owner and worker arrive in any order).
-fn rank(status: i32) -> i32 {
-    status
 }
 
 impl TaskTable {
@@ -51,27 +109,48 @@ impl TaskTable {
         }
     }
 
-    /// Merges one process's batch.
-    pub fn add(&self, mut batch: AddTaskEventsRequest) {
-        let events = std::mem::take(&mut batch.events);
+    /// Merges one process's batch (decoded before the lock is taken).
+    pub fn add(&self, batch: AddTaskEventsRequest) -> Result<(), ray_state::StateError> {
+        let events = EventBatch::decode(&batch.packed)?;
+        let place = Place {
+            node: batch.node_id.clone(),
+            worker: batch.worker_id.clone(),
+            pid: batch.pid,
+        };
         let mut t = self.inner.lock();
-        let Table { rows, jobs } = &mut *t;
+        let Table {
+            rows,
+            jobs,
+            names,
+            places,
+        } = &mut *t;
+        let name_ids: Vec<u32> = events
+            .names
+            .iter()
+            .map(|n| names.intern(Arc::from(n.as_str())))
+            .collect();
+        let ran_here = if events.events.iter().any(|e| e.running_us != 0) {
+            places.intern(place)
+        } else {
+            0
+        };
         let job = jobs.entry(batch.job_id).or_default();
         job.dropped += batch.dropped;
-        for event in events {
-            let Ok(id) = <[u8; 16]>::try_from(&event.task_id[..]) else {
-                continue;
-            };
-            let row = rows.entry(id).or_insert_with(|| {
-                job.order.push_back(id);
-                TaskRow {
-                    task_id: event.task_id.clone(),
-                    job_id: batch.job_id,
+        for event in events.events {
+            let name = usize::try_from(event.name)
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| name_ids.get(i).copied())
+                .unwrap_or(0);
+            let row = rows.entry(event.task).or_insert_with(|| {
+                job.order.push_back(event.task);
+                Row {
+                    job: batch.job_id,
                     attempt: event.attempt,
                     ..Default::default()
                 }
             });
-            merge(row, event, &batch);
+            merge(row, event, name, ran_here);
             while job.order.len() > self.max_per_job {
                 if let Some(old) = job.order.pop_front() {
                     rows.remove(&old);
@@ -79,6 +158,7 @@ impl TaskTable {
                 }
             }
         }
+        Ok(())
     }
 
     /// The rows that pass the request's filters, newest first, within its limit; and the
@@ -87,13 +167,16 @@ impl TaskTable {
         let filters = ray_state::filter::from_request::<TaskRow>(request)?;
         let limit = ray_state::filter::limit_of(request);
         let t = self.inner.lock();
-        let mut matching: Vec<&TaskRow> = t
+        let mut matching: Vec<TaskRow> = t
             .rows
-            .values()
-            .filter(|r| ray_state::filter::matches(*r, &filters))
+            .iter()
+            .map(|(id, row)| t.to_wire(id, row))
+            .filter(|r| ray_state::filter::matches(r, &filters))
             .collect();
+        let dropped = t.jobs.values().map(|j| j.dropped).sum();
+        drop(t);
         let counts = if request.summarize {
-            ray_state::summary::count_tasks(matching.iter().copied())
+            ray_state::summary::count_tasks(matching.iter())
         } else {
             Vec::new()
         };
@@ -106,71 +189,89 @@ impl TaskTable {
         }
         matching.sort_by_key(|r| std::cmp::Reverse(key(r)));
         Ok(ListTasksReply {
-            tasks: matching.into_iter().cloned().collect(),
+            tasks: matching,
             total,
-            dropped: t.jobs.values().map(|j| j.dropped).sum(),
+            dropped,
             counts,
         })
     }
 
-    /// A finished job's rows stay listed (its last word); nothing to do but keep them.
     #[cfg(test)]
     fn len(&self) -> usize {
         self.inner.lock().rows.len()
     }
 }
 
-/// Folds `event` (from the process that sent `batch`) into `row`.
-fn merge(row: &mut TaskRow, event: TaskEvent, batch: &AddTaskEventsRequest) {
+impl Table {
+    fn to_wire(&self, id: &[u8; 16], r: &Row) -> TaskRow {
+        let place = self.places.get(r.place);
+        let (error_type, error) = r.error.as_deref().cloned().unwrap_or_default();
+        TaskRow {
+            task_id: id.to_vec().into(),
+            name: self
+                .names
+                .get(r.name)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            status: r.status,
+            job_id: r.job,
+            actor_id: r.actor.map(|a| a.to_vec().into()).unwrap_or_default(),
+            parent_id: r.parent.map(|p| p.to_vec().into()).unwrap_or_default(),
+            node_id: place.map(|p| p.node.clone()).unwrap_or_default(),
+            worker_id: place.map(|p| p.worker.clone()).unwrap_or_default(),
+            pid: place.map_or(0, |p| p.pid),
+            attempt: r.attempt,
+            submitted_us: r.submitted_us,
+            running_us: r.running_us,
+            ended_us: r.ended_us,
+            error_type,
+            error,
+        }
+    }
+}
+
+/// Folds `event` into `row`: `name` is its interned name, `place` where the process that
+/// sent it runs (interned; used if the event says the task ran there).
+fn merge(row: &mut Row, event: TaskEvent, name: u32, place: u32) {
     if event.attempt < row.attempt {
         // An earlier attempt's late word: only what every attempt shares.
-        fill_shared(row, &event);
+        fill_shared(row, &event, name);
         return;
     }
     if event.attempt > row.attempt {
         // A retry: the run's fields start again.
-        *row = TaskRow {
-            task_id: std::mem::take(&mut row.task_id),
-            name: std::mem::take(&mut row.name),
-            job_id: row.job_id,
-            actor_id: std::mem::take(&mut row.actor_id),
-            parent_id: std::mem::take(&mut row.parent_id),
-            submitted_us: row.submitted_us,
+        *row = Row {
+            job: row.job,
             attempt: event.attempt,
+            name: row.name,
+            actor: row.actor,
+            parent: row.parent,
+            submitted_us: row.submitted_us,
             ..Default::default()
         };
     }
-    fill_shared(row, &event);
-    if rank(event.status) > rank(row.status) {
-        row.status = event.status;
-    }
+    fill_shared(row, &event, name);
+    // A state never moves back: owner and worker report in any order.
+    row.status = row.status.max(event.status);
     if event.running_us != 0 {
-        // The worker that ran it sent this: where it ran.
         row.running_us = event.running_us;
-        row.node_id = batch.node_id.clone();
-        row.worker_id = batch.worker_id.clone();
-        row.pid = batch.pid;
+        row.place = place;
     }
     if event.ended_us != 0 {
         row.ended_us = event.ended_us;
     }
-    if !event.error_type.is_empty() {
-        row.error_type = event.error_type;
-        row.error = event.error;
+    if let Some(error) = event.error {
+        row.error = Some(Box::new(error));
     }
 }
 
 /// What is the same for every attempt: the name, the actor, the parent, the submission.
-fn fill_shared(row: &mut TaskRow, event: &TaskEvent) {
-    if !event.name.is_empty() {
-        row.name = event.name.clone();
+fn fill_shared(row: &mut Row, event: &TaskEvent, name: u32) {
+    if name != 0 {
+        row.name = name;
     }
-    if !event.actor_id.is_empty() {
-        row.actor_id = event.actor_id.clone();
-    }
-    if !event.parent_id.is_empty() {
-        row.parent_id = event.parent_id.clone();
-    }
+    row.actor = event.actor.or(row.actor);
+    row.parent = event.parent.or(row.parent);
     if event.submitted_us != 0 && (row.submitted_us == 0 || event.attempt == 0) {
         row.submitted_us = event.submitted_us;
     }
@@ -183,20 +284,25 @@ mod tests {
 
     fn event(id: u8, status: S, attempt: u32) -> TaskEvent {
         TaskEvent {
-            task_id: vec![id; 16].into(),
+            task: [id; 16],
             status: status as i32,
             attempt,
             ..Default::default()
         }
     }
 
-    fn batch(events: Vec<TaskEvent>) -> AddTaskEventsRequest {
+    fn batch(names: &[&str], events: Vec<TaskEvent>) -> AddTaskEventsRequest {
+        let packed = EventBatch {
+            names: names.iter().map(|n| n.to_string()).collect(),
+            events,
+        }
+        .encode();
         AddTaskEventsRequest {
             job_id: 1,
             worker_id: vec![7; 16].into(),
             node_id: vec![8; 16].into(),
             pid: 42,
-            events,
+            packed: packed.into(),
             dropped: 0,
         }
     }
@@ -223,33 +329,36 @@ mod tests {
         let mut ran = event(1, S::Finished, 0);
         ran.running_us = 10;
         ran.ended_us = 20;
-        t.add(batch(vec![ran]));
+        t.add(batch(&[], vec![ran])).unwrap();
         // The owner's submission arrives after the worker's end: it names the task only.
         let mut submitted = event(1, S::PendingNodeAssignment, 0);
-        submitted.name = "f".into();
+        submitted.name = 1;
         submitted.submitted_us = 5;
         t.add(AddTaskEventsRequest {
             pid: 1,
-            ..batch(vec![submitted])
-        });
+            ..batch(&["app::f"], vec![submitted])
+        })
+        .unwrap();
         let rows = list(&t, &[]).tasks;
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
         assert_eq!(
             (r.status, r.name.as_str(), r.pid),
-            (S::Finished as i32, "f", 42)
+            (S::Finished as i32, "app::f", 42)
         );
         assert_eq!((r.submitted_us, r.running_us, r.ended_us), (5, 10, 20));
+        assert_eq!(r.node_id.to_vec(), vec![8; 16]);
     }
 
     #[test]
     fn a_retry_starts_its_run_again() {
         let t = TaskTable::default();
         let mut failed = event(1, S::Failed, 0);
-        failed.error_type = "WORKER_DIED".into();
-        failed.name = "f".into();
-        t.add(batch(vec![failed]));
-        t.add(batch(vec![event(1, S::PendingNodeAssignment, 1)]));
+        failed.error = Some(("WORKER_DIED".into(), "gone".into()));
+        failed.name = 1;
+        t.add(batch(&["f"], vec![failed])).unwrap();
+        t.add(batch(&[], vec![event(1, S::PendingNodeAssignment, 1)]))
+            .unwrap();
         let r = &list(&t, &[]).tasks[0];
         assert_eq!((r.attempt, r.status), (1, S::PendingNodeAssignment as i32));
         assert!(r.error_type.is_empty());
@@ -262,12 +371,12 @@ mod tests {
         let events = (0..10u8)
             .map(|i| {
                 let mut e = event(i, if i < 3 { S::Running } else { S::Finished }, 0);
-                e.name = if i % 2 == 0 { "even" } else { "odd" }.into();
+                e.name = 1 + u32::from(i % 2);
                 e.submitted_us = u64::from(i) + 1;
                 e
             })
             .collect();
-        t.add(batch(events));
+        t.add(batch(&["even", "odd"], events)).unwrap();
         let running = list(&t, &[("state", "=", "running")]);
         assert_eq!(running.total, 3);
         let odd_not_done = list(&t, &[("name", "=", "odd"), ("state", "!=", "FINISHED")]);
@@ -294,12 +403,22 @@ mod tests {
             t.list(&bad),
             Err(ray_state::StateError::UnknownKey { .. })
         ));
+        assert!(t
+            .add(AddTaskEventsRequest {
+                packed: vec![0xff, 0xff].into(),
+                ..batch(&[], vec![])
+            })
+            .is_err());
     }
 
     #[test]
     fn past_the_bound_the_oldest_go_and_are_counted() {
         let t = TaskTable::with_bound(4);
-        t.add(batch((0..6u8).map(|i| event(i, S::Running, 0)).collect()));
+        t.add(batch(
+            &[],
+            (0..6u8).map(|i| event(i, S::Running, 0)).collect(),
+        ))
+        .unwrap();
         assert_eq!(t.len(), 4);
         let reply = list(&t, &[]);
         assert_eq!(reply.dropped, 2);

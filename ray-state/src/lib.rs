@@ -5,6 +5,7 @@
 //! applies where the rows are, and [`StateClient`], which lists them from the GCS.
 
 pub mod client;
+pub mod events;
 pub mod filter;
 pub mod rows;
 pub mod summary;
@@ -20,6 +21,9 @@ pub enum StateError {
     /// A filter that is not `key=value` or `key!=value`.
     #[error("bad filter: {0}")]
     BadFilter(String),
+    /// Task events that do not decode.
+    #[error("malformed task events: {0}")]
+    BadEvents(String),
     /// A filter on a field the rows do not have.
     #[error("no field {key:?} to filter on (known: {known})")]
     UnknownKey { key: String, known: String },

@@ -33,6 +33,8 @@ pub(crate) struct ActorCall {
     pub retries_left: i32,
     /// 0 the first time it is sent, then one more per resend (the state API's attempt).
     pub attempt: u32,
+    /// Whether its task events are recorded (see `TaskEvents::submitted`).
+    pub tracked: bool,
     pub resolved: Option<Vec<ray_proto::ObjectValue>>,
     /// Keeps an owner-scoped actor alive until this call is answered (Ray ends an actor
     /// whose handles are gone only after the calls already made). Held, never read.
@@ -49,8 +51,10 @@ pub(crate) struct ActorCall {
 impl ActorCall {
     /// Fails every result of the call with `e`.
     pub(super) fn fail(&self, own: &Ownership, e: Error) {
-        own.task_events
-            .ended(self.return_id.0, self.attempt, Some(&e));
+        if self.tracked {
+            own.task_events
+                .ended(self.return_id.0, self.attempt, Some(&e));
+        }
         let e = Arc::new(e);
         for id in crate::ids::return_ids(self.return_id, self.num_returns) {
             own.complete(id, Stored::Failed(e.clone()));
@@ -60,8 +64,10 @@ impl ActorCall {
     /// It is sent again: a new attempt, waiting to be sent.
     pub(super) fn resend(&mut self, own: &Ownership) {
         self.attempt += 1;
-        let pending = ray_proto::TaskStatus::PendingNodeAssignment;
-        own.task_events.moved(self.return_id, self.attempt, pending);
+        if self.tracked {
+            let pending = ray_proto::TaskStatus::PendingNodeAssignment;
+            own.task_events.moved(self.return_id, self.attempt, pending);
+        }
     }
 
     /// Whether `id` is one of the call's results.
@@ -185,9 +191,8 @@ impl Submitter {
                 capture_group: Default::default(),
                 streaming: call.streaming,
                 attempt: call.attempt,
+                untracked: !call.tracked,
             };
-            let sent = ray_proto::TaskStatus::SubmittedToWorker;
-            own.task_events.moved(call.return_id, call.attempt, sent);
             // A closed connection shows up as a Disconnected event, which resends or fails
             // what is in flight, this call included.
             let _ = tx.send(frame, flush);

@@ -178,13 +178,12 @@ impl Handle {
         self.handle_or_send(Event::Submit(task));
     }
 
-    pub fn call_actor(&self, call: ActorCall, own: &Ownership) {
+    pub fn call_actor(&self, mut call: ActorCall, own: &Ownership) {
         let (return_id, n) = (call.return_id, call.num_returns);
-        own.task_events.submitted(
+        call.tracked = own.task_events.submitted(
             return_id,
-            0,
             Name::Method(call.class.clone(), call.method),
-            Some(call.actor_id.to_vec().into()),
+            Some(call.actor_id.0),
             call.parent.map(|p| p.0),
             false,
         );
@@ -306,8 +305,10 @@ fn fail_task(own: Option<&Ownership>, task: &PendingTask, error: Error) {
         Some(own) => own,
         None => return,
     };
-    own.task_events
-        .ended(task.return_id.0, task.attempt, Some(&error));
+    if task.tracked {
+        own.task_events
+            .ended(task.return_id.0, task.attempt, Some(&error));
+    }
     let error = Arc::new(error);
     for id in crate::ids::return_ids(task.return_id, task.num_returns) {
         // Not `put`: a result nobody holds any more stays gone.

@@ -61,6 +61,8 @@ pub(crate) struct PendingTask {
     /// Which run this is: 0 the first, then one more at each retry (the state API's
     /// attempt number; sent to the worker in the task's frame).
     pub attempt: u32,
+    /// Whether its task events are recorded (see `TaskEvents::submitted`).
+    pub tracked: bool,
     /// Whether a task that returned `Err` or panicked is retried too.
     pub retry_exceptions: bool,
     /// The task of this process it was submitted from (cancelled with it, `recursive`).
@@ -80,8 +82,10 @@ impl PendingTask {
     /// It runs again: a new attempt, waiting for a worker.
     pub(super) fn retry(&mut self, own: &Ownership) {
         self.attempt += 1;
-        let pending = ray_proto::TaskStatus::PendingNodeAssignment;
-        own.task_events.moved(self.return_id, self.attempt, pending);
+        if self.tracked {
+            let pending = ray_proto::TaskStatus::PendingNodeAssignment;
+            own.task_events.moved(self.return_id, self.attempt, pending);
+        }
     }
 }
 
@@ -148,9 +152,8 @@ impl Submitter {
         // A list of refs is copied into one value, which may read (and pull) shared memory:
         // never on this loop.
         let has_list = task.args.iter().any(|a| matches!(&a.0, ArgKind::Refs(_)));
-        own.task_events.submitted(
+        task.tracked = own.task_events.submitted(
             task.return_id,
-            task.attempt,
             Name::Static(task.function),
             None,
             task.parent.map(|p| p.0),
@@ -212,8 +215,10 @@ impl Submitter {
             match resolved {
                 Ok(values) => {
                     task.resolved = values;
-                    let pending = ray_proto::TaskStatus::PendingNodeAssignment;
-                    own.task_events.moved(task.return_id, task.attempt, pending);
+                    if task.tracked {
+                        let pending = ray_proto::TaskStatus::PendingNodeAssignment;
+                        own.task_events.moved(task.return_id, task.attempt, pending);
+                    }
                     let _ = events.send(Event::Resolved(task));
                 }
                 Err(e) => fail_task(Some(&own), &task, e),
@@ -289,9 +294,8 @@ impl Submitter {
                 },
                 streaming: task.streaming,
                 attempt: task.attempt,
+                untracked: !task.tracked,
             };
-            let sent = ray_proto::TaskStatus::SubmittedToWorker;
-            own.task_events.moved(task.return_id, task.attempt, sent);
             if lease.tx.send(frame, self.flush).is_err() {
                 // The connection is closing; its Disconnected event will requeue in-flight
                 // tasks, this one included.
