@@ -71,9 +71,14 @@ fn tasks_are_listed_in_their_states_with_where_they_ran_and_why_they_failed() {
         let held = hold_until::remote(flag.display().to_string());
         let waiting = after::remote(&held);
 
-        eventually("the 20 quick tasks are listed as finished", || {
-            tasks(&["name=quick", "state=FINISHED"]).total == 20
-        });
+        // The owner's word of the end may come before the worker's of where it ran.
+        eventually(
+            "the 20 quick tasks are listed as finished where they ran",
+            || {
+                let done = tasks(&["name=quick", "state=FINISHED"]);
+                done.total == 20 && done.rows.iter().all(|t| t.worker_pid.is_some())
+            },
+        );
         let quick_rows = tasks(&["name=quick"]).rows;
         let me = ray::get_runtime_context().unwrap();
         for t in &quick_rows {
@@ -162,6 +167,7 @@ fn actors_jobs_and_nodes_are_listed() {
         eventually("both calls are listed against the actor", || {
             let calls = tasks(&["name=Counter.incr", "state=FINISHED"]);
             calls.total == 2
+                && calls.rows.iter().all(|t| t.worker_pid == Some(pid))
                 && calls
                     .rows
                     .iter()
@@ -200,5 +206,20 @@ fn sync_mode_has_no_state_api_and_says_so() {
     with_ray(ray::Config::sync(), || {
         let e = state::list_tasks(&ListOptions::new()).unwrap_err();
         assert!(matches!(e, ray::Error::InvalidArgument(_)), "{e}");
+    });
+}
+
+/// A worker reports its events once a second: one killed right after a call ended never
+/// reports it, and the owner's own word of the end must keep the call from being listed as
+/// pending forever.
+#[test]
+fn a_call_whose_worker_is_killed_right_after_it_ends_is_listed_finished() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let c = Counter::options().name("short-lived").remote();
+        assert_eq!(ray::get(&c.incr()).unwrap(), 1);
+        c.kill(true).unwrap();
+        eventually("the call is listed finished", || {
+            tasks(&["name=Counter.incr", "state=FINISHED"]).total == 1
+        });
     });
 }

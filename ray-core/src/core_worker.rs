@@ -116,8 +116,21 @@ async fn flush_task_events(own: &Ownership) -> std::result::Result<(), ray_commo
         worker_id: own.me.worker_id.to_vec().into(),
         node_id: own.me.node_id.to_vec().into(),
     };
-    match own.task_events.batch(&from) {
-        Some(batch) => link.gcs.add_task_events(batch).await.map(drop),
+    // A batch an earlier report failed to send goes first; while it cannot go, events wait
+    // in the buffer (bounded).
+    let events = &own.task_events;
+    let send = |batch: ray_proto::AddTaskEventsRequest| async move {
+        let sent = link.gcs.add_task_events(batch.clone()).await;
+        if sent.is_err() {
+            events.keep_unsent(batch);
+        }
+        sent.map(drop)
+    };
+    if let Some(unsent) = events.take_unsent() {
+        send(unsent).await?;
+    }
+    match events.batch(&from) {
+        Some(batch) => send(batch).await,
         None => Ok(()),
     }
 }

@@ -1,5 +1,5 @@
-//! Task events for the state API: what this process sees of each task (submitted, sent to a
-//! worker, running, finished or failed), buffered here and sent to the GCS in one batch a
+//! Task events for the state API: what this process sees of each task (submitted, waiting
+//! for a worker, running, finished or failed), buffered here and sent to the GCS in one batch a
 //! second (Ray's task event buffer). Recording is a push under a short lock; an event about
 //! the task the last one was about is merged into it, so a task a worker runs start to end
 //! within a second costs one event.
@@ -56,6 +56,7 @@ impl Name {
             Name::Method(class, method) => NameKey::Method(
                 Arc::as_ptr(class).cast::<u8>() as usize,
                 method.as_ptr() as usize,
+                method.len(),
             ),
         };
         if let Some(i) = names.index.get(&key) {
@@ -72,7 +73,7 @@ impl Name {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum NameKey {
     Static(usize, usize),
-    Method(usize, usize),
+    Method(usize, usize, usize),
 }
 
 /// The names of a batch being made.
@@ -144,6 +145,9 @@ pub(crate) struct TaskEvents {
     dropped: AtomicU64,
     /// Tasks this owner may still track until the next report.
     budget: AtomicI64,
+    /// A batch whose report failed: sent again before the next one (merging is idempotent
+    /// at the GCS, so a report that did arrive does no harm sent twice).
+    unsent: Mutex<Option<ray_proto::AddTaskEventsRequest>>,
 }
 
 impl Default for TaskEvents {
@@ -153,6 +157,7 @@ impl Default for TaskEvents {
             buffer: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
             budget: AtomicI64::new(TRACKED_PER_SECOND),
+            unsent: Mutex::new(None),
         }
     }
 }
@@ -187,23 +192,25 @@ impl TaskEvents {
         self.on.store(on, Ordering::Relaxed);
     }
 
-    fn record(&self, event: Event) {
+    /// Buffers `event`; false if it was dropped (recording off, or the buffer full).
+    fn record(&self, event: Event) -> bool {
         if !self.on.load(Ordering::Relaxed) {
-            return;
+            return false;
         }
         let mut buffer = self.buffer.lock();
         if let Some(last) = buffer.last_mut() {
             if last.task == event.task && last.attempt == event.attempt {
                 last.merge(event);
-                return;
+                return true;
             }
         }
         if buffer.len() >= MAX_BUFFERED {
             drop(buffer);
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         buffer.push(event);
+        true
     }
 
     /// The owner submitted `task`; `waiting_args` if some of its arguments are not ready
@@ -229,6 +236,7 @@ impl TaskEvents {
         } else {
             TaskStatus::PendingNodeAssignment
         };
+        // Untracked if even this first event cannot be kept: listed whole or not at all.
         self.record(Event {
             task: task.0,
             status: status as i32,
@@ -238,11 +246,10 @@ impl TaskEvents {
             parent,
             submitted_us: now_us(),
             ..Default::default()
-        });
-        true
+        })
     }
 
-    /// `task` moved on to `status` (its arguments came, it was sent to a worker).
+    /// `task` moved on to `status` (its arguments came, or a retry waits for a worker).
     pub fn moved(&self, task: ObjectId, attempt: u32, status: TaskStatus) {
         self.record(Event {
             task: task.0,
@@ -339,6 +346,16 @@ pub(crate) struct Reporter {
 }
 
 impl TaskEvents {
+    /// The batch a failed report kept, if any.
+    pub fn take_unsent(&self) -> Option<ray_proto::AddTaskEventsRequest> {
+        self.unsent.lock().take()
+    }
+
+    /// Keeps `batch`, whose report failed, to send first next time.
+    pub fn keep_unsent(&self, batch: ray_proto::AddTaskEventsRequest) {
+        *self.unsent.lock() = Some(batch);
+    }
+
     /// What is buffered now as one batch (`None` if there is nothing to send).
     pub fn batch(&self, from: &Reporter) -> Option<ray_proto::AddTaskEventsRequest> {
         let (events, dropped) = self.take();

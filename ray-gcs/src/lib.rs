@@ -202,6 +202,8 @@ impl GcsService {
                     .map(|r| r.job_id);
                 if let Some(old) = oldest {
                     state.job_rows.remove(&old);
+                    // Its tasks go with it: the table's bound is per job kept.
+                    self.inner.tasks.forget_job(old);
                 }
             }
             state

@@ -10,7 +10,8 @@ use ray_state::events::{EventBatch, TaskEvent};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-/// Rows kept per job (Ray's `task_events_max_num_task_in_gcs` is 100,000 in all).
+/// Rows kept per job (Ray keeps `task_events_max_num_task_in_gcs`, 100,000, in all); the
+/// rows of a job go when the job's own row does (the last 1,000 finished jobs are kept).
 pub const MAX_TASKS_PER_JOB: usize = 100_000;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -194,6 +195,16 @@ impl TaskTable {
             dropped,
             counts,
         })
+    }
+
+    /// Forgets every row of `job` (its job row was let go of).
+    pub fn forget_job(&self, job: u32) {
+        let mut t = self.inner.lock();
+        if let Some(tasks) = t.jobs.remove(&job) {
+            for id in tasks.order {
+                t.rows.remove(&id);
+            }
+        }
     }
 
     #[cfg(test)]
@@ -423,5 +434,7 @@ mod tests {
         let reply = list(&t, &[]);
         assert_eq!(reply.dropped, 2);
         assert!(reply.tasks.iter().all(|r| r.task_id[0] >= 2));
+        t.forget_job(1);
+        assert_eq!(t.len(), 0);
     }
 }

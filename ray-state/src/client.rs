@@ -123,7 +123,11 @@ impl StateClient {
             .iter()
             .filter(|n| filter::matches(*n, &opts.filters))
             .collect();
-        let limit = opts.limit.map_or(filter::DEFAULT_LIMIT, |n| n as usize);
+        // As the GCS reads a limit: 0 is the default.
+        let limit = match opts.limit {
+            None | Some(0) => filter::DEFAULT_LIMIT,
+            Some(n) => n as usize,
+        };
         Ok(Listing {
             total: matching.len() as u64,
             rows: matching.into_iter().take(limit).map(Node::from).collect(),

@@ -70,7 +70,7 @@ pub struct Task {
     pub name: String,
     /// The same with its module path (`app::jobs::resize`).
     pub func_or_class_name: String,
-    /// `None` if only a worker's event came (its owner's was dropped).
+    /// `None` if no event so far said (not expected: every event carries a state).
     pub state: Option<TaskState>,
     pub job_id: u32,
     pub actor_id: Option<String>,

@@ -116,7 +116,7 @@ pub fn list(args: ListArgs) -> R<()> {
             })?;
             if l.dropped > 0 {
                 eprintln!(
-                    "note: {} task events were dropped (past the bound per job): some tasks are missing",
+                    "note: {} tasks or task events were dropped (past an owner's 10,000 tracked tasks a second, or the GCS's 100,000 a job): some tasks are missing",
                     l.dropped
                 );
             }

@@ -282,7 +282,8 @@ impl Submitter {
                 more.clear();
             }
         }
-        complete_from_reply(own, call.return_id, call.num_returns, value, more);
+        let tracked = call.tracked.then_some(call.attempt);
+        complete_from_reply(own, call.return_id, call.num_returns, value, more, tracked);
         release_in_band(own, &frame.released_ids, &q.address);
         register_borrowers(own, &frame.borrowed_ids, q.address.clone(), call);
     }

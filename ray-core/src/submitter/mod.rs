@@ -251,13 +251,16 @@ impl Handle {
     }
 }
 
-/// Stores a task's result from its reply, with the refs it contains held by it.
+/// Stores a task's result from its reply, with the refs it contains held by it; records
+/// that it ended (`tracked`: its attempt, if its events are recorded). The owner records the
+/// end too: a worker killed within a second of a task's end never reports it.
 fn complete_from_reply(
     own: &Arc<Ownership>,
     return_id: ObjectId,
     num_returns: u32,
     value: Option<ray_proto::ObjectValue>,
     more_values: Vec<ray_proto::ObjectValue>,
+    tracked: Option<u32>,
 ) {
     let (stored, contained) = match value {
         Some(mut v) => {
@@ -269,6 +272,13 @@ fn complete_from_reply(
             Vec::new(),
         ),
     };
+    if let Some(attempt) = tracked {
+        let failure = match &stored {
+            Stored::Failed(e) => Some(&**e),
+            _ => None,
+        };
+        own.task_events.ended(return_id.0, attempt, failure);
+    }
     own.adopt_contained(return_id, num_returns, &contained);
     if num_returns > 1 {
         // Returns 2..n: their values, or (a failed task) the first's error for each.

@@ -392,6 +392,7 @@ impl Submitter {
             task.num_returns,
             frame.value,
             frame.more_values,
+            task.tracked.then_some(task.attempt),
         );
         release_in_band(own, &frame.released_ids, &borrower);
         register_borrowers(own, &frame.borrowed_ids, borrower, task);
