@@ -71,14 +71,10 @@ impl<T: Clone + Eq + std::hash::Hash> Interned<T> {
         self.index.insert(value, i);
         i
     }
-
-    fn get(&self, i: u32) -> Option<&T> {
-        self.list.get(usize::try_from(i).ok()?.checked_sub(1)?)
-    }
 }
 
 /// One task, as its events left it.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Row {
     job: u32,
     attempt: u32,
@@ -167,15 +163,21 @@ impl TaskTable {
     pub fn list(&self, request: &ListRequest) -> Result<ListTasksReply, ray_state::StateError> {
         let filters = ray_state::filter::from_request::<TaskRow>(request)?;
         let limit = ray_state::filter::limit_of(request);
-        let t = self.inner.lock();
-        let mut matching: Vec<TaskRow> = t
-            .rows
+        // A copy of the compact rows under the lock (a memory copy, no allocation per row);
+        // the wire rows are made and filtered after it, so that reports are not held up.
+        let (rows, names, places, dropped) = {
+            let t = self.inner.lock();
+            let rows: Vec<([u8; 16], Row)> =
+                t.rows.iter().map(|(id, r)| (*id, r.clone())).collect();
+            let dropped: u64 = t.jobs.values().map(|j| j.dropped).sum();
+            (rows, t.names.list.clone(), t.places.list.clone(), dropped)
+        };
+        let tables = Snapshot { names, places };
+        let mut matching: Vec<TaskRow> = rows
             .iter()
-            .map(|(id, row)| t.to_wire(id, row))
+            .map(|(id, row)| tables.to_wire(id, row))
             .filter(|r| ray_state::filter::matches(r, &filters))
             .collect();
-        let dropped = t.jobs.values().map(|j| j.dropped).sum();
-        drop(t);
         let counts = if request.summarize {
             ray_state::summary::count_tasks(matching.iter())
         } else {
@@ -213,15 +215,24 @@ impl TaskTable {
     }
 }
 
-impl Table {
+/// The interned names and places as a listing copied them.
+struct Snapshot {
+    names: Vec<Arc<str>>,
+    places: Vec<Place>,
+}
+
+/// The `i`th interned value (1-based; 0 is none).
+fn interned<T>(list: &[T], i: u32) -> Option<&T> {
+    list.get(usize::try_from(i).ok()?.checked_sub(1)?)
+}
+
+impl Snapshot {
     fn to_wire(&self, id: &[u8; 16], r: &Row) -> TaskRow {
-        let place = self.places.get(r.place);
+        let place = interned(&self.places, r.place);
         let (error_type, error) = r.error.as_deref().cloned().unwrap_or_default();
         TaskRow {
             task_id: id.to_vec().into(),
-            name: self
-                .names
-                .get(r.name)
+            name: interned(&self.names, r.name)
                 .map(|n| n.to_string())
                 .unwrap_or_default(),
             status: r.status,
