@@ -30,11 +30,9 @@ pub enum Format {
     Json,
 }
 
-/// Where the head is, and which rows.
+/// Where the head is, which rows, and how to print them: what `list` and `summary` share.
 #[derive(clap::Args)]
-pub struct ListArgs {
-    /// tasks, actors, nodes or jobs.
-    kind: Kind,
+pub struct Query {
     /// The head's address (default: RAY_ADDRESS, else the head started on this machine).
     #[arg(long, value_name = "HOST:PORT")]
     address: Option<String>,
@@ -45,11 +43,20 @@ pub struct ListArgs {
     /// must hold.
     #[arg(long = "filter", short = 'f', value_name = "KEY=VALUE")]
     filters: Vec<String>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// `rayrs list`.
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// tasks, actors, nodes or jobs.
+    kind: Kind,
+    #[command(flatten)]
+    query: Query,
     /// At most this many rows (default 100).
     #[arg(long)]
     limit: Option<u32>,
-    #[arg(long, value_enum, default_value_t)]
-    format: Format,
 }
 
 /// `rayrs summary tasks`.
@@ -58,14 +65,8 @@ pub struct SummaryArgs {
     /// What to summarize: tasks.
     #[arg(value_parser = ["tasks"])]
     what: String,
-    #[arg(long, value_name = "HOST:PORT")]
-    address: Option<String>,
-    #[arg(long, value_name = "DIR")]
-    temp_dir: Option<PathBuf>,
-    #[arg(long = "filter", short = 'f', value_name = "KEY=VALUE")]
-    filters: Vec<String>,
-    #[arg(long, value_enum, default_value_t)]
-    format: Format,
+    #[command(flatten)]
+    query: Query,
 }
 
 /// Runs `query` against the head's GCS within [`DEADLINE`], its errors in words.
@@ -108,12 +109,11 @@ fn options(filters: &[String], limit: Option<u32>) -> R<ListOptions> {
 }
 
 pub fn list(args: ListArgs) -> R<()> {
-    let opts = options(&args.filters, args.limit)?;
+    let opts = options(&args.query.filters, args.limit)?;
+    let (address, temp_dir) = (args.query.address, args.query.temp_dir);
     let (rows, total) = match args.kind {
         Kind::Tasks => {
-            let l = ask(args.address, args.temp_dir, async |c| {
-                c.list_tasks(&opts).await
-            })?;
+            let l = ask(address, temp_dir, async |c| c.list_tasks(&opts).await)?;
             if l.dropped > 0 {
                 eprintln!(
                     "note: {} tasks or task events were dropped (past an owner's 10,000 tracked tasks a second, or the GCS's 100,000 a job): some tasks are missing",
@@ -123,25 +123,19 @@ pub fn list(args: ListArgs) -> R<()> {
             (to_values(&l.rows)?, l.total)
         }
         Kind::Actors => {
-            let l = ask(args.address, args.temp_dir, async |c| {
-                c.list_actors(&opts).await
-            })?;
+            let l = ask(address, temp_dir, async |c| c.list_actors(&opts).await)?;
             (to_values(&l.rows)?, l.total)
         }
         Kind::Nodes => {
-            let l = ask(args.address, args.temp_dir, async |c| {
-                c.list_nodes(&opts).await
-            })?;
+            let l = ask(address, temp_dir, async |c| c.list_nodes(&opts).await)?;
             (to_values(&l.rows)?, l.total)
         }
         Kind::Jobs => {
-            let l = ask(args.address, args.temp_dir, async |c| {
-                c.list_jobs(&opts).await
-            })?;
+            let l = ask(address, temp_dir, async |c| c.list_jobs(&opts).await)?;
             (to_values(&l.rows)?, l.total)
         }
     };
-    match args.format {
+    match args.query.format {
         Format::Json => println!("{}", json(&rows)?),
         Format::Table => {
             print!("{}", table(columns(args.kind), &rows));
@@ -154,11 +148,11 @@ pub fn list(args: ListArgs) -> R<()> {
 }
 
 pub fn summary(args: SummaryArgs) -> R<()> {
-    let opts = options(&args.filters, None)?;
-    let summary = ask(args.address, args.temp_dir, async |c| {
+    let opts = options(&args.query.filters, None)?;
+    let summary = ask(args.query.address, args.query.temp_dir, async |c| {
         c.summarize_tasks(&opts).await
     })?;
-    match args.format {
+    match args.query.format {
         Format::Json => println!("{}", json(&summary)?),
         Format::Table => {
             let states: std::collections::BTreeSet<_> =
