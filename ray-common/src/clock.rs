@@ -182,6 +182,14 @@ impl ManualClock {
     }
 }
 
+/// Wall-clock microseconds since the Unix epoch, now: the time stamps the state API shows
+/// (task events, job starts and ends), never a deadline (deadlines read a [`Clock`]).
+pub fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

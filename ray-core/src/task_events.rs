@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use ray_proto::TaskStatus;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// How often the buffer goes to the GCS (Ray's `task_events_report_interval_ms`).
 const REPORT_PERIOD: Duration = Duration::from_secs(1);
@@ -162,13 +162,6 @@ impl Default for TaskEvents {
     }
 }
 
-/// Microseconds since the Unix epoch, now.
-pub(crate) fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
 /// Ray's `ERROR_TYPE` of a failed task.
 fn error_type(e: &Error) -> &'static str {
     match e {
@@ -244,7 +237,7 @@ impl TaskEvents {
             name,
             actor,
             parent,
-            submitted_us: now_us(),
+            submitted_us: ray_common::clock::unix_micros(),
             ..Default::default()
         })
     }
@@ -266,7 +259,7 @@ impl TaskEvents {
             status: TaskStatus::Running as i32,
             attempt,
             name,
-            running_us: now_us(),
+            running_us: ray_common::clock::unix_micros(),
             ..Default::default()
         });
     }
@@ -284,7 +277,7 @@ impl TaskEvents {
             task,
             status: status as i32,
             attempt,
-            ended_us: now_us(),
+            ended_us: ray_common::clock::unix_micros(),
             error,
             ..Default::default()
         });

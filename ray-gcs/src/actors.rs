@@ -568,34 +568,42 @@ impl GcsService {
         filters: &[ray_state::Filter],
         limit: usize,
     ) -> (Vec<ray_proto::ActorRow>, u64) {
-        let t = self.inner.actors.table.lock();
-        let mut records: Vec<&Record> = t.records.values().collect();
-        records.sort_by_key(|r| r.seq);
+        // Copied under the lock; sorted and filtered after it, off the actor table's path.
+        let mut rows: Vec<(u64, ray_proto::ActorRow)> = {
+            let t = self.inner.actors.table.lock();
+            t.records
+                .values()
+                .map(|r| {
+                    let row = ray_proto::ActorRow {
+                        actor_id: r.spec.actor_id.clone(),
+                        class_name: r.spec.class_name.clone(),
+                        name: r.spec.name.clone(),
+                        namespace: r.spec.namespace.clone(),
+                        state: r.state.as_str().into(),
+                        num_restarts: r.budget.used(),
+                        node_id: r.node_id.clone().into(),
+                        pid: r.pid,
+                        job_id: r.spec.job_id,
+                        death_cause: r.death_cause.clone(),
+                        pending_reason: r.waiting.clone(),
+                        worker_id: r.worker_id.clone().into(),
+                    };
+                    (r.seq, row)
+                })
+                .collect()
+        };
+        rows.sort_by_key(|(seq, _)| *seq);
         let mut total = 0;
-        let mut rows = Vec::new();
-        for r in records {
-            let row = ray_proto::ActorRow {
-                actor_id: r.spec.actor_id.clone(),
-                class_name: r.spec.class_name.clone(),
-                name: r.spec.name.clone(),
-                namespace: r.spec.namespace.clone(),
-                state: r.state.as_str().into(),
-                num_restarts: r.budget.used(),
-                node_id: r.node_id.clone().into(),
-                pid: r.pid,
-                job_id: r.spec.job_id,
-                death_cause: r.death_cause.clone(),
-                pending_reason: r.waiting.clone(),
-                worker_id: r.worker_id.clone().into(),
-            };
+        let mut listed = Vec::new();
+        for (_, row) in rows {
             if ray_state::filter::matches(&row, filters) {
                 total += 1;
-                if rows.len() < limit {
-                    rows.push(row);
+                if listed.len() < limit {
+                    listed.push(row);
                 }
             }
         }
-        (rows, total)
+        (listed, total)
     }
 
     pub(crate) fn current_info(&self, id: &[u8]) -> Result<ActorInfo, GcsError> {

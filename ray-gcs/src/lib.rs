@@ -191,8 +191,11 @@ impl GcsService {
             state.jobs.remove(&job_id);
             if let Some(row) = state.job_rows.get_mut(&job_id) {
                 row.status = "FINISHED".into();
-                row.end_us = now_us();
+                row.end_us = ray_common::clock::unix_micros();
             }
+            self.inner
+                .tasks
+                .fail_unfinished(job_id, ray_common::clock::unix_micros());
             let finished = state.job_rows.values().filter(|r| r.end_us != 0).count();
             if finished > JOBS_KEPT {
                 let oldest = state
@@ -381,7 +384,7 @@ impl Gcs for GcsService {
                 namespace: job.namespace.clone(),
                 driver_pid: job.driver_pid,
                 driver_node: job.driver_node.clone(),
-                start_us: now_us(),
+                start_us: ray_common::clock::unix_micros(),
                 end_us: 0,
             },
         );
@@ -589,13 +592,6 @@ impl Gcs for GcsService {
 
 /// Finished jobs the state API keeps listing (the oldest go first).
 const JOBS_KEPT: usize = 1000;
-
-/// Microseconds since the Unix epoch, now.
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 /// A state query the GCS refuses: a bad filter is the caller's mistake.
 fn state_status(e: ray_state::StateError) -> Status {

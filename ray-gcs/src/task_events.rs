@@ -199,6 +199,33 @@ impl TaskTable {
         })
     }
 
+    /// Marks every task of `job` that had not ended as failed (Ray's `WORKER_DIED` when a job
+    /// ends under its tasks): its driver is gone, and its workers with it. Returns how many.
+    pub fn fail_unfinished(&self, job: u32, now_us: u64) -> usize {
+        let mut t = self.inner.lock();
+        let Table { rows, jobs, .. } = &mut *t;
+        let Some(tasks) = jobs.get(&job) else {
+            return 0;
+        };
+        let mut failed = 0;
+        for id in &tasks.order {
+            let Some(row) = rows.get_mut(id) else {
+                continue;
+            };
+            if row.status >= ray_proto::TaskStatus::Finished as i32 {
+                continue;
+            }
+            row.status = ray_proto::TaskStatus::Failed as i32;
+            row.ended_us = now_us;
+            row.error = Some(Box::new((
+                "WORKER_DIED".into(),
+                format!("job {job} finished before the task did"),
+            )));
+            failed += 1;
+        }
+        failed
+    }
+
     /// Forgets every row of `job` (its job row was let go of).
     pub fn forget_job(&self, job: u32) {
         let mut t = self.inner.lock();
@@ -370,6 +397,26 @@ mod tests {
         );
         assert_eq!((r.submitted_us, r.running_us, r.ended_us), (5, 10, 20));
         assert_eq!(r.node_id.to_vec(), vec![8; 16]);
+    }
+
+    #[test]
+    fn a_finished_jobs_unended_tasks_fail() {
+        let t = TaskTable::default();
+        t.add(batch(
+            &["f"],
+            vec![event(1, S::Running, 0), event(2, S::Finished, 0)],
+        ))
+        .unwrap();
+        assert_eq!(t.fail_unfinished(99, 5), 0, "another job's");
+        assert_eq!(t.fail_unfinished(1, 500), 1);
+        let rows = list(&t, &[]).tasks;
+        let by_id = |i: u8| rows.iter().find(|r| r.task_id[0] == i).unwrap();
+        assert_eq!(by_id(1).status, S::Failed as i32);
+        assert_eq!(
+            (by_id(1).error_type.as_str(), by_id(1).ended_us),
+            ("WORKER_DIED", 500)
+        );
+        assert_eq!(by_id(2).status, S::Finished as i32);
     }
 
     #[test]
