@@ -16,6 +16,31 @@ pub mod cluster {
     }
 }
 
+/// HTTP for tests of the dashboard.
+pub mod http {
+    use std::time::Duration;
+
+    /// GETs `url`, with `Authorization: Bearer <token>` when a token is given, within 10 s;
+    /// returns the status and the body (a 4xx or 5xx answer is returned, not an error).
+    pub fn get(url: &str, token: Option<&str>) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut request = agent.get(url);
+        if let Some(token) = token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request.call().unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+}
+
 use std::sync::Mutex;
 
 /// Runs `f` inside a fresh session started with `config`, then shuts the session down and

@@ -56,6 +56,7 @@ fn only_ray_common_opens_rpc_clients_or_reads_status_codes() {
         "ray-core/src",
         "ray-gcs/src",
         "ray-raylet/src",
+        "ray-dashboard/src",
         "rayrs/src",
         "src",
     ] {

@@ -40,6 +40,8 @@ pub struct Config {
     pub(crate) runtime_env: RuntimeEnv,
     pub(crate) ship_binary: bool,
     pub(crate) task_events: bool,
+    /// `None`: 8265 if free, else another port; `Some(0)`: no dashboard.
+    pub(crate) dashboard_port: Option<u16>,
 }
 
 /// The variable (Ray's) and value that turn task events off, for a driver and its workers.
@@ -97,6 +99,7 @@ impl Config {
             runtime_env: RuntimeEnv::default(),
             ship_binary: false,
             task_events: true,
+            dashboard_port: None,
         }
     }
 
@@ -161,6 +164,33 @@ impl Config {
     pub fn task_events(mut self, on: bool) -> Self {
         self.task_events = on;
         self
+    }
+
+    /// The port of a local session's dashboard (Ray's `dashboard_port`), on 127.0.0.1; 0
+    /// starts none. Unset, the dashboard takes 8265, or another free port when 8265 is
+    /// taken (with a warning); set, a taken port fails [`crate::init`]. Its address, with the
+    /// session's token, is [`crate::dashboard_url`]. A driver joining a cluster starts no
+    /// dashboard: the head serves one (`rayrs start --head --dashboard-port`).
+    ///
+    /// ```
+    /// let config = ray::Config::local().dashboard_port(0); // none
+    /// # let _ = config;
+    /// ```
+    pub fn dashboard_port(mut self, port: u16) -> Self {
+        self.dashboard_port = Some(port);
+        self
+    }
+
+    /// Where a local session's dashboard listens, if it has one.
+    pub(crate) fn dashboard_bind(&self) -> Option<ray_dashboard::Bind> {
+        let at = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        match self.dashboard_port {
+            None => Some(ray_dashboard::Bind::Preferred(at(
+                ray_dashboard::DEFAULT_PORT,
+            ))),
+            Some(0) => None,
+            Some(port) => Some(ray_dashboard::Bind::Exact(at(port))),
+        }
     }
 
     /// The job's environment as its workers get it: the runtime env's variables, and the

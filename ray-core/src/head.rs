@@ -35,6 +35,8 @@ pub(crate) struct Session {
     /// The cluster's GCS and this driver's job there (cluster mode).
     job: Option<(Arc<dyn GcsApi>, u32)>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The embedded head's dashboard, its token in the fragment (local mode).
+    pub dashboard_url: Option<String>,
 }
 
 /// The job of a local session's driver (the only one its embedded head serves).
@@ -73,6 +75,7 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
                 node: None,
                 job: None,
                 stops: Vec::new(),
+                dashboard_url: None,
             })
         }
         Mode::Cluster(addr) => start_cluster(config, addr, worker_id),
@@ -137,6 +140,8 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
             binary_cache: None,
             token: token.clone(),
             session,
+            dashboard: config.dashboard_bind(),
+            extra_metrics: None,
         };
         let mut node = Node::start(options, connect.clone(), Arc::new(ProcessLauncher))
             .await
@@ -422,6 +427,11 @@ fn attach_driver(
 ) -> Result<Session> {
     let handle = tokio_rt.handle().clone();
     let slot = Slot::default();
+    // The fragment never reaches a server: the page reads the token from it and keeps it.
+    let dashboard_url = node
+        .as_ref()
+        .and_then(|n| n.dashboard.as_ref())
+        .map(|d| format!("{}/#token={}", d.url(), attach.token));
     let attached = (|| {
         let routes = service::core_worker_routes(&attach.token, slot.clone());
         let (core_address, stop) = tokio_rt
@@ -479,6 +489,7 @@ fn attach_driver(
         node,
         job,
         stops: vec![stop],
+        dashboard_url,
     })
 }
 

@@ -83,6 +83,7 @@ pub use generator::{ObjectRefGenerator, ObjectRefStream};
 pub use object_ref::{AnyRef, Arg, ObjectRef, Waitable};
 pub use options::{ActorOptions, SchedulingStrategy, TaskOptions};
 pub use ray_macros::{actor, main, method, remote, worker_setup};
+pub use state::timeline;
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -501,6 +502,23 @@ pub fn available_resources() -> Result<BTreeMap<String, f64>> {
 /// The cluster's nodes.
 pub fn nodes() -> Result<Vec<NodeInfo>> {
     Ok(node_views()?.into_iter().map(|n| n.info).collect())
+}
+
+/// The local session's dashboard, as a URL that carries the session's token in its
+/// fragment (the page keeps it for the tab; the fragment never reaches a server): open it in
+/// a browser. `None` without a session, in sync mode, with
+/// [`Config::dashboard_port`]`(0)`, and for a driver joining a cluster (its head serves the
+/// dashboard: `rayrs start --head` prints where).
+///
+/// ```no_run
+/// ray::init(ray::Config::local())?;
+/// if let Some(url) = ray::dashboard_url() {
+///     eprintln!("dashboard: {url}");
+/// }
+/// # Ok::<(), ray::Error>(())
+/// ```
+pub fn dashboard_url() -> Option<String> {
+    SESSION.lock().as_ref()?.dashboard_url.clone()
 }
 
 /// Who and where the caller is (Ray's `get_runtime_context()`).

@@ -3,6 +3,7 @@
 
 pub use ray_state::{
     Actor, Filter, Job, ListOptions, Listing, Node, Op, StateError, Task, TaskState, TaskSummary,
+    TraceEvent,
 };
 
 use crate::error::{Error, Result};
@@ -72,6 +73,27 @@ pub fn list_actors(opts: &ListOptions) -> Result<Listing<Actor>> {
 pub fn list_jobs(opts: &ListOptions) -> Result<Listing<Job>> {
     let opts = opts.clone();
     ask(|c| async move { c.list_jobs(&opts).await })
+}
+
+/// The session's tasks as a Chrome trace (Ray's `ray.timeline`): one process per node, one
+/// thread per worker process, a slice per task that ran. Written to `path` as JSON (load it
+/// in Perfetto or `chrome://tracing`), and returned.
+///
+/// ```no_run
+/// ray::init(ray::Config::local())?;
+/// // ... run tasks ...
+/// let events = ray::timeline("trace.json")?;
+/// # let _ = events;
+/// # Ok::<(), ray::Error>(())
+/// ```
+pub fn timeline(path: impl AsRef<std::path::Path>) -> Result<Vec<TraceEvent>> {
+    let events = ask(|c| async move { c.timeline(&ListOptions::new()).await })?;
+    let path = path.as_ref();
+    let text = serde_json::to_vec(&events).map_err(Error::runtime)?;
+    std::fs::write(path, text).map_err(|e| {
+        Error::InvalidArgument(format!("writing the timeline to {}: {e}", path.display()))
+    })?;
+    Ok(events)
 }
 
 /// Nodes, alive and dead.

@@ -42,6 +42,9 @@ pub enum NodeError {
     /// The node's record in its temp dir could not be written.
     #[error("writing the node's record: {0}")]
     Records(String),
+    /// The head's dashboard could not start.
+    #[error(transparent)]
+    Dashboard(#[from] ray_dashboard::DashboardError),
     /// No token, or a token file that cannot be used.
     #[error("{0}")]
     Token(String),

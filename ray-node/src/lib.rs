@@ -38,7 +38,7 @@ use tonic::service::Routes;
 pub const JOIN_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What a node is started with.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeOptions {
     /// `Some`: this node is the head and serves the GCS there (port 0: a free one).
     pub head: Option<SocketAddr>,
@@ -68,6 +68,11 @@ pub struct NodeOptions {
     pub token: Arc<str>,
     /// A name unique to this node's session (its workers' socket names start with it).
     pub session: String,
+    /// On the head: where its dashboard listens (`None`: it has none).
+    pub dashboard: Option<ray_dashboard::Bind>,
+    /// On the head: Prometheus text the dashboard's `/metrics` appends (the process's own
+    /// exporter, when its binary installed one).
+    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
 }
 
 /// A running node. Stop it with [`Node::shutdown`]; dropping it afterwards frees its store.
@@ -80,6 +85,8 @@ pub struct Node {
     pub node_manager_address: String,
     /// Where processes of this machine map its store.
     pub store_path: PathBuf,
+    /// Its dashboard (on the head, when asked for).
+    pub dashboard: Option<ray_dashboard::Dashboard>,
     manager: NodeManager,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
@@ -146,6 +153,22 @@ impl Node {
                     "a node that is not the head needs the head's address".into(),
                 ))
             }
+        };
+        // Dropped (stopped) if the rest of the start fails.
+        let dashboard = match options.dashboard {
+            Some(bind) if options.head.is_some() => Some(
+                ray_dashboard::Dashboard::serve(
+                    bind,
+                    token,
+                    ray_dashboard::Sources {
+                        connect: connect.clone(),
+                        gcs_address: gcs_address.clone(),
+                        extra_metrics: options.extra_metrics.clone(),
+                    },
+                )
+                .await?,
+            ),
+            _ => None,
         };
         let capacity = options
             .object_store_memory
@@ -242,6 +265,7 @@ impl Node {
             gcs_address,
             node_manager_address,
             store_path,
+            dashboard,
             manager,
             stops: Vec::new(),
         })
@@ -254,6 +278,9 @@ impl Node {
 
     /// Kills and reaps every worker, then stops the node's servers.
     pub async fn shutdown(&mut self) {
+        if let Some(dashboard) = &mut self.dashboard {
+            dashboard.stop();
+        }
         self.manager.shutdown().await;
         for stop in self.stops.drain(..) {
             let _ = stop.send(());

@@ -93,6 +93,9 @@ pub struct NodeRecord {
     pub node_manager_address: String,
     /// Its node id (hex).
     pub node_id: String,
+    /// Its dashboard (`http://HOST:PORT`), on a head that serves one.
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
 }
 
 impl NodeRecord {
@@ -111,6 +114,7 @@ impl NodeRecord {
             gcs_address,
             node_manager_address,
             node_id,
+            dashboard_url: None,
         }
     }
 

@@ -288,6 +288,8 @@ impl NodeManager {
             .pulls
             .pulled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("rayrs_objects_pulled_total").increment(1);
+        metrics::counter!("rayrs_pulled_bytes_total").increment(size as u64);
         tracing::debug!(object = %id, size, from = %address, "object pulled");
         Ok(())
     }

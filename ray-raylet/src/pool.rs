@@ -984,6 +984,7 @@ impl NodeManager {
             return Err(LeaseError::ShuttingDown);
         }
         let node_manager = self.inner.address.lock().clone();
+        metrics::counter!("rayrs_workers_started_total").increment(1);
         let mut launched = self
             .inner
             .launcher
@@ -1224,6 +1225,7 @@ fn grant(
     state.gpus.take(&gpus);
     let lease_id = state.next_lease;
     state.next_lease += 1;
+    metrics::counter!("rayrs_leases_granted_total").increment(1);
     state.leases.insert(
         lease_id,
         LeaseRecord {

@@ -134,10 +134,11 @@ impl NodeManagerRpc for NodeManager {
             {
                 Placement::Here => {}
                 Placement::Spill { address, node_id } => {
+                    metrics::counter!("rayrs_spillbacks_total").increment(1);
                     return refused(lease_reply::Result::Spillback(Spillback {
                         node_manager_address: address,
                         node_id: node_id.to_vec().into(),
-                    }))
+                    }));
                 }
                 Placement::Infeasible(why) | Placement::Unschedulable(why) => {
                     return refused(lease_reply::Result::Infeasible(why))
@@ -348,6 +349,7 @@ impl NodeManagerRpc for NodeManager {
             node_id: self.node_id().to_vec().into(),
             num_workers: self.num_workers() as u32,
             store_used: self.store().used(),
+            store_capacity: self.store().capacity(),
             objects_pulled: self.objects_pulled(),
             binaries_fetched: self.binaries_fetched(),
         }))

@@ -1,8 +1,10 @@
-//! [`StateClient`]: lists tasks, actors, jobs and nodes from the GCS, filtered there.
+//! [`StateClient`]: lists tasks, actors, jobs and nodes from the GCS, filtered there (and
+//! the tasks' timeline).
 
 use crate::filter::{self, Filter};
 use crate::rows::{Actor, Job, Node, Task};
 use crate::summary::{summarize_tasks, TaskSummary};
+use crate::timeline::{chrome_trace, TraceEvent, TIMELINE_TASKS};
 use crate::StateError;
 use ray_common::rpc::GcsApi;
 use std::sync::Arc;
@@ -112,6 +114,18 @@ impl StateClient {
             total: reply.total,
             dropped: 0,
         })
+    }
+
+    /// The timeline of the newest tasks that pass the filters (within the limit, by default
+    /// [`crate::timeline::TIMELINE_TASKS`]) as Chrome trace events: a slice per task that
+    /// ran, a running one ending now.
+    pub async fn timeline(&self, opts: &ListOptions) -> Result<Vec<TraceEvent>, StateError> {
+        let opts = ListOptions {
+            filters: opts.filters.clone(),
+            limit: Some(opts.limit.unwrap_or(TIMELINE_TASKS)),
+        };
+        let tasks = self.list_tasks(&opts).await?;
+        Ok(chrome_trace(&tasks.rows, ray_common::clock::unix_micros()))
     }
 
     /// Nodes, alive and dead, in the order they joined.

@@ -2,18 +2,21 @@
 //! actors, jobs and nodes that a program, `rayrs list` and the dashboard read alike.
 //!
 //! Sans-IO rows, filters and summaries ([`rows`], [`filter`], [`summary`]) that the GCS
-//! applies where the rows are, and [`StateClient`], which lists them from the GCS.
+//! applies where the rows are, the timeline ([`timeline`]: task rows as a Chrome trace), and
+//! [`StateClient`], which lists them from the GCS.
 
 pub mod client;
 pub mod events;
 pub mod filter;
 pub mod rows;
 pub mod summary;
+pub mod timeline;
 
 pub use client::{ListOptions, Listing, StateClient};
 pub use filter::{Filter, Op};
 pub use rows::{Actor, Job, Node, Task, TaskState};
 pub use summary::{summarize_tasks, TaskSummary};
+pub use timeline::TraceEvent;
 
 /// What a state query can fail with.
 #[derive(Debug, thiserror::Error)]

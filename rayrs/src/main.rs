@@ -1,13 +1,14 @@
 //! `rayrs`: the command-line tool of the Rust Ray runtime.
 //!
 //! ```text
-//! rayrs start --head [--port 6379] [--node-ip-address IP] [resources] [--temp-dir DIR] [--block]
+//! rayrs start --head [--port 6379] [--node-ip-address IP] [--dashboard-port 8265] [--dashboard-host IP] [resources] [--temp-dir DIR] [--block]
 //! rayrs start --address HOST:PORT [resources] [--temp-dir DIR] [--block]
 //! rayrs stop [--temp-dir DIR] [--force]
 //! rayrs status [--address HOST:PORT]
 //! rayrs get-auth-token [--generate]
 //! rayrs list tasks|actors|nodes|jobs [--address HOST:PORT] [--filter KEY=VALUE].. [--limit N] [--format table|json]
 //! rayrs summary tasks [--address HOST:PORT] [--filter KEY=VALUE].. [--format table|json]
+//! rayrs timeline [--address HOST:PORT] [--filter KEY=VALUE].. [--output trace.json]
 //! rayrs microbenchmark [--filter PATTERN] [--json] [--quick]
 //! rayrs report --ray RAY.jsonl --ours OURS.jsonl [--machine TEXT] [--markdown FILE] [--svg FILE]
 //! ```
@@ -23,6 +24,7 @@
 #![allow(clippy::print_stdout)] // a command-line tool: printing is its output
 
 mod cluster_bench;
+mod metrics;
 mod microbenchmark;
 mod node;
 mod report;
@@ -58,6 +60,8 @@ enum Command {
     List(state::ListArgs),
     /// Counts the cluster's tasks per function and state (Ray's `ray summary tasks`).
     Summary(state::SummaryArgs),
+    /// Writes the cluster's tasks as a Chrome trace (Ray's `ray timeline`).
+    Timeline(state::TimelineArgs),
     /// Ray's microbenchmark on this machine (local mode, or the cluster in RAY_ADDRESS).
     Microbenchmark {
         /// Runs only the metrics whose name contains PATTERN.
@@ -114,6 +118,7 @@ fn main() -> ExitCode {
         Command::GetAuthToken { generate } => node::get_auth_token(generate),
         Command::List(args) => state::list(args),
         Command::Summary(args) => state::summary(args),
+        Command::Timeline(args) => state::timeline(args),
         Command::Microbenchmark {
             filter,
             json,

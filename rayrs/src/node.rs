@@ -50,6 +50,14 @@ pub struct StartArgs {
     /// Where the node keeps its record and logs (default: $RAYRS_TEMP_DIR, or /tmp/rayrs, /tmp/rayrs-<uid> for a user other than root).
     #[arg(long, value_name = "DIR")]
     temp_dir: Option<PathBuf>,
+    /// The head's dashboard port (0: none). Unset, 8265, or another free port when 8265 is
+    /// taken; set, a taken port fails the start.
+    #[arg(long, requires = "head", value_name = "PORT")]
+    dashboard_port: Option<u16>,
+    /// The address the head's dashboard listens on. Its job API will run code: keep it on
+    /// loopback unless the network is yours.
+    #[arg(long, requires = "head", value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    dashboard_host: IpAddr,
     /// Stays in the foreground: this process is the node (SIGTERM stops it cleanly).
     #[arg(long)]
     block: bool,
@@ -236,6 +244,8 @@ fn run_node(
         binary_cache: Some(cache_dir.clone()),
         token: token.clone(),
         session,
+        dashboard: dashboard_bind(args),
+        extra_metrics: Some(crate::metrics::install()),
     };
     let label = format!("node at {}", args.node_ip_address);
     runtime.block_on(async {
@@ -243,12 +253,13 @@ fn run_node(
         let mut node = Node::start(options, connect, Arc::new(ray_raylet::ProcessLauncher))
             .await
             .map_err(|e| e.to_string())?;
-        let record = NodeRecord::of_this_process(
+        let mut record = NodeRecord::of_this_process(
             args.head,
             node.gcs_address.clone(),
             node.node_manager_address.clone(),
             node.node_id.to_hex(),
         );
+        record.dashboard_url = node.dashboard.as_ref().map(|d| d.url());
         if let Err(e) = record.write(temp_dir) {
             node.shutdown().await;
             return Err(e.to_string());
@@ -271,6 +282,19 @@ fn run_node(
         let _ = std::fs::remove_dir_all(&cache_dir);
         outcome
     })
+}
+
+/// Where the head's dashboard listens, as the flags say.
+fn dashboard_bind(args: &StartArgs) -> Option<ray_dashboard::Bind> {
+    let at = |port| SocketAddr::new(args.dashboard_host, port);
+    match args.dashboard_port {
+        _ if !args.head => None,
+        None => Some(ray_dashboard::Bind::Preferred(at(
+            ray_dashboard::DEFAULT_PORT,
+        ))),
+        Some(0) => None,
+        Some(port) => Some(ray_dashboard::Bind::Exact(at(port))),
+    }
 }
 
 /// How long a node keeps running without an answer from the GCS (Ray's
@@ -344,6 +368,13 @@ fn print_started(record: &NodeRecord, ip: IpAddr, temp_dir: &Path) {
         );
         say!(out, "  To see the cluster, run");
         say!(out, "    rayrs status --address {address}");
+        if let Some(url) = &record.dashboard_url {
+            say!(
+                out,
+                "  The dashboard (it asks for the token `rayrs get-auth-token` prints):"
+            );
+            say!(out, "    {url}");
+        }
     }
     say!(out, "  To stop the nodes started on this machine, run");
     say!(out, "    rayrs stop{dir}");

@@ -1,5 +1,6 @@
-//! `rayrs list tasks|actors|nodes|jobs` and `rayrs summary tasks` (Ray's `ray list` and
-//! `ray summary`): the state API from the command line, as a table or as JSON.
+//! `rayrs list tasks|actors|nodes|jobs`, `rayrs summary tasks` and `rayrs timeline` (Ray's
+//! `ray list`, `ray summary` and `ray timeline`): the state API from the command line, as a
+//! table, as JSON or as a Chrome trace.
 
 use crate::node::head_address;
 use ray_common::rpc::{Connect, RpcErrorKind, TonicConnect};
@@ -30,9 +31,9 @@ pub enum Format {
     Json,
 }
 
-/// Where the head is, which rows, and how to print them: what `list` and `summary` share.
+/// Where the head is and which rows: what `list`, `summary` and `timeline` share.
 #[derive(clap::Args)]
-pub struct Query {
+pub struct Target {
     /// The head's address (default: RAY_ADDRESS, else the head started on this machine).
     #[arg(long, value_name = "HOST:PORT")]
     address: Option<String>,
@@ -43,6 +44,13 @@ pub struct Query {
     /// must hold.
     #[arg(long = "filter", short = 'f', value_name = "KEY=VALUE")]
     filters: Vec<String>,
+}
+
+/// The rows and how to print them: what `list` and `summary` share.
+#[derive(clap::Args)]
+pub struct Query {
+    #[command(flatten)]
+    target: Target,
     #[arg(long, value_enum, default_value_t)]
     format: Format,
 }
@@ -69,13 +77,19 @@ pub struct SummaryArgs {
     query: Query,
 }
 
+/// `rayrs timeline`.
+#[derive(clap::Args)]
+pub struct TimelineArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Where to write the trace (default: timeline-<unix seconds>.json here).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
 /// Runs `query` against the head's GCS within [`DEADLINE`], its errors in words.
-fn ask<T>(
-    address: Option<String>,
-    temp_dir: Option<PathBuf>,
-    query: impl AsyncFnOnce(StateClient) -> Result<T, StateError>,
-) -> R<T> {
-    let address = head_address(address, temp_dir)?;
+fn ask<T>(target: Target, query: impl AsyncFnOnce(StateClient) -> Result<T, StateError>) -> R<T> {
+    let address = head_address(target.address, target.temp_dir)?;
     let token = token::required().map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -109,11 +123,11 @@ fn options(filters: &[String], limit: Option<u32>) -> R<ListOptions> {
 }
 
 pub fn list(args: ListArgs) -> R<()> {
-    let opts = options(&args.query.filters, args.limit)?;
-    let (address, temp_dir) = (args.query.address, args.query.temp_dir);
+    let opts = options(&args.query.target.filters, args.limit)?;
+    let target = args.query.target;
     let (rows, total) = match args.kind {
         Kind::Tasks => {
-            let l = ask(address, temp_dir, async |c| c.list_tasks(&opts).await)?;
+            let l = ask(target, async |c| c.list_tasks(&opts).await)?;
             if l.dropped > 0 {
                 eprintln!(
                     "note: {} tasks or task events were dropped (past an owner's 10,000 tracked tasks a second, or the GCS's 100,000 a job): some tasks are missing",
@@ -123,15 +137,15 @@ pub fn list(args: ListArgs) -> R<()> {
             (to_values(&l.rows)?, l.total)
         }
         Kind::Actors => {
-            let l = ask(address, temp_dir, async |c| c.list_actors(&opts).await)?;
+            let l = ask(target, async |c| c.list_actors(&opts).await)?;
             (to_values(&l.rows)?, l.total)
         }
         Kind::Nodes => {
-            let l = ask(address, temp_dir, async |c| c.list_nodes(&opts).await)?;
+            let l = ask(target, async |c| c.list_nodes(&opts).await)?;
             (to_values(&l.rows)?, l.total)
         }
         Kind::Jobs => {
-            let l = ask(address, temp_dir, async |c| c.list_jobs(&opts).await)?;
+            let l = ask(target, async |c| c.list_jobs(&opts).await)?;
             (to_values(&l.rows)?, l.total)
         }
     };
@@ -148,10 +162,8 @@ pub fn list(args: ListArgs) -> R<()> {
 }
 
 pub fn summary(args: SummaryArgs) -> R<()> {
-    let opts = options(&args.query.filters, None)?;
-    let summary = ask(args.query.address, args.query.temp_dir, async |c| {
-        c.summarize_tasks(&opts).await
-    })?;
+    let opts = options(&args.query.target.filters, None)?;
+    let summary = ask(args.query.target, async |c| c.summarize_tasks(&opts).await)?;
     match args.query.format {
         Format::Json => println!("{}", json(&summary)?),
         Format::Table => {
@@ -171,6 +183,25 @@ pub fn summary(args: SummaryArgs) -> R<()> {
             print!("{}", render(header, rows));
         }
     }
+    Ok(())
+}
+
+pub fn timeline(args: TimelineArgs) -> R<()> {
+    let opts = options(&args.target.filters, None)?;
+    let events = ask(args.target, async |c| c.timeline(&opts).await)?;
+    let output = args.output.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(format!("timeline-{now}.json"))
+    });
+    let text = serde_json::to_vec(&events).map_err(|e| e.to_string())?;
+    std::fs::write(&output, text).map_err(|e| format!("{}: {e}", output.display()))?;
+    let slices = events.iter().filter(|e| e.ph == "X").count();
+    println!(
+        "Wrote {slices} tasks to {} (open it in https://ui.perfetto.dev or chrome://tracing).",
+        output.display()
+    );
     Ok(())
 }
 

@@ -1687,5 +1687,51 @@ fn rayrs_list_and_summary_show_the_clusters_state() {
         wrong.env("RAY_AUTH_TOKEN", "not-the-token-0123456789");
         let (ok, refused) = output(wrong);
         assert!(!ok && refused.contains("refused this token"), "{refused}");
+
+        // The timeline: a slice per add.
+        let trace = cluster.dir().join("trace.json");
+        let (ok, said) = output(cluster.rayrs(&[
+            "timeline",
+            "--address",
+            &cluster.address,
+            "-f",
+            "name=add",
+            "-o",
+            &trace.display().to_string(),
+        ]));
+        assert!(ok && said.contains("Wrote 5 tasks"), "{said}");
+        let events: Vec<serde_json::Value> =
+            serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["ph"] == "X" && e["name"] == "add")
+                .count(),
+            5
+        );
+
+        // The head's dashboard (its address in the head's record): the same counts on
+        // /metrics, with the head process's own counters; nothing without the token.
+        let url = ray_node::records::running(cluster.dir())
+            .into_iter()
+            .find(|r| r.head)
+            .and_then(|r| r.dashboard_url)
+            .expect("the head records its dashboard");
+        let scrape = |token: Option<&str>| ray_rs::http::get(&format!("{url}/metrics"), token);
+        assert_eq!(scrape(None).0, 401);
+        assert_eq!(scrape(Some("not-the-token-0123456789")).0, 403);
+        let (status, metrics) = scrape(Some(cluster.token()));
+        assert_eq!(status, 200, "{metrics}");
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == "ray_tasks{State=\"FINISHED\",Name=\"add\"} 5"),
+            "{metrics}"
+        );
+        let leases = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("rayrs_leases_granted_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(leases.is_some_and(|n| n >= 1.0), "{metrics}");
     });
 }

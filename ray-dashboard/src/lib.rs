@@ -1,0 +1,180 @@
+//! The dashboard (Ray's, on port 8265): an HTTP server on the head that serves the state API
+//! as JSON under `/api/v0/`, Prometheus metrics on `/metrics`, and the pages that show them.
+//!
+//! Layers, each using only those above it: [`reply`] (the JSON envelope, Ray's), [`auth`]
+//! (the token check every data route passes), [`api`] (the JSON routes, over a [`ray_state::StateClient`]), [`metrics`] (the
+//! Prometheus text, drawn from the same state), [`pages`] (the page shell and its script),
+//! then [`Dashboard`], which binds and serves them.
+//!
+//! Invariant: no route that answers with the cluster's data answers without the cluster's
+//! token (`Authorization: Bearer`; 401 when it is missing, 403 when it is wrong), and neither
+//! does a path no route serves. Only the page shell (HTML, script, style: no data) is open,
+//! so that a browser can load it and ask for the token.
+
+pub mod api;
+pub mod auth;
+pub mod metrics;
+pub mod pages;
+pub mod reply;
+
+use axum::Router;
+use ray_common::rpc::Connect;
+use ray_state::StateClient;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Ray's dashboard port.
+pub const DEFAULT_PORT: u16 = 8265;
+
+/// What the dashboard can fail to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum DashboardError {
+    /// The address could not be bound (in use, not this machine's, no permission).
+    #[error("the dashboard could not listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the dashboard listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bind {
+    /// Exactly this address: failing to bind it fails the start.
+    Exact(SocketAddr),
+    /// This address if it is free, else any free port of its host, with a warning (a second
+    /// local session on a machine whose 8265 is taken still gets a dashboard).
+    Preferred(SocketAddr),
+}
+
+/// What the dashboard reads its data from: the cluster's GCS and, through `connect`, its
+/// node managers.
+#[derive(Clone)]
+pub struct Sources {
+    /// Opens clients to the GCS and node managers (carrying the cluster's token).
+    pub connect: Arc<dyn Connect>,
+    /// The GCS's address.
+    pub gcs_address: String,
+    /// Extra Prometheus text appended to `/metrics` at each scrape: a process's own
+    /// exporter, when its binary installed one (the runtime never installs a global
+    /// recorder: that belongs to the program).
+    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+/// A running dashboard; stopped by [`Dashboard::stop`] or when dropped.
+pub struct Dashboard {
+    address: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Dashboard {
+    /// Binds `bind` and serves the dashboard there on the current tokio runtime, every data
+    /// route checked against `token`.
+    ///
+    /// ```no_run
+    /// # async fn f(sources: ray_dashboard::Sources) -> Result<(), ray_dashboard::DashboardError> {
+    /// use ray_dashboard::{Bind, Dashboard, DEFAULT_PORT};
+    /// let bind = Bind::Preferred(([127, 0, 0, 1], DEFAULT_PORT).into());
+    /// let dashboard = Dashboard::serve(bind, "the-clusters-token", sources).await?;
+    /// println!("dashboard at {}", dashboard.url());
+    /// # Ok(()) }
+    /// ```
+    pub async fn serve(
+        bind: Bind,
+        token: &str,
+        sources: Sources,
+    ) -> Result<Dashboard, DashboardError> {
+        let listener = match bind {
+            Bind::Exact(address) => listen(address).await?,
+            Bind::Preferred(address) => match listen(address).await {
+                Ok(listener) => listener,
+                Err(e) => {
+                    let any = SocketAddr::new(address.ip(), 0);
+                    let listener = listen(any).await?;
+                    tracing::warn!(
+                        "{e}; the dashboard listens on {} instead",
+                        listener.local_addr().map_or(any, |a| a)
+                    );
+                    listener
+                }
+            },
+        };
+        let address = listener
+            .local_addr()
+            .map_err(|source| DashboardError::Bind {
+                address: SocketAddr::new(bind_address(bind).ip(), 0),
+                source,
+            })?;
+        let app = router(token, sources);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::warn!("the dashboard stopped: {e}");
+            }
+        });
+        tracing::info!("dashboard at http://{address}");
+        Ok(Dashboard {
+            address,
+            stop: Some(stop),
+        })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Its address as a URL (`http://HOST:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Stops serving (connections in flight finish their request).
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn bind_address(bind: Bind) -> SocketAddr {
+    match bind {
+        Bind::Exact(a) | Bind::Preferred(a) => a,
+    }
+}
+
+async fn listen(address: SocketAddr) -> Result<tokio::net::TcpListener, DashboardError> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| DashboardError::Bind { address, source })
+}
+
+/// Every route: the data routes behind the token check (with the fallback, so that an
+/// unknown path says nothing to a peer without the token), then the open page shell.
+pub fn router(token: &str, sources: Sources) -> Router {
+    let data = api::routes(sources.clone())
+        .merge(metrics::routes(sources))
+        .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            auth::Token::new(token),
+            auth::require_token,
+        ));
+    data.merge(pages::routes())
+}
+
+/// The state client of `sources`.
+fn state_client(sources: &Sources) -> Result<StateClient, ray_common::rpc::RpcError> {
+    Ok(StateClient::new(sources.connect.gcs(&sources.gcs_address)?))
+}
