@@ -131,6 +131,9 @@ fn every_data_route_refuses_a_missing_or_wrong_token() {
             let (status, body) = get(&base, route, Some(&token));
             assert_eq!(status, 200, "{route} with the token: {body}");
         }
+        // What the refusals were checked not to carry is there with the token.
+        let (_, nodes) = get(&base, "/api/v0/nodes", Some(&token));
+        assert!(nodes.contains(&node), "{nodes}");
         let (status, _) = get(&base, "/api/v0/no-such-route", Some(&token));
         assert_eq!(status, 404);
         // The page shell is open (a browser must load it to ask for the token) and carries
@@ -220,9 +223,19 @@ fn json_routes_and_metrics_count_the_work_done() {
             .filter(|e| e.ph == "X")
             .all(|e| e.dur.is_some() && e.tid > 0));
 
-        // Prometheus text, with Ray's names.
-        let (status, metrics) = get(&base, "/metrics", Some(&token));
-        assert_eq!(status, 200);
+        // Prometheus text, with Ray's names (once the node has reported its idle workers'
+        // leases returned).
+        let scrape = || {
+            let (status, metrics) = get(&base, "/metrics", Some(&token));
+            assert_eq!(status, 200, "{metrics}");
+            metrics
+        };
+        eventually("the node reports its CPUs free", || {
+            scrape()
+                .lines()
+                .any(|l| l == "ray_resources{Name=\"CPU\",State=\"USED\"} 0")
+        });
+        let metrics = scrape();
         for line in [
             "ray_tasks{State=\"FINISHED\",Name=\"square\"} 20",
             "ray_tasks{State=\"FAILED\",Name=\"explode\"} 1",
@@ -249,7 +262,7 @@ fn json_routes_and_metrics_count_the_work_done() {
 }
 
 #[test]
-fn a_taken_dashboard_port_fails_init_when_asked_for_and_is_replaced_when_not() {
+fn a_taken_dashboard_port_fails_init_and_port_0_starts_none() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let err = ray::init(ray::Config::local().dashboard_port(port)).unwrap_err();
@@ -258,6 +271,11 @@ fn a_taken_dashboard_port_fails_init_when_asked_for_and_is_replaced_when_not() {
         "{err}"
     );
     assert!(!ray::is_initialized());
+    assert_eq!(
+        ray_rs::child_processes(),
+        Vec::<u32>::new(),
+        "a failed init left processes"
+    );
     with_ray(ray::Config::local().dashboard_port(0), || {
         assert_eq!(ray::dashboard_url(), None);
     });
@@ -383,8 +401,21 @@ struct Expected {
     actor_id: String,
 }
 
-async fn drive(client: &Client, base: &str, token: &str, expected: &Expected) {
+async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &Expected) {
+    // `ray::dashboard_url()` opens the page with the token, which leaves the address bar.
+    client.goto(url).await.unwrap();
+    until("the page opens with the URL's token", || async move {
+        text(client, "[data-count=nodes-alive]").await.as_deref() == Some("1")
+    })
+    .await;
+    let shown = client.current_url().await.unwrap();
+    assert!(!shown.as_str().contains(token), "{shown}");
+
     // Without the token, the page asks for it; a wrong one is refused.
+    client
+        .execute("sessionStorage.clear()", Vec::new())
+        .await
+        .unwrap();
     client.goto(base).await.unwrap();
     until("the page asks for the token", || {
         displayed(client, "#login")
@@ -553,7 +584,7 @@ fn the_dashboard_shows_the_clusters_state_in_a_browser() {
                     .expect("a browser session");
             let outcome = tokio::time::timeout(
                 Duration::from_secs(120),
-                drive(&client, base, token, &expected),
+                drive(&client, &url, base, token, &expected),
             )
             .await;
             let _ = client.close().await;
@@ -561,7 +592,8 @@ fn the_dashboard_shows_the_clusters_state_in_a_browser() {
         });
         drop(driver);
         std::fs::write(&release, b"").unwrap();
-        assert!(ray::get(&held).unwrap() > 0);
+        let pid = ray::get(&held);
         let _ = std::fs::remove_file(&release);
+        assert!(pid.unwrap() > 0);
     });
 }

@@ -6,6 +6,8 @@
 
 const TOKEN_KEY = "rayrs-token";
 const POLL_MS = 2000;
+// A request the cluster has not answered in this long is given up (the next poll retries).
+const REQUEST_MS = 8000;
 const STATES = ["PENDING_ARGS_AVAIL", "PENDING_NODE_ASSIGNMENT", "SUBMITTED_TO_WORKER",
   "RUNNING", "FINISHED", "FAILED"];
 
@@ -13,6 +15,8 @@ let view = "overview";
 let taskFilter = "";
 let selectedTask = null;
 let timer = null;
+// Bumped by every refresh: an older refresh still in flight neither draws nor reschedules.
+let generation = 0;
 
 const $ = (id) => document.getElementById(id);
 
@@ -64,7 +68,10 @@ class Refused extends Error {}
 
 // A route's JSON, as it comes (the timeline is a bare array).
 async function raw(path) {
-  const r = await fetch(path, { headers: { Authorization: "Bearer " + token() } });
+  const r = await fetch(path, {
+    headers: { Authorization: "Bearer " + token() },
+    signal: AbortSignal.timeout(REQUEST_MS),
+  });
   if (r.status === 401 || r.status === 403) throw new Refused(r.status === 401
     ? "the cluster asks for its token" : "the cluster refused this token");
   const body = await r.json();
@@ -82,6 +89,7 @@ async function api(path) {
 function showLogin(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   clearTimeout(timer);
+  generation++;
   $("views").hidden = true;
   $("login").hidden = false;
   $("login-error").textContent = message || "";
@@ -104,8 +112,10 @@ function fillBody(table, rows) {
 
 function cell(...children) { return el("td", {}, ...children); }
 
-async function renderOverview() {
+// Each view's render takes `current`: false once a newer refresh started (draw nothing then).
+async function renderOverview(current) {
   const o = await api("/api/v0/cluster");
+  if (!current()) return;
   $("ov-nodes").replaceChildren(
     el("span", { "data-count": "nodes-alive" }, o.nodes_alive), " alive",
     o.nodes_dead ? el("small", {}, ", " + o.nodes_dead + " dead") : "");
@@ -139,8 +149,9 @@ function filterQuery() {
     .map((f) => "filter=" + encodeURIComponent(f)).join("&");
 }
 
-async function renderTasks() {
+async function renderTasks(current) {
   const summary = await api("/api/v0/tasks/summarize");
+  if (!current()) return;
   fillBody("#summary-table", summary.result.map((s) => {
     const n = (state) => s.by_state[state] || 0;
     const pending = n("PENDING_ARGS_AVAIL") + n("PENDING_NODE_ASSIGNMENT") + n("SUBMITTED_TO_WORKER");
@@ -150,9 +161,10 @@ async function renderTasks() {
   let listing;
   try {
     listing = (await api("/api/v0/tasks?limit=200&" + filterQuery())).result;
+    if (!current()) return;
     $("task-error").textContent = "";
   } catch (e) {
-    if (e instanceof Refused) throw e;
+    if (e instanceof Refused || !current()) throw e;
     $("task-error").textContent = e.message;
     fillBody("#tasks-table", []);
     return;
@@ -167,8 +179,8 @@ async function renderTasks() {
     row.addEventListener("click", () => { selectedTask = t.task_id; showTask(t); });
     return row;
   }));
-  const current = listing.result.find((t) => t.task_id === selectedTask);
-  if (current) showTask(current);
+  const chosen = listing.result.find((t) => t.task_id === selectedTask);
+  if (chosen) showTask(chosen);
 }
 
 function showTask(t) {
@@ -188,23 +200,26 @@ function showTask(t) {
   detail.hidden = false;
 }
 
-async function renderActors() {
+async function renderActors(current) {
   const rows = (await api("/api/v0/actors?limit=1000")).result.result;
+  if (!current()) return;
   fillBody("#actors-table", rows.map((a) => el("tr", { "data-actor-id": a.actor_id },
     cell(short(a.actor_id)), cell(a.class_name), cell(a.name), cell(a.state),
     cell(a.num_restarts), cell(short(a.node_id)), cell(a.pid),
     cell(a.death_cause || a.pending_reason))));
 }
 
-async function renderJobs() {
+async function renderJobs(current) {
   const rows = (await api("/api/v0/jobs?limit=1000")).result.result;
+  if (!current()) return;
   fillBody("#jobs-table", rows.map((j) => el("tr", { "data-job-id": j.job_id },
     cell(j.job_id), cell(j.status), cell(j.entrypoint), cell(j.namespace), cell(j.driver_pid),
     cell(time(j.start_time_us)), cell(time(j.end_time_us)))));
 }
 
-async function renderNodes() {
+async function renderNodes(current) {
   const rows = (await api("/api/v0/nodes?limit=1000")).result.result;
+  if (!current()) return;
   fillBody("#nodes-table", rows.map((n) => el("tr", { "data-node-id": n.node_id },
     cell(short(n.node_id)), cell(n.state), cell(n.address), cell(n.is_head ? "yes" : ""),
     cell(Object.keys(n.resources_total).sort().map((k) =>
@@ -222,18 +237,22 @@ function svg(tag, attrs, text) {
 }
 
 // Rows per (node, worker), a bar per task; the newest 2,000 slices.
-async function renderTimeline() {
-  drawTimeline(await raw("/api/v0/timeline?limit=2000"));
+async function renderTimeline(current) {
+  const events = await raw("/api/v0/timeline?limit=2000");
+  if (current()) drawTimeline(events);
 }
 
 async function downloadTimeline() {
-  const events = await raw("/api/v0/timeline");
+  const r = await fetch("/api/v0/timeline", { headers: { Authorization: "Bearer " + token() } });
+  if (r.status === 401 || r.status === 403) throw new Refused("the cluster refused this token");
+  if (!r.ok) throw new Error("the timeline: HTTP " + r.status);
   const link = el("a", { download: "trace.json" });
-  link.href = URL.createObjectURL(new Blob([JSON.stringify(events)], { type: "application/json" }));
+  link.href = URL.createObjectURL(await r.blob());
   document.body.append(link);
   link.click();
   link.remove();
-  URL.revokeObjectURL(link.href);
+  // Some browsers start the download after the click returns.
+  setTimeout(() => URL.revokeObjectURL(link.href), 60000);
 }
 
 function drawTimeline(events) {
@@ -265,11 +284,14 @@ const RENDER = { overview: renderOverview, tasks: renderTasks, actors: renderAct
 
 async function refresh() {
   clearTimeout(timer);
+  const mine = ++generation;
   try {
-    await RENDER[view]();
+    await RENDER[view](() => mine === generation);
+    if (mine !== generation) return;
     $("status").textContent = "updated " + new Date().toLocaleTimeString();
     $("status").className = "";
   } catch (e) {
+    if (mine !== generation) return;
     if (e instanceof Refused) { showLogin(e.message); return; }
     $("status").textContent = "cannot reach the cluster: " + e.message;
     $("status").className = "error";

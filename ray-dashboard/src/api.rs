@@ -205,9 +205,13 @@ pub struct Overview {
     pub unreachable: Vec<String>,
 }
 
+/// How long the overview waits for a node's answer: a page polls every 2 s, and Prometheus
+/// gives a scrape 10 s.
+pub const NODE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Gathers the overview: the GCS's nodes, tasks and actors, then each alive node's use,
-/// asked of all nodes at once (each call has its deadline; a node that does not answer is
-/// named in `unreachable`, never waited for longer).
+/// asked of all nodes at once (each within [`NODE_DEADLINE`]; a node that does not answer in
+/// time is named in `unreachable`, never waited for longer).
 pub async fn overview(sources: &Sources) -> Result<Overview, StateError> {
     let client = crate::state_client(sources)?;
     let everything = ListOptions::new().limit(u32::MAX);
@@ -240,8 +244,14 @@ pub async fn overview(sources: &Sources) -> Result<Overview, StateError> {
         let (id, address, is_head) = (node.node_id.clone(), node.address.clone(), node.is_head);
         asks.spawn(async move {
             let asked = match connect.node_manager(&address) {
-                Ok(nm) => nm.get_node_resources(ray_proto::Empty {}).await,
-                Err(e) => Err(e),
+                Ok(nm) => {
+                    let ask = nm.get_node_resources(ray_proto::Empty {});
+                    match connect.clock().timeout(NODE_DEADLINE, ask).await {
+                        Ok(answer) => answer.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!("no answer within {NODE_DEADLINE:?}")),
+                    }
+                }
+                Err(e) => Err(e.to_string()),
             };
             match asked {
                 Ok(r) => Ok(NodeUse {

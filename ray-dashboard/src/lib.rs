@@ -91,7 +91,10 @@ impl Dashboard {
                 Ok(listener) => listener,
                 Err(e) => {
                     let any = SocketAddr::new(address.ip(), 0);
-                    let listener = listen(any).await?;
+                    // No port of that host at all: the first failure says why.
+                    let Ok(listener) = listen(any).await else {
+                        return Err(e);
+                    };
                     tracing::warn!(
                         "{e}; the dashboard listens on {} instead",
                         listener.local_addr().map_or(any, |a| a)
@@ -177,4 +180,45 @@ pub fn router(token: &str, sources: Sources) -> Router {
 /// The state client of `sources`.
 fn state_client(sources: &Sources) -> Result<StateClient, ray_common::rpc::RpcError> {
     Ok(StateClient::new(sources.connect.gcs(&sources.gcs_address)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources() -> Sources {
+        Sources {
+            connect: Arc::new(ray_common::rpc::TonicConnect::new(
+                "a-token-nobody-asks-for",
+            )),
+            gcs_address: "127.0.0.1:1".into(),
+            extra_metrics: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_preferred_port_gives_way_and_a_taken_exact_one_fails() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let mut moved = Dashboard::serve(Bind::Preferred(address), "t", sources())
+            .await
+            .unwrap();
+        assert_ne!(moved.address(), address);
+        assert_eq!(moved.address().ip(), address.ip());
+        moved.stop();
+        let refused = Dashboard::serve(Bind::Exact(address), "t", sources()).await;
+        assert!(
+            matches!(&refused, Err(DashboardError::Bind { address: a, .. }) if *a == address),
+            "{:?}",
+            refused.err()
+        );
+        // Not an address of this machine: the preferred one's failure is the one told.
+        let elsewhere: SocketAddr = "192.0.2.1:8265".parse().unwrap();
+        let refused = Dashboard::serve(Bind::Preferred(elsewhere), "t", sources()).await;
+        assert!(
+            matches!(&refused, Err(DashboardError::Bind { address: a, .. }) if *a == elsewhere),
+            "{:?}",
+            refused.err()
+        );
+    }
 }

@@ -66,7 +66,9 @@ fn record(o: &Overview) {
     );
     for s in &o.task_summary {
         for (state, n) in &s.by_state {
-            gauge!("ray_tasks", "State" => state.as_str(), "Name" => s.name.clone()).set(*n as f64);
+            // Added, not set: two functions of different modules may share a short name.
+            gauge!("ray_tasks", "State" => state.as_str(), "Name" => s.name.clone())
+                .increment(*n as f64);
         }
     }
     describe_gauge!("ray_actors", "Actors by class and state.");
@@ -139,8 +141,15 @@ mod tests {
         o.task_summary.push(TaskSummary {
             name: "square".into(),
             func_or_class_name: "app::square".into(),
-            total: 5,
-            by_state: [(TaskState::Finished, 4), (TaskState::Running, 1)].into(),
+            total: 4,
+            by_state: [(TaskState::Finished, 3), (TaskState::Running, 1)].into(),
+        });
+        // Another module's `square`: its counts add to the same labels.
+        o.task_summary.push(TaskSummary {
+            name: "square".into(),
+            func_or_class_name: "app::other::square".into(),
+            total: 1,
+            by_state: [(TaskState::Finished, 1)].into(),
         });
         o.actors_by_class
             .insert("Counter".into(), [("ALIVE".to_string(), 2)].into());

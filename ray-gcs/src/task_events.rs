@@ -89,6 +89,9 @@ struct Row {
     running_us: u64,
     ended_us: u64,
     error: Option<Box<(String, String)>>,
+    /// Failed by its job's end, not by an event: a late end of the same run (a worker's or
+    /// an owner's report still in flight) replaces it.
+    failed_by_job_end: bool,
 }
 
 impl Default for TaskTable {
@@ -216,6 +219,7 @@ impl TaskTable {
                 continue;
             }
             row.status = ray_proto::TaskStatus::Failed as i32;
+            row.failed_by_job_end = true;
             row.ended_us = now_us;
             row.error = Some(Box::new((
                 "WORKER_DIED".into(),
@@ -300,6 +304,12 @@ fn merge(row: &mut Row, event: TaskEvent, name: u32, place: u32) {
         };
     }
     fill_shared(row, &event, name);
+    if row.failed_by_job_end && event.status >= ray_proto::TaskStatus::Finished as i32 {
+        // The run's own end, reported after its job ended: it, not the guess, stands.
+        row.failed_by_job_end = false;
+        row.status = event.status;
+        row.error = None;
+    }
     // A state never moves back: owner and worker report in any order.
     row.status = row.status.max(event.status);
     if event.running_us != 0 {
@@ -417,6 +427,29 @@ mod tests {
             ("WORKER_DIED", 500)
         );
         assert_eq!(by_id(2).status, S::Finished as i32);
+        // The task's own end, reported late, replaces the job's.
+        let mut ended = event(1, S::Finished, 0);
+        ended.ended_us = 450;
+        t.add(batch(&[], vec![ended])).unwrap();
+        let rows = list(&t, &[]).tasks;
+        let r = rows.iter().find(|r| r.task_id[0] == 1).unwrap();
+        assert_eq!(
+            (r.status, r.error_type.as_str(), r.ended_us),
+            (S::Finished as i32, "", 450)
+        );
+        // A late word that is not an end (the worker's start) leaves the failure.
+        assert_eq!(t.fail_unfinished(1, 600), 0);
+        t.add(batch(&[], vec![event(3, S::Running, 0)])).unwrap();
+        assert_eq!(t.fail_unfinished(1, 700), 1);
+        let mut started = event(3, S::Running, 0);
+        started.running_us = 650;
+        t.add(batch(&[], vec![started])).unwrap();
+        let rows = list(&t, &[]).tasks;
+        let r = rows.iter().find(|r| r.task_id[0] == 3).unwrap();
+        assert_eq!(
+            (r.status, r.error_type.as_str()),
+            (S::Failed as i32, "WORKER_DIED")
+        );
     }
 
     #[test]

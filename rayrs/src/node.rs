@@ -54,8 +54,8 @@ pub struct StartArgs {
     /// taken; set, a taken port fails the start.
     #[arg(long, requires = "head", value_name = "PORT")]
     dashboard_port: Option<u16>,
-    /// The address the head's dashboard listens on. Its job API will run code: keep it on
-    /// loopback unless the network is yours.
+    /// The address the head's dashboard listens on. Whoever holds the token sees the
+    /// cluster's state there: keep it on loopback unless the network is yours.
     #[arg(long, requires = "head", value_name = "IP", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     dashboard_host: IpAddr,
     /// Stays in the foreground: this process is the node (SIGTERM stops it cleanly).
