@@ -98,7 +98,9 @@ fn data(base: &str, path: &str, token: &str) -> serde_json::Value {
     v["data"].clone()
 }
 
-const DATA_ROUTES: [&str; 8] = [
+const DATA_ROUTES: [&str; 10] = [
+    "/api/v0/workers",
+    "/api/v0/objects",
     "/api/v0/timeline",
     "/api/v0/tasks",
     "/api/v0/tasks/summarize",
@@ -261,6 +263,110 @@ fn json_routes_and_metrics_count_the_work_done() {
     });
 }
 
+/// Holds refs it was given (a borrower of their owner's objects).
+#[ray::actor]
+struct Keeper {
+    held: Vec<ray::ObjectRef<Vec<u8>>>,
+}
+
+#[ray::actor]
+impl Keeper {
+    pub fn new() -> Self {
+        Keeper { held: Vec::new() }
+    }
+
+    pub fn keep(&mut self, refs: Vec<ray::ObjectRef<Vec<u8>>>) -> usize {
+        self.held.extend(refs);
+        self.held.len()
+    }
+
+    pub fn release(&mut self) -> usize {
+        self.held.clear();
+        self.held.len()
+    }
+}
+
+#[test]
+fn objects_and_workers_are_listed_from_every_process() {
+    with_ray(ray::Config::local().num_cpus(2.0), || {
+        let (base, token) = dashboard();
+        let big = ray::put(&vec![7u8; 2 << 20]).unwrap();
+        let keeper = Keeper::remote();
+        assert_eq!(ray::get(&keeper.keep(vec![big.clone()])).unwrap(), 1);
+        let keeper_pid = state::list_actors(&ListOptions::new()).unwrap().rows[0]
+            .pid
+            .expect("the keeper's pid");
+
+        // Workers: the driver (once it told the GCS where it listens) and the keeper's.
+        eventually("the driver is listed with its address", || {
+            let l = state::list_workers(&ListOptions::new().filter("worker_type=DRIVER").unwrap())
+                .unwrap();
+            l.rows.len() == 1
+                && l.rows[0].pid == Some(std::process::id())
+                && l.rows[0].address.is_some()
+        });
+        let workers = state::list_workers(&ListOptions::new()).unwrap();
+        assert!(workers.unreachable.is_empty(), "{:?}", workers.unreachable);
+        let host = workers
+            .rows
+            .iter()
+            .find(|w| w.pid == Some(keeper_pid))
+            .unwrap_or_else(|| panic!("the keeper's worker in {:?}", workers.rows));
+        assert_eq!(host.worker_type, "WORKER");
+        assert!(
+            ["LEASED", "HOSTING_ACTORS"].contains(&host.state.as_str()),
+            "{host:?}"
+        );
+
+        // Objects: the driver's own row (its handle, the borrower, the bytes in shared
+        // memory) and the keeper's borrowed row.
+        let of_big = ListOptions::new()
+            .filter(&format!("object_id={}", big.id()))
+            .unwrap();
+        let objects = state::list_objects(&of_big).unwrap();
+        assert!(objects.unreachable.is_empty(), "{:?}", objects.unreachable);
+        let driver_row = objects
+            .rows
+            .iter()
+            .find(|o| o.worker_type == "DRIVER")
+            .unwrap_or_else(|| panic!("the driver's row in {:?}", objects.rows));
+        assert_eq!(driver_row.reference_type, "LOCAL_REFERENCE");
+        assert_eq!(driver_row.owner_address, None, "the driver owns it");
+        assert_eq!(driver_row.borrowers, 1, "the keeper borrows it");
+        assert_eq!(driver_row.location, "SHARED_MEMORY");
+        assert!(driver_row.object_size >= 2 << 20, "{driver_row:?}");
+        assert_eq!(driver_row.pid, std::process::id());
+        assert_eq!(
+            driver_row.node_id.as_ref(),
+            Some(&host.node_id.clone().unwrap())
+        );
+        let keeper_row = objects
+            .rows
+            .iter()
+            .find(|o| o.pid == keeper_pid)
+            .unwrap_or_else(|| panic!("the keeper's row in {:?}", objects.rows));
+        assert_eq!(keeper_row.reference_type, "LOCAL_REFERENCE");
+        assert!(keeper_row.owner_address.is_some(), "{keeper_row:?}");
+        assert_eq!(objects.total, 2);
+
+        // The same from the dashboard, and a bad filter's 400.
+        let path = format!("/api/v0/objects?filter=object_id%3D{}", big.id());
+        let listed = data(&base, &path, &token);
+        assert_eq!(listed["result"]["total"], 2, "{listed}");
+        let listed = data(&base, "/api/v0/workers?filter=worker_type%3DDRIVER", &token);
+        assert_eq!(listed["result"]["total"], 1, "{listed}");
+        let (status, body) = get(&base, "/api/v0/objects?filter=colour%3Dred", Some(&token));
+        assert_eq!(status, 400, "{body}");
+
+        // Let go of everywhere, it is listed nowhere.
+        assert_eq!(ray::get(&keeper.release()).unwrap(), 0);
+        drop(big);
+        eventually("the object is gone from every process", || {
+            state::list_objects(&of_big).unwrap().total == 0
+        });
+    });
+}
+
 #[test]
 fn a_taken_dashboard_port_fails_init_and_port_0_starts_none() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -398,6 +504,7 @@ struct Expected {
     finished: u64,
     explode_id: String,
     held_id: String,
+    held_object: String,
     actor_id: String,
 }
 
@@ -502,6 +609,30 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
     .await;
     screenshot(client, "actors.png").await;
 
+    // Objects: the driver's ref to the running task's result; workers: the driver.
+    click(client, "button[data-view=objects]").await;
+    let held_row = format!(
+        "#objects-table tr[data-object-id='{}']",
+        expected.held_object
+    );
+    let held_row = held_row.as_str();
+    until("the driver's pending result is listed", || async move {
+        text(client, held_row)
+            .await
+            .is_some_and(|t| t.contains("LOCAL_REFERENCE") && t.contains("DRIVER"))
+    })
+    .await;
+    screenshot(client, "objects.png").await;
+    click(client, "button[data-view=workers]").await;
+    let driver_row = format!("#workers-table tr[data-pid='{}']", std::process::id());
+    let driver_row = driver_row.as_str();
+    until("the driver is listed among the workers", || async move {
+        text(client, driver_row)
+            .await
+            .is_some_and(|t| t.contains("DRIVER"))
+    })
+    .await;
+
     // The timeline: a bar per task that ran, the failed one among them.
     click(client, "button[data-view=timeline]").await;
     let failed_bar = format!("#timeline rect[data-task-id='{}']", expected.explode_id);
@@ -553,6 +684,7 @@ fn the_dashboard_shows_the_clusters_state_in_a_browser() {
             finished: 13,
             explode_id: id_of("explode"),
             held_id: id_of("hold_until"),
+            held_object: held.id(),
             actor_id: state::list_actors(&ListOptions::new()).unwrap().rows[0]
                 .actor_id
                 .clone(),

@@ -154,7 +154,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
                 env: config.job_env(),
                 namespace: namespace.clone(),
                 binary_sha256: String::new(),
-                driver_node: Default::default(),
+                driver_node: node.node_id.to_vec().into(),
                 driver_pid: std::process::id(),
             })
             .await;
@@ -463,6 +463,18 @@ fn attach_driver(
         }
     };
     let _enter = tokio_rt.enter();
+    // The state API asks the driver for the objects it holds: the GCS keeps its address.
+    let driver_address = ray_proto::DriverAddress {
+        job_id: attach.job_id,
+        address: core_address.clone(),
+        worker_id: worker_id.to_vec().into(),
+    };
+    let gcs = clients.gcs.clone();
+    tokio_rt.spawn(async move {
+        if let Err(e) = gcs.set_driver_address(driver_address).await {
+            tracing::debug!("telling the GCS where this driver listens: {e}");
+        }
+    });
     let link = Link::new(handle, attach.token, clients, attach.node_id, arena, None);
     let rt = CoreWorker::new(
         Identity {

@@ -28,6 +28,18 @@ struct Entry {
     provisional: bool,
 }
 
+/// One tracked object as the state API lists it.
+pub(crate) struct Tracked {
+    pub id: ObjectId,
+    /// `None`: owned by this process.
+    pub owner: Option<Arc<str>>,
+    /// Live handles here.
+    pub local: u32,
+    /// Borrows by other processes not yet released (owner side).
+    pub borrowers: u32,
+    pub pinned: bool,
+}
+
 /// What to do once an entry is gone.
 pub(crate) enum Release {
     /// Free the value (and its shared-memory copy).
@@ -123,6 +135,22 @@ impl ReferenceTable {
     /// The owner of `id` as this process knows it: `Some(None)` if it owns it.
     pub fn owner_of(&self, id: &ObjectId) -> Option<Option<Arc<str>>> {
         self.entries.get(id).map(|e| e.owner.clone())
+    }
+
+    /// At most `limit` tracked objects as the state API lists them. One shard of the table
+    /// is read at a time.
+    pub fn snapshot(&self, limit: usize) -> Vec<Tracked> {
+        self.entries
+            .iter()
+            .take(limit)
+            .map(|e| Tracked {
+                id: *e.key(),
+                owner: e.owner.clone(),
+                local: e.local,
+                borrowers: e.borrowers.iter().map(|(_, n)| *n).sum(),
+                pinned: e.pinned,
+            })
+            .collect()
     }
 
     /// Number of objects tracked (tests and stats).

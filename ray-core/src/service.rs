@@ -181,6 +181,47 @@ impl CoreWorker for CoreWorkerService {
         )))
     }
 
+    async fn list_objects(
+        &self,
+        req: Request<ray_proto::ListObjectsRequest>,
+    ) -> std::result::Result<Response<ray_proto::ListObjectsReply>, Status> {
+        let limit = match req.into_inner().limit {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let rt = self.slot.own()?;
+        let objects = rt
+            .refs
+            .snapshot(limit)
+            .into_iter()
+            .map(|t| {
+                use crate::memory_store::Stored;
+                let (location, size) = match rt.store.get(&t.id) {
+                    Some(Stored::Inline(bytes)) => ("INLINE", bytes.len() as u64),
+                    Some(Stored::Plasma { size, .. }) => ("SHARED_MEMORY", size),
+                    Some(Stored::Failed(_)) => ("FAILED", 0),
+                    None => ("PENDING", 0),
+                };
+                ray_proto::ObjectRow {
+                    object_id: t.id.0.to_vec().into(),
+                    size,
+                    owner_address: t.owner.map(|o| o.to_string()).unwrap_or_default(),
+                    local_refs: t.local,
+                    borrowers: t.borrowers,
+                    pinned: t.pinned,
+                    location: location.into(),
+                }
+            })
+            .collect();
+        Ok(Response::new(ray_proto::ListObjectsReply {
+            objects,
+            total: rt.refs.len() as u64,
+            worker_id: rt.me.worker_id.to_vec().into(),
+            pid: std::process::id(),
+            is_driver: !rt.me.is_worker,
+        }))
+    }
+
     async fn add_borrower(
         &self,
         req: Request<ray_proto::AddBorrowerRequest>,

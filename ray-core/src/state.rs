@@ -2,8 +2,8 @@
 //! tasks, actors, jobs and nodes, filtered and limited, and tasks summarized per function.
 
 pub use ray_state::{
-    Actor, Filter, Job, ListOptions, Listing, Node, Op, StateError, Task, TaskState, TaskSummary,
-    TraceEvent,
+    Actor, Filter, Job, ListOptions, Listing, Node, Object, Op, StateError, Task, TaskState,
+    TaskSummary, TraceEvent, Worker,
 };
 
 use crate::error::{Error, Result};
@@ -15,7 +15,8 @@ fn client() -> Result<(StateClient, std::sync::Arc<crate::link::Link>)> {
     let link = rt.link().cloned().ok_or_else(|| {
         Error::InvalidArgument("the state API needs a GCS: sync mode has none".into())
     })?;
-    Ok((StateClient::new(link.gcs.clone()), link))
+    let client = StateClient::with_fan_out(link.gcs.clone(), link.connect.clone());
+    Ok((client, link))
 }
 
 fn state_error(e: StateError) -> Error {
@@ -94,6 +95,33 @@ pub fn timeline(path: impl AsRef<std::path::Path>) -> Result<Vec<TraceEvent>> {
         Error::InvalidArgument(format!("writing the timeline to {}: {e}", path.display()))
     })?;
     Ok(events)
+}
+
+/// Every node's worker processes and every running job's driver (Ray's `ray list
+/// workers`). Each node is asked within `ray_state::client::FAN_OUT_DEADLINE`; the
+/// listing's `unreachable` names those that did not answer.
+pub fn list_workers(opts: &ListOptions) -> Result<Listing<Worker>> {
+    let opts = opts.clone();
+    ask(|c| async move { c.list_workers(&opts).await })
+}
+
+/// The objects every driver and worker holds references to, a row per process and object
+/// (Ray's `ray list objects`): size, where the value is, the owner, the kind of reference.
+/// Every process is asked at once, each within `ray_state::client::FAN_OUT_DEADLINE`.
+///
+/// ```
+/// # fn main() -> ray::Result<()> {
+/// ray::init(ray::Config::local().num_cpus(1.0))?;
+/// let big = ray::put(&vec![1u8; 1 << 20])?;
+/// let objects = ray::state::list_objects(&ray::state::ListOptions::new())?;
+/// let mine = objects.rows.iter().find(|o| o.object_id == big.id()).unwrap();
+/// assert_eq!(mine.reference_type, "LOCAL_REFERENCE");
+/// ray::shutdown();
+/// # Ok(()) }
+/// ```
+pub fn list_objects(opts: &ListOptions) -> Result<Listing<Object>> {
+    let opts = opts.clone();
+    ask(|c| async move { c.list_objects(&opts).await })
 }
 
 /// Nodes, alive and dead.

@@ -217,6 +217,29 @@ async function renderJobs(current) {
     cell(time(j.start_time_us)), cell(time(j.end_time_us)))));
 }
 
+function unreachableNote(id, listing) {
+  const missing = listing.partial_failure_warning || [];
+  $(id).textContent = missing.length ? "Not answering (rows missing): " + missing.join("; ") : "";
+}
+
+async function renderObjects(current) {
+  const listing = (await api("/api/v0/objects?limit=1000")).result;
+  if (!current()) return;
+  unreachableNote("objects-note", listing);
+  fillBody("#objects-table", listing.result.map((o) => el("tr", { "data-object-id": o.object_id },
+    cell(tail(o.object_id)), cell(bytes(o.object_size)), cell(o.reference_type), cell(o.location),
+    cell(o.worker_type), cell(o.pid), cell(short(o.node_id)), cell(o.owner_address || "(itself)"))));
+}
+
+async function renderWorkers(current) {
+  const listing = (await api("/api/v0/workers?limit=1000")).result;
+  if (!current()) return;
+  unreachableNote("workers-note", listing);
+  fillBody("#workers-table", listing.result.map((w) => el("tr", { "data-pid": w.pid },
+    cell(short(w.worker_id)), cell(w.worker_type), cell(w.state), cell(w.job_id), cell(w.pid),
+    cell(short(w.node_id)), cell(w.hosted_actors || ""))));
+}
+
 async function renderNodes(current) {
   const rows = (await api("/api/v0/nodes?limit=1000")).result.result;
   if (!current()) return;
@@ -280,7 +303,8 @@ function drawTimeline(events) {
 }
 
 const RENDER = { overview: renderOverview, tasks: renderTasks, actors: renderActors,
-  jobs: renderJobs, nodes: renderNodes, timeline: renderTimeline };
+  jobs: renderJobs, objects: renderObjects, workers: renderWorkers, nodes: renderNodes,
+  timeline: renderTimeline };
 
 async function refresh() {
   clearTimeout(timer);

@@ -1,5 +1,5 @@
 //! The state API as JSON (Ray's `/api/v0/...` paths and envelope): tasks, their summary,
-//! actors, jobs, nodes, the cluster's overview, and the tasks' timeline (a Chrome trace),
+//! actors, jobs, nodes, workers, objects, the cluster's overview, and the tasks' timeline (a Chrome trace),
 //! each listed from the GCS with the filters and limit of the query.
 //!
 //! A query's filters are `filter=key=value` (or `key!=value`), repeated, or Ray's
@@ -25,6 +25,8 @@ pub fn routes(sources: Sources) -> Router {
         .route("/api/v0/actors", get(actors))
         .route("/api/v0/jobs", get(jobs))
         .route("/api/v0/nodes", get(nodes))
+        .route("/api/v0/workers", get(workers))
+        .route("/api/v0/objects", get(objects))
         .route("/api/v0/cluster", get(cluster))
         .route("/api/v0/timeline", get(timeline))
         .with_state(sources)
@@ -90,6 +92,7 @@ fn state_failure(e: StateError) -> Response {
         StateError::BadEvents(_) | StateError::Rpc(_) => {
             failure(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
+        StateError::NoFanOut => failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
@@ -99,6 +102,8 @@ struct Rows<R> {
     total: u64,
     num_after_truncation: usize,
     dropped: u64,
+    /// The nodes or processes that did not answer (Ray's name for it).
+    partial_failure_warning: Vec<String>,
     result: Vec<R>,
 }
 
@@ -107,6 +112,7 @@ fn rows<R: Serialize>(l: Listing<R>) -> Response {
         total: l.total,
         num_after_truncation: l.rows.len(),
         dropped: l.dropped,
+        partial_failure_warning: l.unreachable,
         result: l.rows,
     }}))
 }
@@ -153,6 +159,16 @@ async fn jobs(State(sources): State<Sources>, RawQuery(query): RawQuery) -> Resp
 
 async fn nodes(State(sources): State<Sources>, RawQuery(query): RawQuery) -> Response {
     let ask = |c: StateClient, o: ListOptions| async move { c.list_nodes(&o).await };
+    answer(&sources, query, ask, rows).await
+}
+
+async fn workers(State(sources): State<Sources>, RawQuery(query): RawQuery) -> Response {
+    let ask = |c: StateClient, o: ListOptions| async move { c.list_workers(&o).await };
+    answer(&sources, query, ask, rows).await
+}
+
+async fn objects(State(sources): State<Sources>, RawQuery(query): RawQuery) -> Response {
+    let ask = |c: StateClient, o: ListOptions| async move { c.list_objects(&o).await };
     answer(&sources, query, ask, rows).await
 }
 

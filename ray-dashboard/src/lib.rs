@@ -179,7 +179,10 @@ pub fn router(token: &str, sources: Sources) -> Router {
 
 /// The state client of `sources`.
 fn state_client(sources: &Sources) -> Result<StateClient, ray_common::rpc::RpcError> {
-    Ok(StateClient::new(sources.connect.gcs(&sources.gcs_address)?))
+    Ok(StateClient::with_fan_out(
+        sources.connect.gcs(&sources.gcs_address)?,
+        sources.connect.clone(),
+    ))
 }
 
 #[cfg(test)]

@@ -386,9 +386,24 @@ impl Gcs for GcsService {
                 driver_node: job.driver_node.clone(),
                 start_us: ray_common::clock::unix_micros(),
                 end_us: 0,
+                driver_address: String::new(),
             },
         );
         state.jobs.insert(job.job_id, job);
+        Ok(Response::new(Empty {}))
+    }
+
+    async fn set_driver_address(
+        &self,
+        req: Request<DriverAddress>,
+    ) -> Result<Response<Empty>, Status> {
+        let req = req.into_inner();
+        let mut state = self.inner.state.lock();
+        let row = state
+            .job_rows
+            .get_mut(&req.job_id)
+            .ok_or_else(|| Status::not_found(format!("no job {}", req.job_id)))?;
+        row.driver_address = req.address;
         Ok(Response::new(Empty {}))
     }
 

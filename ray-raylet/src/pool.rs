@@ -567,6 +567,32 @@ impl NodeManager {
         self.inner.state.lock().workers.len()
     }
 
+    /// The worker processes as the state API lists them (copied under the lock).
+    pub fn worker_rows(&self) -> Vec<ray_proto::WorkerRow> {
+        let state = self.inner.state.lock();
+        state
+            .workers
+            .iter()
+            .map(|(id, w)| ray_proto::WorkerRow {
+                worker_id: id.to_vec().into(),
+                pid: w.pid,
+                job_id: w.job_id,
+                state: if !w.registered {
+                    "STARTING"
+                } else if w.lease.is_some() {
+                    "LEASED"
+                } else if !w.hosted.is_empty() {
+                    "HOSTING_ACTORS"
+                } else {
+                    "IDLE"
+                }
+                .into(),
+                core_worker_address: w.core_worker_address.clone(),
+                hosted_actors: w.hosted.len() as u32,
+            })
+            .collect()
+    }
+
     /// The client of the GCS, opened once: a connection per report meant hundreds of
     /// connects at once when many workers died together.
     pub(crate) fn gcs(&self) -> Option<Arc<dyn GcsApi>> {

@@ -355,6 +355,13 @@ impl NodeManagerRpc for NodeManager {
         }))
     }
 
+    async fn list_workers(&self, _: Request<Empty>) -> Result<Response<ListWorkersReply>, Status> {
+        Ok(Response::new(ListWorkersReply {
+            node_id: self.node_id().to_vec().into(),
+            workers: self.worker_rows(),
+        }))
+    }
+
     async fn finish_job(&self, req: Request<FinishJobRequest>) -> Result<Response<Empty>, Status> {
         let req = req.into_inner();
         let keep = req

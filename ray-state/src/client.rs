@@ -1,13 +1,14 @@
 //! [`StateClient`]: lists tasks, actors, jobs and nodes from the GCS, filtered there (and
 //! the tasks' timeline).
 
-use crate::filter::{self, Filter};
-use crate::rows::{Actor, Job, Node, Task};
+use crate::filter::{self, Fields, Filter};
+use crate::rows::{Actor, Job, Node, Object, Task, Worker};
 use crate::summary::{summarize_tasks, TaskSummary};
 use crate::timeline::{chrome_trace, TraceEvent, TIMELINE_TASKS};
 use crate::StateError;
-use ray_common::rpc::GcsApi;
+use ray_common::rpc::{Connect, GcsApi};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Which rows to list: filters (all must pass) and how many at most.
 ///
@@ -57,18 +58,136 @@ pub struct Listing<R> {
     /// Task events let go of (a full buffer, or past the GCS's bound per job): the list may
     /// miss tasks. 0 for other rows.
     pub dropped: u64,
+    /// Nodes or processes asked that did not answer in time (objects and workers are asked
+    /// of every node and process): their rows are missing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
 }
 
-/// Lists the cluster's state from its GCS.
+/// How long a listing waits for one node or process it fans out to.
+pub const FAN_OUT_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Lists the cluster's state from its GCS (and, for workers and objects, from every node
+/// and process).
 #[derive(Clone)]
 pub struct StateClient {
     gcs: Arc<dyn GcsApi>,
+    connect: Option<Arc<dyn Connect>>,
 }
 
 impl StateClient {
-    /// A client asking `gcs`.
+    /// A client asking `gcs` (workers and objects need [`StateClient::with_fan_out`]).
     pub fn new(gcs: Arc<dyn GcsApi>) -> Self {
-        StateClient { gcs }
+        StateClient { gcs, connect: None }
+    }
+
+    /// A client asking `gcs`, and through `connect` the nodes and processes that hold the
+    /// workers and objects.
+    pub fn with_fan_out(gcs: Arc<dyn GcsApi>, connect: Arc<dyn Connect>) -> Self {
+        StateClient {
+            gcs,
+            connect: Some(connect),
+        }
+    }
+
+    fn connect(&self) -> Result<&Arc<dyn Connect>, StateError> {
+        self.connect.as_ref().ok_or(StateError::NoFanOut)
+    }
+
+    /// Every node's workers and every running job's driver, each node asked within
+    /// [`FAN_OUT_DEADLINE`] (all at once); those that did not answer are named.
+    pub async fn list_workers(&self, opts: &ListOptions) -> Result<Listing<Worker>, StateError> {
+        filter::check::<Worker>(&opts.filters)?;
+        let (workers, unreachable) = self.all_workers().await?;
+        Ok(limited(workers, opts, unreachable))
+    }
+
+    async fn all_workers(&self) -> Result<(Vec<Worker>, Vec<String>), StateError> {
+        let connect = self.connect()?;
+        let nodes = self.gcs.get_all_nodes(ray_proto::Empty {}).await?;
+        let jobs = self
+            .gcs
+            .list_jobs(ray_proto::ListRequest {
+                filters: Vec::new(),
+                limit: u32::MAX,
+                summarize: false,
+            })
+            .await?;
+        let asks = nodes.nodes.iter().filter(|n| n.alive).map(|n| {
+            let address = n.node_manager_address.clone();
+            async move {
+                let asked = async {
+                    let nm = connect.node_manager(&address)?;
+                    nm.list_workers(ray_proto::Empty {}).await
+                };
+                match connect.clock().timeout(FAN_OUT_DEADLINE, asked).await {
+                    Ok(Ok(reply)) => Ok(reply),
+                    Ok(Err(e)) => Err(format!("node at {address}: {e}")),
+                    Err(_) => Err(format!(
+                        "node at {address}: no answer within {FAN_OUT_DEADLINE:?}"
+                    )),
+                }
+            }
+        });
+        let mut workers: Vec<Worker> = jobs
+            .jobs
+            .iter()
+            .filter(|j| j.status == "RUNNING")
+            .map(Worker::driver)
+            .collect();
+        let mut unreachable = Vec::new();
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok(reply) => workers.extend(
+                    reply
+                        .workers
+                        .iter()
+                        .map(|w| Worker::from_wire(&reply.node_id, w)),
+                ),
+                Err(why) => unreachable.push(why),
+            }
+        }
+        Ok((workers, unreachable))
+    }
+
+    /// The objects every driver and worker holds references to, a row per process and
+    /// object; each process asked within [`FAN_OUT_DEADLINE`] (all at once), those that did
+    /// not answer named.
+    pub async fn list_objects(&self, opts: &ListOptions) -> Result<Listing<Object>, StateError> {
+        filter::check::<Object>(&opts.filters)?;
+        let connect = self.connect()?;
+        let (workers, mut unreachable) = self.all_workers().await?;
+        let asks = workers.into_iter().filter_map(|w| {
+            let address = w.address.clone()?;
+            let node = w.node_id.clone();
+            Some(async move {
+                let asked = async {
+                    let cw = connect.core_worker(&address)?;
+                    cw.list_objects(ray_proto::ListObjectsRequest { limit: 0 })
+                        .await
+                };
+                match connect.clock().timeout(FAN_OUT_DEADLINE, asked).await {
+                    Ok(Ok(reply)) => Ok((reply, node)),
+                    Ok(Err(e)) => Err(format!("process at {address}: {e}")),
+                    Err(_) => Err(format!(
+                        "process at {address}: no answer within {FAN_OUT_DEADLINE:?}"
+                    )),
+                }
+            })
+        });
+        let mut objects = Vec::new();
+        for answer in futures_util::future::join_all(asks).await {
+            match answer {
+                Ok((reply, node)) => objects.extend(
+                    reply
+                        .objects
+                        .iter()
+                        .map(|o| Object::from_wire(&reply, node.clone(), o)),
+                ),
+                Err(why) => unreachable.push(why),
+            }
+        }
+        Ok(limited(objects, opts, unreachable))
     }
 
     /// Tasks and actor calls, newest first.
@@ -79,6 +198,7 @@ impl StateClient {
             rows: reply.tasks.iter().map(Task::from).collect(),
             total: reply.total,
             dropped: reply.dropped,
+            unreachable: Vec::new(),
         })
     }
 
@@ -102,6 +222,7 @@ impl StateClient {
             rows: reply.actors.iter().map(Actor::from).collect(),
             total: reply.total,
             dropped: 0,
+            unreachable: Vec::new(),
         })
     }
 
@@ -113,6 +234,7 @@ impl StateClient {
             rows: reply.jobs.iter().map(Job::from).collect(),
             total: reply.total,
             dropped: 0,
+            unreachable: Vec::new(),
         })
     }
 
@@ -146,6 +268,25 @@ impl StateClient {
             total: matching.len() as u64,
             rows: matching.into_iter().take(limit).map(Node::from).collect(),
             dropped: 0,
+            unreachable: Vec::new(),
         })
+    }
+}
+
+/// The rows that pass `opts`'s filters, within its limit (rows gathered here, not at the GCS).
+fn limited<R: Fields>(rows: Vec<R>, opts: &ListOptions, unreachable: Vec<String>) -> Listing<R> {
+    let matching: Vec<R> = rows
+        .into_iter()
+        .filter(|r| filter::matches(r, &opts.filters))
+        .collect();
+    let limit = match opts.limit {
+        None | Some(0) => filter::DEFAULT_LIMIT,
+        Some(n) => n as usize,
+    };
+    Listing {
+        total: matching.len() as u64,
+        rows: matching.into_iter().take(limit).collect(),
+        dropped: 0,
+        unreachable,
     }
 }

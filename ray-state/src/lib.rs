@@ -14,7 +14,7 @@ pub mod timeline;
 
 pub use client::{ListOptions, Listing, StateClient};
 pub use filter::{Filter, Op};
-pub use rows::{Actor, Job, Node, Task, TaskState};
+pub use rows::{Actor, Job, Node, Object, Task, TaskState, Worker};
 pub use summary::{summarize_tasks, TaskSummary};
 pub use timeline::TraceEvent;
 
@@ -30,6 +30,10 @@ pub enum StateError {
     /// A filter on a field the rows do not have.
     #[error("no field {key:?} to filter on (known: {known})")]
     UnknownKey { key: String, known: String },
+    /// Workers and objects are asked of every node and process: this client cannot reach
+    /// them (made with `StateClient::new`).
+    #[error("listing workers or objects needs a client that reaches every node (StateClient::with_fan_out)")]
+    NoFanOut,
     /// The GCS could not be asked, or refused.
     #[error(transparent)]
     Rpc(#[from] ray_common::rpc::RpcError),

@@ -321,3 +321,151 @@ impl Fields for ray_proto::NodeInfo {
         })
     }
 }
+
+/// A worker process, or a driver, of a node (Ray's `ray list workers`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Worker {
+    pub worker_id: String,
+    /// WORKER or DRIVER.
+    pub worker_type: String,
+    pub node_id: Option<String>,
+    pub pid: Option<u32>,
+    pub job_id: u32,
+    /// STARTING, IDLE, LEASED, HOSTING_ACTORS (a worker); ALIVE (a driver).
+    pub state: String,
+    /// Its core worker's endpoint (where the state API asks it for its objects).
+    pub address: Option<String>,
+    /// Actors it hosts beside others (a shared host).
+    pub hosted_actors: u32,
+}
+
+impl Worker {
+    /// A node's worker, as its node manager listed it.
+    pub fn from_wire(node_id: &[u8], w: &ray_proto::WorkerRow) -> Worker {
+        Worker {
+            worker_id: hex(&w.worker_id),
+            worker_type: "WORKER".into(),
+            node_id: some_hex(node_id),
+            pid: (w.pid != 0).then_some(w.pid),
+            job_id: w.job_id,
+            state: w.state.clone(),
+            address: some_text(&w.core_worker_address),
+            hosted_actors: w.hosted_actors,
+        }
+    }
+
+    /// A running job's driver, as the GCS's job row has it.
+    pub fn driver(job: &ray_proto::JobRow) -> Worker {
+        Worker {
+            worker_id: String::new(),
+            worker_type: "DRIVER".into(),
+            node_id: some_hex(&job.driver_node),
+            pid: (job.driver_pid != 0).then_some(job.driver_pid),
+            job_id: job.job_id,
+            state: "ALIVE".into(),
+            address: some_text(&job.driver_address),
+            hosted_actors: 0,
+        }
+    }
+}
+
+impl Fields for Worker {
+    const KEYS: &'static [&'static str] = &[
+        "worker_id",
+        "worker_type",
+        "node_id",
+        "pid",
+        "job_id",
+        "state",
+    ];
+
+    fn field(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "worker_id" => some_text(&self.worker_id)?,
+            "worker_type" => self.worker_type.clone(),
+            "node_id" => self.node_id.clone()?,
+            "pid" => self.pid?.to_string(),
+            "job_id" => self.job_id.to_string(),
+            "state" => self.state.clone(),
+            _ => return None,
+        })
+    }
+}
+
+/// An object as one process holds it (Ray's `ray list objects`: a row per process that
+/// references the object).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Object {
+    pub object_id: String,
+    /// Bytes of its value where this process finds it (0: not here, or not made yet).
+    pub object_size: u64,
+    /// LOCAL_REFERENCE (handles live in this process), BORROWED (only other processes hold
+    /// it: this one owns it), CAPTURED_IN_OBJECT (its ref escaped into bytes nothing tracks).
+    pub reference_type: String,
+    /// The owner's address, or `None` when this process owns it.
+    pub owner_address: Option<String>,
+    pub local_refs: u32,
+    pub borrowers: u32,
+    /// INLINE, SHARED_MEMORY, FAILED or PENDING.
+    pub location: String,
+    /// WORKER or DRIVER: the process that holds the reference.
+    pub worker_type: String,
+    pub worker_id: String,
+    pub pid: u32,
+    pub node_id: Option<String>,
+}
+
+impl Object {
+    /// One row of a process's answer, `node_id` being where that process runs.
+    pub fn from_wire(
+        reply: &ray_proto::ListObjectsReply,
+        node_id: Option<String>,
+        o: &ray_proto::ObjectRow,
+    ) -> Object {
+        let reference_type = if o.local_refs > 0 {
+            "LOCAL_REFERENCE"
+        } else if o.pinned {
+            "CAPTURED_IN_OBJECT"
+        } else {
+            "BORROWED"
+        };
+        Object {
+            object_id: hex(&o.object_id),
+            object_size: o.size,
+            reference_type: reference_type.into(),
+            owner_address: some_text(&o.owner_address),
+            local_refs: o.local_refs,
+            borrowers: o.borrowers,
+            location: o.location.clone(),
+            worker_type: if reply.is_driver { "DRIVER" } else { "WORKER" }.into(),
+            worker_id: hex(&reply.worker_id),
+            pid: reply.pid,
+            node_id,
+        }
+    }
+}
+
+impl Fields for Object {
+    const KEYS: &'static [&'static str] = &[
+        "object_id",
+        "reference_type",
+        "location",
+        "worker_type",
+        "worker_id",
+        "pid",
+        "node_id",
+    ];
+
+    fn field(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "object_id" => self.object_id.clone(),
+            "reference_type" => self.reference_type.clone(),
+            "location" => self.location.clone(),
+            "worker_type" => self.worker_type.clone(),
+            "worker_id" => self.worker_id.clone(),
+            "pid" => self.pid.to_string(),
+            "node_id" => self.node_id.clone()?,
+            _ => return None,
+        })
+    }
+}

@@ -6,7 +6,7 @@
 //! rayrs stop [--temp-dir DIR] [--force]
 //! rayrs status [--address HOST:PORT]
 //! rayrs get-auth-token [--generate]
-//! rayrs list tasks|actors|nodes|jobs [--address HOST:PORT] [--filter KEY=VALUE].. [--limit N] [--format table|json]
+//! rayrs list tasks|actors|nodes|jobs|workers|objects [--address HOST:PORT] [--filter KEY=VALUE].. [--limit N] [--format table|json]
 //! rayrs summary tasks [--address HOST:PORT] [--filter KEY=VALUE].. [--format table|json]
 //! rayrs timeline [--address HOST:PORT] [--filter KEY=VALUE].. [--output trace.json]
 //! rayrs microbenchmark [--filter PATTERN] [--json] [--quick]

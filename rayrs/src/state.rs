@@ -1,4 +1,4 @@
-//! `rayrs list tasks|actors|nodes|jobs`, `rayrs summary tasks` and `rayrs timeline` (Ray's
+//! `rayrs list tasks|actors|nodes|jobs|workers|objects`, `rayrs summary tasks` and `rayrs timeline` (Ray's
 //! `ray list`, `ray summary` and `ray timeline`): the state API from the command line, as a
 //! table, as JSON or as a Chrome trace.
 
@@ -21,6 +21,8 @@ pub enum Kind {
     Actors,
     Nodes,
     Jobs,
+    Workers,
+    Objects,
 }
 
 /// How rows are printed.
@@ -58,7 +60,7 @@ pub struct Query {
 /// `rayrs list`.
 #[derive(clap::Args)]
 pub struct ListArgs {
-    /// tasks, actors, nodes or jobs.
+    /// tasks, actors, nodes, jobs, workers or objects.
     kind: Kind,
     #[command(flatten)]
     query: Query,
@@ -98,7 +100,8 @@ fn ask<T>(target: Target, query: impl AsyncFnOnce(StateClient) -> Result<T, Stat
     runtime.block_on(async {
         let connect = TonicConnect::new(&token).labelled("rayrs list");
         let gcs = connect.gcs(&address).map_err(|e| e.to_string())?;
-        match tokio::time::timeout(DEADLINE, query(StateClient::new(gcs))).await {
+        let client = StateClient::with_fan_out(gcs, std::sync::Arc::new(connect));
+        match tokio::time::timeout(DEADLINE, query(client)).await {
             Ok(Ok(rows)) => Ok(rows),
             Ok(Err(StateError::Rpc(e))) if e.kind == RpcErrorKind::Unauthenticated => Err(format!(
                 "the head at {address} refused this token ({}): use the head's token",
@@ -146,6 +149,16 @@ pub fn list(args: ListArgs) -> R<()> {
         }
         Kind::Jobs => {
             let l = ask(target, async |c| c.list_jobs(&opts).await)?;
+            (to_values(&l.rows)?, l.total)
+        }
+        Kind::Workers => {
+            let l = ask(target, async |c| c.list_workers(&opts).await)?;
+            warn_unreachable(&l.unreachable);
+            (to_values(&l.rows)?, l.total)
+        }
+        Kind::Objects => {
+            let l = ask(target, async |c| c.list_objects(&opts).await)?;
+            warn_unreachable(&l.unreachable);
             (to_values(&l.rows)?, l.total)
         }
     };
@@ -205,6 +218,13 @@ pub fn timeline(args: TimelineArgs) -> R<()> {
     Ok(())
 }
 
+/// Says which nodes or processes did not answer (their rows are missing).
+fn warn_unreachable(unreachable: &[String]) {
+    for why in unreachable {
+        eprintln!("note: not listed, no answer: {why}");
+    }
+}
+
 fn to_values<T: serde::Serialize>(rows: &[T]) -> R<Vec<serde_json::Value>> {
     rows.iter()
         .map(|r| serde_json::to_value(r).map_err(|e| e.to_string()))
@@ -240,6 +260,23 @@ fn columns(kind: Kind) -> &'static [&'static str] {
         ],
         Kind::Nodes => &["node_id", "state", "address", "is_head"],
         Kind::Jobs => &["job_id", "status", "driver_pid", "namespace", "entrypoint"],
+        Kind::Workers => &[
+            "worker_id",
+            "worker_type",
+            "state",
+            "job_id",
+            "pid",
+            "node_id",
+        ],
+        Kind::Objects => &[
+            "object_id",
+            "object_size",
+            "reference_type",
+            "location",
+            "worker_type",
+            "pid",
+            "node_id",
+        ],
     }
 }
 

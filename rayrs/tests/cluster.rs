@@ -1679,6 +1679,25 @@ fn rayrs_list_and_summary_show_the_clusters_state() {
         assert_eq!(mine["status"], "RUNNING");
         assert_eq!(mine["driver_pid"], std::process::id());
 
+        // Workers and objects, asked of every node and process: this driver, and the five
+        // results it still holds.
+        ray_rs::eventually("rayrs list workers shows this driver", || {
+            let (ok, text) = list(&["workers", "-f", "worker_type=DRIVER", "--format", "json"]);
+            let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+            ok && rows.iter().any(|r| r["pid"] == std::process::id())
+        });
+        let (ok, text) = list(&["objects", "-f", "worker_type=DRIVER", "--format", "json"]);
+        assert!(ok, "{text}");
+        let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+        for r in &refs {
+            assert!(
+                rows.iter().any(|o| o["object_id"] == r.id().as_str()
+                    && o["reference_type"] == "LOCAL_REFERENCE"),
+                "{} missing from {text}",
+                r.id()
+            );
+        }
+
         let (ok, bad) = list(&["tasks", "-f", "colour=red"]);
         assert!(!ok && bad.contains("no field \"colour\""), "{bad}");
         let (ok, bad) = list(&["tasks", "-f", "state"]);

@@ -217,6 +217,8 @@ client_api! {
     fn list_actors(ListRequest) -> ListActorsReply, "ListActors", Some(CONTROL_DEADLINE);
     /// Jobs, filtered.
     fn list_jobs(ListRequest) -> ListJobsReply, "ListJobs", Some(CONTROL_DEADLINE);
+    /// A driver says where its core worker listens.
+    fn set_driver_address(DriverAddress) -> Empty, "SetDriverAddress", Some(CONTROL_DEADLINE);
     streams {
         /// Uploads a binary, its chunks in order (the first carries the hash and the size).
         async fn upload_binary(&self, chunks: Vec<BinaryChunk>) -> Result<Empty, RpcError>;
@@ -288,6 +290,8 @@ client_api! {
     fn reserve_bundles(ReserveBundlesRequest) -> ReserveBundlesReply, "ReserveBundles", Some(CONTROL_DEADLINE);
     /// Gives a placement group's bundles here back, killing the workers leased in them.
     fn release_bundles(ReleaseBundlesRequest) -> Empty, "ReleaseBundles", Some(CONTROL_DEADLINE);
+    /// The node's worker processes.
+    fn list_workers(Empty) -> ListWorkersReply, "ListWorkers", Some(CONTROL_DEADLINE);
     streams {
         /// Opens the stream of an object's chunks (another node manager pulling it).
         async fn pull_object(
@@ -352,6 +356,8 @@ client_api! {
     fn cancel_task(CancelTaskRequest) -> Empty, "CancelTask", Some(CONTROL_DEADLINE);
     /// Ends one actor the worker hosts beside others (a shared host).
     fn destroy_actor(DestroyActorRequest) -> Empty, "DestroyActor", Some(CONTROL_DEADLINE);
+    /// The objects the process holds references to.
+    fn list_objects(ListObjectsRequest) -> ListObjectsReply, "ListObjects", Some(CONTROL_DEADLINE);
     streams {
         /// Opens the stream of the objects' values, sent as each becomes ready (the owner
         /// also sends an empty message every few seconds while it waits).
