@@ -203,6 +203,27 @@ fn actors_and_borrowers_of_borrowers_keep_objects_alive_until_they_let_go() {
     });
 }
 
+/// A borrower that dies lets go of nothing itself: its owner finds it gone (it stops
+/// answering) and releases its borrows, so the objects only it held are freed.
+#[test]
+fn a_borrower_that_dies_releases_what_it_held() {
+    with_ray(ray::Config::local(), || {
+        let keeper = Keeper::remote();
+        let held = ray::put(&vec![1.0f64; BIG]).unwrap();
+        assert_eq!(ray::get(&keeper.keep(vec![held.clone()])).unwrap(), 1);
+        drop(held);
+        assert!(store_used() >= (BIG * 8) as u64, "the keeper holds it");
+        // Killed, as a crash would: it never says it let go.
+        keeper.kill(true).unwrap();
+        // The owner waits `UNREACHABLE` (10 s) before it calls a borrower dead.
+        ray::__private::eventually(
+            Duration::from_secs(30),
+            "the dead keeper's borrow released",
+            || store_used() == 0,
+        );
+    });
+}
+
 /// A map step: puts `parts` partitions and returns refs to them (as a MapReduce does).
 #[ray::remote]
 fn map_partitions(round: u64, parts: usize) -> Vec<ObjectRef<Vec<f64>>> {

@@ -162,6 +162,7 @@ impl CoreWorker {
                 link.handle
                     .spawn(crate::fetch::run_fetcher(weak.clone(), fetches));
                 link.handle.spawn(crate::tables::housekeeping(weak.clone()));
+                link.handle.spawn(crate::borrowers::watch(weak.clone()));
                 let events = weak.clone();
                 link.handle.spawn(crate::task_events::report(move || {
                     let own = events.upgrade()?;

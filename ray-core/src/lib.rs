@@ -43,6 +43,7 @@ mod worker;
 // layers; tests/tidy.rs checks the import graph).
 mod args;
 mod boot;
+mod borrowers;
 mod cancel;
 mod codec;
 mod config;

@@ -128,6 +128,11 @@ impl Link {
         Ok(client)
     }
 
+    /// Forgets the client of a process that is gone.
+    pub fn forget_peer(&self, address: &Arc<str>) {
+        self.peers.remove(address);
+    }
+
     /// Tells `owner` this process let go of `id`. Releases are batched: one call per owner
     /// carries every release queued meanwhile.
     pub fn remove_borrower(&self, id: ObjectId, owner: Arc<str>, me: Arc<str>) {

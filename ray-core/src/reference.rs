@@ -9,6 +9,7 @@
 //! is done.
 
 use crate::ids::ObjectId;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -55,6 +56,9 @@ pub(crate) enum Release {
 #[derive(Default)]
 pub(crate) struct ReferenceTable {
     entries: crate::ids::IdMap<Entry>,
+    /// Entries with at least one borrower: the borrower watch looks at the table only when
+    /// there are some (a table of a million owned results is not walked every few seconds).
+    with_borrowers: std::sync::atomic::AtomicUsize,
 }
 
 impl ReferenceTable {
@@ -91,7 +95,12 @@ impl ReferenceTable {
         if let Some(mut e) = self.entries.get_mut(&id) {
             match e.borrowers.iter_mut().find(|(b, _)| *b == borrower) {
                 Some((_, n)) => *n += 1,
-                None => e.borrowers.push((borrower, 1)),
+                None => {
+                    if e.borrowers.is_empty() {
+                        self.with_borrowers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    e.borrowers.push((borrower, 1));
+                }
             }
         }
     }
@@ -103,9 +112,50 @@ impl ReferenceTable {
                 e.borrowers[at].1 -= 1;
                 if e.borrowers[at].1 == 0 {
                     e.borrowers.swap_remove(at);
+                    if e.borrowers.is_empty() {
+                        self.with_borrowers.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             }
         })
+    }
+
+    /// The processes that borrow objects of this one (empty at once when none do).
+    pub fn borrower_addresses(&self) -> Vec<Arc<str>> {
+        if self.with_borrowers.load(Ordering::Relaxed) == 0 {
+            return Vec::new();
+        }
+        let mut out: Vec<Arc<str>> = Vec::new();
+        for e in self.entries.iter() {
+            for (b, _) in &e.borrowers {
+                if !out.contains(b) {
+                    out.push(b.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// `borrower` is gone (its process died): it releases every borrow it held at once.
+    /// Returns what to do for each object nothing holds any more.
+    pub fn forget_borrower(&self, borrower: &str) -> Vec<Release> {
+        let ids: Vec<ObjectId> = self
+            .entries
+            .iter()
+            .filter(|e| e.borrowers.iter().any(|(b, _)| **b == *borrower))
+            .map(|e| *e.key())
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                self.release_if(id, |e| {
+                    let before = e.borrowers.len();
+                    e.borrowers.retain(|(b, _)| **b != *borrower);
+                    if before > 0 && e.borrowers.is_empty() {
+                        self.with_borrowers.fetch_sub(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect()
     }
 
     /// The ref was serialized into another object: keep it for the rest of the session.
@@ -208,6 +258,32 @@ mod tests {
             Some(Release::FreeOwned(_))
         ));
         assert!(!t.contains(&id(1)));
+    }
+
+    #[test]
+    fn a_dead_borrower_releases_everything_it_held() {
+        let t = ReferenceTable::default();
+        assert!(t.borrower_addresses().is_empty());
+        t.add_local(id(1), None, false);
+        t.add_local(id(2), None, false);
+        t.add_borrower(id(1), "w1".into());
+        t.add_borrower(id(1), "w1".into());
+        t.add_borrower(id(2), "w1".into());
+        t.add_borrower(id(2), "w2".into());
+        assert!(t.remove_local(id(1)).is_none());
+        assert!(t.remove_local(id(2)).is_none());
+        let mut who = t.borrower_addresses();
+        who.sort();
+        assert_eq!(who, vec![Arc::<str>::from("w1"), Arc::from("w2")]);
+        let freed = t.forget_borrower("w1");
+        assert!(matches!(freed.as_slice(), [Release::FreeOwned(x)] if *x == id(1)));
+        assert!(t.contains(&id(2)), "w2 still borrows it");
+        assert_eq!(t.borrower_addresses(), vec![Arc::<str>::from("w2")]);
+        assert!(matches!(
+            t.remove_borrower(id(2), "w2"),
+            Some(Release::FreeOwned(_))
+        ));
+        assert!(t.borrower_addresses().is_empty());
     }
 
     #[test]

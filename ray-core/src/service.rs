@@ -222,6 +222,10 @@ impl CoreWorker for CoreWorkerService {
         }))
     }
 
+    async fn ping(&self, _: Request<Empty>) -> std::result::Result<Response<Empty>, Status> {
+        Ok(Response::new(Empty {}))
+    }
+
     async fn add_borrower(
         &self,
         req: Request<ray_proto::AddBorrowerRequest>,

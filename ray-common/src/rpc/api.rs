@@ -358,6 +358,8 @@ client_api! {
     fn destroy_actor(DestroyActorRequest) -> Empty, "DestroyActor", Some(CONTROL_DEADLINE);
     /// The objects the process holds references to.
     fn list_objects(ListObjectsRequest) -> ListObjectsReply, "ListObjects", Some(CONTROL_DEADLINE);
+    /// Answers at once (is the process alive?).
+    fn ping(Empty) -> Empty, "Ping", Some(CONTROL_DEADLINE);
     streams {
         /// Opens the stream of the objects' values, sent as each becomes ready (the owner
         /// also sends an empty message every few seconds while it waits).
