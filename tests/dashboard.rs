@@ -349,6 +349,22 @@ fn objects_and_workers_are_listed_from_every_process() {
         assert!(keeper_row.owner_address.is_some(), "{keeper_row:?}");
         assert_eq!(objects.total, 2);
 
+        // The driver's handle to the keeper is counted like an object, and listed as such.
+        let keeper_id = state::list_actors(&ListOptions::new()).unwrap().rows[0]
+            .actor_id
+            .clone();
+        let handles = state::list_objects(
+            &ListOptions::new()
+                .filter("reference_type=ACTOR_HANDLE")
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(
+            handles.rows.iter().any(|o| o.object_id == keeper_id),
+            "{keeper_id} not in {:?}",
+            handles.rows
+        );
+
         // The same from the dashboard, and a bad filter's 400.
         let path = format!("/api/v0/objects?filter=object_id%3D{}", big.id());
         let listed = data(&base, &path, &token);

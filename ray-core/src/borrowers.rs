@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+/// Most borrowers pinged at once.
+const PINGS_AT_ONCE: usize = 64;
+
 /// How often the borrowers are pinged (when there are any).
 pub(crate) const CHECK_PERIOD: Duration = Duration::from_secs(2);
 /// How long a borrower may not answer before it is taken for dead.
@@ -49,9 +52,13 @@ pub(crate) async fn watch(own: Weak<Ownership>) {
                 (b, answered)
             }
         });
-        let answers = futures_util::future::join_all(pings).await;
+        use futures_util::StreamExt;
+        let answers: Vec<(Arc<str>, bool)> = futures_util::stream::iter(pings)
+            .buffer_unordered(PINGS_AT_ONCE)
+            .collect()
+            .await;
         let Some(own) = own.upgrade() else { return };
-        let now = Instant::now();
+        let now: Instant = link.clock.now();
         for (b, answered) in answers {
             if answered {
                 silent.remove(&b);

@@ -470,11 +470,16 @@ fn attach_driver(
         worker_id: worker_id.to_vec().into(),
     };
     let gcs = clients.gcs.clone();
-    tokio_rt.spawn(async move {
-        if let Err(e) = gcs.set_driver_address(driver_address).await {
-            tracing::debug!("telling the GCS where this driver listens: {e}");
-        }
+    let told = tokio_rt.block_on(async move {
+        let tell = gcs.set_driver_address(driver_address);
+        tokio::time::timeout(CONNECT_DEADLINE, tell).await
     });
+    if !matches!(told, Ok(Ok(_))) {
+        // The session runs on; only `ray::state::list_objects` misses this driver's rows.
+        tokio_rt.spawn(async move {
+            tracing::warn!("the GCS did not learn where this driver listens: {told:?}");
+        });
+    }
     let link = Link::new(handle, attach.token, clients, attach.node_id, arena, None);
     let rt = CoreWorker::new(
         Identity {

@@ -56,8 +56,8 @@ pub(crate) enum Release {
 #[derive(Default)]
 pub(crate) struct ReferenceTable {
     entries: crate::ids::IdMap<Entry>,
-    /// Entries with at least one borrower: the borrower watch looks at the table only when
-    /// there are some (a table of a million owned results is not walked every few seconds).
+    /// Entries with at least one borrower: the borrower watch walks the table only when there
+    /// are some (a table of a million owned results nobody borrows is never walked).
     with_borrowers: std::sync::atomic::AtomicUsize,
 }
 
@@ -120,20 +120,21 @@ impl ReferenceTable {
         })
     }
 
-    /// The processes that borrow objects of this one (empty at once when none do).
+    /// The processes that borrow objects of this one: at once when none do; else a walk of
+    /// the table (the watch's cost while any object is borrowed).
     pub fn borrower_addresses(&self) -> Vec<Arc<str>> {
         if self.with_borrowers.load(Ordering::Relaxed) == 0 {
             return Vec::new();
         }
-        let mut out: Vec<Arc<str>> = Vec::new();
+        let mut out: std::collections::HashSet<Arc<str>> = std::collections::HashSet::new();
         for e in self.entries.iter() {
             for (b, _) in &e.borrowers {
                 if !out.contains(b) {
-                    out.push(b.clone());
+                    out.insert(b.clone());
                 }
             }
         }
-        out
+        out.into_iter().collect()
     }
 
     /// `borrower` is gone (its process died): it releases every borrow it held at once.

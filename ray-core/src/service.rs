@@ -189,37 +189,18 @@ impl CoreWorker for CoreWorkerService {
             0 => usize::MAX,
             n => n as usize,
         };
-        let rt = self.slot.own()?;
-        let objects = rt
-            .refs
-            .snapshot(limit)
-            .into_iter()
-            .map(|t| {
-                use crate::memory_store::Stored;
-                let (location, size) = match rt.store.get(&t.id) {
-                    Some(Stored::Inline(bytes)) => ("INLINE", bytes.len() as u64),
-                    Some(Stored::Plasma { size, .. }) => ("SHARED_MEMORY", size),
-                    Some(Stored::Failed(_)) => ("FAILED", 0),
-                    None => ("PENDING", 0),
-                };
-                ray_proto::ObjectRow {
-                    object_id: t.id.0.to_vec().into(),
-                    size,
-                    owner_address: t.owner.map(|o| o.to_string()).unwrap_or_default(),
-                    local_refs: t.local,
-                    borrowers: t.borrowers,
-                    pinned: t.pinned,
-                    location: location.into(),
-                }
-            })
-            .collect();
-        Ok(Response::new(ray_proto::ListObjectsReply {
-            objects,
-            total: rt.refs.len() as u64,
-            worker_id: rt.me.worker_id.to_vec().into(),
-            pid: std::process::id(),
-            is_driver: !rt.me.is_worker,
-        }))
+        let Ok(rt) = self.slot.own() else {
+            // A worker still starting: it holds nothing yet.
+            return Ok(Response::new(ray_proto::ListObjectsReply {
+                pid: std::process::id(),
+                ..Default::default()
+            }));
+        };
+        // A walk of the whole table: off the runtime's threads.
+        let reply = tokio::task::spawn_blocking(move || list_objects(&rt, limit))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(reply))
     }
 
     async fn ping(&self, _: Request<Empty>) -> std::result::Result<Response<Empty>, Status> {
@@ -262,6 +243,45 @@ impl CoreWorker for CoreWorkerService {
             }
         }
         Ok(Response::new(Empty {}))
+    }
+}
+
+/// At most `limit` of the objects `rt` holds references to, as the state API lists them.
+fn list_objects(rt: &Ownership, limit: usize) -> ray_proto::ListObjectsReply {
+    use crate::memory_store::Stored;
+    let objects = rt
+        .refs
+        .snapshot(limit)
+        .into_iter()
+        .map(|t| {
+            let (location, size) = if rt.actor_lifetimes.contains_key(&t.id) {
+                // An actor's handles, counted like an object's.
+                ("ACTOR_HANDLE", 0)
+            } else {
+                match rt.store.get(&t.id) {
+                    Some(Stored::Inline(bytes)) => ("INLINE", bytes.len() as u64),
+                    Some(Stored::Plasma { size, .. }) => ("SHARED_MEMORY", size),
+                    Some(Stored::Failed(_)) => ("FAILED", 0),
+                    None => ("PENDING", 0),
+                }
+            };
+            ray_proto::ObjectRow {
+                object_id: t.id.0.to_vec().into(),
+                size,
+                owner_address: t.owner.map(|o| o.to_string()).unwrap_or_default(),
+                local_refs: t.local,
+                borrowers: t.borrowers,
+                pinned: t.pinned,
+                location: location.into(),
+            }
+        })
+        .collect();
+    ray_proto::ListObjectsReply {
+        objects,
+        total: rt.refs.len() as u64,
+        worker_id: rt.me.worker_id.to_vec().into(),
+        pid: std::process::id(),
+        is_driver: !rt.me.is_worker,
     }
 }
 

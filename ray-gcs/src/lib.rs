@@ -387,6 +387,7 @@ impl Gcs for GcsService {
                 start_us: ray_common::clock::unix_micros(),
                 end_us: 0,
                 driver_address: String::new(),
+                driver_worker_id: Default::default(),
             },
         );
         state.jobs.insert(job.job_id, job);
@@ -404,6 +405,7 @@ impl Gcs for GcsService {
             .get_mut(&req.job_id)
             .ok_or_else(|| Status::not_found(format!("no job {}", req.job_id)))?;
         row.driver_address = req.address;
+        row.driver_worker_id = req.worker_id;
         Ok(Response::new(Empty {}))
     }
 

@@ -6,6 +6,7 @@ use crate::rows::{Actor, Job, Node, Object, Task, Worker};
 use crate::summary::{summarize_tasks, TaskSummary};
 use crate::timeline::{chrome_trace, TraceEvent, TIMELINE_TASKS};
 use crate::StateError;
+use futures_util::stream::{self, StreamExt};
 use ray_common::rpc::{Connect, GcsApi};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,8 +65,16 @@ pub struct Listing<R> {
     pub unreachable: Vec<String>,
 }
 
-/// How long a listing waits for one node or process it fans out to.
-pub const FAN_OUT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a listing waits for one node or process it fans out to (objects take two rounds,
+/// nodes then processes: both fit in the command line's 10 s).
+pub const FAN_OUT_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Most nodes or processes asked at once.
+const ASKS_AT_ONCE: usize = 64;
+
+/// The object filters that name the process holding the reference: processes they rule out
+/// are not asked at all.
+const PROCESS_KEYS: [&str; 4] = ["worker_type", "worker_id", "pid", "node_id"];
 
 /// Lists the cluster's state from its GCS (and, for workers and objects, from every node
 /// and process).
@@ -113,9 +122,10 @@ impl StateClient {
                 summarize: false,
             })
             .await?;
-        let asks = nodes.nodes.iter().filter(|n| n.alive).map(|n| {
+        let mut asks = Vec::new();
+        for n in nodes.nodes.iter().filter(|n| n.alive) {
             let address = n.node_manager_address.clone();
-            async move {
+            asks.push(async move {
                 let asked = async {
                     let nm = connect.node_manager(&address)?;
                     nm.list_workers(ray_proto::Empty {}).await
@@ -127,8 +137,8 @@ impl StateClient {
                         "node at {address}: no answer within {FAN_OUT_DEADLINE:?}"
                     )),
                 }
-            }
-        });
+            });
+        }
         let mut workers: Vec<Worker> = jobs
             .jobs
             .iter()
@@ -136,7 +146,11 @@ impl StateClient {
             .map(Worker::driver)
             .collect();
         let mut unreachable = Vec::new();
-        for answer in futures_util::future::join_all(asks).await {
+        let answers: Vec<_> = stream::iter(asks)
+            .buffer_unordered(ASKS_AT_ONCE)
+            .collect()
+            .await;
+        for answer in answers {
             match answer {
                 Ok(reply) => workers.extend(
                     reply
@@ -151,19 +165,40 @@ impl StateClient {
     }
 
     /// The objects every driver and worker holds references to, a row per process and
-    /// object; each process asked within [`FAN_OUT_DEADLINE`] (all at once), those that did
-    /// not answer named.
+    /// object; the processes asked at once (at most 64 at a time), each within
+    /// [`FAN_OUT_DEADLINE`], those that did not answer named. Filters on the process
+    /// (`worker_type`, `worker_id`, `pid`, `node_id`) choose whom to ask; without filters on
+    /// the objects, each process lists at most the limit and `total` is what all track.
     pub async fn list_objects(&self, opts: &ListOptions) -> Result<Listing<Object>, StateError> {
         filter::check::<Object>(&opts.filters)?;
         let connect = self.connect()?;
         let (workers, mut unreachable) = self.all_workers().await?;
-        let asks = workers.into_iter().filter_map(|w| {
-            let address = w.address.clone()?;
+        let (by_process, by_object): (Vec<Filter>, Vec<Filter>) = opts
+            .filters
+            .iter()
+            .cloned()
+            .partition(|f| PROCESS_KEYS.contains(&f.key.as_str()));
+        // Without filters on the objects themselves, each process lists no more than asked.
+        let limit = match (by_object.is_empty(), opts.limit) {
+            (false, _) => 0,
+            (true, None | Some(0)) => filter::DEFAULT_LIMIT as u32,
+            (true, Some(n)) => n,
+        };
+        let mut asks = Vec::new();
+        for w in workers
+            .into_iter()
+            .filter(|w| filter::matches(w, &by_process))
+        {
+            let Some(address) = w.address.clone() else {
+                // A driver that has not said where it listens yet.
+                unreachable.push(format!("{} pid {:?}: no address yet", w.worker_type, w.pid));
+                continue;
+            };
             let node = w.node_id.clone();
-            Some(async move {
+            asks.push(async move {
                 let asked = async {
                     let cw = connect.core_worker(&address)?;
-                    cw.list_objects(ray_proto::ListObjectsRequest { limit: 0 })
+                    cw.list_objects(ray_proto::ListObjectsRequest { limit })
                         .await
                 };
                 match connect.clock().timeout(FAN_OUT_DEADLINE, asked).await {
@@ -173,21 +208,33 @@ impl StateClient {
                         "process at {address}: no answer within {FAN_OUT_DEADLINE:?}"
                     )),
                 }
-            })
-        });
-        let mut objects = Vec::new();
-        for answer in futures_util::future::join_all(asks).await {
+            });
+        }
+        let answers: Vec<_> = stream::iter(asks)
+            .buffer_unordered(ASKS_AT_ONCE)
+            .collect()
+            .await;
+        let (mut objects, mut tracked) = (Vec::new(), 0);
+        for answer in answers {
             match answer {
-                Ok((reply, node)) => objects.extend(
-                    reply
-                        .objects
-                        .iter()
-                        .map(|o| Object::from_wire(&reply, node.clone(), o)),
-                ),
+                Ok((reply, node)) => {
+                    tracked += reply.total;
+                    objects.extend(
+                        reply
+                            .objects
+                            .iter()
+                            .map(|o| Object::from_wire(&reply, node.clone(), o)),
+                    )
+                }
                 Err(why) => unreachable.push(why),
             }
         }
-        Ok(limited(objects, opts, unreachable))
+        let mut listing = limited(objects, opts, unreachable);
+        if by_object.is_empty() {
+            // Each process listed at most the limit: the total is what they track in all.
+            listing.total = tracked;
+        }
+        Ok(listing)
     }
 
     /// Tasks and actor calls, newest first.

@@ -357,7 +357,7 @@ impl Worker {
     /// A running job's driver, as the GCS's job row has it.
     pub fn driver(job: &ray_proto::JobRow) -> Worker {
         Worker {
-            worker_id: String::new(),
+            worker_id: hex(&job.driver_worker_id),
             worker_type: "DRIVER".into(),
             node_id: some_hex(&job.driver_node),
             pid: (job.driver_pid != 0).then_some(job.driver_pid),
@@ -400,13 +400,14 @@ pub struct Object {
     /// Bytes of its value where this process finds it (0: not here, or not made yet).
     pub object_size: u64,
     /// LOCAL_REFERENCE (handles live in this process), BORROWED (only other processes hold
-    /// it: this one owns it), CAPTURED_IN_OBJECT (its ref escaped into bytes nothing tracks).
+    /// it: this one owns it), CAPTURED_IN_OBJECT (its ref escaped into bytes nothing tracks),
+    /// ACTOR_HANDLE (an actor's handles, counted like an object's).
     pub reference_type: String,
     /// The owner's address, or `None` when this process owns it.
     pub owner_address: Option<String>,
     pub local_refs: u32,
     pub borrowers: u32,
-    /// INLINE, SHARED_MEMORY, FAILED or PENDING.
+    /// INLINE, SHARED_MEMORY, FAILED, PENDING, or ACTOR_HANDLE.
     pub location: String,
     /// WORKER or DRIVER: the process that holds the reference.
     pub worker_type: String,
@@ -422,7 +423,9 @@ impl Object {
         node_id: Option<String>,
         o: &ray_proto::ObjectRow,
     ) -> Object {
-        let reference_type = if o.local_refs > 0 {
+        let reference_type = if o.location == "ACTOR_HANDLE" {
+            "ACTOR_HANDLE"
+        } else if o.local_refs > 0 {
             "LOCAL_REFERENCE"
         } else if o.pinned {
             "CAPTURED_IN_OBJECT"

@@ -92,6 +92,8 @@ pub struct TimelineArgs {
 /// Runs `query` against the head's GCS within [`DEADLINE`], its errors in words.
 fn ask<T>(target: Target, query: impl AsyncFnOnce(StateClient) -> Result<T, StateError>) -> R<T> {
     let address = head_address(target.address, target.temp_dir)?;
+    // Workers and objects are asked of every node and process at once.
+    ray_common::limits::raise_fd_limit();
     let token = token::required().map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -1684,7 +1684,9 @@ fn rayrs_list_and_summary_show_the_clusters_state() {
         ray_rs::eventually("rayrs list workers shows this driver", || {
             let (ok, text) = list(&["workers", "-f", "worker_type=DRIVER", "--format", "json"]);
             let rows: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
-            ok && rows.iter().any(|r| r["pid"] == std::process::id())
+            ok && rows
+                .iter()
+                .any(|r| r["pid"] == std::process::id() && r["address"].is_string())
         });
         let (ok, text) = list(&["objects", "-f", "worker_type=DRIVER", "--format", "json"]);
         assert!(ok, "{text}");
