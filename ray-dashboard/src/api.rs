@@ -256,13 +256,14 @@ pub async fn overview(sources: &Sources) -> Result<Overview, StateError> {
         for (name, amount) in &node.resources_available {
             *o.resources_available.entry(name.clone()).or_default() += amount;
         }
-        let connect = sources.connect.clone();
+        let clock = sources.connect.clock();
         let (id, address, is_head) = (node.node_id.clone(), node.address.clone(), node.is_head);
+        let nm = sources.node_manager(&address);
         asks.spawn(async move {
-            let asked = match connect.node_manager(&address) {
+            let asked = match nm {
                 Ok(nm) => {
                     let ask = nm.get_node_resources(ray_proto::Empty {});
-                    match connect.clock().timeout(NODE_DEADLINE, ask).await {
+                    match clock.timeout(NODE_DEADLINE, ask).await {
                         Ok(answer) => answer.map_err(|e| e.to_string()),
                         Err(_) => Err(format!("no answer within {NODE_DEADLINE:?}")),
                     }
@@ -283,6 +284,13 @@ pub async fn overview(sources: &Sources) -> Result<Overview, StateError> {
             }
         });
     }
+    let alive: Vec<&str> = nodes
+        .rows
+        .iter()
+        .filter(|n| n.state == "ALIVE")
+        .map(|n| n.address.as_str())
+        .collect();
+    sources.keep_node_managers(&alive);
     while let Some(answer) = asks.join_next().await {
         match answer {
             Ok(Ok(node)) => o.nodes.push(node),

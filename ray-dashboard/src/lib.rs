@@ -18,8 +18,9 @@ pub mod pages;
 pub mod reply;
 
 use axum::Router;
-use ray_common::rpc::Connect;
+use ray_common::rpc::{Connect, GcsApi, NodeManagerApi, RpcError};
 use ray_state::StateClient;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -49,17 +50,61 @@ pub enum Bind {
 }
 
 /// What the dashboard reads its data from: the cluster's GCS and, through `connect`, its
-/// node managers.
+/// node managers and processes. Its clients are opened once and kept (a page polls every
+/// 2 s).
 #[derive(Clone)]
 pub struct Sources {
-    /// Opens clients to the GCS and node managers (carrying the cluster's token).
-    pub connect: Arc<dyn Connect>,
-    /// The GCS's address.
-    pub gcs_address: String,
-    /// Extra Prometheus text appended to `/metrics` at each scrape: a process's own
-    /// exporter, when its binary installed one (the runtime never installs a global
-    /// recorder: that belongs to the program).
-    pub extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    connect: Arc<dyn Connect>,
+    gcs_address: String,
+    extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    gcs: Arc<std::sync::OnceLock<Arc<dyn GcsApi>>>,
+    node_managers: Arc<std::sync::Mutex<HashMap<String, Arc<dyn NodeManagerApi>>>>,
+}
+
+impl Sources {
+    /// Sources reached through `connect` (which carries the cluster's token): the GCS at
+    /// `gcs_address`, and the nodes it lists. `extra_metrics`: Prometheus text appended to
+    /// `/metrics` at each scrape, a process's own exporter when its binary installed one
+    /// (the runtime never installs a global recorder: that belongs to the program).
+    pub fn new(
+        connect: Arc<dyn Connect>,
+        gcs_address: String,
+        extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    ) -> Self {
+        Sources {
+            connect,
+            gcs_address,
+            extra_metrics,
+            gcs: Default::default(),
+            node_managers: Default::default(),
+        }
+    }
+
+    /// The GCS's client, opened on first use.
+    fn gcs(&self) -> Result<Arc<dyn GcsApi>, ray_common::rpc::RpcError> {
+        if let Some(gcs) = self.gcs.get() {
+            return Ok(gcs.clone());
+        }
+        let gcs = self.connect.gcs(&self.gcs_address)?;
+        Ok(self.gcs.get_or_init(|| gcs).clone())
+    }
+
+    /// The client of the node manager at `address`, opened on first use.
+    fn node_manager(&self, address: &str) -> Result<Arc<dyn NodeManagerApi>, RpcError> {
+        let mut known = self.node_managers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(nm) = known.get(address) {
+            return Ok(nm.clone());
+        }
+        let nm = self.connect.node_manager(address)?;
+        known.insert(address.to_string(), nm.clone());
+        Ok(nm)
+    }
+
+    /// Forgets the clients of node managers not at `alive` (nodes that died or left).
+    fn keep_node_managers(&self, alive: &[&str]) {
+        let mut known = self.node_managers.lock().unwrap_or_else(|p| p.into_inner());
+        known.retain(|address, _| alive.contains(&address.as_str()));
+    }
 }
 
 /// A running dashboard; stopped by [`Dashboard::stop`] or when dropped.
@@ -178,9 +223,9 @@ pub fn router(token: &str, sources: Sources) -> Router {
 }
 
 /// The state client of `sources`.
-fn state_client(sources: &Sources) -> Result<StateClient, ray_common::rpc::RpcError> {
+fn state_client(sources: &Sources) -> Result<StateClient, RpcError> {
     Ok(StateClient::with_fan_out(
-        sources.connect.gcs(&sources.gcs_address)?,
+        sources.gcs()?,
         sources.connect.clone(),
     ))
 }
@@ -190,13 +235,10 @@ mod tests {
     use super::*;
 
     fn sources() -> Sources {
-        Sources {
-            connect: Arc::new(ray_common::rpc::TonicConnect::new(
-                "a-token-nobody-asks-for",
-            )),
-            gcs_address: "127.0.0.1:1".into(),
-            extra_metrics: None,
-        }
+        let connect = Arc::new(ray_common::rpc::TonicConnect::new(
+            "a-token-nobody-asks-for",
+        ));
+        Sources::new(connect, "127.0.0.1:1".into(), None)
     }
 
     #[tokio::test]

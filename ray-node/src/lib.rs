@@ -160,11 +160,11 @@ impl Node {
                 ray_dashboard::Dashboard::serve(
                     bind,
                     token,
-                    ray_dashboard::Sources {
-                        connect: connect.clone(),
-                        gcs_address: gcs_address.clone(),
-                        extra_metrics: options.extra_metrics.clone(),
-                    },
+                    ray_dashboard::Sources::new(
+                        connect.clone(),
+                        gcs_address.clone(),
+                        options.extra_metrics.clone(),
+                    ),
                 )
                 .await?,
             ),
