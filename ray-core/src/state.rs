@@ -1,5 +1,6 @@
 //! `ray::state`: what runs in the cluster, listed from the GCS (Ray's `ray.util.state`):
-//! tasks, actors, jobs and nodes, filtered and limited, and tasks summarized per function.
+//! tasks, actors, jobs, nodes, workers and objects, filtered and limited, tasks summarized
+//! per function, and the tasks' timeline.
 
 pub use ray_state::{
     Actor, Filter, Job, ListOptions, Listing, Node, Object, Op, StateError, Task, TaskState,

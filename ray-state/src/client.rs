@@ -1,5 +1,5 @@
 //! [`StateClient`]: lists tasks, actors, jobs and nodes from the GCS, filtered there (and
-//! the tasks' timeline).
+//! the tasks' timeline), and workers and objects from every node and process.
 
 use crate::filter::{self, Fields, Filter};
 use crate::rows::{Actor, Job, Node, Object, Task, Worker};
@@ -301,26 +301,18 @@ impl StateClient {
     pub async fn list_nodes(&self, opts: &ListOptions) -> Result<Listing<Node>, StateError> {
         filter::check::<ray_proto::NodeInfo>(&opts.filters)?;
         let reply = self.gcs.get_all_nodes(ray_proto::Empty {}).await?;
-        let matching: Vec<&ray_proto::NodeInfo> = reply
-            .nodes
-            .iter()
-            .filter(|n| filter::matches(*n, &opts.filters))
-            .collect();
-        // As the GCS reads a limit: 0 is the default.
-        let limit = match opts.limit {
-            None | Some(0) => filter::DEFAULT_LIMIT,
-            Some(n) => n as usize,
-        };
+        let listed = limited(reply.nodes, opts, Vec::new());
         Ok(Listing {
-            total: matching.len() as u64,
-            rows: matching.into_iter().take(limit).map(Node::from).collect(),
+            rows: listed.rows.iter().map(Node::from).collect(),
+            total: listed.total,
             dropped: 0,
             unreachable: Vec::new(),
         })
     }
 }
 
-/// The rows that pass `opts`'s filters, within its limit (rows gathered here, not at the GCS).
+/// The rows that pass `opts`'s filters, within its limit (0 or none: the GCS's default), for
+/// rows gathered here rather than filtered at the GCS.
 fn limited<R: Fields>(rows: Vec<R>, opts: &ListOptions, unreachable: Vec<String>) -> Listing<R> {
     let matching: Vec<R> = rows
         .into_iter()

@@ -1,5 +1,6 @@
 //! The state API (Ray's `ray.util.state`): what runs in the cluster, as rows of tasks,
-//! actors, jobs and nodes that a program, `rayrs list` and the dashboard read alike.
+//! actors, jobs, nodes, workers and objects that a program, `rayrs list` and the dashboard
+//! read alike.
 //!
 //! Sans-IO rows, filters and summaries ([`rows`], [`filter`], [`summary`]) that the GCS
 //! applies where the rows are, the timeline ([`timeline`]: task rows as a Chrome trace), and
