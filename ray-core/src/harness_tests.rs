@@ -807,6 +807,67 @@ fn borrow_registered_once_despite(fault: Verdict) {
     );
 }
 
+/// Refs [`keep_for_later`] keeps (only one test uses it).
+static KEPT: parking_lot::Mutex<Vec<crate::ObjectRef<u64>>> = parking_lot::Mutex::new(Vec::new());
+
+#[crate::remote]
+fn keep_for_later(refs: Vec<crate::ObjectRef<u64>>) -> usize {
+    let mut kept = KEPT.lock();
+    kept.extend(refs);
+    kept.len()
+}
+
+#[test]
+fn a_release_that_overtakes_the_registration_of_its_borrow_is_applied_once_it_is_counted() {
+    let cluster = TestCluster::start(1, 1.0);
+    let owner = cluster.driver(0, "owner");
+    let middle = cluster.driver(0, "middle");
+    let y = owner.put(&7u64).unwrap();
+    let y_id = y.id;
+    let lent = middle.own.decoded_ref(y.id, &owner.own.me.address);
+    // The middle's registration of the worker's borrow with the owner is held back until
+    // the worker's release of that borrow has gone out: the release arrives first.
+    let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let registered = std::sync::Arc::new(AtomicUsize::new(0));
+    let (seen, counted) = (released.clone(), registered.clone());
+    cluster
+        .filters
+        .install(move |call: &ray_common::rpc::Call<'_>| {
+            if call.method == "RemoveBorrower" && call.from.starts_with("worker-") {
+                seen.store(true, Ordering::SeqCst);
+            }
+            if call.method == "AddBorrower" && call.from == "middle" {
+                if !seen.load(Ordering::SeqCst) {
+                    return Verdict::Fail(RpcErrorKind::Unreachable, "held back".into());
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            Verdict::Pass
+        });
+    let kept = middle.submit(
+        name("keep_for_later"),
+        &TaskOptions::default(),
+        vec![ArgSpec::value(&vec![crate::ObjectRef::<u64>::from_inner(
+            lent.clone(),
+        )])],
+    );
+    assert_eq!(TestCluster::get::<usize>(&middle, &kept, WAIT).unwrap(), 1);
+    // The worker lets go at once, while its borrow is not yet registered.
+    KEPT.lock().clear();
+    eventually(WAIT, "the worker's release went out", || {
+        released.load(Ordering::SeqCst)
+    });
+    eventually(WAIT, "the borrow was registered after its release", || {
+        registered.load(Ordering::SeqCst) > 0
+    });
+    drop((kept, lent, y));
+    eventually(
+        WAIT,
+        "the object is freed: the early release was applied",
+        || !owner.own.store.contains(&y_id),
+    );
+}
+
 #[test]
 fn refs_decoded_by_one_of_two_core_workers_on_a_thread_belong_to_that_one() {
     let cluster = TestCluster::start(1, 1.0);

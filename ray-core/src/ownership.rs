@@ -670,7 +670,7 @@ enum Collecting {
 }
 
 /// How long a borrower asks an unreachable owner to count its borrow.
-const BORROW_DEADLINE: Duration = Duration::from_secs(10);
+pub(crate) const BORROW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One `AddBorrower` call, asked again on transient failures until [`BORROW_DEADLINE`].
 async fn tell_owner(

@@ -18,10 +18,11 @@ struct Entry {
     owner: Option<Arc<str>>,
     local: u32,
     /// Owner side: each process's number of borrows not yet released (counted: a process may
-    /// be registered more than once, and releases once per registration). A release must
-    /// not overtake the registration it ends: registrations are sent before what lets the
-    /// borrower release (a reply, a value) is. A list: an object has few borrowers, and an
-    /// empty `Vec` costs nothing to make, which a table entry made per decoded ref needs.
+    /// be registered more than once, and releases once per registration). A registration is
+    /// sent before what lets the borrower release (a reply, a value), but on another channel:
+    /// a release may still arrive first. It is refused ([`NotCounted`]) and sent again, never
+    /// counted ahead. A list: an object has few borrowers, and an empty `Vec` costs nothing
+    /// to make, which a table entry made per decoded ref needs.
     borrowers: Vec<(Arc<str>, u32)>,
     pinned: bool,
     /// A borrowed entry made while decoding a running task's arguments, not yet reported to
@@ -52,6 +53,10 @@ pub(crate) enum Release {
         notify: bool,
     },
 }
+
+/// A borrower's release of an object whose borrow its owner has not counted (yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NotCounted;
 
 #[derive(Default)]
 pub(crate) struct ReferenceTable {
@@ -105,10 +110,19 @@ impl ReferenceTable {
         }
     }
 
-    /// `borrower` let go of the object.
-    pub fn remove_borrower(&self, id: ObjectId, borrower: &str) -> Option<Release> {
-        self.release_if(id, |e| {
+    /// `borrower` let go of the object: what to do if that was the last reason to keep it.
+    /// [`NotCounted`] if the object is here but `borrower` is not counted as holding it: the
+    /// report of the borrow (a task's reply, a third process's registration) is still on its
+    /// way, overtaken by this release, which the borrower sends again.
+    pub fn remove_borrower(
+        &self,
+        id: ObjectId,
+        borrower: &str,
+    ) -> Result<Option<Release>, NotCounted> {
+        let mut counted = false;
+        let release = self.release_if(id, |e| {
             if let Some(at) = e.borrowers.iter().position(|(b, _)| **b == *borrower) {
+                counted = true;
                 e.borrowers[at].1 -= 1;
                 if e.borrowers[at].1 == 0 {
                     e.borrowers.swap_remove(at);
@@ -117,7 +131,11 @@ impl ReferenceTable {
                     }
                 }
             }
-        })
+        });
+        if !counted && self.entries.contains_key(&id) {
+            return Err(NotCounted);
+        }
+        Ok(release)
     }
 
     /// The processes that borrow objects of this one: at once when none do; else a walk of
@@ -256,7 +274,7 @@ mod tests {
         assert!(t.remove_local(id(1)).is_none(), "a borrower still holds it");
         assert!(matches!(
             t.remove_borrower(id(1), "w1"),
-            Some(Release::FreeOwned(_))
+            Ok(Some(Release::FreeOwned(_)))
         ));
         assert!(!t.contains(&id(1)));
     }
@@ -282,7 +300,7 @@ mod tests {
         assert_eq!(t.borrower_addresses(), vec![Arc::<str>::from("w2")]);
         assert!(matches!(
             t.remove_borrower(id(2), "w2"),
-            Some(Release::FreeOwned(_))
+            Ok(Some(Release::FreeOwned(_)))
         ));
         assert!(t.borrower_addresses().is_empty());
     }
@@ -295,13 +313,31 @@ mod tests {
         t.add_borrower(id(5), "w".into()); // the second borrow's report overtook the release
         assert!(t.remove_local(id(5)).is_none());
         assert!(
-            t.remove_borrower(id(5), "w").is_none(),
+            matches!(t.remove_borrower(id(5), "w"), Ok(None)),
             "the newer borrow still holds it"
         );
         assert!(matches!(
             t.remove_borrower(id(5), "w"),
-            Some(Release::FreeOwned(_))
+            Ok(Some(Release::FreeOwned(_)))
         ));
+    }
+
+    #[test]
+    fn a_release_that_overtook_its_borrow_is_refused_until_the_borrow_is_counted() {
+        let t = ReferenceTable::default();
+        t.add_local(id(6), None, false);
+        t.add_borrower(id(6), "other".into());
+        // The release of "w" arrives before the reply that reports its borrow.
+        assert!(matches!(t.remove_borrower(id(6), "w"), Err(NotCounted)));
+        assert!(t.remove_local(id(6)).is_none(), "\"other\" still holds it");
+        t.add_borrower(id(6), "w".into());
+        assert!(matches!(t.remove_borrower(id(6), "w"), Ok(None)));
+        assert!(matches!(
+            t.remove_borrower(id(6), "other"),
+            Ok(Some(Release::FreeOwned(_)))
+        ));
+        // An object already freed: the release has nothing left to do.
+        assert!(matches!(t.remove_borrower(id(6), "w"), Ok(None)));
     }
 
     #[test]

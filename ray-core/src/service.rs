@@ -238,9 +238,7 @@ impl CoreWorker for CoreWorkerService {
         let single = (!req.object_id.is_empty()).then_some(&req.object_id);
         for raw in single.into_iter().chain(req.object_ids.iter()) {
             let id = object_id(raw)?;
-            if let Some(release) = rt.refs.remove_borrower(id, &req.borrower_address) {
-                rt.apply_release(release);
-            }
+            crate::borrowers::release(&rt, id, &req.borrower_address);
         }
         Ok(Response::new(Empty {}))
     }

@@ -299,14 +299,12 @@ fn complete_from_reply(
 
 /// Applies the releases a worker sent in its reply (after the reply's contained refs were
 /// adopted): `borrower` no longer borrows these objects of ours.
-fn release_in_band(own: &Ownership, ids: &[bytes::Bytes], borrower: &str) {
+fn release_in_band(own: &Arc<Ownership>, ids: &[bytes::Bytes], borrower: &str) {
     for raw in ids {
         let Ok(id) = crate::ids::id16(raw, "object id").map(ObjectId) else {
             continue;
         };
-        if let Some(release) = own.refs.remove_borrower(id, borrower) {
-            own.apply_release(release);
-        }
+        crate::borrowers::release(own, id, borrower);
     }
 }
 
