@@ -333,42 +333,101 @@ fn gpus_are_handed_out_by_id() {
 
 /// A `#[ray::main]` program (async, with remote functions in a nested module and inside its
 /// body) runs its body once, in the driver only, and returns its error as `main` would.
+/// What its tasks and actors print reaches its terminal, each line prefixed with the
+/// function or class and the worker's pid, on the stream it was written to; and the
+/// workers' files, whether or not it does.
 #[test]
 fn ray_main_runs_the_body_once_in_the_driver() {
-    let run = |args: &[&str]| {
+    let run = |args: &[&str], log_to_driver: &str| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_main-driver"))
             .args(args)
             .env("RAY_ADDRESS", "local")
             .env("RAY_NUM_CPUS", "2")
+            .env("RAY_LOG_TO_DRIVER", log_to_driver)
             .output()
             .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned()
-            + &String::from_utf8_lossy(&out.stderr);
-        (out.status.code(), text)
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), stdout, stderr)
     };
-    let (code, text) = run(&[]);
+    let (code, stdout, stderr) = run(&[], "1");
+    let text = format!("{stdout}{stderr}");
     assert_eq!(code, Some(0), "{text}");
     assert_eq!(text.matches("main body ran").count(), 1, "{text}");
     assert!(text.contains("sum 22"), "{text}");
+    let pid_after = |what: &str| {
+        text.split(what)
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {what:?} in {text}"))
+            .to_string()
+    };
     // A task's `tracing` line reaches the driver's stderr, saying which worker wrote it.
-    let worker = text
-        .split("logged in pid ")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .unwrap_or_else(|| panic!("{text}"));
-    let line = text
+    let worker = pid_after("logged in pid ");
+    let line = stderr
         .lines()
         .find(|l| l.contains("a warning from inside a task"))
-        .unwrap_or_else(|| panic!("the task's warning is not in the driver's output: {text}"));
+        .unwrap_or_else(|| panic!("the task's warning is not in the driver's stderr: {text}"));
     assert!(
-        line.starts_with(&format!("(worker pid={worker}) ")),
+        line.starts_with(&format!("(log_something pid={worker}) ")),
         "{line}"
     );
-    let (code, text) = run(&["fail"]);
-    assert_eq!(code, Some(1), "{text}");
+    // Its prints, each on the stream it went to; an actor's, named by its class.
+    let printer = pid_after("printed in pid ");
+    let greeter = pid_after("greeted in pid ");
+    let has = |out: &str, line: String| out.lines().any(|l| l == line);
     assert!(
-        text.contains("Error: invalid argument: asked to fail"),
-        "{text}"
+        has(
+            &stdout,
+            format!("(print_hello pid={printer}) hello from a task")
+        ),
+        "{stdout}"
+    );
+    assert!(
+        has(
+            &stderr,
+            format!("(print_hello pid={printer}) and to stderr")
+        ),
+        "{stderr}"
+    );
+    assert!(
+        has(
+            &stdout,
+            format!("(Greeter pid={greeter}) greetings from an actor")
+        ),
+        "{stdout}"
+    );
+    assert!(!text.contains("::rayrs-name::"), "{text}");
+    // Switched off, the lines stay in the workers' files only.
+    let (code, stdout, stderr) = run(&[], "0");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("hello from a task"), "{stdout}");
+    assert!(!stderr.contains("and to stderr"), "{stderr}");
+    let dir = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("logs in "))
+        .unwrap_or_else(|| panic!("no log dir: {stdout}"));
+    let printer = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("printed in pid "))
+        .unwrap();
+    let file = |ext: &str| {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(&format!("-{printer}.{ext}")))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .unwrap_or_else(|| panic!("no .{ext} file of worker {printer} in {dir}"))
+    };
+    // (The worker may have run other tasks, which log too.)
+    assert!(file("out").lines().any(|l| l == "hello from a task"));
+    assert!(file("err").lines().any(|l| l == "and to stderr"));
+    let (code, stdout, stderr) = run(&["fail"], "1");
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("Error: invalid argument: asked to fail"),
+        "{stderr}"
     );
 }
 

@@ -166,7 +166,9 @@ pub(crate) fn boot_worker(
     if std::env::var(off_var).is_ok_and(|v| v.trim() == off) {
         core_worker.own.task_events.set_enabled(false);
     }
-    let executor = Executor::new(core_worker.own.clone(), queue.clone());
+    // A worker process's output is read by its node (one in a test's process is not).
+    let names_output = std::env::var_os(ray_raylet::worker_env::WORKER_MODE).is_some();
+    let executor = Executor::new(core_worker.own.clone(), queue.clone(), names_output);
     let weak = Arc::downgrade(&core_worker);
     slot.fill(Served {
         own: Arc::downgrade(&core_worker.own),

@@ -40,6 +40,7 @@ pub struct Config {
     pub(crate) runtime_env: RuntimeEnv,
     pub(crate) ship_binary: bool,
     pub(crate) task_events: bool,
+    pub(crate) log_to_driver: bool,
     /// `None`: 8265 if free, else another port; `Some(0)`: no dashboard.
     pub(crate) dashboard_port: Option<u16>,
 }
@@ -99,6 +100,7 @@ impl Config {
             runtime_env: RuntimeEnv::default(),
             ship_binary: false,
             task_events: true,
+            log_to_driver: true,
             dashboard_port: None,
         }
     }
@@ -166,6 +168,20 @@ impl Config {
         self
     }
 
+    /// Whether what the job's tasks and actors print (their workers' standard output and
+    /// error) is printed by this driver too, each line prefixed `(name pid=N)` as Ray's
+    /// `log_to_driver` does (on by default; `RAY_LOG_TO_DRIVER=0` turns it off). Either way
+    /// each worker's output is kept in files under [`crate::logs_dir`].
+    ///
+    /// ```
+    /// let quiet = ray::Config::local().log_to_driver(false);
+    /// # let _ = quiet;
+    /// ```
+    pub fn log_to_driver(mut self, on: bool) -> Self {
+        self.log_to_driver = on;
+        self
+    }
+
     /// The port of a local session's dashboard (Ray's `dashboard_port`), on 127.0.0.1; 0
     /// starts none. Unset, the dashboard takes 8265, or another free port when 8265 is
     /// taken (with a warning); set, a taken port fails [`crate::init`]. Its address, with the
@@ -218,8 +234,8 @@ impl Config {
 
     /// Reads `RAY_ADDRESS` (unset, empty or `local`: local mode; `sync`: sync mode; anything
     /// else: a cluster address), `RAY_NUM_CPUS`, `RAY_NUM_GPUS`, `RAY_OBJECT_STORE_MEMORY`,
-    /// `RAY_NAMESPACE`, `RAY_RESOURCES` (`name=amount,...`) and `RAY_IGNORE_REINIT_ERROR`.
-    /// A malformed value is reported by [`crate::init`].
+    /// `RAY_NAMESPACE`, `RAY_RESOURCES` (`name=amount,...`), `RAY_IGNORE_REINIT_ERROR` and
+    /// `RAY_LOG_TO_DRIVER` (`0` or `false`: off). A malformed value is reported by [`crate::init`].
     pub fn from_env() -> Self {
         Self::from_vars(|k| std::env::var(k).ok())
     }
@@ -239,6 +255,10 @@ impl Config {
         c.namespace = get("RAY_NAMESPACE");
         c.ship_binary = get("RAYRS_SHIP_BINARY").as_deref() == Some("1");
         c.task_events = get(TASK_EVENTS_OFF.0).as_deref().map(str::trim) != Some(TASK_EVENTS_OFF.1);
+        c.log_to_driver = !matches!(
+            get("RAY_LOG_TO_DRIVER").as_deref().map(str::trim),
+            Some("0") | Some("false")
+        );
         c.ignore_reinit_error = matches!(
             get("RAY_IGNORE_REINIT_ERROR").as_deref(),
             Some("1") | Some("true")

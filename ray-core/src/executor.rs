@@ -18,6 +18,7 @@ use crate::ownership::{
 use crate::registry::{ActorInstance, ArgBytes, ArgReader, MethodCall};
 use crate::submitter::PendingTask;
 use crate::task_context::{self, Shape};
+use crate::worker_output::OutputNamer;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::os::linux::net::SocketAddrExt;
@@ -394,6 +395,9 @@ pub(crate) struct Executor {
     /// The actors it hosts, by id: one on a dedicated worker, up to a few hundred on a
     /// shared host (`ActorSpec::share_process`).
     hosts: parking_lot::RwLock<HashMap<bytes::Bytes, Arc<ActorHost>>>,
+    /// Names what runs in the process's output, for its node's readers (a worker process;
+    /// `None` in a test's process).
+    output: Option<OutputNamer>,
 }
 
 /// An actor a worker hosts, and how its calls run.
@@ -435,12 +439,21 @@ enum HostMode {
 }
 
 impl Executor {
-    pub fn new(own: Arc<Ownership>, queue: Arc<TaskQueue>) -> Arc<Self> {
+    /// `names_output`: a worker process whose output its node reads.
+    pub fn new(own: Arc<Ownership>, queue: Arc<TaskQueue>, names_output: bool) -> Arc<Self> {
         Arc::new(Executor {
             own,
             queue,
             hosts: Default::default(),
+            output: names_output.then(OutputNamer::default),
         })
+    }
+
+    /// Before `path` (a function, an actor's class) runs.
+    fn name_output(&self, path: &str) {
+        if let Some(o) = &self.output {
+            o.name(path);
+        }
     }
 
     /// Runs queued tasks and calls on the calling thread (the worker's task thread) until
@@ -505,6 +518,7 @@ impl Executor {
     ) -> ray_proto::ReplyFrame {
         let start = Instant::now();
         self.started(&frame);
+        self.name_output(&frame.function);
         let args: Vec<Stored> = std::mem::take(&mut frame.args)
             .into_iter()
             .map(Stored::from_proto)
@@ -765,6 +779,7 @@ impl Executor {
             } => {
                 let start = Instant::now();
                 self.started(&job.frame);
+                self.name_output(host.class);
                 let label = format!("{}.{}", host.class, job.frame.function);
                 let items = job.frame.streaming.then(|| {
                     let call = ray_common::TaskId::from_wire(&job.frame.task_id).ok();
@@ -847,6 +862,7 @@ impl Executor {
     ) -> ray_proto::ReplyFrame {
         let start = Instant::now();
         self.started(&frame);
+        self.name_output(host.class);
         let location = self.location();
         let label = format!("{}.{}", host.class, frame.function);
         let args: Vec<Stored> = std::mem::take(&mut frame.args)

@@ -142,6 +142,7 @@ impl TestCluster {
                 binary_sha256: String::new(),
                 driver_node: Default::default(),
                 driver_pid: 0,
+                log_to_driver: false,
             })
             .await
             .expect("the job registers");
@@ -163,6 +164,7 @@ impl TestCluster {
                         limit_wait: Duration::from_secs(10),
                         infeasible_waits: false,
                         binary_cache: None,
+                        log_dir: None,
                     },
                     store,
                     connect(&address),

@@ -140,6 +140,7 @@ fn node_manager_gives_each_job_its_own_workers_and_reuses_them() {
             binary_sha256: String::new(),
             driver_node: Default::default(),
             driver_pid: 0,
+            log_to_driver: false,
         })
         .await
         .unwrap();

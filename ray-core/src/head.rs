@@ -14,6 +14,7 @@ use crate::link::{Clients, Link};
 use crate::ownership::Identity;
 use crate::registry::Functions;
 use crate::service::{self, Served, Slot};
+use crate::worker_output::Printer;
 use ray_common::ids::{hex, random_bytes as random_id};
 use ray_common::rpc::server::{serve, LOOPBACK};
 use ray_common::rpc::{Connect, GcsApi, RpcErrorKind, TonicConnect};
@@ -37,6 +38,10 @@ pub(crate) struct Session {
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
     /// The embedded head's dashboard, its token in the fragment (local mode).
     pub dashboard_url: Option<String>,
+    /// Where the workers of this session's node write their output (local mode).
+    pub logs_dir: Option<std::path::PathBuf>,
+    /// Prints what the job's workers print (`log_to_driver`).
+    printer: Option<Printer>,
 }
 
 /// The job of a local session's driver (the only one its embedded head serves).
@@ -76,6 +81,8 @@ pub(crate) fn start(config: &Config) -> Result<Session> {
                 job: None,
                 stops: Vec::new(),
                 dashboard_url: None,
+                logs_dir: None,
+                printer: None,
             })
         }
         Mode::Cluster(addr) => start_cluster(config, addr, worker_id),
@@ -107,6 +114,8 @@ struct Attach {
     namespace: String,
     /// Where the driver's core-worker server listens.
     bind: SocketAddr,
+    /// Prints the job's workers' output (`log_to_driver`).
+    printer: Option<Printer>,
 }
 
 fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
@@ -125,6 +134,18 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
     let tokio_rt = tokio_runtime()?;
     let namespace = config.namespace.clone().unwrap_or_default();
     let program = std::env::current_exe().map_err(Error::runtime)?;
+    let temp_dir = ray_node::records::default_temp_dir();
+    let log_dir = match ray_node::records::session_log_dir(&temp_dir, &session) {
+        Ok(dir) => Some(dir),
+        Err(e) => {
+            // Logged from the runtime's threads (this one is the user's).
+            let e = e.to_string();
+            tokio_rt.spawn(async move {
+                tracing::warn!(error = %e, "workers' output is kept in no file");
+            });
+            None
+        }
+    };
     let started = tokio_rt.block_on(async {
         let options = NodeOptions {
             head: Some(LOOPBACK),
@@ -138,6 +159,8 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
             health: None,
             binary_dir: None,
             binary_cache: None,
+            log_dir: log_dir.clone(),
+            publish_logs: false,
             token: token.clone(),
             session,
             dashboard: config.dashboard_bind(),
@@ -156,6 +179,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
                 binary_sha256: String::new(),
                 driver_node: node.node_id.to_vec().into(),
                 driver_pid: std::process::id(),
+                log_to_driver: config.log_to_driver,
             })
             .await;
         if let Err(e) = registered {
@@ -184,8 +208,16 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
         job_id: JOB_ID,
         namespace,
         bind: LOOPBACK,
+        // Subscribed before any worker starts: no line is missed.
+        printer: node
+            .worker_logs()
+            .subscribe()
+            .filter(|_| config.log_to_driver)
+            .and_then(|lines| Printer::local(lines, JOB_ID)),
     };
-    attach_driver(tokio_rt, attach, worker_id, resources, Some(node), None)
+    let mut session = attach_driver(tokio_rt, attach, worker_id, resources, Some(node), None)?;
+    session.logs_dir = log_dir;
+    Ok(session)
 }
 
 fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<Session> {
@@ -278,9 +310,23 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
             binary_sha256,
             driver_node: node.node_id.clone(),
             driver_pid: std::process::id(),
+            log_to_driver: config.log_to_driver,
         })
         .await
         .map_err(|e| Error::Runtime(format!("registering the job: {}", e.message)))?;
+        // Opened before any worker of the job starts: no line is missed.
+        let printer = match config.log_to_driver {
+            true => match gcs.subscribe_logs(ray_proto::SubscribeLogsRequest { job_id }).await {
+                Ok(batches) => NodeId::from_wire(&node.node_id)
+                    .ok()
+                    .and_then(|here| Printer::remote(&tokio::runtime::Handle::current(), batches, here)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "what the job's workers print will not be printed here");
+                    None
+                }
+            },
+            false => None,
+        };
         // However this process ends, its node finishes the job (no worker of it lingers):
         // it watches this process, or from afar the stream this process holds open.
         if remote {
@@ -314,9 +360,9 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
                 .await
                 .map_err(|e| Error::Runtime(format!("attaching to the node: {}", e.message)))?;
         }
-        Ok((node, job_id, gcs, remote))
+        Ok((node, job_id, gcs, remote, printer))
     });
-    let (node, job_id, gcs, remote) = match joined {
+    let (node, job_id, gcs, remote, printer) = match joined {
         Ok(v) => v,
         Err(e) => {
             tokio_rt.shutdown_timeout(Duration::from_secs(1));
@@ -344,6 +390,7 @@ fn start_cluster(config: &Config, address: &str, worker_id: WorkerId) -> Result<
         job_id,
         namespace,
         bind: SocketAddr::new(ip, 0),
+        printer,
     };
     attach_driver(
         tokio_rt,
@@ -507,6 +554,8 @@ fn attach_driver(
         job,
         stops: vec![stop],
         dashboard_url,
+        logs_dir: None,
+        printer: attach.printer,
     })
 }
 
@@ -539,6 +588,10 @@ impl Session {
             tokio_rt.shutdown_timeout(std::time::Duration::from_secs(2));
         }
         rt.fail_pending();
+        // The node's readers of its workers' output are done: every line gets printed.
+        if let Some(printer) = self.printer.take() {
+            printer.finish();
+        }
         // Last: the store goes with the node manager's last handle.
         drop(self.node.take());
     }

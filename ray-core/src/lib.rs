@@ -75,6 +75,7 @@ mod tables;
 mod task_context;
 mod task_events;
 mod task_manager;
+mod worker_output;
 
 pub use actor_handle::{get_actor, kill, ActorClass, ActorHandle};
 pub use bytemuck;
@@ -520,6 +521,23 @@ pub fn nodes() -> Result<Vec<NodeInfo>> {
 /// ```
 pub fn dashboard_url() -> Option<String> {
     SESSION.lock().as_ref()?.dashboard_url.clone()
+}
+
+/// Where the local session's workers write their output, a file per process and stream
+/// (`worker-<worker id>-<pid>.out` and `.err`); `None` in sync mode, in a driver joining a
+/// cluster (each node keeps its workers' files under its temp dir's `logs/`), or when no
+/// directory could be made. What they print also reaches the driver's terminal unless
+/// [`Config::log_to_driver`] is off.
+///
+/// ```no_run
+/// ray::init(ray::Config::local())?;
+/// if let Some(dir) = ray::logs_dir() {
+///     eprintln!("workers' output: {}", dir.display());
+/// }
+/// # Ok::<(), ray::Error>(())
+/// ```
+pub fn logs_dir() -> Option<std::path::PathBuf> {
+    SESSION.lock().as_ref()?.logs_dir.clone()
 }
 
 /// Who and where the caller is (Ray's `get_runtime_context()`).

@@ -1,5 +1,6 @@
 //! The runtime's own threads' `tracing` output: to standard error, one whole line per
-//! event, prefixed `(worker pid=N)` in a worker process.
+//! event (a worker process's standard error is read by its node, which says whose line it
+//! is: see `ray_raylet::logs`).
 
 /// The subscriber the runtime's threads use (`None`: the program installed its own).
 static STDERR: std::sync::OnceLock<Option<tracing::Dispatch>> = std::sync::OnceLock::new();
@@ -18,7 +19,9 @@ pub(crate) fn runtime_thread() {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
         let subscriber = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(StderrLines::of_this_process())
+            .with_writer(StderrLines)
+            // Colours for a terminal only: a worker's stderr is a pipe to its node's files.
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .finish();
         Some(tracing::Dispatch::new(subscriber))
     });
@@ -28,28 +31,15 @@ pub(crate) fn runtime_thread() {
     }
 }
 
-/// Standard error, one whole line per event, prefixed in a worker process with
-/// `(worker pid=N)`: a worker's stderr is its node's (the driver's in local mode, the node's
-/// log on a cluster), so each line says where it came from, as Ray's worker lines do.
-struct StderrLines {
-    prefix: Option<String>,
-}
-
-impl StderrLines {
-    fn of_this_process() -> Self {
-        let prefix = std::env::var_os(ray_raylet::worker_env::WORKER_MODE)
-            .map(|_| format!("(worker pid={}) ", std::process::id()));
-        StderrLines { prefix }
-    }
-}
+/// Standard error, one whole line per event (lines of two threads never interleave).
+struct StderrLines;
 
 /// One event's line, written at once when the event is formatted.
-struct Line<'a> {
-    prefix: Option<&'a str>,
+struct Line {
     buf: Vec<u8>,
 }
 
-impl std::io::Write for Line<'_> {
+impl std::io::Write for Line {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(bytes);
         Ok(bytes.len())
@@ -59,22 +49,16 @@ impl std::io::Write for Line<'_> {
     }
 }
 
-impl Drop for Line<'_> {
+impl Drop for Line {
     fn drop(&mut self) {
-        let mut out = Vec::with_capacity(self.buf.len() + 24);
-        out.extend_from_slice(self.prefix.unwrap_or_default().as_bytes());
-        out.extend_from_slice(&self.buf);
-        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &out);
+        let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), &self.buf);
     }
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for StderrLines {
-    type Writer = Line<'a>;
-    fn make_writer(&'a self) -> Line<'a> {
-        Line {
-            prefix: self.prefix.as_deref(),
-            buf: Vec::new(),
-        }
+    type Writer = Line;
+    fn make_writer(&'a self) -> Line {
+        Line { buf: Vec::new() }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The global control store (GCS): node membership, the cluster resource view, jobs (ids and
-//! what their workers run), and the actor directory (names, states, restarts).
+//! what their workers run), the actor directory (names, states, restarts), and the relay of
+//! workers' output from the nodes to their drivers.
 //!
 //! It runs inside the head process (embedded in the driver in local mode). Nothing on the
 //! per-task path calls it: node managers report to it, drivers read the cluster view from it,
@@ -9,6 +10,7 @@ mod actors;
 mod binaries;
 mod error;
 mod health;
+mod logs;
 mod placement_groups;
 mod task_events;
 
@@ -57,6 +59,8 @@ struct Inner {
     infeasible_waits: bool,
     /// Where jobs' binaries are kept (`None`: this GCS keeps none).
     binaries: Option<std::path::PathBuf>,
+    /// Workers' output, from the nodes to the drivers.
+    logs: logs::LogChannel,
 }
 
 #[derive(Default)]
@@ -108,6 +112,7 @@ impl GcsService {
                 health: options.health,
                 binaries: options.binaries,
                 infeasible_waits: options.infeasible_waits,
+                logs: Default::default(),
             }),
         }
     }
@@ -407,6 +412,23 @@ impl Gcs for GcsService {
         row.driver_address = req.address;
         row.driver_worker_id = req.worker_id;
         Ok(Response::new(Empty {}))
+    }
+
+    async fn publish_logs(&self, req: Request<LogBatch>) -> Result<Response<Empty>, Status> {
+        self.inner.logs.publish(req.into_inner());
+        Ok(Response::new(Empty {}))
+    }
+
+    type SubscribeLogsStream = tokio_stream::wrappers::ReceiverStream<Result<LogBatch, Status>>;
+
+    async fn subscribe_logs(
+        &self,
+        req: Request<SubscribeLogsRequest>,
+    ) -> Result<Response<Self::SubscribeLogsStream>, Status> {
+        let rx = self.inner.logs.subscribe(req.into_inner());
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn get_job(&self, req: Request<GetJobRequest>) -> Result<Response<JobConfig>, Status> {

@@ -68,6 +68,11 @@ pub struct NodeOptions {
     pub token: Arc<str>,
     /// A name unique to this node's session (its workers' socket names start with it).
     pub session: String,
+    /// Where its workers' output files go (`None`: nowhere).
+    pub log_dir: Option<PathBuf>,
+    /// Whether it sends its workers' output lines to the GCS, for drivers of other
+    /// processes (a cluster's node; a local session's driver reads its node's directly).
+    pub publish_logs: bool,
     /// On the head: where its dashboard listens (`None`: it has none).
     pub dashboard: Option<ray_dashboard::Bind>,
     /// On the head: Prometheus text the dashboard's `/metrics` appends (the process's own
@@ -92,6 +97,11 @@ pub struct Node {
 }
 
 impl Node {
+    /// Its workers' output: their files, and their lines as they come.
+    pub fn worker_logs(&self) -> &ray_raylet::logs::WorkerLogs {
+        self.manager.worker_logs()
+    }
+
     /// Starts a node as `options` say, calling other processes through clients `connect`
     /// opens and starting workers with `launcher`. Must run inside a multi-threaded tokio
     /// runtime, which then serves the node. A node that joins fails within
@@ -193,6 +203,7 @@ impl Node {
                 limit_wait: options.limit_wait,
                 binary_cache: options.binary_cache.clone(),
                 infeasible_waits: options.infeasible_waits,
+                log_dir: options.log_dir.clone(),
             },
             store,
             connect.clone(),
@@ -258,6 +269,15 @@ impl Node {
         }
         manager.report_resources();
         manager.follow_cluster_view();
+        if let (true, Some(lines)) = (options.publish_logs, manager.worker_logs().subscribe()) {
+            match connect.gcs(&gcs_address) {
+                Ok(gcs) => {
+                    let ip = options.ip.to_string();
+                    tokio::spawn(ray_raylet::logs::publish(lines, gcs, node_id, ip));
+                }
+                Err(e) => tracing::warn!(error = %e, "workers' output reaches no driver"),
+            }
+        }
         tokio::spawn(discard_idle_memory(manager.clone()));
         tracing::info!(node = %node_id, %node_manager_address, %gcs_address, "node started");
         Ok(Node {

@@ -201,6 +201,47 @@ fn is_zombie(pid: u32) -> bool {
         .unwrap_or(true)
 }
 
+/// Log directories of sessions whose process is gone that [`session_log_dir`] keeps.
+pub const LOG_SESSIONS_KEPT: usize = 20;
+
+/// Where the workers of session `session` (named `rayrs-<pid>-...` by the process that runs
+/// it) write their output: `<temp>/logs/<session>`, made here. Those of sessions whose
+/// process is gone stay for reading after the run, the newest [`LOG_SESSIONS_KEPT`] of
+/// them: older ones are removed here (Ray keeps every session's; a test suite starts
+/// hundreds).
+pub fn session_log_dir(temp_dir: &Path, session: &str) -> Result<PathBuf, NodeError> {
+    prepare_temp_dir(temp_dir)?;
+    let logs = temp_dir.join("logs");
+    let dir = logs.join(session);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| NodeError::Records(format!("{}: {e}", dir.display())))?;
+    let mut ended: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(&logs)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !session_alive(&e.file_name().to_string_lossy()))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    ended.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (_, old) in ended.into_iter().skip(LOG_SESSIONS_KEPT) {
+        let _ = std::fs::remove_dir_all(old);
+    }
+    Ok(dir)
+}
+
+/// Whether the process named in a session's name (`rayrs-<pid>-...`) still runs; a name of
+/// another form counts as alive (never removed).
+fn session_alive(name: &str) -> bool {
+    let pid = name
+        .strip_prefix("rayrs-")
+        .and_then(|rest| rest.split('-').next())
+        .and_then(|pid| pid.parse::<u32>().ok());
+    match pid {
+        Some(pid) => Path::new(&format!("/proc/{pid}")).exists(),
+        None => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! Starting a node's workers: [`WorkerLauncher`], the seam through which a test may launch
 //! workers inside its own process, and [`ProcessLauncher`], which starts the job's program
-//! as a worker process.
+//! as a worker process, its output piped to the node (see [`crate::logs`]).
 
 use crate::worker_env;
 use ray_common::WorkerId;
@@ -34,6 +34,11 @@ pub trait LaunchedWorker: Send {
     fn killer(&self) -> Killer;
     /// Resolves once it has exited, saying how.
     fn exited(self: Box<Self>) -> Pin<Box<dyn Future<Output = String> + Send>>;
+    /// Its standard output and error, to read (`None`: they are not piped, as for a worker
+    /// launched in-process).
+    fn take_output(&mut self) -> Option<crate::logs::WorkerOutput> {
+        None
+    }
 }
 
 /// Starts workers for a node manager.
@@ -63,6 +68,8 @@ impl WorkerLauncher for ProcessLauncher {
             .env(worker_env::WORKER_ID, request.worker_id.to_string())
             .env(worker_env::SESSION, request.session)
             .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill this child when
         // the thread that started it exits, so workers never outlive a crashed driver.
@@ -91,6 +98,15 @@ impl LaunchedWorker for Process {
                 .and_then(|mut f| f.write_all(format!("{token}\n").as_bytes())),
             None => Ok(()),
         }
+    }
+
+    fn take_output(&mut self) -> Option<crate::logs::WorkerOutput> {
+        let stdout = self.child.stdout.take()?;
+        let stderr = self.child.stderr.take()?;
+        Some(crate::logs::WorkerOutput {
+            stdout: Box::new(stdout),
+            stderr: Box::new(stderr),
+        })
     }
 
     fn killer(&self) -> Killer {

@@ -17,6 +17,7 @@ mod cluster_view;
 mod drivers;
 pub mod gpus;
 mod launcher;
+pub mod logs;
 mod object_manager;
 mod pool;
 mod service;

@@ -874,6 +874,7 @@ mod tests {
             limit_wait: Duration::from_secs(1),
             infeasible_waits: false,
             binary_cache: None,
+            log_dir: None,
         };
         let store = ray_object_store::ObjectStore::create_anonymous(
             ray_object_store::StoreConfig::new("pull-priority-test").with_capacity(capacity),

@@ -44,6 +44,8 @@ pub struct NodeManagerConfig {
     pub infeasible_waits: bool,
     /// Where shipped job binaries are cached (`None`: jobs run their driver's path).
     pub binary_cache: Option<std::path::PathBuf>,
+    /// Where workers' output files are written (`None`: nowhere; see [`crate::logs`]).
+    pub log_dir: Option<std::path::PathBuf>,
 }
 
 /// Actors one shared host process takes (see [`LeaseAsk::share_process`]): enough that
@@ -51,11 +53,14 @@ pub struct NodeManagerConfig {
 /// threads (one or more per actor) and connections stay modest.
 pub const ACTORS_PER_PROCESS: usize = 256;
 
+/// How long shutdown waits for the killed workers' output to be read to its end.
+const LOGS_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Private memory a worker process is budgeted (an idle one uses 6-12 MiB).
 const WORKER_MEMORY_BUDGET: u64 = 16 << 20;
-/// File descriptors a worker costs the process hosting the node manager (its pipe, its
+/// File descriptors a worker costs the process hosting the node manager (its pipes, its
 /// connections to the node manager, the GCS and owners).
-const WORKER_FDS_BUDGET: u64 = 8;
+const WORKER_FDS_BUDGET: u64 = 10;
 
 /// A node's worker limit from what the machine has: the memory left beside the object
 /// store (`store_bytes`) at [`WORKER_MEMORY_BUDGET`] a worker, and the descriptors this
@@ -382,6 +387,8 @@ pub(crate) struct Inner {
     pub(crate) demands: Mutex<crate::cluster_view::Demands>,
     /// Pins of pulled copies, by the reading process.
     pub(crate) client_pins: crate::client_pins::ClientPins,
+    /// Readers of the workers' output.
+    logs: crate::logs::WorkerLogs,
 }
 
 impl NodeManager {
@@ -397,8 +404,10 @@ impl NodeManager {
         let resources = NodeResources::new(config.resources.clone());
         let gpu_count = config.resources.get(ray_scheduler::GPU).ceil() as usize;
         let gpus = GpuSlots::new(crate::gpus::node_ids(gpu_count, &crate::gpus::detect()));
+        let logs = crate::logs::WorkerLogs::new(config.log_dir.clone());
         NodeManager {
             inner: Arc::new(Inner {
+                logs,
                 config,
                 store,
                 address: Mutex::new(String::new()),
@@ -448,6 +457,11 @@ impl NodeManager {
     /// Records the gRPC endpoint workers are told to register with.
     pub fn set_address(&self, address: String) {
         *self.inner.address.lock() = address;
+    }
+
+    /// Its workers' output: their files, and their lines as they come.
+    pub fn worker_logs(&self) -> &crate::logs::WorkerLogs {
+        &self.inner.logs
     }
 
     /// The node's object store.
@@ -1022,6 +1036,15 @@ impl NodeManager {
             })
             .map_err(LeaseError::Spawn)?;
         let pid = launched.pid();
+        if let Some(output) = launched.take_output() {
+            let who = crate::logs::Writer {
+                worker_id,
+                pid,
+                job_id: job.job_id,
+                forward: job.log_to_driver,
+            };
+            self.inner.logs.attach(who, output);
+        }
         // Known before it has the token: a fast worker may register as soon as it reads it.
         {
             let mut state = self.inner.state.lock();
@@ -1228,13 +1251,15 @@ impl NodeManager {
             tokio::pin!(exited);
             exited.as_mut().enable();
             if self.inner.state.lock().workers.is_empty() {
-                return;
+                break;
             }
             if tokio::time::timeout_at(deadline, exited).await.is_err() {
                 tracing::error!("workers still alive 10 s after being killed");
-                return;
+                break;
             }
         }
+        // Their last lines reach the files and the subscribers before this returns.
+        self.inner.logs.close(LOGS_DRAIN).await;
     }
 }
 

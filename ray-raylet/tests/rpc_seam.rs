@@ -26,6 +26,7 @@ async fn node_manager(
         limit_wait: std::time::Duration::from_secs(1),
         infeasible_waits: false,
         binary_cache: None,
+        log_dir: None,
     };
     let store =
         ObjectStore::create_anonymous(StoreConfig::new("rpc-seam-test").with_capacity(1 << 20))

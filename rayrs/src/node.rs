@@ -242,6 +242,10 @@ fn run_node(
         health: Some(ray_gcs::HealthConfig::from_vars(|k| std::env::var(k).ok())?),
         binary_dir: Some(temp_dir.join("binaries")),
         binary_cache: Some(cache_dir.clone()),
+        log_dir: Some(
+            ray_node::records::session_log_dir(temp_dir, &session).map_err(|e| e.to_string())?,
+        ),
+        publish_logs: true,
         token: token.clone(),
         session,
         dashboard: dashboard_bind(args),

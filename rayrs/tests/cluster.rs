@@ -1756,3 +1756,86 @@ fn rayrs_list_and_summary_show_the_clusters_state() {
         assert!(leases.is_some_and(|n| n >= 1.0), "{metrics}");
     });
 }
+
+#[ray::remote]
+fn print_here(text: String) -> (String, u32) {
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{text}");
+    }
+    (
+        ray::get_runtime_context().unwrap().node_id,
+        std::process::id(),
+    )
+}
+
+/// A task on another node prints: the line reaches the GCS's stream of the job's output
+/// (which the driver prints from), named by the function, the worker's pid and its node;
+/// and it is in that node's file of the worker's output.
+#[test]
+fn what_a_task_prints_on_another_node_reaches_the_driver_and_stays_in_the_nodes_file() {
+    let mut cluster = Cluster::start(RAYRS, &["--num-cpus", "0"]);
+    let a = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"a": 1}"#]);
+    let a_id = cluster.node(a).node_id.clone();
+    let (address, token) = (cluster.address.clone(), cluster.token().to_string());
+    let text = "hello from node a";
+    let (pid, line, node_id, node_ip) = with_driver(&cluster, || {
+        let job_id = ray::get_runtime_context().unwrap().job_id;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The same stream the driver opened at init, opened again by the test.
+        let mut lines = rt.block_on(async {
+            let channel = tonic::transport::Channel::from_shared(format!("http://{address}"))
+                .unwrap()
+                .connect_lazy();
+            let mut gcs = ray_proto::gcs_client::GcsClient::with_interceptor(
+                channel,
+                ray_proto::auth::AttachToken::new(&token).unwrap(),
+            );
+            gcs.subscribe_logs(ray_proto::SubscribeLogsRequest { job_id })
+                .await
+                .unwrap()
+                .into_inner()
+        });
+        let task = print_here::options()
+            .resources("a", 1.0)
+            .remote(text.to_string());
+        let (ran_on, pid) = ray::get_timeout(&task, Duration::from_secs(60)).unwrap();
+        assert_eq!(ran_on, a_id);
+        rt.block_on(async {
+            let find = async {
+                loop {
+                    let batch = lines.message().await.unwrap().expect("the stream is open");
+                    if let Some(l) = batch.lines.iter().find(|l| l.text == text) {
+                        return (pid, l.clone(), batch.node_id.clone(), batch.node_ip.clone());
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(30), find)
+                .await
+                .expect("the line within 30 s")
+        })
+    });
+    assert_eq!(
+        (line.name.as_str(), line.pid, line.stderr),
+        ("print_here", pid, false)
+    );
+    assert_eq!(ray_common::ids::hex(&node_id), a_id);
+    assert_eq!(node_ip, "127.0.0.1");
+    let file = std::fs::read_dir(cluster.dir().join("logs"))
+        .unwrap()
+        .flatten()
+        .flat_map(|session| {
+            std::fs::read_dir(session.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.path())
+        .find(|f| f.to_string_lossy().ends_with(&format!("-{pid}.out")))
+        .expect("the worker's file of its standard output");
+    let written = std::fs::read_to_string(&file).unwrap();
+    assert!(written.lines().any(|l| l == text), "{written}");
+}

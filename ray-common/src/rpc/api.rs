@@ -219,7 +219,14 @@ client_api! {
     fn list_jobs(ListRequest) -> ListJobsReply, "ListJobs", Some(CONTROL_DEADLINE);
     /// A driver says where its core worker listens.
     fn set_driver_address(DriverAddress) -> Empty, "SetDriverAddress", Some(CONTROL_DEADLINE);
+    /// A node's batch of its workers' output lines.
+    fn publish_logs(LogBatch) -> Empty, "PublishLogs", Some(CONTROL_DEADLINE);
     streams {
+        /// Opens the stream of a job's output lines (a driver's, while it runs).
+        async fn subscribe_logs(
+            &self,
+            request: SubscribeLogsRequest,
+        ) -> Result<ReplyStream<LogBatch>, RpcError>;
         /// Uploads a binary, its chunks in order (the first carries the hash and the size).
         async fn upload_binary(&self, chunks: Vec<BinaryChunk>) -> Result<Empty, RpcError>;
         /// Opens the stream of a binary's chunks.
@@ -236,6 +243,17 @@ client_api! {
             self.link
                 .unary(Service::Gcs, "UploadBinary", Some(deadline), async move {
                     client.upload_binary(tokio_stream::iter(chunks)).await
+                })
+                .await
+        }
+        async fn subscribe_logs(
+            &self,
+            request: SubscribeLogsRequest,
+        ) -> Result<ReplyStream<LogBatch>, RpcError> {
+            let mut client = self.client.clone();
+            self.link
+                .server_stream(Service::Gcs, "SubscribeLogs", async move {
+                    client.subscribe_logs(request).await
                 })
                 .await
         }

@@ -1,0 +1,142 @@
+//! What the job's tasks and actors print, on its driver's terminal (Ray's `log_to_driver`).
+//! A worker process names what it runs in its output ([`OutputNamer`]); its node reads the
+//! output (`ray_raylet::logs`); the driver prints each line the node hands it, prefixed
+//! `(name pid=N)`, on its own standard output or error as the worker wrote it ([`Printer`]).
+
+use parking_lot::Mutex;
+use ray_raylet::logs::{LogLine, NAME_MARKER};
+use std::io::Write;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// A worker process's names for its output: before a task or method runs, [`OutputNamer::name`]
+/// writes a marker naming the function or the actor's class to both output streams when it
+/// differs from the last one (tasks of one function in a row write nothing).
+#[derive(Default)]
+pub(crate) struct OutputNamer {
+    /// Held while writing: two threads' markers reach the streams in the order they change.
+    last: Mutex<String>,
+}
+
+impl OutputNamer {
+    /// Names the output from now on after `path`'s last segment (`my_mod::f`: `f`).
+    pub fn name(&self, path: &str) {
+        let name = path.rsplit("::").next().unwrap_or(path);
+        let mut last = self.last.lock();
+        if *last == name {
+            return;
+        }
+        last.clear();
+        last.push_str(name);
+        let marker = format!("{NAME_MARKER}{name}\n");
+        let _ = std::io::stdout().lock().write_all(marker.as_bytes());
+        let _ = std::io::stderr().lock().write_all(marker.as_bytes());
+    }
+}
+
+/// Prints the lines of one job, on a thread of its own (printing blocks), until their
+/// channel closes.
+pub(crate) struct Printer {
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Printer {
+    /// Prints job `job_id`'s lines from a node in this process.
+    pub fn local(mut lines: broadcast::Receiver<Arc<LogLine>>, job_id: u32) -> Option<Printer> {
+        let thread = std::thread::Builder::new()
+            .name("ray-worker-output".into())
+            .spawn(move || loop {
+                match lines.blocking_recv() {
+                    Ok(line) if line.job_id == job_id => print(&line, None),
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(n)) => dropped(n),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            });
+        match thread {
+            Ok(thread) => Some(Printer {
+                thread: Some(thread),
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the printer of workers' output");
+                None
+            }
+        }
+    }
+
+    /// Prints job `job_id`'s lines from every node of a cluster, as the GCS relays them;
+    /// those of nodes other than `here` name the node's address. Until the runtime drops
+    /// the stream.
+    pub fn remote(
+        handle: &tokio::runtime::Handle,
+        mut batches: ray_common::rpc::ReplyStream<ray_proto::LogBatch>,
+        here: ray_common::NodeId,
+    ) -> Option<Printer> {
+        // Printing blocks: a thread of its own prints what the runtime's task receives.
+        let (tx, rx) = std::sync::mpsc::channel::<ray_proto::LogBatch>();
+        let thread = std::thread::Builder::new()
+            .name("ray-worker-output".into())
+            .spawn(move || {
+                while let Ok(batch) = rx.recv() {
+                    if batch.dropped > 0 {
+                        dropped(batch.dropped);
+                    }
+                    let ip = (*batch.node_id != here.to_vec()[..]).then_some(&*batch.node_ip);
+                    for l in batch.lines {
+                        let line = LogLine {
+                            job_id: l.job_id,
+                            pid: l.pid,
+                            name: l.name.into(),
+                            stderr: l.stderr,
+                            text: l.text,
+                        };
+                        print(&line, ip);
+                    }
+                }
+            });
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the printer of workers' output");
+                return None;
+            }
+        };
+        handle.spawn(async move {
+            use tokio_stream::StreamExt;
+            while let Some(Ok(batch)) = batches.next().await {
+                if tx.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
+        Some(Printer {
+            thread: Some(thread),
+        })
+    }
+
+    /// Waits until every line was printed: call once the channel is closed.
+    pub fn finish(mut self) {
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Prints `line` with its prefix (`ip` names a worker's machine other than the driver's).
+pub(crate) fn print(line: &LogLine, ip: Option<&str>) {
+    let prefix = ray_raylet::logs::prefix(&line.name, line.pid, ip);
+    let text = format!("{prefix} {}\n", line.text);
+    let _ = match line.stderr {
+        true => std::io::stderr().lock().write_all(text.as_bytes()),
+        false => std::io::stdout().lock().write_all(text.as_bytes()),
+    };
+}
+
+/// Says that `n` lines (or batches of them) were lost on the way here.
+fn dropped(n: u64) {
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "(rayrs) {n} lines or batches of lines the job's workers printed were not printed \
+         here: the driver fell behind (they are in the workers' log files)"
+    );
+}
