@@ -40,6 +40,12 @@ fn hold_until(file: String) -> u32 {
     std::process::id()
 }
 
+/// Waits for its argument (the held task's result): pending, with a reason to show.
+#[ray::remote]
+fn after_held(pid: u32) -> u32 {
+    pid
+}
+
 #[ray::actor]
 struct Counter {
     n: u64,
@@ -98,7 +104,8 @@ fn data(base: &str, path: &str, token: &str) -> serde_json::Value {
     v["data"].clone()
 }
 
-const DATA_ROUTES: [&str; 10] = [
+const DATA_ROUTES: [&str; 11] = [
+    "/api/v0/explain/00",
     "/api/v0/workers",
     "/api/v0/objects",
     "/api/v0/timeline",
@@ -129,10 +136,14 @@ fn every_data_route_refuses_a_missing_or_wrong_token() {
             let (status, _) = get(&base, route, Some(&token[..token.len() - 1]));
             assert_eq!(status, 403, "{route} with a truncated token");
         }
-        for route in DATA_ROUTES {
+        for route in DATA_ROUTES.iter().filter(|r| !r.contains("explain")) {
             let (status, body) = get(&base, route, Some(&token));
             assert_eq!(status, 200, "{route} with the token: {body}");
         }
+        // Let in, the id that names nothing is not found.
+        let (status, body) = get(&base, "/api/v0/explain/00", Some(&token));
+        assert_eq!(status, 404, "{body}");
+        assert!(body.contains("no task or actor 00"), "{body}");
         // What the refusals were checked not to carry is there with the token.
         let (_, nodes) = get(&base, "/api/v0/nodes", Some(&token));
         assert!(nodes.contains(&node), "{nodes}");
@@ -520,6 +531,8 @@ struct Expected {
     finished: u64,
     explode_id: String,
     held_id: String,
+    /// A task waiting for the held one's result.
+    waiting_id: String,
     held_object: String,
     actor_id: String,
 }
@@ -612,6 +625,28 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
             == Some(expected.held_id.as_str())
     })
     .await;
+    // A pending task's detail says why it waits: its argument, made by the held task.
+    let filter = client.find(Locator::Css("#task-filter")).await.unwrap();
+    filter.clear().await.unwrap();
+    type_in(client, "#task-filter", "state=PENDING_ARGS_AVAIL").await;
+    click(client, "#task-filter-form button").await;
+    let waiting_row = format!("tr[data-task-id='{}']", expected.waiting_id);
+    until("the waiting task is listed", || {
+        displayed(client, &waiting_row)
+    })
+    .await;
+    click(client, &waiting_row).await;
+    let held_id = expected.held_id.as_str();
+    until("its detail says why it is pending", || async move {
+        text(client, "#task-detail [data-field=why]")
+            .await
+            .is_some_and(|t| {
+                t.contains("waiting for its arguments")
+                    && t.contains(&format!("made by task {held_id} (hold_until, RUNNING"))
+            })
+    })
+    .await;
+    screenshot(client, "why-pending.png").await;
 
     // Actors.
     click(client, "button[data-view=actors]").await;
@@ -678,6 +713,7 @@ fn the_dashboard_shows_the_clusters_state_in_a_browser() {
         ray::get(&counter.incr()).unwrap();
         let release = std::env::temp_dir().join(format!("rayrs-dash-{}", std::process::id()));
         let held = hold_until::remote(release.display().to_string());
+        let waiting = after_held::remote(&held);
 
         eventually("the GCS sees the work", || {
             let s = state::summarize_tasks(&ListOptions::new()).unwrap();
@@ -686,7 +722,10 @@ fn the_dashboard_shows_the_clusters_state_in_a_browser() {
                     .map(|x| x.by_state.get(&st).copied().unwrap_or(0))
                     .sum::<u64>()
             };
-            n(TaskState::Running) == 1 && n(TaskState::Failed) == 1 && n(TaskState::Finished) == 13
+            n(TaskState::Running) == 1
+                && n(TaskState::Failed) == 1
+                && n(TaskState::Finished) == 13
+                && n(TaskState::PendingArgsAvail) == 1
         });
         let id_of = |name: &str| {
             state::list_tasks(&ListOptions::new().filter(&format!("name={name}")).unwrap())
@@ -700,6 +739,7 @@ fn the_dashboard_shows_the_clusters_state_in_a_browser() {
             finished: 13,
             explode_id: id_of("explode"),
             held_id: id_of("hold_until"),
+            waiting_id: waiting.id(),
             held_object: held.id(),
             actor_id: state::list_actors(&ListOptions::new()).unwrap().rows[0]
                 .actor_id

@@ -4,7 +4,7 @@
 
 #![allow(clippy::new_without_default)] // actor constructors are called remotely
 
-use ray::state::{self, ListOptions, TaskState};
+use ray::state::{self, ListOptions, TaskState, Why};
 use ray_rs::{eventually, with_ray};
 
 #[ray::remote]
@@ -46,6 +46,25 @@ impl Counter {
     pub fn incr(&mut self) -> u64 {
         self.n += 1;
         self.n
+    }
+}
+
+/// An actor whose calls run one at a time.
+#[ray::actor]
+struct Gate;
+
+#[ray::actor]
+impl Gate {
+    pub fn new() -> Self {
+        Gate
+    }
+
+    pub fn hold(&self, file: String) -> u32 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::path::Path::new(&file).exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::process::id()
     }
 }
 
@@ -140,6 +159,89 @@ fn tasks_are_listed_in_their_states_with_where_they_ran_and_why_they_failed() {
         eventually("both end finished", || {
             tasks(&["state=FINISHED", "name=after"]).total == 1
                 && tasks(&["state=FINISHED", "name=hold_until"]).total == 1
+        });
+        let _ = std::fs::remove_file(&flag);
+    });
+}
+
+/// "Why pending": a task behind the busy CPU names the task holding it, a task waiting for
+/// an argument names the task making it, a running one runs, and an unknown id is refused.
+#[test]
+fn explain_says_what_a_pending_task_waits_for_and_who_holds_it() {
+    with_ray(ray::Config::local().num_cpus(1.0), || {
+        let flag = std::env::temp_dir().join(format!("rayrs-explain-{}", std::process::id()));
+        let _ = std::fs::remove_file(&flag);
+        let held = hold_until::remote(flag.display().to_string());
+        let behind = quick::remote(7);
+        let dependent = after::remote(&held);
+        let (held_id, behind_id, dependent_id) = (held.id(), behind.id(), dependent.id());
+        let why = |id: &str| state::explain(id).map(|e| e.why);
+        eventually("the held task runs and the others are known", || {
+            matches!(why(&held_id), Ok(Why::Running { .. }))
+                && why(&behind_id).is_ok()
+                && why(&dependent_id).is_ok()
+        });
+        // Task events come about once a second: the holder is listed running by now.
+        let e = state::explain(&behind_id).unwrap();
+        match &e.why {
+            Why::WaitingForResources { shape, nodes, .. } => {
+                assert_eq!(shape.get("CPU"), Some(&1.0));
+                let holders: Vec<&str> = nodes
+                    .iter()
+                    .flat_map(|n| n.held_by.iter().map(|t| t.task_id.as_str()))
+                    .collect();
+                assert_eq!(holders, [held_id.as_str()], "{e}");
+            }
+            other => panic!("expected resources in use, got {other:?}"),
+        }
+        assert!(e.to_string().contains("(hold_until, RUNNING"), "{e}");
+        let e = state::explain(&dependent_id).unwrap();
+        match &e.why {
+            Why::WaitingForArgs { args } => {
+                assert_eq!(args.len(), 1, "{e}");
+                assert_eq!(args[0].object_id, held_id);
+                assert!(!args[0].ready);
+                let maker = args[0].made_by.as_ref().expect("the task that makes it");
+                assert_eq!(
+                    (maker.task_id.as_str(), maker.state),
+                    (held_id.as_str(), Some(TaskState::Running))
+                );
+            }
+            other => panic!("expected its argument, got {other:?}"),
+        }
+        // An actor call behind a call that runs: sent to its actor, queued there.
+        let gate = Gate::remote();
+        let first = gate.hold(flag.display().to_string());
+        let second = gate.hold(flag.display().to_string());
+        let (first_id, second_id) = (first.id(), second.id());
+        eventually("the first call runs and the second is known", || {
+            matches!(why(&first_id), Ok(Why::Running { .. })) && why(&second_id).is_ok()
+        });
+        let e = state::explain(&second_id).unwrap();
+        assert!(
+            matches!(
+                &e.why,
+                Why::QueuedAtActor { .. }
+                    | Why::WaitingForActor {
+                        connected: true,
+                        ..
+                    }
+            ),
+            "{e}"
+        );
+        assert_eq!(e.name, "Gate.hold");
+        let unknown = state::explain("00112233445566778899aabbccddeeff").unwrap_err();
+        assert!(
+            matches!(&unknown, ray::Error::InvalidArgument(m) if m.contains("no task or actor")),
+            "{unknown}"
+        );
+        std::fs::write(&flag, b"go").unwrap();
+        assert_eq!(ray::get(&dependent).unwrap(), ray::get(&held).unwrap());
+        assert_eq!(ray::get(&behind).unwrap(), 7);
+        assert_eq!(ray::get(&second).unwrap(), ray::get(&first).unwrap());
+        eventually("the waiting tasks end finished", || {
+            matches!(why(&behind_id), Ok(Why::Finished))
+                && matches!(why(&dependent_id), Ok(Why::Finished))
         });
         let _ = std::fs::remove_file(&flag);
     });

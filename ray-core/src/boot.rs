@@ -170,6 +170,7 @@ pub(crate) fn boot_worker(
     let names_output = std::env::var_os(ray_raylet::worker_env::WORKER_MODE).is_some();
     let executor = Executor::new(core_worker.own.clone(), queue.clone(), names_output);
     let weak = Arc::downgrade(&core_worker);
+    let asked = weak.clone();
     slot.fill(Served {
         own: Arc::downgrade(&core_worker.own),
         executor: Some(executor.clone()),
@@ -177,6 +178,9 @@ pub(crate) fn boot_worker(
             if let Some(cw) = weak.upgrade() {
                 cw.cancel_children(task);
             }
+        })),
+        explain: Some(Box::new(move |id| {
+            asked.upgrade().map(|cw| cw.explain(id)).unwrap_or_default()
         })),
     });
     if let Some(tcp) = tcp_listener {

@@ -115,6 +115,7 @@ async fn flush_task_events(own: &Ownership) -> std::result::Result<(), ray_commo
         job_id: own.me.job_id,
         worker_id: own.me.worker_id.to_vec().into(),
         node_id: own.me.node_id.to_vec().into(),
+        address: own.me.address.to_string(),
     };
     // A batch an earlier report failed to send goes first; while it cannot go, events wait
     // in the buffer (bounded).
@@ -898,6 +899,18 @@ impl CoreWorker {
         match &self.submitter {
             Some(s) => s.cancel(r.id, force, recursive),
             None => Ok(()),
+        }
+    }
+
+    /// What this process knows of its task whose first return is `id`, not run yet ("why
+    /// pending"; `UNKNOWN` if it is not pending here).
+    pub fn explain(&self, id: ObjectId) -> ray_proto::TaskExplanation {
+        match &self.submitter {
+            Some(s) => s.explain(id),
+            None => ray_proto::TaskExplanation {
+                phase: "UNKNOWN".into(),
+                ..Default::default()
+            },
         }
     }
 

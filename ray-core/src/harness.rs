@@ -290,10 +290,14 @@ impl TestCluster {
             Functions::linked(),
             Default::default(),
         );
+        let weak = Arc::downgrade(&cw);
         slot.fill(Served {
             own: Arc::downgrade(&cw.own),
             executor: None,
             cancel_children: None,
+            explain: Some(Box::new(move |id| {
+                weak.upgrade().map(|cw| cw.explain(id)).unwrap_or_default()
+            })),
         });
         self.servers.lock().push(server);
         self.drivers.lock().push(cw.clone());

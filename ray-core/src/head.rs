@@ -542,10 +542,14 @@ fn attach_driver(
         Functions::linked(),
         resources,
     );
+    let weak = Arc::downgrade(&rt);
     slot.fill(Served {
         own: Arc::downgrade(&rt.own),
         executor: None,
         cancel_children: None,
+        explain: Some(Box::new(move |id| {
+            weak.upgrade().map(|cw| cw.explain(id)).unwrap_or_default()
+        })),
     });
     Ok(Session {
         rt,

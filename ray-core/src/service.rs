@@ -34,6 +34,8 @@ pub(crate) struct Served {
     pub executor: Option<Arc<Executor>>,
     /// Workers only: cancels the tasks a cancelled task submitted (`recursive`).
     pub cancel_children: Option<Box<dyn Fn(ray_common::TaskId) + Send + Sync>>,
+    /// What the process knows of a pending task of its own (see `CoreWorker::explain`).
+    pub explain: Option<Box<dyn Fn(ObjectId) -> ray_proto::TaskExplanation + Send + Sync>>,
 }
 
 impl Slot {
@@ -201,6 +203,19 @@ impl CoreWorker for CoreWorkerService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(reply))
+    }
+
+    async fn explain_task(
+        &self,
+        req: Request<ray_proto::ExplainTaskRequest>,
+    ) -> std::result::Result<Response<ray_proto::TaskExplanation>, Status> {
+        let id = object_id(&req.into_inner().task_id)?;
+        let explain = self.slot.0.served.get().and_then(|s| s.explain.as_ref());
+        let unknown = || ray_proto::TaskExplanation {
+            phase: "UNKNOWN".into(),
+            ..Default::default()
+        };
+        Ok(Response::new(explain.map_or_else(unknown, |e| e(id))))
     }
 
     async fn ping(&self, _: Request<Empty>) -> std::result::Result<Response<Empty>, Status> {

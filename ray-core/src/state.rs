@@ -1,10 +1,11 @@
 //! `ray::state`: what runs in the cluster, listed from the GCS (Ray's `ray.util.state`):
 //! tasks, actors, jobs, nodes, workers and objects, filtered and limited, tasks summarized
-//! per function, and the tasks' timeline.
+//! per function, the tasks' timeline, and why a task or actor has not run ([`explain`]).
 
+pub use ray_state::explain::{ArgWait, NodeWait, TaskBrief};
 pub use ray_state::{
-    Actor, Filter, Job, ListOptions, Listing, Node, Object, Op, StateError, Task, TaskState,
-    TaskSummary, TraceEvent, Worker,
+    Actor, Explanation, Filter, Job, ListOptions, Listing, Node, Object, Op, StateError, Task,
+    TaskState, TaskSummary, TraceEvent, Why, Worker,
 };
 
 use crate::error::{Error, Result};
@@ -123,6 +124,36 @@ pub fn list_workers(opts: &ListOptions) -> Result<Listing<Worker>> {
 pub fn list_objects(opts: &ListOptions) -> Result<Listing<Object>> {
     let opts = opts.clone();
     ask(|c| async move { c.list_objects(&opts).await })
+}
+
+/// Why the task or actor `id` (hex, as listed) has not run, or that it has ("why is this
+/// pending", which Ray does not have): waiting for its arguments (and the tasks that make
+/// them), for resources in use (which, on which nodes, held by which tasks), infeasible
+/// (which resource no node has enough of), for a worker process to start, queued at its
+/// worker; an actor not placed yet (why), restarting or dead. Its owner is asked what it
+/// holds the task for, within `ray_state::client::FAN_OUT_DEADLINE`. Task events reach the
+/// GCS about once a second: a task submitted just now may not be known yet.
+///
+/// ```no_run
+/// # fn main() -> ray::Result<()> {
+/// #[ray::remote]
+/// fn nap(ms: u64) -> u64 {
+///     std::thread::sleep(std::time::Duration::from_millis(ms));
+///     ms
+/// }
+/// ray::init(ray::Config::local().num_cpus(1.0))?;
+/// let first = nap::remote(1000);
+/// let second = nap::remote(0); // waits for the CPU the first holds
+/// std::thread::sleep(std::time::Duration::from_millis(1500)); // its events reach the GCS
+/// let why = ray::state::explain(&second.id())?;
+/// println!("{why}"); // "waiting for resources: it needs 1 CPU ... held by task ... (nap, ...)"
+/// ray::get(&first)?;
+/// ray::shutdown();
+/// # Ok(()) }
+/// ```
+pub fn explain(id: &str) -> Result<Explanation> {
+    let id = id.to_string();
+    ask(|c| async move { c.explain(&id).await })
 }
 
 /// Nodes, alive and dead.

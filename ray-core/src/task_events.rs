@@ -336,6 +336,8 @@ pub(crate) struct Reporter {
     pub job_id: u32,
     pub worker_id: bytes::Bytes,
     pub node_id: bytes::Bytes,
+    /// Its core worker's address (where the state API asks an owner about its tasks).
+    pub address: String,
 }
 
 impl TaskEvents {
@@ -368,6 +370,7 @@ impl TaskEvents {
             pid: std::process::id(),
             packed: batch.encode().into(),
             dropped,
+            address: from.address.clone(),
         })
     }
 }
@@ -382,6 +385,7 @@ mod tests {
             job_id: 1,
             worker_id: vec![1; 16].into(),
             node_id: vec![2; 16].into(),
+            address: "127.0.0.1:1".into(),
         }
     }
 

@@ -198,6 +198,16 @@ function showTask(t) {
       .flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-field": k }, v)])),
     t.error_message ? el("pre", { class: "error", "data-field": "error_message" }, t.error_message) : "");
   detail.hidden = false;
+  if (t.state && (t.state.startsWith("PENDING") || t.state === "SUBMITTED_TO_WORKER")) {
+    // Why it has not run: asked of its owner and the nodes, shown once known.
+    api("/api/v0/explain/" + t.task_id).then((why) => {
+      if (selectedTask !== t.task_id) return;
+      const old = detail.querySelector("[data-field=why]");
+      const shown = el("div", { class: "why" }, el("h4", {}, "Why pending"),
+        el("pre", { "data-field": "why" }, why.result.text));
+      if (old) old.parentElement.replaceWith(shown); else detail.append(shown);
+    }).catch(() => {});
+  }
 }
 
 async function renderActors(current) {

@@ -1,6 +1,7 @@
 //! The state API as JSON (Ray's `/api/v0/...` paths and envelope): tasks, their summary,
 //! actors, jobs, nodes, workers, objects, the cluster's overview, and the tasks' timeline (a Chrome trace),
-//! each listed from the GCS with the filters and limit of the query.
+//! each listed from the GCS with the filters and limit of the query; and why a task or an
+//! actor has not run (`/api/v0/explain/<id>`, ours).
 //!
 //! A query's filters are `filter=key=value` (or `key!=value`), repeated, or Ray's
 //! `filter_keys`/`filter_predicates`/`filter_values` triples; `limit=N`. A listing answers
@@ -29,6 +30,7 @@ pub fn routes(sources: Sources) -> Router {
         .route("/api/v0/objects", get(objects))
         .route("/api/v0/cluster", get(cluster))
         .route("/api/v0/timeline", get(timeline))
+        .route("/api/v0/explain/{id}", get(explain))
         .with_state(sources)
 }
 
@@ -93,6 +95,7 @@ fn state_failure(e: StateError) -> Response {
             failure(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
         StateError::NoFanOut => failure(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        StateError::NotFound(_) => failure(StatusCode::NOT_FOUND, &e.to_string()),
     }
 }
 
@@ -184,6 +187,28 @@ async fn timeline(State(sources): State<Sources>, RawQuery(query): RawQuery) -> 
     let ask = |c: StateClient, o: ListOptions| async move { c.timeline(&o).await };
     let reply = |events: Vec<ray_state::TraceEvent>| axum::Json(events).into_response();
     answer(&sources, query, ask, reply).await
+}
+
+/// Why the task or actor in the path has not run, or that it has: `{"result":
+/// {"id", "name", "state", "why": {"kind": .., ..}, "text"}}` (`text` as `rayrs explain`
+/// prints it).
+async fn explain(
+    State(sources): State<Sources>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let client = match crate::state_client(&sources) {
+        Ok(client) => client,
+        Err(e) => return state_failure(e.into()),
+    };
+    match client.explain(&id).await {
+        Ok(e) => {
+            let text = e.to_string();
+            let mut value = serde_json::to_value(&e).unwrap_or_default();
+            value["text"] = serde_json::Value::String(text);
+            success(serde_json::json!({ "result": value }))
+        }
+        Err(e) => state_failure(e),
+    }
 }
 
 /// One node's object store and workers, as its node manager reported them.

@@ -83,6 +83,8 @@ struct Row {
     name: u32,
     /// Interned place (0: not run yet).
     place: u32,
+    /// Its owner's address, interned with the names (0: not known yet).
+    owner: u32,
     actor: Option<[u8; 16]>,
     parent: Option<[u8; 16]>,
     submitted_us: u64,
@@ -134,6 +136,12 @@ impl TaskTable {
         } else {
             0
         };
+        // The process that reports a task's submission owns it.
+        let submitted_here = events.events.iter().any(|e| e.submitted_us != 0);
+        let owner = match submitted_here && !batch.address.is_empty() {
+            true => names.intern(Arc::from(batch.address.as_str())),
+            false => 0,
+        };
         let job = jobs.entry(batch.job_id).or_default();
         job.dropped += batch.dropped;
         for event in events.events {
@@ -150,7 +158,7 @@ impl TaskTable {
                     ..Default::default()
                 }
             });
-            merge(row, event, name, ran_here);
+            merge(row, event, name, ran_here, owner);
             while job.order.len() > self.max_per_job {
                 if let Some(old) = job.order.pop_front() {
                     rows.remove(&old);
@@ -279,16 +287,19 @@ impl Snapshot {
             ended_us: r.ended_us,
             error_type,
             error,
+            owner_address: interned(&self.names, r.owner)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
         }
     }
 }
 
 /// Folds `event` into `row`: `name` is its interned name, `place` where the process that
 /// sent it runs (interned; used if the event says the task ran there).
-fn merge(row: &mut Row, event: TaskEvent, name: u32, place: u32) {
+fn merge(row: &mut Row, event: TaskEvent, name: u32, place: u32, owner: u32) {
     if event.attempt < row.attempt {
         // An earlier attempt's late word: only what every attempt shares.
-        fill_shared(row, &event, name);
+        fill_shared(row, &event, name, owner);
         return;
     }
     if event.attempt > row.attempt {
@@ -297,13 +308,14 @@ fn merge(row: &mut Row, event: TaskEvent, name: u32, place: u32) {
             job: row.job,
             attempt: event.attempt,
             name: row.name,
+            owner: row.owner,
             actor: row.actor,
             parent: row.parent,
             submitted_us: row.submitted_us,
             ..Default::default()
         };
     }
-    fill_shared(row, &event, name);
+    fill_shared(row, &event, name, owner);
     if row.failed_by_job_end && event.status >= ray_proto::TaskStatus::Finished as i32 {
         // The run's own end, reported after its job ended: it, not the guess, stands.
         row.failed_by_job_end = false;
@@ -324,10 +336,14 @@ fn merge(row: &mut Row, event: TaskEvent, name: u32, place: u32) {
     }
 }
 
-/// What is the same for every attempt: the name, the actor, the parent, the submission.
-fn fill_shared(row: &mut Row, event: &TaskEvent, name: u32) {
+/// What is the same for every attempt: the name, the owner, the actor, the parent, the
+/// submission.
+fn fill_shared(row: &mut Row, event: &TaskEvent, name: u32, owner: u32) {
     if name != 0 {
         row.name = name;
+    }
+    if event.submitted_us != 0 && owner != 0 {
+        row.owner = owner;
     }
     row.actor = event.actor.or(row.actor);
     row.parent = event.parent.or(row.parent);
@@ -363,6 +379,7 @@ mod tests {
             pid: 42,
             packed: packed.into(),
             dropped: 0,
+            address: "10.0.0.1:5000".into(),
         }
     }
 
@@ -401,6 +418,7 @@ mod tests {
         let rows = list(&t, &[]).tasks;
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
+        assert_eq!(r.owner_address, "10.0.0.1:5000", "the submitter's address");
         assert_eq!(
             (r.status, r.name.as_str(), r.pid),
             (S::Finished as i32, "app::f", 42)

@@ -1,6 +1,7 @@
 //! [`StateClient`]: lists tasks, actors, jobs and nodes from the GCS, filtered there (and
 //! the tasks' timeline), and workers and objects from every node and process.
 
+use crate::explain::{self, Explanation};
 use crate::filter::{self, Fields, Filter};
 use crate::rows::{Actor, Job, Node, Object, Task, Worker};
 use crate::summary::{summarize_tasks, TaskSummary};
@@ -295,6 +296,79 @@ impl StateClient {
         };
         let tasks = self.list_tasks(&opts).await?;
         Ok(chrome_trace(&tasks.rows, ray_common::clock::unix_micros()))
+    }
+
+    /// Why the task or actor `id` (hex) has not run, or that it has: from its row at the
+    /// GCS, its owner's queues (a task's), the nodes' resources and the tasks running on
+    /// them. Each process is asked within [`FAN_OUT_DEADLINE`].
+    pub async fn explain(&self, id: &str) -> Result<Explanation, StateError> {
+        let id = &id.trim().to_lowercase();
+        let by_id = |key: &str, value: &str| ray_proto::ListRequest {
+            filters: vec![ray_proto::StateFilter {
+                key: key.into(),
+                op: "=".into(),
+                value: value.into(),
+            }],
+            limit: 1,
+            summarize: false,
+        };
+        let actors = self.gcs.list_actors(by_id("actor_id", id)).await?;
+        if let Some(actor) = actors.actors.first() {
+            return Ok(explain::explain_actor(actor));
+        }
+        let tasks = self.gcs.list_tasks(by_id("task_id", id)).await?;
+        let task = tasks
+            .tasks
+            .into_iter()
+            .next()
+            .ok_or_else(|| StateError::NotFound(id.to_string()))?;
+        let connect = self.connect()?;
+        let asked = async {
+            let owner = connect.core_worker(&task.owner_address)?;
+            let req = ray_proto::ExplainTaskRequest {
+                task_id: task.task_id.clone(),
+            };
+            owner.explain_task(req).await
+        };
+        let owner = match task.owner_address.is_empty() {
+            true => Err("its owner's address is not known".to_string()),
+            false => match connect.clock().timeout(FAN_OUT_DEADLINE, asked).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(e)) => Err(format!("its owner at {}: {e}", task.owner_address)),
+                Err(_) => Err(format!(
+                    "its owner at {}: no answer within {FAN_OUT_DEADLINE:?}",
+                    task.owner_address
+                )),
+            },
+        };
+        let phase = owner.as_ref().map(|o| o.phase.as_str()).unwrap_or_default();
+        let (mut nodes, mut running, mut makers, mut workers) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        if phase == "WAITING_FOR_WORKER" {
+            nodes = self.gcs.get_all_nodes(ray_proto::Empty {}).await?.nodes;
+            let mut busy = by_id("state", "RUNNING");
+            busy.limit = 1000;
+            running = self.gcs.list_tasks(busy).await?.tasks;
+            // (A node that does not answer only leaves its starting workers uncounted.)
+            workers = self.all_workers().await.map(|(w, _)| w).unwrap_or_default();
+        }
+        if let Ok(o) = &owner {
+            for arg in o.args.iter().filter(|a| !a.ready) {
+                let maker = self
+                    .gcs
+                    .list_tasks(by_id("task_id", &ray_common::ids::hex(&arg.object_id)))
+                    .await?;
+                makers.extend(maker.tasks);
+            }
+        }
+        Ok(explain::explain_task(&explain::TaskFacts {
+            task: &task,
+            owner: owner.as_ref().map_err(Clone::clone),
+            nodes: &nodes,
+            running: &running,
+            makers: &makers,
+            workers: &workers,
+        }))
     }
 
     /// Nodes, alive and dead, in the order they joined.

@@ -3,17 +3,20 @@
 //! read alike.
 //!
 //! Sans-IO rows, filters and summaries ([`rows`], [`filter`], [`summary`]) that the GCS
-//! applies where the rows are, the timeline ([`timeline`]: task rows as a Chrome trace), and
-//! [`StateClient`], which lists them from the GCS.
+//! applies where the rows are, the timeline ([`timeline`]: task rows as a Chrome trace),
+//! "why pending" ([`explain`]), and [`StateClient`], which gathers them from the GCS, the
+//! nodes and the processes.
 
 pub mod client;
 pub mod events;
+pub mod explain;
 pub mod filter;
 pub mod rows;
 pub mod summary;
 pub mod timeline;
 
 pub use client::{ListOptions, Listing, StateClient};
+pub use explain::{Explanation, Why};
 pub use filter::{Filter, Op};
 pub use rows::{Actor, Job, Node, Object, Task, TaskState, Worker};
 pub use summary::{summarize_tasks, TaskSummary};
@@ -35,6 +38,9 @@ pub enum StateError {
     /// them (made with `StateClient::new`).
     #[error("listing workers or objects needs a client that reaches every node (StateClient::with_fan_out)")]
     NoFanOut,
+    /// No task or actor has this id (or its events were dropped).
+    #[error("no task or actor {0} is known (its events may have been dropped)")]
+    NotFound(String),
     /// The GCS could not be asked, or refused.
     #[error(transparent)]
     Rpc(#[from] ray_common::rpc::RpcError),

@@ -9,6 +9,7 @@
 //! rayrs list tasks|actors|nodes|jobs|workers|objects [--address HOST:PORT] [--filter KEY=VALUE].. [--limit N] [--format table|json]
 //! rayrs summary tasks [--address HOST:PORT] [--filter KEY=VALUE].. [--format table|json]
 //! rayrs timeline [--address HOST:PORT] [--filter KEY=VALUE].. [--output trace.json]
+//! rayrs explain <TASK OR ACTOR ID> [--address HOST:PORT] [--format table|json]
 //! rayrs microbenchmark [--filter PATTERN] [--json] [--quick]
 //! rayrs report --ray RAY.jsonl --ours OURS.jsonl [--machine TEXT] [--markdown FILE] [--svg FILE]
 //! ```
@@ -62,6 +63,9 @@ enum Command {
     Summary(state::SummaryArgs),
     /// Writes the cluster's tasks as a Chrome trace (Ray's `ray timeline`).
     Timeline(state::TimelineArgs),
+    /// Says why a task or actor has not run yet: its arguments, resources in use (and who
+    /// holds them), an infeasible shape, a worker starting, its placement group.
+    Explain(state::ExplainArgs),
     /// Ray's microbenchmark on this machine (local mode, or the cluster in RAY_ADDRESS).
     Microbenchmark {
         /// Runs only the metrics whose name contains PATTERN.
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::List(args) => state::list(args),
         Command::Summary(args) => state::summary(args),
         Command::Timeline(args) => state::timeline(args),
+        Command::Explain(args) => state::explain(args),
         Command::Microbenchmark {
             filter,
             json,

@@ -89,6 +89,40 @@ pub struct TimelineArgs {
     output: Option<PathBuf>,
 }
 
+/// `rayrs explain`.
+#[derive(clap::Args)]
+pub struct ExplainArgs {
+    /// The task's or actor's id (hex, as `rayrs list` prints it).
+    id: String,
+    /// The head's address (default: RAY_ADDRESS, else the head started on this machine).
+    #[arg(long, value_name = "HOST:PORT")]
+    address: Option<String>,
+    /// Where to look for the head started on this machine.
+    #[arg(long, value_name = "DIR")]
+    temp_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t)]
+    format: Format,
+}
+
+/// Says why a task or actor has not run (or that it has).
+pub fn explain(args: ExplainArgs) -> R<()> {
+    let target = Target {
+        address: args.address,
+        temp_dir: args.temp_dir,
+        filters: Vec::new(),
+    };
+    let id = args.id;
+    let why = ask(target, async |c| c.explain(&id).await)?;
+    match args.format {
+        Format::Table => print!("{why}"),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&why).map_err(|e| e.to_string())?
+        ),
+    }
+    Ok(())
+}
+
 /// Runs `query` against the head's GCS within [`DEADLINE`], its errors in words.
 fn ask<T>(target: Target, query: impl AsyncFnOnce(StateClient) -> Result<T, StateError>) -> R<T> {
     let address = head_address(target.address, target.temp_dir)?;

@@ -414,6 +414,12 @@ fn an_infeasible_task_waits_until_a_node_that_fits_joins() {
             let text = log.text();
             text.contains("cannot be scheduled") && text.contains("node2")
         });
+        // `rayrs explain` says it is infeasible, naming the resource no node has.
+        let id = waiting.id();
+        ray_rs::eventually("rayrs explain calls the task infeasible", || {
+            let (ok, why) = output(cluster.rayrs(&["explain", &id, "--address", &cluster.address]));
+            ok && why.contains("infeasible") && why.contains("no alive node has enough node2")
+        });
         assert!(!ready(&waiting));
         let node = cluster.add_node(&["--num-cpus", "1", "--resources", r#"{"node2": 1}"#]);
         let node_id = cluster.nodes[node].as_ref().unwrap().node_id.clone();
@@ -452,6 +458,17 @@ fn an_infeasible_actor_waits_until_a_node_that_fits_joins() {
             let text = log.text();
             text.contains("Placed") && text.contains("cannot be scheduled") && text.contains("big")
         });
+        // Why it is not placed, from the state API.
+        let placed = ray::state::ListOptions::new()
+            .filter("class_name=Placed")
+            .unwrap();
+        let actor_id = ray::state::list_actors(&placed).unwrap().rows[0]
+            .actor_id
+            .clone();
+        match ray::state::explain(&actor_id).unwrap().why {
+            ray::state::Why::ActorPending { reason } => assert!(reason.contains("big"), "{reason}"),
+            other => panic!("expected a pending actor, got {other:?}"),
+        }
         assert!(
             ray::wait(std::slice::from_ref(&call), 1, Some(Duration::ZERO))
                 .unwrap()

@@ -376,6 +376,8 @@ client_api! {
     fn destroy_actor(DestroyActorRequest) -> Empty, "DestroyActor", Some(CONTROL_DEADLINE);
     /// The objects the process holds references to.
     fn list_objects(ListObjectsRequest) -> ListObjectsReply, "ListObjects", Some(CONTROL_DEADLINE);
+    /// What the owner knows of a pending task of its own.
+    fn explain_task(ExplainTaskRequest) -> TaskExplanation, "ExplainTask", Some(CONTROL_DEADLINE);
     /// Answers at once (is the process alive?).
     fn ping(Empty) -> Empty, "Ping", Some(CONTROL_DEADLINE);
     streams {

@@ -8,6 +8,7 @@
 
 mod actor;
 mod cancel;
+mod explain;
 mod infeasible;
 mod normal;
 mod resolver;
@@ -84,6 +85,8 @@ enum Event {
     },
     /// Cancel every task and call this process submitted from within this task.
     CancelChildren(ray_common::TaskId),
+    /// The wait for this task's arguments (or placement group) ended.
+    Waited(ObjectId),
     Shutdown(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -170,6 +173,15 @@ impl Handle {
             }
         }
         self.send(ev)
+    }
+
+    /// What the submitter knows of its task whose first return is `id` ("why pending").
+    pub fn explain(&self, id: ObjectId) -> ray_proto::TaskExplanation {
+        let state = self.shared.state.lock();
+        match state.own.upgrade() {
+            Some(own) => state.explain(&own, id),
+            None => Default::default(),
+        }
     }
 
     pub fn submit(&self, task: PendingTask) {
@@ -386,6 +398,8 @@ struct Submitter {
     cancelling: HashSet<ObjectId>,
     /// Tasks cancelled while their arguments were awaited: failed once resolved.
     cancel_on_arrival: HashSet<ObjectId>,
+    /// Tasks whose arguments (or placement group) are awaited, by first return.
+    waiting: HashMap<ObjectId, explain::Waiting>,
 }
 
 impl Submitter {
@@ -403,6 +417,7 @@ impl Submitter {
             flush: Flush::Soon,
             cancelling: HashSet::new(),
             cancel_on_arrival: HashSet::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -581,6 +596,9 @@ impl Submitter {
                 self.pump_actor(&own, id);
             }
             Event::Redispatch(key) => self.dispatch(&own, &key),
+            Event::Waited(id) => {
+                self.waiting.remove(&id);
+            }
             Event::LostCallsDue(id) => {
                 if let Some(q) = self.actors.get_mut(&id) {
                     fail_lost(&own, q, "the actor is restarting or cannot be reached now");

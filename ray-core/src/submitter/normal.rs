@@ -169,9 +169,25 @@ impl Submitter {
             }
             return;
         }
+        let refs = task
+            .args
+            .iter()
+            .flat_map(|a| a.refs())
+            .map(|r| r.id)
+            .collect();
+        let waiting = super::explain::Waiting {
+            args: refs,
+            group: closed_gate,
+        };
+        self.waiting.insert(task.return_id, waiting);
+        let guard = super::explain::WaitGuard {
+            id: task.return_id,
+            events: self.events.clone(),
+        };
         let own = own.clone();
         let events = self.events.clone();
         tokio::spawn(async move {
+            let _waited = guard;
             if let Some(gate) = &mut task.gate {
                 let opened = gate
                     .wait_for(|g| !matches!(g, GroupGate::Pending))
