@@ -161,6 +161,7 @@ fn start_local(config: &Config, worker_id: WorkerId) -> Result<Session> {
             binary_cache: None,
             log_dir: log_dir.clone(),
             publish_logs: false,
+            submitted_jobs: false,
             token: token.clone(),
             session,
             dashboard: config.dashboard_bind(),

@@ -219,12 +219,43 @@ async function renderActors(current) {
     cell(a.death_cause || a.pending_reason))));
 }
 
+let selectedSubmission = null;
+
 async function renderJobs(current) {
   const rows = (await api("/api/v0/jobs?limit=1000")).result.result;
   if (!current()) return;
   fillBody("#jobs-table", rows.map((j) => el("tr", { "data-job-id": j.job_id },
     cell(j.job_id), cell(j.status), cell(j.entrypoint), cell(j.namespace), cell(j.driver_pid),
     cell(time(j.start_time_us)), cell(time(j.end_time_us)))));
+  // Submitted jobs (a cluster's head only: elsewhere the job API says it runs none).
+  let submitted;
+  try {
+    submitted = await raw("/api/jobs/");
+  } catch (e) {
+    if (e instanceof Refused) throw e;
+    $("submitted").hidden = true;
+    return;
+  }
+  if (!current()) return;
+  $("submitted").hidden = false;
+  fillBody("#submitted-table", submitted.map((j) => {
+    const row = el("tr", { "data-submission-id": j.submission_id,
+      class: j.submission_id === selectedSubmission ? "selected" : "" },
+      cell(j.submission_id), cell(j.status), cell(j.entrypoint), cell(j.driver_pid), cell(j.message));
+    row.addEventListener("click", () => { selectedSubmission = j.submission_id; showJobLogs(); });
+    return row;
+  }));
+  if (selectedSubmission) await showJobLogs(current);
+}
+
+// The selected submitted job's driver output.
+async function showJobLogs(current) {
+  const id = selectedSubmission;
+  const body = await raw("/api/jobs/" + encodeURIComponent(id) + "/logs");
+  if ((current && !current()) || id !== selectedSubmission) return;
+  $("job-logs-title").textContent = "Logs of " + id;
+  $("job-logs-text").textContent = body.logs;
+  $("job-logs").hidden = false;
 }
 
 function unreachableNote(id, listing) {

@@ -3,7 +3,8 @@
 //!
 //! Layers, each using only those above it: [`reply`] (the JSON envelope, Ray's), [`auth`]
 //! (the token check every data route passes), [`api`] (the JSON routes, over a [`ray_state::StateClient`]), [`metrics`] (the
-//! Prometheus text, drawn from the same state), [`pages`] (the page shell and its script),
+//! Prometheus text, drawn from the same state), [`jobs`] (Ray's job submission API, over a
+//! [`jobs::JobManager`] handed in), [`pages`] (the page shell and its script),
 //! then [`Dashboard`], which binds and serves them.
 //!
 //! Invariant: no route that answers with the cluster's data answers without the cluster's
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod jobs;
 pub mod metrics;
 pub mod pages;
 pub mod reply;
@@ -59,6 +61,8 @@ pub struct Sources {
     extra_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     gcs: Arc<std::sync::OnceLock<Arc<dyn GcsApi>>>,
     node_managers: Arc<std::sync::Mutex<HashMap<String, Arc<dyn NodeManagerApi>>>>,
+    /// Runs submitted jobs (a cluster's head; `None`: no job API).
+    jobs: Option<Arc<dyn jobs::JobManager>>,
 }
 
 impl Sources {
@@ -77,7 +81,14 @@ impl Sources {
             extra_metrics,
             gcs: Default::default(),
             node_managers: Default::default(),
+            jobs: None,
         }
+    }
+
+    /// The same sources, with `jobs` running what `/api/jobs/` submits.
+    pub fn with_jobs(mut self, jobs: Arc<dyn jobs::JobManager>) -> Self {
+        self.jobs = Some(jobs);
+        self
     }
 
     /// The GCS's client, opened on first use.
@@ -213,6 +224,7 @@ async fn listen(address: SocketAddr) -> Result<tokio::net::TcpListener, Dashboar
 /// unknown path says nothing to a peer without the token), then the open page shell.
 pub fn router(token: &str, sources: Sources) -> Router {
     let data = api::routes(sources.clone())
+        .merge(jobs::routes(sources.jobs.clone()))
         .merge(metrics::routes(sources))
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn_with_state(

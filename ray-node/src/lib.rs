@@ -12,6 +12,7 @@
 //! ends, so nothing of it outlives the node.
 
 mod error;
+pub mod jobs;
 pub mod local_cluster;
 pub mod records;
 pub mod token;
@@ -70,6 +71,9 @@ pub struct NodeOptions {
     pub session: String,
     /// Where its workers' output files go (`None`: nowhere).
     pub log_dir: Option<PathBuf>,
+    /// On the head with a dashboard: whether `/api/jobs/` runs submitted jobs' drivers here
+    /// (needs `log_dir`, where their output is kept).
+    pub submitted_jobs: bool,
     /// Whether it sends its workers' output lines to the GCS, for drivers of other
     /// processes (a cluster's node; a local session's driver reads its node's directly).
     pub publish_logs: bool,
@@ -93,6 +97,8 @@ pub struct Node {
     /// Its dashboard (on the head, when asked for).
     pub dashboard: Option<ray_dashboard::Dashboard>,
     manager: NodeManager,
+    /// The head's submitted jobs (with a dashboard, when asked).
+    supervisor: Option<jobs::Supervisor>,
     stops: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -164,22 +170,6 @@ impl Node {
                 ))
             }
         };
-        // Dropped (stopped) if the rest of the start fails.
-        let dashboard = match options.dashboard {
-            Some(bind) if options.head.is_some() => Some(
-                ray_dashboard::Dashboard::serve(
-                    bind,
-                    token,
-                    ray_dashboard::Sources::new(
-                        connect.clone(),
-                        gcs_address.clone(),
-                        options.extra_metrics.clone(),
-                    ),
-                )
-                .await?,
-            ),
-            _ => None,
-        };
         let capacity = options
             .object_store_memory
             .unwrap_or_else(StoreConfig::default_capacity);
@@ -227,6 +217,32 @@ impl Node {
             })?;
         stops.push(stop);
         manager.set_address(node_manager_address.clone());
+        // Dropped (stopped) if the rest of the start fails.
+        let mut supervisor = None;
+        let dashboard = match options.dashboard {
+            Some(bind) if options.head.is_some() => {
+                let mut sources = ray_dashboard::Sources::new(
+                    connect.clone(),
+                    gcs_address.clone(),
+                    options.extra_metrics.clone(),
+                );
+                if let (true, Some(log_dir)) = (options.submitted_jobs, &options.log_dir) {
+                    let jobs = jobs::Supervisor::new(
+                        manager.clone(),
+                        connect
+                            .gcs(&gcs_address)
+                            .map_err(|e| NodeError::Records(e.to_string()))?,
+                        gcs_address.clone(),
+                        token.clone(),
+                        log_dir.clone(),
+                    );
+                    sources = sources.with_jobs(Arc::new(jobs.clone()));
+                    supervisor = Some(jobs);
+                }
+                Some(ray_dashboard::Dashboard::serve(bind, token, sources).await?)
+            }
+            _ => None,
+        };
         let resources = ray_common::resources::to_resources(&options.resources);
         let register = async {
             let gcs = connect.gcs(&gcs_address)?;
@@ -287,6 +303,7 @@ impl Node {
             store_path,
             dashboard,
             manager,
+            supervisor,
             stops: Vec::new(),
         })
     }
@@ -300,6 +317,9 @@ impl Node {
     pub async fn shutdown(&mut self) {
         if let Some(dashboard) = &mut self.dashboard {
             dashboard.stop();
+        }
+        if let Some(jobs) = &self.supervisor {
+            jobs.kill_all();
         }
         self.manager.shutdown().await;
         for stop in self.stops.drain(..) {

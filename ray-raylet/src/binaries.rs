@@ -23,13 +23,22 @@ impl NodeManager {
         &self,
         job: Arc<JobConfig>,
     ) -> Result<Arc<JobConfig>, LeaseError> {
-        let (Some(cache), false) = (
-            self.inner.config.binary_cache.clone(),
-            job.binary_sha256.is_empty(),
-        ) else {
+        if self.inner.config.binary_cache.is_none() || job.binary_sha256.is_empty() {
             return Ok(job);
+        }
+        let path = self.local_binary(&job.binary_sha256).await?;
+        let mut local = (*job).clone();
+        local.program = path.display().to_string();
+        Ok(Arc::new(local))
+    }
+
+    /// This node's checked, executable copy of the shipped binary `sha` (fetched from the
+    /// GCS if it has none): what a job's workers, or a submitted job's driver, run.
+    pub async fn local_binary(&self, sha: &str) -> Result<PathBuf, LeaseError> {
+        let Some(cache) = self.inner.config.binary_cache.clone() else {
+            return Err(LeaseError::Spawn("this node keeps no binaries".into()));
         };
-        let sha = job.binary_sha256.clone();
+        let sha = sha.to_string();
         if !ray_common::sha256::is_hash(&sha) {
             return Err(LeaseError::Spawn(format!("`{sha}` is not a binary's hash")));
         }
@@ -49,9 +58,7 @@ impl NodeManager {
             }
             self.download(&sha, &cache, &path).await?;
         }
-        let mut local = (*job).clone();
-        local.program = path.display().to_string();
-        Ok(Arc::new(local))
+        Ok(path)
     }
 
     async fn download(&self, sha: &str, cache: &Path, path: &Path) -> Result<(), LeaseError> {

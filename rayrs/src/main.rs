@@ -10,6 +10,8 @@
 //! rayrs summary tasks [--address HOST:PORT] [--filter KEY=VALUE].. [--format table|json]
 //! rayrs timeline [--address HOST:PORT] [--filter KEY=VALUE].. [--output trace.json]
 //! rayrs explain <TASK OR ACTOR ID> [--address HOST:PORT] [--format table|json]
+//! rayrs job submit [--address http://HOST:PORT] [--submission-id ID] [--runtime-env-json JSON] [--no-wait] -- PROGRAM [ARGS]
+//! rayrs job status|logs [--follow]|stop ID; rayrs job list
 //! rayrs microbenchmark [--filter PATTERN] [--json] [--quick]
 //! rayrs report --ray RAY.jsonl --ours OURS.jsonl [--machine TEXT] [--markdown FILE] [--svg FILE]
 //! ```
@@ -25,6 +27,7 @@
 #![allow(clippy::print_stdout)] // a command-line tool: printing is its output
 
 mod cluster_bench;
+mod job;
 mod metrics;
 mod microbenchmark;
 mod node;
@@ -66,6 +69,8 @@ enum Command {
     /// Says why a task or actor has not run yet: its arguments, resources in use (and who
     /// holds them), an infeasible shape, a worker starting, its placement group.
     Explain(state::ExplainArgs),
+    /// Submits programs to run as jobs on the head, and follows them (Ray's `ray job`).
+    Job(job::JobArgs),
     /// Ray's microbenchmark on this machine (local mode, or the cluster in RAY_ADDRESS).
     Microbenchmark {
         /// Runs only the metrics whose name contains PATTERN.
@@ -124,6 +129,7 @@ fn main() -> ExitCode {
         Command::Summary(args) => state::summary(args),
         Command::Timeline(args) => state::timeline(args),
         Command::Explain(args) => state::explain(args),
+        Command::Job(args) => job::run(args),
         Command::Microbenchmark {
             filter,
             json,

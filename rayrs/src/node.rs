@@ -246,6 +246,7 @@ fn run_node(
             ray_node::records::session_log_dir(temp_dir, &session).map_err(|e| e.to_string())?,
         ),
         publish_logs: true,
+        submitted_jobs: true,
         token: token.clone(),
         session,
         dashboard: dashboard_bind(args),

@@ -1856,3 +1856,106 @@ fn what_a_task_prints_on_another_node_reaches_the_driver_and_stays_in_the_nodes_
     let written = std::fs::read_to_string(&file).unwrap();
     assert!(written.lines().any(|l| l == text), "{written}");
 }
+
+/// A program of the workspace built beside `rayrs` (the root package's test drivers).
+fn sibling(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(RAYRS).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is not built: build the workspace (cargo nextest run --workspace does)",
+        path.display()
+    );
+    path
+}
+
+/// The `results ...` line of a driver's output.
+fn results_line(out: &str) -> String {
+    out.lines()
+        .find(|l| l.starts_with("results "))
+        .unwrap_or_else(|| panic!("no results line in: {out}"))
+        .to_string()
+}
+
+/// Ray's job mode: `rayrs job submit` uploads a program and runs it as a job's driver on the
+/// head; it prints what the same program prints in sync, local and cluster mode. A job
+/// stopped ends its driver and its tasks' workers; the job API answers only with the token.
+#[test]
+fn a_submitted_job_prints_what_the_program_prints_in_every_mode_and_stops_with_its_workers() {
+    let driver = sibling("workload-driver");
+    let program = driver.display().to_string();
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(&driver)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        results_line(&text)
+    };
+    let sync = run(&[("RAY_ADDRESS", "sync")]);
+    let local = run(&[("RAY_ADDRESS", "local"), ("RAY_NUM_CPUS", "2")]);
+    assert_eq!(sync, local);
+    let cluster = Cluster::start(RAYRS, &["--num-cpus", "2"]);
+    let on_cluster = run(&[
+        ("RAY_ADDRESS", cluster.address.as_str()),
+        ("RAY_AUTH_TOKEN", cluster.token()),
+    ]);
+    assert_eq!(on_cluster, sync);
+
+    // Submitted: followed to its end, its logs are its driver's output.
+    let (ok, out) =
+        output(cluster.rayrs(&["job", "submit", "--submission-id", "same", "--", &program]));
+    assert!(ok, "{out}");
+    assert!(out.contains("Job 'same' submitted successfully"), "{out}");
+    assert!(out.contains("Job 'same' SUCCEEDED"), "{out}");
+    assert_eq!(results_line(&out), sync);
+    let (ok, listed) = output(cluster.rayrs(&["job", "list"]));
+    assert!(ok && listed.contains("same\tSUCCEEDED"), "{listed}");
+
+    // A job that holds: its task's print reaches its logs; stopped, it and its worker end.
+    let (ok, out) = output(cluster.rayrs(&[
+        "job",
+        "submit",
+        "--no-wait",
+        "--submission-id",
+        "held",
+        "--",
+        &program,
+        "hold",
+    ]));
+    assert!(ok, "{out}");
+    let holder = std::cell::Cell::new(0u32);
+    ray_rs::eventually("the held job's task says where it runs", || {
+        let (_, logs) = output(cluster.rayrs(&["job", "logs", "held"]));
+        let pid = logs.lines().find_map(|l| {
+            l.split_once(") holding in pid ")
+                .map(|(_, pid)| pid.to_string())
+        });
+        holder.set(pid.and_then(|p| p.trim().parse().ok()).unwrap_or(0));
+        holder.get() != 0
+    });
+    let record = ray_node::records::running(cluster.dir())
+        .into_iter()
+        .find(|r| r.head)
+        .unwrap();
+    let base = record.dashboard_url.expect("the head's dashboard");
+    let (status, _) = ray_rs::http::get(&format!("{base}/api/jobs/held"), None);
+    assert_eq!(status, 401, "the job API needs the token");
+    let (status, body) = ray_rs::http::get(&format!("{base}/api/jobs/held"), Some(cluster.token()));
+    assert_eq!(status, 200, "{body}");
+    let details: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(details["status"], "RUNNING", "{body}");
+    let driver_pid = details["driver_pid"].as_u64().unwrap() as u32;
+    assert!(alive(driver_pid) && alive(holder.get()));
+    let (ok, out) = output(cluster.rayrs(&["job", "stop", "held"]));
+    assert!(ok && out.contains("stopping"), "{out}");
+    ray_rs::eventually("the stopped job's driver and worker are gone", || {
+        !alive(driver_pid) && !alive(holder.get())
+    });
+    let (ok, status) = output(cluster.rayrs(&["job", "status", "held"]));
+    assert!(ok && status.contains("STOPPED"), "{status}");
+}
