@@ -42,6 +42,23 @@ pub fn is_hash(text: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+/// How much of a binary one `UploadBinary` chunk carries.
+pub const UPLOAD_CHUNK: usize = 4 << 20;
+
+/// The chunks that upload `data`, a binary whose hash is `sha256` (each names the hash and
+/// the whole size; an empty binary is one empty chunk).
+pub fn upload_chunks(sha256: &str, data: tonic::codegen::Bytes) -> Vec<ray_proto::BinaryChunk> {
+    let size = data.len() as u64;
+    (0..data.len().max(1))
+        .step_by(UPLOAD_CHUNK)
+        .map(|at| ray_proto::BinaryChunk {
+            sha256: sha256.to_string(),
+            size,
+            data: data.slice(at..(at + UPLOAD_CHUNK).min(data.len())),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

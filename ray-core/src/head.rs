@@ -418,9 +418,6 @@ fn route_to(peer: SocketAddr) -> Option<std::net::IpAddr> {
     socket.local_addr().ok().map(|a| a.ip())
 }
 
-/// Bytes per chunk of a binary's upload.
-const UPLOAD_CHUNK: usize = 4 << 20;
-
 /// Uploads `program` to the GCS unless it holds it already; its SHA-256.
 async fn upload_binary(gcs: &Arc<dyn GcsApi>, program: &std::path::Path) -> Result<String> {
     let path = program.to_path_buf();
@@ -443,16 +440,8 @@ async fn upload_binary(gcs: &Arc<dyn GcsApi>, program: &std::path::Path) -> Resu
     if present {
         return Ok(sha256);
     }
-    let size = data.len() as u64;
-    let data = bytes::Bytes::from(data);
-    let chunks: Vec<ray_proto::BinaryChunk> = (0..data.len().max(1))
-        .step_by(UPLOAD_CHUNK)
-        .map(|at| ray_proto::BinaryChunk {
-            sha256: sha256.clone(),
-            size,
-            data: data.slice(at..(at + UPLOAD_CHUNK).min(data.len())),
-        })
-        .collect();
+    let size = data.len();
+    let chunks = ray_common::sha256::upload_chunks(&sha256, data.into());
     gcs.upload_binary(chunks).await.map_err(|e| {
         Error::Runtime(format!(
             "uploading this program to the cluster: {}",

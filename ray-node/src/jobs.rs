@@ -16,8 +16,6 @@ use std::time::Duration;
 
 /// How long a stopped driver has to shut down cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// A program's upload, in chunks of this size.
-const UPLOAD_CHUNK: usize = 4 << 20;
 
 /// Runs the jobs submitted to the head.
 #[derive(Clone)]
@@ -330,15 +328,7 @@ impl JobManager for Supervisor {
                     "the bytes hash to {hashed}, not {sha256}"
                 )));
             }
-            let size = data.len() as u64;
-            let chunks: Vec<ray_proto::BinaryChunk> = (0..data.len().max(1))
-                .step_by(UPLOAD_CHUNK)
-                .map(|at| ray_proto::BinaryChunk {
-                    sha256: sha256.clone(),
-                    size,
-                    data: data.slice(at..(at + UPLOAD_CHUNK).min(data.len())),
-                })
-                .collect();
+            let chunks = ray_common::sha256::upload_chunks(&sha256, data);
             self.inner
                 .gcs
                 .upload_binary(chunks)
