@@ -139,7 +139,8 @@ async function renderOverview(current) {
     el("span", { class: "label" }, short(n.node_id) + (n.is_head ? " (head)" : "")),
     bar(n.store_capacity ? n.store_used / n.store_capacity : 0),
     el("span", { class: "value", "data-store-used": n.node_id },
-      `${bytes(n.store_used)} / ${bytes(n.store_capacity)}, ${n.num_workers} workers`))));
+      `${bytes(n.store_used)} / ${bytes(n.store_capacity)}, ${n.num_workers} workers, ` +
+      `CPU ${Math.round(n.cpu_percent || 0)}%`))));
   $("ov-warnings").textContent = o.unreachable.length
     ? "Not answering: " + o.unreachable.join("; ") : "";
 }

@@ -221,6 +221,8 @@ pub struct NodeUse {
     pub store_used: u64,
     pub store_capacity: u64,
     pub objects_pulled: u64,
+    /// The machine's CPU use over the last second, in percent.
+    pub cpu_percent: f64,
 }
 
 /// The cluster at a glance: what the overview page and `/metrics` show.
@@ -304,6 +306,7 @@ pub async fn overview(sources: &Sources) -> Result<Overview, StateError> {
                     store_used: r.store_used,
                     store_capacity: r.store_capacity,
                     objects_pulled: r.objects_pulled,
+                    cpu_percent: r.cpu_percent,
                 }),
                 Err(e) => Err(format!("node {id} at {address}: {e}")),
             }

@@ -99,6 +99,10 @@ fn record(o: &Overview) {
         "ray_object_store_available_memory",
         "Bytes free in a node's shared-memory store."
     );
+    describe_gauge!(
+        "ray_node_cpu_utilization",
+        "Percent of a node's machine's CPUs busy over the last second."
+    );
     describe_gauge!("rayrs_node_workers", "Worker processes of a node.");
     describe_gauge!(
         "rayrs_node_objects_pulled",
@@ -110,6 +114,7 @@ fn record(o: &Overview) {
             .set(n.store_used as f64);
         gauge!("ray_object_store_available_memory", "NodeId" => id.clone())
             .set(n.store_capacity.saturating_sub(n.store_used) as f64);
+        gauge!("ray_node_cpu_utilization", "NodeId" => id.clone()).set(n.cpu_percent);
         gauge!("rayrs_node_workers", "NodeId" => id.clone()).set(n.num_workers as f64);
         gauge!("rayrs_node_objects_pulled", "NodeId" => id).set(n.objects_pulled as f64);
     }

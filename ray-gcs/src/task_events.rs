@@ -158,7 +158,14 @@ impl TaskTable {
                     ..Default::default()
                 }
             });
+            let timed_before = row.running_us != 0 && row.ended_us != 0;
             merge(row, event, name, ran_here, owner);
+            if !timed_before && row.running_us != 0 && row.ended_us != 0 {
+                // Once per run, when both its start and its end are known (through the
+                // `metrics` facade: the head's binary decides where it goes).
+                let secs = row.ended_us.saturating_sub(row.running_us) as f64 / 1e6;
+                metrics::histogram!("rayrs_task_run_seconds").record(secs);
+            }
             while job.order.len() > self.max_per_job {
                 if let Some(old) = job.order.pop_front() {
                     rows.remove(&old);

@@ -285,6 +285,7 @@ impl Node {
         }
         manager.report_resources();
         manager.follow_cluster_view();
+        manager.follow_cpu();
         if let (true, Some(lines)) = (options.publish_logs, manager.worker_logs().subscribe()) {
             match connect.gcs(&gcs_address) {
                 Ok(gcs) => {

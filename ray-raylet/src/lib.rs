@@ -14,6 +14,7 @@ mod binaries;
 mod bulk;
 mod client_pins;
 mod cluster_view;
+pub mod cpu;
 mod drivers;
 pub mod gpus;
 mod launcher;

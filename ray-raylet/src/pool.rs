@@ -389,6 +389,8 @@ pub(crate) struct Inner {
     pub(crate) client_pins: crate::client_pins::ClientPins,
     /// Readers of the workers' output.
     logs: crate::logs::WorkerLogs,
+    /// The machine's CPU use over the last second, in percent (f64 bits).
+    cpu_percent: std::sync::atomic::AtomicU64,
 }
 
 impl NodeManager {
@@ -408,6 +410,7 @@ impl NodeManager {
         NodeManager {
             inner: Arc::new(Inner {
                 logs,
+                cpu_percent: Default::default(),
                 config,
                 store,
                 address: Mutex::new(String::new()),
@@ -457,6 +460,38 @@ impl NodeManager {
     /// Records the gRPC endpoint workers are told to register with.
     pub fn set_address(&self, address: String) {
         *self.inner.address.lock() = address;
+    }
+
+    /// The machine's CPU use over the last second, in percent (0 until measured).
+    pub fn cpu_percent(&self) -> f64 {
+        f64::from_bits(
+            self.inner
+                .cpu_percent
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// Measures the machine's CPU use every second (off the runtime's threads: a file
+    /// read), until the runtime ends.
+    pub fn follow_cpu(&self) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            let mut before = None;
+            loop {
+                tick.tick().await;
+                let Ok(now) = tokio::task::spawn_blocking(crate::cpu::read).await else {
+                    return; // The runtime is shutting down.
+                };
+                if let (Some(b), Some(n)) = (before, now) {
+                    let percent = crate::cpu::utilization(b, n);
+                    me.inner
+                        .cpu_percent
+                        .store(percent.to_bits(), std::sync::atomic::Ordering::Relaxed);
+                }
+                before = now;
+            }
+        });
     }
 
     /// Its workers' output: their files, and their lines as they come.

@@ -352,6 +352,7 @@ impl NodeManagerRpc for NodeManager {
             store_capacity: self.store().capacity(),
             objects_pulled: self.objects_pulled(),
             binaries_fetched: self.binaries_fetched(),
+            cpu_percent: self.cpu_percent(),
         }))
     }
 

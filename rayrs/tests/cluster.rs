@@ -1771,6 +1771,16 @@ fn rayrs_list_and_summary_show_the_clusters_state() {
             .find_map(|l| l.strip_prefix("rayrs_leases_granted_total "))
             .and_then(|v| v.trim().parse::<f64>().ok());
         assert!(leases.is_some_and(|n| n >= 1.0), "{metrics}");
+        // Each node's CPU use, and the tasks' run times.
+        assert!(
+            metrics.contains("ray_node_cpu_utilization{NodeId="),
+            "{metrics}"
+        );
+        let timed = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("rayrs_task_run_seconds_count "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        assert!(timed.is_some_and(|n| n >= 5.0), "{metrics}");
     });
 }
 
