@@ -181,7 +181,14 @@ fn explain_says_what_a_pending_task_waits_for_and_who_holds_it() {
                 && why(&behind_id).is_ok()
                 && why(&dependent_id).is_ok()
         });
-        // Task events come about once a second: the holder is listed running by now.
+        // The node's report and the holder's events may come a moment after it runs.
+        eventually("the task behind waits for the CPU the holder holds", || {
+            matches!(
+                why(&behind_id),
+                Ok(Why::WaitingForResources { ref nodes, .. })
+                    if nodes.iter().any(|n| n.held_by.iter().any(|t| t.task_id == held_id))
+            )
+        });
         let e = state::explain(&behind_id).unwrap();
         match &e.why {
             Why::WaitingForResources { shape, nodes, .. } => {

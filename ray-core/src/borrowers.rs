@@ -45,6 +45,9 @@ pub(crate) fn release(own: &Arc<Ownership>, id: ObjectId, borrower: &str) {
         Err(NotCounted) => {
             let Some(link) = &own.link else { return };
             let clock = link.clock.clone();
+            // A borrower dropped for dead meanwhile (cut off, not dead) may borrow again:
+            // this release, from before, must not end that newer borrow.
+            let forgotten = own.refs.times_forgotten(borrower);
             let own = Arc::downgrade(own);
             let borrower: Arc<str> = borrower.into();
             link.handle.spawn(async move {
@@ -53,6 +56,9 @@ pub(crate) fn release(own: &Arc<Ownership>, id: ObjectId, borrower: &str) {
                 loop {
                     clock.sleep(wait).await;
                     let Some(own) = own.upgrade() else { return };
+                    if own.refs.times_forgotten(&borrower) != forgotten {
+                        return;
+                    }
                     match own.refs.remove_borrower(id, &borrower) {
                         Ok(Some(release)) => return own.apply_release(release),
                         Ok(None) => return,

@@ -20,8 +20,8 @@ struct Entry {
     /// Owner side: each process's number of borrows not yet released (counted: a process may
     /// be registered more than once, and releases once per registration). A registration is
     /// sent before what lets the borrower release (a reply, a value), but on another channel:
-    /// a release may still arrive first. It is refused ([`NotCounted`]) and sent again, never
-    /// counted ahead. A list: an object has few borrowers, and an empty `Vec` costs nothing
+    /// a release may still arrive first. It is refused ([`NotCounted`]) and parked by the owner
+    /// until the borrow is counted (`borrowers::release`), never counted ahead. A list: an object has few borrowers, and an empty `Vec` costs nothing
     /// to make, which a table entry made per decoded ref needs.
     borrowers: Vec<(Arc<str>, u32)>,
     pinned: bool,
@@ -64,7 +64,14 @@ pub(crate) struct ReferenceTable {
     /// Entries with at least one borrower: the borrower watch walks the table only when there
     /// are some (a table of a million owned results nobody borrows is never walked).
     with_borrowers: std::sync::atomic::AtomicUsize,
+    /// How many times each borrower was dropped for dead ([`ReferenceTable::forget_borrower`]):
+    /// a release parked before it must not end a borrow made after it. Bounded: cleared past
+    /// [`FORGOTTEN_KEPT`] addresses (dead processes are few; a clear only loses that guard).
+    forgotten: parking_lot::Mutex<std::collections::HashMap<Arc<str>, u64>>,
 }
+
+/// Addresses [`ReferenceTable`] remembers having dropped for dead, at most.
+const FORGOTTEN_KEPT: usize = 4096;
 
 impl ReferenceTable {
     /// A handle to `id` came to life in this process. True if the owner did not count this
@@ -113,7 +120,7 @@ impl ReferenceTable {
     /// `borrower` let go of the object: what to do if that was the last reason to keep it.
     /// [`NotCounted`] if the object is here but `borrower` is not counted as holding it: the
     /// report of the borrow (a task's reply, a third process's registration) is still on its
-    /// way, overtaken by this release, which the borrower sends again.
+    /// way, overtaken by this release, which the owner applies once it is counted.
     pub fn remove_borrower(
         &self,
         id: ObjectId,
@@ -158,6 +165,13 @@ impl ReferenceTable {
     /// `borrower` is gone (its process died): it releases every borrow it held at once.
     /// Returns what to do for each object nothing holds any more.
     pub fn forget_borrower(&self, borrower: &str) -> Vec<Release> {
+        {
+            let mut forgotten = self.forgotten.lock();
+            if forgotten.len() >= FORGOTTEN_KEPT {
+                forgotten.clear();
+            }
+            *forgotten.entry(borrower.into()).or_default() += 1;
+        }
         let ids: Vec<ObjectId> = self
             .entries
             .iter()
@@ -175,6 +189,11 @@ impl ReferenceTable {
                 })
             })
             .collect()
+    }
+
+    /// How many times `borrower` was dropped for dead so far.
+    pub fn times_forgotten(&self, borrower: &str) -> u64 {
+        self.forgotten.lock().get(borrower).copied().unwrap_or(0)
     }
 
     /// The ref was serialized into another object: keep it for the rest of the session.

@@ -34,6 +34,9 @@ impl OutputNamer {
     }
 }
 
+/// Batches of lines waiting to be printed, at most.
+const PRINT_QUEUE: usize = 256;
+
 /// Prints the lines of one job, on a thread of its own (printing blocks), until their
 /// channel closes.
 pub(crate) struct Printer {
@@ -72,8 +75,10 @@ impl Printer {
         mut batches: ray_common::rpc::ReplyStream<ray_proto::LogBatch>,
         here: ray_common::NodeId,
     ) -> Option<Printer> {
-        // Printing blocks: a thread of its own prints what the runtime's task receives.
-        let (tx, rx) = std::sync::mpsc::channel::<ray_proto::LogBatch>();
+        // Printing blocks: a thread of its own prints what the runtime's task receives,
+        // through a bounded queue (a terminal that stops reading must not grow this
+        // process: batches that find the queue full are counted and said dropped).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ray_proto::LogBatch>(PRINT_QUEUE);
         let thread = std::thread::Builder::new()
             .name("ray-worker-output".into())
             .spawn(move || {
@@ -102,10 +107,22 @@ impl Printer {
             }
         };
         handle.spawn(async move {
+            use std::sync::mpsc::TrySendError;
             use tokio_stream::StreamExt;
-            while let Some(Ok(batch)) = batches.next().await {
-                if tx.send(batch).is_err() {
-                    return;
+            let mut missed = 0;
+            while let Some(next) = batches.next().await {
+                let mut batch = match next {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the stream of the job's workers' output ended: their lines are only in their files from now on");
+                        return;
+                    }
+                };
+                batch.dropped += std::mem::take(&mut missed);
+                match tx.try_send(batch) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(b)) => missed = b.dropped + 1,
+                    Err(TrySendError::Disconnected(_)) => return,
                 }
             }
         });

@@ -91,6 +91,29 @@ pub struct JobDetails {
     pub driver_exit_code: Option<i32>,
 }
 
+/// A piece of a job's log: its text (whole characters only) and where the next one starts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    pub logs: String,
+    pub next_offset: u64,
+}
+
+impl LogChunk {
+    /// The text of `bytes`, read at `offset`: a character cut at the end waits for the next
+    /// read (the writer may be mid-character); invalid bytes elsewhere are replaced.
+    pub fn of(offset: u64, bytes: &[u8]) -> LogChunk {
+        let whole = match std::str::from_utf8(bytes) {
+            Ok(_) => bytes.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            Err(_) => bytes.len(),
+        };
+        LogChunk {
+            logs: String::from_utf8_lossy(&bytes[..whole]).into_owned(),
+            next_offset: offset + whole as u64,
+        }
+    }
+}
+
 /// What a job request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -113,8 +136,9 @@ pub trait JobManager: Send + Sync + 'static {
     fn list(&self) -> Vec<JobDetails>;
     /// One job.
     fn get(&self, id: &str) -> Option<JobDetails>;
-    /// What its driver printed so far (stdout and stderr, as written).
-    fn logs(&self, id: &str) -> JobFuture<'_, String>;
+    /// What its driver printed (stdout and stderr, as written), from byte `offset` on, a
+    /// chunk at most.
+    fn logs(&self, id: &str, offset: u64) -> JobFuture<'_, LogChunk>;
     /// Stops its driver (and so its workers and actors); `false` if it had ended.
     fn stop(&self, id: &str) -> Result<bool, JobError>;
     /// Keeps the program `sha256` (its bytes `data`, checked against the hash).
@@ -189,14 +213,43 @@ async fn details(State(jobs): Jobs, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn logs(State(jobs): Jobs, Path(id): Path<String>) -> Response {
+/// `?offset=N`: from byte N on (a chunk at most; `next_offset` says where to go on). Without
+/// it, Ray's form: the whole log, read in chunks here.
+async fn logs(
+    State(jobs): Jobs,
+    Path(id): Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     let Some(jobs) = jobs.as_ref() else {
         return no_jobs();
     };
-    match jobs.logs(&id).await {
-        Ok(text) => Json(serde_json::json!({ "logs": text })).into_response(),
-        Err(e) => failed(e),
+    let query: BTreeMap<String, String> =
+        match serde_urlencoded::from_str(query.as_deref().unwrap_or_default()) {
+            Ok(q) => q,
+            Err(e) => return refuse(StatusCode::BAD_REQUEST, &format!("the query: {e}")),
+        };
+    if let Some(offset) = query.get("offset") {
+        let Ok(offset) = offset.parse::<u64>() else {
+            return refuse(StatusCode::BAD_REQUEST, "offset: a byte count");
+        };
+        return match jobs.logs(&id, offset).await {
+            Ok(chunk) => Json(chunk).into_response(),
+            Err(e) => failed(e),
+        };
     }
+    let mut whole = String::new();
+    let mut offset = 0;
+    loop {
+        match jobs.logs(&id, offset).await {
+            Ok(chunk) if chunk.next_offset == offset => break,
+            Ok(chunk) => {
+                whole.push_str(&chunk.logs);
+                offset = chunk.next_offset;
+            }
+            Err(e) => return failed(e),
+        }
+    }
+    Json(serde_json::json!({ "logs": whole })).into_response()
 }
 
 async fn stop(State(jobs): Jobs, Path(id): Path<String>) -> Response {
@@ -216,5 +269,24 @@ async fn upload(State(jobs): Jobs, Path(sha256): Path<String>, body: Bytes) -> R
     match jobs.upload(&sha256, body).await {
         Ok(()) => Json(serde_json::json!({})).into_response(),
         Err(e) => failed(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_chunk_holds_whole_characters_and_says_where_the_next_starts() {
+        let text = "héllo";
+        let bytes = text.as_bytes();
+        // Cut inside "é": the character waits for the next read.
+        let first = LogChunk::of(10, &bytes[..2]);
+        assert_eq!((first.logs.as_str(), first.next_offset), ("h", 11));
+        let rest = LogChunk::of(11, &bytes[1..]);
+        assert_eq!((rest.logs.as_str(), rest.next_offset), ("éllo", 16));
+        // Invalid bytes inside are replaced, not waited for.
+        let bad = LogChunk::of(0, b"a\xffb");
+        assert_eq!((bad.logs.as_str(), bad.next_offset), ("a\u{fffd}b", 3));
     }
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
-/// Batches held for subscribers that fall behind; one further behind is told how many it
-/// missed.
-const BACKLOG: usize = 1024;
+/// Batches held for subscribers that fall behind (a batch is at most 1,000 lines); one
+/// further behind is told how many it missed.
+const BACKLOG: usize = 128;
 
 /// The GCS's channel of output batches.
 pub(crate) struct LogChannel {

@@ -6,7 +6,7 @@
 
 use ray_common::rpc::GcsApi;
 use ray_dashboard::jobs::{
-    Bytes, JobDetails, JobError, JobFuture, JobManager, JobStatus, SubmitRequest,
+    Bytes, JobDetails, JobError, JobFuture, JobManager, JobStatus, LogChunk, SubmitRequest,
 };
 use ray_raylet::NodeManager;
 use std::collections::BTreeMap;
@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Most of a log one request reads.
+const LOG_CHUNK: usize = 1 << 20;
 /// How long a stopped driver has to shut down cleanly before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -83,9 +85,9 @@ impl Supervisor {
 
     async fn start(&self, request: SubmitRequest) -> Result<String, JobError> {
         let id = match request.submission_id.clone() {
-            Some(id) if id.is_empty() || id.len() > 128 || id.contains(['/', '\0']) => {
+            Some(id) if !valid_id(&id) => {
                 return Err(JobError::InvalidArgument(format!(
-                    "submission id {id:?}: 1 to 128 characters, no '/'"
+                    "submission id {id:?}: 1 to 128 letters, digits, '_', '-' or '.'"
                 )))
             }
             Some(id) => id,
@@ -140,13 +142,17 @@ impl Supervisor {
                 .unwrap_or_else(|p| p.into_inner())
                 .push(id.clone());
         }
-        match self.spawn(&id, &request, &log).await {
-            Ok(()) => Ok(id),
-            Err(why) => {
-                self.ended(&id, JobStatus::Failed, None, why.clone());
-                Err(JobError::Failed(why))
+        // Answered now, PENDING (Ray's way): fetching the program may take long, and a
+        // client that stops waiting must not leave the job half started.
+        let me = self.clone();
+        let started = id.clone();
+        tokio::spawn(async move {
+            if let Err(why) = me.spawn(&started, &request, &log).await {
+                tracing::warn!(job = %started, %why, "a submitted job's driver did not start");
+                me.ended(&started, JobStatus::Failed, None, why);
             }
-        }
+        });
+        Ok(id)
     }
 
     async fn spawn(&self, id: &str, request: &SubmitRequest, log: &PathBuf) -> Result<(), String> {
@@ -185,11 +191,9 @@ impl Supervisor {
                 job.details.status = JobStatus::Running;
                 job.details.driver_pid = pid;
                 job.details.message = "the driver runs".into();
-                if job.stop_requested {
+                if let (true, Some(pid)) = (job.stop_requested, pid) {
                     // Stopped while its program was fetched.
-                    if let Some(pid) = pid {
-                        signal(pid, libc::SIGTERM);
-                    }
+                    self.terminate(id, pid);
                 }
             }
         }
@@ -211,6 +215,24 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Ends job `id`'s driver `pid`: SIGTERM (a clean shutdown: its session ends the job on
+    /// every node), then SIGKILL if it still runs after [`STOP_GRACE`].
+    fn terminate(&self, id: &str, pid: u32) {
+        signal(pid, libc::SIGTERM);
+        let me = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            let running = me
+                .get(&id)
+                .is_some_and(|d| !d.status.is_terminal() && d.driver_pid == Some(pid));
+            if running {
+                tracing::warn!(job = %id, pid, "a stopped driver still runs after {STOP_GRACE:?}: killed");
+                signal(pid, libc::SIGKILL);
+            }
+        });
+    }
+
     /// Records the job's end (STOPPED if a stop was asked, whatever the exit).
     fn ended(&self, id: &str, status: JobStatus, code: Option<i32>, message: String) {
         let mut jobs = self.jobs();
@@ -227,6 +249,17 @@ impl Supervisor {
             };
         }
     }
+}
+
+/// Whether `id` may name a job: 1 to 128 of `[A-Za-z0-9_.-]` (it goes into a file name and
+/// into URLs unencoded).
+fn valid_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && id != "."
+        && id != ".."
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
@@ -263,17 +296,31 @@ impl JobManager for Supervisor {
         self.jobs().get(id).map(|j| j.details.clone())
     }
 
-    fn logs(&self, id: &str) -> JobFuture<'_, String> {
+    fn logs(&self, id: &str, offset: u64) -> JobFuture<'_, LogChunk> {
         let log = self.jobs().get(id).map(|j| j.log.clone());
         let id = id.to_string();
         Box::pin(async move {
             let log = log.ok_or(JobError::NotFound(id))?;
-            match tokio::fs::read(&log).await {
-                Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            let failed = |e: std::io::Error| JobError::Failed(format!("{}: {e}", log.display()));
+            let mut file = match tokio::fs::File::open(&log).await {
+                Ok(f) => f,
                 // Not started yet (its program is being fetched).
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-                Err(e) => Err(JobError::Failed(format!("{}: {e}", log.display()))),
-            }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(LogChunk::default())
+                }
+                Err(e) => return Err(failed(e)),
+            };
+            use tokio::io::{AsyncReadExt, AsyncSeekExt};
+            file.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(failed)?;
+            let mut bytes = Vec::new();
+            (&mut file)
+                .take(LOG_CHUNK as u64)
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(failed)?;
+            Ok(LogChunk::of(offset, &bytes))
         })
     }
 
@@ -287,20 +334,7 @@ impl JobManager for Supervisor {
         }
         job.stop_requested = true;
         if let Some(pid) = job.details.driver_pid {
-            // A clean shutdown first: the driver's session ends its job on every node.
-            signal(pid, libc::SIGTERM);
-            let me = self.clone();
-            let id = id.to_string();
-            tokio::spawn(async move {
-                tokio::time::sleep(STOP_GRACE).await;
-                let running = me
-                    .get(&id)
-                    .is_some_and(|d| !d.status.is_terminal() && d.driver_pid == Some(pid));
-                if running {
-                    tracing::warn!(job = %id, pid, "a stopped driver still runs after {STOP_GRACE:?}: killed");
-                    signal(pid, libc::SIGKILL);
-                }
-            });
+            self.terminate(id, pid);
         }
         Ok(true)
     }
@@ -336,5 +370,18 @@ impl JobManager for Supervisor {
                 .map(|_| ())
                 .map_err(|e| JobError::Failed(format!("keeping the program: {e}")))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn submission_ids_are_plain_names() {
+        for ok in ["nightly", "rayrs_submit_0123", "a.b-c_d"] {
+            assert!(super::valid_id(ok), "{ok}");
+        }
+        for bad in ["", "a/b", "..", ".", "a b", "a?b", "a%20", &"x".repeat(129)] {
+            assert!(!super::valid_id(bad), "{bad:?}");
+        }
     }
 }

@@ -145,7 +145,7 @@ async fn read(
         },
         None => None,
     };
-    let mut reader = BufReader::with_capacity(64 << 10, pipe);
+    let mut reader = BufReader::with_capacity(8 << 10, pipe);
     let mut name: Arc<str> = Arc::from("");
     let mut buf = Vec::with_capacity(256);
     loop {

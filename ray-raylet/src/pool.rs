@@ -474,7 +474,8 @@ impl NodeManager {
     /// Measures the machine's CPU use every second (off the runtime's threads: a file
     /// read), until the runtime ends.
     pub fn follow_cpu(&self) {
-        let me = self.clone();
+        // Weak: the sampler does not keep a node manager that was shut down alive.
+        let me = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             let mut before = None;
@@ -483,9 +484,13 @@ impl NodeManager {
                 let Ok(now) = tokio::task::spawn_blocking(crate::cpu::read).await else {
                     return; // The runtime is shutting down.
                 };
+                let Some(inner) = me.upgrade() else { return };
+                if inner.state.lock().shutting_down {
+                    return;
+                }
                 if let (Some(b), Some(n)) = (before, now) {
                     let percent = crate::cpu::utilization(b, n);
-                    me.inner
+                    inner
                         .cpu_percent
                         .store(percent.to_bits(), std::sync::atomic::Ordering::Relaxed);
                 }
@@ -1138,7 +1143,11 @@ impl NodeManager {
                 if w.for_host {
                     state.starting_hosts = state.starting_hosts.saturating_sub(1);
                 }
-                if !state.shutting_down {
+                // A worker of a job that ended meanwhile (killed by `finish_job`, or refused
+                // at registration) did not fail to start: counting it would refuse the next
+                // job's leases for the last one's leftovers.
+                let job_ended = !self.inner.jobs.lock().contains_key(&w.job_id);
+                if !state.shutting_down && !job_ended {
                     state.startup_failures += 1;
                     state.last_startup_failure = Some(self.inner.connect.clock().now());
                 }

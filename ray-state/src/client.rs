@@ -73,6 +73,9 @@ pub const FAN_OUT_DEADLINE: Duration = Duration::from_secs(3);
 /// Most nodes or processes asked at once.
 const ASKS_AT_ONCE: usize = 64;
 
+/// Arguments whose making task `explain` looks up, at most.
+const MAKERS_NAMED: usize = 20;
+
 /// The object filters that name the process holding the reference: processes they rule out
 /// are not asked at all.
 const PROCESS_KEYS: [&str; 4] = ["worker_type", "worker_id", "pid", "node_id"];
@@ -346,6 +349,33 @@ impl StateClient {
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         if phase == "WAITING_FOR_WORKER" {
             nodes = self.gcs.get_all_nodes(ray_proto::Empty {}).await?.nodes;
+            // What is free now, from each node itself (the GCS's view lags its reports).
+            let addresses: Vec<String> = nodes
+                .iter()
+                .filter(|n| n.alive)
+                .map(|n| n.node_manager_address.clone())
+                .collect();
+            let asks = addresses.into_iter().map(|address| async move {
+                let asked = async {
+                    let nm = connect.node_manager(&address)?;
+                    nm.get_node_resources(ray_proto::Empty {}).await
+                };
+                connect
+                    .clock()
+                    .timeout(FAN_OUT_DEADLINE, asked)
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            });
+            let fresh: Vec<_> = stream::iter(asks)
+                .buffer_unordered(ASKS_AT_ONCE)
+                .collect()
+                .await;
+            for reply in fresh.into_iter().flatten() {
+                if let Some(n) = nodes.iter_mut().find(|n| n.node_id == reply.node_id) {
+                    n.available = reply.available;
+                }
+            }
             let mut busy = by_id("state", "RUNNING");
             busy.limit = 1000;
             running = self.gcs.list_tasks(busy).await?.tasks;
@@ -353,7 +383,8 @@ impl StateClient {
             workers = self.all_workers().await.map(|(w, _)| w).unwrap_or_default();
         }
         if let Ok(o) = &owner {
-            for arg in o.args.iter().filter(|a| !a.ready) {
+            // The makers of the first few arguments not ready (a task may take thousands).
+            for arg in o.args.iter().filter(|a| !a.ready).take(MAKERS_NAMED) {
                 let maker = self
                     .gcs
                     .list_tasks(by_id("task_id", &ray_common::ids::hex(&arg.object_id)))

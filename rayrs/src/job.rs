@@ -3,7 +3,7 @@
 //! run it as the job's driver and, unless `--no-wait`, follows its logs to its end.
 
 use clap::{Args, Subcommand};
-use ray_dashboard::jobs::{JobDetails, JobStatus, SubmitRequest};
+use ray_dashboard::jobs::{JobDetails, JobStatus, LogChunk, SubmitRequest};
 use ray_node::{records, token};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -153,22 +153,32 @@ impl Api {
         serde_json::from_value(v).map_err(|e| e.to_string())
     }
 
-    fn logs(&self, id: &str) -> R<String> {
-        let v = self.call("GET", &format!("/api/jobs/{id}/logs"), None)?;
-        Ok(v["logs"].as_str().unwrap_or_default().to_string())
+    /// The log from byte `offset` on (a chunk at most).
+    fn logs(&self, id: &str, offset: u64) -> R<LogChunk> {
+        let v = self.call("GET", &format!("/api/jobs/{id}/logs?offset={offset}"), None)?;
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    /// Prints the log from `offset` to its end now; the offset after it.
+    #[allow(clippy::print_stdout)]
+    fn print_logs(&self, id: &str, mut offset: u64) -> R<u64> {
+        loop {
+            let chunk = self.logs(id, offset)?;
+            if chunk.next_offset == offset {
+                return Ok(offset);
+            }
+            print!("{}", chunk.logs);
+            offset = chunk.next_offset;
+        }
     }
 
     /// Prints the logs as they grow until the job ends; its final state.
     fn follow(&self, id: &str) -> R<JobDetails> {
-        let mut printed = 0;
+        let mut offset = 0;
         loop {
             // The state first: logs read after it ended are whole.
             let details = self.details(id)?;
-            let logs = self.logs(id)?;
-            if logs.len() > printed {
-                print!("{}", &logs[printed..]);
-                printed = logs.len();
-            }
+            offset = self.print_logs(id, offset)?;
             if details.status.is_terminal() {
                 return Ok(details);
             }
@@ -237,7 +247,9 @@ pub fn run(args: JobArgs) -> R<()> {
                 true => {
                     api.follow(&id)?;
                 }
-                false => print!("{}", api.logs(&id)?),
+                false => {
+                    api.print_logs(&id, 0)?;
+                }
             }
             Ok(())
         }

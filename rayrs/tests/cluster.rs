@@ -1938,21 +1938,32 @@ fn a_submitted_job_prints_what_the_program_prints_in_every_mode_and_stops_with_i
         "hold",
     ]));
     assert!(ok, "{out}");
-    let holder = std::cell::Cell::new(0u32);
-    ray_rs::eventually("the held job's task says where it runs", || {
-        let (_, logs) = output(cluster.rayrs(&["job", "logs", "held"]));
-        let pid = logs.lines().find_map(|l| {
-            l.split_once(") holding in pid ")
-                .map(|(_, pid)| pid.to_string())
-        });
-        holder.set(pid.and_then(|p| p.trim().parse().ok()).unwrap_or(0));
-        holder.get() != 0
-    });
     let record = ray_node::records::running(cluster.dir())
         .into_iter()
         .find(|r| r.head)
         .unwrap();
     let base = record.dashboard_url.expect("the head's dashboard");
+    // Its driver runs the whole workload first, on a machine other tests load too.
+    let holder = std::cell::Cell::new(0u32);
+    ray::__private::eventually(
+        Duration::from_secs(60),
+        "the held job's task says where it runs",
+        || {
+            let url = format!("{base}/api/jobs/held/logs");
+            let (_, body) = ray_rs::http::get(&url, Some(cluster.token()));
+            let logs: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let pid = logs["logs"]
+                .as_str()
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| {
+                    l.split_once(") holding in pid ")
+                        .and_then(|(_, pid)| pid.trim().parse().ok())
+                });
+            holder.set(pid.unwrap_or(0));
+            holder.get() != 0
+        },
+    );
     let (status, _) = ray_rs::http::get(&format!("{base}/api/jobs/held"), None);
     assert_eq!(status, 401, "the job API needs the token");
     let (status, body) = ray_rs::http::get(&format!("{base}/api/jobs/held"), Some(cluster.token()));
@@ -1965,6 +1976,12 @@ fn a_submitted_job_prints_what_the_program_prints_in_every_mode_and_stops_with_i
     assert!(ok && out.contains("stopping"), "{out}");
     ray_rs::eventually("the stopped job's driver and worker are gone", || {
         !alive(driver_pid) && !alive(holder.get())
+    });
+    // (Recorded once the driver is reaped, which may come just after it is gone.)
+    let details = format!("{base}/api/jobs/held");
+    ray_rs::eventually("the job is recorded stopped", || {
+        let (_, body) = ray_rs::http::get(&details, Some(cluster.token()));
+        body.contains("\"status\":\"STOPPED\"")
     });
     let (ok, status) = output(cluster.rayrs(&["job", "status", "held"]));
     assert!(ok && status.contains("STOPPED"), "{status}");
