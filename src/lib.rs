@@ -7,6 +7,8 @@
 pub use ray;
 
 /// A real cluster on this machine (`ray_node::local_cluster`), and a driver's config for it.
+pub mod browser;
+
 pub mod cluster {
     pub use ray_node::local_cluster::*;
 

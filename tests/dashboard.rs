@@ -13,11 +13,11 @@
 
 #![allow(clippy::new_without_default)] // actor constructors are called remotely
 
-use fantoccini::{Client, ClientBuilder, Locator};
 use ray::state::{self, ListOptions, TaskState};
+use ray_rs::browser::fantoccini::{Client, Locator};
+use ray_rs::browser::{click, displayed, text, type_in, until};
 use ray_rs::{eventually, with_ray};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[ray::remote]
@@ -416,114 +416,13 @@ fn a_taken_dashboard_port_fails_init_and_port_0_starts_none() {
 
 // The browser.
 
-fn tool(var: &str, default: &str) -> PathBuf {
-    let path = std::env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
-    assert!(
-        path.exists(),
-        "{} not found: install Debian's chromium and chromium-driver (`.ci/run` does), or set {var}",
-        path.display()
-    );
-    path
+/// Where the screenshots go.
+fn shots() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots")
 }
 
-/// chromedriver and the browsers it starts, stopped however the test ends.
-struct Driver {
-    child: Child,
-    profile: PathBuf,
-    port: u16,
-}
-
-impl Driver {
-    fn start(profile: PathBuf) -> Driver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(tool("CHROMEDRIVER", "/usr/bin/chromedriver"))
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting chromedriver");
-        let driver = Driver {
-            child,
-            profile,
-            port,
-        };
-        eventually("chromedriver listens", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        driver
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // A browser left by a session that was not closed: found by its profile dir.
-        let profile = self.profile.display().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&profile) {
-                if let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() {
-                    // SAFETY: a plain syscall on a process this test's browser started.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.profile);
-    }
-}
-
-/// Polls `check` (a page's state) until it holds, or fails after 30 s.
-async fn until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "not within 30 s: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The text of the first element `css` finds, or `None` if there is none.
-async fn text(client: &Client, css: &str) -> Option<String> {
-    match client.find(Locator::Css(css)).await {
-        Ok(e) => e.text().await.ok(),
-        Err(_) => None,
-    }
-}
-
-async fn displayed(client: &Client, css: &str) -> bool {
-    match client.find(Locator::Css(css)).await {
-        Ok(e) => e.is_displayed().await.unwrap_or(false),
-        Err(_) => false,
-    }
-}
-
-async fn click(client: &Client, css: &str) {
-    let element = client.find(Locator::Css(css)).await;
-    let element = element.unwrap_or_else(|e| panic!("no {css} to click: {e}"));
-    element.click().await.unwrap();
-}
-
-async fn type_in(client: &Client, css: &str, text: &str) {
-    let element = client.find(Locator::Css(css)).await;
-    let element = element.unwrap_or_else(|e| panic!("no {css} to type in: {e}"));
-    element.send_keys(text).await.unwrap();
-}
-
-async fn screenshot(client: &Client, name: &str) {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    let png = client.screenshot().await.expect("a screenshot");
-    std::fs::write(dir.join(name), png).unwrap();
+async fn screenshot(client: &Client, dir: &Path, name: &str) {
+    ray_rs::browser::screenshot(client, dir, name).await
 }
 
 /// What the state API says the page must show.
@@ -557,7 +456,7 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
         displayed(client, "#login")
     })
     .await;
-    screenshot(client, "login.png").await;
+    screenshot(client, &shots(), "login.png").await;
     type_in(client, "#token", "not-the-token-at-all").await;
     click(client, "#login-form button").await;
     until("the wrong token is refused", || async move {
@@ -592,7 +491,7 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
         text(client, "[data-actor-state=ALIVE]").await.as_deref(),
         Some("1")
     );
-    screenshot(client, "overview.png").await;
+    screenshot(client, &shots(), "overview.png").await;
 
     // Tasks: the summary, a failed task's error in its detail, a filter.
     click(client, "button[data-view=tasks]").await;
@@ -610,7 +509,7 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
     .await;
     let squares = "#summary-table tr[data-function=square] td:nth-child(5)";
     assert_eq!(text(client, squares).await.as_deref(), Some("12"));
-    screenshot(client, "tasks.png").await;
+    screenshot(client, &shots(), "tasks.png").await;
     type_in(client, "#task-filter", "state=RUNNING").await;
     click(client, "#task-filter-form button").await;
     until("the filter leaves only the running task", || async move {
@@ -646,7 +545,7 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
             })
     })
     .await;
-    screenshot(client, "why-pending.png").await;
+    screenshot(client, &shots(), "why-pending.png").await;
 
     // Actors.
     click(client, "button[data-view=actors]").await;
@@ -658,7 +557,7 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
             .is_some_and(|t| t.contains("Counter") && t.contains("ALIVE"))
     })
     .await;
-    screenshot(client, "actors.png").await;
+    screenshot(client, &shots(), "actors.png").await;
 
     // Objects: the driver's ref to the running task's result; workers: the driver.
     click(client, "button[data-view=objects]").await;
@@ -673,7 +572,7 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
             .is_some_and(|t| t.contains("LOCAL_REFERENCE") && t.contains("DRIVER"))
     })
     .await;
-    screenshot(client, "objects.png").await;
+    screenshot(client, &shots(), "objects.png").await;
     click(client, "button[data-view=workers]").await;
     let driver_row = format!("#workers-table tr[data-pid='{}']", std::process::id());
     let driver_row = driver_row.as_str();
@@ -697,12 +596,13 @@ async fn drive(client: &Client, url: &str, base: &str, token: &str, expected: &E
             && displayed(client, failed_bar).await
     })
     .await;
-    screenshot(client, "timeline.png").await;
+    screenshot(client, &shots(), "timeline.png").await;
 }
 
 #[test]
 fn the_dashboard_shows_the_clusters_state_in_a_browser() {
-    let chromium = tool("CHROMIUM", "/usr/bin/chromium");
+    // Checked first: a machine without the browser fails here, saying what to install.
+    ray_rs::browser::tool("CHROMIUM", "/usr/bin/chromium");
     with_ray(ray::Config::local().num_cpus(2.0), || {
         let url = ray::dashboard_url().expect("a local session has a dashboard");
         let (base, token) = url.split_once("/#token=").unwrap();
@@ -748,37 +648,9 @@ fn the_dashboard_shows_the_clusters_state_in_a_browser() {
 
         let profile =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chromium-{}", std::process::id()));
-        let driver = Driver::start(profile.clone());
-        let tokio = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tokio.block_on(async {
-            let mut caps = serde_json::Map::new();
-            caps.insert(
-                "goog:chromeOptions".into(),
-                serde_json::json!({
-                    "binary": chromium,
-                    "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                             "--disable-dev-shm-usage", "--window-size=1280,900",
-                             format!("--user-data-dir={}", profile.display())],
-                }),
-            );
-            let client =
-                ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                    .capabilities(caps)
-                    .connect(&format!("http://127.0.0.1:{}", driver.port))
-                    .await
-                    .expect("a browser session");
-            let outcome = tokio::time::timeout(
-                Duration::from_secs(120),
-                drive(&client, &url, base, token, &expected),
-            )
-            .await;
-            let _ = client.close().await;
-            outcome.expect("the browser test took over 120 s");
+        ray_rs::browser::with_browser(profile, Duration::from_secs(120), async |client| {
+            drive(client, &url, base, token, &expected).await
         });
-        drop(driver);
         std::fs::write(&release, b"").unwrap();
         let pid = ray::get(&held);
         let _ = std::fs::remove_file(&release);

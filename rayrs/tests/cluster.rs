@@ -1925,6 +1925,13 @@ fn a_submitted_job_prints_what_the_program_prints_in_every_mode_and_stops_with_i
     assert_eq!(results_line(&out), sync);
     let (ok, listed) = output(cluster.rayrs(&["job", "list"]));
     assert!(ok && listed.contains("same\tSUCCEEDED"), "{listed}");
+    // The dashboard's jobs view lists it and shows its logs, in a real browser.
+    let dashboard = ray_node::records::running(cluster.dir())
+        .into_iter()
+        .find(|r| r.head)
+        .and_then(|r| r.dashboard_url)
+        .expect("the head's dashboard");
+    shows_job_logs(&dashboard, cluster.token(), "same", &sync);
 
     // A job that holds: its task's print reaches its logs; stopped, it and its worker end.
     let (ok, out) = output(cluster.rayrs(&[
@@ -1985,4 +1992,36 @@ fn a_submitted_job_prints_what_the_program_prints_in_every_mode_and_stops_with_i
     });
     let (ok, status) = output(cluster.rayrs(&["job", "status", "held"]));
     assert!(ok && status.contains("STOPPED"), "{status}");
+}
+
+/// Drives the dashboard at `base` in chromium: the jobs view lists submitted job `id` as
+/// succeeded, and selected, shows its logs with `line` in them.
+fn shows_job_logs(base: &str, token: &str, id: &str, line: &str) {
+    use ray_rs::browser::{click, displayed, text, until};
+    ray_rs::browser::tool("CHROMIUM", "/usr/bin/chromium");
+    let tmp = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let profile = tmp.join(format!("chromium-jobs-{}", std::process::id()));
+    ray_rs::browser::with_browser(profile, Duration::from_secs(90), async |client| {
+        client
+            .goto(&format!("{base}/#token={token}"))
+            .await
+            .unwrap();
+        click(client, "button[data-view=jobs]").await;
+        let row = format!("#submitted-table tr[data-submission-id='{id}']");
+        until("the submitted job is listed as succeeded", || async {
+            displayed(client, &row).await
+                && text(client, &row)
+                    .await
+                    .is_some_and(|t| t.contains("SUCCEEDED"))
+        })
+        .await;
+        click(client, &row).await;
+        until("its logs are shown", || async {
+            text(client, "#job-logs-text")
+                .await
+                .is_some_and(|t| t.contains(line))
+        })
+        .await;
+        ray_rs::browser::screenshot(client, &tmp.join("dashboard-screenshots"), "jobs.png").await;
+    });
 }
