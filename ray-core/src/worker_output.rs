@@ -46,16 +46,21 @@ pub(crate) struct Printer {
 impl Printer {
     /// Prints job `job_id`'s lines from a node in this process.
     pub fn local(mut lines: broadcast::Receiver<Arc<LogLine>>, job_id: u32) -> Option<Printer> {
+        Self::spawn(move || loop {
+            match lines.blocking_recv() {
+                Ok(l) if l.job_id == job_id => print(&l.name, l.pid, l.stderr, &l.text, None),
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(n)) => dropped(n),
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        })
+    }
+
+    /// `print` on a thread of its own.
+    fn spawn(print: impl FnOnce() + Send + 'static) -> Option<Printer> {
         let thread = std::thread::Builder::new()
             .name("ray-worker-output".into())
-            .spawn(move || loop {
-                match lines.blocking_recv() {
-                    Ok(line) if line.job_id == job_id => print(&line, None),
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(n)) => dropped(n),
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            });
+            .spawn(print);
         match thread {
             Ok(thread) => Some(Printer {
                 thread: Some(thread),
@@ -79,33 +84,18 @@ impl Printer {
         // through a bounded queue (a terminal that stops reading must not grow this
         // process: batches that find the queue full are counted and said dropped).
         let (tx, rx) = std::sync::mpsc::sync_channel::<ray_proto::LogBatch>(PRINT_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("ray-worker-output".into())
-            .spawn(move || {
-                while let Ok(batch) = rx.recv() {
-                    if batch.dropped > 0 {
-                        dropped(batch.dropped);
-                    }
-                    let ip = (*batch.node_id != here.to_vec()[..]).then_some(&*batch.node_ip);
-                    for l in batch.lines {
-                        let line = LogLine {
-                            job_id: l.job_id,
-                            pid: l.pid,
-                            name: l.name.into(),
-                            stderr: l.stderr,
-                            text: l.text,
-                        };
-                        print(&line, ip);
-                    }
+        let here = here.to_vec();
+        let printer = Self::spawn(move || {
+            while let Ok(batch) = rx.recv() {
+                if batch.dropped > 0 {
+                    dropped(batch.dropped);
                 }
-            });
-        let thread = match thread {
-            Ok(thread) => thread,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot start the printer of workers' output");
-                return None;
+                let ip = (*batch.node_id != here[..]).then_some(&*batch.node_ip);
+                for l in &batch.lines {
+                    print(&l.name, l.pid, l.stderr, &l.text, ip);
+                }
             }
-        };
+        })?;
         handle.spawn(async move {
             use std::sync::mpsc::TrySendError;
             use tokio_stream::StreamExt;
@@ -126,9 +116,7 @@ impl Printer {
                 }
             }
         });
-        Some(Printer {
-            thread: Some(thread),
-        })
+        Some(printer)
     }
 
     /// Waits until every line was printed: call once the channel is closed.
@@ -139,11 +127,12 @@ impl Printer {
     }
 }
 
-/// Prints `line` with its prefix (`ip` names a worker's machine other than the driver's).
-pub(crate) fn print(line: &LogLine, ip: Option<&str>) {
-    let prefix = ray_raylet::logs::prefix(&line.name, line.pid, ip);
-    let text = format!("{prefix} {}\n", line.text);
-    let _ = match line.stderr {
+/// Prints a line worker `pid` wrote to its stdout (or `stderr`) while it ran `name`, with
+/// its prefix (`ip` names a worker's machine other than the driver's).
+fn print(name: &str, pid: u32, stderr: bool, line: &str, ip: Option<&str>) {
+    let prefix = ray_raylet::logs::prefix(name, pid, ip);
+    let text = format!("{prefix} {line}\n");
+    let _ = match stderr {
         true => std::io::stderr().lock().write_all(text.as_bytes()),
         false => std::io::stdout().lock().write_all(text.as_bytes()),
     };

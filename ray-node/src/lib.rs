@@ -231,7 +231,10 @@ impl Node {
                         manager.clone(),
                         connect
                             .gcs(&gcs_address)
-                            .map_err(|e| NodeError::Records(e.to_string()))?,
+                            .map_err(|e| NodeError::HeadUnreachable {
+                                address: gcs_address.clone(),
+                                reason: e.to_string(),
+                            })?,
                         gcs_address.clone(),
                         token.clone(),
                         log_dir.clone(),
